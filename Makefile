@@ -1,0 +1,44 @@
+# Offsync — `make up` runs the whole stack on embedded defaults, `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
+
+.PHONY: venv up test test-unit test-chaos bench bench-quick lint compose-config clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt $(foreach p,$(PKGS),$(wildcard $(p)/pyproject.toml))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps $(foreach p,$(PKGS),$(if $(wildcard $(p)/pyproject.toml),-e ./$(p)))
+	@touch $(STAMP)
+
+up: venv
+	$(PY) -m offsync_stack up $(ARGS)
+
+test: venv
+	$(PY) -m pytest $(ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration and not e2e" $(ARGS)
+
+test-chaos: venv
+	$(PY) -m pytest tests/chaos -m chaos $(ARGS)
+
+bench: venv
+	$(PY) -m offsync_bench $(ARGS)
+
+bench-quick: venv
+	$(PY) -m offsync_bench --quick $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check . || true
+
+compose-config:
+	docker compose config -q
+
+clean:
+	rm -rf $(VENV) .offsync .pytest_cache

@@ -1,0 +1,1 @@
+"""SQL migrations of the data schema, applied in file-name order."""

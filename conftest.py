@@ -1,0 +1,3 @@
+"""Root test configuration: every test directory gets the infrastructure fixtures."""
+
+pytest_plugins = ["offsync_stack.testing"]

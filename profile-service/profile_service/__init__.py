@@ -1,0 +1,1 @@
+"""profile-service: Admin REST API: organization model, mobile offline profiles, publish events."""

@@ -1,0 +1,1 @@
+"""SQL migrations of the admin schema, applied in file-name order."""

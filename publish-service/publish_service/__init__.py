@@ -1,0 +1,1 @@
+"""publish-service: Materializes per-user record sets as shared buckets and keeps them current."""

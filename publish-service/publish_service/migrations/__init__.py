@@ -1,0 +1,1 @@
+"""SQL migrations of the sync schema, applied in file-name order."""

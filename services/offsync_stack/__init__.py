@@ -1,0 +1,1 @@
+"""Runs the whole Offsync stack on one machine: embedded infrastructure plus one OS process per service."""

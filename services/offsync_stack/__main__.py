@@ -1,0 +1,116 @@
+"""``python -m offsync_stack up``: the whole stack on embedded defaults, until Ctrl-C / SIGTERM.
+
+Prints where the admin API, its OpenAPI docs, the records API and the device websocket listen,
+and writes the same (with PIDs and an admin token) to ``.offsync/stack.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, rmtree
+from offsync_stack.processes import SERVICES, ServiceGroup
+
+DEFAULT_PORTS = {
+    "OFFSYNC_PROFILE_PORT": 8100,
+    "OFFSYNC_CONFLICT_PORT": 8200,
+    "OFFSYNC_SYNC_PORT": 8300,
+    "OFFSYNC_PUBLISH_PORT": 8400,
+}
+
+
+def _ports() -> dict[str, int]:
+    return {k: int(os.environ.get(k, v)) for k, v in DEFAULT_PORTS.items()}
+
+
+def up(state_dir: Path, fresh: bool) -> int:
+    from offsync_shared import bus
+    from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
+    from offsync_shared.settings import CommonSettings
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if fresh:
+        rmtree(state_dir / "pg")
+    pg = broker = None
+    group: ServiceGroup | None = None
+    try:
+        env: dict[str, str] = {}
+        if not os.environ.get("OFFSYNC_PG_DSN"):
+            pg = EmbeddedPostgres(state_dir / "pg")
+            pg.start()
+            env["OFFSYNC_PG_DSN"] = pg.create_database("offsync")
+        if not os.environ.get("OFFSYNC_KAFKA_BOOTSTRAP"):
+            broker = EmbeddedBroker(state_dir / "broker")
+            broker.start()
+            env["OFFSYNC_KAFKA_BOOTSTRAP"] = broker.bootstrap
+        settings = CommonSettings(**{k.removeprefix("OFFSYNC_").lower(): v for k, v in env.items()})
+        asyncio.run(bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions))
+        ports = _ports()
+        env.update({k: str(v) for k, v in ports.items()})
+        group = ServiceGroup(env=env, log_dir=state_dir / "logs")
+        for spec in SERVICES:
+            group.start(spec, ports[spec.port_env])
+        group.wait_ready(timeout=60)
+        token = issue_token(settings.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=30 * 24 * 3600)
+        p, c, s = ports["OFFSYNC_PROFILE_PORT"], ports["OFFSYNC_CONFLICT_PORT"], ports["OFFSYNC_SYNC_PORT"]
+        info = {
+            "admin_api": f"http://127.0.0.1:{p}",
+            "admin_docs": f"http://127.0.0.1:{p}/docs",
+            "records_api": f"http://127.0.0.1:{c}",
+            "records_docs": f"http://127.0.0.1:{c}/docs",
+            "device_ws": f"ws://127.0.0.1:{s}/v1/sync",
+            "pg_dsn": settings.pg_dsn,
+            "kafka_bootstrap": settings.kafka_bootstrap,
+            "admin_token": token,
+            "logs": str(state_dir / "logs"),
+            "pids": {
+                **{name: svc.proc.pid for name, svc in group.running.items()},
+                **({"postgres": pg.proc.pid} if pg and pg.proc else {}),
+                **({"broker": broker.proc.pid} if broker and broker.proc else {}),
+            },
+        }
+        (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        print("Offsync is up.", flush=True)
+        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "logs"):
+            print(f"  {k:<12} {info[k]}", flush=True)
+        print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
+        while not stop.wait(1.0):
+            for name, svc in list(group.running.items()):
+                if svc.proc.poll() is not None:
+                    print(f"{name} exited with {svc.proc.returncode}; see {svc.log_path}", file=sys.stderr, flush=True)
+                    return 1
+        return 0
+    finally:
+        print("stopping ...", flush=True)
+        if group is not None:
+            group.stop_all()
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+        (state_dir / "stack.json").unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="offsync-stack")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="start the whole stack in the foreground")
+    p_up.add_argument("--state-dir", default=".offsync", type=Path)
+    p_up.add_argument("--fresh", action="store_true", help="start from an empty database")
+    args = parser.parse_args()
+    if args.cmd == "up":
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        sys.exit(up(args.state_dir.resolve(), args.fresh))
+
+
+if __name__ == "__main__":
+    main()

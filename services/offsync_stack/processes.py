@@ -1,0 +1,108 @@
+"""Starts the four services as OS processes (one log file each), waits until each is ready,
+and stops them all: SIGTERM first so they drain, SIGKILL after a grace period."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # e.g. "profile-service"
+    module: str  # python -m <module>
+    port_env: str  # env var carrying its HTTP port
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("profile-service", "profile_service", "OFFSYNC_PROFILE_PORT"),
+    ServiceSpec("conflict-service", "conflict_service", "OFFSYNC_CONFLICT_PORT"),
+    ServiceSpec("publish-service", "publish_service", "OFFSYNC_PUBLISH_PORT"),
+    ServiceSpec("sync-service", "sync_service", "OFFSYNC_SYNC_PORT"),
+)
+
+
+@dataclass
+class RunningService:
+    spec: ServiceSpec
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class ServiceGroup:
+    """The service processes of one stack; ``env`` is the common environment they all get."""
+
+    env: dict[str, str]
+    log_dir: Path
+    running: dict[str, RunningService] = field(default_factory=dict)
+
+    def start(self, spec: ServiceSpec, port: int, extra_env: dict[str, str] | None = None) -> RunningService:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, spec.port_env: str(port), **(extra_env or {})}
+        log_path = self.log_dir / f"{spec.name}.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", spec.module],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: we can signal it and its children
+        )
+        svc = RunningService(spec, port, proc, log_path)
+        self.running[spec.name] = svc
+        return svc
+
+    def wait_ready(self, timeout: float = 60.0, names: list[str] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names or self.running)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                name = pending[0]
+                svc = self.running[name]
+                if svc.proc.poll() is not None:
+                    tail = svc.log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with {svc.proc.returncode}; log tail:\n{tail}")
+                try:
+                    if client.get(f"{svc.url}/readyz").status_code == 200:
+                        pending.pop(0)
+                        continue
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    tail = svc.log_path.read_text(errors="replace")[-3000:]
+                    raise TimeoutError(f"{name} not ready after {timeout}s; log tail:\n{tail}")
+                time.sleep(0.1)  # polling readiness of a starting process; bounded by the deadline
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+        svc = self.running.pop(name, None)
+        if svc is None or svc.proc.poll() is not None:
+            return
+        try:
+            os.killpg(svc.proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            svc.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(svc.proc.pid, signal.SIGKILL)
+            svc.proc.wait()
+
+    def kill(self, name: str) -> None:
+        self.stop(name, signal.SIGKILL, grace=5.0)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.running)):
+            self.stop(name)

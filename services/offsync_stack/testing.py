@@ -1,0 +1,127 @@
+"""pytest plugin: real infrastructure for integration tests and a running stack for e2e tests.
+
+Fixtures:
+- ``infra``: session-wide PostgreSQL + Kafka-protocol broker (see offsync_stack.infra).
+- ``fresh_env``: a fresh database and topic prefix -> the ``OFFSYNC_*`` env a service would get.
+- ``stack``: the four services as OS processes on a fresh database and topic prefix (module scope).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from offsync_stack.embedded import free_port
+from offsync_stack.infra import Infra, provide
+from offsync_stack.processes import SERVICES, ServiceGroup
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with provide() as i:
+        yield i
+
+
+@dataclass
+class TestEnv:
+    pg_dsn: str
+    kafka_bootstrap: str
+    topic_prefix: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "OFFSYNC_ENV": "test",
+            "OFFSYNC_PG_DSN": self.pg_dsn,
+            "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
+            "OFFSYNC_TOPIC_PARTITIONS": "4",
+        }
+
+    def settings_kwargs(self) -> dict[str, object]:
+        return {
+            "env": "test",
+            "pg_dsn": self.pg_dsn,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "topic_prefix": self.topic_prefix,
+            "topic_partitions": 4,
+        }
+
+
+async def make_env(infra: Infra, label: str = "t") -> TestEnv:
+    dsn = await infra.create_database(label)
+    return TestEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.")
+
+
+@pytest_asyncio.fixture
+async def fresh_env(infra: Infra) -> TestEnv:
+    return await make_env(infra)
+
+
+@dataclass
+class Stack:
+    env: TestEnv
+    group: ServiceGroup
+
+    def url(self, service: str) -> str:
+        return self.group.running[service].url
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("profile-service")
+
+    @property
+    def records_url(self) -> str:
+        return self.url("conflict-service")
+
+    @property
+    def sync_ws(self) -> str:
+        return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
+
+
+def start_stack(env: TestEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
+    group = ServiceGroup(env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir)
+    for spec in SERVICES:
+        if services is None or spec.name in services:
+            group.start(spec, free_port())
+    try:
+        group.wait_ready(timeout=90)
+    except BaseException:
+        group.stop_all()
+        raise
+    return Stack(env, group)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(infra: Infra) -> AsyncIterator[Stack]:
+    env = await make_env(infra, "e2e")
+    log_dir = Path(tempfile.mkdtemp(prefix="offsync-e2e-logs-"))
+    s = await asyncio.to_thread(start_stack, env, log_dir)
+    try:
+        yield s
+    finally:
+        await asyncio.to_thread(s.group.stop_all)
+
+
+async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):  # type: ignore[no-untyped-def]
+    """Wait until ``await check()`` returns a truthy value and return it; fail after ``timeout``.
+
+    Tests wait on conditions with a deadline, never on a fixed sleep.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if loop.time() > deadline:
+            raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
+        await asyncio.sleep(interval)

@@ -1,0 +1,1 @@
+"""Contracts and adapters used by more than one Offsync service."""

@@ -1,0 +1,205 @@
+"""The Kafka bus adapter (aiokafka): topic creation, a producer, and a consumer loop that
+decodes, dispatches to one handler table and parks what it cannot handle on the dead-letter topic.
+
+Offsets are committed only after a batch was handled, so delivery is at-least-once and handlers
+must be idempotent (dedupe on event id or record version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
+
+from offsync_shared import metrics
+from offsync_shared.envelope import Envelope, EnvelopeError
+from offsync_shared.events import Event, decode
+from offsync_shared.topics import ALL_TOPICS, Topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event, Envelope], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[Event, Envelope]]], Awaitable[None]]
+
+
+async def ensure_topics(
+    bootstrap: str, prefix: str = "", partitions: int = 8, topics: Iterable[Topic] = ALL_TOPICS, timeout: float = 30.0
+) -> None:
+    """Create the topics that do not exist yet (the embedded broker forgets them on restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(t.full(prefix), num_partitions=partitions, replication_factor=1)
+                for t in topics
+                if t.full(prefix) not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+            return
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("broker not ready yet", extra={"error": str(exc)})
+            await asyncio.sleep(0.2)  # bounded retry while the broker starts
+        finally:
+            await admin.close()
+
+
+class Producer:
+    """A started aiokafka producer; ``send_many`` waits for every acknowledgement."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 0) -> None:
+        # acks=all and no idempotence: the embedded broker supports neither idempotent
+        # producers nor transactions; duplicates are handled by idempotent consumers.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_request_size=8 * 1024 * 1024
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, env: Envelope) -> None:
+        await self._producer.send_and_wait(topic, key=env.key.encode(), value=env.encode())
+
+    async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
+        futures = [await self._producer.send(t, key=k.encode(), value=v) for t, k, v in messages]
+        await asyncio.gather(*futures)
+
+
+@dataclass
+class ConsumerConfig:
+    bootstrap: str
+    topics: list[str]
+    group_id: str | None
+    dead_letter_topic: str
+    auto_offset_reset: str = "earliest"
+    max_records: int = 500
+    # A group-less consumer (e.g. a gateway that wants every notification) reads from the end.
+
+
+class ConsumerLoop:
+    """Reads topics, decodes envelopes and dispatches by event type.
+
+    ``handlers`` maps event type -> handler for one event; ``batch_handler`` (optional) gets the
+    whole decoded batch instead, for set-wise processing. Unknown types are skipped with a log
+    line only if listed in ``ignore``; anything else undecodable goes to the dead-letter topic.
+    """
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        producer: Producer,
+        *,
+        name: str,
+        handlers: Mapping[str, Handler] | None = None,
+        batch_handler: BatchHandler | None = None,
+        ignore: Iterable[str] = (),
+    ) -> None:
+        self.config = config
+        self.producer = producer
+        self.name = name
+        self.handlers = dict(handlers or {})
+        self.batch_handler = batch_handler
+        self.ignore = set(ignore)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.processed = 0
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *self.config.topics,
+            bootstrap_servers=self.config.bootstrap,
+            group_id=self.config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.config.auto_offset_reset if self.config.group_id else "latest",
+            max_poll_records=self.config.max_records,
+            fetch_max_wait_ms=50,
+        )
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def run(self) -> None:
+        assert self.consumer is not None, "start() first"
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
+            if not batch:
+                self.caught_up.set()
+                continue
+            records = [r for part in batch.values() for r in part]
+            await self.handle_records(records)
+            if self.config.group_id:
+                await self.consumer.commit()
+            self.processed += len(records)
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> None:
+        decoded: list[tuple[Event, Envelope]] = []
+        for rec in records:
+            try:
+                env = Envelope.decode(rec.value)
+                if env.type in self.ignore:
+                    continue
+                decoded.append((decode(env), env))
+            except EnvelopeError as exc:
+                await self.dead_letter(rec, f"undecodable: {exc}")
+        if self.batch_handler is not None:
+            if decoded:
+                await self.batch_handler(decoded)
+            return
+        for event, env in decoded:
+            handler = self.handlers.get(env.type)
+            if handler is None:
+                await self.dead_letter_env(env, f"no handler for {env.type} in {self.name}")
+                continue
+            try:
+                await handler(event, env)
+                metrics.EVENTS_HANDLED.labels(self.name, env.type).inc()
+            except Exception as exc:  # a poison event must not block the partition
+                log.exception("handler failed", extra={"event_id": env.id, "type": env.type})
+                await self.dead_letter_env(env, f"handler error: {type(exc).__name__}: {exc}")
+
+    async def dead_letter(self, rec: ConsumerRecord, reason: str) -> None:
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        log.warning("dead-lettered message", extra={"topic": rec.topic, "offset": rec.offset, "reason": reason})
+        env = Envelope(
+            type="dead_letter",
+            key=rec.topic,
+            payload={
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "reason": reason,
+                "consumer": self.name,
+                "value": (rec.value or b"")[:65536].decode("utf-8", "replace"),
+            },
+        )
+        await self.producer.send(self.config.dead_letter_topic, env)
+
+    async def dead_letter_env(self, env: Envelope, reason: str) -> None:
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        log.warning("dead-lettered event", extra={"event_id": env.id, "type": env.type, "reason": reason})
+        dl = Envelope(
+            type="dead_letter",
+            key=env.type,
+            payload={"reason": reason, "consumer": self.name, "envelope": env.encode().decode()},
+        )
+        await self.producer.send(self.config.dead_letter_topic, dl)

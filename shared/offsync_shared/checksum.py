@@ -1,0 +1,23 @@
+"""Bucket checksums: the same function in Python and in SQL, so devices, the publish worker and
+set-wise SQL all agree.
+
+An op's hash is the first 32 bits of md5("entity:id:version"); a bucket's checksum is the sum of
+the hashes of its live (put) records modulo 2**32. Sums commute, so it updates incrementally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MOD = 2**32
+
+# SQL expression of the same hash, for INSERT ... SELECT; $entity/$id/$version are column names.
+SQL_OP_HASH = "('x' || substr(md5({entity} || ':' || {id} || ':' || {version}::text), 1, 8))::bit(32)::bigint"
+
+
+def op_hash(entity: str, record_id: str, version: int) -> int:
+    return int(hashlib.md5(f"{entity}:{record_id}:{version}".encode()).hexdigest()[:8], 16)
+
+
+def combine(checksum: int, add: int = 0, remove: int = 0) -> int:
+    return (checksum + add - remove) % MOD

@@ -1,0 +1,72 @@
+"""Postgres access: the asyncpg pool (JSON codecs via orjson) and per-service schema migrations.
+
+Each service owns one schema and is its only writer; migrations are plain SQL files applied in
+name order under an advisory lock, recorded in ``<schema>.schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw)
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
+def _migration_files(package: str) -> list[tuple[str, str]]:
+    root = resources.files(package)
+    files = sorted((p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".sql"))
+    return files
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
+    """Apply the SQL files of ``package`` (a package holding NNN_name.sql files) to ``schema``.
+
+    Returns the names applied now. Safe to run from several processes at once.
+    """
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            # One lock per schema: concurrent starters wait instead of racing DDL.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+            for name, sql in _migration_files(package):
+                if name in done:
+                    continue
+                await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+                await conn.execute(sql)
+                await conn.execute(f'INSERT INTO "{schema}".schema_migrations(name) VALUES ($1)', name)
+                applied.append(name)
+    if applied:
+        log.info("migrations applied", extra={"schema": schema, "migrations": applied})
+    return applied

@@ -1,0 +1,80 @@
+"""FastAPI plumbing every HTTP service uses: health/readiness/metrics routes and the one place
+that maps errors to JSON bodies (``{"error": {"code", "message", "field"?}}``), never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from offsync_shared import metrics
+from offsync_shared.errors import OffsyncError
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: object) -> dict[str, object]:
+    err: dict[str, object] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    err.update(extra)
+    return {"error": err}
+
+
+def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
+    """Add /healthz, /readyz, /metrics and the error handlers to ``app``."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive", "service": service}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks = await ready()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(OffsyncError)
+    async def offsync_error(_: Request, exc: OffsyncError) -> JSONResponse:
+        metrics.HTTP_REQUESTS.labels(service, str(exc.status)).inc()
+        body = error_body(exc.code, exc.message, exc.field)
+        if exc.details is not None:
+            body["error"]["details"] = exc.details  # type: ignore[index]
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg", "")} for e in errors
+        ]
+        return JSONResponse(
+            error_body("validation", str(first.get("msg", "invalid request")), ".".join(loc) or None, details=details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        metrics.HTTP_REQUESTS.labels(service, "500").inc()
+        return JSONResponse(error_body("internal", "internal error; see server logs"), status_code=500)

@@ -1,0 +1,96 @@
+"""The pieces every service opens at start and closes at stop, in order: Postgres pool (and its
+migrations), Kafka topics and producer, the outbox relay, and background tasks.
+
+Nothing connects at import time; :func:`open_runtime` is entered from a service's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from offsync_shared import bus, db
+from offsync_shared.outbox import OutboxRelay
+from offsync_shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: CommonSettings
+    pool: asyncpg.Pool
+    producer: bus.Producer
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+
+    def topic(self, t: Any) -> str:
+        return t.full(self.settings.topic_prefix)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(_supervised(coro, name), name=name)
+        self.tasks.append(task)
+        return task
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"postgres": False, "broker": True}
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            checks["postgres"] = True
+        except Exception:  # readiness reports, it never raises
+            pass
+        try:
+            client = self.producer._producer.client  # noqa: SLF001 - aiokafka exposes no public probe
+            checks["broker"] = bool(await asyncio.wait_for(client.ready(client.get_random_node()), 2))
+        except Exception:
+            checks["broker"] = False
+        checks["workers"] = all(not t.done() for t in self.tasks)
+        return checks
+
+
+async def _supervised(coro: Coroutine[Any, Any, Any], name: str) -> Any:
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task died", extra={"task": name})
+        raise
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: CommonSettings,
+    *,
+    schema: str | None = None,
+    migrations: str | None = None,
+    relay: bool = True,
+) -> AsyncIterator[Runtime]:
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await db.create_pool(settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
+        stack.push_async_callback(pool.close)
+        if schema and migrations:
+            await db.migrate(pool, schema, migrations)
+        await bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions)
+        producer = bus.Producer(settings.kafka_bootstrap)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        rt = Runtime(settings=settings, pool=pool, producer=producer)
+        stack.push_async_callback(_cancel_all, rt)
+        if relay and schema:
+            rt.relay = OutboxRelay(pool, schema, producer)
+            rt.spawn(rt.relay.run(), f"outbox-relay:{schema}")
+        yield rt
+
+
+async def _cancel_all(rt: Runtime) -> None:
+    for t in rt.tasks:
+        t.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)

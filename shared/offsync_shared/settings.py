@@ -1,0 +1,45 @@
+"""Settings common to every service; each service subclasses with its own env prefix fields.
+
+Every address and secret comes from the environment (``OFFSYNC_...``) so the same code runs on
+the embedded stack, on system services or on remote ones.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "offsync-dev-secret-change-me-0123456789"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OFFSYNC_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/offsync"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prepended to every topic name: isolates test sessions and tenants sharing one broker.
+    topic_prefix: str = ""
+    # Default partition count for topics we create; keyed topics keep per-key order.
+    topic_partitions: int = 8
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str = "offsync"
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    pg_pool_min: int = 1
+    pg_pool_max: int = 10
+    # Each service's HTTP port (health, metrics, and its API if it has one).
+    profile_port: int = 8100
+    conflict_port: int = 8200
+    sync_port: int = 8300
+    publish_port: int = 8400
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_in_prod(self) -> "CommonSettings":
+        if self.env == "prod" and self.jwt_secret == DEV_JWT_SECRET:
+            raise ValueError("OFFSYNC_JWT_SECRET must be set to a real secret when OFFSYNC_ENV=prod")
+        if len(self.jwt_secret) < 32:
+            raise ValueError("OFFSYNC_JWT_SECRET must be at least 32 characters")
+        return self

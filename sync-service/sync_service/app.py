@@ -1,0 +1,34 @@
+"""The sync-service application: opens its runtime in the lifespan and wires its routes and workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from offsync_shared import http
+from offsync_shared.runtime import Runtime, open_runtime
+from sync_service.settings import Settings
+
+SCHEMA = None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state: dict[str, Runtime] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, schema=SCHEMA, migrations=None) as rt:
+            state["rt"] = rt
+            app.state.runtime = rt
+            yield
+
+    app = FastAPI(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
+
+    async def ready() -> dict[str, bool]:
+        rt = state.get("rt")
+        return await rt.ready() if rt else {"started": False}
+
+    http.install(app, "sync-service", ready)
+    return app

@@ -1,0 +1,13 @@
+"""Settings of sync-service (env: OFFSYNC_...)."""
+
+from __future__ import annotations
+
+from offsync_shared.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    """Everything in CommonSettings; sync-service-specific knobs go here."""
+
+    @property
+    def port(self) -> int:
+        return self.sync_port

@@ -31,7 +31,7 @@ def infra() -> Iterator[Infra]:
 
 
 @dataclass
-class TestEnv:
+class InfraEnv:
     pg_dsn: str
     kafka_bootstrap: str
     topic_prefix: str
@@ -55,19 +55,19 @@ class TestEnv:
         }
 
 
-async def make_env(infra: Infra, label: str = "t") -> TestEnv:
+async def make_env(infra: Infra, label: str = "t") -> InfraEnv:
     dsn = await infra.create_database(label)
-    return TestEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.")
+    return InfraEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.")
 
 
 @pytest_asyncio.fixture
-async def fresh_env(infra: Infra) -> TestEnv:
+async def fresh_env(infra: Infra) -> InfraEnv:
     return await make_env(infra)
 
 
 @dataclass
 class Stack:
-    env: TestEnv
+    env: InfraEnv
     group: ServiceGroup
 
     def url(self, service: str) -> str:
@@ -86,7 +86,7 @@ class Stack:
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
 
-def start_stack(env: TestEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
+def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
     group = ServiceGroup(env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir)
     for spec in SERVICES:
         if services is None or spec.name in services:

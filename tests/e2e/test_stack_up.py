@@ -1,0 +1,67 @@
+"""`make up` (python -m offsync_stack up): the whole stack becomes ready, writes stack.json, and a
+SIGTERM leaves no process behind; a second start on the same state directory works too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from offsync_stack.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"supervisor exited early with {proc.returncode}")
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.1)  # polling for a file another process writes; bounded by the deadline
+    raise AssertionError(f"{path} not written within {timeout}s")
+
+
+@pytest.mark.parametrize("attempt", [1, 2], ids=["first-up", "second-up-same-state"])
+def test_up_reaches_readiness_and_sigterm_leaves_nothing(tmp_path_factory: pytest.TempPathFactory, attempt: int) -> None:
+    state = tmp_path_factory.getbasetemp() / "stack-state"  # shared by both attempts on purpose
+    env = {
+        **os.environ,
+        **{k: str(free_port()) for k in ("OFFSYNC_PROFILE_PORT", "OFFSYNC_CONFLICT_PORT", "OFFSYNC_SYNC_PORT", "OFFSYNC_PUBLISH_PORT")},
+    }
+    for k in ("OFFSYNC_PG_DSN", "OFFSYNC_KAFKA_BOOTSTRAP", "OFFSYNC_TOPIC_PREFIX"):
+        env.pop(k, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offsync_stack", "up", "--state-dir", str(state)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        info = _wait_for_file(state / "stack.json", proc, timeout=60)
+        pids = info["pids"]
+        assert set(pids) >= {"profile-service", "conflict-service", "publish-service", "sync-service", "postgres", "broker"}
+        for url in (info["admin_api"], info["records_api"], str(info["device_ws"]).replace("ws://", "http://").removesuffix("/v1/sync")):
+            assert httpx.get(f"{url}/readyz", timeout=5).json()["ready"] is True
+        docs = httpx.get(str(info["admin_docs"]), timeout=5)
+        assert docs.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+        children = list(pids.values())  # type: ignore[union-attr]
+        alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"processes left behind: {alive}"
+        assert not (state / "stack.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

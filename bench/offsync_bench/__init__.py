@@ -1,0 +1,1 @@
+"""The Offsync benchmark harness (`make bench`): workloads of ../shared/bench/workloads.md."""

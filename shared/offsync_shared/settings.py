@@ -24,6 +24,10 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = ""
     # Default partition count for topics we create; keyed topics keep per-key order.
     topic_partitions: int = 8
+    # Consumer group liveness. Kafka's defaults; the embedded broker finishes a group join in
+    # about half the session timeout, so the embedded stack and tests use 2000/500.
+    kafka_session_timeout_ms: int = 10000
+    kafka_heartbeat_interval_ms: int = 3000
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "offsync"
     log_level: str = "INFO"

@@ -32,7 +32,7 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_consumer_dis
         received.append(event.conflict_detection)
 
     loop = bus.ConsumerLoop(
-        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-test", DEAD_LETTER.full(fresh_env.topic_prefix)),
+        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-test", DEAD_LETTER.full(fresh_env.topic_prefix), **fresh_env.group_timeouts),
         producer,
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},
@@ -80,12 +80,12 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         got.append(event)  # type: ignore[arg-type]
 
     loop = bus.ConsumerLoop(
-        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-dl", dl_topic),
+        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-dl", dl_topic, **fresh_env.group_timeouts),
         producer,
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},
     )
-    dl = bus.ConsumerLoop(bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic), producer, name="dl")
+    dl = bus.ConsumerLoop(bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic, **fresh_env.group_timeouts), producer, name="dl")
     parked: list[Envelope] = []
 
     async def collect(batch: list[tuple[Event, Envelope]]) -> None:
@@ -104,7 +104,7 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         await eventually(one_good, message="good event after junk")
         from aiokafka import AIOKafkaConsumer
 
-        c = AIOKafkaConsumer(dl_topic, bootstrap_servers=fresh_env.kafka_bootstrap, auto_offset_reset="earliest", group_id="dlr")
+        c = AIOKafkaConsumer(dl_topic, bootstrap_servers=fresh_env.kafka_bootstrap, auto_offset_reset="earliest", group_id=None)
         await c.start()
         try:
             async def four_parked() -> bool:

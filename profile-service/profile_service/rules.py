@@ -146,7 +146,8 @@ def normalize_filter(raw: Any) -> Any:
     if isinstance(raw, dict) and raw.get("kind") in OTHER_FLAGS and set(raw) == {"kind"}:
         return {"kind": "other", **{f: f == raw["kind"] for f in OTHER_FLAGS}}
     if isinstance(raw, dict) and raw.get("kind") == "other":
-        return {"kind": "other", **{f: raw.get(f, False) for f in OTHER_FLAGS}, **{k: v for k, v in raw.items() if k not in OTHER_FLAGS and k != "kind"}}
+        # Spell out every flag so published filters have one shape; unknown keys stay to be refused.
+        return {**raw, **{f: raw.get(f, False) for f in OTHER_FLAGS}}
     return raw
 
 

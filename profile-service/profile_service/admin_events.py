@@ -39,7 +39,7 @@ class Emitter:
             user_id,
         )
         if row is not None:
-            await self.emit(conn, UserChanged(**{k: row[k] for k in row.keys()}))
+            await self.emit(conn, UserChanged(**dict(row.items())))
 
     async def user_deleted(self, conn: asyncpg.Connection, user_id: str, business_unit_id: str) -> None:
         await self.emit(conn, UserChanged(id=user_id, business_unit_id=business_unit_id, deleted=True))
@@ -53,7 +53,7 @@ class Emitter:
             team_id,
         )
         if row is not None:
-            await self.emit(conn, TeamChanged(**{k: row[k] for k in row.keys()}))
+            await self.emit(conn, TeamChanged(**dict(row.items())))
 
     async def business_unit(self, conn: asyncpg.Connection, bu_id: str) -> None:
         row = await conn.fetchrow("SELECT id, parent_id, name FROM admin.business_units WHERE id = $1", bu_id)

@@ -11,9 +11,8 @@ from fastapi import APIRouter, Response
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import BusinessUnitChanged, RoleChanged, TeamChanged
 from profile_service import rules
-from profile_service.access import IS_ADMIN_SQL
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_ID
-from profile_service.context import Ctx, CtxDep, new_id
+from profile_service.context import CtxDep, new_id
 from profile_service.schemas import (
     BusinessUnitIn,
     BusinessUnitPatch,
@@ -271,13 +270,24 @@ async def _user(conn: asyncpg.Connection, user_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+ANY_ADMIN_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM admin.users u WHERE u.enabled AND (
+    EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id WHERE ur.user_id = u.id AND r.is_admin)
+    OR EXISTS (SELECT 1 FROM admin.team_members tm JOIN admin.team_roles tr ON tr.team_id = tm.team_id
+               JOIN admin.roles r ON r.id = tr.role_id WHERE tm.user_id = u.id AND r.is_admin)))
+"""
+
+
 async def _ensure_an_admin_remains(conn: asyncpg.Connection) -> None:
-    """Refuse a change that would leave nobody able to call the admin API."""
-    users = [r["id"] for r in await conn.fetch("SELECT id FROM admin.users WHERE enabled")]
-    for uid in users:
-        if await conn.fetchval(IS_ADMIN_SQL, uid):
-            return
-    raise Conflict("this change would leave no enabled administrator")
+    """Refuse a change that would leave nobody able to call the admin API.
+
+    The lock serializes such changes, so two admins removing each other concurrently cannot
+    both pass the check on snapshots that still show the other one (read committed: the check
+    after the lock sees the first transaction's commit)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('admin:last-admin'))")
+    if not await conn.fetchval(ANY_ADMIN_SQL):
+        raise Conflict("this change would leave no enabled administrator")
 
 
 async def _check_manager(conn: asyncpg.Connection, user_id: str, manager_id: str) -> None:

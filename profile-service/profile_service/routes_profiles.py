@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import ProfileDeleted
 from profile_service import profiles as store
-from profile_service.context import Ctx, CtxDep, new_id
+from profile_service.context import CtxDep, new_id
 from profile_service.schemas import (
     AppModuleIn,
     AppModulePatch,

@@ -76,7 +76,7 @@ async def test_items_filters_relationships_and_etags(admin: httpx.AsyncClient, o
     r = await admin.patch(f"/v1/profiles/{pid}/items/account", json={"filter": {"kind": "custom", "condition": {"attribute": "revenue", "operator": "like", "value": "1%"}}})
     assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["code"] == "operator_type_mismatch"
     assert (await admin.delete(f"/v1/profiles/{pid}/items/account")).status_code == 409  # contact relates to it
-    r = await admin.patch(f"/v1/entities/account", json={"offline_enabled": False})
+    r = await admin.patch("/v1/entities/account", json={"offline_enabled": False})
     assert r.status_code == 409 and "Field sales" in r.json()["error"]["message"]
 
 
@@ -251,3 +251,22 @@ async def test_bad_input_is_a_json_4xx(admin: httpx.AsyncClient, method: str, pa
     r = await admin.request(method, path, json=body)
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error"]["code"] and r.json()["error"]["message"]
+
+
+async def test_concurrent_edits_one_wins_the_other_gets_412_or_409(admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
+    import asyncio
+
+    p = await new_profile(admin, "Race")
+    q = await new_profile(admin, "Race 2")
+    etag = (await admin.get(f"/v1/profiles/{p['id']}")).headers["ETag"]
+    r1, r2 = await asyncio.gather(
+        admin.patch(f"/v1/profiles/{p['id']}", json={"description": "one"}, headers={"If-Match": etag}),
+        admin.patch(f"/v1/profiles/{p['id']}", json={"description": "two"}, headers={"If-Match": etag}),
+    )
+    assert sorted([r1.status_code, r2.status_code]) == [200, 412]
+    await admin.post("/v1/users", json={"id": "frank", "name": "Frank", "business_unit_id": org["root"]})
+    r1, r2 = await asyncio.gather(
+        admin.post(f"/v1/profiles/{p['id']}/users", json={"user_ids": ["frank"]}),
+        admin.post(f"/v1/profiles/{q['id']}/users", json={"user_ids": ["frank"]}),
+    )
+    assert sorted([r1.status_code, r2.status_code]) == [200, 409]

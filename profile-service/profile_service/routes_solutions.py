@@ -38,12 +38,23 @@ async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[s
             items = [{k: i[k] for k in ("entity", "filter", "relationships", "sync_interval_minutes")} for i in p["items"]]
             used.update(i["entity"] for i in items)
             profiles.append({"name": p["name"], "description": p["description"], "items": items})
-        rows = await conn.fetch(
-            """SELECT logical_name, display_name, ownership, offline_capable, offline_enabled, attributes, conflict_policy
-               FROM admin.entities WHERE logical_name = ANY($1::text[]) ORDER BY logical_name""",
-            sorted(used),
-        )
-    entities = [{k: v for k, v in dict(r).items() if v is not None} for r in rows]
+        every = {
+            r["logical_name"]: r
+            for r in await conn.fetch(
+                """SELECT logical_name, display_name, ownership, offline_capable, offline_enabled, attributes, conflict_policy
+                   FROM admin.entities"""
+            )
+        }
+    # Lookup targets come along (transitively) so the metadata imports into an org lacking them.
+    todo = sorted(used)
+    while todo:
+        name = todo.pop()
+        for spec in every[name]["attributes"].values() if name in every else ():
+            target = spec.get("target")
+            if spec.get("type") == "lookup" and target in every and target not in used:
+                used.add(target)
+                todo.append(target)
+    entities = [{k: v for k, v in dict(every[n]).items() if v is not None} for n in sorted(used) if n in every]
     return {"format": "offsync-solution", "version": 1, "entities": entities, "profiles": profiles}
 
 

@@ -201,7 +201,8 @@ async def test_export_import_round_trip_is_all_or_nothing(admin: httpx.AsyncClie
                                                             "relationships": [{"entity": "account", "attribute": "accountid"}]})
     await admin.post(f"/v1/profiles/{p['id']}/publish")
     solution = (await admin.get("/v1/solutions/export", params={"profile_id": p["id"]})).json()
-    assert [e["logical_name"] for e in solution["entities"]] == ["account", "inspection"]
+    # the items' entities plus their lookup targets (account -> contact)
+    assert [e["logical_name"] for e in solution["entities"]] == ["account", "contact", "inspection"]
     assert solution["profiles"][0]["name"] == "Exported"
 
     # a broken solution changes nothing and lists every problem

@@ -13,6 +13,7 @@ from offsync_shared.events.admin import BusinessUnitChanged, RoleChanged, TeamCh
 from profile_service import rules
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_ID
 from profile_service.context import CtxDep, new_id
+from profile_service.profiles import mark_changed
 from profile_service.schemas import (
     BusinessUnitIn,
     BusinessUnitPatch,
@@ -389,19 +390,12 @@ async def delete_user(ctx: CtxDep, user_id: PathId) -> Response:
         await conn.execute("DELETE FROM admin.users WHERE id = $1", user_id)
         await conn.execute("DELETE FROM admin.published_profile_users WHERE user_id = $1", user_id)
         if cur["profile_id"]:
-            await _mark_profile_changed(conn, cur["profile_id"])
+            await mark_changed(conn, cur["profile_id"])
         await _ensure_an_admin_remains(conn)
         await ctx.emitter.user_deleted(conn, user_id, cur["business_unit_id"])
         for tid in cur["team_ids"]:
             await ctx.emitter.team(conn, tid)
     return Response(status_code=204)
-
-
-async def _mark_profile_changed(conn: asyncpg.Connection, profile_id: str) -> None:
-    await conn.execute(
-        "UPDATE admin.profiles SET has_unpublished_changes = true, row_version = row_version + 1, updated_at = now() WHERE id = $1",
-        profile_id,
-    )
 
 
 @router.put("/users/{user_id}/roles/{role_id}", tags=["users"])

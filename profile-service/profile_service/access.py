@@ -1,0 +1,49 @@
+"""Who may call the admin API: a bearer token for the admin audience whose user is enabled and
+holds an is_admin role, directly or through one of its teams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from offsync_shared.auth import ADMIN_AUDIENCE, verify_token
+from offsync_shared.errors import Forbidden, Unauthenticated
+
+_bearer = HTTPBearer(auto_error=False, description="JWT for audience offsync-admin (POST /v1/tokens)")
+
+IS_ADMIN_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM admin.users u
+  WHERE u.id = $1 AND u.enabled AND EXISTS (
+    SELECT 1 FROM admin.roles r
+    WHERE r.is_admin AND (
+      r.id IN (SELECT role_id FROM admin.user_roles WHERE user_id = u.id)
+      OR r.id IN (SELECT tr.role_id FROM admin.team_roles tr
+                  JOIN admin.team_members tm ON tm.team_id = tr.team_id WHERE tm.user_id = u.id))))
+"""
+
+
+@dataclass(frozen=True)
+class Admin:
+    user_id: str
+
+
+async def require_admin(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Admin:
+    if creds is None or not creds.credentials:
+        raise Unauthenticated("missing bearer token")
+    rt = request.app.state.runtime
+    principal = verify_token(rt.settings.jwt_secret, creds.credentials, ADMIN_AUDIENCE, issuer=rt.settings.jwt_issuer)
+    if len(principal.user_id) > 128 or "\x00" in principal.user_id:
+        raise Unauthenticated("invalid token: bad subject")
+    async with rt.pool.acquire() as conn:
+        if not await conn.fetchval(IS_ADMIN_SQL, principal.user_id):
+            raise Forbidden("caller is not an enabled user with an administrator role")
+    return Admin(principal.user_id)
+
+
+AdminDep = Annotated[Admin, Depends(require_admin)]

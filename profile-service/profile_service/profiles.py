@@ -1,0 +1,230 @@
+"""Profile state in the admin schema: loading a profile with its items and users, optimistic
+concurrency, whole-profile validation (with per-user estimates) and publishing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from offsync_shared.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
+from profile_service import rules
+from profile_service.admin_events import Emitter
+from profile_service.estimates import UserContext, estimate, records_table_exists
+
+PROFILE_COLS = "id, name, description, row_version, has_unpublished_changes, published_version, created_at, updated_at"
+
+
+def etag(row_version: int) -> str:
+    return f'"{row_version}"'
+
+
+def check_if_match(if_match: str | None, row_version: int) -> None:
+    """412 when the client's ETag is stale; no header means the client opted out."""
+    if if_match is None:
+        return
+    tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
+    if "*" in tags or etag(row_version) in tags:
+        return
+    raise PreconditionFailed(
+        f"profile changed since you read it (current ETag {etag(row_version)}); reload and retry", field="If-Match"
+    )
+
+
+async def lock_profile(conn: asyncpg.Connection, profile_id: str, if_match: str | None) -> asyncpg.Record:
+    row = await conn.fetchrow(f"SELECT {PROFILE_COLS} FROM admin.profiles WHERE id = $1 FOR UPDATE", profile_id)
+    if row is None:
+        raise NotFound(f"profile {profile_id!r} not found")
+    check_if_match(if_match, row["row_version"])
+    return row
+
+
+async def mark_changed(conn: asyncpg.Connection, profile_id: str) -> None:
+    await conn.execute(
+        """UPDATE admin.profiles SET has_unpublished_changes = true, row_version = row_version + 1, updated_at = now()
+           WHERE id = $1""",
+        profile_id,
+    )
+
+
+async def load_items(conn: asyncpg.Connection, profile_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT entity, filter, relationships, sync_interval_minutes FROM admin.profile_items WHERE profile_id = $1 ORDER BY entity",
+        profile_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def load_user_ids(conn: asyncpg.Connection, profile_id: str) -> list[str]:
+    return [r["user_id"] for r in await conn.fetch("SELECT user_id FROM admin.profile_users WHERE profile_id = $1 ORDER BY user_id", profile_id)]
+
+
+async def load_profile(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
+    row = await conn.fetchrow(f"SELECT {PROFILE_COLS} FROM admin.profiles WHERE id = $1", profile_id)
+    if row is None:
+        raise NotFound(f"profile {profile_id!r} not found")
+    out = dict(row)
+    out["items"] = await load_items(conn, profile_id)
+    out["user_ids"] = await load_user_ids(conn, profile_id)
+    out["app_module_ids"] = [
+        r["app_module_id"] for r in await conn.fetch("SELECT app_module_id FROM admin.app_module_profiles WHERE profile_id = $1 ORDER BY 1", profile_id)
+    ]
+    return out
+
+
+async def load_metas(conn: asyncpg.Connection, names: Iterable[str] | None = None) -> dict[str, rules.EntityMeta]:
+    if names is None:
+        rows = await conn.fetch("SELECT * FROM admin.entities")
+    else:
+        rows = await conn.fetch("SELECT * FROM admin.entities WHERE logical_name = ANY($1::text[])", list(names))
+    return {
+        r["logical_name"]: rules.EntityMeta(
+            logical_name=r["logical_name"],
+            ownership=r["ownership"],
+            attributes=r["attributes"],
+            offline_enabled=r["offline_enabled"],
+            offline_capable=r["offline_capable"],
+        )
+        for r in rows
+    }
+
+
+def raise_problems(problems: list[rules.Problem], *, only_entity: str | None = None) -> None:
+    """Refuse a write with its problems (422); ``only_entity`` ignores pre-existing problems of other items."""
+    if only_entity is not None:
+        problems = [p for p in problems if p.entity == only_entity or p.code == "relationship_cycle"]
+    if problems:
+        first = problems[0]
+        raise ValidationFailed(first.message, field=first.field, details={"problems": [p.as_dict() for p in problems]})
+
+
+async def check_items_in_db(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[rules.Problem]]:
+    metas = await load_metas(conn)
+    return rules.check_items(items, metas)
+
+
+async def validate(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
+    """Every problem of the profile at once, plus per-user estimates when records exist."""
+    items = await load_items(conn, profile_id)
+    user_ids = await load_user_ids(conn, profile_id)
+    _, found = await check_items_in_db(conn, items)
+    problems = [{**p.as_dict(), "severity": "error"} for p in found]
+    if not items:
+        problems.append({"code": "profile_empty", "message": "the profile has no entities; its users get no data", "severity": "warning"})
+    users = await conn.fetch(
+        """SELECT u.id, u.enabled, u.business_unit_id,
+             COALESCE((SELECT array_agg(team_id) FROM admin.team_members WHERE user_id = u.id), '{}') AS team_ids,
+             EXISTS (SELECT 1 FROM admin.roles r WHERE r.read_offline_profile AND (
+                 r.id IN (SELECT role_id FROM admin.user_roles WHERE user_id = u.id)
+                 OR r.id IN (SELECT tr.role_id FROM admin.team_roles tr JOIN admin.team_members tm ON tm.team_id = tr.team_id
+                             WHERE tm.user_id = u.id))) AS can_read
+           FROM admin.users u WHERE u.id = ANY($1::text[]) ORDER BY u.id""",
+        user_ids,
+    )
+    for u in users:
+        if not u["enabled"]:
+            problems.append({"code": "user_disabled", "message": f"user {u['id']} is disabled", "user_id": u["id"], "severity": "warning"})
+        if not u["can_read"]:
+            problems.append(
+                {
+                    "code": "user_cannot_read_profile",
+                    "message": f"user {u['id']} has no role with read access to mobile offline profiles and will get no offline data",
+                    "user_id": u["id"],
+                    "severity": "warning",
+                }
+            )
+    cap = int(await conn.fetchval("SELECT max_records_per_user FROM admin.org_settings WHERE org_id = 'default'") or 3_000_000)
+    estimates: list[dict[str, Any]] | None = None
+    if items and not found and await records_table_exists(conn):
+        ctxs = [UserContext(u["id"], u["business_unit_id"], frozenset(u["team_ids"])) for u in users]
+        estimates = await estimate(conn, items, ctxs)
+        for e in estimates:
+            if e["records"] > cap:
+                over = [i["entity"] for i in e["items"] if i["records"] > 0]
+                problems.append(
+                    {
+                        "code": "records_per_user_cap",
+                        "message": f"user {e['user_id']} would carry {e['records']} records, over the cap of {cap}",
+                        "user_id": e["user_id"],
+                        "severity": "error",
+                        "details": {"records": e["records"], "cap": cap, "items": over},
+                    }
+                )
+    return {
+        "valid": not any(p["severity"] == "error" for p in problems),
+        "problems": problems,
+        "max_records_per_user": cap,
+        "estimates": estimates,
+    }
+
+
+async def publish(conn: asyncpg.Connection, emitter: Emitter, profile_id: str, if_match: str | None, by: str) -> dict[str, Any]:
+    cur = await lock_profile(conn, profile_id, if_match)
+    report = await validate(conn, profile_id)
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    if errors:
+        raise ValidationFailed(
+            f"profile has {len(errors)} problem(s): {errors[0]['message']}", field=errors[0].get("field"), details={"problems": report["problems"]}
+        )
+    items = await load_items(conn, profile_id)
+    user_ids = await load_user_ids(conn, profile_id)
+    version = (cur["published_version"] or 0) + 1
+    snapshot = {"name": cur["name"], "description": cur["description"], "items": items, "user_ids": user_ids}
+    await conn.execute(
+        "INSERT INTO admin.profile_versions(profile_id, version, snapshot, published_by) VALUES ($1, $2, $3, $4)",
+        profile_id,
+        version,
+        snapshot,
+        by,
+    )
+    await conn.execute(
+        "DELETE FROM admin.published_profile_users WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))", profile_id, user_ids
+    )
+    # A user moved here from another profile leaves that one's effective membership now.
+    await conn.executemany(
+        """INSERT INTO admin.published_profile_users(user_id, profile_id, version) VALUES ($1, $2, $3)
+           ON CONFLICT (user_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, version = EXCLUDED.version""",
+        [(u, profile_id, version) for u in user_ids],
+    )
+    await conn.execute(
+        """UPDATE admin.profiles SET published_version = $2, has_unpublished_changes = false,
+               row_version = row_version + 1, updated_at = now() WHERE id = $1""",
+        profile_id,
+        version,
+    )
+    await emitter.emit(
+        conn,
+        ProfilePublished(
+            profile_id=profile_id,
+            version=version,
+            name=cur["name"],
+            items=[ProfileItemSnapshot(**i) for i in items],
+            user_ids=user_ids,
+        ),
+    )
+    return {"version": version, "validation": report}
+
+
+async def add_users(conn: asyncpg.Connection, profile_id: str, user_ids: list[str]) -> None:
+    """Add users; a user already in another profile is a 409 naming it (a user has one profile)."""
+    for i, uid in enumerate(user_ids):
+        if not await conn.fetchval("SELECT 1 FROM admin.users WHERE id = $1", uid):
+            raise ValidationFailed(f"user {uid!r} does not exist", field=f"user_ids[{i}]")
+        inserted = await conn.fetchval(
+            "INSERT INTO admin.profile_users(user_id, profile_id) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING RETURNING 1",
+            uid,
+            profile_id,
+        )
+        if not inserted:
+            other = await conn.fetchrow(
+                "SELECT p.id, p.name FROM admin.profile_users pu JOIN admin.profiles p ON p.id = pu.profile_id WHERE pu.user_id = $1",
+                uid,
+            )
+            if other is not None and other["id"] != profile_id:
+                raise Conflict(
+                    f"user {uid!r} is already in mobile offline profile {other['name']!r} ({other['id']}); a user can be in one profile only",
+                    field=f"user_ids[{i}]",
+                    details={"user_id": uid, "profile_id": other["id"], "profile_name": other["name"]},
+                )

@@ -1,0 +1,42 @@
+"""Token minting for users (admin only): admin-audience tokens for the admin/records APIs,
+device-audience tokens (with a device id) for the sync websocket."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, issue_token
+from offsync_shared.errors import Conflict, NotFound, ValidationFailed
+from profile_service.context import CtxDep
+from profile_service.schemas import TokenIn
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+@router.post("/tokens", status_code=201)
+async def mint_token(ctx: CtxDep, body: TokenIn) -> dict[str, Any]:
+    if body.audience == "device" and body.device_id is None:
+        raise ValidationFailed("a device token needs a device_id", field="device_id")
+    if body.audience == "admin" and body.device_id is not None:
+        raise ValidationFailed("device_id is only for device tokens", field="device_id")
+    async with ctx.read() as conn:
+        enabled = await conn.fetchval("SELECT enabled FROM admin.users WHERE id = $1", body.user_id)
+    if enabled is None:
+        raise NotFound(f"user {body.user_id!r} not found", field="user_id")
+    if not enabled:
+        raise Conflict(f"user {body.user_id!r} is disabled", field="user_id")
+    now = time.time()
+    audience = DEVICE_AUDIENCE if body.audience == "device" else ADMIN_AUDIENCE
+    token = issue_token(
+        ctx.settings.jwt_secret,
+        body.user_id,
+        audience,
+        ttl_seconds=body.ttl_seconds,
+        issuer=ctx.settings.jwt_issuer,
+        device_id=body.device_id,
+        now=now,
+    )
+    return {"token": token, "audience": audience, "user_id": body.user_id, "device_id": body.device_id, "expires_at": int(now + body.ttl_seconds)}

@@ -76,8 +76,8 @@ class EntityChanged(Event):
 
 class ProfileItemSnapshot(Event):
     entity: str = Field(description="Entity logical name.")
-    filter: dict[str, Any] = Field(description="Download filter: {'kind': related|all|user|team|business_unit|custom, ...}.")
-    relationships: list[dict[str, Any]] = Field(default_factory=list, description="[{'entity','attribute'}] lookups whose related records come along.")
+    filter: dict[str, Any] = Field(description="Download filter (docs/architecture.md): {'kind': related|all|other|custom, ...}.")
+    relationships: list[dict[str, Any]] = Field(default_factory=list, description="[{'entity','attribute','side'}] lookups whose related records come along.")
     sync_interval_minutes: int = 5
 
 

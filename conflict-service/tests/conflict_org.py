@@ -98,3 +98,24 @@ def batch(user: str, device: str, *changes: Change, batch_id: str | None = None)
     return BatchUploaded(
         batch_id=batch_id or str(uuid.uuid4()), device_id=device, user_id=user, changes=list(changes), received_at=0.0
     )
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The first ``count`` envelopes on ``topic`` (all partitions, from the start, no group join)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from offsync_stack.testing import eventually
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    got: list[dict[str, Any]] = []
+    try:
+        async def enough() -> bool:
+            for msgs in (await consumer.getmany(timeout_ms=100)).values():
+                got.extend(orjson.loads(m.value) for m in msgs)
+            return len(got) >= count
+
+        await eventually(enough, timeout=timeout, message=f"{count} messages on {topic}")
+    finally:
+        await consumer.stop()
+    return got

@@ -376,6 +376,26 @@ class BatchApplier:
             async with conn.transaction():
                 return await self.apply_in(conn, batches)
 
+    async def refuse(self, b: BatchUploaded, code: str, message: str) -> BatchApplied:
+        """Answer a batch the database would not take (even alone) with every change rejected, so
+        the device is not left waiting and later batches proceed; stored like any answer."""
+        answer = BatchApplied(
+            batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id,
+            results=[
+                ChangeResult(seq=c.seq, entity=c.entity, id=c.id, status="rejected", code=code, message=message[:500])
+                for c in b.changes
+            ],
+        )
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(
+                    f"""INSERT INTO {SCHEMA}.batches(batch_id, device_id, user_id, results) VALUES ($1, $2, $3, $4::text::jsonb)
+                        ON CONFLICT (batch_id) DO NOTHING""",
+                    b.batch_id, b.device_id, b.user_id, orjson.dumps([r.model_dump(mode="json") for r in answer.results]).decode(),
+                )
+                await write_outbox(conn, [(self.topics.batch_results, answer.envelope(b.device_id))])
+        return answer
+
     async def apply_in(self, conn: asyncpg.Connection, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
         devices = sorted({b.device_id for b in batches})
         # Serialize per device across workers (a rebalance can hand a partition over while the

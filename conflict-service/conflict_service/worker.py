@@ -66,6 +66,10 @@ class BatchWorker:
             except Exception as exc:
                 log.exception("batch could not be applied", extra={"event_id": env.id})
                 await self.loop.dead_letter_env(env, f"apply failed: {type(exc).__name__}: {exc}")
+                try:
+                    await self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}")  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("could not answer a refused batch", extra={"event_id": env.id})
 
     async def start(self) -> None:
         await self.loop.start()

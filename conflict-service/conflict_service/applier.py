@@ -82,6 +82,8 @@ class _Pending:
     conflicts: list[tuple[Any, ...]] = field(default_factory=list)
     errors: list[tuple[Any, ...]] = field(default_factory=list)
     modified_by: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (batch id, record) -> (base version a change of that batch was sent with, version it produced)
+    chain: dict[tuple[str, tuple[str, str]], tuple[int | None, int]] = field(default_factory=dict)
 
 
 def _reject(change: Change, code: str, message: str, field_name: str | None = None) -> ItemResult:
@@ -239,7 +241,13 @@ class Applier:
 
         policy, fallback = effective_policy(conflict_detection, meta.conflict_policy)
         server = row.state if row is not None else None
-        proposed = ProposedChange(ch.op, ch.fields, ch.base_version, it.user_id)
+        # Several changes to one record in one batch were all based on what the device last
+        # downloaded; each later one builds on the version the earlier one produced.
+        base = ch.base_version
+        chain_key = (it.batch_id, key) if it.batch_id else None
+        if chain_key is not None and chain_key in pending.chain and pending.chain[chain_key][0] == base:
+            base = pending.chain[chain_key][1]
+        proposed = ProposedChange(ch.op, ch.fields, base, it.user_id)
         decision = decide(server, proposed, policy, fallback)
         if decision.outcome is Outcome.NOT_FOUND:
             return _reject(ch, "not_found", f"no {ch.entity} record {ch.id}")
@@ -255,6 +263,8 @@ class Applier:
             new_row = Row(ch.entity, ch.id, state, owner, row.exists_in_db if row else False)
             rows[key] = new_row
             pending.dirty[key] = new_row
+            if chain_key is not None:
+                pending.chain[chain_key] = (ch.base_version, state.version)
             pending.modified_by[key] = it.user_id
             source: dict[str, Any] = (
                 {"device_id": it.device_id, "batch_id": it.batch_id} if it.device_id else {"api": it.user_id}

@@ -109,6 +109,9 @@ def decide(server: RecordState | None, change: ProposedChange, policy: Policy, f
         return Decision(Outcome.NOT_FOUND, False, None, False, tuple(change.fields))
     if change.op == "delete" and server.deleted:
         return Decision(Outcome.ALREADY_DELETED, False, server, False)
+    if change.base_version is None and server.deleted:
+        # A blind write (server API) never revives a tombstone: to the API it is gone.
+        return Decision(Outcome.NOT_FOUND, False, None, False, tuple(change.fields))
     if change.base_version is None or change.base_version == server.version:
         return Decision(Outcome.APPLIED, False, _write(server, change.fields, delete=change.op == "delete"), True)
     return _conflict(server, change.op, change.fields, change.base_version, policy, fallback)

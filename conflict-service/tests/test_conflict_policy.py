@@ -45,6 +45,7 @@ TABLE = [
     ("update-of-deleted-client-wins", DEAD, upd({"city": "y"}, 3), CW, CW, Outcome.CLIENT_WINS, True, 5, False, {"name": "a", "city": "y"}, ()),
     ("update-of-deleted-server-wins", DEAD, upd({"city": "y"}, 3), SW, SW, Outcome.SERVER_WINS, False, 4, True, {"name": "a", "city": "x"}, ("city",)),
     ("update-of-deleted-field-merge", DEAD, upd({"city": "y"}, 3), FM, SW, Outcome.SERVER_WINS, False, 4, True, {"name": "a", "city": "x"}, ("city",)),
+    ("update-blind-of-deleted", DEAD, upd({"city": "y"}, None), CW, CW, Outcome.NOT_FOUND, False, None, None, None, ("city",)),
     ("delete-of-deleted", DEAD, dele(1), SW, SW, Outcome.ALREADY_DELETED, False, 4, True, {"name": "a", "city": "x"}, ()),
     ("update-missing", None, upd({"name": "b"}, 1), CW, CW, Outcome.NOT_FOUND, False, None, None, None, ("name",)),
     ("delete-missing", None, dele(1), CW, CW, Outcome.NOT_FOUND, False, None, None, None, ()),
@@ -133,7 +134,10 @@ def test_properties_of_every_decision(server, change, pol, fallback) -> None:  #
     if d.conflict and pol is Policy.CLIENT_WINS:
         assert d.outcome is Outcome.CLIENT_WINS and d.written
         assert d.result is not None
-        assert all(d.result.attributes[k] == v for k, v in change.fields.items())
+        if change.op == "delete":
+            assert d.result.deleted
+        else:
+            assert not d.result.deleted and all(d.result.attributes[k] == v for k, v in change.fields.items())
     if d.conflict and pol is Policy.SERVER_WINS:
         assert d.outcome is Outcome.SERVER_WINS and d.result == server
     if d.outcome is Outcome.MERGED:

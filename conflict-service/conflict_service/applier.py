@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,7 +78,8 @@ class _Pending:
     """Everything one transaction will write once all changes are decided."""
 
     dirty: dict[tuple[str, str], Row] = field(default_factory=dict)
-    events: list[tuple[RecordChanged, str]] = field(default_factory=list)
+    # (entity, id, state, owner, source) per written version; RecordChanged is built at write time
+    events: list[tuple[str, str, RecordState, Ownership, dict[str, Any]]] = field(default_factory=list)
     conflicts: list[tuple[Any, ...]] = field(default_factory=list)
     errors: list[tuple[Any, ...]] = field(default_factory=list)
     modified_by: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -134,8 +135,16 @@ class Applier:
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
 
-    async def apply_items(self, conn: asyncpg.Connection, items: Sequence[ChangeItem]) -> list[ItemResult]:
-        """Apply ``items`` in order inside the caller's transaction; returns one result per item."""
+    async def apply_items(
+        self,
+        conn: asyncpg.Connection,
+        items: Sequence[ChangeItem],
+        answers: Callable[[list[ItemResult]], list[tuple[str, Envelope]]] | None = None,
+    ) -> list[ItemResult]:
+        """Apply ``items`` in order inside the caller's transaction; returns one result per item.
+
+        ``answers`` turns the results into events that go to the outbox ahead of the record
+        events, so a device's acknowledgement is not queued behind every record it changed."""
         if not items:
             return []
         org = await directory.org_settings(conn)
@@ -163,7 +172,7 @@ class Applier:
         for it, (err, refs) in zip(items, checked):
             res = self._decide_one(it, err, refs, found, org.conflict_detection, metas, actors, rows, pending)
             results.append(res)
-        await self._write(conn, pending)
+        await self._write(conn, pending, answers(results) if answers else [])
         return results
 
     def _decide_one(
@@ -269,23 +278,7 @@ class Applier:
             source: dict[str, Any] = (
                 {"device_id": it.device_id, "batch_id": it.batch_id} if it.device_id else {"api": it.user_id}
             )
-            pending.events.append(
-                (
-                    RecordChanged(
-                        entity=ch.entity,
-                        id=ch.id,
-                        version=state.version,
-                        deleted=state.deleted,
-                        owner_id=owner.owner_id,
-                        owner_type=owner.owner_type,  # type: ignore[arg-type]
-                        business_unit_id=owner.business_unit_id,
-                        attributes=dict(state.attributes),
-                        committed_at=0.0,  # stamped just before commit
-                        source=source,
-                    ),
-                    f"{ch.entity}:{ch.id}",
-                )
-            )
+            pending.events.append((ch.entity, ch.id, state, owner, source))
         current = rows[key] if key in rows else None
         if decision.conflict:
             assert server is not None
@@ -312,7 +305,7 @@ class Applier:
             )
         return ItemResult(result, decision, current)
 
-    async def _write(self, conn: asyncpg.Connection, p: _Pending) -> None:
+    async def _write(self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]]) -> None:
         if p.dirty:
             rows = list(p.dirty.values())
             await conn.execute(
@@ -351,12 +344,24 @@ class Applier:
                        message, field, change) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb)""",
                 p.errors,
             )
-        if p.events:
-            now = time.time()
-            await write_outbox(
-                conn,
-                [(self.topics.records, ev.model_copy(update={"committed_at": now}).envelope(key)) for ev, key in p.events],
-            )
+        now = time.time()  # the commit follows right after these writes
+        topic = self.topics.records
+        await write_outbox(
+            conn,
+            first
+            + [
+                (
+                    topic,
+                    RecordChanged(
+                        entity=entity, id=rid, version=st.version, deleted=st.deleted, owner_id=owner.owner_id,
+                        owner_type=owner.owner_type,  # type: ignore[arg-type]
+                        business_unit_id=owner.business_unit_id, attributes=dict(st.attributes), committed_at=now,
+                        source=source,
+                    ).envelope(f"{entity}:{rid}"),
+                )
+                for entity, rid, st, owner, source in p.events
+            ],
+        )
 
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]]) -> None:
@@ -443,14 +448,22 @@ class BatchApplier:
             for b in fresh
             for ch in sorted(b.changes, key=lambda c: c.seq)
         ]
-        results = await self.applier.apply_items(conn, items)
-        by_batch: dict[str, list[ChangeResult]] = {b.batch_id: [] for b in fresh}
-        for it, res in zip(items, results):
-            by_batch[it.batch_id or ""].append(res.result)
-        new_answers = [
-            BatchApplied(batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id, results=by_batch[b.batch_id])
-            for b in fresh
-        ]
+        new_answers: list[BatchApplied] = []
+
+        def answer(results: list[ItemResult]) -> list[tuple[str, Envelope]]:
+            by_batch: dict[str, list[ChangeResult]] = {b.batch_id: [] for b in fresh}
+            for it, res in zip(items, results):
+                by_batch[it.batch_id or ""].append(res.result)
+            new_answers.extend(
+                BatchApplied(batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id, results=by_batch[b.batch_id])
+                for b in fresh
+            )
+            return [(self.topics.batch_results, a.envelope(a.device_id)) for a in answers + new_answers]
+
+        if items:
+            await self.applier.apply_items(conn, items, answer)
+        else:
+            await write_outbox(conn, answer([]))
         if new_answers:
             await conn.execute(
                 f"""INSERT INTO {SCHEMA}.batches(batch_id, device_id, user_id, results)
@@ -460,6 +473,4 @@ class BatchApplier:
                 [a.user_id for a in new_answers],
                 [orjson.dumps([r.model_dump(mode="json") for r in a.results]).decode() for a in new_answers],
             )
-        answers.extend(new_answers)
-        await write_outbox(conn, [(self.topics.batch_results, a.envelope(a.device_id)) for a in answers])
-        return answers
+        return answers + new_answers

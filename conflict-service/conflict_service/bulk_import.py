@@ -151,8 +151,9 @@ async def _flush(
     source = {"api": actor.user_id}
     events = []
     for r in rows:
-        ev = RecordChanged(
-            entity=entity, id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
+        # model_construct: every field is already typed here; validating 20k events again costs a third of the import.
+        ev = RecordChanged.model_construct(
+            deleted=False, entity=entity, id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
             business_unit_id=r["business_unit_id"], attributes=by_id[r["id"]].attributes, committed_at=now, source=source,
         )
         events.append((topic, ev.envelope(f"{entity}:{r['id']}")))

@@ -3,6 +3,7 @@ admin endpoints over the conflicts log and the sync error ledger."""
 
 
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -129,8 +130,6 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
 
     @router.post("/v1/records/{entity}", status_code=201, tags=["records"])
     async def create_record(entity: str, body: RecordIn, actor: Caller, response: Response) -> dict[str, Any]:
-        import uuid
-
         owner = None
         if body.owner_id is not None:
             owner = Ownership(body.owner_id, body.owner_type, body.business_unit_id or actor.business_unit_id)

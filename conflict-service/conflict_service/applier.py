@@ -19,7 +19,7 @@ import orjson
 
 from conflict_service import directory
 from conflict_service.access import Actor, Operation, Ownership, default_ownership, may, OP_FOR_CHANGE
-from conflict_service.policy import Decision, Outcome, Policy, ProposedChange, RecordState, decide, effective_policy
+from conflict_service.policy import Decision, Outcome, ProposedChange, RecordState, decide, effective_policy
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared.envelope import Envelope
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult

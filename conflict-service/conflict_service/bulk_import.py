@@ -112,7 +112,7 @@ async def _flush(
     existing = {
         r["id"]: Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"])
         for r in await conn.fetch(
-            f"SELECT id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records WHERE entity = $1 AND id = ANY($2::text[]) FOR UPDATE",
+            f"SELECT id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records WHERE entity = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
             entity, list(by_id),
         )
     }

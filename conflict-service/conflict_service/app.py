@@ -1,15 +1,21 @@
-"""The conflict-service application: opens its runtime in the lifespan and wires its routes and workers."""
+"""The conflict-service application: opens its runtime in the lifespan, starts the device-batch
+worker and wires the records and admin routes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 
+from conflict_service.api import build_router
+from conflict_service.applier import Topics
+from conflict_service.settings import Settings
+from conflict_service.worker import BatchWorker, topics_for
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
-from conflict_service.settings import Settings
 
 SCHEMA = "data"
 
@@ -22,7 +28,23 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_runtime(settings, schema=SCHEMA, migrations="conflict_service.migrations") as rt:
             state["rt"] = rt
             app.state.runtime = rt
-            yield
+            worker, task = None, None
+            if settings.conflict_consumer:
+                worker = BatchWorker(
+                    rt.pool, rt.producer, settings.kafka_bootstrap, settings.topic_prefix,
+                    max_records=settings.conflict_max_batches_per_poll,
+                )
+                await worker.start()
+                task = rt.spawn(worker.run(), "device-batches-consumer")
+            try:
+                yield
+            finally:
+                # Stop consuming first (an in-flight transaction rolls back and is redelivered).
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                if worker is not None:
+                    await worker.stop()
 
     app = FastAPI(title="Offsync conflict-service", version="0.1.0", lifespan=lifespan)
 
@@ -30,5 +52,12 @@ def create_app(settings: Settings) -> FastAPI:
         rt = state.get("rt")
         return await rt.ready() if rt else {"started": False}
 
+    def pool() -> asyncpg.Pool:
+        return state["rt"].pool
+
+    def topics() -> Topics:
+        return topics_for(settings.topic_prefix)
+
     http.install(app, "conflict-service", ready)
+    app.include_router(build_router(settings, pool, topics))
     return app

@@ -1,0 +1,296 @@
+"""The records REST API (server-side writes and reads under the caller's security roles) and the
+admin endpoints over the conflicts log and the sync error ledger."""
+
+
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from conflict_service import directory
+from conflict_service.access import Actor, Operation, Ownership, may, read_scope
+from conflict_service.applier import SCHEMA, Applier, ChangeItem, ItemResult, Topics, write_outbox
+from conflict_service.bulk_import import import_records, ndjson_lines
+from conflict_service.validation import EntityMeta
+from offsync_shared import auth
+from offsync_shared.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OffsyncError,
+    PreconditionFailed,
+    Unauthenticated,
+    ValidationFailed,
+)
+from offsync_shared.events.batch_results import BatchApplied
+from offsync_shared.events.device_batches import Change
+from offsync_shared.settings import CommonSettings
+
+MAX_PAGE = 500
+
+
+class RecordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, description="Record id; a UUID is generated when omitted.")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    owner_id: str | None = Field(None, description="Owning user or team; default the caller.")
+    owner_type: Literal["user", "team"] = "user"
+    business_unit_id: str | None = Field(None, description="Owning business unit; default the caller's.")
+
+
+class RecordPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attributes: dict[str, Any]
+
+
+class ReapplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(False, description="Apply over the current server version (no conflict check).")
+
+
+def _wire(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "entity": row["entity"], "id": row["id"], "version": row["version"], "deleted": row["deleted"],
+        "owner_id": row["owner_id"], "owner_type": row["owner_type"], "business_unit_id": row["business_unit_id"],
+        "attributes": row["attributes"], "created_at": row["created_at"].isoformat(),
+        "modified_at": row["modified_at"].isoformat(), "created_by": row["created_by"], "modified_by": row["modified_by"],
+    }
+
+
+def _raise_for(res: ItemResult) -> None:
+    r = res.result
+    if r.status != "rejected":
+        return
+    cls: type[OffsyncError] = {
+        "validation": ValidationFailed, "forbidden": Forbidden, "not_found": NotFound,
+        "precondition_failed": PreconditionFailed, "conflict": Conflict,
+    }.get(r.code or "", BadRequest)
+    raise cls(r.message or r.code or "rejected", field=res.field)
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    try:
+        return int(if_match.strip().strip('W/').strip('"'))
+    except ValueError:
+        raise BadRequest("If-Match must be a record version", field="If-Match") from None
+
+
+def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], topics_of: Callable[[], Topics]) -> APIRouter:
+    router = APIRouter()
+
+    async def caller(authorization: Annotated[str | None, Header()] = None) -> Actor:
+        principal = auth.verify_token(
+            settings.jwt_secret, auth.bearer(authorization), auth.ADMIN_AUDIENCE, issuer=settings.jwt_issuer
+        )
+        async with pool_of().acquire() as conn:
+            actor = (await directory.actors(conn, [principal.user_id])).get(principal.user_id)
+        if actor is None:
+            raise Unauthenticated("unknown user")
+        if not actor.enabled:
+            raise Forbidden("user is disabled")
+        return actor
+
+    async def admin(actor: Annotated[Actor, Depends(caller)]) -> Actor:
+        if not actor.is_admin:
+            raise Forbidden("administrator role required")
+        return actor
+
+    Caller = Annotated[Actor, Depends(caller)]
+    Admin = Annotated[Actor, Depends(admin)]
+
+    async def entity_meta(conn: asyncpg.Connection, entity: str) -> EntityMeta:
+        meta = (await directory.entities(conn, [entity])).get(entity)
+        if meta is None:
+            raise NotFound(f"no entity {entity!r}", field="entity")
+        return meta
+
+    async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
+        async with pool_of().acquire() as conn:
+            async with conn.transaction():
+                [res] = await Applier(topics_of()).apply_items(conn, [item])
+                _raise_for(res)
+                row = await conn.fetchrow(
+                    f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", item.change.entity, item.change.id
+                )
+        assert row is not None
+        return _wire(row)
+
+    def etag(response: Response, rec: dict[str, Any]) -> dict[str, Any]:
+        response.headers["ETag"] = f'"{rec["version"]}"'
+        return rec
+
+    @router.post("/v1/records/{entity}", status_code=201, tags=["records"])
+    async def create_record(entity: str, body: RecordIn, actor: Caller, response: Response) -> dict[str, Any]:
+        owner = None
+        if body.owner_id is not None:
+            owner = Ownership(body.owner_id, body.owner_type, body.business_unit_id or actor.business_unit_id)
+        change = Change(seq=0, op="create", entity=entity, id=body.id or str(uuid.uuid4()), fields=body.attributes)
+        rec = await write(actor, ChangeItem(actor.user_id, change, strict=True, owner=owner))
+        return etag(response, rec)
+
+    @router.get("/v1/records/{entity}/{record_id}", tags=["records"])
+    async def get_record(entity: str, record_id: str, actor: Caller, response: Response) -> dict[str, Any]:
+        async with pool_of().acquire() as conn:
+            meta = await entity_meta(conn, entity)
+            row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", entity, record_id)
+        owner = Ownership(row["owner_id"], row["owner_type"], row["business_unit_id"]) if row else None
+        if row is None or row["deleted"] or not may(actor, Operation.READ, entity, meta.ownership, owner):  # type: ignore[arg-type]
+            raise NotFound(f"no {entity} record {record_id}")
+        return etag(response, _wire(row))
+
+    @router.patch("/v1/records/{entity}/{record_id}", tags=["records"])
+    async def update_record(
+        entity: str, record_id: str, body: RecordPatch, actor: Caller, response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        change = Change(seq=0, op="update", entity=entity, id=record_id, base_version=_version(if_match), fields=body.attributes)
+        return etag(response, await write(actor, ChangeItem(actor.user_id, change, strict=True)))
+
+    @router.delete("/v1/records/{entity}/{record_id}", status_code=204, tags=["records"])
+    async def delete_record(
+        entity: str, record_id: str, actor: Caller, if_match: Annotated[str | None, Header()] = None
+    ) -> Response:
+        change = Change(seq=0, op="delete", entity=entity, id=record_id, base_version=_version(if_match))
+        await write(actor, ChangeItem(actor.user_id, change, strict=True))
+        return Response(status_code=204)
+
+    @router.get("/v1/records/{entity}", tags=["records"])
+    async def query_records(
+        entity: str, request: Request, actor: Caller,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        after: Annotated[str | None, Query(description="Page cursor: the last id of the previous page.")] = None,
+        owner_id: str | None = None,
+        modified_since: datetime | None = None,
+        include_deleted: bool = False,
+    ) -> dict[str, Any]:
+        """Records of ``entity`` the caller may read, by id; ``attr.<name>=<value>`` filters on equality."""
+        async with pool_of().acquire() as conn:
+            meta = await entity_meta(conn, entity)
+            scope = read_scope(actor, entity, meta.ownership)
+            if scope.nothing:
+                return {"items": [], "next_after": None}
+            where = ["entity = $1"]
+            args: list[Any] = [entity]
+
+            def arg(v: Any) -> str:
+                args.append(v)
+                return f"${len(args)}"
+
+            if not scope.everything:
+                where.append(
+                    f"(business_unit_id = ANY({arg(list(scope.business_units))}::text[])"
+                    f" OR (owner_type = 'user' AND owner_id = ANY({arg(list(scope.user_owners))}::text[]))"
+                    f" OR (owner_type = 'team' AND owner_id = ANY({arg(list(scope.team_owners))}::text[])))"
+                )
+            if not include_deleted:
+                where.append("NOT deleted")
+            if after is not None:
+                where.append(f"id > {arg(after)}")
+            if owner_id is not None:
+                where.append(f"owner_id = {arg(owner_id)}")
+            if modified_since is not None:
+                where.append(f"modified_at >= {arg(modified_since)}")
+            for key, value in request.query_params.items():
+                if key.startswith("attr."):
+                    name = key[5:]
+                    if name not in meta.attributes:
+                        raise ValidationFailed(f"unknown attribute {name!r}", field=key)
+                    where.append(f"attributes ->> {arg(name)} = {arg(value)}")
+            rows = await conn.fetch(
+                f"SELECT * FROM {SCHEMA}.records WHERE {' AND '.join(where)} ORDER BY id LIMIT {arg(limit)}", *args
+            )
+        items = [_wire(r) for r in rows]
+        return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+    @router.post("/v1/records/{entity}/import", tags=["records"])
+    async def bulk_import(entity: str, request: Request, actor: Caller) -> dict[str, Any]:
+        """NDJSON body: one ``{"id"?, "attributes", "owner_id"?, "owner_type"?}`` per line. All or nothing."""
+        async with pool_of().acquire() as conn:
+            meta = await entity_meta(conn, entity)
+            async with conn.transaction():
+                summary = await import_records(
+                    conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records
+                )
+        return {"imported": summary.imported, "created": summary.created, "updated": summary.updated}
+
+    def page_filters(filters: dict[str, Any], since: datetime | None, after: int | None) -> tuple[str, list[Any]]:
+        where, args = ["true"], []
+        for col, value in filters.items():
+            if value is not None:
+                args.append(value)
+                where.append(f"{col} = ${len(args)}")
+        if since is not None:
+            args.append(since)
+            where.append(f"at >= ${len(args)}")
+        if after is not None:
+            args.append(after)
+            where.append(f"id > ${len(args)}")
+        return " AND ".join(where), args
+
+    @router.get("/v1/conflicts", tags=["admin"])
+    async def list_conflicts(
+        _: Admin, entity: str | None = None, record_id: str | None = None, user_id: str | None = None,
+        device_id: str | None = None, outcome: str | None = None, policy: str | None = None,
+        since: datetime | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        where, args = page_filters(
+            {"entity": entity, "record_id": record_id, "user_id": user_id, "device_id": device_id,
+             "outcome": outcome, "policy": policy}, since, after,
+        )
+        rows = await pool_of().fetch(f"SELECT * FROM {SCHEMA}.conflicts WHERE {where} ORDER BY id LIMIT {limit}", *args)
+        items = [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+        return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+    @router.get("/v1/sync-errors", tags=["admin"])
+    async def list_sync_errors(
+        _: Admin, user_id: str | None = None, device_id: str | None = None, entity: str | None = None,
+        record_id: str | None = None, code: str | None = None, status: str | None = None,
+        since: datetime | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        where, args = page_filters(
+            {"user_id": user_id, "device_id": device_id, "entity": entity, "record_id": record_id, "code": code,
+             "status": status}, since, after,
+        )
+        rows = await pool_of().fetch(f"SELECT * FROM {SCHEMA}.sync_errors WHERE {where} ORDER BY id LIMIT {limit}", *args)
+        items = [{**dict(r), "at": r["at"].isoformat(), "resolved_at": r["resolved_at"] and r["resolved_at"].isoformat()} for r in rows]
+        return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+    @router.post("/v1/sync-errors/{error_id}/reapply", tags=["admin"])
+    async def reapply(error_id: int, _: Admin, body: ReapplyIn | None = None) -> dict[str, Any]:
+        """Re-apply a ledgered change as its user, now; the device gets the outcome on batch-results."""
+        force = body.force if body else False
+        async with pool_of().acquire() as conn:
+            async with conn.transaction():
+                err = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.sync_errors WHERE id = $1 FOR UPDATE", error_id)
+                if err is None:
+                    raise NotFound(f"no sync error {error_id}")
+                if err["status"] == "reapplied":
+                    raise Conflict("this change was already re-applied")
+                change = Change.model_validate(err["change"])
+                if force:
+                    change = change.model_copy(update={"base_version": None})
+                batch_id = f"{err['batch_id'] or 'api'}:reapply:{error_id}"
+                [res] = await Applier(topics_of()).apply_items(
+                    conn, [ChangeItem(err["user_id"], change, err["device_id"], batch_id)]
+                )
+                ok = res.result.status != "rejected" and (res.decision is None or res.decision.applied_as_sent)
+                resolution = res.result.model_dump(mode="json")
+                await conn.execute(
+                    f"UPDATE {SCHEMA}.sync_errors SET status = $2, resolved_at = now(), resolution = $3::text::jsonb WHERE id = $1",
+                    error_id, "reapplied" if ok else "failed_again", orjson.dumps(resolution).decode(),
+                )
+                if err["device_id"]:
+                    answer = BatchApplied(batch_id=batch_id, device_id=err["device_id"], user_id=err["user_id"], results=[res.result])
+                    await write_outbox(conn, [(topics_of().batch_results, answer.envelope(err["device_id"]))])
+        return {"status": "reapplied" if ok else "failed_again", "result": resolution}
+
+    return router

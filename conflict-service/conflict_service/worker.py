@@ -1,0 +1,81 @@
+"""The device-batch consumer: one explicit handler table from event type to a set-wise handler,
+wired to a ConsumerLoop in group ``conflict-service``; a batch that cannot be applied even alone
+is dead-lettered so it never blocks its partition."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from conflict_service.applier import BatchApplier, Topics
+from offsync_shared import bus
+from offsync_shared.envelope import Envelope
+from offsync_shared.events import Event
+from offsync_shared.events.device_batches import BatchUploaded
+from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "conflict-service"
+
+SetHandler = Callable[[Sequence[tuple[Event, Envelope]]], Awaitable[None]]
+
+
+def topics_for(prefix: str) -> Topics:
+    return Topics(records=RECORDS.full(prefix), batch_results=BATCH_RESULTS.full(prefix))
+
+
+class BatchWorker:
+    """Applies the device batches of each poll together in one transaction (fast path); if that
+    transaction fails, applies them one at a time so one bad batch cannot hold up the others."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: bus.Producer, bootstrap: str, prefix: str, *, max_records: int = 500) -> None:
+        self.applier = BatchApplier(pool, topics_for(prefix))
+        self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
+        self.loop = bus.ConsumerLoop(
+            bus.ConsumerConfig(bootstrap, [DEVICE_BATCHES.full(prefix)], GROUP_ID, DEAD_LETTER.full(prefix), max_records=max_records),
+            producer,
+            name="conflict-service",
+            batch_handler=self.dispatch,
+        )
+
+    async def dispatch(self, decoded: list[tuple[Event, Envelope]]) -> None:
+        by_type: dict[str, list[tuple[Event, Envelope]]] = {}
+        for event, env in decoded:
+            by_type.setdefault(env.type, []).append((event, env))
+        for typ, group in by_type.items():
+            handler = self.handlers.get(typ)
+            if handler is None:
+                for _, env in group:
+                    await self.loop.dead_letter_env(env, f"no handler for {typ} in conflict-service")
+                continue
+            await handler(group)
+
+    async def on_batches_uploaded(self, group: Sequence[tuple[Event, Envelope]]) -> None:
+        batches = [e for e, _ in group if isinstance(e, BatchUploaded)]
+        try:
+            await self.applier.apply(batches)
+            return
+        except Exception:
+            log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
+        for event, env in group:
+            try:
+                await self.applier.apply([event])  # type: ignore[list-item]
+            except Exception as exc:
+                log.exception("batch could not be applied", extra={"event_id": env.id})
+                await self.loop.dead_letter_env(env, f"apply failed: {type(exc).__name__}: {exc}")
+                try:
+                    await self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}")  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("could not answer a refused batch", extra={"event_id": env.id})
+
+    async def start(self) -> None:
+        await self.loop.start()
+
+    async def run(self) -> None:
+        await self.loop.run()
+
+    async def stop(self) -> None:
+        await self.loop.stop()

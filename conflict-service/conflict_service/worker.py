@@ -31,11 +31,29 @@ class BatchWorker:
     """Applies the device batches of each poll together in one transaction (fast path); if that
     transaction fails, applies them one at a time so one bad batch cannot hold up the others."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: bus.Producer, bootstrap: str, prefix: str, *, max_records: int = 500) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: bus.Producer,
+        bootstrap: str,
+        prefix: str,
+        *,
+        max_records: int = 500,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 3000,
+    ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix))
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
         self.loop = bus.ConsumerLoop(
-            bus.ConsumerConfig(bootstrap, [DEVICE_BATCHES.full(prefix)], GROUP_ID, DEAD_LETTER.full(prefix), max_records=max_records),
+            bus.ConsumerConfig(
+                bootstrap,
+                [DEVICE_BATCHES.full(prefix)],
+                GROUP_ID,
+                DEAD_LETTER.full(prefix),
+                max_records=max_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+            ),
             producer,
             name="conflict-service",
             batch_handler=self.dispatch,

@@ -41,7 +41,7 @@ class Harness:
         await self.producer.send_many([(topic, b.device_id, b.envelope(b.device_id).encode()) for b in batches])
 
     async def start_worker(self, name: str) -> BatchWorker:
-        w = BatchWorker(self.org.pool, self.producer, self.env.kafka_bootstrap, self.env.topic_prefix, max_records=20)
+        w = BatchWorker(self.org.pool, self.producer, self.env.kafka_bootstrap, self.env.topic_prefix, max_records=20, **self.env.group_timeouts)
         await w.start()
         self.workers[name] = w
         self.tasks[name] = asyncio.create_task(w.run())

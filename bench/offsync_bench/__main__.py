@@ -14,6 +14,7 @@ from typing import Any
 from offsync_bench import results
 from offsync_bench.orgdata import Sizes
 from offsync_bench.workloads import WORKLOADS
+from offsync_bench.fleet import raise_nofile
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
+    raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
     figures = asyncio.run(run(chosen, args.seed, sizes, args.quick))
     args.out.write_bytes(results.document(args.seed, sizes, args.quick, figures))
@@ -41,6 +43,8 @@ async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool) -> dict[s
             print(f"--- {name}", flush=True)
             try:
                 figures[name] = {"status": "ok", **await WORKLOADS[name](ctx)}
+                if figures[name]["status"] == "failed":
+                    print(f"{name} failed: {figures[name].get('reason')}", flush=True)
             except Exception as exc:  # a failed workload reports why and the run goes on
                 traceback.print_exc()
                 figures[name] = results.failed(f"{type(exc).__name__}: {exc}")

@@ -15,7 +15,7 @@ from typing import Any
 from offsync_bench.orgdata import Sizes
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import free_port
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
@@ -48,6 +48,16 @@ class BenchContext:
     def jwt_secret(self) -> str:
         return DEV_JWT_SECRET
 
+    def pid(self, service: str) -> int:
+        return self.group.running[service].proc.pid
+
+    async def restart(self, service: str) -> None:
+        """A fresh process of one service on the same port (e.g. a clean heap to measure)."""
+        svc = self.group.running[service]
+        await asyncio.to_thread(self.group.stop, service)
+        self.group.start(svc.spec, svc.port)
+        await asyncio.to_thread(self.group.wait_ready, 90.0, [service])
+
     def admin_token(self) -> str:
         return issue_token(self.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=24 * 3600)
 
@@ -65,6 +75,8 @@ async def bench_context(seed: int, sizes: Sizes, quick: bool) -> AsyncIterator[B
             "OFFSYNC_TOPIC_PREFIX": prefix,
             "OFFSYNC_LOG_LEVEL": "WARNING",
             "OFFSYNC_PG_POOL_MAX": "20",
+            "OFFSYNC_TOPIC_PARTITIONS": "4",
+            **(EMBEDDED_BROKER_ENV if infra.broker is not None else {}),
         }
         group = ServiceGroup(env=env, log_dir=log_dir)
         try:

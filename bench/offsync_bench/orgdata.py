@@ -7,12 +7,15 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Sizes:
+    """Every size a run uses (recorded in bench-results.json). Rates and per-device counts are
+    what users do, so --quick keeps them and scales populations and durations instead."""
+
     users: int = 2000
     accounts: int = 100_000
     contacts: int = 300_000
@@ -22,20 +25,44 @@ class Sizes:
     territories: int = 200
     bus_per_level: tuple[int, int, int] = (1, 6, 4)  # root, children, grandchildren per child
     teams_per_bu: int = 3
+    # Workload sizes (workloads.md).
+    incremental_rate: int = 500  # record changes per second
+    incremental_seconds: float = 20.0
+    live_changes: int = 200
+    fanout_devices: int = 1000
+    fanout_groups: int = 10  # business units the fanout devices are spread over: a change reaches devices/groups
+    fanout_rate: int = 100  # changes per second
+    fanout_seconds: float = 10.0
+    upload_devices: int = 200
+    upload_changes: int = 50  # offline changes per device
+    upload_conflict_share: float = 0.1
+    connections: int = 10_000
+    reconnect_devices: int = 2000
+    reconnect_behind: int = 20  # changes each device missed
 
     def scaled(self, factor: float) -> "Sizes":
         def s(n: int) -> int:
             return max(1, int(n * factor))
 
-        return Sizes(
+        return replace(
+            self,
             users=s(self.users), accounts=s(self.accounts), contacts=s(self.contacts),
             opportunities=s(self.opportunities), tasks=s(self.tasks), products=s(self.products),
-            territories=s(self.territories), bus_per_level=self.bus_per_level, teams_per_bu=self.teams_per_bu,
+            territories=s(self.territories), incremental_seconds=max(2.0, self.incremental_seconds * factor),
+            live_changes=max(20, s(self.live_changes)), fanout_devices=s(self.fanout_devices),
+            fanout_seconds=max(3.0, self.fanout_seconds * factor), upload_devices=s(self.upload_devices),
+            connections=s(self.connections), reconnect_devices=s(self.reconnect_devices),
         )
 
     @property
     def records(self) -> int:
         return self.accounts + self.contacts + self.opportunities + self.tasks + self.products + self.territories
+
+    @property
+    def side_users(self) -> int:
+        """Users of the side profile that the device-fleet workloads connect as (one device each
+        for fanout; several per user for connections and reconnect)."""
+        return max(self.fanout_devices, self.upload_devices)
 
 
 @dataclass

@@ -1,0 +1,25 @@
+"""initial_sync: one device (SDK, SQLite file store, its own process) of a user whose set holds
+every generated account, from an empty store until its first checkpoint is stored."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from offsync_bench import fixture, setup
+from offsync_bench.context import BenchContext
+from offsync_bench.fleet import Fleet
+
+
+async def run(ctx: BenchContext) -> dict[str, Any]:
+    await setup.bulk_published(ctx)
+    store = Path(tempfile.mkdtemp(prefix="offsync-bench-initial-")) / "device.sqlite"
+    async with Fleet(ctx.sync_ws, ctx.jwt_secret, 1) as fleet:
+        await fleet.each("open", [{"specs": [], "timeout": 1}])  # worker warm (imports done) before timing
+        res = await fleet.one(0, "initial_sync", spec=("bench-initial", fixture.BULK_USER, str(store)), timeout=600.0)
+    if res["error"]:
+        raise RuntimeError(res["error"])
+    return {"records": res["records"], "seconds": round(res["seconds"], 2),
+            "records_per_s": round(res["records"] / res["seconds"]), "store_bytes": store.stat().st_size,
+            "expected_records": ctx.sizes.accounts}

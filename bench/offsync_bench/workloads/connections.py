@@ -19,19 +19,19 @@ STEPS = 5
 
 
 async def settled_rss(pid: int) -> int:
-    """RSS once two samples 200 ms apart agree within 1% (the process finished absorbing the
-    last connections), or the last sample after 10 s."""
+    """RSS once two samples 200 ms apart agree within 2% (the process finished absorbing the
+    last connections), or the last sample after 3 s."""
     proc = psutil.Process(pid)
     last = [proc.memory_info().rss]
 
     async def stable() -> bool:
         now = proc.memory_info().rss
-        ok = abs(now - last[0]) <= 0.01 * last[0]
+        ok = abs(now - last[0]) <= 0.02 * last[0]
         last[0] = now
         return ok
 
     try:
-        await eventually(stable, timeout=10, interval=0.2, message="RSS stable")
+        await eventually(stable, timeout=3, interval=0.2, message="RSS stable")
     except AssertionError:
         pass
     return last[0]

@@ -303,20 +303,20 @@ def sql_family_select(sample: BucketDef, params_placeholder: str = "$1") -> str:
     nb = f"jsonb_to_recordset({params_placeholder}::jsonb) AS nb({cols})"
     where = f"NOT r.deleted AND ({_filter_sql(sample.filter)}) AND ({_access_sql(sample.access)})"
     if not sample.derived:
-        return f"SELECT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} JOIN record_index r ON r.entity = {e} AND {where}"
+        return f"SELECT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} JOIN sync.record_index r ON r.entity = {e} AND {where}"
     f_ent = conditions.sql_literal(sample.filter["from"])
     attr = conditions.sql_literal(sample.filter["attribute"])
     if sample.filter["side"] == "self":
         return (
             f"SELECT DISTINCT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
-            f"JOIN bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
-            f"JOIN record_index r ON r.entity = {e} AND (r.attributes ->> {attr}) = p.record_id "
+            f"JOIN sync.bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
+            f"JOIN sync.record_index r ON r.entity = {e} AND (r.attributes ->> {attr}) = p.record_id "
             f"AND jsonb_typeof(r.attributes -> {attr}) = 'string' AND {where}"
         )
     return (
         f"SELECT DISTINCT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
-        f"JOIN bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
-        f"JOIN record_index f ON f.entity = {f_ent} AND f.record_id = p.record_id "
-        f"JOIN record_index r ON r.entity = {e} AND r.record_id = (f.attributes ->> {attr}) "
+        f"JOIN sync.bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
+        f"JOIN sync.record_index f ON f.entity = {f_ent} AND f.record_id = p.record_id "
+        f"JOIN sync.record_index r ON r.entity = {e} AND r.record_id = (f.attributes ->> {attr}) "
         f"AND jsonb_typeof(f.attributes -> {attr}) = 'string' AND {where}"
     )

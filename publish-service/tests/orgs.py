@@ -25,7 +25,7 @@ USER_OPS = ["eq-userid", "ne-userid", "eq-userteams", "eq-useroruserteams", "eq-
 def orgs(draw: Any) -> OrgModel:
     roles = {}
     for rid in ("r1", "r2", "r3"):
-        privs = {e: {"read": draw(st.sampled_from(DEPTHS))} for e in OWNERSHIP if draw(st.booleans())}
+        privs = {e: {"read": draw(st.sampled_from(DEPTHS))} for e in OWNERSHIP if draw(st.integers(0, 3))}
         roles[rid] = Role(rid, privs, read_offline_profile=draw(st.booleans()) or rid == "r1")
     users = {}
     for i, u in enumerate(USERS):

@@ -255,8 +255,12 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
         e = f"{notnull} AND {a} NOT IN ({', '.join(sql_jsonb(x) for x in v)})" if v else notnull
     elif op in ("gt", "ge", "lt", "le"):
         cmp = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
-        lit = sql_jsonb(v)
-        e = f"jsonb_typeof({a}) = jsonb_typeof({lit}) AND jsonb_typeof({a}) IN ('number', 'string', 'boolean') AND {a} {cmp} {lit}"
+        if isinstance(v, str):  # code-point order like Python, whatever the database collation
+            e = f"{is_str} AND {txt} COLLATE \"C\" {cmp} {sql_literal(v)} COLLATE \"C\""
+        elif isinstance(v, bool):
+            e = f"jsonb_typeof({a}) = 'boolean' AND {a} {cmp} {sql_jsonb(v)}"
+        else:
+            e = f"jsonb_typeof({a}) = 'number' AND ({a})::numeric {cmp} {sql_jsonb(v)}::numeric"
     elif op == "like":
         e = f"{is_str} AND {txt} LIKE {sql_literal(v)}"
     elif op == "not-like":

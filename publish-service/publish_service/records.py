@@ -11,6 +11,7 @@ set-wise in SQL and diffed the same way.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -21,6 +22,7 @@ from offsync_shared.events.records import RecordChanged
 from publish_service import store
 from publish_service.registry import Registry
 from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
+from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
 _REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted"
@@ -103,7 +105,7 @@ class RecordApplier:
         advanced = await store.write_ops(conn, ops)
         result.ops = len(ops)
         if reg.children:
-            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, held, {o.bucket_id for o in ops})
+            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, held, ops)
             result.ops += d_ops
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
@@ -118,24 +120,17 @@ class RecordApplier:
         current: list[Record],
         old_state: dict[tuple[str, str], Record | None],
         held: dict[tuple[str, str], dict[str, int]],
-        changed_buckets: set[str],
+        base_ops: list[store.Op],
     ) -> tuple[int, dict[str, int]]:
-        """Recompute the derived buckets whose inputs moved, depth by depth."""
-        todo: set[str] = set()
-        for r in current:
-            k = (r.entity, r.id)
-            todo.update(b for b in held.get(k, {}) if b in reg.defs and reg.defs[b].derived)
-            before = old_state.get(k)
-            for d in reg.derived_by_entity.get(r.entity, ()):
-                attr = d.filter["attribute"]
-                if d.filter["side"] == "self":
-                    targets = {x.attributes.get(attr) for x in (r, before) if x is not None}
-                    if any(isinstance(t, str) for t in targets):
-                        todo.add(d.id)  # narrowed below to derived buckets whose parent holds a target
-                else:
-                    todo.add(d.id)
-        todo = await self._narrow(conn, reg, todo, current, old_state, held)
-        for b in changed_buckets:
+        """Re-decide derived-bucket membership, depth by depth, for the records whose membership
+        can have moved: touched records and records related to those that entered, left or
+        changed in the parent bucket this batch."""
+        delta: dict[str, set[str]] = defaultdict(set)  # bucket -> record ids with an op this batch
+        for o in base_ops:
+            delta[o.bucket_id].add(o.record_id)
+        todo = {b for r in current for b in held.get((r.entity, r.id), {}) if b in reg.defs and reg.defs[b].derived}
+        todo |= await self._related_to_touched(conn, reg, current, old_state)
+        for b in list(delta):
             todo.update(c.id for c in reg.children.get(b, ()))
         total, advanced = 0, {}
         done: set[str] = set()
@@ -144,67 +139,101 @@ class RecordApplier:
             level = sorted((reg.defs[b] for b in todo if depth_of(reg.defs[b]) == depth), key=lambda d: d.family)
             todo -= {d.id for d in level}
             ops: list[store.Op] = []
-            for _, fam in groupby(level, key=lambda d: d.family):
-                ops += await _diff_family(conn, list(fam))
+            for _, fam_iter in groupby(level, key=lambda d: d.family):
+                fam = list(fam_iter)
+                cands = await _candidates(conn, fam, current, old_state, delta)
+                if cands:
+                    ops += await _diff_family(conn, fam, sorted(cands))
             adv = await store.write_ops(conn, ops)
             total += len(ops)
             advanced.update(adv)
             done.update(d.id for d in level)
+            for o in ops:
+                delta[o.bucket_id].add(o.record_id)
             for b in adv:
                 todo.update(c.id for c in reg.children.get(b, ()) if c.id not in done)
         return total, advanced
 
-    async def _narrow(
+    async def _related_to_touched(
         self,
         conn: asyncpg.Connection,
         reg: Registry,
-        todo: set[str],
         current: list[Record],
         old_state: dict[tuple[str, str], Record | None],
-        held: dict[tuple[str, str], dict[str, int]],
     ) -> set[str]:
-        """Keep, of the candidate derived buckets, those that hold a touched record or whose parent
-        holds a record the touched record relates to."""
-        keep = {b for r in current for b in held.get((r.entity, r.id), {}) if b in todo}
-        rest = [reg.defs[b] for b in todo - keep]
+        """Derived buckets whose parent holds a record a touched record relates to (so the touched
+        record may enter them although it was in none of them)."""
         by_rel: dict[tuple[str, str, str, str], list[BucketDef]] = {}
-        for d in rest:
-            by_rel.setdefault((d.entity, d.filter["from"], d.filter["attribute"], d.filter["side"]), []).append(d)
+        touched_entities = {r.entity for r in current}
+        for entity in touched_entities:
+            for d in reg.derived_by_entity.get(entity, ()):
+                by_rel.setdefault((d.entity, d.filter["from"], d.filter["attribute"], d.filter["side"]), []).append(d)
+        keep: set[str] = set()
         for (entity, parent_entity, attr, side), ds in by_rel.items():
             touched = [r for r in current if r.entity == entity]
             parents = sorted({d.params["parent"] for d in ds})
+            pe, a = sql_literal(parent_entity), sql_literal(attr)
             if side == "self":
                 targets = sorted({t for r in touched for x in (r, old_state.get((r.entity, r.id))) if x is not None
                                   for t in [x.attributes.get(attr)] if isinstance(t, str)})
+                if not targets:
+                    continue
                 rows = await conn.fetch(
-                    "SELECT DISTINCT bucket_id FROM sync.bucket_ops WHERE entity = $1 AND record_id = ANY($2::text[]) "
-                    "AND op = 'put' AND bucket_id = ANY($3::text[])",
-                    parent_entity, targets, parents,
+                    f"SELECT DISTINCT bucket_id FROM sync.bucket_ops WHERE entity = {pe} AND record_id = ANY($1::text[]) "
+                    "AND op = 'put' AND bucket_id = ANY($2::text[])",
+                    targets, parents,
                 )
             else:
                 rows = await conn.fetch(
-                    "SELECT DISTINCT p.bucket_id FROM sync.record_index f JOIN sync.bucket_ops p "
-                    "ON p.entity = f.entity AND p.record_id = f.record_id AND p.op = 'put' "
-                    "WHERE f.entity = $1 AND (f.attributes ->> $2) = ANY($3::text[]) AND p.bucket_id = ANY($4::text[])",
-                    parent_entity, attr, [r.id for r in touched], parents,
+                    f"SELECT DISTINCT p.bucket_id FROM sync.record_index f JOIN sync.bucket_ops p "
+                    f"ON p.entity = {pe} AND p.record_id = f.record_id AND p.op = 'put' "
+                    f"WHERE f.entity = {pe} AND (f.attributes ->> {a}) = ANY($1::text[]) AND p.bucket_id = ANY($2::text[])",
+                    [r.id for r in touched], parents,
                 )
             hit = {r["bucket_id"] for r in rows}
             keep.update(d.id for d in ds if d.params["parent"] in hit)
         return keep
 
 
-async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> list[store.Op]:
+async def _candidates(
+    conn: asyncpg.Connection,
+    fam: list[BucketDef],
+    current: list[Record],
+    old_state: dict[tuple[str, str], Record | None],
+    delta: dict[str, set[str]],
+) -> set[str]:
+    """Record ids of the family's entity whose membership may have moved this batch."""
+    sample = fam[0]
+    entity, parent_entity, attr = sample.entity, sample.filter["from"], sample.filter["attribute"]
+    cands = {r.id for r in current if r.entity == entity}
+    moved = sorted({rid for d in fam for rid in delta.get(d.params["parent"], ())})
+    if not moved:
+        return cands
+    e, pe, a = sql_literal(entity), sql_literal(parent_entity), sql_literal(attr)
+    if sample.filter["side"] == "self":
+        rows = await conn.fetch(f"SELECT record_id AS v FROM sync.record_index WHERE entity = {e} AND (attributes ->> {a}) = ANY($1::text[])", moved)
+    else:
+        rows = await conn.fetch(f"SELECT attributes ->> {a} AS v FROM sync.record_index WHERE entity = {pe} AND record_id = ANY($1::text[])", moved)
+        for rid in moved:
+            before = old_state.get((parent_entity, rid))
+            if before is not None and isinstance(before.attributes.get(attr), str):
+                cands.add(before.attributes[attr])
+    cands.update(r["v"] for r in rows if r["v"] is not None)
+    return cands
+
+
+async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: list[str]) -> list[store.Op]:
     rows = await conn.fetch(
         f"""
-        WITH want AS ({sql_family_select(fam[0], '$1')}),
+        WITH want AS ({sql_family_select(fam[0], '$1', restrict='$3')}),
              have AS (SELECT bucket_id, entity, record_id, version FROM sync.bucket_ops
-                      WHERE bucket_id = ANY($2::text[]) AND op = 'put')
+                      WHERE bucket_id = ANY($2::text[]) AND op = 'put' AND record_id = ANY($3::text[]))
         SELECT COALESCE(w.bucket_id, h.bucket_id) AS bucket_id, COALESCE(w.entity, h.entity) AS entity,
                COALESCE(w.record_id, h.record_id) AS record_id, w.version AS new_v, h.version AS old_v
         FROM want w FULL JOIN have h ON h.bucket_id = w.bucket_id AND h.entity = w.entity AND h.record_id = w.record_id
         WHERE w.version IS DISTINCT FROM h.version
         """,
-        param_rows(fam), [d.id for d in fam],
+        param_rows(fam), [d.id for d in fam], cands,
     )
     return [
         store.Op(r["bucket_id"], r["entity"], r["record_id"], "put" if r["new_v"] is not None else "remove",

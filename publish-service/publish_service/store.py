@@ -18,7 +18,7 @@ import asyncpg
 from offsync_shared import outbox
 from offsync_shared.checksum import SQL_OP_HASH, op_hash
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
+from publish_service.rules.buckets import BucketDef, depth_of, link_indexes, param_rows, sql_family_select
 from publish_service.rules.model import Record
 
 SCHEMA = "sync"
@@ -129,6 +129,8 @@ async def materialize(conn: asyncpg.Connection, defs: list[BucketDef]) -> int:
         "INSERT INTO sync.buckets(id, definition) SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT DO NOTHING",
         [d.id for d in defs], [d.definition() for d in defs],
     )
+    for ddl in link_indexes(defs).values():
+        await conn.execute(ddl)
     written = 0
     ordered = sorted(defs, key=lambda d: (depth_of(d), d.family))
     for depth, at_depth in groupby(ordered, key=depth_of):

@@ -4,6 +4,7 @@ batch, and the dead-letter fallback that keeps one poison event from blocking a 
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import asyncpg
 
@@ -38,6 +39,8 @@ class PublishWorker:
         self.pool = pool
         self.notify_topic = SYNC_NOTIFY.full(prefix)
         self.applier = RecordApplier(self.notify_topic)
+        # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
+        self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.loop = bus.ConsumerLoop(
             bus.ConsumerConfig(bootstrap, [ADMIN.full(prefix), RECORDS.full(prefix)], GROUP, DEAD_LETTER.full(prefix), max_records=max_records),
             producer,
@@ -80,6 +83,7 @@ class PublishWorker:
                     await self.applier.apply(conn, records)
         for ms in latency_ms(records):
             metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
+            self.latencies_ms.append(ms)
         for _, env in batch:
             if env.type in ORG_EVENTS | PROFILE_EVENTS or env.type == RecordChanged.TYPE:
                 metrics.EVENTS_HANDLED.labels("publish-service", env.type).inc()

@@ -294,14 +294,17 @@ def param_rows(defs: Iterable[BucketDef]) -> list[dict[str, Any]]:
     return [{"bucket_id": b.id, **{k: v for k, v in b.params.items() if k in names}} for b in defs]
 
 
-def sql_family_select(sample: BucketDef, params_placeholder: str = "$1") -> str:
+def sql_family_select(sample: BucketDef, params_placeholder: str = "$1", restrict: str | None = None) -> str:
     """SELECT (bucket_id, entity, record_id, version) of every live record of every bucket of
     ``sample``'s family whose parameters are in the jsonb array ``params_placeholder``.
-    Reads sync.record_index (alias r) and, for derived buckets, sync.bucket_ops of the parent."""
+    Reads sync.record_index (alias r) and, for derived buckets, sync.bucket_ops of the parent.
+    ``restrict`` (a text[] placeholder) limits the result to those record ids."""
     cols = ", ".join(f"{c} {t}" for c, t in PARAM_COLUMNS)
     e = conditions.sql_literal(sample.entity)
     nb = f"jsonb_to_recordset({params_placeholder}::jsonb) AS nb({cols})"
     where = f"NOT r.deleted AND ({_filter_sql(sample.filter)}) AND ({_access_sql(sample.access)})"
+    if restrict:
+        where += f" AND r.record_id = ANY({restrict}::text[])"
     if not sample.derived:
         return f"SELECT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} JOIN sync.record_index r ON r.entity = {e} AND {where}"
     f_ent = conditions.sql_literal(sample.filter["from"])
@@ -320,3 +323,20 @@ def sql_family_select(sample: BucketDef, params_placeholder: str = "$1") -> str:
         f"JOIN sync.record_index r ON r.entity = {e} AND r.record_id = (f.attributes ->> {attr}) "
         f"AND jsonb_typeof(f.attributes -> {attr}) = 'string' AND {where}"
     )
+
+
+def link_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
+    """CREATE INDEX statements (name -> DDL) for the lookups derived buckets follow, so that both
+    materialization and incremental refresh find related records by index."""
+    out: dict[str, str] = {}
+    for d in defs:
+        if not d.derived:
+            continue
+        entity = d.entity if d.filter["side"] == "self" else d.filter["from"]
+        attr = d.filter["attribute"]
+        name = "record_index_link_" + hashlib.sha1(f"{entity}\0{attr}".encode()).hexdigest()[:16]
+        out[name] = (
+            f"CREATE INDEX IF NOT EXISTS {name} ON sync.record_index ((attributes ->> {conditions.sql_literal(attr)})) "
+            f"WHERE entity = {conditions.sql_literal(entity)}"
+        )
+    return out

@@ -97,7 +97,7 @@ async def main() -> None:
         out = {
             "records": n_records, "users": args.users, "seed_s": round(seed_s, 2), "publish_s": round(publish_s, 2),
             "ops_written": res.ops_written, "buckets": buckets, "records_per_s": round(n_records / publish_s),
-            "ops_per_s": round(res.ops_written / publish_s),
+            "ops_per_s": round(res.ops_written / publish_s), "phases_s": res.timings,
         }
         print(json.dumps(out), flush=True)
 
@@ -108,7 +108,6 @@ async def main() -> None:
         await producer.start()
         worker = PublishWorker(pool, producer, infra.kafka_bootstrap, prefix)
         task = asyncio.create_task(worker.run())
-        await worker.loop.start() if False else None
         topic = RECORDS.full(prefix)
         rnd = random.Random(1)
         sent = 0
@@ -126,14 +125,13 @@ async def main() -> None:
                 rows = await conn.fetch(
                     """UPDATE data.records SET version = version + 1, owner_id = 'u' || floor(random() * $2)::int, owner_type = 'user',
                        attributes = attributes || jsonb_build_object('revenue', (random() * 1000)::int, 'statecode', (random() * 2)::int)
-                       WHERE (entity || '-' || split_part(id, '-', 2)) = ANY($1::text[]) AND id = ANY($1::text[]) RETURNING *""",
+                       WHERE (entity, id) IN (SELECT split_part(x, '-', 1), x FROM unnest($1::text[]) x) RETURNING *""",
                     ids, args.users)
             now = time.time()
             for r in rows:
                 ev2 = RecordChanged(entity=r["entity"], id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
                                     business_unit_id=r["business_unit_id"], attributes=r["attributes"], committed_at=now)
-                await producer.send_many([(topic, f"{r['entity']}:{r['id']}", ev2.envelope(f"{r['entity']}:{r['id']}").encode())]) if False else None
-                await producer._producer.send(topic, key=f"{r['entity']}:{r['id']}".encode(), value=ev2.envelope(f"{r['entity']}:{r['id']}").encode())
+                await producer.send(topic, ev2.envelope(f"{r['entity']}:{r['id']}"))
                 sent += 1
             await asyncio.sleep(max(0.0, tick - (time.monotonic() - t0)))
         deadline = time.monotonic() + 30
@@ -147,7 +145,8 @@ async def main() -> None:
         if lat:
             q = statistics.quantiles(lat, n=100)
             print(json.dumps({"incremental_events": len(lat), "rate": args.rate, "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1),
-                              "max_ms": round(lat[-1], 1), "processed": worker.loop.processed, "sent": sent}), flush=True)
+                              "max_ms": round(lat[-1], 1), "batches": len(worker.batch_ms),
+                              "batch_p50_ms": round(statistics.median(worker.batch_ms), 1), "batch_max_ms": round(max(worker.batch_ms), 1), "processed": worker.loop.processed, "sent": sent}), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ team, BU, role or entity changed — is handled by one idempotent reconcile.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ class ReconcileResult:
     dropped_buckets: int = 0
     ops_written: int = 0
     changed_users: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 async def load_org(conn: asyncpg.Connection) -> OrgModel:
@@ -92,6 +94,7 @@ def _items(raw: Sequence[dict]) -> list[ProfileItem]:
 async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileResult:
     """Bring user_profiles/user_buckets/buckets to what the current org and profiles select.
     Call inside a transaction; takes the ops lock."""
+    clock = _Clock()
     await store.lock_ops(conn)
     org = await load_org(conn)
     profiles = {r["profile_id"]: (r["version"], _items(r["items"])) for r in await conn.fetch("SELECT * FROM sync.published_profiles")}
@@ -112,12 +115,15 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
         for b in planned:
             defs.setdefault(b.id, b)
 
+    clock.lap("plan")
     existing = {r["id"] for r in await conn.fetch("SELECT id FROM sync.buckets")}
     new_defs = [d for i, d in defs.items() if i not in existing]
     result = ReconcileResult(new_buckets=len(new_defs))
     if new_defs:
         await store.mirror_records(conn, {d.entity for d in new_defs})
+        clock.lap("mirror")
         result.ops_written = await store.materialize(conn, new_defs)
+        clock.lap("materialize")
 
     have_buckets: dict[str, set[str]] = {}
     for r in await conn.fetch("SELECT user_id, bucket_id FROM sync.user_buckets"):
@@ -170,4 +176,17 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
         }
     result.changed_users = sorted(changed)
     await store.notify(conn, notify_topic, advanced, result.changed_users)
+    clock.lap("subscriptions")
+    result.timings = clock.laps
     return result
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now

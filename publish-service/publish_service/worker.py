@@ -4,6 +4,7 @@ batch, and the dead-letter fallback that keeps one poison event from blocking a 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 import asyncpg
@@ -41,6 +42,7 @@ class PublishWorker:
         self.applier = RecordApplier(self.notify_topic)
         # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        self.batch_ms: deque[float] = deque(maxlen=100_000)
         self.loop = bus.ConsumerLoop(
             bus.ConsumerConfig(bootstrap, [ADMIN.full(prefix), RECORDS.full(prefix)], GROUP, DEAD_LETTER.full(prefix), max_records=max_records),
             producer,
@@ -71,6 +73,7 @@ class PublishWorker:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
         unknown = [env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS]
+        started = time.perf_counter()
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 if admin:
@@ -81,6 +84,7 @@ class PublishWorker:
                         await membership.reconcile(conn, self.notify_topic)
                 if records:
                     await self.applier.apply(conn, records)
+        self.batch_ms.append((time.perf_counter() - started) * 1000)
         for ms in latency_ms(records):
             metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
             self.latencies_ms.append(ms)

@@ -226,6 +226,12 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     if op == "not-null":
         return notnull
     if op in PARAMS_OF_OPERATOR:
+        # Plain equalities stay bare (no COALESCE) so the planner can hash-join buckets on them;
+        # compiled conditions are never negated, so NULL behaves as false here too.
+        if op in ("eq-userid", "eq-businessid") and cond["attribute"] in SYSTEM_COLUMNS:
+            return f"{alias}.{SYSTEM_COLUMNS[cond['attribute']]} = {param['user' if op == 'eq-userid' else 'bu']}"
+        if op in ("eq-userid", "eq-businessid"):
+            return f"{a} = to_jsonb({param['user' if op == 'eq-userid' else 'bu']})"
         if op == "eq-userlanguage":
             e = f"jsonb_typeof({a}) = 'number' AND {a} = to_jsonb({param['lang']})"
         elif op == "eq-userid":

@@ -128,11 +128,14 @@ async def main() -> None:
                        WHERE (entity, id) IN (SELECT split_part(x, '-', 1), x FROM unnest($1::text[]) x) RETURNING *""",
                     ids, args.users)
             now = time.time()
+            msgs = []
             for r in rows:
+                key = f"{r['entity']}:{r['id']}"
                 ev2 = RecordChanged(entity=r["entity"], id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
                                     business_unit_id=r["business_unit_id"], attributes=r["attributes"], committed_at=now)
-                await producer.send(topic, ev2.envelope(f"{r['entity']}:{r['id']}"))
-                sent += 1
+                msgs.append((topic, key, ev2.envelope(key).encode()))
+            await producer.send_many(msgs)
+            sent += len(msgs)
             await asyncio.sleep(max(0.0, tick - (time.monotonic() - t0)))
         deadline = time.monotonic() + 30
         while worker.loop.processed < sent and time.monotonic() < deadline:

@@ -122,7 +122,7 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     if new_defs:
         await store.mirror_records(conn, {d.entity for d in new_defs})
         clock.lap("mirror")
-        result.ops_written = await store.materialize(conn, new_defs)
+        result.ops_written = await store.materialize(conn, new_defs, clock.laps)
         clock.lap("materialize")
 
     have_buckets: dict[str, set[str]] = {}

@@ -24,7 +24,7 @@ from offsync_shared.events.admin import (
 )
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
-from publish_service import membership
+from publish_service import membership, store
 from publish_service.records import RecordApplier, latency_ms
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class PublishWorker:
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
         unknown = [env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS]
         started = time.perf_counter()
+        published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
+        if published:
+            await store.premirror(self.pool, published)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 if admin:

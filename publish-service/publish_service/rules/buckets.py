@@ -311,7 +311,8 @@ def sql_family_select(sample: BucketDef, params_placeholder: str = "$1", restric
     attr = conditions.sql_literal(sample.filter["attribute"])
     if sample.filter["side"] == "self":
         return (
-            f"SELECT DISTINCT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
+            # a record's lookup names one parent record: no duplicates, no DISTINCT needed
+            f"SELECT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
             f"JOIN sync.bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
             f"JOIN sync.record_index r ON r.entity = {e} AND (r.attributes ->> {attr}) = p.record_id "
             f"AND jsonb_typeof(r.attributes -> {attr}) = 'string' AND {where}"

@@ -25,12 +25,12 @@ from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_f
 from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
-_REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted"
+_REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
 
 
 def _record(row: asyncpg.Record) -> Record:
     return Record(row["entity"], row["id"], row["version"], row["owner_id"], row["owner_type"],
-                  row["business_unit_id"], row["attributes"] or {}, row["deleted"])
+                  row["business_unit_id"], row["attributes"] or {}, row["deleted"], row["created_at"], row["modified_at"])
 
 
 def _from_event(ev: RecordChanged) -> Record:
@@ -68,7 +68,7 @@ class RecordApplier:
         keyq = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
         for row in await conn.fetch(f"SELECT {_REC_COLS.format(id='id')} FROM data.records WHERE {keyq.format(id='id')}", ents, ids):
             r = _record(row)
-            if r.version > newest[(r.entity, r.id)].version:
+            if r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
                 newest[(r.entity, r.id)] = r
         indexed = {
             (row["entity"], row["id"]): _record(row)

@@ -94,8 +94,9 @@ async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], anal
         return 0
     status = await conn.execute(
         """
-        INSERT INTO sync.record_index(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes)
-        SELECT entity, id, version, deleted, owner_id, owner_type, business_unit_id, attributes
+        INSERT INTO sync.record_index(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes,
+                                      created_at, modified_at)
+        SELECT entity, id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at
         FROM data.records WHERE entity = ANY($1::text[])
         ON CONFLICT (entity, record_id) DO NOTHING
         """,
@@ -128,16 +129,19 @@ async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
         return
     await conn.execute(
         """
-        INSERT INTO sync.record_index(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::jsonb[])
+        INSERT INTO sync.record_index(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes,
+                                      created_at, modified_at)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::jsonb[],
+                             $9::timestamptz[], $10::timestamptz[])
         ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
             owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
-            business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes
+            business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
+            created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
         WHERE sync.record_index.version < EXCLUDED.version
         """,
         [r.entity for r in recs], [r.id for r in recs], [r.version for r in recs], [r.deleted for r in recs],
         [r.owner_id for r in recs], [r.owner_type for r in recs], [r.business_unit_id for r in recs],
-        [dict(r.attributes) for r in recs],
+        [dict(r.attributes) for r in recs], [r.created_at for r in recs], [r.modified_at for r in recs],
     )
 
 

@@ -107,7 +107,8 @@ class Harness:
             org = await membership.load_org(c)
             profiles = {r["profile_id"]: r["items"] for r in await c.fetch("SELECT * FROM sync.published_profiles")}
             members = {r["user_id"]: r["profile_id"] for r in await c.fetch("SELECT * FROM sync.profile_members")}
-            recs = [Record(r["entity"], r["id"], r["version"], r["owner_id"], r["owner_type"], r["business_unit_id"], r["attributes"], r["deleted"])
+            recs = [Record(r["entity"], r["id"], r["version"], r["owner_id"], r["owner_type"], r["business_unit_id"], r["attributes"], r["deleted"],
+                           r["created_at"], r["modified_at"])
                     for r in await c.fetch("SELECT * FROM data.records")]
         out = {}
         for u, p in members.items():

@@ -34,7 +34,8 @@ def profile(rnd: random.Random) -> list[dict]:
          "relationships": [{"entity": "contact", "attribute": "parentcustomerid", "side": "related"}]},
         {"entity": "contact", "filter": rnd.choice([{"kind": "related"}, {"kind": "custom", "condition": {"attribute": "ownerid", "operator": "eq-userteams"}}]),
          "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]},
-        {"entity": "product", "filter": {"kind": "custom", "condition": {"attribute": "name", "operator": "begins-with", "value": "p"}}},
+        {"entity": "product", "filter": {"kind": "custom", "condition": {"and": [
+            {"attribute": "name", "operator": "begins-with", "value": "p"}, {"attribute": "modifiedon", "operator": "ge", "value": "2000-01-01T00:00:00Z"}]}}},
         {"entity": "territory", "filter": {"kind": "other", "business_unit": True}},
     ]
 

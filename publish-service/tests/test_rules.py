@@ -104,7 +104,10 @@ def test_leaf_operators(attr: str, op: str, value: object, expected: bool) -> No
     {"attribute": "x", "operator": "bogus"},
     {"and": [{"or": [{"and": [{"attribute": "x", "operator": "null"}]}]}]},
     {"attribute": "x", "operator": "in", "value": 3},
-], ids=["unknown-operator", "four-levels", "in-needs-list"])
+    {"attribute": "createdon", "operator": "like", "value": "2026%"},
+    {"attribute": "modifiedon", "operator": "gt", "value": "yesterday"},
+    {"attribute": "createdon", "operator": "eq-userid"},
+], ids=["unknown-operator", "four-levels", "in-needs-list", "like-on-datetime", "bad-instant", "user-op-on-datetime"])
 def test_invalid_conditions_are_rejected(cond: dict) -> None:
     with pytest.raises(conditions.ConditionError):
         conditions.params_used(cond)

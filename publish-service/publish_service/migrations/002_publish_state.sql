@@ -27,3 +27,6 @@ CREATE INDEX bucket_ops_record ON bucket_ops(entity, record_id);
 -- Entities whose records were copied into record_index once; from then on every RecordChanged
 -- keeps the index current, so later publishes need not copy them again.
 CREATE TABLE mirrored_entities (entity text PRIMARY KEY);
+
+-- createdon/modifiedon for custom filters (additive to the read contract's record_index).
+ALTER TABLE record_index ADD COLUMN created_at timestamptz, ADD COLUMN modified_at timestamptz;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +37,19 @@ STATIC_OPERATORS = frozenset(
     "eq ne gt ge lt le like not-like in not-in null not-null begins-with not-begin-with ends-with not-end-with".split()
 )
 SYSTEM_COLUMNS = {"ownerid": "owner_id", "owningbusinessunit": "business_unit_id"}
+# Datetime system attributes: compared as instants; operands are ISO 8601 strings.
+DATETIME_COLUMNS = {"createdon": "created_at", "modifiedon": "modified_at"}
+DATETIME_OPERATORS = frozenset("eq ne gt ge lt le in not-in null not-null".split())
+
+
+def parse_instant(v: Any) -> datetime:
+    if not isinstance(v, str):
+        raise ConditionError("datetime operands are ISO 8601 strings")
+    try:
+        d = datetime.fromisoformat(v)
+    except ValueError:
+        raise ConditionError(f"not an ISO 8601 datetime: {v!r}") from None
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
 class ConditionError(ValueError):
@@ -72,6 +86,17 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
     op = cond.get("operator")
     if not isinstance(cond.get("attribute"), str):
         raise ConditionError("leaf needs an attribute")
+    if cond["attribute"] in DATETIME_COLUMNS:
+        if op not in DATETIME_OPERATORS:
+            raise ConditionError(f"{op} does not apply to {cond['attribute']}")
+        if op in ("in", "not-in"):
+            if not isinstance(cond.get("value"), list):
+                raise ConditionError(f"{op} takes a list")
+            for x in cond["value"]:
+                parse_instant(x)
+        elif op not in ("null", "not-null"):
+            parse_instant(cond.get("value"))
+        return frozenset()
     if op in PARAMS_OF_OPERATOR:
         return frozenset(PARAMS_OF_OPERATOR[op])
     if op not in STATIC_OPERATORS:
@@ -89,6 +114,8 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
 
 
 def attribute_value(record: Record, name: str) -> Any:
+    if name in DATETIME_COLUMNS:
+        return getattr(record, DATETIME_COLUMNS[name])
     if name in SYSTEM_COLUMNS:
         return getattr(record, SYSTEM_COLUMNS[name])
     return record.attributes.get(name)
@@ -182,9 +209,25 @@ def holds(cond: Mapping[str, Any], record: Record, params: Mapping[str, Any]) ->
         return any(holds(c, record, params) for c in cond["or"])
     op = cond["operator"]
     a = attribute_value(record, cond["attribute"])
+    if cond["attribute"] in DATETIME_COLUMNS:
+        return _instant_holds(op, a, cond.get("value"))
     if op in PARAMS_OF_OPERATOR:
         return user_leaf_holds(op, a, params)
     return static_leaf_holds(op, a, cond.get("value"))
+
+
+def _instant_holds(op: str, a: datetime | None, v: Any) -> bool:
+    if op == "null":
+        return a is None
+    if a is None:
+        return False
+    if op == "not-null":
+        return True
+    if op in ("in", "not-in"):
+        hit = any(a == parse_instant(x) for x in v)
+        return hit if op == "in" else not hit
+    w = parse_instant(v)
+    return {"eq": a == w, "ne": a != w, "gt": a > w, "ge": a >= w, "lt": a < w, "le": a <= w}[op]
 
 
 # ---------------------------------------------------------------- SQL compilation
@@ -217,6 +260,8 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
         parts = [to_sql(c, alias, param) for c in cond["or"]]
         return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
     op, v = cond["operator"], cond.get("value")
+    if cond["attribute"] in DATETIME_COLUMNS:
+        return _instant_sql(op, f"{alias}.{DATETIME_COLUMNS[cond['attribute']]}", v)
     a = _attr_sql(cond["attribute"], alias)
     txt = f"({a} #>> '{{}}')"
     is_str = f"jsonb_typeof({a}) = 'string'"
@@ -282,3 +327,20 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     else:
         raise ConditionError(f"unknown operator {op!r}")
     return f"COALESCE({e}, false)"
+
+
+def _instant_sql(op: str, col: str, v: Any) -> str:
+    def lit(x: Any) -> str:
+        return sql_literal(parse_instant(x).isoformat()) + "::timestamptz"
+
+    if op == "null":
+        return f"{col} IS NULL"
+    if op == "not-null":
+        return f"{col} IS NOT NULL"
+    if op in ("in", "not-in"):
+        if not v:
+            return "FALSE" if op == "in" else f"{col} IS NOT NULL"
+        e = f"{col} {'IN' if op == 'in' else 'NOT IN'} ({', '.join(lit(x) for x in v)})"
+        return f"COALESCE({e}, false)"
+    cmp = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
+    return f"COALESCE({col} {cmp} {lit(v)}, false)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 DEPTHS = ("none", "user", "business_unit", "parent_child", "organization")
@@ -22,6 +23,8 @@ class Record:
     business_unit_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     deleted: bool = False
+    created_at: datetime | None = None
+    modified_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -76,36 +76,35 @@ class RecordApplier:
                 f"SELECT {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {keyq.format(id='record_id')}", ents, ids
             )
         }
-        held: dict[tuple[str, str], dict[str, int]] = {}
-        for row in await conn.fetch(
-            f"SELECT bucket_id, entity, record_id, version FROM sync.bucket_ops WHERE op = 'put' AND {keyq.format(id='record_id')}", ents, ids
-        ):
-            held.setdefault((row["entity"], row["record_id"]), {})[row["bucket_id"]] = row["version"]
-
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}
         ops: list[store.Op] = []
+        to_index: list[Record] = []
         for k, rec in newest.items():
             before = indexed.get(k)
             if before is not None and before.version > rec.version:
                 result.skipped_stale += 1
                 rec = before  # the index is ahead: converge to it (a no-op diff unless buckets moved)
+            elif before is None or before.version < rec.version:
+                to_index.append(rec)
             old_state[k] = before
             current.append(rec)
             now = reg.base_buckets_of(rec)
-            mine = {b: v for b, v in held.get(k, {}).items() if b in reg.defs and not reg.defs[b].derived}
+            # Invariant: a record's base-bucket puts are exactly the registry's buckets for its
+            # indexed state, at the indexed version (both only change together, under the lock).
+            mine = {b: before.version for b in reg.base_buckets_of(before)} if before is not None else {}
             for b in now:
                 if mine.get(b) != rec.version:
                     ops.append(store.Op(b, rec.entity, rec.id, "put", rec.version, mine.get(b)))
             for b, v in mine.items():
                 if b not in now:
                     ops.append(store.Op(b, rec.entity, rec.id, "remove", v, v))
-        await store.upsert_index(conn, [r for r in current if old_state[(r.entity, r.id)] is None or old_state[(r.entity, r.id)].version < r.version])  # type: ignore[union-attr]
+        await store.upsert_index(conn, to_index)
         advanced = await store.write_ops(conn, ops)
         result.ops = len(ops)
         if reg.children:
-            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, held, ops)
+            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)
             result.ops += d_ops
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
@@ -119,7 +118,6 @@ class RecordApplier:
         reg: Registry,
         current: list[Record],
         old_state: dict[tuple[str, str], Record | None],
-        held: dict[tuple[str, str], dict[str, int]],
         base_ops: list[store.Op],
     ) -> tuple[int, dict[str, int]]:
         """Re-decide derived-bucket membership, depth by depth, for the records whose membership
@@ -128,8 +126,9 @@ class RecordApplier:
         delta: dict[str, set[str]] = defaultdict(set)  # bucket -> record ids with an op this batch
         for o in base_ops:
             delta[o.bucket_id].add(o.record_id)
-        todo = {b for r in current for b in held.get((r.entity, r.id), {}) if b in reg.defs and reg.defs[b].derived}
-        todo |= await self._related_to_touched(conn, reg, current, old_state)
+        # A touched record can only be in, or enter, a derived bucket whose parent holds a record it
+        # relates to (before or after the change), or whose parent moved in this batch.
+        todo = await self._related_to_touched(conn, reg, current, old_state)
         for b in list(delta):
             todo.update(c.id for c in reg.children.get(b, ()))
         total, advanced = 0, {}

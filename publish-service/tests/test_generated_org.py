@@ -4,6 +4,7 @@ bucket store equals the naive reference, and the store's checksums/versions are 
 
 from __future__ import annotations
 
+import os
 import random
 
 import orjson
@@ -51,7 +52,7 @@ def random_record(rnd: random.Random, entity: str) -> dict:
 
 
 async def test_incremental_state_equals_reference_after_every_change(fresh_env: InfraEnv) -> None:
-    rnd = random.Random(20261127)
+    rnd = random.Random(int(os.environ.get("PUBLISH_TEST_SEED", "20261127")))
     async with harness(fresh_env) as h:
         async with h.pool.acquire() as c:
             for b, p in BUS:

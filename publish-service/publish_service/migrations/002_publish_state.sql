@@ -21,9 +21,6 @@ CREATE TABLE registry_generation (
 );
 INSERT INTO registry_generation DEFAULT VALUES;
 
--- Incremental maintenance looks up a record's current buckets.
-CREATE INDEX bucket_ops_record ON bucket_ops(entity, record_id);
-
 -- Entities whose records were copied into record_index once; from then on every RecordChanged
 -- keeps the index current, so later publishes need not copy them again.
 CREATE TABLE mirrored_entities (entity text PRIMARY KEY);

@@ -27,3 +27,6 @@ CREATE TABLE mirrored_entities (entity text PRIMARY KEY);
 
 -- createdon/modifiedon for custom filters (additive to the read contract's record_index).
 ALTER TABLE record_index ADD COLUMN created_at timestamptz, ADD COLUMN modified_at timestamptz;
+
+-- Incremental refresh of related-record buckets looks up which parent buckets hold a record.
+CREATE INDEX bucket_ops_record ON bucket_ops(entity, record_id) WHERE op = 'put';

@@ -25,14 +25,16 @@ USER_OPS = ["eq-userid", "ne-userid", "eq-userteams", "eq-useroruserteams", "eq-
 def orgs(draw: Any) -> OrgModel:
     roles = {}
     for rid in ("r1", "r2", "r3"):
-        privs = {e: {"read": draw(st.sampled_from(DEPTHS))} for e in OWNERSHIP if draw(st.integers(0, 3))}
+        # biased toward readable depths so that most generated users actually hold records
+        privs = {e: {"read": draw(st.sampled_from([*DEPTHS, "organization", "business_unit"]))} for e in OWNERSHIP if draw(st.integers(0, 3))}
         roles[rid] = Role(rid, privs, read_offline_profile=draw(st.booleans()) or rid == "r1")
     users = {}
     for i, u in enumerate(USERS):
         mgr = draw(st.sampled_from([None, *USERS[:i]])) if i else None
         users[u] = User(
             u, draw(st.sampled_from(list(BUS))), manager_id=mgr, language=draw(st.sampled_from([1033, 1036, None])),
-            enabled=draw(st.booleans()) or i == 0, role_ids=tuple(draw(st.lists(st.sampled_from(list(roles)), max_size=2, unique=True))),
+            enabled=draw(st.integers(0, 4)) > 0 or i == 0,
+            role_ids=tuple(draw(st.lists(st.sampled_from(list(roles)), min_size=1, max_size=2, unique=True))),
         )
     teams = {
         t: Team(t, draw(st.sampled_from(list(BUS))), tuple(draw(st.lists(st.sampled_from(USERS), max_size=3, unique=True))),

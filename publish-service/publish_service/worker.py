@@ -3,6 +3,7 @@ batch, and the dead-letter fallback that keeps one poison event from blocking a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -33,6 +34,17 @@ GROUP = "publish-service"
 # Org events that can change which buckets a user selects; all are handled by one reconcile.
 ORG_EVENTS = {UserChanged.TYPE, TeamChanged.TYPE, BusinessUnitChanged.TYPE, RoleChanged.TYPE, EntityChanged.TYPE}
 PROFILE_EVENTS = {ProfilePublished.TYPE, ProfileDeleted.TYPE}
+# Failures that say nothing about the event: retried with backoff instead of dead-lettering.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.UndefinedTableError,  # admin/data schema not migrated yet by its owner
+)
 
 
 class PublishWorker:
@@ -59,15 +71,23 @@ class PublishWorker:
             await self.loop.stop()
 
     async def handle_batch(self, batch: list[tuple[Event, Envelope]]) -> None:
-        try:
-            await self.apply(batch)
-        except Exception:  # fall back to one event at a time so only the poison one is parked
-            log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
-            for item in batch:
-                try:
-                    await self.apply([item])
-                except Exception as exc:
-                    await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
+        delay = 0.2
+        while True:
+            try:
+                await self.apply(batch)
+                return
+            except TRANSIENT as exc:  # the database is away or not migrated yet: wait, never drop events
+                log.warning("transient failure, retrying batch", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+                await asyncio.sleep(delay)  # backoff while a dependency recovers
+                delay = min(delay * 2, 5.0)
+            except Exception:  # fall back to one event at a time so only the poison one is parked
+                log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
+                break
+        for item in batch:
+            try:
+                await self.apply([item])
+            except Exception as exc:
+                await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
 
     async def apply(self, batch: list[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from offsync_shared import metrics
+
 from offsync_stack.testing import InfraEnv
 
 from .harness import harness
@@ -110,4 +112,12 @@ async def test_publish_incremental_org_changes_republish_and_redelivery(fresh_en
         await h.redeliver_all(reverse=True)
         await h.caught_up()
         assert await h.max_op_id() == before
+        await h.assert_matches_reference()
+
+        # A poison publish (unknown operator) is dead-lettered; events after it still apply.
+        dead = metrics.DEAD_LETTERS.labels("publish-service")._value.get()
+        await h.publish("P", 3, [{"entity": "account", "filter": {"kind": "custom", "condition": {"attribute": "x", "operator": "bogus"}}}], ["u1"])
+        await h.put_record("account", "a2", owner=("user", "u1"), bu="b2", attrs={"name": "after poison"})
+        await h.caught_up()
+        assert metrics.DEAD_LETTERS.labels("publish-service")._value.get() == dead + 1
         await h.assert_matches_reference()

@@ -1,4 +1,5 @@
-"""The publish-service application: opens its runtime in the lifespan and wires its routes and workers."""
+"""The publish-service application: opens its runtime in the lifespan, starts the publish worker
+and serves /healthz, /readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
 from publish_service.settings import Settings
+from publish_service.worker import PublishWorker
 
 SCHEMA = "sync"
 
@@ -22,6 +24,17 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_runtime(settings, schema=SCHEMA, migrations="publish_service.migrations") as rt:
             state["rt"] = rt
             app.state.runtime = rt
+            worker = PublishWorker(
+                rt.pool,
+                rt.producer,
+                settings.kafka_bootstrap,
+                settings.topic_prefix,
+                settings.batch_max_records,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            )
+            app.state.worker = worker
+            rt.spawn(worker.run(), "publish-worker")
             yield
 
     app = FastAPI(title="Offsync publish-service", version="0.1.0", lifespan=lifespan)

@@ -6,7 +6,10 @@ from offsync_shared.settings import CommonSettings
 
 
 class Settings(CommonSettings):
-    """Everything in CommonSettings; publish-service-specific knobs go here."""
+    """Everything in CommonSettings plus the publish worker's knobs."""
+
+    # Events handled per poll, in one transaction (throughput vs. per-batch latency).
+    batch_max_records: int = 500
 
     @property
     def port(self) -> int:

@@ -1,0 +1,246 @@
+"""Keeps buckets current as records change: for a batch of RecordChanged events, writes exactly
+the put/remove ops that move every affected bucket from its old content to its new one.
+
+The work is state-based: each touched record is brought to its newest known state (the event or
+data.records, whichever is newer; never older than what the index holds) and its bucket
+membership is recomputed and diffed against the ops it has. Redelivered or reordered events
+therefore produce no ops. Derived (related-record) buckets whose inputs moved are recomputed
+set-wise in SQL and diffed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+import asyncpg
+
+from offsync_shared.events.records import RecordChanged
+from publish_service import store
+from publish_service.registry import Registry
+from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
+from publish_service.rules.conditions import sql_literal
+from publish_service.rules.model import Record
+
+_REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+
+
+def _record(row: asyncpg.Record) -> Record:
+    return Record(row["entity"], row["id"], row["version"], row["owner_id"], row["owner_type"],
+                  row["business_unit_id"], row["attributes"] or {}, row["deleted"], row["created_at"], row["modified_at"])
+
+
+def _from_event(ev: RecordChanged) -> Record:
+    return Record(ev.entity, ev.id, ev.version, ev.owner_id, ev.owner_type, ev.business_unit_id, ev.attributes, ev.deleted)
+
+
+@dataclass
+class BatchResult:
+    ops: int = 0
+    advanced: dict[str, int] | None = None
+    skipped_stale: int = 0
+
+
+class RecordApplier:
+    def __init__(self, notify_topic: str) -> None:
+        self.notify_topic = notify_topic
+        self.registry = Registry([], generation=-1)
+
+    async def _registry(self, conn: asyncpg.Connection) -> Registry:
+        gen = await store.generation(conn)
+        if gen != self.registry.generation:
+            self.registry = Registry(await store.load_defs(conn), gen)
+        return self.registry
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
+        """Call inside a transaction."""
+        await store.lock_ops(conn)
+        reg = await self._registry(conn)
+        newest: dict[tuple[str, str], Record] = {}
+        for ev in events:
+            k = (ev.entity, ev.id)
+            if k not in newest or newest[k].version < ev.version:
+                newest[k] = _from_event(ev)
+        ents, ids = [k[0] for k in newest], [k[1] for k in newest]
+        keyq = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        for row in await conn.fetch(f"SELECT {_REC_COLS.format(id='id')} FROM data.records WHERE {keyq.format(id='id')}", ents, ids):
+            r = _record(row)
+            if r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
+                newest[(r.entity, r.id)] = r
+        indexed = {
+            (row["entity"], row["id"]): _record(row)
+            for row in await conn.fetch(
+                f"SELECT {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {keyq.format(id='record_id')}", ents, ids
+            )
+        }
+        result = BatchResult()
+        current: list[Record] = []
+        old_state: dict[tuple[str, str], Record | None] = {}
+        ops: list[store.Op] = []
+        to_index: list[Record] = []
+        for k, rec in newest.items():
+            before = indexed.get(k)
+            if before is not None and before.version > rec.version:
+                result.skipped_stale += 1
+                rec = before  # the index is ahead: converge to it (a no-op diff unless buckets moved)
+            elif before is None or before.version < rec.version:
+                to_index.append(rec)
+            old_state[k] = before
+            current.append(rec)
+            now = reg.base_buckets_of(rec)
+            # Invariant: a record's base-bucket puts are exactly the registry's buckets for its
+            # indexed state, at the indexed version (both only change together, under the lock).
+            mine = {b: before.version for b in reg.base_buckets_of(before)} if before is not None else {}
+            for b in now:
+                if mine.get(b) != rec.version:
+                    ops.append(store.Op(b, rec.entity, rec.id, "put", rec.version, mine.get(b)))
+            for b, v in mine.items():
+                if b not in now:
+                    ops.append(store.Op(b, rec.entity, rec.id, "remove", v, v))
+        await store.upsert_index(conn, to_index)
+        advanced = await store.write_ops(conn, ops)
+        result.ops = len(ops)
+        if reg.children:
+            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)
+            result.ops += d_ops
+            for b, op_id in d_adv.items():
+                advanced[b] = max(advanced.get(b, 0), op_id)
+        result.advanced = advanced
+        await store.notify(conn, self.notify_topic, advanced)
+        return result
+
+    async def _refresh_derived(
+        self,
+        conn: asyncpg.Connection,
+        reg: Registry,
+        current: list[Record],
+        old_state: dict[tuple[str, str], Record | None],
+        base_ops: list[store.Op],
+    ) -> tuple[int, dict[str, int]]:
+        """Re-decide derived-bucket membership, depth by depth, for the records whose membership
+        can have moved: touched records and records related to those that entered, left or
+        changed in the parent bucket this batch."""
+        delta: dict[str, set[str]] = defaultdict(set)  # bucket -> record ids with an op this batch
+        for o in base_ops:
+            delta[o.bucket_id].add(o.record_id)
+        # A touched record can only be in, or enter, a derived bucket whose parent holds a record it
+        # relates to (before or after the change), or whose parent moved in this batch.
+        todo = await self._related_to_touched(conn, reg, current, old_state)
+        for b in list(delta):
+            todo.update(c.id for c in reg.children.get(b, ()))
+        total, advanced = 0, {}
+        done: set[str] = set()
+        while todo:
+            depth = min(depth_of(reg.defs[b]) for b in todo)
+            level = sorted((reg.defs[b] for b in todo if depth_of(reg.defs[b]) == depth), key=lambda d: d.family)
+            todo -= {d.id for d in level}
+            ops: list[store.Op] = []
+            for _, fam_iter in groupby(level, key=lambda d: d.family):
+                fam = list(fam_iter)
+                cands = await _candidates(conn, fam, current, old_state, delta)
+                if cands:
+                    ops += await _diff_family(conn, fam, sorted(cands))
+            adv = await store.write_ops(conn, ops)
+            total += len(ops)
+            advanced.update(adv)
+            done.update(d.id for d in level)
+            for o in ops:
+                delta[o.bucket_id].add(o.record_id)
+            for b in adv:
+                todo.update(c.id for c in reg.children.get(b, ()) if c.id not in done)
+        return total, advanced
+
+    async def _related_to_touched(
+        self,
+        conn: asyncpg.Connection,
+        reg: Registry,
+        current: list[Record],
+        old_state: dict[tuple[str, str], Record | None],
+    ) -> set[str]:
+        """Derived buckets whose parent holds a record a touched record relates to (so the touched
+        record may enter them although it was in none of them)."""
+        by_rel: dict[tuple[str, str, str, str], list[BucketDef]] = {}
+        touched_entities = {r.entity for r in current}
+        for entity in touched_entities:
+            for d in reg.derived_by_entity.get(entity, ()):
+                by_rel.setdefault((d.entity, d.filter["from"], d.filter["attribute"], d.filter["side"]), []).append(d)
+        keep: set[str] = set()
+        for (entity, parent_entity, attr, side), ds in by_rel.items():
+            touched = [r for r in current if r.entity == entity]
+            parents = sorted({d.params["parent"] for d in ds})
+            pe, a = sql_literal(parent_entity), sql_literal(attr)
+            if side == "self":
+                targets = sorted({t for r in touched for x in (r, old_state.get((r.entity, r.id))) if x is not None
+                                  for t in [x.attributes.get(attr)] if isinstance(t, str)})
+                if not targets:
+                    continue
+                rows = await conn.fetch(
+                    f"SELECT DISTINCT bucket_id FROM sync.bucket_ops WHERE entity = {pe} AND record_id = ANY($1::text[]) "
+                    "AND op = 'put' AND bucket_id = ANY($2::text[])",
+                    targets, parents,
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT DISTINCT p.bucket_id FROM sync.record_index f JOIN sync.bucket_ops p "
+                    f"ON p.entity = {pe} AND p.record_id = f.record_id AND p.op = 'put' "
+                    f"WHERE f.entity = {pe} AND (f.attributes ->> {a}) = ANY($1::text[]) AND p.bucket_id = ANY($2::text[])",
+                    [r.id for r in touched], parents,
+                )
+            hit = {r["bucket_id"] for r in rows}
+            keep.update(d.id for d in ds if d.params["parent"] in hit)
+        return keep
+
+
+async def _candidates(
+    conn: asyncpg.Connection,
+    fam: list[BucketDef],
+    current: list[Record],
+    old_state: dict[tuple[str, str], Record | None],
+    delta: dict[str, set[str]],
+) -> set[str]:
+    """Record ids of the family's entity whose membership may have moved this batch."""
+    sample = fam[0]
+    entity, parent_entity, attr = sample.entity, sample.filter["from"], sample.filter["attribute"]
+    cands = {r.id for r in current if r.entity == entity}
+    moved = sorted({rid for d in fam for rid in delta.get(d.params["parent"], ())})
+    if not moved:
+        return cands
+    e, pe, a = sql_literal(entity), sql_literal(parent_entity), sql_literal(attr)
+    if sample.filter["side"] == "self":
+        rows = await conn.fetch(f"SELECT record_id AS v FROM sync.record_index WHERE entity = {e} AND (attributes ->> {a}) = ANY($1::text[])", moved)
+    else:
+        rows = await conn.fetch(f"SELECT attributes ->> {a} AS v FROM sync.record_index WHERE entity = {pe} AND record_id = ANY($1::text[])", moved)
+        for rid in moved:
+            before = old_state.get((parent_entity, rid))
+            if before is not None and isinstance(before.attributes.get(attr), str):
+                cands.add(before.attributes[attr])
+    cands.update(r["v"] for r in rows if r["v"] is not None)
+    return cands
+
+
+async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: list[str]) -> list[store.Op]:
+    rows = await conn.fetch(
+        f"""
+        WITH want AS ({sql_family_select(fam[0], '$1', restrict='$3')}),
+             have AS (SELECT bucket_id, entity, record_id, version FROM sync.bucket_ops
+                      WHERE bucket_id = ANY($2::text[]) AND op = 'put' AND record_id = ANY($3::text[]))
+        SELECT COALESCE(w.bucket_id, h.bucket_id) AS bucket_id, COALESCE(w.entity, h.entity) AS entity,
+               COALESCE(w.record_id, h.record_id) AS record_id, w.version AS new_v, h.version AS old_v
+        FROM want w FULL JOIN have h ON h.bucket_id = w.bucket_id AND h.entity = w.entity AND h.record_id = w.record_id
+        WHERE w.version IS DISTINCT FROM h.version
+        """,
+        param_rows(fam), [d.id for d in fam], cands,
+    )
+    return [
+        store.Op(r["bucket_id"], r["entity"], r["record_id"], "put" if r["new_v"] is not None else "remove",
+                 r["new_v"] if r["new_v"] is not None else r["old_v"], r["old_v"])
+        for r in rows
+    ]
+
+
+def latency_ms(events: Iterable[RecordChanged]) -> list[float]:
+    now = time.time()
+    return [(now - e.committed_at) * 1000 for e in events]

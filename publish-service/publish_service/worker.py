@@ -1,0 +1,136 @@
+"""The publish worker's wiring: which event goes to which handler, one transaction per polled
+batch, and the dead-letter fallback that keeps one poison event from blocking a partition."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import asyncpg
+
+from offsync_shared import bus, metrics
+from offsync_shared.envelope import Envelope
+from offsync_shared.events import Event
+from offsync_shared.events.admin import (
+    BusinessUnitChanged,
+    EntityChanged,
+    OrgSettingsChanged,
+    ProfileDeleted,
+    ProfilePublished,
+    RoleChanged,
+    TeamChanged,
+    UserChanged,
+)
+from offsync_shared.events.records import RecordChanged
+from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
+from publish_service import membership, store
+from publish_service.records import RecordApplier, latency_ms
+
+log = logging.getLogger(__name__)
+
+GROUP = "publish-service"
+# Org events that can change which buckets a user selects; all are handled by one reconcile.
+ORG_EVENTS = {UserChanged.TYPE, TeamChanged.TYPE, BusinessUnitChanged.TYPE, RoleChanged.TYPE, EntityChanged.TYPE}
+PROFILE_EVENTS = {ProfilePublished.TYPE, ProfileDeleted.TYPE}
+# Failures that say nothing about the event: retried with backoff instead of dead-lettering.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.UndefinedTableError,  # admin/data schema not migrated yet by its owner
+)
+
+
+class PublishWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: bus.Producer,
+        bootstrap: str,
+        prefix: str,
+        max_records: int = 500,
+        *,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 3000,
+    ) -> None:
+        self.pool = pool
+        self.notify_topic = SYNC_NOTIFY.full(prefix)
+        self.applier = RecordApplier(self.notify_topic)
+        # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
+        self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        self.batch_ms: deque[float] = deque(maxlen=100_000)
+        self.loop = bus.ConsumerLoop(
+            bus.ConsumerConfig(
+                bootstrap,
+                [ADMIN.full(prefix), RECORDS.full(prefix)],
+                GROUP,
+                DEAD_LETTER.full(prefix),
+                max_records=max_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+            ),
+            producer,
+            name="publish-service",
+            batch_handler=self.handle_batch,
+            ignore=[OrgSettingsChanged.TYPE],
+        )
+
+    async def run(self) -> None:
+        await self.loop.start()
+        try:
+            await self.loop.run()
+        finally:
+            await self.loop.stop()
+
+    async def handle_batch(self, batch: list[tuple[Event, Envelope]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.apply(batch)
+                return
+            except TRANSIENT as exc:  # the database is away or not migrated yet: wait, never drop events
+                log.warning("transient failure, retrying batch", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+                await asyncio.sleep(delay)  # backoff while a dependency recovers
+                delay = min(delay * 2, 5.0)
+            except Exception:  # fall back to one event at a time so only the poison one is parked
+                log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
+                break
+        for item in batch:
+            try:
+                await self.apply([item])
+            except Exception as exc:
+                await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
+
+    async def apply(self, batch: list[tuple[Event, Envelope]]) -> None:
+        records = [e for e, _ in batch if isinstance(e, RecordChanged)]
+        admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
+        unknown = [env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS]
+        started = time.perf_counter()
+        published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
+        if published:
+            await store.premirror(self.pool, published)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                if admin:
+                    for e, _ in admin:
+                        if isinstance(e, (ProfilePublished, ProfileDeleted)):
+                            await membership.apply_profile_event(conn, e)
+                    with metrics.LATENCY.labels("publish_reconcile").time():
+                        await membership.reconcile(conn, self.notify_topic)
+                if records:
+                    await self.applier.apply(conn, records)
+        self.batch_ms.append((time.perf_counter() - started) * 1000)
+        for ms in latency_ms(records):
+            metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
+            self.latencies_ms.append(ms)
+        for _, env in batch:
+            if env.type in ORG_EVENTS | PROFILE_EVENTS or env.type == RecordChanged.TYPE:
+                metrics.EVENTS_HANDLED.labels("publish-service", env.type).inc()
+        for env in unknown:
+            await self.loop.dead_letter_env(env, f"no handler for {env.type} in publish-service")

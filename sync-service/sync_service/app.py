@@ -64,8 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
                 },
             )
             await consumer.start()
+            task = None
             try:
-                rt.spawn(consumer.run(), "sync-gateway-consumer")
+                task = rt.spawn(consumer.run(), "sync-gateway-consumer")
                 state.update(rt=rt, gateway=gateway, consumer=consumer, hub=hub)
                 app.state.runtime = rt
                 app.state.gateway = gateway
@@ -74,6 +75,10 @@ def create_app(settings: Settings) -> FastAPI:
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 

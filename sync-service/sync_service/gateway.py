@@ -131,9 +131,14 @@ class Gateway:
         finally:
             await stream.aclose()
             self.sessions.discard(session)
+            # Let the reader take what the device sent before leaving (up to the disconnect).
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            with contextlib.suppress(Exception):
+                await session.forward_unread_uploads()
 
     async def _read(self, ws: WebSocket, session: SyncSession) -> None:
         try:

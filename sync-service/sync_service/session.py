@@ -199,6 +199,7 @@ class SyncSession:
             while True:
                 self._signal.clear()
                 if self.gone:
+                    await self.forward_unread_uploads()
                     return
                 async for f in self._service():
                     yield f
@@ -245,6 +246,15 @@ class SyncSession:
         self.position = cursor
         self.key = cursor
         self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
+
+    async def forward_unread_uploads(self) -> None:
+        """The device left right after sending a batch: forward it anyway (its answer waits in
+        data.batches for the device's return); nothing can be sent back now."""
+        while not self.inbox.empty():
+            frame = self.inbox.get_nowait()
+            if isinstance(frame, p.Upload):
+                async for _ in self._upload(frame):
+                    pass
 
     async def _wait(self) -> None:
         now = self.clock()

@@ -264,6 +264,8 @@ def test_settings(env: InfraEnv, **overrides: Any) -> Settings:
         sync_result_recheck_s=1.0,
         sync_conn_rate=1000.0,
         sync_conn_burst=1000,
+        sync_hello_timeout_s=1.5,
+        sync_max_pending_batches=4,
     )
     base.update(overrides)
     return Settings(**base)

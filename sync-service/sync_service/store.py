@@ -66,15 +66,20 @@ WHERE u.id = $1
 
 # The join on user_buckets re-checks membership at read time, so a device never receives a
 # record of a bucket its user lost, even before the UserBucketsChanged notification arrives.
-# A put of a deleted record is sent as a remove.
+# Each bucket is read through its (bucket_id, op_id) index with its own LIMIT, the few rows
+# merged, and only the final page joined to record_index: a page costs O(buckets x page), never
+# O(bucket size). A put of a deleted record is sent as a remove.
 _PAGE = """
-WITH page AS (
-    SELECT o.op_id, o.bucket_id, o.op, o.entity, o.record_id, o.version, r.attributes, r.deleted
-    FROM sync.bucket_ops o
-    JOIN sync.user_buckets ub ON ub.bucket_id = o.bucket_id AND ub.user_id = $1
-    LEFT JOIN sync.record_index r ON r.entity = o.entity AND r.record_id = o.record_id
-    WHERE o.bucket_id = ANY($2::text[]) AND o.op_id >= $3
-      AND (o.op_id > $3 OR (o.op_id, o.bucket_id, o.entity, o.record_id) > ($3, $5, $6, $7))
+WITH mine AS (
+    SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1 AND bucket_id = ANY($2::text[])
+), page AS (
+    SELECT o.op_id, o.bucket_id, o.op, o.entity, o.record_id, o.version
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM sync.bucket_ops o
+        WHERE o.bucket_id = mine.bucket_id AND o.op_id >= $3 AND {after}
+        ORDER BY o.op_id, o.entity, o.record_id
+        LIMIT $4
+    ) o
     ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
     LIMIT $4
 ), last AS (
@@ -82,15 +87,17 @@ WITH page AS (
     ORDER BY op_id DESC, bucket_id DESC, entity DESC, record_id DESC LIMIT 1
 )
 SELECT coalesce(json_agg(json_build_array(
-           op_id, bucket_id,
-           CASE WHEN op = 'remove' OR coalesce(deleted, true) THEN 'remove' ELSE 'put' END,
-           entity, record_id, version,
-           CASE WHEN op = 'remove' OR coalesce(deleted, true) THEN NULL ELSE attributes END
-       ) ORDER BY op_id), '[]')::text AS ops,
+           p.op_id, p.bucket_id,
+           CASE WHEN p.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
+           p.entity, p.record_id, p.version,
+           CASE WHEN p.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END
+       ) ORDER BY p.op_id, p.bucket_id, p.entity, p.record_id), '[]')::text AS ops,
        count(*) AS n,
        (SELECT json_build_array(op_id, bucket_id, entity, record_id)::text FROM last) AS last
-FROM page
+FROM page p LEFT JOIN sync.record_index r ON r.entity = p.entity AND r.record_id = p.record_id
 """
+_PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")
+_PAGE_AFTER_KEY = _PAGE.format(after="(o.op_id, o.bucket_id, o.entity, o.record_id) > ($3, $5, $6, $7)")
 
 
 class PgBucketStore:
@@ -137,10 +144,10 @@ class PgBucketStore:
     async def ops_page(self, user_id: str, buckets: list[str], after: OpKey | int, limit: int) -> OpsPage:
         """Ops after ``after`` (an op id: every op above it; a key: every op past that exact op)."""
         if isinstance(after, int):
-            op_id, b, e, r = after, None, None, None
+            row = await self.pool.fetchrow(_PAGE_AFTER_OP, user_id, buckets, after, limit)
         else:
             op_id, b, e, r = after
-        row = await self.pool.fetchrow(_PAGE, user_id, buckets, op_id, limit, b, e, r)
+            row = await self.pool.fetchrow(_PAGE_AFTER_KEY, user_id, buckets, op_id, limit, b, e, r)
         assert row is not None
         last = None
         if row["last"] is not None:

@@ -115,6 +115,8 @@ class Gateway:
             settings=self.s, verify_token=self.verify,
         )
         self.sessions.add(session)
+        if self.draining:  # SIGTERM arrived while this device was being admitted
+            session.begin_drain()
         reader = asyncio.create_task(self._read(ws, session), name=f"ws-reader:{hello.device_id}")
         stream = session.run()
         try:

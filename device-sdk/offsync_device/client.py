@@ -194,14 +194,17 @@ class Device:
 
     async def _writer(self, ws: ClientConnection) -> None:
         """Sends the outbox, one batch at a time, whenever there is something and none in flight."""
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            if self.inflight is None:
-                batch = self.store.next_batch(self.max_changes)
-                if batch is not None:
-                    self.inflight = batch.batch_id
-                    await ws.send(p.encode(batch).decode())
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick.clear()
+                if self.inflight is None:
+                    batch = self.store.next_batch(self.max_changes)
+                    if batch is not None:
+                        self.inflight = batch.batch_id
+                        await ws.send(p.encode(batch).decode())
+        except ConnectionClosed:
+            pass  # the reader sees the close and decides what happens next
 
     async def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
         r = self.report
@@ -244,7 +247,9 @@ class Device:
             return caught_up
         if isinstance(frame, p.Error):
             r.errors.append(frame)
-            if frame.ref is not None and frame.ref == self.inflight and frame.code in (p.ERR_UNAVAILABLE, p.ERR_RATE_LIMITED):
+            # A retriable refusal of our batch (or an unattributed rate limit, which may have
+            # swallowed it): keep the batch and resend it, same id, after retry_after.
+            if self.inflight is not None and frame.code in (p.ERR_UNAVAILABLE, p.ERR_RATE_LIMITED) and frame.ref in (None, self.inflight):
                 # Keep the batch (same id) and resend it shortly.
                 self.inflight = None
                 asyncio.get_running_loop().call_later(frame.retry_after or 1.0, self._kick.set)

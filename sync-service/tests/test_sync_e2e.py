@@ -448,3 +448,54 @@ async def test_cursor_never_passes_an_uncommitted_op(gw: Any) -> None:
 
 async def _checkpoints(device: Device, n: int) -> bool:
     return device.report.checkpoints >= n
+
+
+async def test_device_never_receives_another_users_records(gw: Any) -> None:
+    alice, bob = await gw.user(), await gw.user()
+    await gw.subscribe(alice, f"b-{alice}")
+    await gw.subscribe(bob, f"b-{bob}")
+    await gw.put(f"b-{alice}", "account", {"alice-1": {}})
+    await gw.put(f"b-{bob}", "account", {"bob-1": {}})
+    store = LocalStore()
+    device = Device(gw.url, store, gw.token(alice))
+    stop = asyncio.Event()
+    run = asyncio.create_task(device.run(stop))
+    await eventually(lambda: _count(store, "account", 1), timeout=10)
+    op_b = await gw.put(f"b-{bob}", "account", {"bob-2": {}})
+    op_a = await gw.put(f"b-{alice}", "account", {"alice-2": {}})
+    await gw.notify({f"b-{bob}": op_b, f"b-{alice}": op_a})  # one notify naming both buckets
+    await eventually(lambda: _count(store, "account", 2), timeout=10)
+    ws = await raw_client(gw, alice, cursor=0, checksums={f"b-{bob}": 0})  # asking for Bob's bucket
+    drop, _ = await until(ws, p.Drop)
+    assert drop.buckets == (f"b-{bob}",)
+    await ws.close()
+    stop.set()
+    await run
+    assert sorted(rid for rid, _ in store.list("account")) == ["alice-1", "alice-2"]
+
+
+async def test_cli_device_logs_in_syncs_and_edits(gw: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    user = await gw.user()
+    await gw.subscribe(user, f"b-{user}")
+    await gw.put(f"b-{user}", "account", recs(20, "cli"))
+    db = str(tmp_path / "cli.sqlite")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "offsync_device.cli", "--store", db, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    assert (await asyncio.to_thread(cli, "login", "--url", gw.url, "--token", gw.token(user))).returncode == 0
+    synced = await asyncio.to_thread(cli, "sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "synced: 20 ops" in synced.stdout and "20/20" in synced.stderr  # progress bar
+    assert (await asyncio.to_thread(cli, "edit", "account", "cli-00001", "name=edited")).returncode == 0
+    pending = await asyncio.to_thread(cli, "pending")
+    assert "update account cli-00001" in pending.stdout
+    synced = await asyncio.to_thread(cli, "sync")
+    assert "1 batch(es) uploaded" in synced.stdout, synced.stdout + synced.stderr
+    # the stand-in holds no server copy of these records: the change comes back rejected, shown
+    conflicts = await asyncio.to_thread(cli, "conflicts")
+    assert "rejected account cli-00001 code=not_found" in conflicts.stdout

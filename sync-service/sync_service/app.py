@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
+from starlette.types import Receive, Scope, Send
 
 from offsync_shared import bus, http
 from offsync_shared import protocol as p
@@ -36,6 +37,18 @@ class KafkaBatchPublisher:
 
     async def upload(self, batch: BatchUploaded) -> None:
         await self.rt.producer.send(self.topic, batch.envelope(key=batch.device_id))
+
+
+class SyncApp(FastAPI):
+    """FastAPI for health/metrics; the device websocket goes straight to the gateway, skipping
+    the HTTP middleware stack (its frames would otherwise live as long as each connection)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = getattr(self.state, "gateway", None)
+        if scope["type"] == "websocket" and scope["path"] == p.PATH and gateway is not None:
+            await gateway.handle(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -82,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
-    app = FastAPI(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
+    app = SyncApp(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
 
     async def ready() -> dict[str, bool]:
         rt = state.get("rt")

@@ -106,13 +106,17 @@ class Gateway:
         except OffsyncError as exc:
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
             return
-        refusal = device_mismatch(principal.device_id, hello.device_id) or decide(await self.store.access(principal.user_id))
+        refusal = device_mismatch(principal.device_id, hello.device_id)
+        admission = None
+        if refusal is None:
+            admission = await self.store.admit(principal.user_id)
+            refusal = decide(admission.facts)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
             return
         session = SyncSession(
             principal=principal, hello=hello, store=self.store, registry=self.hub, publisher=self.publisher,
-            settings=self.s, verify_token=self.verify,
+            settings=self.s, verify_token=self.verify, admission=admission,
         )
         self.sessions.add(session)
         if self.draining:  # SIGTERM arrived while this device was being admitted
@@ -124,7 +128,8 @@ class Gateway:
                 if isinstance(out, Close):
                     await self._close(ws, out.code, out.reason)
                     break
-                await asyncio.wait_for(ws.send_text(p.encode(out).decode()), SEND_TIMEOUT_S)
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await ws.send_text(p.encode(out).decode())
         except (WebSocketDisconnect, asyncio.TimeoutError, OSError, RuntimeError) as exc:
             log.info("device connection ended", extra={"device_id": hello.device_id, "reason": repr(exc)})
         except Exception:

@@ -27,7 +27,7 @@ from offsync_shared.events.device_batches import Change as EventChange
 from sync_service.access import decide
 from sync_service.limits import TokenBucket
 from sync_service.settings import Settings
-from sync_service.store import BucketState, BucketStore, OpKey, StoredBatch
+from sync_service.store import Admission, BucketState, BucketStore, OpKey, StoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,14 @@ def result_frame(batch_id: str, results: list[dict[str, Any]]) -> p.Result:
 
 
 class SyncSession:
+    # Thousands of idle sessions per process: slots, and queues created only when first used.
+    __slots__ = (
+        "user_id", "device_id", "hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
+        "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
+        "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
+        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "__weakref__",
+    )
+
     def __init__(
         self,
         *,
@@ -88,7 +96,9 @@ class SyncSession:
         verify_token: Callable[[str], Principal],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission  # what the gateway read when it let the device in
         self.user_id = principal.user_id
         self.device_id = hello.device_id
         self.hello = hello
@@ -105,10 +115,11 @@ class SyncSession:
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
         self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
         self.pending: dict[str, float] = {}  # batch id -> when it was forwarded
-        self.inbox: asyncio.Queue[p.ClientFrame] = asyncio.Queue(maxsize=settings.sync_inbox_size)
+        self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
+        self._room: asyncio.Event | None = None  # set when a full inbox drains
         self._signal = asyncio.Event()
-        self._errors: deque[p.Error] = deque(maxlen=16)
-        self._results: deque[p.Result] = deque()
+        self._errors: deque[p.Error] | None = None  # at most 16 error frames
+        self._results: deque[p.Result] | None = None  # at most max_pending_batches answers
         self._limiter = TokenBucket(settings.sync_frame_rate, settings.sync_frame_burst, updated=clock())
         self._dropped_for_rate = 0
         self._dirty = True
@@ -142,7 +153,15 @@ class SyncSession:
         if isinstance(frame, p.Hello):
             self._report(p.Error(p.ERR_BAD_FRAME, "hello was already received on this connection", ref="hello"))
             return
-        await self.inbox.put(frame)
+        while self._inbox is not None and len(self._inbox) >= self.s.sync_inbox_size:
+            # Full: stop taking frames (the transport stops reading the socket) until it drains.
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(frame)
         self._signal.set()
 
     def notify_ops(self, bucket: str, op_id: int) -> None:
@@ -156,6 +175,8 @@ class SyncSession:
 
     def deliver(self, event: BatchApplied) -> None:
         self.pending.pop(event.batch_id, None)
+        if self._results is None:
+            self._results = deque()
         self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
         self._signal.set()
 
@@ -174,12 +195,17 @@ class SyncSession:
         self._signal.set()
 
     def _report(self, err: p.Error) -> None:
+        if self._errors is None:
+            self._errors = deque(maxlen=16)
         self._errors.append(err)
         self._signal.set()
 
     # ------------------------------------------------------------------------ the stream ---
     async def run(self) -> AsyncIterator[Outgoing]:
-        self.buckets = await self.store.user_buckets(self.user_id)
+        if self._admission is not None:
+            self.buckets = set(self._admission.buckets)
+        else:
+            self.buckets = await self.store.user_buckets(self.user_id)
         yield p.Welcome(
             user_id=self.user_id,
             buckets=tuple(sorted(self.buckets)),
@@ -227,7 +253,9 @@ class SyncSession:
         held = set(self.hello.checksums)
         cursor = self.hello.cursor
         resets: set[str] = set()
-        if cursor > await self.store.newest_op_id():
+        newest = self._admission.newest_op_id if self._admission is not None else await self.store.newest_op_id()
+        self._admission = None
+        if cursor > newest:
             # The server's op log restarted (restore, wipe): the device's cursor means nothing here.
             resets = held & self.buckets
             cursor = 0
@@ -250,27 +278,29 @@ class SyncSession:
     async def forward_unread_uploads(self) -> None:
         """The device left right after sending a batch: forward it anyway (its answer waits in
         data.batches for the device's return); nothing can be sent back now."""
-        while not self.inbox.empty():
-            frame = self.inbox.get_nowait()
+        while self._inbox:
+            frame = self._inbox.popleft()
             if isinstance(frame, p.Upload):
                 async for _ in self._upload(frame):
                     pass
 
     async def _wait(self) -> None:
-        now = self.clock()
-        timeout = max(0.01, min(self.s.sync_heartbeat_s, self.s.sync_result_recheck_s if self.pending else 1e9))
+        timeout = min(self.s.sync_heartbeat_s, self.s.sync_result_recheck_s if self.pending else 1e9)
         expiry_in = self.expires_at + self.s.sync_token_grace_s - self.wall()
         timeout = max(0.01, min(timeout, expiry_in + 0.01))
+        # A timer handle, not wait_for: no extra task per idle wait.
+        timer = asyncio.get_running_loop().call_later(timeout, self._signal.set)
         try:
-            await asyncio.wait_for(self._signal.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        del now
+            await self._signal.wait()
+        finally:
+            timer.cancel()
 
     async def _service(self) -> AsyncIterator[Outgoing]:
         """Everything that is not ops: client frames, errors, batch answers, heartbeats, expiry."""
-        while not self.inbox.empty():
-            frame = self.inbox.get_nowait()
+        while self._inbox:
+            frame = self._inbox.popleft()
+            if self._room is not None:
+                self._room.set()
             async for f in self._handle(frame):
                 yield f
         while self._errors:

@@ -41,7 +41,17 @@ class StoredBatch:
     results: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything a connecting device needs, read in one round trip."""
+
+    facts: AccessFacts
+    buckets: frozenset[str]
+    newest_op_id: int
+
+
 class BucketStore(Protocol):
+    async def admit(self, user_id: str) -> Admission: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
     async def bucket_states(self, user_id: str, buckets: list[str]) -> dict[str, BucketState]: ...
@@ -100,11 +110,29 @@ _PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")
 _PAGE_AFTER_KEY = _PAGE.format(after="(o.op_id, o.bucket_id, o.entity, o.record_id) > ($3, $5, $6, $7)")
 
 
+_ADMIT = f"""
+WITH facts AS ({_ACCESS})
+SELECT f.*,
+       (SELECT coalesce(array_agg(bucket_id), '{{}}') FROM sync.user_buckets WHERE user_id = $1) AS buckets,
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest
+FROM (SELECT 1) one LEFT JOIN facts f ON true
+"""
+
+
 class PgBucketStore:
     """BucketStore over the sync/admin/data schemas of one Postgres database."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+
+    async def admit(self, user_id: str) -> Admission:
+        row = await self.pool.fetchrow(_ADMIT, user_id)
+        assert row is not None
+        if row["enabled"] is None:
+            facts = AccessFacts(False, False, False, None, None)
+        else:
+            facts = AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
 
     async def access(self, user_id: str) -> AccessFacts:
         row = await self.pool.fetchrow(_ACCESS, user_id)

@@ -46,7 +46,7 @@ async def test_idle_connections_and_reconnect_storm(gw: Any, tmp_path: Any) -> N
         user = await gw.user()
         bucket = f"b-{user}"
         await gw.subscribe(user, bucket)
-        await gw.put(bucket, "account", {f"r{i}": {"i": i} for i in range(50)})
+        await gw.put(bucket, "account", {f"r{i}": {"i": i} for i in range(int(os.environ.get("OFFSYNC_SYNC_SCALE_RECORDS", "50")))})
         token = gw.token(user, ttl=7200)
         rss0 = psutil.Process(proc.pid).memory_info().rss
         conns = []

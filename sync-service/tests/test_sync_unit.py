@@ -21,7 +21,7 @@ from sync_service.access import AccessFacts, decide
 from sync_service.limits import TokenBucket
 from sync_service.session import Close, SyncSession
 from sync_service.settings import Settings
-from sync_service.store import BucketState, OpsPage, StoredBatch
+from sync_service.store import Admission, BucketState, OpsPage, StoredBatch
 
 ACCESS = [
     ("ok", AccessFacts(True, True, True, "p", 1), None),
@@ -73,6 +73,9 @@ class FakeStore:
 
     async def access(self, user_id: str) -> AccessFacts:
         return AccessFacts(True, True, True, "p", 1)
+
+    async def admit(self, user_id: str) -> Admission:
+        return Admission(await self.access(user_id), frozenset(await self.user_buckets(user_id)), await self.newest_op_id())
 
     async def user_buckets(self, user_id: str) -> set[str]:
         return {"b"}

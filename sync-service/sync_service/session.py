@@ -449,6 +449,7 @@ class SyncSession:
         while True:
             page = await self.store.ops_page(self.user_id, buckets, last, limit)
             if page.count == 0:
+                yield ("states", page.states)
                 break
             assert page.last is not None
             last = page.last
@@ -464,6 +465,7 @@ class SyncSession:
             if self._close is not None or self._rebucket or self.gone:
                 break
             if page.count < limit:
+                yield ("states", page.states)
                 break
         yield ("end", last, done)
 
@@ -479,9 +481,12 @@ class SyncSession:
             if known:
                 total += await self.store.count_ops(self.user_id, known, self.position)
         done = 0
+        snapshot: dict[str, BucketState] | None = None
         if known:
             async for item in self._stream(known, self.key, done, total, resumable=not fresh):
-                if isinstance(item, tuple):
+                if isinstance(item, tuple) and item[0] == "states":
+                    snapshot = item[1]
+                elif isinstance(item, tuple):
                     _, last, new_done = item
                     streamed += new_done - done
                     done = new_done
@@ -495,7 +500,9 @@ class SyncSession:
                 return
         if fresh:
             async for item in self._stream(fresh, 0, done, total):
-                if isinstance(item, tuple):
+                if isinstance(item, tuple) and item[0] == "states":
+                    pass
+                elif isinstance(item, tuple):
                     _, last, new_done = item
                     streamed += new_done - done
                     done = new_done
@@ -508,7 +515,10 @@ class SyncSession:
                 self._dirty = True
                 return
             self.fresh -= set(fresh)
-        states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
+        if fresh or snapshot is None or set(known) != self.buckets:
+            states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
+        else:
+            states = snapshot  # read with the last page, in the same snapshot as its ops
         newest = max((st.last_op_id for st in states.values()), default=0)
         if newest > self.position and streamed == 0 and states == self._last_states:
             # The bucket rows say ops exist past our position but the log has none to give

@@ -32,6 +32,9 @@ class OpsPage:
     ops: Any  # orjson.Fragment of the JSON array of op rows
     count: int
     last: OpKey | None
+    # The pages' buckets' states in the same snapshot as the ops: when the page is the last one,
+    # they tell whether a checkpoint is consistent without another round trip.
+    states: dict[str, BucketState] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,9 @@ SELECT coalesce(json_agg(json_build_array(
            CASE WHEN p.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END
        ) ORDER BY p.op_id, p.bucket_id, p.entity, p.record_id), '[]')::text AS ops,
        count(*) AS n,
-       (SELECT json_build_array(op_id, bucket_id, entity, record_id)::text FROM last) AS last
+       (SELECT json_build_array(op_id, bucket_id, entity, record_id)::text FROM last) AS last,
+       (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
+        FROM sync.buckets b JOIN mine ON mine.bucket_id = b.id) AS states
 FROM page p LEFT JOIN sync.record_index r ON r.entity = p.entity AND r.record_id = p.record_id
 """
 _PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")
@@ -181,7 +186,10 @@ class PgBucketStore:
         if row["last"] is not None:
             lo = orjson.loads(row["last"])
             last = (int(lo[0]), lo[1], lo[2], lo[3])
-        return OpsPage(orjson.Fragment(row["ops"]), int(row["n"]), last)
+        states = None
+        if row["states"] is not None:
+            states = {b: BucketState(int(v[0]) % 2**32, int(v[1])) for b, v in orjson.loads(row["states"]).items()}
+        return OpsPage(orjson.Fragment(row["ops"]), int(row["n"]), last, states if states is not None else {})
 
     async def stored_batch(self, batch_id: str) -> StoredBatch | None:
         row = await self.pool.fetchrow(

@@ -94,7 +94,7 @@ class FakeStore:
         start = after if isinstance(after, int) else after[0]
         rows = [o for o in self.ops if o[0] > start][:limit]
         last = (rows[-1][0], "b", "account", rows[-1][4]) if rows else None
-        return OpsPage(orjson.Fragment(orjson.dumps(rows)), len(rows), last)
+        return OpsPage(orjson.Fragment(orjson.dumps(rows)), len(rows), last, await self.bucket_states(user_id, buckets))
 
     async def stored_batch(self, batch_id: str) -> StoredBatch | None:
         return None

@@ -75,3 +75,71 @@ async def test_idle_connections_and_reconnect_storm(gw: Any, tmp_path: Any) -> N
         proc.terminate()
         proc.wait(15)
         log.close()
+
+
+FANOUT = int(os.environ.get("OFFSYNC_SYNC_FANOUT", "0"))
+
+
+@pytest.mark.skipif(FANOUT <= 0, reason="set OFFSYNC_SYNC_FANOUT=<devices> to run")
+async def test_fanout_latency(gw: Any, tmp_path: Any) -> None:
+    """FANOUT devices (one user each) share one bucket; 30 changes at ~10/s; every device must
+    receive each change. Reports deliveries/s and commit -> received latency."""
+    port = free_port()
+    log = open(tmp_path / "gw.log", "wb")
+    os.environ["OFFSYNC_SYNC_CONN_RATE"] = "100000"
+    os.environ["OFFSYNC_SYNC_CONN_BURST"] = "100000"
+    proc = spawn(gw, port, log)
+    try:
+        await eventually(lambda: ready(port), timeout=60, interval=0.1)
+        url = f"ws://127.0.0.1:{port}/v1/sync"
+        shared = f"b-shared-{port}"
+        await gw.pool.execute("INSERT INTO sync.buckets(id) VALUES ($1)", shared)
+        await gw.put(shared, "product", {"p-0": {"v": 0}})
+        users = [await gw.user() for _ in range(FANOUT)]
+        for u in users:
+            await gw.subscribe(u, shared)
+        conns = []
+        for k in range(0, FANOUT, 200):
+            conns += await asyncio.gather(*(open_device(url, gw.token(u), f"f-{u}", 0, {}) for u in users[k:k + 200]))
+        received: dict[int, list[float]] = {}
+
+        async def reader(ws: Any) -> None:
+            async for raw in ws:
+                f = p.decode_server(raw)
+                if isinstance(f, p.Ping):
+                    await ws.send(p.encode(p.Pong(t=f.t)))
+                elif isinstance(f, p.Ops):
+                    now = time.perf_counter()
+                    for op in f.ops:
+                        received.setdefault(op[6]["v"], []).append(now)
+
+        readers = [asyncio.create_task(reader(ws)) for ws, _, _ in conns]
+        committed: dict[int, float] = {}
+        t0 = time.perf_counter()
+        for v in range(1, 31):
+            op = await gw.put(shared, "product", {f"p-{v}": {"v": v}})  # distinct records: compaction keeps each
+            committed[v] = time.perf_counter()
+            await gw.notify({shared: op})
+            await asyncio.sleep(0.1)  # the workload's pace: ~10 changes/s
+        await eventually(lambda: _all(received, 30, FANOUT), timeout=60)
+        elapsed = max(max(ts) for ts in received.values()) - t0
+        lat = sorted((t - committed[v]) * 1000 for v, ts in received.items() if v in committed for t in ts)
+        figures = {"fanout": {"devices": FANOUT, "changes": 30, "deliveries": len(lat),
+                              "deliveries_per_s": round(len(lat) / elapsed), "p50_ms": round(lat[len(lat) // 2], 1),
+                              "p99_ms": round(lat[int(len(lat) * 0.99)], 1)}}
+        print("\nSYNC FANOUT", json.dumps(figures))
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for ws, _, _ in conns:
+            await ws.close()
+    finally:
+        os.environ.pop("OFFSYNC_SYNC_CONN_RATE", None)
+        os.environ.pop("OFFSYNC_SYNC_CONN_BURST", None)
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+async def _all(received: dict[int, list[float]], changes: int, devices: int) -> bool:
+    return all(len(received.get(v, ())) >= devices for v in range(1, changes + 1))

@@ -57,8 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt:
-            hub = Hub()
-            gateway = Gateway(settings, PgBucketStore(rt.pool), hub, KafkaBatchPublisher(rt))
+            store = PgBucketStore(rt.pool)
+            hub = Hub(store)
+            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
             # Group-less consumer read from the end: every gateway process sees every
             # notification and every batch result (it routes those of its own devices).
             consumer = bus.ConsumerLoop(

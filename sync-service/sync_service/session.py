@@ -81,7 +81,7 @@ class SyncSession:
         "user_id", "device_id", "hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
         "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
         "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
-        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "__weakref__",
+        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "__weakref__",
     )
 
     def __init__(
@@ -99,6 +99,8 @@ class SyncSession:
         admission: Admission | None = None,
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
+        self._busy = True  # streaming (or not started): shared live batches are not for us
+        self._live: tuple[Any, int, int, dict[str, int]] | None = None
         self.user_id = principal.user_id
         self.device_id = hello.device_id
         self.hello = hello
@@ -169,6 +171,22 @@ class SyncSession:
             self._dirty = True
             self._signal.set()
 
+    def live_eligible(self) -> bool:
+        """Idle at a checkpoint, so the hub may hand us new ops it read for many sessions at once."""
+        return not (
+            self._busy or self._dirty or self._rebucket or self.fresh or self._draining or self.gone
+            or self._close is not None or self._live is not None or not self.buckets
+        )
+
+    def offer_live(self, expected_position: int, ops: Any, count: int, position: int, checksums: dict[str, int]) -> None:
+        """Ops the hub read (for our buckets, above ``expected_position``) plus a consistent
+        checkpoint. If we moved meanwhile, fall back to reading ourselves."""
+        if self.live_eligible() and self.position == expected_position:
+            self._live = (ops, count, position, checksums)
+        else:
+            self._dirty = True
+        self._signal.set()
+
     def notify_rebucket(self) -> None:
         self._rebucket = True
         self._signal.set()
@@ -236,6 +254,15 @@ class SyncSession:
                     async for f in self._rebucket_now():
                         yield f
                     continue
+                if self._live is not None:
+                    ops, count, position, checksums = self._live
+                    self._live = None
+                    if count:
+                        self.sent_ops += count
+                        yield p.Ops(ops=ops, done=count, total=count)
+                    self.position = self.key = position  # type: ignore[assignment]
+                    yield p.Checkpoint(cursor=position, checksums=checksums)
+                    continue
                 if self._dirty and not self._draining:
                     async for f in self._catch_up():
                         yield f
@@ -243,7 +270,9 @@ class SyncSession:
                 if self._draining and not self.pending:
                     yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
                     return
+                self._busy = False
                 await self._wait()
+                self._busy = True
         finally:
             self.registry.unregister(self)
 

@@ -53,7 +53,19 @@ class Admission:
     newest_op_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """New ops of a set of buckets for many idle sessions at once, with the buckets' states and
+    the (user, bucket) memberships, all from one snapshot."""
+
+    rows: list[tuple[int, str, str]]  # (op_id, bucket, the op row as JSON text), op-id order
+    complete: bool  # False when the row limit was hit: sessions must catch up on their own
+    states: dict[str, BucketState]
+    members: set[tuple[str, str]]
+
+
 class BucketStore(Protocol):
+    async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
     async def admit(self, user_id: str) -> Admission: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
@@ -124,11 +136,46 @@ FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
 
+_LIVE_OPS = """
+SELECT o.op_id, o.bucket_id, json_build_array(
+           o.op_id, o.bucket_id,
+           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
+           o.entity, o.record_id, o.version,
+           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END)::text AS j
+FROM unnest($1::text[]) AS b(bucket_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM sync.bucket_ops o WHERE o.bucket_id = b.bucket_id AND o.op_id > $2 ORDER BY o.op_id LIMIT $3
+) o
+LEFT JOIN sync.record_index r ON r.entity = o.entity AND r.record_id = o.record_id
+ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
+"""
+
+
 class PgBucketStore:
     """BucketStore over the sync/admin/data schemas of one Postgres database."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+
+    async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch:
+        # One repeatable-read snapshot: the states and memberships describe exactly the ops read.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(_LIVE_OPS, buckets, after, limit)
+            states = await conn.fetch("SELECT id, checksum, last_op_id FROM sync.buckets WHERE id = ANY($1::text[])", buckets)
+            members = await conn.fetch(
+                "SELECT user_id, bucket_id FROM sync.user_buckets WHERE user_id = ANY($1::text[]) AND bucket_id = ANY($2::text[])",
+                users,
+                buckets,
+            )
+        per_bucket: dict[str, int] = {}
+        for r in rows:
+            per_bucket[r["bucket_id"]] = per_bucket.get(r["bucket_id"], 0) + 1
+        return LiveBatch(
+            rows=[(int(r["op_id"]), r["bucket_id"], r["j"]) for r in rows],
+            complete=all(n < limit for n in per_bucket.values()),
+            states={r["id"]: BucketState(int(r["checksum"]) % 2**32, int(r["last_op_id"])) for r in states},
+            members={(r["user_id"], r["bucket_id"]) for r in members},
+        )
 
     async def admit(self, user_id: str) -> Admission:
         row = await self.pool.fetchrow(_ADMIT, user_id)

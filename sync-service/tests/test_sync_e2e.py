@@ -69,6 +69,7 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     await eventually(lambda: _value(store, "account", "acc-00007", {"name": "renamed"}), timeout=10, message="live op stored")
     assert time.perf_counter() - t0 < 5
     await eventually(lambda: _cursor_at(store, op), timeout=10, message="checkpoint after the live op")
+    assert gw.gateway.hub.shared_deliveries > 0, "idle sessions are served by the shared live read"
     stop.set()
     await task
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,18 @@ class ProgressBar:
         self.stream.flush()
 
 
+def token_device_id(token: str) -> str | None:
+    """The device id a token was issued for (its ``did`` claim), read without verifying: only the
+    server can verify it, the device merely needs to present itself under the same id."""
+    try:
+        payload = token.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, orjson.JSONDecodeError):
+        return None
+    did = claims.get("did") if isinstance(claims, dict) else None
+    return did if isinstance(did, str) and did else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="offsync-device", description=__doc__)
     ap.add_argument("--store", default=str(Path.home() / ".offsync-device.sqlite"), help="local SQLite store")
@@ -76,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     try:
         if args.cmd == "login":
+            did = token_device_id(args.token)
+            held = store.meta("device_id")
+            if did and held and held != did and store.count() + len(store.pending()) > 0:
+                raise SystemExit(f"this store belongs to device {held}; the token is for {did}: use another --store")
+            if did:
+                store.set_meta("device_id", did)  # the server only accepts the token from its own device
             store.set_meta("url", args.url)
             store.set_meta("token", args.token)
             out.write(f"logged in; device id {store.device_id()}\n")

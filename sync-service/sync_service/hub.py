@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from typing import Any
 
 import orjson
 
@@ -110,12 +111,12 @@ class Hub:
         for s, since in idle.items():
             groups[(since, frozenset(s.buckets))].append(s)
         for (since, mine), sessions in groups.items():
-            frames = _frames(batch, since, mine) if batch.complete else None
+            live = _LiveFrames.build(batch, since, mine) if batch.complete else None
             for s in sessions:
-                if frames is None or any((s.user_id, b) not in batch.members for b in mine):
+                if live is None or any((s.user_id, b) not in batch.members for b in mine):
                     s.read_alone()  # a lost bucket or a big burst: the session's own path handles it
                     continue
-                s.offer_live(since, mine, frames[0], frames[1], frames[2])
+                s.offer_live(since, mine, live.combined() if s.combined else live.split(), live.count, live.position)
                 self.shared_deliveries += 1
 
     async def on_user_buckets_changed(self, event: Event, env: Envelope) -> None:
@@ -135,25 +136,52 @@ class Hub:
         return len(self.by_device)
 
 
-def _frames(batch: LiveBatch, since: int, mine: frozenset[str]) -> tuple[tuple[Encoded, ...], int, int] | None:
-    """The ops of ``mine`` above ``since`` and the checkpoint after them, encoded once for every
-    session with these buckets at this position; None when the read cannot serve them."""
-    rows = [(op_id, j) for op_id, b, j in batch.rows if op_id > since and b in mine]
-    if len(rows) > LIVE_LIMIT:
-        return None  # more than a small page: the paged catch-up bounds frame sizes
-    position = max((op_id for op_id, _ in rows), default=since)
-    states = {b: batch.states.get(b) for b in mine}
-    if any(st is not None and st.last_op_id > position for st in states.values()):
-        return None
-    checkpoint = p.Checkpoint(
-        cursor=position, checksums={b: (st.checksum if st is not None else 0) for b, st in sorted(states.items())}
-    )
-    frames: list[Encoded] = []
-    if rows:
-        ops = orjson.Fragment("[" + ",".join(j for _, j in rows) + "]")
-        frames.append(Encoded(p.encode(p.Ops(ops=ops, done=len(rows), total=len(rows))).decode()))
-    frames.append(Encoded(p.encode(checkpoint).decode()))
-    return tuple(frames), len(rows), position
+class _LiveFrames:
+    """The ops of some buckets above a position and the checkpoint after them, encoded once
+    (in each form asked for) for every session with those buckets at that position."""
+
+    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined")
+
+    def __init__(self, ops: Any, count: int, position: int, checkpoint: p.Checkpoint) -> None:
+        self.ops, self.count, self.position, self.checkpoint = ops, count, position, checkpoint
+        self._split: tuple[Encoded, ...] | None = None
+        self._combined: tuple[Encoded, ...] | None = None
+
+    @classmethod
+    def build(cls, batch: LiveBatch, since: int, mine: frozenset[str]) -> "_LiveFrames | None":
+        """None when the read cannot serve these sessions exactly."""
+        rows = [(op_id, j) for op_id, b, j in batch.rows if op_id > since and b in mine]
+        if len(rows) > LIVE_LIMIT:
+            return None  # more than a small page: the paged catch-up bounds frame sizes
+        position = max((op_id for op_id, _ in rows), default=since)
+        states = {b: batch.states.get(b) for b in mine}
+        if any(st is not None and st.last_op_id > position for st in states.values()):
+            return None
+        checkpoint = p.Checkpoint(
+            cursor=position, checksums={b: (st.checksum if st is not None else 0) for b, st in sorted(states.items())}
+        )
+        ops = orjson.Fragment("[" + ",".join(j for _, j in rows) + "]") if rows else None
+        return cls(ops, len(rows), position, checkpoint)
+
+    def split(self) -> tuple[Encoded, ...]:
+        """Ops frame then checkpoint frame (devices without FEATURE_OPS_CHECKPOINT)."""
+        if self._split is None:
+            cp = Encoded(p.encode(self.checkpoint).decode())
+            if self.ops is None:
+                self._split = (cp,)
+            else:
+                self._split = (Encoded(p.encode(p.Ops(ops=self.ops, done=self.count, total=self.count)).decode()), cp)
+        return self._split
+
+    def combined(self) -> tuple[Encoded, ...]:
+        """One ops frame carrying the checkpoint (or the bare checkpoint when nothing is new)."""
+        if self._combined is None:
+            if self.ops is None:
+                self._combined = self.split()
+            else:
+                frame = p.Ops(ops=self.ops, done=self.count, total=self.count, checkpoint=self.checkpoint)
+                self._combined = (Encoded(p.encode(frame).decode()),)
+        return self._combined
 
 
 def _discard(index: defaultdict[str, set[SyncSession]], key: str, session: SyncSession) -> None:

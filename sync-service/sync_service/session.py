@@ -98,7 +98,7 @@ class SyncSession:
         "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
         "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
         "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "_synced", "_asked",
-        "_own", "_want", "__weakref__",
+        "_own", "_want", "combined", "__weakref__",
     )
 
     def __init__(
@@ -124,6 +124,8 @@ class SyncSession:
         self._asked = False  # waiting for the hub's shared read
         self._own = False  # the shared read could not serve us: read alone once
         self._want = 0  # highest op id notified for our buckets
+        # The device takes a checkpoint inside the ops frame: one send per live change, not two.
+        self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
         self.user_id = principal.user_id
         self.device_id = hello.device_id
         self.hello = hello

@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                     [rt.topic(SYNC_NOTIFY), rt.topic(BATCH_RESULTS)],
                     group_id=None,
                     dead_letter_topic=rt.topic(DEAD_LETTER),
+                    fetch_max_wait_ms=settings.sync_notify_fetch_wait_ms,
                 ),
                 rt.producer,
                 name="sync-gateway",

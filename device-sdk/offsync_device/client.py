@@ -154,6 +154,7 @@ class Device:
             cursor=self.store.cursor,
             checksums=self.store.held_checksums(),
             token=None if self.token_in_header else token,
+            features=(p.FEATURE_OPS_CHECKPOINT,),
         )
         try:
             ws = await connect(self.url, additional_headers=headers, compression=None, max_size=None, open_timeout=10,
@@ -214,6 +215,8 @@ class Device:
                 self.on_ops(frame.ops)
             if self.on_progress is not None:
                 self.on_progress(frame.done, frame.total)
+            if frame.checkpoint is not None:  # FEATURE_OPS_CHECKPOINT: the checkpoint rode along
+                return await self._on_frame(ws, frame.checkpoint, caught_up)
             return False
         if isinstance(frame, p.Checkpoint):
             bad = self.store.checkpoint(frame.cursor, frame.checksums)

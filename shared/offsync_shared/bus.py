@@ -93,6 +93,10 @@ class ConsumerConfig:
     max_records: int = 500
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
+    # How long the broker may hold an empty fetch. The embedded broker does not answer a held
+    # fetch early when a record arrives, so this bounds delivery latency: latency-critical
+    # consumers (the device gateway's notifications) lower it at the cost of more idle fetches.
+    fetch_max_wait_ms: int = 50
     # A group-less consumer (e.g. a gateway that wants every notification) reads from the end.
 
 
@@ -132,7 +136,7 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset=self.config.auto_offset_reset if self.config.group_id else "latest",
             max_poll_records=self.config.max_records,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )

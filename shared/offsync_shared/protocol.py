@@ -67,6 +67,10 @@ ChangeOp = Literal["create", "update", "delete"]
 CHANGE_OPS = ("create", "update", "delete")
 MAX_ID_LEN = 200
 
+# Optional behaviours a device asks for in hello.features; unknown names are ignored both ways,
+# so old devices and old servers keep working unchanged.
+FEATURE_OPS_CHECKPOINT = "ops_checkpoint"  # a checkpoint may ride inside the ops frame before it
+
 
 class FrameError(ValueError):
     """A frame that does not follow the protocol; ``code`` is one of ERROR_CODES."""
@@ -90,6 +94,7 @@ class Hello:
     cursor: int = 0
     checksums: dict[str, int] = field(default_factory=dict)
     token: str | None = None  # when the client cannot send an Authorization header
+    features: tuple[str, ...] = ()  # FEATURE_* names the device understands
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,9 @@ class Ops:
     # initial download resumes here instead of from zero (its buckets are verified at the next
     # checkpoint as usual).
     resume: int | None = None
+    # Only to devices that sent FEATURE_OPS_CHECKPOINT: the checkpoint that follows these ops,
+    # in the same frame (live fanout sends one frame per change instead of two).
+    checkpoint: "Checkpoint | None" = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +237,18 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
     """One frame as UTF-8 JSON bytes."""
     if isinstance(frame, Ops):
+        cp = frame.checkpoint
         return orjson.dumps(
-            _drop_none({"type": "ops", "ops": frame.ops, "done": frame.done, "total": frame.total, "resume": frame.resume})
+            _drop_none(
+                {
+                    "type": "ops",
+                    "ops": frame.ops,
+                    "done": frame.done,
+                    "total": frame.total,
+                    "resume": frame.resume,
+                    "checkpoint": None if cp is None else {"cursor": cp.cursor, "checksums": cp.checksums},
+                }
+            )
         )
     if isinstance(frame, Checkpoint):
         return orjson.dumps({"type": "checkpoint", "cursor": frame.cursor, "checksums": frame.checksums})
@@ -244,6 +262,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "cursor": frame.cursor,
                     "checksums": frame.checksums,
                     "token": frame.token,
+                    "features": list(frame.features) or None,
                 }
             )
         )
@@ -413,11 +432,15 @@ def decode_client(raw: bytes | str) -> ClientFrame:
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in checksums.values()
         ):
             raise FrameError(ERR_BAD_FRAME, "'checksums' must map bucket ids to integers in [0, 2^32)", "checksums")
+        features = obj.get("features", [])
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise FrameError(ERR_BAD_FRAME, "'features' must be a list of strings", "features")
         return Hello(
             device_id=_str(obj, "device_id"),
             cursor=_int(obj, "cursor", default=0),
             checksums=checksums,
             token=_str(obj, "token", required=False, max_len=8192),
+            features=tuple(f for f in features[:32] if len(f) <= 64),
         )
     if t == "upload":
         changes = obj.get("changes")
@@ -445,6 +468,10 @@ def _op_row(row: Any) -> OpRow:
     return (op_id, bucket, op, entity, rid, version, attrs)
 
 
+def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
+
+
 def decode_server(raw: bytes | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
@@ -452,14 +479,16 @@ def decode_server(raw: bytes | str) -> ServerFrame:
     try:
         if t == "ops":
             resume = obj.get("resume")
+            cp = obj.get("checkpoint")
             return Ops(
                 ops=[_op_row(r) for r in obj["ops"]],
                 done=int(obj["done"]),
                 total=int(obj["total"]),
                 resume=None if resume is None else int(resume),
+                checkpoint=None if cp is None else _checkpoint(cp),
             )
         if t == "checkpoint":
-            return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
+            return _checkpoint(obj)
         if t == "welcome":
             return Welcome(
                 user_id=obj["user_id"],

@@ -18,6 +18,8 @@ VALID = [
     ("hello-minimal", {"type": "hello", "device_id": "d"}, p.Hello(device_id="d")),
     ("hello-full", {"type": "hello", "version": 1, "device_id": "d", "cursor": 7, "checksums": {"b": 5}, "token": "t"},
      p.Hello(device_id="d", cursor=7, checksums={"b": 5}, token="t")),
+    ("hello-features", {"type": "hello", "device_id": "d", "features": ["ops_checkpoint", "from-the-future"]},
+     p.Hello(device_id="d", features=("ops_checkpoint", "from-the-future"))),
     ("upload", {"type": "upload", "batch_id": "b1", "changes": [
         {"seq": 0, "op": "create", "entity": "task", "id": "x", "fields": {"a": 1}},
         {"seq": 1, "op": "update", "entity": "task", "id": "y", "base_version": 3, "fields": {}},
@@ -55,6 +57,8 @@ INVALID = [
     ("upload-fields-not-object", b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i", "fields": []}]}', p.ERR_BAD_FRAME),
     ("upload-long-id", orjson.dumps({"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i" * 201}]}), p.ERR_BAD_FRAME),
     ("upload-no-batch-id", b'{"type": "upload", "changes": []}', p.ERR_BAD_FRAME),
+    ("hello-features-not-list", b'{"type": "hello", "device_id": "d", "features": "ops_checkpoint"}', p.ERR_BAD_FRAME),
+    ("hello-features-not-strings", b'{"type": "hello", "device_id": "d", "features": [1]}', p.ERR_BAD_FRAME),
     ("refetch-not-list", b'{"type": "refetch", "buckets": "b"}', p.ERR_BAD_FRAME),
     ("ping-t-string", b'{"type": "ping", "t": "now"}', p.ERR_BAD_FRAME),
 ]
@@ -76,7 +80,8 @@ change = st.builds(
     u63, st.sampled_from(p.CHANGE_OPS), ident, ident, u63, fields,
 )
 client_frames = st.one_of(
-    st.builds(p.Hello, ident, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5), st.one_of(st.none(), ident)),
+    st.builds(p.Hello, ident, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5), st.one_of(st.none(), ident),
+              st.lists(ident, max_size=4).map(tuple)),
     st.builds(p.Upload, ident, st.lists(change, max_size=5).map(tuple)),
     st.builds(p.Refetch, st.lists(ident, max_size=5).map(tuple)),
     st.builds(p.Auth, ident),
@@ -88,9 +93,10 @@ results = st.builds(
     p.ChangeResult, u63, ident, ident, st.sampled_from(["applied", "conflict", "rejected"]),
     st.one_of(st.none(), u63), st.one_of(st.none(), fields), st.one_of(st.none(), ident), st.one_of(st.none(), ident),
 )
+checkpoint = st.builds(p.Checkpoint, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5))
 server_frames = st.one_of(
-    st.builds(p.Ops, st.lists(op_row, max_size=5), u63, u63, st.one_of(st.none(), u63)),
-    st.builds(p.Checkpoint, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5)),
+    st.builds(p.Ops, st.lists(op_row, max_size=5), u63, u63, st.one_of(st.none(), u63), st.one_of(st.none(), checkpoint)),
+    checkpoint,
     st.builds(p.Drop, st.lists(ident, max_size=4).map(tuple), ident),
     st.builds(p.Reset, st.lists(ident, max_size=4).map(tuple)),
     st.builds(p.Result, ident, st.lists(results, max_size=4).map(tuple)),
@@ -113,9 +119,18 @@ def test_client_frames_round_trip(frame: Any) -> None:
 def test_server_frames_round_trip(frame: Any) -> None:
     back = p.decode_server(p.encode(frame))
     if isinstance(frame, p.Ops):
-        assert back == p.Ops([tuple(r) for r in frame.ops], frame.done, frame.total, frame.resume)
+        assert back == p.Ops([tuple(r) for r in frame.ops], frame.done, frame.total, frame.resume, frame.checkpoint)
     else:
         assert back == frame
+
+
+def test_old_readers_see_ops_with_a_checkpoint_as_plain_ops() -> None:
+    """Backward compatibility: the checkpoint is an extra key; every older field is unchanged."""
+    frame = p.Ops([(3, "b", "put", "e", "i", 1, {"a": 1})], 1, 1, checkpoint=p.Checkpoint(3, {"b": 7}))
+    obj = orjson.loads(p.encode(frame))
+    assert obj == {"type": "ops", "ops": [[3, "b", "put", "e", "i", 1, {"a": 1}]], "done": 1, "total": 1,
+                   "checkpoint": {"cursor": 3, "checksums": {"b": 7}}}
+    assert "features" not in orjson.loads(p.encode(p.Hello("d")))
 
 
 @settings(max_examples=500, deadline=None)

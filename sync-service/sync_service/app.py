@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
 
-from offsync_shared import bus, http
+import asyncpg
+
+from offsync_shared import bus, db, http
 from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
@@ -23,6 +25,12 @@ from sync_service.settings import Settings
 from sync_service.store import PgBucketStore
 
 SCHEMA = None  # sync-service owns no schema; it reads sync, admin and data
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (RESET ALL, UNLISTEN, unlock...): the gateway's
+    reads change no session state, and asyncpg still rolls back a transaction left open. That
+    query was one extra round trip per read, i.e. per device on connect and catch-up."""
 
 
 class KafkaBatchPublisher:
@@ -56,8 +64,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt:
-            store = PgBucketStore(rt.pool)
+        async with open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt, \
+                contextlib.AsyncExitStack() as stack:
+            reads = await db.create_pool(
+                settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max, reset=_keep_session
+            )
+            stack.push_async_callback(reads.close)
+            store = PgBucketStore(reads)
             hub = Hub(store)
             gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
             # Group-less consumer read from the end: every gateway process sees every
@@ -68,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                     [rt.topic(SYNC_NOTIFY), rt.topic(BATCH_RESULTS)],
                     group_id=None,
                     dead_letter_topic=rt.topic(DEAD_LETTER),
+                    fetch_max_wait_ms=settings.sync_notify_fetch_wait_ms,
                 ),
                 rt.producer,
                 name="sync-gateway",

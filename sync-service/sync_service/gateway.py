@@ -18,7 +18,7 @@ from offsync_shared.errors import OffsyncError
 from sync_service.access import decide, device_mismatch
 from sync_service.hub import Hub
 from sync_service.limits import TokenBucket
-from sync_service.session import BatchPublisher, Close, SyncSession
+from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
 from sync_service.store import BucketStore
 
@@ -129,7 +129,7 @@ class Gateway:
                     await self._close(ws, out.code, out.reason)
                     break
                 async with asyncio.timeout(SEND_TIMEOUT_S):
-                    await ws.send_text(p.encode(out).decode())
+                    await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
         except (WebSocketDisconnect, asyncio.TimeoutError, OSError, RuntimeError) as exc:
             log.info("device connection ended", extra={"device_id": hello.device_id, "reason": repr(exc)})
         except Exception:

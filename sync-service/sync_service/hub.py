@@ -4,17 +4,20 @@ the device's session. Devices connected to other processes are simply not found 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
+from typing import Any
 
 import orjson
 
+from offsync_shared import protocol as p
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from sync_service.session import SyncSession
-from sync_service.store import BucketStore
+from sync_service.session import Encoded, SyncSession
+from sync_service.store import BucketStore, LiveBatch
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class Hub:
         self.by_user: defaultdict[str, set[SyncSession]] = defaultdict(set)
         self.by_device: dict[str, SyncSession] = {}
         self.by_batch: dict[str, SyncSession] = {}
+        self._wanting: dict[SyncSession, int] = {}  # sessions for the next shared read -> their position
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- SessionRegistry ---------------------------------------------------------------------
     def register(self, session: SyncSession) -> None:
@@ -61,22 +66,37 @@ class Hub:
     def expect(self, batch_id: str, session: SyncSession) -> None:
         self.by_batch[batch_id] = session
 
+    def want_live(self, session: SyncSession) -> bool:
+        """A session at a checkpoint owes its device new ops: enrol it in the next shared read.
+        Requests arriving while a read is in flight wait for the next one, so a burst of
+        notifications (or of reconnecting devices) costs a few reads, not one per device."""
+        if self.store is None:
+            return False
+        self._wanting[session] = session.position
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="hub-shared-reads")
+        return True
+
     # -- event handlers (wired in app.py) ----------------------------------------------------
     async def on_buckets_advanced(self, event: Event, env: Envelope) -> None:
         assert isinstance(event, BucketsAdvanced)
-        idle: dict[SyncSession, int] = {}
         for bucket, op_id in event.buckets.items():
             for s in self.by_bucket.get(bucket, ()):
                 if self.store is not None and op_id > s.position and s.live_eligible():
-                    idle[s] = s.position
+                    s.ask(op_id)
+                    self.want_live(s)
                 else:
                     s.notify_ops(bucket, op_id)
-        if idle:
-            await self._share_live(idle)
+
+    async def _flush(self) -> None:
+        while self._wanting:
+            wanting, self._wanting = self._wanting, {}
+            await self._share_live(wanting)
 
     async def _share_live(self, idle: dict[SyncSession, int]) -> None:
-        """Read the new ops once for all idle sessions and hand each its part with a checkpoint;
-        any session the batch cannot serve exactly catches up on its own."""
+        """Read the new ops once for all enrolled sessions; sessions with the same buckets and
+        position share one encoded frame. Any session the read cannot serve exactly (lost
+        membership, a big burst, moved meanwhile) catches up on its own."""
         assert self.store is not None
         buckets = sorted({b for s in idle for b in s.buckets})
         users = sorted({s.user_id for s in idle})
@@ -85,23 +105,19 @@ class Hub:
         except Exception:
             log.exception("shared live read failed; sessions read on their own")
             for s in idle:
-                s.notify_ops("", 2**62)
+                s.read_alone()
             return
+        groups: defaultdict[tuple[int, frozenset[str]], list[SyncSession]] = defaultdict(list)
         for s, since in idle.items():
-            mine = s.buckets
-            if not batch.complete or any((s.user_id, b) not in batch.members for b in mine):
-                s.notify_ops("", 2**62)  # a lost bucket or a big burst: the session's own path handles it
-                continue
-            rows = [j for op_id, b, j in batch.rows if op_id > since and b in mine]
-            position = max((op_id for op_id, b, _ in batch.rows if op_id > since and b in mine), default=since)
-            states = {b: batch.states.get(b) for b in mine}
-            if any(st is not None and st.last_op_id > position for st in states.values()):
-                s.notify_ops("", 2**62)
-                continue
-            ops = orjson.Fragment("[" + ",".join(rows) + "]")
-            checksums = {b: (st.checksum if st is not None else 0) for b, st in sorted(states.items())}
-            s.offer_live(since, ops, len(rows), position, checksums)
-            self.shared_deliveries += 1
+            groups[(since, frozenset(s.buckets))].append(s)
+        for (since, mine), sessions in groups.items():
+            live = _LiveFrames.build(batch, since, mine) if batch.complete else None
+            for s in sessions:
+                if live is None or any((s.user_id, b) not in batch.members for b in mine):
+                    s.read_alone()  # a lost bucket or a big burst: the session's own path handles it
+                    continue
+                s.offer_live(since, mine, live.combined() if s.combined else live.split(), live.count, live.position)
+                self.shared_deliveries += 1
 
     async def on_user_buckets_changed(self, event: Event, env: Envelope) -> None:
         assert isinstance(event, UserBucketsChanged)
@@ -118,6 +134,54 @@ class Hub:
     @property
     def sessions(self) -> int:
         return len(self.by_device)
+
+
+class _LiveFrames:
+    """The ops of some buckets above a position and the checkpoint after them, encoded once
+    (in each form asked for) for every session with those buckets at that position."""
+
+    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined")
+
+    def __init__(self, ops: Any, count: int, position: int, checkpoint: p.Checkpoint) -> None:
+        self.ops, self.count, self.position, self.checkpoint = ops, count, position, checkpoint
+        self._split: tuple[Encoded, ...] | None = None
+        self._combined: tuple[Encoded, ...] | None = None
+
+    @classmethod
+    def build(cls, batch: LiveBatch, since: int, mine: frozenset[str]) -> "_LiveFrames | None":
+        """None when the read cannot serve these sessions exactly."""
+        rows = [(op_id, j) for op_id, b, j in batch.rows if op_id > since and b in mine]
+        if len(rows) > LIVE_LIMIT:
+            return None  # more than a small page: the paged catch-up bounds frame sizes
+        position = max((op_id for op_id, _ in rows), default=since)
+        states = {b: batch.states.get(b) for b in mine}
+        if any(st is not None and st.last_op_id > position for st in states.values()):
+            return None
+        checkpoint = p.Checkpoint(
+            cursor=position, checksums={b: (st.checksum if st is not None else 0) for b, st in sorted(states.items())}
+        )
+        ops = orjson.Fragment("[" + ",".join(j for _, j in rows) + "]") if rows else None
+        return cls(ops, len(rows), position, checkpoint)
+
+    def split(self) -> tuple[Encoded, ...]:
+        """Ops frame then checkpoint frame (devices without FEATURE_OPS_CHECKPOINT)."""
+        if self._split is None:
+            cp = Encoded(p.encode(self.checkpoint).decode())
+            if self.ops is None:
+                self._split = (cp,)
+            else:
+                self._split = (Encoded(p.encode(p.Ops(ops=self.ops, done=self.count, total=self.count)).decode()), cp)
+        return self._split
+
+    def combined(self) -> tuple[Encoded, ...]:
+        """One ops frame carrying the checkpoint (or the bare checkpoint when nothing is new)."""
+        if self._combined is None:
+            if self.ops is None:
+                self._combined = self.split()
+            else:
+                frame = p.Ops(ops=self.ops, done=self.count, total=self.count, checkpoint=self.checkpoint)
+                self._combined = (Encoded(p.encode(frame).decode()),)
+        return self._combined
 
 
 def _discard(index: defaultdict[str, set[SyncSession]], key: str, session: SyncSession) -> None:

@@ -40,7 +40,6 @@ class Close:
     reason: str
 
 
-Outgoing = p.ServerFrame | Close
 
 
 class BatchPublisher(Protocol):
@@ -54,6 +53,23 @@ class SessionRegistry(Protocol):
     def unregister(self, session: "SyncSession") -> None: ...
     def resubscribe(self, session: "SyncSession", removed: set[str], added: set[str]) -> None: ...
     def expect(self, batch_id: str, session: "SyncSession") -> None: ...
+
+
+class SharedReads(Protocol):
+    """Optional part of a registry: reads new ops once for many sessions (see hub.py)."""
+
+    def want_live(self, session: "SyncSession") -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A server frame already encoded as JSON text, shared by every session it was built for
+    (fanout: one encoding per notification, not one per device)."""
+
+    text: str
+
+
+Outgoing = p.ServerFrame | Close | Encoded
 
 
 def result_frame(batch_id: str, results: list[dict[str, Any]]) -> p.Result:
@@ -81,7 +97,8 @@ class SyncSession:
         "user_id", "device_id", "hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
         "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
         "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
-        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "__weakref__",
+        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "_synced", "_asked",
+        "_own", "_want", "combined", "__weakref__",
     )
 
     def __init__(
@@ -100,7 +117,15 @@ class SyncSession:
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
         self._busy = True  # streaming (or not started): shared live batches are not for us
-        self._live: tuple[Any, int, int, dict[str, int]] | None = None
+        self._live: tuple[tuple[Encoded, ...], int, int] | None = None
+        # The device holds exactly every op of its buckets up to ``position`` (it got a checkpoint
+        # there, or resumed at one): only then can a shared read (ops above position) serve it.
+        self._synced = False
+        self._asked = False  # waiting for the hub's shared read
+        self._own = False  # the shared read could not serve us: read alone once
+        self._want = 0  # highest op id notified for our buckets
+        # The device takes a checkpoint inside the ops frame: one send per live change, not two.
+        self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
         self.user_id = principal.user_id
         self.device_id = hello.device_id
         self.hello = hello
@@ -168,21 +193,43 @@ class SyncSession:
 
     def notify_ops(self, bucket: str, op_id: int) -> None:
         if op_id > self.position or bucket in self.fresh:
+            self._want = max(self._want, op_id)
             self._dirty = True
             self._signal.set()
 
-    def live_eligible(self) -> bool:
-        """Idle at a checkpoint, so the hub may hand us new ops it read for many sessions at once."""
-        return not (
-            self._busy or self._dirty or self._rebucket or self.fresh or self._draining or self.gone
+    def read_alone(self) -> None:
+        """The shared read could not serve us exactly: catch up with our own reads."""
+        self._asked = False
+        self._own = True
+        self._dirty = True
+        self._signal.set()
+
+    def shareable(self) -> bool:
+        """At a checkpoint and otherwise idle, so ops above ``position`` read for many sessions at
+        once are exactly what we owe the device."""
+        return self._synced and not (
+            self.fresh or self._rebucket or self._draining or self.gone or self._own
             or self._close is not None or self._live is not None or not self.buckets
         )
 
-    def offer_live(self, expected_position: int, ops: Any, count: int, position: int, checksums: dict[str, int]) -> None:
-        """Ops the hub read (for our buckets, above ``expected_position``) plus a consistent
-        checkpoint. If we moved meanwhile, fall back to reading ourselves."""
-        if self.live_eligible() and self.position == expected_position:
-            self._live = (ops, count, position, checksums)
+    def live_eligible(self) -> bool:
+        """Idle at a checkpoint and not yet waiting for a shared read: the hub may enrol us."""
+        return not (self._busy or self._dirty or self._asked) and self.shareable()
+
+    def ask(self, op_id: int) -> None:
+        """The hub enrolled us in its next shared read (for ops up to at least ``op_id``)."""
+        self._want = max(self._want, op_id)
+        self._asked = True
+
+    def offer_live(
+        self, expected_position: int, buckets: frozenset[str], frames: tuple[Encoded, ...], count: int, position: int
+    ) -> None:
+        """Frames (ops for our buckets above ``expected_position``, then a consistent checkpoint
+        at ``position``) the hub built for us and every session like us. If we moved meanwhile,
+        fall back to reading ourselves."""
+        self._asked = False
+        if self.shareable() and self.position == expected_position and self.buckets == buckets:
+            self._live = (frames, count, position)
         else:
             self._dirty = True
         self._signal.set()
@@ -255,18 +302,27 @@ class SyncSession:
                         yield f
                     continue
                 if self._live is not None:
-                    ops, count, position, checksums = self._live
+                    frames, count, position = self._live
                     self._live = None
-                    if count:
-                        self.sent_ops += count
-                        yield p.Ops(ops=ops, done=count, total=count)
-                    self.position = self.key = position  # type: ignore[assignment]
-                    yield p.Checkpoint(cursor=position, checksums=checksums)
+                    self.sent_ops += count
+                    self._synced = False
+                    for f in frames:
+                        yield f
+                    self.position = self.key = position
+                    self._synced = True
+                    if self._want <= position:
+                        self._dirty = False  # the notifications that woke us are covered
                     continue
                 if self._dirty and not self._draining:
-                    async for f in self._catch_up():
-                        yield f
-                    continue
+                    if self._asked:
+                        pass  # the hub's read in flight covers us; wait for it
+                    elif self.shareable() and self._share():
+                        self._dirty = False
+                    else:
+                        self._own = False
+                        async for f in self._catch_up():
+                            yield f
+                        continue
                 if self._draining and not self.pending:
                     yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
                     return
@@ -275,6 +331,17 @@ class SyncSession:
                 self._busy = True
         finally:
             self.registry.unregister(self)
+
+    def _share(self) -> bool:
+        """Ask the registry's shared read (when it has one) for our new ops."""
+        want_live = getattr(self.registry, "want_live", None)
+        if want_live is None:
+            return False
+        self._asked = True
+        if not want_live(self):
+            self._asked = False
+            return False
+        return True
 
     async def _resume_plan(self) -> AsyncIterator[Outgoing]:
         """Compare the device's cursor and checksums with the server's buckets: drop what the
@@ -303,6 +370,7 @@ class SyncSession:
         self.position = cursor
         self.key = cursor
         self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
+        self._synced = cursor > 0 and not self.fresh
 
     async def forward_unread_uploads(self) -> None:
         """The device left right after sending a batch: forward it anyway (its answer waits in
@@ -501,6 +569,7 @@ class SyncSession:
     async def _catch_up(self) -> AsyncIterator[Outgoing]:
         """Send every op the device lacks, in bounded pages, then a checkpoint if consistent."""
         self._dirty = False
+        self._synced = False
         streamed = 0
         fresh = sorted(self.fresh & self.buckets)
         known = sorted(self.buckets - set(fresh))
@@ -560,5 +629,7 @@ class SyncSession:
                 cursor=self.position,
                 checksums={b: (states[b].checksum if b in states else 0) for b in sorted(self.buckets)},
             )
+            self.key = self.position  # every op up to position is sent: resume by op id
+            self._synced = True
         else:
             self._dirty = True  # ops committed while we streamed: one more round

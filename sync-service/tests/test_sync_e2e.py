@@ -27,10 +27,12 @@ def recs(n: int, prefix: str = "a", **extra: Any) -> dict[str, dict[str, Any]]:
 
 
 async def raw_client(gw: Any, user: str, *, device: str | None = None, cursor: int = 0,
-                     checksums: dict[str, int] | None = None, token: str | None = None) -> Any:
+                     checksums: dict[str, int] | None = None, token: str | None = None,
+                     features: tuple[str, ...] = ()) -> Any:
     ws = await connect(gw.url, additional_headers={"Authorization": f"Bearer {token or gw.token(user)}"},
                        compression=None, max_size=None, ping_interval=None)
-    await ws.send(p.encode(p.Hello(device_id=device or str(uuid.uuid4()), cursor=cursor, checksums=checksums or {})))
+    hello = p.Hello(device_id=device or str(uuid.uuid4()), cursor=cursor, checksums=checksums or {}, features=features)
+    await ws.send(p.encode(hello))
     return ws
 
 
@@ -72,6 +74,35 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     assert gw.gateway.hub.shared_deliveries > 0, "idle sessions are served by the shared live read"
     stop.set()
     await task
+
+
+async def test_live_change_is_one_frame_only_for_devices_that_ask(gw: Any) -> None:
+    """ops_checkpoint: a device that names the feature gets ops + checkpoint in one frame; an
+    older device (no features) still gets the two frames it understands, same content."""
+    user = await gw.user()
+    bucket = f"b-{user}"
+    await gw.subscribe(user, bucket)
+    await gw.put(bucket, "account", recs(3))
+    old = await raw_client(gw, user)
+    new = await raw_client(gw, user, features=(p.FEATURE_OPS_CHECKPOINT,))
+    for ws in (old, new):
+        await until(ws, p.Checkpoint)
+    await eventually(lambda: _count_sessions(gw, 2), timeout=10)
+    op = await gw.put(bucket, "account", {"a-00001": {"name": "live"}})
+    await gw.notify({bucket: op})
+    ops, _ = await until(new, p.Ops)
+    assert ops.checkpoint is not None and ops.checkpoint.cursor == op
+    assert [r[4] for r in ops.ops] == ["a-00001"]
+    old_ops, _ = await until(old, p.Ops)
+    assert old_ops.checkpoint is None and [r[4] for r in old_ops.ops] == ["a-00001"]
+    cp = p.decode_server(await asyncio.wait_for(old.recv(), 10))
+    assert cp == ops.checkpoint
+    for ws in (old, new):
+        await ws.close()
+
+
+async def _count_sessions(gw: Any, n: int) -> bool:
+    return gw.gateway.hub.sessions >= n
 
 
 async def _connected(gw: Any, device_id: str) -> bool:

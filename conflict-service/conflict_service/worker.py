@@ -41,6 +41,7 @@ class BatchWorker:
         max_records: int = 500,
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
+        fetch_max_wait_ms: int = 50,
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix))
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
@@ -53,6 +54,7 @@ class BatchWorker:
                 max_records=max_records,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
+                fetch_max_wait_ms=fetch_max_wait_ms,
             ),
             producer,
             name="conflict-service",

@@ -58,6 +58,7 @@ class PublishWorker:
         *,
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
+        fetch_max_wait_ms: int = 50,
     ) -> None:
         self.pool = pool
         self.notify_topic = SYNC_NOTIFY.full(prefix)
@@ -74,6 +75,7 @@ class PublishWorker:
                 max_records=max_records,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
+                fetch_max_wait_ms=fetch_max_wait_ms,
             ),
             producer,
             name="publish-service",

@@ -49,11 +49,12 @@ class InfraEnv:
 
     @property
     def group_timeouts(self) -> dict[str, int]:
-        """session/heartbeat timeouts for a consumer group on this broker (ConsumerConfig kwargs)."""
+        """session/heartbeat/fetch timeouts for a consumer on this broker (ConsumerConfig kwargs)."""
         env = self.as_env()
         return {
             "session_timeout_ms": int(env.get("OFFSYNC_KAFKA_SESSION_TIMEOUT_MS", 10000)),
             "heartbeat_interval_ms": int(env.get("OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS", 3000)),
+            "fetch_max_wait_ms": int(env.get("OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS", 50)),
         }
 
     def settings_kwargs(self) -> dict[str, object]:

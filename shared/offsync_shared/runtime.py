@@ -45,6 +45,7 @@ class Runtime:
             dead_letter_topic=self.topic(DEAD_LETTER),
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             **kw,
         )
 

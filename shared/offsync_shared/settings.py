@@ -28,6 +28,9 @@ class CommonSettings(BaseSettings):
     # about half the session timeout, so the embedded stack and tests use 2000/500.
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
+    # How long a fetch may wait for data. Kafka answers a held fetch as soon as data arrives; the
+    # embedded broker only when the wait runs out, so there every hop costs up to this much.
+    kafka_fetch_max_wait_ms: int = 50
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "offsync"
     log_level: str = "INFO"

@@ -154,6 +154,21 @@ class ConsumerLoop:
             if self.config.group_id:
                 await self.consumer.commit()
             self.processed += len(records)
+            if not self.caught_up.is_set() and await self._at_high_watermark():
+                self.caught_up.set()
+
+    async def _at_high_watermark(self) -> bool:
+        """Consumed up to the end the broker last reported on every assigned partition. Under a
+        steady flow a poll is never empty, so "an empty poll" alone would never mean caught up."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            high = self.consumer.highwater(tp)
+            if high is None or await self.consumer.position(tp) < high:
+                return False
+        return True
 
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
         decoded: list[tuple[Event, Envelope]] = []

@@ -14,6 +14,7 @@ import logging
 from typing import Protocol
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from offsync_shared.envelope import Envelope
 
@@ -80,7 +81,7 @@ class OutboxRelay:
             while True:
                 try:
                     moved = await self.drain_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                     log.warning("outbox relay error, will retry", extra={"error": str(exc)})
                     moved = 0
                     await asyncio.sleep(self.poll_interval)  # back off from a failing dependency

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from offsync_shared import logs
+from offsync_shared.serve import serve
 from conflict_service.app import create_app
 from conflict_service.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logs.configure("conflict-service", settings.log_level)
-    # timeout_graceful_shutdown: SIGTERM lets in-flight work finish before the lifespan closes.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    serve("conflict-service", create_app(settings), settings, settings.port)
 
 
 if __name__ == "__main__":

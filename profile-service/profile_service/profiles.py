@@ -105,8 +105,12 @@ async def check_items_in_db(conn: asyncpg.Connection, items: list[dict[str, Any]
     return rules.check_items(items, metas)
 
 
-async def validate(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
-    """Every problem of the profile at once, plus per-user estimates when records exist."""
+async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bool = False) -> dict[str, Any]:
+    """Every problem of the profile at once, plus per-user estimates when records exist.
+
+    ``for_publish``: estimates are only needed for the records-per-user cap, so they are skipped
+    when all live records of the profile's entities together stay under the cap (no user can
+    exceed it); on a large org that saves seconds per publish."""
     items = await load_items(conn, profile_id)
     user_ids = await load_user_ids(conn, profile_id)
     _, found = await check_items_in_db(conn, items)
@@ -137,7 +141,7 @@ async def validate(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
             )
     cap = int(await conn.fetchval("SELECT max_records_per_user FROM admin.org_settings WHERE org_id = 'default'") or 3_000_000)
     estimates: list[dict[str, Any]] | None = None
-    if items and not found and await records_table_exists(conn):
+    if items and not found and await records_table_exists(conn) and not (for_publish and await _under_cap(conn, items, cap)):
         ctxs = [UserContext(u["id"], u["business_unit_id"], frozenset(u["team_ids"])) for u in users]
         estimates = await estimate(conn, items, ctxs)
         for e in estimates:
@@ -160,9 +164,16 @@ async def validate(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
     }
 
 
+async def _under_cap(conn: asyncpg.Connection, items: list[dict[str, Any]], cap: int) -> bool:
+    bound = await conn.fetchval(
+        "SELECT count(*) FROM data.records WHERE entity = ANY($1::text[]) AND NOT deleted", [i["entity"] for i in items]
+    )
+    return int(bound) <= cap
+
+
 async def publish(conn: asyncpg.Connection, emitter: Emitter, profile_id: str, if_match: str | None, by: str) -> dict[str, Any]:
     cur = await lock_profile(conn, profile_id, if_match)
-    report = await validate(conn, profile_id)
+    report = await validate(conn, profile_id, for_publish=True)
     errors = [p for p in report["problems"] if p["severity"] == "error"]
     if errors:
         raise ValidationFailed(

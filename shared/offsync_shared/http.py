@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offsync_shared import metrics
 from offsync_shared.errors import OffsyncError
@@ -28,8 +29,26 @@ def error_body(code: str, message: str, field: str | None = None, **extra: objec
     return {"error": err}
 
 
+class JsonByDefault:
+    """Treats a request body sent without a content type, or as an HTML form (curl's ``-d``
+    default), as JSON: these APIs take no forms, and an admin's first curl should just work."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            ctype = dict(scope["headers"]).get(b"content-type", b"")
+            if not ctype or ctype.startswith(b"application/x-www-form-urlencoded"):
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
     """Add /healthz, /readyz, /metrics and the error handlers to ``app``."""
+
+    app.add_middleware(JsonByDefault)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -1,6 +1,10 @@
-"""Entry point: `python -m sync_service`."""
+"""Entry point: `python -m sync_service`. SIGTERM first drains the gateway (devices are told to
+reconnect elsewhere, awaited batch answers are delivered), then uvicorn shuts down."""
 
 from __future__ import annotations
+
+import asyncio
+from types import FrameType
 
 import uvicorn
 
@@ -9,18 +13,46 @@ from sync_service.app import create_app
 from sync_service.settings import Settings
 
 
-def main() -> None:
-    settings = Settings()
-    logs.configure("sync-service", settings.log_level)
-    # timeout_graceful_shutdown: SIGTERM lets in-flight work finish before the lifespan closes.
-    uvicorn.run(
+class DrainingServer(uvicorn.Server):
+    """uvicorn closes open websockets with 1012 on shutdown; drain ours with 1001 before that."""
+
+    def __init__(self, config: uvicorn.Config, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.drain_timeout = drain_timeout
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        gateway = getattr(self.config.app.state, "gateway", None) if hasattr(self.config.app, "state") else None
+        if gateway is None or self._draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        gateway.begin_drain()
+
+        async def finish() -> None:
+            await gateway.drained(self.drain_timeout)
+            super(DrainingServer, self).handle_exit(sig, frame)
+
+        self._draining = asyncio.get_running_loop().create_task(finish())
+
+
+def build_server(settings: Settings) -> DrainingServer:
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
+        ws_max_size=settings.sync_hard_frame_bytes,
+        ws_ping_interval=None,  # heartbeats are protocol frames (see docs/protocol.md)
         timeout_graceful_shutdown=10,
     )
+    return DrainingServer(config, settings.sync_drain_timeout_s)
+
+
+def main() -> None:
+    settings = Settings()
+    logs.configure("sync-service", settings.log_level)
+    build_server(settings).run()
 
 
 if __name__ == "__main__":

@@ -1,34 +1,120 @@
-"""The sync-service application: opens its runtime in the lifespan and wires its routes and workers."""
+"""The sync-service application: opens its runtime in the lifespan, wires the notify/batch-result
+consumer to the hub (the one handler table), and mounts the `/v1/sync` websocket."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from starlette.types import Receive, Scope, Send
 
-from offsync_shared import http
+from offsync_shared import bus, http
+from offsync_shared import protocol as p
+from offsync_shared.events.batch_results import BatchApplied
+from offsync_shared.events.device_batches import BatchUploaded
+from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
 from offsync_shared.runtime import Runtime, open_runtime
+from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
+from sync_service.gateway import Gateway
+from sync_service.hub import Hub
 from sync_service.settings import Settings
+from sync_service.store import PgBucketStore
 
-SCHEMA = None
+SCHEMA = None  # sync-service owns no schema; it reads sync, admin and data
+
+
+class KafkaBatchPublisher:
+    """Forwards uploaded batches to offsync.device-batches.v1, keyed by device id (per-device order).
+
+    Direct produce, not an outbox: the gateway owns no state, and the device keeps the batch and
+    resends it (same batch id) until it gets an answer."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.topic = rt.topic(DEVICE_BATCHES)
+
+    async def upload(self, batch: BatchUploaded) -> None:
+        await self.rt.producer.send(self.topic, batch.envelope(key=batch.device_id))
+
+
+class SyncApp(FastAPI):
+    """FastAPI for health/metrics; the device websocket goes straight to the gateway, skipping
+    the HTTP middleware stack (its frames would otherwise live as long as each connection)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = getattr(self.state, "gateway", None)
+        if scope["type"] == "websocket" and scope["path"] == p.PATH and gateway is not None:
+            await gateway.handle(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    state: dict[str, Runtime] = {}
+    state: dict[str, object] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations=None) as rt:
-            state["rt"] = rt
-            app.state.runtime = rt
-            yield
+        async with open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt:
+            store = PgBucketStore(rt.pool)
+            hub = Hub(store)
+            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
+            # Group-less consumer read from the end: every gateway process sees every
+            # notification and every batch result (it routes those of its own devices).
+            consumer = bus.ConsumerLoop(
+                bus.ConsumerConfig(
+                    settings.kafka_bootstrap,
+                    [rt.topic(SYNC_NOTIFY), rt.topic(BATCH_RESULTS)],
+                    group_id=None,
+                    dead_letter_topic=rt.topic(DEAD_LETTER),
+                ),
+                rt.producer,
+                name="sync-gateway",
+                handlers={
+                    BucketsAdvanced.TYPE: hub.on_buckets_advanced,
+                    UserBucketsChanged.TYPE: hub.on_user_buckets_changed,
+                    BatchApplied.TYPE: hub.on_batch_applied,
+                },
+            )
+            await consumer.start()
+            task = None
+            try:
+                task = rt.spawn(consumer.run(), "sync-gateway-consumer")
+                state.update(rt=rt, gateway=gateway, consumer=consumer, hub=hub)
+                app.state.runtime = rt
+                app.state.gateway = gateway
+                app.state.consumer = consumer
+                yield
+                gateway.begin_drain()
+                await gateway.drained(settings.sync_drain_timeout_s)
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
 
-    app = FastAPI(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
+    app = SyncApp(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
 
     async def ready() -> dict[str, bool]:
         rt = state.get("rt")
-        return await rt.ready() if rt else {"started": False}
+        if rt is None:
+            return {"started": False}
+        checks = await rt.ready()  # type: ignore[attr-defined]
+        checks["consumer_positioned"] = state["consumer"].caught_up.is_set()  # type: ignore[attr-defined]
+        checks["accepting"] = not state["gateway"].draining  # type: ignore[attr-defined]
+        return checks
 
     http.install(app, "sync-service", ready)
+
+    @app.websocket(p.PATH)
+    async def sync_socket(ws: WebSocket) -> None:
+        gateway = state.get("gateway")
+        if gateway is None:
+            await ws.close(p.CLOSE_TRY_AGAIN_LATER, "try_again_later: starting")
+            return
+        await gateway.handle(ws)  # type: ignore[attr-defined]
+
     return app

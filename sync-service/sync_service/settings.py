@@ -1,4 +1,4 @@
-"""Settings of sync-service (env: OFFSYNC_...)."""
+"""Settings of sync-service (env: OFFSYNC_...): the gateway's limits and timings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,32 @@ from offsync_shared.settings import CommonSettings
 
 
 class Settings(CommonSettings):
-    """Everything in CommonSettings; sync-service-specific knobs go here."""
+    """CommonSettings plus the device gateway's knobs (all overridable by OFFSYNC_SYNC_*)."""
+
+    # Ops per `ops` frame: bounds the memory one catch-up step holds for one device.
+    sync_page_size: int = 2000
+    # Application-level frame cap: larger frames get an error frame, the connection stays.
+    sync_max_frame_bytes: int = 1024 * 1024
+    # Transport hard cap: above it the websocket layer closes with 1009 (cannot be read safely).
+    sync_hard_frame_bytes: int = 16 * 1024 * 1024
+    sync_max_changes: int = 500
+    sync_max_pending_batches: int = 4
+    # Per-device frame rate (token bucket): refill per second and burst.
+    sync_frame_rate: float = 50.0
+    sync_frame_burst: int = 100
+    # Per-process connection-rate cap (failure mode 6: reconnect storms).
+    sync_conn_rate: float = 500.0
+    sync_conn_burst: int = 1000
+    sync_heartbeat_s: float = 20.0
+    sync_idle_timeout_s: float = 60.0
+    sync_hello_timeout_s: float = 10.0
+    # Client frames waiting to be handled per connection; a full inbox stops reading the socket.
+    sync_inbox_size: int = 32
+    # How long a pending batch waits for its BatchApplied before the gateway looks in data.batches.
+    sync_result_recheck_s: float = 2.0
+    # Grace after a token's expiry before the session is closed (clock skew).
+    sync_token_grace_s: float = 5.0
+    sync_drain_timeout_s: float = 5.0
 
     @property
     def port(self) -> int:

@@ -24,7 +24,8 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"supervisor exited early with {proc.returncode}")
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise AssertionError(f"supervisor exited early with {proc.returncode}:\n{out[-3000:]}")
         if path.exists():
             return json.loads(path.read_text())
         time.sleep(0.1)  # polling for a file another process writes; bounded by the deadline

@@ -1,0 +1,260 @@
+"""The device's sync client: one websocket session at a time against /v1/sync, driven by the
+local store. `sync()` uploads pending changes then downloads until caught up; `run()` stays
+connected for live ops and reconnects with jittered backoff. Every (re)connect flushes the
+outbox on its own (failure mode 4) and resumes from the last checkpoint (failure mode 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from offsync_device.backoff import Backoff, retry_after_from_reason
+from offsync_device.store import LocalStore
+from offsync_shared import protocol as p
+
+log = logging.getLogger(__name__)
+
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+ProgressCallback = Callable[[int, int], None]
+
+
+class SyncRefused(Exception):
+    """The server refused this device for good (until an admin changes something)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class SyncInterrupted(Exception):
+    """The connection ended early; retrying (after a backoff) resumes from the checkpoint."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+REFUSALS = {p.CLOSE_FORBIDDEN, p.CLOSE_NO_PROFILE, p.CLOSE_BAD_HELLO}
+
+
+@dataclass
+class SyncReport:
+    ops: int = 0
+    checkpoints: int = 0
+    cursor: int = 0
+    batches: int = 0
+    problems: list[p.ChangeResult] = field(default_factory=list)
+    errors: list[p.Error] = field(default_factory=list)
+    refetched: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    connections: int = 0
+    seconds: float = 0.0
+
+
+class Device:
+    def __init__(
+        self,
+        url: str,
+        store: LocalStore,
+        token: TokenSource,
+        *,
+        device_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_ops: Callable[[list[p.OpRow]], None] | None = None,
+        backoff: Backoff | None = None,
+        token_in_header: bool = True,
+    ) -> None:
+        self.url = url
+        self.store = store
+        self._token = token
+        self.device_id = device_id or store.device_id()
+        self.on_progress = on_progress
+        self.on_ops = on_ops
+        self.backoff = backoff or Backoff()
+        self.token_in_header = token_in_header
+        self.max_changes = 500
+        self.inflight: str | None = None
+        self.ws: ClientConnection | None = None
+        self._kick = asyncio.Event()
+        store.on_local_change = self._kick.set
+        self.report = SyncReport()
+
+    async def token(self) -> str:
+        t = self._token
+        if isinstance(t, str):
+            return t
+        v = t()
+        if inspect.isawaitable(v):
+            v = await v
+        return v  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------------- public API ----
+    async def sync(self, *, timeout: float = 120.0, max_attempts: int = 8) -> SyncReport:
+        """Upload pending changes, then download until caught up (retrying with backoff)."""
+        return await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+
+    async def run(self, stop: asyncio.Event) -> SyncReport:
+        """Stay connected: live ops, outbox flushed as soon as edits happen or the link returns."""
+        task = asyncio.create_task(self._with_retries(until_synced=False, max_attempts=None))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            if self.ws is not None:
+                await self.ws.close()
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return self.report
+
+    # ------------------------------------------------------------------------- sessions ----
+    async def _with_retries(self, *, until_synced: bool, max_attempts: int | None) -> SyncReport:
+        started = time.perf_counter()
+        attempt = 0
+        renewed = False
+        while True:
+            try:
+                await self._session(until_synced)
+                self.report.seconds = time.perf_counter() - started
+                if until_synced:
+                    return self.report
+                attempt = 0
+            except SyncRefused:
+                raise
+            except SyncInterrupted as exc:
+                if exc.code == p.CLOSE_UNAUTHENTICATED and not renewed:
+                    renewed = True  # renew the token and resume at once, from the checkpoint
+                    continue
+                renewed = False
+                if max_attempts is not None and attempt + 1 >= max_attempts:
+                    raise
+                wait = self.backoff.delay(attempt, retry_after_from_reason(exc.reason))
+                attempt += 1
+                log.info("sync interrupted; retrying", extra={"code": exc.code, "reason": exc.reason, "wait": wait})
+                await asyncio.sleep(wait)  # jittered backoff between reconnects (failure mode 6)
+
+    async def _session(self, until_synced: bool) -> None:
+        token = await self.token()
+        headers = {"Authorization": f"Bearer {token}"} if self.token_in_header else None
+        hello = p.Hello(
+            device_id=self.device_id,
+            cursor=self.store.cursor,
+            checksums=self.store.held_checksums(),
+            token=None if self.token_in_header else token,
+        )
+        try:
+            ws = await connect(self.url, additional_headers=headers, compression=None, max_size=None, open_timeout=10,
+                               ping_interval=None)
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            raise SyncInterrupted(None, f"connect failed: {exc}") from None
+        self.ws = ws
+        self.report.connections += 1
+        self.inflight = None
+        writer: asyncio.Task[None] | None = None
+        try:
+            await ws.send(p.encode(hello).decode())
+            writer = asyncio.create_task(self._writer(ws))
+            self._kick.set()  # reconnect alone flushes the outbox (failure mode 4)
+            caught_up = False
+            async for raw in ws:
+                frame = p.decode_server(raw)
+                caught_up = await self._on_frame(ws, frame, caught_up)
+                if until_synced and caught_up and self.inflight is None and not self.store.has_pending():
+                    return
+        except ConnectionClosed:
+            pass
+        except p.FrameError as exc:
+            raise SyncInterrupted(None, f"bad frame from server: {exc.message}") from None
+        finally:
+            if writer is not None:
+                writer.cancel()
+            await ws.close()
+            self.ws = None
+        code = ws.close_code
+        reason = ws.close_reason or ""
+        if code in REFUSALS:
+            if code == p.CLOSE_NO_PROFILE:
+                # The server took the profile away: drop server data, keep pending changes (failure mode 8).
+                self.store.forget_all()
+            raise SyncRefused(code, reason)
+        raise SyncInterrupted(code, reason)
+
+    async def _writer(self, ws: ClientConnection) -> None:
+        """Sends the outbox, one batch at a time, whenever there is something and none in flight."""
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick.clear()
+                if self.inflight is None:
+                    batch = self.store.next_batch(self.max_changes)
+                    if batch is not None:
+                        self.inflight = batch.batch_id
+                        await ws.send(p.encode(batch).decode())
+        except ConnectionClosed:
+            pass  # the reader sees the close and decides what happens next
+
+    async def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
+        r = self.report
+        if isinstance(frame, p.Ops):
+            r.ops += self.store.apply_ops(frame.ops, resume=frame.resume)
+            if self.on_ops is not None:
+                self.on_ops(frame.ops)
+            if self.on_progress is not None:
+                self.on_progress(frame.done, frame.total)
+            return False
+        if isinstance(frame, p.Checkpoint):
+            bad = self.store.checkpoint(frame.cursor, frame.checksums)
+            if bad:
+                r.refetched.extend(bad)
+                await ws.send(p.encode(p.Refetch(tuple(bad))).decode())
+                return False
+            r.checkpoints += 1
+            r.cursor = frame.cursor
+            return True
+        if isinstance(frame, p.Result):
+            r.problems.extend(self.store.apply_result(frame))
+            r.batches += 1
+            if frame.batch_id == self.inflight:
+                self.inflight = None
+            self._kick.set()
+            return caught_up
+        if isinstance(frame, p.Welcome):
+            self.max_changes = int(frame.limits.get("max_changes", self.max_changes))
+            self.store.hold_buckets(frame.buckets)
+            return False
+        if isinstance(frame, p.Drop):
+            self.store.drop_buckets(frame.buckets)
+            r.dropped.extend(frame.buckets)
+            return caught_up
+        if isinstance(frame, p.Reset):
+            self.store.reset_buckets(frame.buckets)
+            return False
+        if isinstance(frame, p.Ping):
+            await ws.send(p.encode(p.Pong(t=frame.t)).decode())
+            return caught_up
+        if isinstance(frame, p.Error):
+            r.errors.append(frame)
+            # A retriable refusal of our batch (or an unattributed rate limit, which may have
+            # swallowed it): keep the batch and resend it, same id, after retry_after.
+            if self.inflight is not None and frame.code in (p.ERR_UNAVAILABLE, p.ERR_RATE_LIMITED) and frame.ref in (None, self.inflight):
+                # Keep the batch (same id) and resend it shortly.
+                self.inflight = None
+                asyncio.get_running_loop().call_later(frame.retry_after or 1.0, self._kick.set)
+            return caught_up
+        return caught_up
+
+
+__all__ = ["Device", "SyncInterrupted", "SyncRefused", "SyncReport", "websockets"]

@@ -1,0 +1,42 @@
+"""Decides whether a device's user may sync at all, from facts read elsewhere (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from offsync_shared import protocol
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFacts:
+    user_exists: bool
+    enabled: bool
+    offline_privilege: bool  # some role of the user or of a team of the user has read_offline_profile
+    profile_id: str | None
+    profile_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    close_code: int
+    reason: str
+
+
+def decide(facts: AccessFacts) -> Refusal | None:
+    """None when the user may sync; otherwise the close code and reason the device gets."""
+    if not facts.user_exists:
+        return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: unknown user")
+    if not facts.enabled:
+        return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: user is disabled")
+    if not facts.offline_privilege:
+        return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: no role grants read_offline_profile")
+    if facts.profile_id is None:
+        return Refusal(protocol.CLOSE_NO_PROFILE, "no_profile: no published mobile offline profile for this user")
+    return None
+
+
+def device_mismatch(token_device_id: str | None, hello_device_id: str) -> Refusal | None:
+    """A token minted for one device cannot be used by another."""
+    if token_device_id is not None and token_device_id != hello_device_id:
+        return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: token was issued for another device")
+    return None

@@ -1,0 +1,162 @@
+"""The `/v1/sync` websocket endpoint: admits (connection-rate cap, drain), authenticates the
+device, then only moves bytes between the socket and its SyncSession and closes with the code
+the session or the admission decided. All protocol behaviour lives in session.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from offsync_shared import auth, metrics
+from offsync_shared import protocol as p
+from offsync_shared.errors import OffsyncError
+from sync_service.access import decide, device_mismatch
+from sync_service.hub import Hub
+from sync_service.limits import TokenBucket
+from sync_service.session import BatchPublisher, Close, SyncSession
+from sync_service.settings import Settings
+from sync_service.store import BucketStore
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 30.0  # a device that stops reading for this long is cut off, not buffered for
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: BucketStore, hub: Hub, publisher: BatchPublisher,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.s = settings
+        self.store = store
+        self.hub = hub
+        self.publisher = publisher
+        self.clock = clock
+        self.conn_limiter = TokenBucket(settings.sync_conn_rate, settings.sync_conn_burst, updated=clock())
+        self.sessions: set[SyncSession] = set()
+        self.connections = 0
+        self.draining = False
+        self.refused: dict[int, int] = {}
+
+    def verify(self, token: str) -> auth.Principal:
+        return auth.verify_token(self.s.jwt_secret, token, auth.DEVICE_AUDIENCE, issuer=self.s.jwt_issuer)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new devices; sessions finish awaited batch answers, then close 1001."""
+        self.draining = True
+        for s in list(self.sessions):
+            s.begin_drain()
+
+    async def drained(self, timeout: float) -> bool:
+        deadline = self.clock() + timeout
+        while self.connections and self.clock() < deadline:
+            await asyncio.sleep(0.05)  # shutdown path only: polls a counter, bounded by timeout
+        return self.connections == 0
+
+    async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+        with contextlib.suppress(Exception):
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                await ws.close(code, reason[:120])
+
+    async def handle(self, ws: WebSocket) -> None:
+        await ws.accept()
+        self.connections += 1
+        metrics.CONNECTED_DEVICES.inc()
+        try:
+            await self._serve(ws)
+        finally:
+            self.connections -= 1
+            metrics.CONNECTED_DEVICES.dec()
+
+    async def _serve(self, ws: WebSocket) -> None:
+        if self.draining:
+            await self._close(ws, p.CLOSE_GOING_AWAY, "going_away: server draining; connect elsewhere")
+            return
+        if not self.conn_limiter.take(self.clock()):
+            wait = max(self.conn_limiter.retry_after(), 0.05)
+            await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.2f}")
+            return
+        try:
+            msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)
+        except asyncio.TimeoutError:
+            await self._close(ws, p.CLOSE_TIMEOUT, "timeout: no hello")
+            return
+        if msg["type"] == "websocket.disconnect":
+            return
+        raw = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
+        try:
+            if raw is None or len(raw) > self.s.sync_max_frame_bytes:
+                raise p.FrameError(p.ERR_FRAME_TOO_LARGE, "hello too large")
+            hello = p.decode_client(raw)
+            if not isinstance(hello, p.Hello):
+                raise p.FrameError(p.ERR_BAD_FRAME, "the first frame must be hello")
+        except p.FrameError as exc:
+            await self._close(ws, p.CLOSE_BAD_HELLO, f"bad_hello: {exc.message}")
+            return
+        try:
+            header = ws.headers.get("authorization")
+            token = auth.bearer(header) if header else hello.token
+            if not token:
+                raise auth.Unauthenticated("missing bearer token (Authorization header or hello.token)")
+            principal = self.verify(token)
+        except OffsyncError as exc:
+            await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
+            return
+        refusal = device_mismatch(principal.device_id, hello.device_id)
+        admission = None
+        if refusal is None:
+            admission = await self.store.admit(principal.user_id)
+            refusal = decide(admission.facts)
+        if refusal is not None:
+            await self._close(ws, refusal.close_code, refusal.reason)
+            return
+        session = SyncSession(
+            principal=principal, hello=hello, store=self.store, registry=self.hub, publisher=self.publisher,
+            settings=self.s, verify_token=self.verify, admission=admission,
+        )
+        self.sessions.add(session)
+        if self.draining:  # SIGTERM arrived while this device was being admitted
+            session.begin_drain()
+        reader = asyncio.create_task(self._read(ws, session), name=f"ws-reader:{hello.device_id}")
+        stream = session.run()
+        try:
+            async for out in stream:
+                if isinstance(out, Close):
+                    await self._close(ws, out.code, out.reason)
+                    break
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await ws.send_text(p.encode(out).decode())
+        except (WebSocketDisconnect, asyncio.TimeoutError, OSError, RuntimeError) as exc:
+            log.info("device connection ended", extra={"device_id": hello.device_id, "reason": repr(exc)})
+        except Exception:
+            log.exception("session failed", extra={"device_id": hello.device_id})
+            await self._close(ws, p.CLOSE_INTERNAL, "internal: see server logs; reconnect and resume")
+        finally:
+            await stream.aclose()
+            self.sessions.discard(session)
+            # Let the reader take what the device sent before leaving (up to the disconnect).
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            with contextlib.suppress(Exception):
+                await session.forward_unread_uploads()
+
+    async def _read(self, ws: WebSocket, session: SyncSession) -> None:
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                raw = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
+                if raw is not None:
+                    await session.receive(raw)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            session.disconnected()

@@ -1,0 +1,32 @@
+"""Token-bucket rate limits (pure; the clock is passed in): per-device frames, per-process connections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens added per second
+    burst: float  # bucket capacity
+    tokens: float = field(default=-1.0)
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def take(self, now: float, n: float = 1.0) -> bool:
+        """Spend ``n`` tokens if available at time ``now``."""
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+    def retry_after(self, n: float = 1.0) -> float:
+        """Seconds until ``n`` tokens are available (as of the last take)."""
+        missing = n - self.tokens
+        return 0.0 if missing <= 0 else missing / self.rate

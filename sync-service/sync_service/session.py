@@ -1,0 +1,564 @@
+"""One device's sync session as a transport-free async generator of server frames.
+
+The transport (gateway.py) feeds raw client frames to :meth:`SyncSession.receive` and sends
+whatever :meth:`SyncSession.run` yields, awaiting each send; so the session produces the next
+frame only once the device has taken the previous one (backpressure), and everything it holds
+per device is bounded: one page of ops, a bounded inbox, a bounded error list, and at most
+``max_pending_batches`` batches awaiting answers. Notifications never queue: they only raise a
+flag and wake the session, which then reads what changed from the bucket store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from offsync_shared import protocol as p
+from offsync_shared.auth import Principal
+from offsync_shared.errors import OffsyncError
+from offsync_shared.events.batch_results import BatchApplied
+from offsync_shared.events.device_batches import BatchUploaded
+from offsync_shared.events.device_batches import Change as EventChange
+from sync_service.access import decide
+from sync_service.limits import TokenBucket
+from sync_service.settings import Settings
+from sync_service.store import Admission, BucketState, BucketStore, OpKey, StoredBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Not a wire frame: tells the transport to close the websocket with this code and reason."""
+
+    code: int
+    reason: str
+
+
+Outgoing = p.ServerFrame | Close
+
+
+class BatchPublisher(Protocol):
+    async def upload(self, batch: BatchUploaded) -> None: ...
+
+
+class SessionRegistry(Protocol):
+    """What a session tells the hub so notifications and batch results find it."""
+
+    def register(self, session: "SyncSession") -> None: ...
+    def unregister(self, session: "SyncSession") -> None: ...
+    def resubscribe(self, session: "SyncSession", removed: set[str], added: set[str]) -> None: ...
+    def expect(self, batch_id: str, session: "SyncSession") -> None: ...
+
+
+def result_frame(batch_id: str, results: list[dict[str, Any]]) -> p.Result:
+    return p.Result(
+        batch_id=batch_id,
+        results=tuple(
+            p.ChangeResult(
+                seq=int(r["seq"]),
+                entity=r["entity"],
+                id=r["id"],
+                status=r["status"],
+                version=r.get("version"),
+                record=r.get("record"),
+                code=r.get("code"),
+                message=r.get("message"),
+            )
+            for r in results
+        ),
+    )
+
+
+class SyncSession:
+    # Thousands of idle sessions per process: slots, and queues created only when first used.
+    __slots__ = (
+        "user_id", "device_id", "hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
+        "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
+        "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
+        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        *,
+        principal: Principal,
+        hello: p.Hello,
+        store: BucketStore,
+        registry: SessionRegistry,
+        publisher: BatchPublisher,
+        settings: Settings,
+        verify_token: Callable[[str], Principal],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        admission: Admission | None = None,
+    ) -> None:
+        self._admission = admission  # what the gateway read when it let the device in
+        self._busy = True  # streaming (or not started): shared live batches are not for us
+        self._live: tuple[Any, int, int, dict[str, int]] | None = None
+        self.user_id = principal.user_id
+        self.device_id = hello.device_id
+        self.hello = hello
+        self.store = store
+        self.registry = registry
+        self.publisher = publisher
+        self.s = settings
+        self.verify_token = verify_token
+        self.clock = clock
+        self.wall = wall
+        self.expires_at = principal.expires_at
+        self.buckets: set[str] = set()
+        self.position = 0  # op id: every op of the session's buckets up to here was sent
+        self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
+        self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
+        self.pending: dict[str, float] = {}  # batch id -> when it was forwarded
+        self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
+        self._room: asyncio.Event | None = None  # set when a full inbox drains
+        self._signal = asyncio.Event()
+        self._errors: deque[p.Error] | None = None  # at most 16 error frames
+        self._results: deque[p.Result] | None = None  # at most max_pending_batches answers
+        self._limiter = TokenBucket(settings.sync_frame_rate, settings.sync_frame_burst, updated=clock())
+        self._dropped_for_rate = 0
+        self._dirty = True
+        self._rebucket = False
+        self._draining = False
+        self._close: Close | None = None
+        self.gone = False
+        self._last_in = clock()
+        self._last_ping = clock()
+        self._last_states: dict[str, BucketState] | None = None
+        self.sent_ops = 0
+
+    # ------------------------------------------------------------------ inputs (any task) ---
+    async def receive(self, raw: bytes | str) -> None:
+        """One frame from the device. Waits while the inbox is full (the transport then stops
+        reading the socket, which pushes back on the device)."""
+        now = self.clock()
+        self._last_in = now
+        if not self._limiter.take(now):
+            self._dropped_for_rate += 1
+            self._signal.set()
+            return
+        if len(raw) > self.s.sync_max_frame_bytes:
+            self._report(p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {len(raw)} bytes exceeds {self.s.sync_max_frame_bytes}"))
+            return
+        try:
+            frame = p.decode_client(raw)
+        except p.FrameError as exc:
+            self._report(p.Error(exc.code, exc.message))
+            return
+        if isinstance(frame, p.Hello):
+            self._report(p.Error(p.ERR_BAD_FRAME, "hello was already received on this connection", ref="hello"))
+            return
+        while self._inbox is not None and len(self._inbox) >= self.s.sync_inbox_size:
+            # Full: stop taking frames (the transport stops reading the socket) until it drains.
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(frame)
+        self._signal.set()
+
+    def notify_ops(self, bucket: str, op_id: int) -> None:
+        if op_id > self.position or bucket in self.fresh:
+            self._dirty = True
+            self._signal.set()
+
+    def live_eligible(self) -> bool:
+        """Idle at a checkpoint, so the hub may hand us new ops it read for many sessions at once."""
+        return not (
+            self._busy or self._dirty or self._rebucket or self.fresh or self._draining or self.gone
+            or self._close is not None or self._live is not None or not self.buckets
+        )
+
+    def offer_live(self, expected_position: int, ops: Any, count: int, position: int, checksums: dict[str, int]) -> None:
+        """Ops the hub read (for our buckets, above ``expected_position``) plus a consistent
+        checkpoint. If we moved meanwhile, fall back to reading ourselves."""
+        if self.live_eligible() and self.position == expected_position:
+            self._live = (ops, count, position, checksums)
+        else:
+            self._dirty = True
+        self._signal.set()
+
+    def notify_rebucket(self) -> None:
+        self._rebucket = True
+        self._signal.set()
+
+    def deliver(self, event: BatchApplied) -> None:
+        self.pending.pop(event.batch_id, None)
+        if self._results is None:
+            self._results = deque()
+        self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
+        self._signal.set()
+
+    def disconnected(self) -> None:
+        """The transport lost the device: end the stream without sending anything more."""
+        self.gone = True
+        self._signal.set()
+
+    def supersede(self) -> None:
+        if self._close is None:
+            self._close = Close(p.CLOSE_SUPERSEDED, "superseded: this device opened a newer connection")
+        self._signal.set()
+
+    def begin_drain(self) -> None:
+        self._draining = True
+        self._signal.set()
+
+    def _report(self, err: p.Error) -> None:
+        if self._errors is None:
+            self._errors = deque(maxlen=16)
+        self._errors.append(err)
+        self._signal.set()
+
+    # ------------------------------------------------------------------------ the stream ---
+    async def run(self) -> AsyncIterator[Outgoing]:
+        if self._admission is not None:
+            self.buckets = set(self._admission.buckets)
+        else:
+            self.buckets = await self.store.user_buckets(self.user_id)
+        yield p.Welcome(
+            user_id=self.user_id,
+            buckets=tuple(sorted(self.buckets)),
+            heartbeat_s=self.s.sync_heartbeat_s,
+            limits={
+                "max_frame_bytes": self.s.sync_max_frame_bytes,
+                "max_changes": self.s.sync_max_changes,
+                "max_pending_batches": self.s.sync_max_pending_batches,
+                "frame_rate": int(self.s.sync_frame_rate),
+                "page_size": self.s.sync_page_size,
+            },
+        )
+        async for f in self._resume_plan():
+            yield f
+        self.registry.register(self)
+        try:
+            while True:
+                self._signal.clear()
+                if self.gone:
+                    await self.forward_unread_uploads()
+                    return
+                async for f in self._service():
+                    yield f
+                if self._close is not None:
+                    yield self._close
+                    return
+                if self._rebucket:
+                    async for f in self._rebucket_now():
+                        yield f
+                    continue
+                if self._live is not None:
+                    ops, count, position, checksums = self._live
+                    self._live = None
+                    if count:
+                        self.sent_ops += count
+                        yield p.Ops(ops=ops, done=count, total=count)
+                    self.position = self.key = position  # type: ignore[assignment]
+                    yield p.Checkpoint(cursor=position, checksums=checksums)
+                    continue
+                if self._dirty and not self._draining:
+                    async for f in self._catch_up():
+                        yield f
+                    continue
+                if self._draining and not self.pending:
+                    yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
+                    return
+                self._busy = False
+                await self._wait()
+                self._busy = True
+        finally:
+            self.registry.unregister(self)
+
+    async def _resume_plan(self) -> AsyncIterator[Outgoing]:
+        """Compare the device's cursor and checksums with the server's buckets: drop what the
+        user lost, re-send from scratch what is new to the device or provably corrupt."""
+        held = set(self.hello.checksums)
+        cursor = self.hello.cursor
+        resets: set[str] = set()
+        newest = self._admission.newest_op_id if self._admission is not None else await self.store.newest_op_id()
+        self._admission = None
+        if cursor > newest:
+            # The server's op log restarted (restore, wipe): the device's cursor means nothing here.
+            resets = held & self.buckets
+            cursor = 0
+        elif cursor > 0:
+            states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
+            resets = {
+                b
+                for b, st in states.items()
+                if st.last_op_id <= cursor and st.checksum != self.hello.checksums[b]
+            }
+        dropped = held - self.buckets
+        if dropped:
+            yield p.Drop(tuple(sorted(dropped)), reason="removed")
+        if resets:
+            yield p.Reset(tuple(sorted(resets)))
+        self.position = cursor
+        self.key = cursor
+        self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
+
+    async def forward_unread_uploads(self) -> None:
+        """The device left right after sending a batch: forward it anyway (its answer waits in
+        data.batches for the device's return); nothing can be sent back now."""
+        while self._inbox:
+            frame = self._inbox.popleft()
+            if isinstance(frame, p.Upload):
+                async for _ in self._upload(frame):
+                    pass
+
+    async def _wait(self) -> None:
+        timeout = min(self.s.sync_heartbeat_s, self.s.sync_result_recheck_s if self.pending else 1e9)
+        expiry_in = self.expires_at + self.s.sync_token_grace_s - self.wall()
+        timeout = max(0.01, min(timeout, expiry_in + 0.01))
+        # A timer handle, not wait_for: no extra task per idle wait.
+        timer = asyncio.get_running_loop().call_later(timeout, self._signal.set)
+        try:
+            await self._signal.wait()
+        finally:
+            timer.cancel()
+
+    async def _service(self) -> AsyncIterator[Outgoing]:
+        """Everything that is not ops: client frames, errors, batch answers, heartbeats, expiry."""
+        while self._inbox:
+            frame = self._inbox.popleft()
+            if self._room is not None:
+                self._room.set()
+            async for f in self._handle(frame):
+                yield f
+        while self._errors:
+            yield self._errors.popleft()
+        if self._dropped_for_rate:
+            n, self._dropped_for_rate = self._dropped_for_rate, 0
+            yield p.Error(
+                p.ERR_RATE_LIMITED,
+                f"{n} frame(s) ignored: more than {self.s.sync_frame_rate:g} frames/s",
+                retry_after=round(max(self._limiter.retry_after(), 1 / self.s.sync_frame_rate), 3),
+            )
+        while self._results:
+            yield self._results.popleft()
+        now = self.clock()
+        if self.pending:
+            async for f in self._recheck_pending(now):
+                yield f
+        if self.wall() > self.expires_at + self.s.sync_token_grace_s and self._close is None:
+            self._close = Close(p.CLOSE_UNAUTHENTICATED, "unauthenticated: token expired; renew it and reconnect with your cursor")
+        if now - self._last_in > self.s.sync_idle_timeout_s and self._close is None:
+            self._close = Close(p.CLOSE_TIMEOUT, "timeout: no frame from the device")
+        elif now - max(self._last_in, self._last_ping) > self.s.sync_heartbeat_s:
+            self._last_ping = now
+            yield p.Ping(t=self.wall())
+
+    async def _handle(self, frame: p.ClientFrame) -> AsyncIterator[Outgoing]:
+        if isinstance(frame, p.Ping):
+            yield p.Pong(t=frame.t)
+        elif isinstance(frame, p.Pong):
+            pass
+        elif isinstance(frame, p.Upload):
+            async for f in self._upload(frame):
+                yield f
+        elif isinstance(frame, p.Refetch):
+            unknown = [b for b in frame.buckets if b not in self.buckets]
+            if unknown:
+                yield p.Error(p.ERR_UNKNOWN_BUCKET, f"not a bucket of this user: {unknown[:5]}", ref="refetch")
+            wanted = tuple(sorted(set(frame.buckets) & self.buckets))
+            if wanted:
+                yield p.Reset(wanted)
+                self.fresh |= set(wanted)
+                self._dirty = True
+        elif isinstance(frame, p.Auth):
+            try:
+                principal = self.verify_token(frame.token)
+            except OffsyncError as exc:
+                self._close = Close(p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
+                return
+            if principal.user_id != self.user_id or (principal.device_id not in (None, self.device_id)):
+                self._close = Close(p.CLOSE_FORBIDDEN, "forbidden: renewed token is for another user or device")
+                return
+            self.expires_at = principal.expires_at
+
+    async def _upload(self, up: p.Upload) -> AsyncIterator[Outgoing]:
+        if len(up.changes) > self.s.sync_max_changes:
+            yield p.Error(
+                p.ERR_BATCH_TOO_LARGE,
+                f"batch has {len(up.changes)} changes; at most {self.s.sync_max_changes} per batch",
+                ref=up.batch_id,
+            )
+            return
+        if len({c.seq for c in up.changes}) != len(up.changes):
+            yield p.Error(p.ERR_BAD_FRAME, "change seq numbers must be unique within a batch", ref=up.batch_id)
+            return
+        if up.batch_id in self.pending:
+            return  # already forwarded; its answer is on the way
+        stored = await self.store.stored_batch(up.batch_id)
+        if stored is not None:
+            async for f in self._answer_stored(up.batch_id, stored):
+                yield f
+            return
+        if len(self.pending) >= self.s.sync_max_pending_batches:
+            yield p.Error(
+                p.ERR_RATE_LIMITED,
+                f"{len(self.pending)} batches already await answers; wait for them",
+                ref=up.batch_id,
+                retry_after=1.0,
+            )
+            return
+        self.pending[up.batch_id] = self.clock()
+        self.registry.expect(up.batch_id, self)
+        event = BatchUploaded(
+            batch_id=up.batch_id,
+            device_id=self.device_id,
+            user_id=self.user_id,
+            changes=[
+                EventChange(seq=c.seq, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields)
+                for c in up.changes
+            ],
+            received_at=self.wall(),
+        )
+        try:
+            await self.publisher.upload(event)
+        except Exception as exc:  # broker down: the device keeps the batch and resends it
+            log.warning("could not forward batch", extra={"batch_id": up.batch_id, "error": str(exc)})
+            self.pending.pop(up.batch_id, None)
+            yield p.Error(p.ERR_UNAVAILABLE, "could not queue the batch; resend it with the same batch id", ref=up.batch_id, retry_after=1.0)
+
+    async def _answer_stored(self, batch_id: str, stored: StoredBatch) -> AsyncIterator[Outgoing]:
+        if stored.user_id != self.user_id:
+            yield p.Error(p.ERR_BAD_FRAME, "batch id already used by another user; use a fresh UUID", ref=batch_id)
+            return
+        self.pending.pop(batch_id, None)
+        yield result_frame(batch_id, stored.results)
+
+    async def _recheck_pending(self, now: float) -> AsyncIterator[Outgoing]:
+        """A BatchApplied can be missed (e.g. this gateway was not yet reading the topic): after a
+        while, look for the stored answer instead of waiting forever."""
+        for batch_id, since in list(self.pending.items()):
+            if now - since < self.s.sync_result_recheck_s:
+                continue
+            self.pending[batch_id] = now
+            stored = await self.store.stored_batch(batch_id)
+            if stored is not None and batch_id in self.pending:
+                async for f in self._answer_stored(batch_id, stored):
+                    yield f
+
+    async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
+        self._rebucket = False
+        refusal = decide(await self.store.access(self.user_id))
+        if refusal is not None:
+            if self.buckets:
+                yield p.Drop(tuple(sorted(self.buckets)), reason=refusal.reason)
+            self.registry.resubscribe(self, set(self.buckets), set())
+            self.buckets = set()
+            self._close = Close(refusal.close_code, refusal.reason)
+            return
+        new = await self.store.user_buckets(self.user_id)
+        removed, added = self.buckets - new, new - self.buckets
+        if not removed and not added:
+            return
+        self.buckets = new
+        self.fresh -= removed
+        self.registry.resubscribe(self, removed, added)
+        if removed:
+            yield p.Drop(tuple(sorted(removed)), reason="removed")
+        self.fresh |= added
+        self._dirty = True
+
+    async def _stream(
+        self, buckets: list[str], after: OpKey | int, done: int, total: int, resumable: bool = False
+    ) -> AsyncIterator[Any]:
+        """Pages of ops after ``after``; yields frames, then finally the last key (a tuple)."""
+        limit = self.s.sync_page_size
+        last: OpKey | int = after
+        while True:
+            page = await self.store.ops_page(self.user_id, buckets, last, limit)
+            if page.count == 0:
+                yield ("states", page.states)
+                break
+            assert page.last is not None
+            last = page.last
+            done += page.count
+            self.sent_ops += page.count
+            # Op ids may repeat across the rows of one op, so only ops below the page's last op id
+            # are certainly complete: that is the resume point.
+            resume = page.last[0] - 1 if resumable and page.last[0] > 1 else None
+            yield p.Ops(ops=page.ops, done=done, total=max(total, done), resume=resume)
+            # Between pages: answer pings and uploads, so a long download never starves them.
+            async for f in self._service():
+                yield f
+            if self._close is not None or self._rebucket or self.gone:
+                break
+            if page.count < limit:
+                yield ("states", page.states)
+                break
+        yield ("end", last, done)
+
+    async def _catch_up(self) -> AsyncIterator[Outgoing]:
+        """Send every op the device lacks, in bounded pages, then a checkpoint if consistent."""
+        self._dirty = False
+        streamed = 0
+        fresh = sorted(self.fresh & self.buckets)
+        known = sorted(self.buckets - set(fresh))
+        total = 0
+        if fresh or self.position == 0:
+            total = await self.store.count_ops(self.user_id, fresh, 0) if fresh else 0
+            if known:
+                total += await self.store.count_ops(self.user_id, known, self.position)
+        done = 0
+        snapshot: dict[str, BucketState] | None = None
+        if known:
+            async for item in self._stream(known, self.key, done, total, resumable=not fresh):
+                if isinstance(item, tuple) and item[0] == "states":
+                    snapshot = item[1]
+                elif isinstance(item, tuple):
+                    _, last, new_done = item
+                    streamed += new_done - done
+                    done = new_done
+                    self.key = last
+                    if isinstance(last, tuple):
+                        self.position = max(self.position, last[0])
+                else:
+                    yield item
+            if self._close is not None or self._rebucket or self.gone:
+                self._dirty = True
+                return
+        if fresh:
+            async for item in self._stream(fresh, 0, done, total):
+                if isinstance(item, tuple) and item[0] == "states":
+                    pass
+                elif isinstance(item, tuple):
+                    _, last, new_done = item
+                    streamed += new_done - done
+                    done = new_done
+                    if not known and isinstance(last, tuple):
+                        self.key = last
+                        self.position = max(self.position, last[0])
+                else:
+                    yield item
+            if self._close is not None or self._rebucket or self.gone:
+                self._dirty = True
+                return
+            self.fresh -= set(fresh)
+        if fresh or snapshot is None or set(known) != self.buckets:
+            states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
+        else:
+            states = snapshot  # read with the last page, in the same snapshot as its ops
+        newest = max((st.last_op_id for st in states.values()), default=0)
+        if newest > self.position and streamed == 0 and states == self._last_states:
+            # The bucket rows say ops exist past our position but the log has none to give
+            # (compacted away): the bucket rows are the truth.
+            self.position = newest
+            self.key = newest
+        self._last_states = states
+        if newest <= self.position:
+            yield p.Checkpoint(
+                cursor=self.position,
+                checksums={b: (states[b].checksum if b in states else 0) for b in sorted(self.buckets)},
+            )
+        else:
+            self._dirty = True  # ops committed while we streamed: one more round

@@ -1,0 +1,250 @@
+"""Reads what a sync session needs from Postgres: access facts (admin, sync), a user's buckets,
+their checksums, pages of ops (sync), and stored batch answers (data). Read-only.
+
+Pages of ops are built as JSON by Postgres and passed through untouched (orjson.Fragment): the
+gateway never decodes and re-encodes record payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from sync_service.access import AccessFacts
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    checksum: int
+    last_op_id: int
+
+
+# Where a stream stands: (op_id, bucket, entity, record id) of the last op sent. Op ids alone
+# are not unique across buckets/records, so pages resume after the full key.
+OpKey = tuple[int, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class OpsPage:
+    ops: Any  # orjson.Fragment of the JSON array of op rows
+    count: int
+    last: OpKey | None
+    # The pages' buckets' states in the same snapshot as the ops: when the page is the last one,
+    # they tell whether a checkpoint is consistent without another round trip.
+    states: dict[str, BucketState] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    device_id: str
+    user_id: str
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything a connecting device needs, read in one round trip."""
+
+    facts: AccessFacts
+    buckets: frozenset[str]
+    newest_op_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """New ops of a set of buckets for many idle sessions at once, with the buckets' states and
+    the (user, bucket) memberships, all from one snapshot."""
+
+    rows: list[tuple[int, str, str]]  # (op_id, bucket, the op row as JSON text), op-id order
+    complete: bool  # False when the row limit was hit: sessions must catch up on their own
+    states: dict[str, BucketState]
+    members: set[tuple[str, str]]
+
+
+class BucketStore(Protocol):
+    async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
+    async def admit(self, user_id: str) -> Admission: ...
+    async def access(self, user_id: str) -> AccessFacts: ...
+    async def user_buckets(self, user_id: str) -> set[str]: ...
+    async def bucket_states(self, user_id: str, buckets: list[str]) -> dict[str, BucketState]: ...
+    async def newest_op_id(self) -> int: ...
+    async def count_ops(self, user_id: str, buckets: list[str], after: int) -> int: ...
+    async def ops_page(self, user_id: str, buckets: list[str], after: OpKey | int, limit: int) -> OpsPage: ...
+    async def stored_batch(self, batch_id: str) -> StoredBatch | None: ...
+
+
+_ACCESS = """
+SELECT u.enabled,
+       EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
+               WHERE ur.user_id = u.id AND r.read_offline_profile)
+       OR EXISTS (SELECT 1 FROM admin.team_members tm
+                  JOIN admin.team_roles tr ON tr.team_id = tm.team_id
+                  JOIN admin.roles r ON r.id = tr.role_id
+                  WHERE tm.user_id = u.id AND r.read_offline_profile) AS offline,
+       p.profile_id, p.profile_version
+FROM admin.users u LEFT JOIN sync.user_profiles p ON p.user_id = u.id
+WHERE u.id = $1
+"""
+
+# The join on user_buckets re-checks membership at read time, so a device never receives a
+# record of a bucket its user lost, even before the UserBucketsChanged notification arrives.
+# Each bucket is read through its (bucket_id, op_id) index with its own LIMIT, the few rows
+# merged, and only the final page joined to record_index: a page costs O(buckets x page), never
+# O(bucket size). A put of a deleted record is sent as a remove.
+_PAGE = """
+WITH mine AS (
+    SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1 AND bucket_id = ANY($2::text[])
+), page AS (
+    SELECT o.op_id, o.bucket_id, o.op, o.entity, o.record_id, o.version
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM sync.bucket_ops o
+        WHERE o.bucket_id = mine.bucket_id AND o.op_id >= $3 AND {after}
+        ORDER BY o.op_id, o.entity, o.record_id
+        LIMIT $4
+    ) o
+    ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
+    LIMIT $4
+), last AS (
+    SELECT op_id, bucket_id, entity, record_id FROM page
+    ORDER BY op_id DESC, bucket_id DESC, entity DESC, record_id DESC LIMIT 1
+)
+SELECT coalesce(json_agg(json_build_array(
+           p.op_id, p.bucket_id,
+           CASE WHEN p.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
+           p.entity, p.record_id, p.version,
+           CASE WHEN p.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END
+       ) ORDER BY p.op_id, p.bucket_id, p.entity, p.record_id), '[]')::text AS ops,
+       count(*) AS n,
+       (SELECT json_build_array(op_id, bucket_id, entity, record_id)::text FROM last) AS last,
+       (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
+        FROM sync.buckets b JOIN mine ON mine.bucket_id = b.id) AS states
+FROM page p LEFT JOIN sync.record_index r ON r.entity = p.entity AND r.record_id = p.record_id
+"""
+_PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")
+_PAGE_AFTER_KEY = _PAGE.format(after="(o.op_id, o.bucket_id, o.entity, o.record_id) > ($3, $5, $6, $7)")
+
+
+_ADMIT = f"""
+WITH facts AS ({_ACCESS})
+SELECT f.*,
+       (SELECT coalesce(array_agg(bucket_id), '{{}}') FROM sync.user_buckets WHERE user_id = $1) AS buckets,
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest
+FROM (SELECT 1) one LEFT JOIN facts f ON true
+"""
+
+
+_LIVE_OPS = """
+SELECT o.op_id, o.bucket_id, json_build_array(
+           o.op_id, o.bucket_id,
+           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
+           o.entity, o.record_id, o.version,
+           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END)::text AS j
+FROM unnest($1::text[]) AS b(bucket_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM sync.bucket_ops o WHERE o.bucket_id = b.bucket_id AND o.op_id > $2 ORDER BY o.op_id LIMIT $3
+) o
+LEFT JOIN sync.record_index r ON r.entity = o.entity AND r.record_id = o.record_id
+ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
+"""
+
+
+class PgBucketStore:
+    """BucketStore over the sync/admin/data schemas of one Postgres database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch:
+        # One repeatable-read snapshot: the states and memberships describe exactly the ops read.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(_LIVE_OPS, buckets, after, limit)
+            states = await conn.fetch("SELECT id, checksum, last_op_id FROM sync.buckets WHERE id = ANY($1::text[])", buckets)
+            members = await conn.fetch(
+                "SELECT user_id, bucket_id FROM sync.user_buckets WHERE user_id = ANY($1::text[]) AND bucket_id = ANY($2::text[])",
+                users,
+                buckets,
+            )
+        per_bucket: dict[str, int] = {}
+        for r in rows:
+            per_bucket[r["bucket_id"]] = per_bucket.get(r["bucket_id"], 0) + 1
+        return LiveBatch(
+            rows=[(int(r["op_id"]), r["bucket_id"], r["j"]) for r in rows],
+            complete=all(n < limit for n in per_bucket.values()),
+            states={r["id"]: BucketState(int(r["checksum"]) % 2**32, int(r["last_op_id"])) for r in states},
+            members={(r["user_id"], r["bucket_id"]) for r in members},
+        )
+
+    async def admit(self, user_id: str) -> Admission:
+        row = await self.pool.fetchrow(_ADMIT, user_id)
+        assert row is not None
+        if row["enabled"] is None:
+            facts = AccessFacts(False, False, False, None, None)
+        else:
+            facts = AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
+
+    async def access(self, user_id: str) -> AccessFacts:
+        row = await self.pool.fetchrow(_ACCESS, user_id)
+        if row is None:
+            return AccessFacts(False, False, False, None, None)
+        return AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+
+    async def user_buckets(self, user_id: str) -> set[str]:
+        rows = await self.pool.fetch("SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1", user_id)
+        return {r["bucket_id"] for r in rows}
+
+    async def bucket_states(self, user_id: str, buckets: list[str]) -> dict[str, BucketState]:
+        rows = await self.pool.fetch(
+            "SELECT b.id, b.checksum, b.last_op_id FROM sync.buckets b "
+            "JOIN sync.user_buckets ub ON ub.bucket_id = b.id AND ub.user_id = $1 WHERE b.id = ANY($2::text[])",
+            user_id,
+            buckets,
+        )
+        return {r["id"]: BucketState(int(r["checksum"]) % 2**32, int(r["last_op_id"])) for r in rows}
+
+    async def newest_op_id(self) -> int:
+        # The sequence survives compaction; a device cursor above it means the server lost data.
+        return int(await self.pool.fetchval("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq"))
+
+    async def count_ops(self, user_id: str, buckets: list[str], after: int) -> int:
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM sync.bucket_ops o JOIN sync.user_buckets ub "
+                "ON ub.bucket_id = o.bucket_id AND ub.user_id = $1 "
+                "WHERE o.bucket_id = ANY($2::text[]) AND o.op_id > $3",
+                user_id,
+                buckets,
+                after,
+            )
+        )
+
+    async def ops_page(self, user_id: str, buckets: list[str], after: OpKey | int, limit: int) -> OpsPage:
+        """Ops after ``after`` (an op id: every op above it; a key: every op past that exact op)."""
+        if isinstance(after, int):
+            row = await self.pool.fetchrow(_PAGE_AFTER_OP, user_id, buckets, after, limit)
+        else:
+            op_id, b, e, r = after
+            row = await self.pool.fetchrow(_PAGE_AFTER_KEY, user_id, buckets, op_id, limit, b, e, r)
+        assert row is not None
+        last = None
+        if row["last"] is not None:
+            lo = orjson.loads(row["last"])
+            last = (int(lo[0]), lo[1], lo[2], lo[3])
+        states = None
+        if row["states"] is not None:
+            states = {b: BucketState(int(v[0]) % 2**32, int(v[1])) for b, v in orjson.loads(row["states"]).items()}
+        return OpsPage(orjson.Fragment(row["ops"]), int(row["n"]), last, states if states is not None else {})
+
+    async def stored_batch(self, batch_id: str) -> StoredBatch | None:
+        row = await self.pool.fetchrow(
+            "SELECT device_id, user_id, results FROM data.batches WHERE batch_id = $1", batch_id
+        )
+        if row is None:
+            return None
+        results = row["results"]
+        if isinstance(results, dict):  # tolerate {"results": [...]} as well as a bare list
+            results = results.get("results", [])
+        return StoredBatch(row["device_id"], row["user_id"], list(results))

@@ -1,0 +1,114 @@
+"""Who may connect: every refusal closes with its documented code and a readable reason."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from offsync_device import Backoff, Device, LocalStore
+from offsync_shared import auth
+from offsync_shared import protocol as p
+from sync_service.limits import TokenBucket
+
+pytestmark = pytest.mark.e2e
+
+
+async def close_of(gw: Any, *, header: str | None, first: bytes | str | None) -> tuple[int | None, str]:
+    headers = {"Authorization": header} if header else None
+    async with connect(gw.url, additional_headers=headers, compression=None, ping_interval=None) as ws:
+        try:
+            if first is not None:
+                await ws.send(first)
+            while True:
+                frame = p.decode_server(await ws.recv())
+                if isinstance(frame, p.Welcome):
+                    return None, "welcome"
+        except ConnectionClosed:
+            pass
+        return ws.close_code, ws.close_reason or ""
+
+
+def hello(device: str = "dev-1", token: str | None = None) -> bytes:
+    return p.encode(p.Hello(device_id=device, token=token))
+
+
+CASES = [
+    # id, user kind, token kind, first frame kind, expected close code, reason fragment
+    ("no-token", "ok", "none", "hello", p.CLOSE_UNAUTHENTICATED, "missing bearer token"),
+    ("forged", "ok", "forged", "hello", p.CLOSE_UNAUTHENTICATED, "invalid token"),
+    ("expired", "ok", "expired", "hello", p.CLOSE_UNAUTHENTICATED, "expired"),
+    ("admin-audience", "ok", "admin", "hello", p.CLOSE_UNAUTHENTICATED, "audience"),
+    ("malformed-header", "ok", "basic", "hello", p.CLOSE_UNAUTHENTICATED, "Bearer"),
+    ("unknown-user", "unknown", "good", "hello", p.CLOSE_FORBIDDEN, "unknown user"),
+    ("disabled", "disabled", "good", "hello", p.CLOSE_FORBIDDEN, "disabled"),
+    ("no-offline-privilege", "no-privilege", "good", "hello", p.CLOSE_FORBIDDEN, "read_offline_profile"),
+    ("no-profile", "no-profile", "good", "hello", p.CLOSE_NO_PROFILE, "no published"),
+    ("other-device", "ok", "other-device", "hello", p.CLOSE_FORBIDDEN, "another device"),
+    ("first-frame-not-hello", "ok", "good", "ping", p.CLOSE_BAD_HELLO, "first frame must be hello"),
+    ("first-frame-not-json", "ok", "good", "junk", p.CLOSE_BAD_HELLO, "not valid JSON"),
+    ("no-hello-in-time", "ok", "good", "nothing", p.CLOSE_TIMEOUT, "no hello"),
+    ("accepted", "ok", "good", "hello", None, "welcome"),
+    ("accepted-token-in-hello", "ok", "in-hello", "hello", None, "welcome"),
+    ("accepted-privilege-via-team", "team", "good", "hello", None, "welcome"),
+]
+
+
+@pytest.mark.parametrize("user_kind,token_kind,first,code,reason", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_refusals(gw: Any, user_kind: str, token_kind: str, first: str, code: int | None, reason: str) -> None:
+    if user_kind == "unknown":
+        user = f"ghost-{uuid.uuid4().hex[:6]}"
+    else:
+        user = await gw.user(
+            enabled=user_kind != "disabled",
+            offline=user_kind != "no-privilege",
+            profile=user_kind != "no-profile",
+            via_team=user_kind == "team",
+        )
+    tokens = {
+        "none": None,
+        "forged": gw.token(user, secret="x" * 40),
+        "expired": gw.token(user, now=time.time() - 7200, ttl=60),
+        "admin": gw.token(user, audience=auth.ADMIN_AUDIENCE),
+        "good": gw.token(user, device_id="dev-1"),
+        "other-device": gw.token(user, device_id="dev-2"),
+        "in-hello": gw.token(user),
+        "basic": "x",
+    }
+    token = tokens[token_kind]
+    header = None if token is None or token_kind == "in-hello" else (f"Bearer {token}" if token_kind != "basic" else "Basic abc")
+    frames = {
+        "hello": hello(token=token if token_kind == "in-hello" else None),
+        "ping": p.encode(p.Ping()),
+        "junk": "{nope",
+        "nothing": None,
+    }
+    got_code, got_reason = await close_of(gw, header=header, first=frames[first])
+    assert got_code == code
+    assert reason in got_reason
+
+
+async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw: Any) -> None:
+    """Failure mode 6: a reconnect storm meets a per-process connection-rate cap (1013 with
+    retry_after); the SDK waits at least that long, with jitter, and gets in."""
+    user = await gw.user()
+    await gw.subscribe(user, f"b-{user}")
+    original = gw.gateway.conn_limiter
+    gw.gateway.conn_limiter = TokenBucket(rate=5.0, burst=3.0, updated=time.monotonic())
+    try:
+        codes = []
+        for _ in range(8):
+            c, r = await close_of(gw, header=f"Bearer {gw.token(user)}", first=hello(device=str(uuid.uuid4())))
+            codes.append(c)
+            if c == p.CLOSE_TRY_AGAIN_LATER:
+                assert "retry_after=" in r
+        assert codes.count(None) == 3 and codes.count(p.CLOSE_TRY_AGAIN_LATER) == 5
+        device = Device(gw.url, LocalStore(), gw.token(user), backoff=Backoff(base=0.05, cap=0.5))
+        report = await device.sync(timeout=15)
+        assert report.checkpoints == 1
+    finally:
+        gw.gateway.conn_limiter = original

@@ -1,0 +1,145 @@
+"""Opt-in measurements (OFFSYNC_SYNC_SCALE=<devices>, e.g. 2000): idle connections on one
+gateway process (RSS per device) and a reconnect storm (every device 20 changes behind,
+reconnecting at once, until all are caught up). Skipped by default: it is a benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import psutil
+import pytest
+from websockets.asyncio.client import connect
+
+from offsync_shared import protocol as p
+from offsync_stack.embedded import free_port
+from offsync_stack.testing import eventually
+from test_sync_processes import ready, spawn
+
+pytestmark = pytest.mark.e2e
+N = int(os.environ.get("OFFSYNC_SYNC_SCALE", "0"))
+
+
+async def open_device(url: str, token: str, device: str, cursor: int, checksums: dict[str, int]) -> tuple[Any, int, dict[str, int]]:
+    ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None,
+                       ping_interval=None, max_size=None, open_timeout=60)
+    await ws.send(p.encode(p.Hello(device_id=device, cursor=cursor, checksums=checksums)))
+    while True:
+        f = p.decode_server(await ws.recv())
+        if isinstance(f, p.Checkpoint):
+            return ws, f.cursor, f.checksums
+
+
+@pytest.mark.skipif(N <= 0, reason="set OFFSYNC_SYNC_SCALE=<devices> to run")
+async def test_idle_connections_and_reconnect_storm(gw: Any, tmp_path: Any) -> None:
+    port = free_port()
+    log = open(tmp_path / "gw.log", "wb")
+    os.environ["OFFSYNC_SYNC_CONN_RATE"] = "100000"
+    os.environ["OFFSYNC_SYNC_CONN_BURST"] = "100000"
+    proc = spawn(gw, port, log)
+    try:
+        await eventually(lambda: ready(port), timeout=60, interval=0.1)
+        url = f"ws://127.0.0.1:{port}/v1/sync"
+        user = await gw.user()
+        bucket = f"b-{user}"
+        await gw.subscribe(user, bucket)
+        await gw.put(bucket, "account", {f"r{i}": {"i": i} for i in range(int(os.environ.get("OFFSYNC_SYNC_SCALE_RECORDS", "50")))})
+        token = gw.token(user, ttl=7200)
+        rss0 = psutil.Process(proc.pid).memory_info().rss
+        conns = []
+        for k in range(0, N, 200):
+            conns += await asyncio.gather(*(open_device(url, token, f"d{i}", 0, {}) for i in range(k, min(N, k + 200))))
+        await asyncio.sleep(1.0)  # let the gateway settle before reading RSS (measurement, not a wait-for)
+        rss1 = psutil.Process(proc.pid).memory_info().rss
+        per_device_kb = (rss1 - rss0) / N / 1024
+        cursor, checksums = conns[0][1], conns[0][2]
+        for ws, _, _ in conns:
+            await ws.close()
+        for i in range(20):
+            await gw.put(bucket, "account", {f"r{i}": {"i": i, "v": 2}})
+        t0 = time.perf_counter()
+        back = await asyncio.gather(*(open_device(url, token, f"d{i}", cursor, checksums) for i in range(N)))
+        storm = time.perf_counter() - t0
+        assert all(c > cursor for _, c, _ in back)
+        for ws, _, _ in back:
+            await ws.close()
+        figures = {"connections": {"devices": N, "rss_kb_per_device": round(per_device_kb, 1)},
+                   "reconnect": {"devices": N, "seconds_to_all_caught_up": round(storm, 2)}}
+        print("\nSYNC SCALE", json.dumps(figures))
+    finally:
+        os.environ.pop("OFFSYNC_SYNC_CONN_RATE", None)
+        os.environ.pop("OFFSYNC_SYNC_CONN_BURST", None)
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+FANOUT = int(os.environ.get("OFFSYNC_SYNC_FANOUT", "0"))
+
+
+@pytest.mark.skipif(FANOUT <= 0, reason="set OFFSYNC_SYNC_FANOUT=<devices> to run")
+async def test_fanout_latency(gw: Any, tmp_path: Any) -> None:
+    """FANOUT devices (one user each) share one bucket; 30 changes at ~10/s; every device must
+    receive each change. Reports deliveries/s and commit -> received latency."""
+    port = free_port()
+    log = open(tmp_path / "gw.log", "wb")
+    os.environ["OFFSYNC_SYNC_CONN_RATE"] = "100000"
+    os.environ["OFFSYNC_SYNC_CONN_BURST"] = "100000"
+    proc = spawn(gw, port, log)
+    try:
+        await eventually(lambda: ready(port), timeout=60, interval=0.1)
+        url = f"ws://127.0.0.1:{port}/v1/sync"
+        shared = f"b-shared-{port}"
+        await gw.pool.execute("INSERT INTO sync.buckets(id) VALUES ($1)", shared)
+        await gw.put(shared, "product", {"p-0": {"v": 0}})
+        users = [await gw.user() for _ in range(FANOUT)]
+        for u in users:
+            await gw.subscribe(u, shared)
+        conns = []
+        for k in range(0, FANOUT, 200):
+            conns += await asyncio.gather(*(open_device(url, gw.token(u), f"f-{u}", 0, {}) for u in users[k:k + 200]))
+        received: dict[int, list[float]] = {}
+
+        async def reader(ws: Any) -> None:
+            async for raw in ws:
+                f = p.decode_server(raw)
+                if isinstance(f, p.Ping):
+                    await ws.send(p.encode(p.Pong(t=f.t)))
+                elif isinstance(f, p.Ops):
+                    now = time.perf_counter()
+                    for op in f.ops:
+                        received.setdefault(op[6]["v"], []).append(now)
+
+        readers = [asyncio.create_task(reader(ws)) for ws, _, _ in conns]
+        committed: dict[int, float] = {}
+        t0 = time.perf_counter()
+        for v in range(1, 31):
+            op = await gw.put(shared, "product", {f"p-{v}": {"v": v}})  # distinct records: compaction keeps each
+            committed[v] = time.perf_counter()
+            await gw.notify({shared: op})
+            await asyncio.sleep(0.1)  # the workload's pace: ~10 changes/s
+        await eventually(lambda: _all(received, 30, FANOUT), timeout=60)
+        elapsed = max(max(ts) for ts in received.values()) - t0
+        lat = sorted((t - committed[v]) * 1000 for v, ts in received.items() if v in committed for t in ts)
+        figures = {"fanout": {"devices": FANOUT, "changes": 30, "deliveries": len(lat),
+                              "deliveries_per_s": round(len(lat) / elapsed), "p50_ms": round(lat[len(lat) // 2], 1),
+                              "p99_ms": round(lat[int(len(lat) * 0.99)], 1)}}
+        print("\nSYNC FANOUT", json.dumps(figures))
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for ws, _, _ in conns:
+            await ws.close()
+    finally:
+        os.environ.pop("OFFSYNC_SYNC_CONN_RATE", None)
+        os.environ.pop("OFFSYNC_SYNC_CONN_BURST", None)
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+async def _all(received: dict[int, list[float]], changes: int, devices: int) -> bool:
+    return all(len(received.get(v, ())) >= devices for v in range(1, changes + 1))

@@ -81,7 +81,11 @@ class Producer:
         await self._producer.stop()
 
     async def send(self, topic: str, env: Envelope) -> None:
-        await self._producer.send_and_wait(topic, key=env.key.encode(), value=env.encode())
+        try:
+            await self._producer.send_and_wait(topic, key=env.key.encode(), value=env.encode())
+        except KafkaError:
+            await self._recreate_topics()
+            raise
 
     async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
         try:

@@ -118,6 +118,13 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
         return meta
 
     async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
+        try:
+            return await _write(item)
+        except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
+            # PostgreSQL text cannot hold NUL: bad input, not a server error.
+            raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
+
+    async def _write(item: ChangeItem) -> dict[str, Any]:
         async with pool_of().acquire() as conn:
             async with conn.transaction():
                 [res] = await Applier(topics_of()).apply_items(conn, [item])

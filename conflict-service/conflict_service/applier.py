@@ -28,13 +28,6 @@ from offsync_shared.events.records import RecordChanged
 
 log = logging.getLogger(__name__)
 
-
-def _as_sent(change: dict[str, Any]) -> str:
-    """A change as sent, as jsonb text for the conflict/error ledgers. jsonb cannot hold NUL, and
-    a rejected change may contain one (that is often why it was rejected): the ledger shows
-    U+FFFD instead, so recording the refusal never fails the whole write."""
-    return orjson.dumps(change).decode().replace("\\u0000", "\\ufffd")
-
 SCHEMA = "data"
 _COLUMNS = "entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted, field_versions, created_by"
 
@@ -209,7 +202,7 @@ class Applier:
             pending.errors.append(
                 (
                     it.user_id, it.device_id, it.batch_id, ch.seq, ch.entity, ch.id, ch.op, code,
-                    res.result.message, res.field, _as_sent(ch.model_dump(mode="json")),
+                    res.result.message, res.field, orjson.dumps(ch.model_dump(mode="json")).decode(),
                 )
             )
         return res
@@ -294,7 +287,7 @@ class Applier:
                     ch.entity, ch.id, it.user_id, it.device_id, it.batch_id, ch.seq, ch.op,
                     (decision.policy or policy).value, decision.outcome.value, ch.base_version, server.version,
                     orjson.dumps({"version": server.version, "deleted": server.deleted, "attributes": dict(server.attributes)}).decode(),
-                    _as_sent(ch.model_dump(mode="json")),
+                    orjson.dumps(ch.model_dump(mode="json")).decode(),
                     orjson.dumps(current.wire() if current else {}).decode(),
                     list(decision.lost_fields),
                 )

@@ -34,11 +34,12 @@ from offsync_shared.events.device_batches import Change
 from offsync_shared.settings import CommonSettings
 
 MAX_PAGE = 500
+MAX_VERSION = 2**63 - 1  # data.records.version is a bigint column
 
 
 class RecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(None, description="Record id; a UUID is generated when omitted.")
+    id: str | None = Field(None, description="Record id; a UUID is generated when omitted.", pattern=r"^[^\x00]+$")
     attributes: dict[str, Any] = Field(default_factory=dict)
     owner_id: str | None = Field(None, description="Owning user or team; default the caller.")
     owner_type: Literal["user", "team"] = "user"
@@ -79,9 +80,12 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     try:
-        return int(if_match.strip().strip('W/').strip('"'))
+        version = int(if_match.strip().strip('W/').strip('"'))
     except ValueError:
         raise BadRequest("If-Match must be a record version", field="If-Match") from None
+    if not 0 <= version <= MAX_VERSION:  # beyond the column's range (no record has it) -> 400, not a 500
+        raise BadRequest("If-Match must be a record version", field="If-Match")
+    return version
 
 
 def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], topics_of: Callable[[], Topics]) -> APIRouter:
@@ -114,6 +118,13 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
         return meta
 
     async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
+        try:
+            return await _write(item)
+        except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
+            # PostgreSQL text cannot hold NUL: bad input, not a server error.
+            raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
+
+    async def _write(item: ChangeItem) -> dict[str, Any]:
         async with pool_of().acquire() as conn:
             async with conn.transaction():
                 [res] = await Applier(topics_of()).apply_items(conn, [item])

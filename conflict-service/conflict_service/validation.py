@@ -38,6 +38,8 @@ def _type_error(kind: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     if kind == "string":
         if not isinstance(value, str):
             return "must be a string"
+        if "\x00" in value:  # PostgreSQL text/jsonb cannot store NUL
+            return "must not contain NUL characters"
         max_length = spec.get("max_length")
         if isinstance(max_length, int) and len(value) > max_length:
             return f"longer than {max_length} characters"

@@ -4,6 +4,7 @@ is dead-lettered so it never blocks its partition."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -17,6 +18,19 @@ from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
 
 log = logging.getLogger(__name__)
+
+# Failures that say nothing about the batches (the database is restarting or away): retried with
+# backoff, never answered as "unprocessable" nor dead-lettered. Answering them would lose the
+# batch: the device keeps waiting on an open connection, and the refusal cannot even be stored.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 GROUP_ID = "conflict-service"
 
@@ -75,11 +89,18 @@ class BatchWorker:
 
     async def on_batches_uploaded(self, group: Sequence[tuple[Event, Envelope]]) -> None:
         batches = [e for e, _ in group if isinstance(e, BatchUploaded)]
-        try:
-            await self.applier.apply(batches)
-            return
-        except Exception:
-            log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
+        delay = 0.2
+        while True:
+            try:
+                await self.applier.apply(batches)
+                return
+            except TRANSIENT as exc:
+                log.warning("database unavailable; retrying the poll", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+                await asyncio.sleep(delay)  # backoff while the database recovers
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
+                break
         for event, env in group:
             try:
                 await self.applier.apply([event])  # type: ignore[list-item]

@@ -62,12 +62,17 @@ async def ensure_topics(
 class Producer:
     """A started aiokafka producer; ``send_many`` waits for every acknowledgement."""
 
-    def __init__(self, bootstrap: str, *, linger_ms: int = 0) -> None:
+    def __init__(self, bootstrap: str, *, linger_ms: int = 0, topic_prefix: str | None = None, partitions: int = 8) -> None:
         # acks=all and no idempotence: the embedded broker supports neither idempotent
         # producers nor transactions; duplicates are handled by idempotent consumers.
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_request_size=8 * 1024 * 1024
         )
+        self._bootstrap = bootstrap
+        # When set, a failed send re-creates missing topics (a restarted embedded broker has
+        # forgotten them all) before the error reaches the caller, whose retry then succeeds.
+        self._topic_prefix = topic_prefix
+        self._partitions = partitions
 
     async def start(self) -> None:
         await self._producer.start()
@@ -76,11 +81,27 @@ class Producer:
         await self._producer.stop()
 
     async def send(self, topic: str, env: Envelope) -> None:
-        await self._producer.send_and_wait(topic, key=env.key.encode(), value=env.encode())
+        try:
+            await self._producer.send_and_wait(topic, key=env.key.encode(), value=env.encode())
+        except KafkaError:
+            await self._recreate_topics()
+            raise
 
     async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
-        futures = [await self._producer.send(t, key=k.encode(), value=v) for t, k, v in messages]
-        await asyncio.gather(*futures)
+        try:
+            futures = [await self._producer.send(t, key=k.encode(), value=v) for t, k, v in messages]
+            await asyncio.gather(*futures)
+        except KafkaError:
+            await self._recreate_topics()
+            raise
+
+    async def _recreate_topics(self) -> None:
+        if self._topic_prefix is None:
+            return
+        try:
+            await ensure_topics(self._bootstrap, self._topic_prefix, self._partitions, timeout=5.0)
+        except (KafkaError, OSError) as exc:  # the broker is still away: the caller retries anyway
+            log.warning("could not re-create topics", extra={"error": str(exc)})
 
 
 @dataclass
@@ -156,8 +177,29 @@ class ConsumerLoop:
             records = [r for part in batch.values() for r in part]
             await self.handle_records(records)
             if self.config.group_id:
-                await self.consumer.commit()
+                try:
+                    await self.consumer.commit()
+                except KafkaError as exc:
+                    # The group moved on (rebalance, or a restarted broker forgot it): this batch
+                    # is delivered again to whoever owns the partition now, and handlers are
+                    # idempotent. Dying here would leave the service up but consuming nothing.
+                    log.warning("offset commit failed; batch will be redelivered", extra={"consumer": self.name, "error": str(exc)})
             self.processed += len(records)
+            if not self.caught_up.is_set() and await self._at_high_watermark():
+                self.caught_up.set()
+
+    async def _at_high_watermark(self) -> bool:
+        """Consumed up to the end the broker last reported on every assigned partition. Under a
+        steady flow a poll is never empty, so "an empty poll" alone would never mean caught up."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            high = self.consumer.highwater(tp)
+            if high is None or await self.consumer.position(tp) < high:
+                return False
+        return True
 
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
         decoded: list[tuple[Event, Envelope]] = []

@@ -80,8 +80,10 @@ class OutboxRelay:
             while True:
                 try:
                     moved = await self.drain_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("outbox relay error, will retry", extra={"error": str(exc)})
+                except Exception as exc:  # noqa: BLE001 - a relay that dies stops every event of its service
+                    # Seen on a PostgreSQL restart: asyncpg's InternalClientError while a broken
+                    # connection is released; on a broker restart: KafkaError. All are retried.
+                    log.warning("outbox relay error, will retry", extra={"error": f"{type(exc).__name__}: {exc}"})
                     moved = 0
                     await asyncio.sleep(self.poll_interval)  # back off from a failing dependency
                 if moved >= self.batch_size:
@@ -94,6 +96,8 @@ class OutboxRelay:
         finally:
             try:
                 await self._listen_conn.remove_listener(f"{self.schema}_outbox", self._on_notify)
+            except Exception:  # noqa: BLE001 - the connection may be gone with a restarted database
+                pass
             finally:
                 await self.pool.release(self._listen_conn)
 

@@ -95,7 +95,7 @@ async def open_runtime(
         if schema and migrations:
             await db.migrate(pool, schema, migrations)
         await bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions)
-        producer = bus.Producer(settings.kafka_bootstrap)
+        producer = bus.Producer(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions)
         await producer.start()
         stack.push_async_callback(producer.stop)
         rt = Runtime(settings=settings, pool=pool, producer=producer)

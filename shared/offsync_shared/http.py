@@ -3,9 +3,11 @@ that maps errors to JSON bodies (``{"error": {"code", "message", "field"?}}``), 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -43,6 +45,13 @@ class JsonByDefault:
             if not ctype or ctype.startswith(b"application/x-www-form-urlencoded"):
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError),
+    )
 
 
 def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
@@ -94,6 +103,13 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if _is_unavailable(exc):  # the database (or a socket under it) is away: retry later
+            metrics.HTTP_REQUESTS.labels(service, "503").inc()
+            return JSONResponse(
+                error_body("unavailable", "a backing service is unavailable; retry shortly", retriable=True),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         log.exception("unhandled error")
         metrics.HTTP_REQUESTS.labels(service, "500").inc()
         return JSONResponse(error_body("internal", "internal error; see server logs"), status_code=500)

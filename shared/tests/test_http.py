@@ -37,3 +37,17 @@ async def test_form_or_missing_content_type_is_read_as_json() -> None:
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation"
         r = await c.get("/nope")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_database_away_is_503_not_500() -> None:
+    import asyncpg
+
+    app = _app()
+
+    @app.get("/db")
+    async def db() -> None:
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t") as c:
+        r = await c.get("/db")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable" and r.headers["retry-after"] == "1"

@@ -33,9 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
                 worker = BatchWorker(
                     rt.pool, rt.producer, settings.kafka_bootstrap, settings.topic_prefix,
                     max_records=settings.conflict_max_batches_per_poll,
-                    session_timeout_ms=settings.kafka_session_timeout_ms,
-                    heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                    **settings.consumer_tuning(),
                 )
                 await worker.start()
                 task = rt.spawn(worker.run(), "device-batches-consumer")

@@ -53,9 +53,7 @@ class BatchWorker:
         prefix: str,
         *,
         max_records: int = 500,
-        session_timeout_ms: int = 10000,
-        heartbeat_interval_ms: int = 3000,
-        fetch_max_wait_ms: int = 50,
+        **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix))
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
@@ -66,9 +64,7 @@ class BatchWorker:
                 GROUP_ID,
                 DEAD_LETTER.full(prefix),
                 max_records=max_records,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                fetch_max_wait_ms=fetch_max_wait_ms,
+                **tuning,
             ),
             producer,
             name="conflict-service",

@@ -30,9 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.kafka_bootstrap,
                 settings.topic_prefix,
                 settings.batch_max_records,
-                session_timeout_ms=settings.kafka_session_timeout_ms,
-                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                **settings.consumer_tuning(),
             )
             app.state.worker = worker
             rt.spawn(worker.run(), "publish-worker")

@@ -55,10 +55,7 @@ class PublishWorker:
         bootstrap: str,
         prefix: str,
         max_records: int = 500,
-        *,
-        session_timeout_ms: int = 10000,
-        heartbeat_interval_ms: int = 3000,
-        fetch_max_wait_ms: int = 50,
+        **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.pool = pool
         self.notify_topic = SYNC_NOTIFY.full(prefix)
@@ -73,9 +70,7 @@ class PublishWorker:
                 GROUP,
                 DEAD_LETTER.full(prefix),
                 max_records=max_records,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                fetch_max_wait_ms=fetch_max_wait_ms,
+                **tuning,
             ),
             producer,
             name="publish-service",

@@ -43,9 +43,7 @@ class Runtime:
             topics=[self.topic(t) for t in topics],
             group_id=group_id,
             dead_letter_topic=self.topic(DEAD_LETTER),
-            session_timeout_ms=s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            **s.consumer_tuning(),
             **kw,
         )
 

@@ -43,6 +43,14 @@ class CommonSettings(BaseSettings):
     sync_port: int = 8300
     publish_port: int = 8400
 
+    def consumer_tuning(self) -> dict[str, int]:
+        """ConsumerConfig keyword arguments for this broker's group and fetch timeouts."""
+        return {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+            "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
+        }
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_prod(self) -> "CommonSettings":
         if self.env == "prod" and self.jwt_secret == DEV_JWT_SECRET:

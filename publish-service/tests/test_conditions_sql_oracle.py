@@ -15,7 +15,7 @@ from offsync_stack.testing import InfraEnv
 from publish_service.rules import conditions
 from publish_service.rules.model import Record
 
-from .orgs import NAMES, STATIC_OPS, USER_OPS
+from publish_orgs import NAMES, STATIC_OPS, USER_OPS
 
 pytestmark = pytest.mark.integration
 

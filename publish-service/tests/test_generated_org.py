@@ -12,7 +12,7 @@ import pytest
 
 from offsync_stack.testing import InfraEnv
 
-from .harness import harness
+from publish_harness import harness
 
 pytestmark = pytest.mark.integration
 

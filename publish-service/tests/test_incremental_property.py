@@ -31,8 +31,8 @@ from publish_service.rules import reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record
 
-from .harness import create_schemas
-from .orgs import BUS, OWNERSHIP, TEAMS, USERS, orgs, profiles, record_for, records
+from publish_harness import create_schemas
+from publish_orgs import BUS, OWNERSHIP, TEAMS, USERS, orgs, profiles, record_for, records
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from offsync_shared import metrics
 
 from offsync_stack.testing import InfraEnv
 
-from .harness import harness
+from publish_harness import harness
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from publish_service.rules import buckets, conditions, reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record, Role, Team, User
 
-from .orgs import USERS, orgs, profiles, records
+from publish_orgs import USERS, orgs, profiles, records
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

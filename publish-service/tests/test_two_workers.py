@@ -11,8 +11,8 @@ import pytest
 from offsync_stack.testing import InfraEnv, eventually
 from publish_service.worker import PublishWorker
 
-from .harness import harness
-from .test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
+from publish_harness import harness
+from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
 pytestmark = pytest.mark.integration
 

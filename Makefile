@@ -38,7 +38,7 @@ lint: venv
 	$(PY) -m ruff check . || true
 
 compose-config:
-	docker compose config -q
+	docker compose config -q 2>/dev/null || docker-compose config -q
 
 clean:
 	rm -rf $(VENV) .offsync .pytest_cache

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import asyncpg
 
+from offsync_shared import metrics
 from offsync_shared.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -123,4 +124,5 @@ class OutboxRelay:
                     f'DELETE FROM "{self.schema}".outbox WHERE id = ANY($1::bigint[])', [r["id"] for r in rows]
                 )
         self.published += len(rows)
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)

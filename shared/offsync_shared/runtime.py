@@ -33,20 +33,6 @@ class Runtime:
     def topic(self, t: Any) -> str:
         return t.full(self.settings.topic_prefix)
 
-    def consumer_config(self, topics: list[Any], group_id: str | None, **kw: Any) -> bus.ConsumerConfig:
-        """A ConsumerConfig for ``topics`` (Topic objects) with addresses and timeouts from settings."""
-        from offsync_shared.topics import DEAD_LETTER
-
-        s = self.settings
-        return bus.ConsumerConfig(
-            bootstrap=s.kafka_bootstrap,
-            topics=[self.topic(t) for t in topics],
-            group_id=group_id,
-            dead_letter_topic=self.topic(DEAD_LETTER),
-            **s.consumer_tuning(),
-            **kw,
-        )
-
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(_supervised(coro, name), name=name)
         self.tasks.append(task)

@@ -17,7 +17,7 @@ from conflict_service import directory
 from conflict_service.access import Actor, Operation, Ownership, may, read_scope
 from conflict_service.applier import SCHEMA, Applier, ChangeItem, ItemResult, Topics, write_outbox
 from conflict_service.bulk_import import import_records, ndjson_lines
-from conflict_service.validation import EntityMeta
+from conflict_service.validation import EntityMeta, query_value
 from offsync_shared import auth
 from offsync_shared.errors import (
     BadRequest,
@@ -86,6 +86,31 @@ def _version(if_match: str | None) -> int | None:
     if not 0 <= version <= MAX_VERSION:  # beyond the column's range (no record has it) -> 400, not a 500
         raise BadRequest("If-Match must be a record version", field="If-Match")
     return version
+
+
+# A stored number may be a JSON number or a numeric string (decimals are accepted as both);
+# the regex keeps the cast from failing on anything else.
+_NUMERIC = r"'^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'"
+
+
+def _attr_equals(spec: Any, name: str, raw: str, arg: Callable[[Any], str], field: str) -> str:
+    """SQL for ``attr.<name>=<raw>``, compared by the attribute's type."""
+    kind = str(spec.get("type", "string"))
+    try:
+        value = query_value(kind, raw)
+    except ValueError as exc:
+        raise ValidationFailed(f"{field} {exc}", field=field) from None
+    if kind in ("int", "decimal"):
+        v = arg(str(value))
+        return (
+            f"(CASE jsonb_typeof(attributes -> {name})"
+            f" WHEN 'number' THEN (attributes ->> {name})::numeric = {v}::numeric"
+            f" WHEN 'string' THEN (attributes ->> {name}) ~ {_NUMERIC} AND (attributes ->> {name})::numeric = {v}::numeric"
+            f" ELSE false END)"
+        )
+    if kind == "bool":
+        return f"attributes -> {name} = {arg('true' if value else 'false')}::jsonb"
+    return f"attributes ->> {name} = {arg(value)}"
 
 
 def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], topics_of: Callable[[], Topics]) -> APIRouter:
@@ -215,7 +240,7 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
                     name = key[5:]
                     if name not in meta.attributes:
                         raise ValidationFailed(f"unknown attribute {name!r}", field=key)
-                    where.append(f"attributes ->> {arg(name)} = {arg(value)}")
+                    where.append(_attr_equals(meta.attributes[name], arg(name), value, arg, key))
             rows = await conn.fetch(
                 f"SELECT * FROM {SCHEMA}.records WHERE {' AND '.join(where)} ORDER BY id LIMIT {arg(limit)}", *args
             )

@@ -99,3 +99,27 @@ def check_fields(meta: EntityMeta, fields: Mapping[str, Any], *, creating: bool)
             if meta.attributes[name].get("required") and fields.get(name) is None:
                 return FieldError(name, f"{name} is required"), []
     return None, lookups
+
+
+def query_value(kind: str, raw: str) -> Any:
+    """The typed value an ``attr.<name>=<raw>`` equality filter stands for, so numbers compare as
+    numbers (``1.0`` finds ``1``) and a value that cannot be of the attribute's type is a clear
+    4xx instead of a filter that silently matches nothing. Raises ValueError with the reason."""
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if kind == "decimal":
+        try:
+            value = Decimal(raw)
+        except ArithmeticError:
+            raise ValueError("must be a number") from None
+        if not value.is_finite():
+            raise ValueError("must be a finite number")
+        return value
+    if kind == "bool":
+        if raw not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return raw == "true"
+    return raw  # strings, lookups, choices and date-times compare as their stored text

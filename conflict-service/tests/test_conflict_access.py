@@ -3,6 +3,8 @@ payload validation against entity metadata."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,7 +20,7 @@ from conflict_service.access import (
     may,
     read_scope,
 )
-from conflict_service.validation import EntityMeta, check_fields
+from conflict_service.validation import EntityMeta, check_fields, query_value
 
 # root ─ sales ─ sales-east
 #      └ ops
@@ -143,3 +145,25 @@ def test_validation_table(fields: dict, creating: bool, bad_field: str | None) -
 def test_validation_lists_lookups() -> None:
     err, refs = check_fields(META, {"account": "a1"}, creating=False)
     assert err is None and [(r.field, r.target, r.id) for r in refs] == [("account", "account", "a1")]
+
+
+QUERY_VALUES = [
+    ("int", "int", "42", 42),
+    ("int-bad", "int", "4.2", ValueError),
+    ("decimal", "decimal", "1e3", Decimal(1000)),
+    ("decimal-nan", "decimal", "NaN", ValueError),
+    ("decimal-bad", "decimal", "lots", ValueError),
+    ("bool", "bool", "false", False),
+    ("bool-bad", "bool", "yes", ValueError),
+    ("string", "string", "Rome", "Rome"),
+    ("choice", "choice", "3", "3"),
+]
+
+
+@pytest.mark.parametrize("kind,raw,expected", [r[1:] for r in QUERY_VALUES], ids=[r[0] for r in QUERY_VALUES])
+def test_query_value_table(kind: str, raw: str, expected: object) -> None:
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            query_value(kind, raw)
+    else:
+        assert query_value(kind, raw) == expected

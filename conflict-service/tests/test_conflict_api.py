@@ -106,6 +106,19 @@ async def test_lookup_must_exist_and_query_filters_page(api: Api) -> None:
     assert (await c.get("/v1/records/account", headers=api.h(CAROL))).json()["items"] == []
 
 
+async def test_query_filters_compare_by_attribute_type(api: Api) -> None:
+    c = api.client
+    for rid, revenue in (("q1", 1000), ("q2", "1000.00"), ("q3", 999.5), ("q4", None)):
+        attrs = {"name": rid, "revenue": revenue} if revenue is not None else {"name": rid}
+        assert (await c.post("/v1/records/account", json={"id": rid, "attributes": attrs}, headers=api.h(ALICE))).status_code == 201
+    found = (await c.get("/v1/records/account?attr.revenue=1e3", headers=api.h(ALICE))).json()["items"]
+    assert [i["id"] for i in found] == ["q1", "q2"]
+    found = (await c.get("/v1/records/account?attr.revenue=999.50", headers=api.h(ALICE))).json()["items"]
+    assert [i["id"] for i in found] == ["q3"]
+    bad = await c.get("/v1/records/account?attr.revenue=lots", headers=api.h(ALICE))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "attr.revenue", bad.text
+
+
 async def test_bulk_import_is_fast_all_or_nothing_and_emits_events(api: Api) -> None:
     c = api.client
     n = 20_000

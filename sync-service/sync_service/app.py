@@ -73,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
             store = PgBucketStore(reads)
             hub = Hub(store)
             gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
+            if rt.watch is not None:
+                rt.watch.on_lost(hub.resend_unanswered)  # batches on a broker that forgot them
             # Group-less consumer read from the end: every gateway process sees every
             # notification and every batch result (it routes those of its own devices).
             consumer = bus.ConsumerLoop(

@@ -245,6 +245,14 @@ class SyncSession:
         self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
         self._signal.set()
 
+    def resend_unanswered(self) -> None:
+        """The broker lost what it held, maybe batches we forwarded: ask the device to resend each
+        unanswered one (same batch id; the conflict service answers a known id from its store)."""
+        for batch_id in list(self.pending):
+            del self.pending[batch_id]
+            self._report(p.Error(p.ERR_UNAVAILABLE, "the broker lost this batch; resend it with the same batch id",
+                                 ref=batch_id, retry_after=0.2))
+
     def disconnected(self) -> None:
         """The transport lost the device: end the stream without sending anything more."""
         self.gone = True

@@ -317,7 +317,7 @@ async def quiesce_and_check(s: ChaosStack, devices: list[TrackedDevice], timeout
             n = 0
             for schema in ("admin", "data", "sync"):
                 if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.outbox"):
-                    n += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')
+                    n += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL')
             return n == 0
 
         async def converged() -> bool:
@@ -406,7 +406,7 @@ async def pipeline_state(s: ChaosStack, rid: str) -> dict[str, Any]:
                 "WHERE ub.user_id = (SELECT owner_id FROM data.records WHERE entity = 'account' AND id = $1)", rid)],
             "data_version": await conn.fetchval("SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid),
             "index_version": await conn.fetchval("SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid),
-            "outboxes": {sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox') for sch in ("admin", "data", "sync")
+            "outboxes": {sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox WHERE published_at IS NULL') for sch in ("admin", "data", "sync")
                          if await conn.fetchval("SELECT to_regclass($1)", f"{sch}.outbox")},
         }
     finally:

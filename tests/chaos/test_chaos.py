@@ -133,11 +133,7 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
         async def broker_restart() -> str:
             await s.restart_broker()
             return ""
-        # Tansu (memory storage) answers concurrent produces to one partition after a restart
-        # with UnknownError (its object store reports AlreadyExists for the batch file): the
-        # outbox relays and the gateway retry without end. Reported, kept short, not a failure.
-        await run_fault("broker restart (topics + offsets lost)", broker_restart,
-                        known="embedded broker (Tansu) rejects produces after its restart", timeout=30)
+        await run_fault("broker restart (topics + offsets lost)", broker_restart)
     finally:
         if load is not None:
             await load.close()

@@ -190,3 +190,25 @@ async def _has(store: LocalStore, rid: str) -> bool:
 
 async def _val(store: LocalStore, want: Any) -> bool:
     return store.get("account", "by-1") == want
+
+
+async def test_broker_loss_asks_the_device_to_resend_unanswered_batches(gw: Any, user: str) -> None:
+    """The broker forgot what it held (embedded broker restart): a batch forwarded but not answered
+    may be gone, so the device is asked to resend it (same id) instead of waiting for ever."""
+    ws = await session(gw, user)
+    gw.responder.hold = True
+    try:
+        bid = str(uuid.uuid4())
+        await ws.send(upload(1, bid))
+
+        async def forwarded() -> bool:
+            return any(bid in s.pending for s in gw.gateway.sessions)
+
+        await eventually(forwarded, timeout=10, message="batch forwarded")
+        assert await gw.gateway.hub.resend_unanswered() == 1
+        err = await next_of(ws, p.Error)
+        assert err.code == p.ERR_UNAVAILABLE and err.ref == bid and err.retriable
+        assert not await forwarded()
+    finally:
+        gw.responder.hold = False
+    await ws.close()

@@ -20,10 +20,14 @@ from tests.chaos.harness import (
     SERVICE_NAMES,
     ChaosStack,
     Load,
+    Verdict,
+    check_fleet,
     drop_connections,
     interrupted_download,
+    open_fleet,
     probe,
     quiesce_and_check,
+    reconnect_storm,
     replay_everything_twice_shuffled,
     setup_org,
 )
@@ -32,6 +36,7 @@ pytestmark = pytest.mark.chaos
 
 LOAD_BEFORE_FAULT_S = 3.0  # the load runs this long before each fault, so the fault hits it mid-flight
 RECOVERY_TIMEOUT_S = 90.0
+FLEET_DEVICES = int(os.environ.get("OFFSYNC_CHAOS_FLEET", "1000"))  # the reconnect storm's crowd
 
 
 @dataclass
@@ -68,6 +73,7 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
     s = await ChaosStack.start({"OFFSYNC_SYNC_PAGE_SIZE": "200"})
     rows: list[Row] = []
     load: Load | None = None
+    fleet: Any = None
     try:
         await setup_org(s, bulk_records=1500)
         load = await Load.start(s, tmp_path)
@@ -75,9 +81,13 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
         only = [f for f in os.environ.get("OFFSYNC_CHAOS_ONLY", "").split(",") if f]
 
-        async def run_fault(name: str, inject: Any, known: str = "", timeout: float = RECOVERY_TIMEOUT_S) -> None:
+        def wanted(name: str) -> bool:
+            return not only or any(o in name for o in only)
+
+        async def run_fault(name: str, inject: Any, known: str = "", timeout: float = RECOVERY_TIMEOUT_S,
+                            extra_check: Any = None) -> None:
             nonlocal n
-            if only and not any(o in name for o in only):
+            if not wanted(name):
                 return
             n += 1
             assert load is not None
@@ -100,6 +110,10 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
             held = load.applied_between(t0, t1) / max(t1 - t0, 1e-3)
             load.running.clear()
             verdict = await quiesce_and_check(s, load.devices, timeout=90 if not known else 30)
+            if extra_check is not None:
+                more: Verdict = await extra_check()
+                verdict = Verdict(verdict.lost + more.lost, verdict.duplicates + more.duplicates, verdict.leaked + more.leaked,
+                                  verdict.diverged + more.diverged, verdict.problems + more.problems)
             load.running.set()
             if verdict.diverged or verdict.problems:
                 note = (note + " FAIL " + "; ".join(verdict.problems + verdict.diverged))[:300].strip()
@@ -125,6 +139,27 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
             return f"{cut} sockets aborted (mid-upload first); download of {held} records cut {cuts}x, done in {conns} connections"
         await run_fault("device connections dropped mid-upload / mid-download", drops)
 
+        storm_name = f"{FLEET_DEVICES:,} more devices dropped, reconnecting at once"
+        if wanted(storm_name):
+            opened = time.monotonic()
+            fleet = await open_fleet(s, FLEET_DEVICES)  # set up before the fault, not timed
+            opened = time.monotonic() - opened
+            created: dict[str, str] = {}
+
+            async def storm() -> str:
+                res = await reconnect_storm(s, fleet, create_every=10, timeout=RECOVERY_TIMEOUT_S)
+                created.update(res["created"])
+                behind = f"FAIL {res['behind']} not back in time; " if res["behind"] else ""
+                return (f"{behind}{res['devices']} sockets aborted at once; all reconnected and caught up in {res['seconds']:.1f} s; "
+                        f"{len(res['created'])} offline creates uploaded on reconnect, 30 server writes to the crowd meanwhile (first connect of all took {opened:.0f} s)")
+
+            async def storm_check() -> Verdict:
+                return await check_fleet(s, fleet, created, timeout=90)
+
+            await run_fault(storm_name, storm, extra_check=storm_check)
+            await fleet.stop()
+            fleet = None
+
         async def pg_restart() -> str:
             await s.restart_postgres()
             return ""
@@ -135,6 +170,8 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
             return ""
         await run_fault("broker restart (topics + offsets lost)", broker_restart)
     finally:
+        if fleet is not None:
+            await fleet.stop()
         if load is not None:
             await load.close()
         await s.stop()

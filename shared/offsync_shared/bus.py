@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
@@ -204,6 +204,21 @@ class ConsumerLoop:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+    async def rewind(self) -> None:
+        """The broker lost its logs (the embedded one re-creates topics empty after a restart). It
+        answers a fetch past the new end with nothing, not an out-of-range error, so a consumer
+        would sit at its old position until the new log grew past it: read what the broker holds
+        now from the start instead (handlers are idempotent; a rejoining group does the same)."""
+        if self.consumer is None:
+            return
+        parts = self.consumer.assignment()
+        try:
+            if parts:
+                await self.consumer.seek_to_beginning(*parts)
+        except (KafkaError, IllegalStateError) as exc:  # a rebalance took them meanwhile: it resets them itself
+            log.warning("could not rewind", extra={"consumer": self.name, "error": str(exc)})
+        log.warning("broker lost its logs: consumer reads them from the start", extra={"consumer": self.name, "partitions": len(parts)})
 
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"

@@ -73,8 +73,6 @@ def create_app(settings: Settings) -> FastAPI:
             store = PgBucketStore(reads)
             hub = Hub(store)
             gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
-            if rt.watch is not None:
-                rt.watch.on_lost(hub.resend_unanswered)  # batches on a broker that forgot them
             # Group-less consumer read from the end: every gateway process sees every
             # notification and every batch result (it routes those of its own devices).
             consumer = bus.ConsumerLoop(
@@ -94,6 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
                 },
             )
             await consumer.start()
+            if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
+                rt.watch.on_lost(consumer.rewind)
+                rt.watch.on_lost(hub.resend_unanswered)
             task = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")

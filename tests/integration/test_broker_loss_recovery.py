@@ -1,8 +1,10 @@
 """A restarted embedded broker has forgotten every topic and message. The services must recover
 alone: the broker watch re-creates the topics with our partition count (never the broker's
-auto-created 4), and the outbox relay publishes its retained window again, so events that were
-on the broker but not yet consumed are not lost; what was produced after the restart gets
-through despite the orphan batches the broker wrote for produces to the missing topic."""
+auto-created 4), the outbox relay publishes its retained window again, so events that were on
+the broker but not yet consumed are not lost, and a consumer that had read far into the old
+logs reads the new ones from the start (the broker answers a fetch past the new end with
+nothing, so it would wait there); what was produced after the restart gets through despite the
+orphan batches the broker wrote for produces to the missing topic."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from offsync_shared import bus, db
 from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.envelope import Envelope
+from offsync_shared.events import Event
 from offsync_shared.events.admin import OrgSettingsChanged
 from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, enqueue
-from offsync_shared.topics import ADMIN
+from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.embedded import EmbeddedBroker
 from offsync_stack.testing import InfraEnv, eventually
 
@@ -35,6 +38,13 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
     pool = await db.create_pool(fresh_env.pg_dsn)
     producer = bus.Producer(broker.bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
     tasks: list[asyncio.Task[None]] = []
+    seen: set[str] = set()
+
+    async def on_settings(event: Event, env: Envelope) -> None:
+        seen.add(env.id)
+
+    loop = bus.ConsumerLoop(bus.ConsumerConfig(broker.bootstrap, [topic], None, DEAD_LETTER.full(prefix)), producer,
+                            name="reader", handlers={OrgSettingsChanged.TYPE: on_settings})
     try:
         await bus.ensure_topics(broker.bootstrap, prefix, PARTITIONS)
         await producer.start()
@@ -43,10 +53,16 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
         relay = OutboxRelay(pool, "s", producer, poll_interval=0.2, retention_s=60)
         watch = BrokerWatch(broker.bootstrap, prefix, PARTITIONS, interval=0.2)
         watch.on_lost(relay.replay)
-        tasks += [asyncio.create_task(relay.run()), asyncio.create_task(watch.run())]
+        watch.on_lost(loop.rewind)
+        await loop.start()
+        tasks += [asyncio.create_task(relay.run()), asyncio.create_task(watch.run()), asyncio.create_task(loop.run())]
 
+        # Far more on the old logs than will be on the new ones soon after the restart.
+        direct = [OrgSettingsChanged(conflict_detection=True).envelope(f"direct-{i}") for i in range(300)]
+        await producer.send_many([(topic, e.key, e.encode()) for e in direct])
         before = [await _event(pool, topic, i) for i in range(20)]
         await eventually(lambda: _pending_is(pool, 0), timeout=30, message="first events relayed")
+        await eventually(lambda: _all_in(seen, [e.id for e in direct] + before), timeout=30, message="old logs read")
         await eventually(lambda: _has_looked(watch), timeout=30, message="the watch saw the logs once")
         assert set(await _ids_on(broker.bootstrap, topic)) >= set(before)
 
@@ -56,6 +72,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
 
         await eventually(lambda: _all_on(broker.bootstrap, topic, before + after), timeout=60, interval=0.5,
                          message="every event on the restarted broker")
+        await eventually(lambda: _all_in(seen, after), timeout=30, message="the reader got what came after the restart")
         assert watch.losses >= 1 and relay.replayed >= 20
         assert len(await _partitions(broker.bootstrap, topic)) == PARTITIONS
     finally:
@@ -64,6 +81,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        await loop.stop()
         await producer.stop()
         await pool.close()
         await asyncio.to_thread(broker.stop)
@@ -75,6 +93,10 @@ async def _event(pool: object, topic: str, i: int) -> str:
         async with conn.transaction():
             await enqueue(conn, "s", topic, env)
     return env.id
+
+
+async def _all_in(seen: set[str], ids: list[str]) -> bool:
+    return set(ids) <= seen
 
 
 async def _pending_is(pool: object, n: int) -> bool:

@@ -1,6 +1,7 @@
 """Faults under a steady load, one after the other on one stack: SIGKILL + restart of each
 service, every event delivered twice and reordered, device connections cut mid-upload and
-mid-download, a PostgreSQL restart, a broker restart that forgets every topic and offset.
+mid-download, 1,000 more devices dropped and reconnecting at once, a PostgreSQL restart, a broker
+restart that forgets every topic, message and offset.
 After each: the pipeline works again (recovery time), and with the load paused every
 acknowledged offline change is applied exactly once, no device holds a record its user may not
 read, every device converged to its user's set, no outbox is left behind. Prints the table."""

@@ -52,6 +52,7 @@ class BrokerWatch:
         self.listeners: list[Listener] = []
         self.ends: dict[TopicPartition, int] = {}  # end offsets as last seen
         self.losses = 0
+        self._owed: list[Listener] = []  # listeners of the last loss that failed (database away): retried
         self._client: AIOKafkaConsumer | None = None
 
     def on_lost(self, listener: Listener) -> None:
@@ -67,6 +68,7 @@ class BrokerWatch:
                     # The broker is away (restarting): look again next round.
                     log.info("broker watch: broker not answering", extra={"error": f"{type(exc).__name__}: {exc}"})
                     await self._close()
+                await self._call_owed()
                 await asyncio.sleep(self.interval)  # the watch's period, not a wait for a condition
         finally:
             await self._close()
@@ -90,11 +92,16 @@ class BrokerWatch:
         self.losses += 1
         created = await bus.ensure_topics(self.bootstrap, self.prefix, self.partitions, self._topic_defs, timeout=10.0)
         log.warning("broker lost its state; recovering", extra={"created_topics": created, "listeners": len(self.listeners)})
-        for listener in self.listeners:
+        self._owed = list(self.listeners)
+
+    async def _call_owed(self) -> None:
+        owed, self._owed = self._owed, []
+        for listener in owed:
             try:
                 await listener()
             except Exception:  # noqa: BLE001 - one listener failing must not starve the others
-                log.exception("broker-loss listener failed")
+                log.exception("broker-loss listener failed; retried next round")
+                self._owed.append(listener)
 
     async def _open(self) -> AIOKafkaConsumer:
         if self._client is None:

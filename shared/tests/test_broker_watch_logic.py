@@ -38,3 +38,29 @@ def test_growth_is_never_loss(before: dict[TopicPartition, int], extra: dict[Top
     grown = {tp: end + extra.get(tp, 0) for tp, end in before.items()}
     assert log_shrunk(before, grown) == []
     assert set(log_shrunk(before, {})) == set(before)
+
+
+async def test_a_failing_listener_is_called_again_until_it_succeeds() -> None:
+    """The relay's replay needs the database; when it is away at that moment, the replay is owed
+    and retried each round, never dropped."""
+    from offsync_shared.broker_watch import BrokerWatch
+
+    calls: list[str] = []
+    failures = iter([True, True, False])
+
+    async def flaky() -> None:
+        calls.append("flaky")
+        if next(failures):
+            raise ConnectionError("database away")
+
+    async def fine() -> None:
+        calls.append("fine")
+
+    w = BrokerWatch("127.0.0.1:1", "", 1)
+    w.on_lost(flaky)
+    w.on_lost(fine)
+    w._owed = list(w.listeners)  # what _recover leaves after a loss
+    for _ in range(4):
+        await w._call_owed()
+    assert calls == ["flaky", "fine", "flaky", "flaky"]
+    assert w._owed == []

@@ -142,6 +142,35 @@ class _Worker:
             edited[did] = ids
         return {"edited": edited}
 
+    async def drop(self, create_every: int, entity: str, timeout: float) -> dict[str, Any]:
+        """Every connected device loses its socket at the same moment (aborted, no close
+        handshake) and reconnects by itself; every ``create_every``-th device first creates a
+        record offline, uploaded on the reconnect. Returns once each device is connected again,
+        caught up and has nothing pending (or at the deadline), with the ids it created."""
+        devs = [d for did, d in self.devices.items() if did in self.tasks and not self.tasks[did].done()]
+        start = {d.device_id: d.report.checkpoints for d in devs}
+        created: dict[str, str] = {}
+        t0 = time.time()
+        for k, d in enumerate(devs):
+            if create_every and k % create_every == 0:
+                created[d.device_id] = d.store.create(entity, {"name": f"storm {d.device_id}"})
+            if d.ws is not None and d.ws.transport is not None:
+                d.ws.transport.abort()
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [d for d in devs if d.report.checkpoints <= start[d.device_id] or d.store.has_pending()]
+            if not behind or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)  # polling device state under a deadline
+        return {"devices": len(devs), "behind": len(behind), "seconds": time.time() - t0, "created": created,
+                "connections": sum(d.report.connections for d in devs)}
+
+    def rows(self, entity: str) -> dict[str, Any]:
+        """What each device holds of ``entity`` (id -> version), and its unresolved conflicts."""
+        return {did: {"rows": {rid: int(v) for rid, v in d.store.db.execute("SELECT id, version FROM records WHERE entity = ?", (entity,))},
+                      "conflicts": len(d.store.conflicts()), "pending": d.store.has_pending()}
+                for did, d in self.devices.items()}
+
     async def wait_for(self, key: tuple[str, int], timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
         while key not in self.seen:
@@ -181,6 +210,10 @@ async def _serve(conn: Connection, url: str, secret: str) -> None:
                 out = await w.close()
             elif cmd == "resync":
                 out = await w.resync(kw.get("timeout", 120.0))
+            elif cmd == "drop":
+                out = await w.drop(kw["create_every"], kw["entity"], kw["timeout"])
+            elif cmd == "rows":
+                out = w.rows(kw["entity"])
             elif cmd == "edit":
                 out = w.edit(kw["per_device"], kw["entity"], kw["note"])
             elif cmd == "record":

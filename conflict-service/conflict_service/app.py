@@ -36,6 +36,8 @@ def create_app(settings: Settings) -> FastAPI:
                     **settings.consumer_tuning(),
                 )
                 await worker.start()
+                if rt.watch is not None:
+                    rt.watch.on_lost(worker.loop.rewind)  # the broker lost its logs: read them from the start
                 task = rt.spawn(worker.run(), "device-batches-consumer")
             try:
                 yield

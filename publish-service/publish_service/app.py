@@ -33,6 +33,8 @@ def create_app(settings: Settings) -> FastAPI:
                 **settings.consumer_tuning(),
             )
             app.state.worker = worker
+            if rt.watch is not None:
+                rt.watch.on_lost(worker.loop.rewind)  # the broker lost its logs: read them from the start
             rt.spawn(worker.run(), "publish-worker")
             yield
 

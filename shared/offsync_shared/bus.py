@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
 from offsync_shared import metrics
@@ -25,14 +28,44 @@ from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
+
+
+class _NoAutoCreateMetadataRequest(MetadataRequest):
+    """Metadata requests that never create topics. aiokafka asks the broker to auto-create every
+    topic it looks up; the embedded broker (Tansu) then creates it with its own partition count
+    (4, not ours), and a restarted one did so from several clients at once while they kept
+    producing. Topics are created only by :func:`ensure_topics`, with the right partition count."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest  # type: ignore[misc]
+
 Handler = Callable[[Event, Envelope], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Event, Envelope]]], Awaitable[None]]
 
 
 async def ensure_topics(
     bootstrap: str, prefix: str = "", partitions: int = 8, topics: Iterable[Topic] = ALL_TOPICS, timeout: float = 30.0
-) -> None:
-    """Create the topics that do not exist yet (the embedded broker forgets them on restart)."""
+) -> list[str]:
+    """Create the topics that do not exist yet (the embedded broker forgets them on restart).
+    Returns the names it created. Serialized within a process (several producers and the broker
+    watch may notice a restarted broker at once); across processes the broker refuses all but
+    one CreateTopics per name."""
+    async with _ensure_lock():
+        return await _ensure_topics(bootstrap, prefix, partitions, topics, timeout)
+
+
+_ENSURE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _ensure_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    return _ENSURE_LOCKS.setdefault(loop, asyncio.Lock())
+
+
+async def _ensure_topics(bootstrap: str, prefix: str, partitions: int, topics: Iterable[Topic], timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -49,7 +82,7 @@ async def ensure_topics(
                     await admin.create_topics(missing)
                 except TopicAlreadyExistsError:
                     pass
-            return
+            return [t.name for t in missing]
         except (KafkaError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise
@@ -118,7 +151,8 @@ class ConsumerConfig:
     # fetch early when a record arrives, so this bounds delivery latency: latency-critical
     # consumers (the device gateway's notifications) lower it at the cost of more idle fetches.
     fetch_max_wait_ms: int = 50
-    # A group-less consumer (e.g. a gateway that wants every notification) reads from the end.
+    # A group-less consumer (e.g. a gateway that wants every notification) starts at the end;
+    # a partition it meets later (a topic re-created by a restarted broker) it reads from the start.
 
 
 class ConsumerLoop:
@@ -155,17 +189,36 @@ class ConsumerLoop:
             bootstrap_servers=self.config.bootstrap,
             group_id=self.config.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=self.config.auto_offset_reset if self.config.group_id else "latest",
+            # Group-less: "earliest" for partitions that appear later (a re-created topic holds only
+            # what was produced since; "latest" would skip it); the start is set to the end below.
+            auto_offset_reset=self.config.auto_offset_reset if self.config.group_id else "earliest",
             max_poll_records=self.config.max_records,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )
         await self.consumer.start()
+        if not self.config.group_id and self.consumer.assignment():
+            await self.consumer.seek_to_end()
 
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+    async def rewind(self) -> None:
+        """The broker lost its logs (the embedded one re-creates topics empty after a restart). It
+        answers a fetch past the new end with nothing, not an out-of-range error, so a consumer
+        would sit at its old position until the new log grew past it: read what the broker holds
+        now from the start instead (handlers are idempotent; a rejoining group does the same)."""
+        if self.consumer is None:
+            return
+        parts = self.consumer.assignment()
+        try:
+            if parts:
+                await self.consumer.seek_to_beginning(*parts)
+        except (KafkaError, IllegalStateError) as exc:  # a rebalance took them meanwhile: it resets them itself
+            log.warning("could not rewind", extra={"consumer": self.name, "error": str(exc)})
+        log.warning("broker lost its logs: consumer reads them from the start", extra={"consumer": self.name, "partitions": len(parts)})
 
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"

@@ -3,14 +3,20 @@ and a relay publishes it afterwards, so a crash between commit and publish loses
 
 Each owning schema has its own ``outbox`` table (created by :data:`OUTBOX_DDL`). The relay wakes
 on ``NOTIFY`` for low latency and also polls, so a missed notification only delays.
-Delivery is at-least-once: a relay that dies after producing but before deleting re-sends;
+Delivery is at-least-once: a relay that dies after producing but before marking re-sends;
 consumers dedupe on the envelope id or on record versions.
+
+A published row is kept for ``retention_s`` (``published_at`` set, pruned afterwards): a broker
+that loses its state (the embedded one forgets every message on restart) loses the events not yet
+consumed, so on that signal :meth:`OutboxRelay.replay` publishes the retained window again.
+With ``retention_s=0`` a published row is deleted at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 import asyncpg
@@ -28,7 +34,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     value bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS published_at timestamptz;
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
 """
+
+PENDING = "published_at IS NULL"
 
 
 class Publisher(Protocol):
@@ -64,12 +76,16 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        retention_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.schema = schema
         self.publisher = publisher
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.retention_s = retention_s
+        self._next_prune = 0.0
+        self.replayed = 0
         self._wake = asyncio.Event()
         self._listen_conn: asyncpg.Connection | None = None
         self.published = 0
@@ -89,6 +105,7 @@ class OutboxRelay:
                     await asyncio.sleep(self.poll_interval)  # back off from a failing dependency
                 if moved >= self.batch_size:
                     continue
+                await self._maybe_prune()
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -114,15 +131,46 @@ class OutboxRelay:
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{self.schema}"):
                     return 0
                 rows = await conn.fetch(
-                    f'SELECT id, topic, key, value FROM "{self.schema}".outbox ORDER BY id LIMIT $1',
+                    f'SELECT id, topic, key, value FROM "{self.schema}".outbox WHERE {PENDING} ORDER BY id LIMIT $1',
                     self.batch_size,
                 )
                 if not rows:
                     return 0
                 await self.publisher.send_many([(r["topic"], r["key"], bytes(r["value"])) for r in rows])
-                await conn.execute(
-                    f'DELETE FROM "{self.schema}".outbox WHERE id = ANY($1::bigint[])', [r["id"] for r in rows]
-                )
+                await self._mark_published(conn, [r["id"] for r in rows])
         self.published += len(rows)
         metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
+
+    async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        if self.retention_s > 0:
+            await conn.execute(f'UPDATE "{self.schema}".outbox SET published_at = now() WHERE id = ANY($1::bigint[])', ids)
+        else:
+            await conn.execute(f'DELETE FROM "{self.schema}".outbox WHERE id = ANY($1::bigint[])', ids)
+
+    async def replay(self) -> int:
+        """The broker lost what it held (the embedded broker forgets every message on restart):
+        publish the retained window again. The rows keep their ids, so they leave before anything
+        newer and per-key order holds; consumers are idempotent, so what was consumed already
+        only repeats. Returns how many rows were queued again."""
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(f'UPDATE "{self.schema}".outbox SET published_at = NULL WHERE published_at IS NOT NULL')
+        n = int(status.split()[-1])
+        self.replayed += n
+        log.warning("broker lost its state: replaying the retained outbox", extra={"schema": self.schema, "rows": n})
+        self._wake.set()
+        return n
+
+    async def _maybe_prune(self) -> None:
+        """Drop published rows older than the retention window (at most every few seconds)."""
+        now = time.monotonic()
+        if self.retention_s <= 0 or now < self._next_prune:
+            return
+        self._next_prune = now + min(self.retention_s / 4, 30.0)
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    f'DELETE FROM "{self.schema}".outbox WHERE published_at < now() - make_interval(secs => $1)', self.retention_s
+                )
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the next round retries
+            log.warning("outbox prune failed", extra={"error": f"{type(exc).__name__}: {exc}"})

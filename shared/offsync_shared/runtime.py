@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from offsync_shared import bus, db
+from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
 
@@ -29,6 +30,7 @@ class Runtime:
     producer: bus.Producer
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     relay: OutboxRelay | None = None
+    watch: BrokerWatch | None = None
 
     def topic(self, t: Any) -> str:
         return t.full(self.settings.topic_prefix)
@@ -85,8 +87,15 @@ async def open_runtime(
         rt = Runtime(settings=settings, pool=pool, producer=producer)
         stack.push_async_callback(_cancel_all, rt)
         if relay and schema:
-            rt.relay = OutboxRelay(pool, schema, producer)
+            rt.relay = OutboxRelay(pool, schema, producer, retention_s=settings.outbox_retention_s)
             rt.spawn(rt.relay.run(), f"outbox-relay:{schema}")
+        # A broker that lost its state (the embedded one on restart) gets its topics back and the
+        # relay's retained window again; services add their own listeners (sync-service's gateway).
+        rt.watch = BrokerWatch(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions,
+                               interval=settings.broker_watch_interval_s)
+        if rt.relay is not None:
+            rt.watch.on_lost(rt.relay.replay)
+        rt.spawn(rt.watch.run(), "broker-watch")
         yield rt
 
 

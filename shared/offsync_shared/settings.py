@@ -31,6 +31,12 @@ class CommonSettings(BaseSettings):
     # How long a fetch may wait for data. Kafka answers a held fetch as soon as data arrives; the
     # embedded broker only when the wait runs out, so there every hop costs up to this much.
     kafka_fetch_max_wait_ms: int = 50
+    # How long the outbox keeps a published event, to publish it again if the broker loses its
+    # state (the embedded broker forgets everything on restart). 0 deletes at once (a replicated
+    # Kafka keeps what it acknowledged). See docs/reliability.md.
+    outbox_retention_s: float = 300.0
+    # How often each service asks the broker whether it lost its topics or their logs.
+    broker_watch_interval_s: float = 1.0
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "offsync"
     log_level: str = "INFO"

@@ -92,6 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
                 },
             )
             await consumer.start()
+            if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
+                rt.watch.on_lost(consumer.rewind)
+                rt.watch.on_lost(hub.resend_unanswered)
             task = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")

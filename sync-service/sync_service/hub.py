@@ -131,6 +131,14 @@ class Hub:
         if s is not None and s.user_id == event.user_id and s.device_id == event.device_id:
             s.deliver(event)
 
+    async def resend_unanswered(self) -> int:
+        """After the broker lost its state: every session asks its device to resend the batches
+        still awaiting an answer. Returns how many sessions had some."""
+        waiting = {s for s in self.by_device.values() if s.pending}
+        for s in waiting:
+            s.resend_unanswered()
+        return len(waiting)
+
     @property
     def sessions(self) -> int:
         return len(self.by_device)

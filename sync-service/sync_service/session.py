@@ -141,7 +141,7 @@ class SyncSession:
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
         self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
-        self.pending: dict[str, float] = {}  # batch id -> when it was forwarded
+        self.pending: dict[str, tuple[float, float]] = {}  # batch id -> (when forwarded, when last looked for its answer)
         self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
         self._room: asyncio.Event | None = None  # set when a full inbox drains
         self._signal = asyncio.Event()
@@ -244,6 +244,14 @@ class SyncSession:
             self._results = deque()
         self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
         self._signal.set()
+
+    def resend_unanswered(self) -> None:
+        """The broker lost what it held, maybe batches we forwarded: ask the device to resend each
+        unanswered one (same batch id; the conflict service answers a known id from its store)."""
+        for batch_id in list(self.pending):
+            del self.pending[batch_id]
+            self._report(p.Error(p.ERR_UNAVAILABLE, "the broker lost this batch; resend it with the same batch id",
+                                 ref=batch_id, retry_after=0.2))
 
     def disconnected(self) -> None:
         """The transport lost the device: end the stream without sending anything more."""
@@ -477,7 +485,7 @@ class SyncSession:
                 retry_after=1.0,
             )
             return
-        self.pending[up.batch_id] = self.clock()
+        self.pending[up.batch_id] = (self.clock(), self.clock())
         self.registry.expect(up.batch_id, self)
         event = BatchUploaded(
             batch_id=up.batch_id,
@@ -505,15 +513,22 @@ class SyncSession:
 
     async def _recheck_pending(self, now: float) -> AsyncIterator[Outgoing]:
         """A BatchApplied can be missed (e.g. this gateway was not yet reading the topic): after a
-        while, look for the stored answer instead of waiting forever."""
-        for batch_id, since in list(self.pending.items()):
-            if now - since < self.s.sync_result_recheck_s:
+        while, look for the stored answer instead of waiting forever. A batch with no stored
+        answer long after it was forwarded may be lost (a broker that lost its state, a poll that
+        could not even store its refusal): ask the device to resend it (same id; a batch that was
+        only slow is answered once, the conflict service dedupes ids)."""
+        for batch_id, (forwarded, looked) in list(self.pending.items()):
+            if now - looked < self.s.sync_result_recheck_s:
                 continue
-            self.pending[batch_id] = now
+            self.pending[batch_id] = (forwarded, now)
             stored = await self.store.stored_batch(batch_id)
             if stored is not None and batch_id in self.pending:
                 async for f in self._answer_stored(batch_id, stored):
                     yield f
+            elif stored is None and batch_id in self.pending and now - forwarded >= self.s.sync_result_resend_s:
+                del self.pending[batch_id]
+                yield p.Error(p.ERR_UNAVAILABLE, f"no answer after {now - forwarded:.0f} s; resend it with the same batch id",
+                              ref=batch_id, retry_after=0.2)
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False

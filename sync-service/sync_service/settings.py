@@ -29,6 +29,9 @@ class Settings(CommonSettings):
     sync_inbox_size: int = 32
     # How long a pending batch waits for its BatchApplied before the gateway looks in data.batches.
     sync_result_recheck_s: float = 2.0
+    # A pending batch with no stored answer this long after it was forwarded may be lost: the
+    # device is asked to resend it (same batch id; answered once however often it arrives).
+    sync_result_resend_s: float = 30.0
     # Grace after a token's expiry before the session is closed (clock skew).
     sync_token_grace_s: float = 5.0
     sync_drain_timeout_s: float = 5.0

@@ -49,6 +49,7 @@ class StandInConflictService:
         self.applied: list[str] = []  # batch ids applied (first time only)
         self.seen: list[str] = []  # every batch id received
         self.hold = False  # when set: apply and store, but do not produce the answer
+        self.lose = False  # when set: drop each batch unseen, as a broker that lost it would
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -74,6 +75,8 @@ class StandInConflictService:
         async for rec in self.consumer:
             event = decode(Envelope.decode(rec.value))
             assert isinstance(event, BatchUploaded)
+            if self.lose:
+                continue
             self.seen.append(event.batch_id)
             results = await self._apply(event)
             if not self.hold:

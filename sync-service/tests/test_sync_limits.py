@@ -190,3 +190,46 @@ async def _has(store: LocalStore, rid: str) -> bool:
 
 async def _val(store: LocalStore, want: Any) -> bool:
     return store.get("account", "by-1") == want
+
+
+async def test_broker_loss_asks_the_device_to_resend_unanswered_batches(gw: Any, user: str) -> None:
+    """The broker forgot what it held (embedded broker restart): a batch forwarded but not answered
+    may be gone, so the device is asked to resend it (same id) instead of waiting for ever."""
+    ws = await session(gw, user)
+    gw.responder.hold = True
+    try:
+        bid = str(uuid.uuid4())
+        await ws.send(upload(1, bid))
+
+        async def forwarded() -> bool:
+            return any(bid in s.pending for s in gw.gateway.sessions)
+
+        await eventually(forwarded, timeout=10, message="batch forwarded")
+        assert await gw.gateway.hub.resend_unanswered() == 1
+        err = await next_of(ws, p.Error)
+        assert err.code == p.ERR_UNAVAILABLE and err.ref == bid and err.retriable
+        assert not await forwarded()
+    finally:
+        gw.responder.hold = False
+    await ws.close()
+
+
+async def test_a_batch_never_answered_is_asked_again(gw: Any, user: str) -> None:
+    """A batch lost on its way (nothing stored for it long after it was forwarded) is not waited on
+    for ever: the device is asked to resend it, and the resent one is answered."""
+    ws = await session(gw, user)
+    gw.responder.lose = True
+    resend_s = gw.settings.sync_result_resend_s
+    gw.settings.sync_result_resend_s = gw.settings.sync_result_recheck_s
+    try:
+        bid = str(uuid.uuid4())
+        await ws.send(upload(1, bid))
+        err = await next_of(ws, p.Error, timeout=gw.settings.sync_result_recheck_s * 4 + 5)
+        assert err.code == p.ERR_UNAVAILABLE and err.ref == bid and err.retriable
+    finally:
+        gw.responder.lose = False
+        gw.settings.sync_result_resend_s = resend_s
+    await ws.send(upload(1, bid))
+    res = await next_of(ws, p.Result)
+    assert res.batch_id == bid and [r.status for r in res.results] == ["applied"]
+    await ws.close()

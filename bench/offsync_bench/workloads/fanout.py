@@ -28,7 +28,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     n = int(sz.fanout_rate * sz.fanout_seconds)
     changes = []
     for c in range(n):
-        k, j = c % groups, (c // groups) % fixture.SIDE_TERRITORIES_PER_BU
+        k, j = c % groups, c // groups  # a record of its own per change (sizes.side_territories)
         changes.append(("territory", fixture.side_territory(k, j), fixture.side_territory_attributes(k, j, f" v{c}")))
     async with Fleet(ctx.sync_ws, ctx.jwt_secret, default_processes(len(specs))) as fleet:
         opened = await fleet.open(specs)

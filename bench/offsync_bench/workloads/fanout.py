@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from offsync_bench import fixture, latency, loadgen, setup
+from offsync_bench.cpuwait import CpuWindow
 from offsync_bench.context import BenchContext
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_bench.stats import summary_ms
@@ -35,6 +36,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         if opened["failed"]:
             raise RuntimeError(f"{opened['failed']} of {len(specs)} devices did not sync: {opened['errors']}")
         await fleet.all("record", on=True)
+        window = CpuWindow({**{s: [ctx.pid(s)] for s in ("conflict-service", "publish-service", "sync-service")},
+                            "device_fleet": fleet.pids})
+        window.start()
         gen = await loadgen.run_in_process(loadgen.batch_paced, ctx.records_url, ctx.admin_token(), changes,
                                           float(sz.fanout_rate), WRITE_TICK_S)
         if gen["error_count"]:
@@ -57,6 +61,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             await eventually(delivered, timeout=60, interval=0.5, message="every delivery")
         except AssertionError:
             pass  # reported below as undelivered
+        cpu = window.stop()
     p = latency.commit_to_device(commits, arrivals, expected)
     if not p.latencies_s:
         raise RuntimeError("no delivery measured")
@@ -66,7 +71,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
            "expected_deliveries": want, "undelivered": p.unmatched, "devices": len(specs), "changes": len(commits),
            "devices_per_change": round(want / max(1, len(commits)), 1), "offered_rate": sz.fanout_rate,
            "achieved_write_rate": round(gen["achieved_rate"], 1), "write_requests": gen["requests"],
-           "write_tick_ms": round(WRITE_TICK_S * 1000)}
+           "write_tick_ms": round(WRITE_TICK_S * 1000), "cpu": cpu}
     if out["achieved_write_rate"] < 0.9 * sz.fanout_rate:
         out["note"] = (f"the writer offered {sz.fanout_rate}/s but achieved {out['achieved_write_rate']}/s: "
                        "the figures do not measure the workload as specified")

@@ -39,11 +39,6 @@ CREATE TABLE IF NOT EXISTS conflicts (
     n INTEGER PRIMARY KEY AUTOINCREMENT, batch_id TEXT, seq INTEGER, entity TEXT, id TEXT,
     status TEXT, code TEXT, message TEXT, local TEXT, server TEXT, at REAL);
 """
-# Each bucket's sum of member hashes and member count, kept up to date by every write to
-# membership, so a checkpoint reads one row per bucket instead of summing every record the
-# device holds (a live change would otherwise cost O(records on the device)).
-_INCREMENTAL_MAX = 500  # memberships a page may touch and still adjust sums row by row
-_SUMS_TABLE = "CREATE TABLE bucket_sums (bucket TEXT PRIMARY KEY, total INTEGER, n INTEGER) WITHOUT ROWID"  # NULL: not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +72,6 @@ class LocalStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")
         self.db.executescript(_SCHEMA)
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'bucket_sums'").fetchone() is None:
-            # New store, or one from before the running sums: start them from what it holds.
-            self.db.execute("BEGIN")
-            self.db.execute(_SUMS_TABLE)
-            self.db.execute("INSERT INTO bucket_sums SELECT bucket, SUM(hash), count(*) FROM membership GROUP BY bucket")
-            self.db.execute("COMMIT")
         self.on_local_change: Callable[[], None] | None = None
 
     def close(self) -> None:
@@ -129,7 +118,6 @@ class LocalStore:
         db = self.db
         db.execute("BEGIN")
         try:
-            self._adjust_sums(db, [m[:3] for m in members] + removes, members)
             if puts:
                 # A record may already be newer locally (a batch result arrived first).
                 db.executemany(
@@ -155,63 +143,6 @@ class LocalStore:
         return len(puts) + len(removes)
 
     @staticmethod
-    def _adjust_sums(db: sqlite3.Connection, touched: list[tuple[str, str, str]],
-                     members: list[tuple[str, str, str, int, int]]) -> None:
-        """Bucket sums after the memberships ``touched`` (entity, id, bucket) are removed and
-        ``members`` written. A small page (a live change) looks up the hashes it replaces and
-        adjusts its buckets' sums; a big one (a download) marks them unknown, to be summed once
-        at the next checkpoint instead of looked up row by row."""
-        if not touched:
-            return
-        keys = list(dict.fromkeys(touched))
-        if len(keys) > _INCREMENTAL_MAX:
-            db.executemany(
-                "INSERT INTO bucket_sums(bucket, total, n) VALUES (?, NULL, NULL) "
-                "ON CONFLICT(bucket) DO UPDATE SET total = NULL, n = NULL",
-                [(b,) for b in dict.fromkeys(k[2] for k in keys)],
-            )
-            return
-        total: dict[str, int] = {}
-        count: dict[str, int] = {}
-        old = db.execute(
-            "SELECT bucket, hash FROM membership WHERE (entity, id, bucket) IN (VALUES "
-            + ",".join(["(?,?,?)"] * len(keys)) + ")",
-            [x for key in keys for x in key],
-        ).fetchall()
-        for bucket, h in old:
-            total[bucket] = total.get(bucket, 0) - h
-            count[bucket] = count.get(bucket, 0) - 1
-        for _e, _i, bucket, _v, h in dict(((m[0], m[1], m[2]), m) for m in members).values():
-            total[bucket] = total.get(bucket, 0) + h
-            count[bucket] = count.get(bucket, 0) + 1
-        # A bucket without a row has no members (rows go with the bucket's last member only
-        # when the bucket is forgotten); an unknown sum (NULL) stays unknown.
-        db.executemany(
-            "INSERT INTO bucket_sums(bucket, total, n) VALUES (?, ?, ?) "
-            "ON CONFLICT(bucket) DO UPDATE SET total = total + excluded.total, n = n + excluded.n",
-            [(b, total[b], count[b]) for b in total],
-        )
-
-    def _bucket_sums(self) -> dict[str, int]:
-        """Buckets with members -> their checksum; sums marked unknown are computed first."""
-        db = self.db
-        stale = [r[0] for r in db.execute("SELECT bucket FROM bucket_sums WHERE total IS NULL")]
-        if stale:
-            marks = ",".join("?" * len(stale))
-            db.execute("BEGIN")
-            try:
-                db.execute(f"DELETE FROM bucket_sums WHERE bucket IN ({marks})", stale)
-                db.execute(
-                    f"INSERT INTO bucket_sums SELECT bucket, SUM(hash), count(*) FROM membership WHERE bucket IN ({marks}) GROUP BY bucket",
-                    stale,
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return {b: int(t) % MOD for b, t in db.execute("SELECT bucket, total FROM bucket_sums WHERE n > 0")}
-
-    @staticmethod
     def _gc(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> None:
         """Forget server records no bucket holds any more (pending outbox rows are untouched)."""
         db.executemany(
@@ -229,7 +160,6 @@ class LocalStore:
             for b in bs:
                 keys.update(db.execute("SELECT entity, id FROM membership WHERE bucket = ?", (b,)).fetchall())
                 db.execute("DELETE FROM membership WHERE bucket = ?", (b,))
-                db.execute("DELETE FROM bucket_sums WHERE bucket = ?", (b,))
             self._gc(db, keys)
             db.executemany("DELETE FROM buckets WHERE id = ?", [(b,) for b in bs])
             db.execute("COMMIT")
@@ -246,7 +176,8 @@ class LocalStore:
         self._forget_buckets(buckets)
 
     def local_checksums(self, buckets: Iterable[str] | None = None) -> dict[str, int]:
-        sums = self._bucket_sums()
+        rows = self.db.execute("SELECT bucket, SUM(hash) FROM membership GROUP BY bucket").fetchall()
+        sums = {b: int(s) % MOD for b, s in rows}
         names = set(sums) | {r[0] for r in self.db.execute("SELECT id FROM buckets")}
         if buckets is not None:
             names = set(buckets)
@@ -276,7 +207,7 @@ class LocalStore:
         """Server-side reset: drop every server record and the cursor; the outbox stays."""
         db = self.db
         db.execute("BEGIN")
-        for t in ("records", "membership", "buckets", "bucket_sums"):
+        for t in ("records", "membership", "buckets"):
             db.execute(f"DELETE FROM {t}")
         db.execute("DELETE FROM meta WHERE key = 'cursor'")
         db.execute("COMMIT")

@@ -130,59 +130,6 @@ def test_local_checksum_equals_reference(ops: list[tuple[str, int, int, str]]) -
     assert s.local_checksums(["b1", "b2"]) == want
 
 
-def _summed(s: LocalStore) -> dict[str, int]:
-    """What the running bucket sums must equal: the sum over what the store holds."""
-    rows = s.db.execute("SELECT bucket, SUM(hash) FROM membership GROUP BY bucket").fetchall()
-    return {b: int(t) % MOD for b, t in rows}
-
-
-_page = st.lists(st.tuples(st.sampled_from(["put", "put", "remove"]), st.integers(0, 700), st.integers(1, 4),
-                           st.sampled_from(["b1", "b2", "b3"])), min_size=1, max_size=8)
-_step = st.one_of(
-    st.tuples(st.just("ops"), _page),
-    st.tuples(st.just("big"), st.integers(501, 900), st.sampled_from(["b1", "b2"])),  # a download page
-    st.tuples(st.just("drop"), st.sampled_from(["b1", "b2", "b3"])),
-    st.tuples(st.just("forget_all")),
-    st.tuples(st.just("checksums")),
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(_step, max_size=12))
-def test_running_bucket_sums_equal_the_held_memberships(steps: list[tuple]) -> None:
-    """Live pages adjust the sums, download pages mark them unknown, drops forget them: at any
-    point the checksums equal the sum over what the store holds."""
-    s = LocalStore()
-    n = 0
-    for step in steps:
-        if step[0] == "ops":
-            rows = []
-            for op, i, v, b in step[1]:
-                n += 1
-                rows.append((n, b, op, "e", f"r{i}", v, {} if op == "put" else None))
-            s.apply_ops(rows)
-        elif step[0] == "big":
-            s.apply_ops([(n + k, step[2], "put", "e", f"r{k}", n % 3 + 1, {}) for k in range(step[1])])
-            n += step[1]
-        elif step[0] == "drop":
-            s.drop_buckets([step[1]])
-        elif step[0] == "forget_all":
-            s.forget_all()
-        held = _summed(s)
-        assert s.local_checksums(held) == held
-    assert s.local_checksums() == _summed(s)
-
-
-def test_store_from_before_running_sums_starts_them_from_what_it_holds(tmp_path: Path) -> None:
-    db = tmp_path / "old.sqlite"
-    s = LocalStore(db)
-    s.apply_ops([(1, "b1", "put", "account", "a0", 1, {}), (2, "b2", "put", "account", "a1", 3, {})])
-    want = _summed(s)
-    s.db.execute("DROP TABLE bucket_sums")  # as an older SDK left it
-    s.close()
-    assert LocalStore(db).local_checksums() == want == {"b1": op_hash("account", "a0", 1), "b2": op_hash("account", "a1", 3)}
-
-
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     b = Backoff(base=0.1, cap=5, rng=random.Random(7))
     delays = [[b.delay(n) for _ in range(200)] for n in range(10)]

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 import asyncpg
 
-from offsync_shared import bus, db, heap, http
+from offsync_shared import bus, db, http
 from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
@@ -99,7 +99,6 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.runtime = rt
                 app.state.gateway = gateway
                 app.state.consumer = consumer
-                heap.settle()  # full collections would stall every device of this process
                 yield
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)

@@ -214,7 +214,19 @@ async def _serve(conn: Connection, url: str, secret: str) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def own_session() -> None:
+    """Run in a session of one's own, as each service and the database do (start_new_session):
+    with the kernel's autogroup scheduling each session gets an equal share of a busy CPU, so
+    device workers left in the harness's session would share one share between them and be
+    starved next to the server they measure."""
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader
+
+
 def _worker_main(conn: Connection, url: str, secret: str) -> None:
+    own_session()
     asyncio.run(_serve(conn, url, secret))
 
 

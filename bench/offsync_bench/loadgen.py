@@ -21,7 +21,9 @@ def epoch(iso: str) -> float:
 
 async def run_in_process(fn: Callable[..., Any], *args: Any) -> Any:
     """Runs ``fn(*args)`` (a module-level function) in a fresh spawned process."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+    from offsync_bench.fleet import own_session
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=own_session) as pool:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 

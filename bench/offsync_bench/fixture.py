@@ -30,7 +30,6 @@ ROOT_BU = "00000000-0000-0000-0000-000000000100"
 MAIN_PROFILE = "bench-main"
 SIDE_PROFILE = "bench-side"
 BULK_PROFILE = "bench-bulk"
-SIDE_TERRITORIES_PER_BU = 20
 BULK_USER = "bulk-0"
 
 MAIN_ITEMS: list[dict[str, Any]] = [
@@ -176,7 +175,7 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
                     rows.append(("account", side_account(i, j), 1, side_user(i), "user", side_bu(i % sizes.fanout_groups),
                                  side_account_attributes(i, j)))
             for k in range(sizes.fanout_groups):
-                for j in range(SIDE_TERRITORIES_PER_BU):
+                for j in range(sizes.side_territories):
                     rows.append(("territory", side_territory(k, j), 1, None, None, side_bu(k), side_territory_attributes(k, j)))
             await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
             n += len(rows)

@@ -8,7 +8,7 @@ import asyncio
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import multiprocessing as mp
 
@@ -21,7 +21,9 @@ def epoch(iso: str) -> float:
 
 async def run_in_process(fn: Callable[..., Any], *args: Any) -> Any:
     """Runs ``fn(*args)`` (a module-level function) in a fresh spawned process."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+    from offsync_bench.fleet import own_session
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=own_session) as pool:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
@@ -37,28 +39,84 @@ async def _patch_paced(url: str, token: str, changes: list[Change], rate: float,
 
     done: list[tuple[str, str, int, float]] = []
     errors: list[str] = []
-    sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as client:
-        start = time.monotonic()
 
-        async def one(i: int, ch: Change) -> None:
-            due = start + i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)  # pacing the offered load, not waiting for a condition
-            async with sem:
-                entity, rid, attrs = ch
-                r = await client.patch(f"/v1/records/{entity}/{rid}", json={"attributes": attrs})
+        async def send(_i: int, ch: Change) -> None:
+            entity, rid, attrs = ch
+            r = await client.patch(f"/v1/records/{entity}/{rid}", json={"attributes": attrs})
             if r.status_code >= 300:
                 errors.append(f"{r.status_code} {r.text[:200]}")
                 return
             body = r.json()
             done.append((entity, rid, int(body["version"]), epoch(body["modified_at"])))
 
-        await asyncio.gather(*(one(i, ch) for i, ch in enumerate(changes)))
-        elapsed = time.monotonic() - start
+        elapsed = await _paced(changes, 1 / rate, send, concurrency)
     return {"done": done, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed,
+            "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0}
+
+
+def chunks_per_tick(items: list[Any], rate: float, tick: float) -> list[list[Any]]:
+    """``items`` split into the groups an open-loop writer sends every ``tick`` s to offer
+    ``rate`` items/s: ``rate * tick`` each (at least one)."""
+    per_tick = max(1, int(round(rate * tick)))
+    return [items[k:k + per_tick] for k in range(0, len(items), per_tick)]
+
+
+async def _paced(chunks: list[Any], tick: float, send: Callable[[int, Any], Awaitable[None]], concurrency: int) -> float:
+    """Sends chunk i at start + i * tick (open loop: a slow server shows up as lag, it does not
+    slow the offered load) with at most ``concurrency`` requests in flight; returns the seconds
+    from the first send to the last answer."""
+    sem = asyncio.Semaphore(concurrency)
+    start = time.monotonic()
+
+    async def one(i: int, chunk: Any) -> None:
+        delay = start + i * tick - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing the offered load, not waiting for a condition
+        async with sem:
+            await send(i, chunk)
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks)))
+    return time.monotonic() - start
+
+
+def batch_paced(url: str, token: str, changes: list[Change], rate: float, tick: float = 0.05,
+                concurrency: int = 8) -> dict[str, Any]:
+    """Updates ``changes`` through the records API's batch endpoint, the ``rate * tick`` changes
+    due in each ``tick`` in one request (one transaction) per entity. Returns
+    [(entity, id, version, modified_at epoch)]: each change's own version and the server's commit
+    timestamp of its batch, and the achieved rate."""
+    return asyncio.run(_batch_paced(url, token, changes, rate, tick, concurrency))
+
+
+async def _batch_paced(url: str, token: str, changes: list[Change], rate: float, tick: float, concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    done: list[tuple[str, str, int, float]] = []
+    errors: list[str] = []
+    requests = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as client:
+
+        async def send(_i: int, chunk: list[Change]) -> None:
+            nonlocal requests
+            by_entity: dict[str, list[Change]] = {}
+            for ch in chunk:
+                by_entity.setdefault(ch[0], []).append(ch)
+            for entity, part in by_entity.items():
+                body = {"changes": [{"op": "update", "id": rid, "attributes": attrs} for _e, rid, attrs in part]}
+                r = await client.post(f"/v1/records/{entity}/batch", json=body)
+                requests += 1
+                if r.status_code >= 300:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                    continue
+                out = r.json()
+                at = epoch(out["modified_at"])
+                done.extend((entity, item["id"], int(item["version"]), at) for item in out["items"])
+
+        elapsed = await _paced(chunks_per_tick(changes, rate, tick), tick, send, concurrency)
+    return {"done": done, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed, "requests": requests,
             "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0}
 
 
@@ -72,19 +130,13 @@ async def _import_paced(url: str, token: str, entity: str, lines: list[dict[str,
     import httpx
     import orjson
 
-    per_tick = max(1, int(round(rate * tick)))
-    chunks = [lines[k:k + per_tick] for k in range(0, len(lines), per_tick)]
     errors: list[str] = []
     sent = 0
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}",
                                                         "Content-Type": "application/x-ndjson"}, timeout=60) as client:
-        start = time.monotonic()
 
-        async def one(i: int, chunk: list[dict[str, Any]]) -> None:
+        async def send(_i: int, chunk: list[dict[str, Any]]) -> None:
             nonlocal sent
-            delay = start + i * tick - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)  # pacing the offered load
             body = b"\n".join(orjson.dumps(x) for x in chunk)
             r = await client.post(f"/v1/records/{entity}/import", content=body)
             if r.status_code >= 300:
@@ -92,7 +144,7 @@ async def _import_paced(url: str, token: str, entity: str, lines: list[dict[str,
             else:
                 sent += len(chunk)
 
-        await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks)))
-        elapsed = time.monotonic() - start
+        chunks = chunks_per_tick(lines, rate, tick)
+        elapsed = await _paced(chunks, tick, send, len(chunks))
     return {"sent": sent, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed,
             "achieved_rate": sent / elapsed if elapsed > 0 else 0.0}

@@ -59,6 +59,13 @@ class Sizes:
         return self.accounts + self.contacts + self.opportunities + self.tasks + self.products + self.territories
 
     @property
+    def side_territories(self) -> int:
+        """Territories per side business unit: enough that each fanout change writes a record of
+        its own. Ops are compacted per record, so a record changed again before a lagging device
+        read it would arrive once, at its newer version, and the older one count as undelivered."""
+        return max(20, -(-int(self.fanout_rate * self.fanout_seconds) // self.fanout_groups))
+
+    @property
     def side_users(self) -> int:
         """Users of the side profile that the device-fleet workloads connect as (one device each
         for fanout; several per user for connections and reconnect)."""

@@ -3,8 +3,9 @@ admin endpoints over the conflicts log and the sync error ledger."""
 
 
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,7 @@ from offsync_shared.events.device_batches import Change
 from offsync_shared.settings import CommonSettings
 
 MAX_PAGE = 500
+MAX_BATCH = 1000  # changes per batch request: one transaction, bounded in size and lock count
 MAX_VERSION = 2**63 - 1  # data.records.version is a bigint column
 
 
@@ -51,6 +53,23 @@ class RecordPatch(BaseModel):
     attributes: dict[str, Any]
 
 
+class BatchChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["create", "update", "delete"]
+    id: str | None = Field(None, description="Record id (required for update and delete; generated for a create without one).",
+                           pattern=r"^[^\x00]+$")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    if_match: int | None = Field(None, ge=0, le=MAX_VERSION, description="Expected current version (update, delete), as If-Match.")
+    owner_id: str | None = Field(None, description="create: owning user or team; default the caller.")
+    owner_type: Literal["user", "team"] = "user"
+    business_unit_id: str | None = Field(None, description="create: owning business unit; default the caller's.")
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    changes: list[BatchChangeIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class ReapplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     force: bool = Field(False, description="Apply over the current server version (no conflict check).")
@@ -65,7 +84,8 @@ def _wire(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _raise_for(res: ItemResult) -> None:
+def _raise_for(res: ItemResult, index: int | None = None) -> None:
+    """A rejected change as its 4xx; in a batch, the message and details name the change."""
     r = res.result
     if r.status != "rejected":
         return
@@ -73,7 +93,22 @@ def _raise_for(res: ItemResult) -> None:
         "validation": ValidationFailed, "forbidden": Forbidden, "not_found": NotFound,
         "precondition_failed": PreconditionFailed, "conflict": Conflict,
     }.get(r.code or "", BadRequest)
-    raise cls(r.message or r.code or "rejected", field=res.field)
+    message = r.message or r.code or "rejected"
+    if index is None:
+        raise cls(message, field=res.field)
+    raise cls(f"changes[{index}] ({r.id}): {message}", field=res.field, details={"index": index, "id": r.id})
+
+
+def _batch_item(actor: Actor, entity: str, seq: int, ch: BatchChangeIn) -> ChangeItem:
+    if ch.op != "create" and ch.id is None:
+        raise ValidationFailed(f"changes[{seq}]: {ch.op} needs the record id", field=f"changes.{seq}.id")
+    owner = None
+    if ch.op == "create" and ch.owner_id is not None:
+        owner = Ownership(ch.owner_id, ch.owner_type, ch.business_unit_id or actor.business_unit_id)
+    base = ch.if_match if ch.op != "create" else None
+    change = Change(seq=seq, op=ch.op, entity=entity, id=ch.id or str(uuid.uuid4()), base_version=base,
+                    fields=ch.attributes if ch.op != "delete" else {})
+    return ChangeItem(actor.user_id, change, strict=True, owner=owner)
 
 
 def _version(if_match: str | None) -> int | None:
@@ -143,8 +178,13 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
         return meta
 
     async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
-        try:
+        async with text_checked():
             return await _write(item)
+
+    @contextlib.asynccontextmanager
+    async def text_checked() -> AsyncIterator[None]:
+        try:
+            yield
         except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
             # PostgreSQL text cannot hold NUL: bad input, not a server error.
             raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
@@ -159,6 +199,25 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
                 )
         assert row is not None
         return _wire(row)
+
+    async def write_batch(items: list[ChangeItem]) -> dict[str, Any]:
+        """Every change in one transaction, in order, or none: the first rejected change aborts
+        the batch with its 4xx. One commit time (``modified_at``) for all of them."""
+        async with text_checked(), pool_of().acquire() as conn:
+            async with conn.transaction():
+                results = await Applier(topics_of()).apply_items(conn, items)
+                for i, res in enumerate(results):
+                    _raise_for(res, i)
+                # now() is the transaction's timestamp: the modified_at every written row got.
+                modified_at: datetime = await conn.fetchval("SELECT now()")
+        return {
+            "modified_at": modified_at.isoformat(),
+            "items": [
+                {"op": it.change.op, "id": it.change.id, "version": res.result.version,
+                 "deleted": it.change.op == "delete"}
+                for it, res in zip(items, results)
+            ],
+        }
 
     def etag(response: Response, rec: dict[str, Any]) -> dict[str, Any]:
         response.headers["ETag"] = f'"{rec["version"]}"'
@@ -198,6 +257,13 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
         change = Change(seq=0, op="delete", entity=entity, id=record_id, base_version=_version(if_match))
         await write(actor, ChangeItem(actor.user_id, change, strict=True))
         return Response(status_code=204)
+
+    @router.post("/v1/records/{entity}/batch", tags=["records"])
+    async def batch_write(entity: str, body: BatchIn, actor: Caller) -> dict[str, Any]:
+        """Up to MAX_BATCH creates, updates and deletes of ``entity`` in one transaction: each
+        authorized, validated and versioned as its single-record call (``if_match`` as If-Match),
+        each emitting its RecordChanged. All or nothing."""
+        return await write_batch([_batch_item(actor, entity, i, ch) for i, ch in enumerate(body.changes)])
 
     @router.get("/v1/records/{entity}", tags=["records"])
     async def query_records(

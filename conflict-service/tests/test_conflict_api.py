@@ -173,3 +173,84 @@ async def test_ledger_listing_and_reapply_after_fix(api: Api) -> None:
     items = (await c.get("/v1/conflicts?entity=account&outcome=server_wins", headers=api.h(ADMIN))).json()["items"]
     assert len(items) == 1 and items[0]["device_id"] == "dev-b" and items[0]["policy"] == "server_wins"
     assert (await c.get("/v1/conflicts?outcome=client_wins", headers=api.h(ADMIN))).json()["items"] == []
+
+
+async def test_batch_writes_in_one_transaction_with_events_per_change(api: Api) -> None:
+    c = api.client
+    await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Acme"}}, headers=api.h(ALICE))
+    body = {"changes": [
+        {"op": "create", "id": "a2", "attributes": {"name": "Beta"}},
+        {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}, "if_match": 1},
+        {"op": "update", "id": "a1", "attributes": {"city": "Bergen"}, "if_match": 2},  # builds on the change before
+        {"op": "update", "id": "a2", "attributes": {"city": "Rome"}},
+        {"op": "delete", "id": "a2"},
+    ]}
+    r = await c.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [(i["op"], i["id"], i["version"], i["deleted"]) for i in out["items"]] == [
+        ("create", "a2", 1, False), ("update", "a1", 2, False), ("update", "a1", 3, False),
+        ("update", "a2", 2, False), ("delete", "a2", 3, True)]
+    a1 = await api.org.record("account", "a1")
+    assert a1 is not None and (a1["version"], a1["attributes"]) == (3, {"name": "Acme", "city": "Bergen"})
+    assert a1["modified_at"].isoformat() == out["modified_at"]  # the one commit time of the batch
+    events = await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).records, 6)
+    assert sorted((e["payload"]["id"], e["payload"]["version"], e["payload"]["deleted"]) for e in events[1:]) == [
+        ("a1", 2, False), ("a1", 3, False), ("a2", 1, False), ("a2", 2, False), ("a2", 3, True)]
+    assert {e["payload"]["source"]["api"] for e in events} == {ALICE}
+
+
+@pytest.mark.parametrize(
+    "bad,status,code,field",
+    [
+        ({"op": "update", "id": "a1", "attributes": {"name": 5}}, 422, "validation", "name"),
+        ({"op": "update", "id": "a1", "attributes": {"city": "x"}, "if_match": 7}, 412, "precondition_failed", None),
+        ({"op": "update", "id": "ghost", "attributes": {"city": "x"}}, 404, "not_found", None),
+        ({"op": "create", "id": "a1", "attributes": {"name": "again"}}, 409, "conflict", None),
+        ({"op": "update", "id": "a1", "attributes": {"city": "nul\u0000"}}, 422, "validation", "attributes"),
+    ],
+    ids=["validation", "if_match", "missing", "exists", "nul"],
+)
+async def test_batch_is_all_or_nothing_and_names_the_change(api: Api, bad: dict, status: int, code: str, field: str | None) -> None:
+    c = api.client
+    await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Acme"}}, headers=api.h(ALICE))
+    body = {"changes": [{"op": "create", "id": "ok", "attributes": {"name": "fine"}},
+                        {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}}, bad]}
+    r = await c.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
+    err = r.json()["error"]
+    assert (r.status_code, err["code"], err.get("field")) == (status, code, field), r.text
+    if code != "validation" or field != "attributes":  # NUL is refused by the database, for the batch as a whole
+        assert err["details"] == {"index": 2, "id": bad["id"]} and err["message"].startswith("changes[2]")
+    assert await api.org.record("account", "ok") is None
+    a1 = await api.org.record("account", "a1")
+    assert a1 is not None and a1["version"] == 1
+
+
+async def test_batch_authorizes_each_change_without_leaks(api: Api) -> None:
+    c = api.client
+    await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Alice's"}}, headers=api.h(ALICE))
+    body = {"changes": [{"op": "create", "id": "b1", "attributes": {"name": "Bob's"}},
+                        {"op": "update", "id": "a1", "attributes": {"city": "x"}}]}
+    r = await c.post("/v1/records/account/batch", json=body, headers=api.h(BOB))
+    assert r.status_code == 404 and "Alice" not in r.text
+    assert await api.org.record("account", "b1") is None
+    other = {"changes": [{"op": "create", "attributes": {"name": "x"}, "owner_id": ALICE}]}
+    assert (await c.post("/v1/records/account/batch", json=other, headers=api.h(BOB))).status_code == 403
+    assert (await c.post("/v1/records/account/batch", json=body)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"changes": []}, "changes"),
+        ({"changes": [{"op": "update", "attributes": {"name": f"n{i}"}, "id": "a"} for i in range(1001)]}, "changes"),
+        ({"changes": [{"op": "update", "attributes": {"city": "x"}}]}, "changes.0.id"),
+        ({"changes": [{"op": "upsert", "id": "a"}]}, "changes.0.op"),
+        ({"changes": [{"op": "update", "id": "a", "if_match": -1}]}, "changes.0.if_match"),
+        ({"items": []}, "changes"),
+    ],
+    ids=["empty", "too-many", "no-id", "bad-op", "bad-version", "wrong-key"],
+)
+async def test_batch_request_shape_is_checked(api: Api, body: dict, field: str) -> None:
+    r = await api.client.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
+    assert r.status_code in (400, 422) and r.json()["error"]["field"] == field, r.text

@@ -8,7 +8,7 @@ from types import FrameType
 
 import uvicorn
 
-from offsync_shared import logs
+from offsync_shared import heap, logs
 from sync_service.app import create_app
 from sync_service.settings import Settings
 
@@ -52,7 +52,11 @@ def build_server(settings: Settings) -> DrainingServer:
 def main() -> None:
     settings = Settings()
     logs.configure("sync-service", settings.log_level)
-    build_server(settings).run()
+    server = build_server(settings)
+    # Imports and the app are in place: freeze them, so the collector's full passes (which
+    # would stall every device of this process) only ever traverse what came later.
+    heap.settle()
+    server.run()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         await fleet.all("close")
         # Every side business unit gets `reconnect_behind` territory changes: every device is
         # that many changes behind.
-        changes = [("territory", fixture.side_territory(k, j % fixture.SIDE_TERRITORIES_PER_BU),
+        changes = [("territory", fixture.side_territory(k, j % sz.side_territories),
                     fixture.side_territory_attributes(k, j, f" behind {j}"))
                    for k in range(sz.fanout_groups) for j in range(sz.reconnect_behind)]
         gen = await loadgen.run_in_process(loadgen.patch_paced, ctx.records_url, ctx.admin_token(), changes, 1000.0)

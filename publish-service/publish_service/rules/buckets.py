@@ -352,3 +352,23 @@ def link_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
             f"WHERE entity = {conditions.sql_literal(entity)}"
         )
     return out
+
+
+def parent_index_name(entity: str) -> str:
+    """Name of the index over one parent entity's puts (migration 003 computes the same name)."""
+    return "bucket_ops_parent_" + hashlib.md5(entity.encode()).hexdigest()[:16]
+
+
+def parent_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
+    """CREATE INDEX statements (name -> DDL) over the puts of the entities derived buckets start
+    from: materialization and incremental refresh find which parent buckets hold a record by it.
+    Only parent entities need it, so the ops of every other entity skip one index write."""
+    out: dict[str, str] = {}
+    for d in defs:
+        if d.derived:
+            e = d.filter["from"]
+            out[parent_index_name(e)] = (
+                f"CREATE INDEX IF NOT EXISTS {parent_index_name(e)} ON sync.bucket_ops (record_id) "
+                f"WHERE op = 'put' AND entity = {conditions.sql_literal(e)}"
+            )
+    return out

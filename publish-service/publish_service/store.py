@@ -8,6 +8,7 @@ reader never skips an op that commits later (docs/architecture.md, failure mode 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChange
 from publish_service.rules.buckets import BucketDef, depth_of, link_indexes, param_rows, parent_indexes, sql_family_select
 from publish_service.rules.model import Record
 
+log = logging.getLogger(__name__)
 SCHEMA = "sync"
 MOD = 2**32
 # Above this many freshly copied rows the planner's statistics are refreshed before joining.
@@ -125,10 +127,13 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str]) -> None:
             async with conn.transaction():
                 return await mirror_records(conn, [entity], analyze=False)
 
+    t0 = time.perf_counter()
     copied = await asyncio.gather(*(one(e) for e in sorted(set(entities))))
     if sum(copied) > ANALYZE_AFTER_ROWS:
         async with pool.acquire() as conn:
             await conn.execute("ANALYZE sync.record_index")
+    if any(copied):
+        log.info("records mirrored", extra={"rows": sum(copied), "seconds": round(time.perf_counter() - t0, 3)})
 
 
 async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:

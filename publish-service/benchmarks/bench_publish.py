@@ -53,15 +53,17 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     for entity, n in sizes.items():
         lookup = {"contact": "parentcustomerid", "opportunity": "parentaccountid", "task": "regardingobjectid"}.get(entity)
         lk = f"'{lookup}', 'account-' || (floor(random() * {n_acc}))::int," if lookup else ""
+        # A record sits in its owner's BU (as in Dataverse and the bench fixture); user u<k> is in
+        # BU k % 21 and team t<k> in BU k % 21.
         await conn.execute(f"""
             INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
-            SELECT '{entity}', '{entity}-' || i, 1,
-                   CASE WHEN i % 5 = 0 THEN 't' || (i % {n_teams}) ELSE 'u' || floor({users} * random() ^ 2)::int END,
+            SELECT '{entity}', '{entity}-' || i, 1, CASE WHEN i % 5 = 0 THEN 't' ELSE 'u' END || k,
                    CASE WHEN i % 5 = 0 THEN 'team' ELSE 'user' END,
-                   (SELECT id FROM bu_list WHERE n = i % 21),
+                   (SELECT id FROM bu_list WHERE n = k % 21),
                    jsonb_build_object('name', '{entity} ' || i, {lk} 'statecode', i % 2,
                                       'description', repeat(md5(i::text), 10), 'revenue', (random() * 100000)::int)
-            FROM generate_series(0, {n - 1}) i""")
+            FROM generate_series(0, {n - 1}) i,
+                 LATERAL (SELECT CASE WHEN i % 5 = 0 THEN i % {n_teams} ELSE floor({users} * random() ^ 2)::int END AS k) o""")
     await conn.execute("""INSERT INTO data.records(entity, id, version, attributes)
         SELECT 'product', 'product-' || i, 1, jsonb_build_object('name', 'product ' || i, 'price', i) FROM generate_series(0, 499) i""")
     await conn.execute("ANALYZE data.records")

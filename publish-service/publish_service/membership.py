@@ -8,6 +8,7 @@ team, BU, role or entity changed — is handled by one idempotent reconcile.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from publish_service import store
 from publish_service.rules.buckets import BucketDef, ProfileItem, plan_user
 from publish_service.rules.model import OrgModel, Role, Team, User
 
+log = logging.getLogger(__name__)
 DELETED_VERSION = 2**31 - 1  # a deleted profile's tombstone: no older publish can revive it
 
 
@@ -178,6 +180,8 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     await store.notify(conn, notify_topic, advanced, result.changed_users)
     clock.lap("subscriptions")
     result.timings = clock.laps
+    log.info("reconciled", extra={"new_buckets": result.new_buckets, "dropped_buckets": result.dropped_buckets,
+                                  "ops_written": result.ops_written, "changed_users": len(changed), "seconds": clock.laps})
     return result
 
 

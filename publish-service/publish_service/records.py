@@ -225,8 +225,10 @@ async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: li
     rows = await conn.fetch(
         f"""
         WITH want AS ({sql_family_select(fam[0], '$1', restrict='$3')}),
+             -- every key column given: exact primary-key probes (bucket × candidate)
              have AS (SELECT bucket_id, entity, record_id, version FROM sync.bucket_ops
-                      WHERE bucket_id = ANY($2::text[]) AND op = 'put' AND record_id = ANY($3::text[]))
+                      WHERE bucket_id = ANY($2::text[]) AND entity = {sql_literal(fam[0].entity)} AND op = 'put'
+                        AND record_id = ANY($3::text[]))
         SELECT COALESCE(w.bucket_id, h.bucket_id) AS bucket_id, COALESCE(w.entity, h.entity) AS entity,
                COALESCE(w.record_id, h.record_id) AS record_id, w.version AS new_v, h.version AS old_v
         FROM want w FULL JOIN have h ON h.bucket_id = w.bucket_id AND h.entity = w.entity AND h.record_id = w.record_id

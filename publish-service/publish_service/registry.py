@@ -22,7 +22,7 @@ _ROUTE_BY_CUSTOM_OP = {"eq-userid": "c_user", "eq-businessid": "c_bu", "eq-userl
 def _route(b: BucketDef) -> tuple[str, Extract] | None:
     """A parameter every matching record must equal one of its own values, if there is one."""
     k = b.filter["k"]
-    if k == "owner_user":
+    if k in ("owner_user", "owner_user_not_bu"):
         return "f_user", _OWNER_USER
     if k == "owner_team":
         return "f_team", _OWNER_TEAM

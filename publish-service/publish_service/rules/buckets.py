@@ -23,7 +23,7 @@ from publish_service.rules.model import OrgModel, Record
 # Columns of the parameter rows the SQL materializer joins against (see sql_family_select).
 PARAM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bucket_id", "text"), ("parent", "text"),
-    ("f_user", "text"), ("f_team", "text"), ("f_bu", "text"),
+    ("f_user", "text"), ("f_team", "text"), ("f_bu", "text"), ("f_not_bu", "text"),
     ("a_user", "text"), ("a_team", "text"), ("a_bu", "text"), ("a_bus", "jsonb"),
     ("c_user", "text"), ("c_teams", "jsonb"), ("c_hier", "jsonb"), ("c_hierall", "jsonb"),
     ("c_bu", "text"), ("c_lang", "int"),
@@ -84,6 +84,8 @@ def filter_holds(f: Mapping[str, Any], p: Mapping[str, Any], r: Record) -> bool:
         return True
     if k == "owner_user":
         return r.owner_type == "user" and r.owner_id == p["f_user"]
+    if k == "owner_user_not_bu":
+        return r.owner_type == "user" and r.owner_id == p["f_user"] and r.business_unit_id != p["f_not_bu"]
     if k == "owner_team":
         return r.owner_type == "team" and r.owner_id == p["f_team"]
     if k == "bu":
@@ -156,7 +158,12 @@ def filter_atoms(org: OrgModel, user_id: str, filt: Mapping[str, Any]) -> list[t
     if kind in ("other", "user", "team", "business_unit"):
         flags = filt if kind == "other" else {kind: True}
         out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        if flags.get("user"):
+        if flags.get("user") and flags.get("business_unit"):
+            # The user's records mostly sit in the user's BU, which the BU atom below brings
+            # anyway: leaving those out of the per-user atom keeps the union exact and writes
+            # (and downloads) each such record, and every record related to it, once, not twice.
+            out.append(({"k": "owner_user_not_bu"}, {"f_user": user_id, "f_not_bu": user.business_unit_id}))
+        elif flags.get("user"):
             out.append(({"k": "owner_user"}, {"f_user": user_id}))
         if flags.get("team"):
             out += [({"k": "owner_team"}, {"f_team": t}) for t in org.teams_of(user_id)]
@@ -174,10 +181,12 @@ def _combine(entity: str, f: dict[str, Any], fp: dict[str, Any], access: str, ap
     when the intersection is empty whatever the records."""
     k = f["k"]
     if access != "org":
-        if k == "owner_user" and access in ("owner_user", "owner_team"):
+        if k in ("owner_user", "owner_user_not_bu") and access in ("owner_user", "owner_team"):
             if access == "owner_team" or ap["a_user"] != fp["f_user"]:
                 return None
             access, ap = "org", {}
+        elif k == "owner_user_not_bu" and access == "bu" and ap["a_bu"] == fp["f_not_bu"]:
+            return None
         elif k == "owner_team" and access in ("owner_user", "owner_team"):
             if access == "owner_user" or ap["a_team"] != fp["f_team"]:
                 return None
@@ -266,6 +275,8 @@ def _filter_sql(f: Mapping[str, Any]) -> str:
         return "TRUE"
     if k == "owner_user":
         return "r.owner_type = 'user' AND r.owner_id = nb.f_user"
+    if k == "owner_user_not_bu":
+        return "r.owner_type = 'user' AND r.owner_id = nb.f_user AND r.business_unit_id IS DISTINCT FROM nb.f_not_bu"
     if k == "owner_team":
         return "r.owner_type = 'team' AND r.owner_id = nb.f_team"
     if k == "bu":
@@ -340,4 +351,24 @@ def link_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
             f"CREATE INDEX IF NOT EXISTS {name} ON sync.record_index ((attributes ->> {conditions.sql_literal(attr)})) "
             f"WHERE entity = {conditions.sql_literal(entity)}"
         )
+    return out
+
+
+def parent_index_name(entity: str) -> str:
+    """Name of the index over one parent entity's puts (migration 003 computes the same name)."""
+    return "bucket_ops_parent_" + hashlib.md5(entity.encode()).hexdigest()[:16]
+
+
+def parent_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
+    """CREATE INDEX statements (name -> DDL) over the puts of the entities derived buckets start
+    from: materialization and incremental refresh find which parent buckets hold a record by it.
+    Only parent entities need it, so the ops of every other entity skip one index write."""
+    out: dict[str, str] = {}
+    for d in defs:
+        if d.derived:
+            e = d.filter["from"]
+            out[parent_index_name(e)] = (
+                f"CREATE INDEX IF NOT EXISTS {parent_index_name(e)} ON sync.bucket_ops (record_id) "
+                f"WHERE op = 'put' AND entity = {conditions.sql_literal(e)}"
+            )
     return out

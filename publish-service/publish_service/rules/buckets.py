@@ -355,7 +355,7 @@ def link_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
 
 
 def parent_index_name(entity: str) -> str:
-    """Name of the index over one parent entity's puts (migration 003 computes the same name)."""
+    """Name of the index over one parent entity's puts (migration 004 computes the same name)."""
     return "bucket_ops_parent_" + hashlib.md5(entity.encode()).hexdigest()[:16]
 
 

@@ -102,23 +102,9 @@ class Encoded:
 Outgoing = p.ServerFrame | Close | Encoded
 
 
-def result_frame(batch_id: str, results: list[dict[str, Any]]) -> p.Result:
-    return p.Result(
-        batch_id=batch_id,
-        results=tuple(
-            p.ChangeResult(
-                seq=int(r["seq"]),
-                entity=r["entity"],
-                id=r["id"],
-                status=r["status"],
-                version=r.get("version"),
-                record=r.get("record"),
-                code=r.get("code"),
-                message=r.get("message"),
-            )
-            for r in results
-        ),
-    )
+def result_text(batch_id: str, results: list[dict[str, Any]]) -> Encoded:
+    """An upload's answer as the frame the device gets, encoded once from the result mappings."""
+    return Encoded(p.encode_result(batch_id, results).decode())
 
 
 class SyncSession:
@@ -176,7 +162,7 @@ class SyncSession:
         self._room: asyncio.Event | None = None  # set when a full inbox drains
         self._signal = Wakeup()
         self._errors: deque[p.Error] | None = None  # at most 16 error frames
-        self._results: deque[p.Result] | None = None  # at most max_pending_batches answers
+        self._results: deque[Encoded] | None = None  # at most max_pending_batches answers
         self._limiter = TokenBucket(settings.sync_frame_rate, settings.sync_frame_burst, updated=clock())
         self._dropped_for_rate = 0
         self._dirty = True
@@ -268,11 +254,15 @@ class SyncSession:
         self._rebucket = True
         self._signal.set()
 
-    def deliver(self, event: BatchApplied) -> None:
+    def deliver(self, event: BatchApplied, results: list[dict[str, Any]] | None = None) -> None:
+        """The answer to one of our batches; ``results``: the same results as they came off the
+        bus (already validated into ``event``), which saves dumping them again."""
         self.pending.pop(event.batch_id, None)
         if self._results is None:
             self._results = deque()
-        self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
+        if results is None:
+            results = [r.model_dump() for r in event.results]
+        self._results.append(result_text(event.batch_id, results))
         self._signal.set()
 
     def disconnected(self) -> None:
@@ -514,12 +504,15 @@ class SyncSession:
             return
         self.pending[up.batch_id] = self.clock()
         self.registry.expect(up.batch_id, self)
-        event = BatchUploaded(
+        # model_construct: the codec already checked every field of the frame.
+        event = BatchUploaded.model_construct(
             batch_id=up.batch_id,
             device_id=self.device_id,
             user_id=self.user_id,
             changes=[
-                EventChange(seq=c.seq, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields)
+                EventChange.model_construct(
+                    seq=c.seq, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields
+                )
                 for c in up.changes
             ],
             received_at=self.wall(),
@@ -536,7 +529,7 @@ class SyncSession:
             yield p.Error(p.ERR_BAD_FRAME, "batch id already used by another user; use a fresh UUID", ref=batch_id)
             return
         self.pending.pop(batch_id, None)
-        yield result_frame(batch_id, stored.results)
+        yield result_text(batch_id, stored.results)
 
     async def _recheck_pending(self, now: float) -> AsyncIterator[Outgoing]:
         """A BatchApplied can be missed (e.g. this gateway was not yet reading the topic): after a

@@ -95,7 +95,8 @@ class _Worker:
     async def open(self, specs: list[DeviceSpec], timeout: float) -> dict[str, Any]:
         """Connect every device and keep it connected (live); returns once each has reached its
         first checkpoint, or at the deadline with the count that did not."""
-        self.stop = asyncio.Event()
+        if self.stop.is_set():  # after a close; devices of earlier opens share this event
+            self.stop = asyncio.Event()
         devs = [self._device(s) for s in specs]
         start = {d.device_id: d.report.checkpoints for d in devs}
         for d in devs:

@@ -53,9 +53,11 @@ class BatchWorker:
         prefix: str,
         *,
         max_records: int = 500,
+        apply_concurrency: int = 2,
         **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix))
+        self.apply_concurrency = max(1, apply_concurrency)
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
         self.loop = bus.ConsumerLoop(
             bus.ConsumerConfig(
@@ -84,6 +86,17 @@ class BatchWorker:
             await handler(group)
 
     async def on_batches_uploaded(self, group: Sequence[tuple[Event, Envelope]]) -> None:
+        """A poll's batches in ``apply_concurrency`` transactions at once, each holding every
+        batch of its devices in poll order (a device's batches stay in order; devices never
+        share a transaction across groups): one transaction's Python work overlaps another's
+        wait on PostgreSQL. The next poll starts once all are committed."""
+        parts = split_by_device(group, self.apply_concurrency)
+        if len(parts) == 1:
+            await self._apply_group(parts[0])
+        else:
+            await asyncio.gather(*(self._apply_group(part) for part in parts))
+
+    async def _apply_group(self, group: Sequence[tuple[Event, Envelope]]) -> None:
         batches = [e for e, _ in group if isinstance(e, BatchUploaded)]
         delay = 0.2
         while True:
@@ -116,3 +129,17 @@ class BatchWorker:
 
     async def stop(self) -> None:
         await self.loop.stop()
+
+
+def split_by_device(group: Sequence[tuple[Event, Envelope]], parts: int) -> list[list[tuple[Event, Envelope]]]:
+    """At most ``parts`` groups, every device's batches in one group, in their original order;
+    devices are dealt out in order of first appearance so the groups come out about even."""
+    slot: dict[str, int] = {}
+    out: list[list[tuple[Event, Envelope]]] = [[] for _ in range(max(1, parts))]
+    for item in group:
+        event = item[0]
+        key = event.device_id if isinstance(event, BatchUploaded) else ""
+        if key not in slot:
+            slot[key] = len(slot) % len(out)
+        out[slot[key]].append(item)
+    return [g for g in out if g]

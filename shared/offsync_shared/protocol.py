@@ -10,6 +10,7 @@ device stores, with no per-op object allocation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -230,8 +231,15 @@ ServerFrame = Union[Welcome, Ops, Checkpoint, Drop, Reset, Result, Error, Ping, 
 # ========================================= encoding =========================================
 
 
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+def encode_result(batch_id: str, results: Iterable[Mapping[str, Any]]) -> bytes:
+    """A ``result`` frame straight from result mappings with the ChangeResult fields (e.g. the
+    BatchApplied payload as it came off the bus): a gateway encodes an answer once, without
+    building frame objects first."""
+    return orjson.dumps({"type": "result", "batch_id": batch_id, "results": [_drop_none(r) for r in results]})
 
 
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
@@ -287,26 +295,21 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
             }
         )
     if isinstance(frame, Result):
-        return orjson.dumps(
-            {
-                "type": "result",
-                "batch_id": frame.batch_id,
-                "results": [
-                    _drop_none(
-                        {
-                            "seq": r.seq,
-                            "entity": r.entity,
-                            "id": r.id,
-                            "status": r.status,
-                            "version": r.version,
-                            "record": r.record,
-                            "code": r.code,
-                            "message": r.message,
-                        }
-                    )
-                    for r in frame.results
-                ],
-            }
+        return encode_result(
+            frame.batch_id,
+            (
+                {
+                    "seq": r.seq,
+                    "entity": r.entity,
+                    "id": r.id,
+                    "status": r.status,
+                    "version": r.version,
+                    "record": r.record,
+                    "code": r.code,
+                    "message": r.message,
+                }
+                for r in frame.results
+            ),
         )
     if isinstance(frame, Error):
         return orjson.dumps(

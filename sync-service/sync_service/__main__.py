@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from offsync_shared import heap, logs
 from sync_service.app import create_app
 from sync_service.settings import Settings
+from sync_service.ws_transport import LeanWebSocketProtocol
 
 
 class DrainingServer(uvicorn.Server):
@@ -35,18 +37,23 @@ class DrainingServer(uvicorn.Server):
         self._draining = asyncio.get_running_loop().create_task(finish())
 
 
-def build_server(settings: Settings) -> DrainingServer:
-    config = uvicorn.Config(
-        create_app(settings),
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The server settings of the gateway (also used by the tests' in-process gateway)."""
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
+        ws=LeanWebSocketProtocol,  # what an idle device costs: see ws_transport.py
         ws_max_size=settings.sync_hard_frame_bytes,
         ws_ping_interval=None,  # heartbeats are protocol frames (see docs/protocol.md)
         timeout_graceful_shutdown=10,
     )
-    return DrainingServer(config, settings.sync_drain_timeout_s)
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
+def build_server(settings: Settings) -> DrainingServer:
+    return DrainingServer(uvicorn_config(create_app(settings), settings), settings.sync_drain_timeout_s)
 
 
 def main() -> None:

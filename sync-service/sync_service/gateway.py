@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from offsync_shared import auth, metrics
@@ -73,20 +74,28 @@ class Gateway:
             metrics.CONNECTED_DEVICES.dec()
 
     async def _serve(self, ws: WebSocket) -> None:
+        # Admission in its own frame: what it held (the hello text, the token) is not kept for
+        # the life of the connection by this long-lived one.
+        session = await self._admit(ws)
+        if session is not None:
+            await self._run(ws, session)
+
+    async def _admit(self, ws: WebSocket) -> SyncSession | None:
+        """Rate cap, hello, token, user: a session for the device, or None (socket closed)."""
         if self.draining:
             await self._close(ws, p.CLOSE_GOING_AWAY, "going_away: server draining; connect elsewhere")
-            return
+            return None
         if not self.conn_limiter.take(self.clock()):
             wait = max(self.conn_limiter.retry_after(), 0.05)
             await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.2f}")
-            return
+            return None
         try:
             msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)
         except asyncio.TimeoutError:
             await self._close(ws, p.CLOSE_TIMEOUT, "timeout: no hello")
-            return
+            return None
         if msg["type"] == "websocket.disconnect":
-            return
+            return None
         raw = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
         try:
             if raw is None or len(raw) > self.s.sync_max_frame_bytes:
@@ -96,16 +105,18 @@ class Gateway:
                 raise p.FrameError(p.ERR_BAD_FRAME, "the first frame must be hello")
         except p.FrameError as exc:
             await self._close(ws, p.CLOSE_BAD_HELLO, f"bad_hello: {exc.message}")
-            return
+            return None
         try:
-            header = ws.headers.get("authorization")
+            header = _authorization(ws.scope)
+            # The upgrade headers (the bearer token among them) are not needed again.
+            ws.scope["headers"] = ()
             token = auth.bearer(header) if header else hello.token
             if not token:
                 raise auth.Unauthenticated("missing bearer token (Authorization header or hello.token)")
             principal = self.verify(token)
         except OffsyncError as exc:
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
-            return
+            return None
         refusal = device_mismatch(principal.device_id, hello.device_id)
         admission = None
         if refusal is None:
@@ -113,15 +124,18 @@ class Gateway:
             refusal = decide(admission.facts)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
-            return
-        session = SyncSession(
+            return None
+        return SyncSession(
             principal=principal, hello=hello, store=self.store, registry=self.hub, publisher=self.publisher,
             settings=self.s, verify_token=self.verify, admission=admission,
         )
+
+    async def _run(self, ws: WebSocket, session: SyncSession) -> None:
+        """Moves frames between the socket and the session until either ends."""
         self.sessions.add(session)
         if self.draining:  # SIGTERM arrived while this device was being admitted
             session.begin_drain()
-        reader = asyncio.create_task(self._read(ws, session), name=f"ws-reader:{hello.device_id}")
+        reader = asyncio.create_task(self._read(ws, session))
         stream = session.run()
         try:
             async for out in stream:
@@ -131,9 +145,9 @@ class Gateway:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
         except (WebSocketDisconnect, asyncio.TimeoutError, OSError, RuntimeError) as exc:
-            log.info("device connection ended", extra={"device_id": hello.device_id, "reason": repr(exc)})
+            log.info("device connection ended", extra={"device_id": session.device_id, "reason": repr(exc)})
         except Exception:
-            log.exception("session failed", extra={"device_id": hello.device_id})
+            log.exception("session failed", extra={"device_id": session.device_id})
             await self._close(ws, p.CLOSE_INTERNAL, "internal: see server logs; reconnect and resume")
         finally:
             await stream.aclose()
@@ -160,3 +174,10 @@ class Gateway:
             pass
         finally:
             session.disconnected()
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None

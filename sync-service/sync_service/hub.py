@@ -110,8 +110,14 @@ class Hub:
         groups: defaultdict[tuple[int, frozenset[str]], list[SyncSession]] = defaultdict(list)
         for s, since in idle.items():
             groups[(since, frozenset(s.buckets))].append(s)
+        # Row positions per bucket, once: each group then looks only at its own buckets' rows
+        # (many devices with buckets of their own, e.g. an upload storm, would otherwise make
+        # every group scan every row: groups x rows).
+        by_bucket: defaultdict[str, list[int]] = defaultdict(list)
+        for i, (_, b, _) in enumerate(batch.rows):
+            by_bucket[b].append(i)
         for (since, mine), sessions in groups.items():
-            live = _LiveFrames.build(batch, since, mine) if batch.complete else None
+            live = _LiveFrames.build(batch, since, mine, by_bucket) if batch.complete else None
             for s in sessions:
                 if live is None or any((s.user_id, b) not in batch.members for b in mine):
                     s.read_alone()  # a lost bucket or a big burst: the session's own path handles it
@@ -129,7 +135,8 @@ class Hub:
         assert isinstance(event, BatchApplied)
         s = self.by_batch.pop(event.batch_id, None) or self.by_device.get(event.device_id)
         if s is not None and s.user_id == event.user_id and s.device_id == event.device_id:
-            s.deliver(event)
+            results = env.payload.get("results")
+            s.deliver(event, results if isinstance(results, list) else None)
 
     async def resend_unanswered(self) -> int:
         """After the broker lost its state: every session asks its device to resend the batches
@@ -156,9 +163,13 @@ class _LiveFrames:
         self._combined: tuple[Encoded, ...] | None = None
 
     @classmethod
-    def build(cls, batch: LiveBatch, since: int, mine: frozenset[str]) -> "_LiveFrames | None":
-        """None when the read cannot serve these sessions exactly."""
-        rows = [(op_id, j) for op_id, b, j in batch.rows if op_id > since and b in mine]
+    def build(
+        cls, batch: LiveBatch, since: int, mine: frozenset[str], by_bucket: dict[str, list[int]]
+    ) -> "_LiveFrames | None":
+        """None when the read cannot serve these sessions exactly. ``by_bucket``: positions of
+        each bucket's rows in ``batch.rows``."""
+        at = sorted(i for b in mine for i in by_bucket.get(b, ()) if batch.rows[i][0] > since)
+        rows = [(batch.rows[i][0], batch.rows[i][2]) for i in at]
         if len(rows) > LIVE_LIMIT:
             return None  # more than a small page: the paged catch-up bounds frame sizes
         position = max((op_id for op_id, _ in rows), default=since)

@@ -32,6 +32,36 @@ from sync_service.store import Admission, BucketState, BucketStore, OpKey, Store
 log = logging.getLogger(__name__)
 
 
+class Wakeup:
+    """asyncio.Event for the one task that runs a session, without the Event's waiter deque
+    (~600 B per idle device): a future exists only while that task waits."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+
 @dataclass(frozen=True, slots=True)
 class Close:
     """Not a wire frame: tells the transport to close the websocket with this code and reason."""
@@ -72,29 +102,15 @@ class Encoded:
 Outgoing = p.ServerFrame | Close | Encoded
 
 
-def result_frame(batch_id: str, results: list[dict[str, Any]]) -> p.Result:
-    return p.Result(
-        batch_id=batch_id,
-        results=tuple(
-            p.ChangeResult(
-                seq=int(r["seq"]),
-                entity=r["entity"],
-                id=r["id"],
-                status=r["status"],
-                version=r.get("version"),
-                record=r.get("record"),
-                code=r.get("code"),
-                message=r.get("message"),
-            )
-            for r in results
-        ),
-    )
+def result_text(batch_id: str, results: list[dict[str, Any]]) -> Encoded:
+    """An upload's answer as the frame the device gets, encoded once from the result mappings."""
+    return Encoded(p.encode_result(batch_id, results).decode())
 
 
 class SyncSession:
     # Thousands of idle sessions per process: slots, and queues created only when first used.
     __slots__ = (
-        "user_id", "device_id", "hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
+        "user_id", "device_id", "_hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
         "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
         "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
         "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "_synced", "_asked",
@@ -128,7 +144,7 @@ class SyncSession:
         self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
         self.user_id = principal.user_id
         self.device_id = hello.device_id
-        self.hello = hello
+        self._hello: p.Hello | None = hello  # until the resume plan is made
         self.store = store
         self.registry = registry
         self.publisher = publisher
@@ -144,9 +160,9 @@ class SyncSession:
         self.pending: dict[str, tuple[float, float]] = {}  # batch id -> (when forwarded, when last looked for its answer)
         self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
         self._room: asyncio.Event | None = None  # set when a full inbox drains
-        self._signal = asyncio.Event()
+        self._signal = Wakeup()
         self._errors: deque[p.Error] | None = None  # at most 16 error frames
-        self._results: deque[p.Result] | None = None  # at most max_pending_batches answers
+        self._results: deque[Encoded] | None = None  # at most max_pending_batches answers
         self._limiter = TokenBucket(settings.sync_frame_rate, settings.sync_frame_burst, updated=clock())
         self._dropped_for_rate = 0
         self._dirty = True
@@ -238,11 +254,15 @@ class SyncSession:
         self._rebucket = True
         self._signal.set()
 
-    def deliver(self, event: BatchApplied) -> None:
+    def deliver(self, event: BatchApplied, results: list[dict[str, Any]] | None = None) -> None:
+        """The answer to one of our batches; ``results``: the same results as they came off the
+        bus (already validated into ``event``), which saves dumping them again."""
         self.pending.pop(event.batch_id, None)
         if self._results is None:
             self._results = deque()
-        self._results.append(result_frame(event.batch_id, [r.model_dump() for r in event.results]))
+        if results is None:
+            results = [r.model_dump() for r in event.results]
+        self._results.append(result_text(event.batch_id, results))
         self._signal.set()
 
     def resend_unanswered(self) -> None:
@@ -354,8 +374,10 @@ class SyncSession:
     async def _resume_plan(self) -> AsyncIterator[Outgoing]:
         """Compare the device's cursor and checksums with the server's buckets: drop what the
         user lost, re-send from scratch what is new to the device or provably corrupt."""
-        held = set(self.hello.checksums)
-        cursor = self.hello.cursor
+        hello, self._hello = self._hello, None
+        assert hello is not None
+        held = set(hello.checksums)
+        cursor = hello.cursor
         resets: set[str] = set()
         newest = self._admission.newest_op_id if self._admission is not None else await self.store.newest_op_id()
         self._admission = None
@@ -368,7 +390,7 @@ class SyncSession:
             resets = {
                 b
                 for b, st in states.items()
-                if st.last_op_id <= cursor and st.checksum != self.hello.checksums[b]
+                if st.last_op_id <= cursor and st.checksum != hello.checksums[b]
             }
         dropped = held - self.buckets
         if dropped:
@@ -408,8 +430,10 @@ class SyncSession:
                 self._room.set()
             async for f in self._handle(frame):
                 yield f
+        self._inbox = None  # an idle device keeps no empty deque (~600 B)
         while self._errors:
             yield self._errors.popleft()
+        self._errors = None
         if self._dropped_for_rate:
             n, self._dropped_for_rate = self._dropped_for_rate, 0
             yield p.Error(
@@ -419,6 +443,7 @@ class SyncSession:
             )
         while self._results:
             yield self._results.popleft()
+        self._results = None
         now = self.clock()
         if self.pending:
             async for f in self._recheck_pending(now):
@@ -487,12 +512,15 @@ class SyncSession:
             return
         self.pending[up.batch_id] = (self.clock(), self.clock())
         self.registry.expect(up.batch_id, self)
-        event = BatchUploaded(
+        # model_construct: the codec already checked every field of the frame.
+        event = BatchUploaded.model_construct(
             batch_id=up.batch_id,
             device_id=self.device_id,
             user_id=self.user_id,
             changes=[
-                EventChange(seq=c.seq, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields)
+                EventChange.model_construct(
+                    seq=c.seq, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields
+                )
                 for c in up.changes
             ],
             received_at=self.wall(),
@@ -509,7 +537,7 @@ class SyncSession:
             yield p.Error(p.ERR_BAD_FRAME, "batch id already used by another user; use a fresh UUID", ref=batch_id)
             return
         self.pending.pop(batch_id, None)
-        yield result_frame(batch_id, stored.results)
+        yield result_text(batch_id, stored.results)
 
     async def _recheck_pending(self, now: float) -> AsyncIterator[Outgoing]:
         """A BatchApplied can be missed (e.g. this gateway was not yet reading the topic): after a

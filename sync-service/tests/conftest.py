@@ -30,6 +30,7 @@ from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChange
 from offsync_shared.topics import BATCH_RESULTS, DEVICE_BATCHES, SYNC_NOTIFY
 from offsync_stack.embedded import free_port
 from offsync_stack.testing import InfraEnv, eventually, make_env
+from sync_service.__main__ import uvicorn_config
 from sync_service.app import create_app
 from sync_service.settings import Settings
 
@@ -230,8 +231,7 @@ class Harness:
 
 async def start_gateway(settings: Settings) -> tuple[Any, uvicorn.Server, asyncio.Task[None]]:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.sync_port, log_config=None, access_log=False,
-                            ws_max_size=settings.sync_hard_frame_bytes, ws_ping_interval=None, lifespan="on")
+    config = uvicorn_config(app, settings, host="127.0.0.1", lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -1,0 +1,352 @@
+"""A lean websocket transport for uvicorn (``uvicorn.Config(ws=LeanWebSocketProtocol)``).
+
+The gateway keeps thousands of idle devices per process, so what one open websocket costs is the
+figure that matters (docs/performance.md, connections). uvicorn's own websockets protocol keeps,
+per connection, the parsed upgrade request and the handshake response (headers included) for the
+whole life of the socket, an ``asyncio.Queue`` and an ``asyncio.Event`` (three and one deques,
+~600 B each, mostly empty) and an instance ``__dict__``. This one speaks the same ASGI websocket
+interface over the same sans-I/O ``websockets.ServerProtocol``, but with ``__slots__``, a plain
+list as the inbox and a future only while someone waits, and it forgets the handshake as soon as
+it is answered. Behaviour the gateway relies on is unchanged: one message is handed to the app
+at a time and the socket is not read while one waits (backpressure), ``send`` waits while the
+kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as uvicorn does.
+
+Deliberately not supported: permessage-deflate (its zlib state alone would cost more than
+everything else an idle device costs; devices send small JSON frames) and server keepalive pings
+(heartbeats are protocol frames, docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
+
+log = logging.getLogger("uvicorn.error")
+
+CLOSE_TIMEOUT_S = 10.0  # after our close frame, how long the peer has to answer it
+
+
+class _Shared:
+    """What every connection of one server has in common (one object, not one copy each)."""
+
+    __slots__ = ("app", "loop", "max_size", "root_path", "asgi_version", "app_state", "connections", "tasks", "server_state")
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.app = config.loaded_app
+        self.loop = loop
+        self.max_size = config.ws_max_size
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.server_state = server_state
+
+
+_shared: "weakref.WeakKeyDictionary[Config, _Shared]" = weakref.WeakKeyDictionary()  # one per server
+
+
+class LeanWebSocketProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_sh", "transport", "conn", "_response", "_inbox", "_waiter", "_drain", "_parts", "_text",
+        "_accepted", "_close_sent", "_disconnected", "_read_paused", "_close_timer",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        sh = _shared.get(config)
+        if sh is None or sh.server_state is not server_state:
+            sh = _shared[config] = _Shared(config, server_state, app_state, _loop or asyncio.get_event_loop())
+        self._sh = sh
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.conn = ServerProtocol(max_size=sh.max_size, logger=log)
+        self._response: Response | None = None  # the handshake answer, until the app accepts
+        self._inbox: list[dict[str, Any]] = []
+        self._waiter: asyncio.Future[None] | None = None  # the app waits in receive()
+        self._drain: asyncio.Future[None] | None = None  # set while the kernel buffer is full
+        self._parts: list[bytes] | None = None  # fragments of a message in progress
+        self._text = False
+        self._accepted = False
+        self._close_sent = False
+        self._disconnected = False
+        self._read_paused = False
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ asyncio.Protocol ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._sh.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._put({"type": "websocket.disconnect", "code": 1005 if self._accepted else 1006})
+        self._sh.connections.discard(self)
+        self._accepted = True
+        self._disconnected = True
+        self._release_drain()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if exc is None:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = self._sh.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._release_drain()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if conn.parser_exc is not None:
+            self._parser_failed()
+            return
+        for event in conn.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+
+    # ------------------------------------------------------------------------- events ---
+    def _handshake(self, request: Request) -> None:
+        response = self.conn.accept(request)
+        if response.status_code != 101:
+            self._accepted = self._close_sent = True
+            self._write_response(response)
+            self.transport.close()
+            return
+        self._response = response
+        sh = self._sh
+        raw_path, _, query = request.path.partition("?")
+        subprotocols: list[str] = []
+        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+            subprotocols.extend(t.strip() for t in value.split(","))
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": sh.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": "wss" if is_ssl(self.transport) else "ws",
+            "server": get_local_addr(self.transport),
+            "client": get_remote_addr(self.transport),
+            "root_path": sh.root_path,
+            "path": sh.root_path + unquote(raw_path),
+            "raw_path": (sh.root_path + raw_path).encode("ascii"),
+            "query_string": query.encode("ascii"),
+            "headers": [(k.lower().encode("ascii"), v.encode("latin-1")) for k, v in request.headers.raw_items()],
+            "subprotocols": subprotocols,
+            "state": sh.app_state.copy(),
+            "extensions": {},
+        }
+        # ServerProtocol's parser generator keeps the request for the life of the socket: empty
+        # it now that the scope has its own copy of the headers.
+        request.headers.clear()
+        self._put({"type": "websocket.connect"})
+        task = sh.loop.create_task(self._run_asgi(scope))
+        task.add_done_callback(sh.tasks.discard)
+        sh.tasks.add(task)
+
+    def _frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            self._text = op is Opcode.TEXT
+            self._parts = [frame.data]  # type: ignore[list-item]
+        elif op is Opcode.CONT:
+            if self._parts is None:
+                return
+            self._parts.append(frame.data)  # type: ignore[arg-type]
+        elif op is Opcode.PING:
+            self._flush()  # the pong ServerProtocol queued
+            return
+        elif op is Opcode.CLOSE:
+            self._peer_closed()
+            return
+        else:
+            return
+        if not frame.fin:
+            return
+        parts, self._parts = self._parts, None
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._close_sent:
+            return  # the app is done: keep reading only for the peer's close reply
+        if self._text:
+            try:
+                self._put({"type": "websocket.receive", "text": data.decode()})
+            except UnicodeDecodeError:
+                self.conn.send_close(1007)
+                self._parser_failed()
+                return
+        else:
+            self._put({"type": "websocket.receive", "bytes": data})
+        if not self._read_paused:  # one message at a time: backpressure on the device
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _peer_closed(self) -> None:
+        if self._close_sent:  # the peer answered our close: the handshake is complete
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+                self.transport.close()
+            return
+        if not self.transport.is_closing():
+            rcvd = self.conn.close_rcvd
+            self._put({"type": "websocket.disconnect", "code": rcvd.code if rcvd else 1005, "reason": rcvd.reason if rcvd else ""})
+            self._flush()
+            self.transport.close()
+
+    def _parser_failed(self) -> None:
+        sent = self.conn.close_sent
+        self._put({"type": "websocket.disconnect", "code": sent.code if sent else 1002, "reason": sent.reason if sent else ""})
+        self._flush()
+        self._close_sent = True
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """uvicorn's shutdown: close what is open (the gateway drained its devices before)."""
+        if self._close_sent:
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+        elif self._accepted:
+            self._put({"type": "websocket.disconnect", "code": 1012})
+            self.conn.send_close(1012)
+            self._flush()
+        else:
+            self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
+        self.transport.close()
+
+    # ---------------------------------------------------------------------------- ASGI ---
+    async def _run_asgi(self, scope: dict[str, Any]) -> None:
+        try:
+            await self._sh.app(scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            log.exception("Exception in ASGI application")
+            self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
+        else:
+            if not self._accepted:
+                log.error("ASGI callable returned without completing the websocket handshake")
+                self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
+        if self._close_timer is None:
+            self.transport.close()
+
+    async def receive(self) -> dict[str, Any]:
+        while not self._inbox:
+            if self._waiter is None or self._waiter.done():  # done: a cancelled earlier wait
+                self._waiter = self._sh.loop.create_future()
+            await self._waiter
+        message = self._inbox.pop(0)
+        if self._read_paused and not self._inbox and not self._close_sent:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._drain is not None:
+            await asyncio.shield(self._drain)
+        if self._disconnected:
+            raise ClientDisconnected()
+        kind = message["type"]
+        if not self._accepted:
+            if kind == "websocket.accept":
+                self._accept(message)
+            elif kind == "websocket.close":
+                self._put({"type": "websocket.disconnect", "code": 1006})
+                self._accepted = self._close_sent = True
+                self._reject(HTTPStatus.FORBIDDEN)
+                self.transport.close()
+            else:
+                raise RuntimeError(f"Expected ASGI message 'websocket.accept' or 'websocket.close', but got {kind!r}.")
+            return
+        if self._close_sent:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r}, after sending 'websocket.close'.")
+        if kind == "websocket.send":
+            data = message.get("bytes")
+            if data is not None:
+                self.conn.send_binary(data)
+            else:
+                self.conn.send_text(message.get("text", "").encode())
+            self._flush()
+        elif kind == "websocket.close":
+            if not self.transport.is_closing():
+                code, reason = message.get("code", 1000), message.get("reason") or ""
+                self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
+                self.conn.send_close(code, reason)
+                self._flush()
+                self._close_sent = True
+                if self._read_paused:  # read on, for the peer's close reply
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                self._close_timer = self._sh.loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
+        else:
+            raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}.")
+
+    # ------------------------------------------------------------------------- helpers ---
+    def _accept(self, message: dict[str, Any]) -> None:
+        response, self._response = self._response, None
+        assert response is not None
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._sh.server_state.default_headers]
+        headers += [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+        if any(n.lower() == "date" for n, _ in headers):
+            del response.headers["Date"]
+        response.headers.update(headers)
+        if message.get("subprotocol"):
+            response.headers["Sec-WebSocket-Protocol"] = message["subprotocol"]
+        if not self.transport.is_closing():
+            self._accepted = True
+            self._write_response(response)
+
+    def _reject(self, status: HTTPStatus) -> None:
+        """An HTTP error instead of the handshake answer, if that was not sent yet."""
+        if self._response is None or self.transport.is_closing():
+            return
+        self._response = None
+        self._write_response(self.conn.reject(status, status.phrase))
+
+    def _write_response(self, response: Response) -> None:
+        self.conn.send_response(response)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out:
+            self.transport.write(b"".join(out))
+
+    def _put(self, message: dict[str, Any]) -> None:
+        self._inbox.append(message)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _release_drain(self) -> None:
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)

@@ -18,7 +18,7 @@ from conflict_service.access import Actor, Operation, Ownership, may, read_scope
 from conflict_service.applier import SCHEMA, Applier, ChangeItem, ItemResult, Topics, write_outbox
 from conflict_service.bulk_import import import_records, ndjson_lines
 from conflict_service.validation import EntityMeta
-from offsync_shared import auth
+from offsync_shared import auth, outbox
 from offsync_shared.errors import (
     BadRequest,
     Conflict,
@@ -88,7 +88,13 @@ def _version(if_match: str | None) -> int | None:
     return version
 
 
-def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], topics_of: Callable[[], Topics]) -> APIRouter:
+def build_router(
+    settings: CommonSettings,
+    pool_of: Callable[[], asyncpg.Pool],
+    topics_of: Callable[[], Topics],
+    relay_of: Callable[[], outbox.OutboxRelay | None] = lambda: None,
+) -> APIRouter:
+    """``relay_of``: the data outbox's relay; writes publish their events right after the commit."""
     router = APIRouter()
 
     async def caller(authorization: Annotated[str | None, Header()] = None) -> Actor:
@@ -119,15 +125,15 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
 
     async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
         try:
-            return await _write(item)
+            return await _write(actor, item)
         except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
             # PostgreSQL text cannot hold NUL: bad input, not a server error.
             raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
 
-    async def _write(item: ChangeItem) -> dict[str, Any]:
-        async with pool_of().acquire() as conn:
+    async def _write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
+        async with outbox.publish_after_commit(relay_of()), pool_of().acquire() as conn:
             async with conn.transaction():
-                [res] = await Applier(topics_of()).apply_items(conn, [item])
+                [res] = await Applier(topics_of()).apply_items(conn, [item], known_actors={actor.user_id: actor})
                 _raise_for(res)
                 row = await conn.fetchrow(
                     f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", item.change.entity, item.change.id
@@ -225,12 +231,11 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
     @router.post("/v1/records/{entity}/import", tags=["records"])
     async def bulk_import(entity: str, request: Request, actor: Caller) -> dict[str, Any]:
         """NDJSON body: one ``{"id"?, "attributes", "owner_id"?, "owner_type"?}`` per line. All or nothing."""
-        async with pool_of().acquire() as conn:
+        async with outbox.publish_after_commit(relay_of()), pool_of().acquire() as conn:
             meta = await entity_meta(conn, entity)
-            async with conn.transaction():
-                summary = await import_records(
-                    conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records
-                )
+            summary = await import_records(
+                conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records
+            )
         return {"imported": summary.imported, "created": summary.created, "updated": summary.updated}
 
     def page_filters(filters: dict[str, Any], since: datetime | None, after: int | None) -> tuple[str, list[Any]]:

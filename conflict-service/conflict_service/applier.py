@@ -21,6 +21,7 @@ from conflict_service import directory
 from conflict_service.access import Actor, Operation, Ownership, default_ownership, may, OP_FOR_CHANGE
 from conflict_service.policy import Decision, Outcome, ProposedChange, RecordState, decide, effective_policy
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
+from offsync_shared import outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded, Change
@@ -140,16 +141,21 @@ class Applier:
         conn: asyncpg.Connection,
         items: Sequence[ChangeItem],
         answers: Callable[[list[ItemResult]], list[tuple[str, Envelope]]] | None = None,
+        known_actors: Mapping[str, Actor] | None = None,
     ) -> list[ItemResult]:
         """Apply ``items`` in order inside the caller's transaction; returns one result per item.
 
         ``answers`` turns the results into events that go to the outbox ahead of the record
-        events, so a device's acknowledgement is not queued behind every record it changed."""
+        events, so a device's acknowledgement is not queued behind every record it changed.
+        ``known_actors`` (the records API's caller, just read) saves reading them again."""
         if not items:
             return []
-        org = await directory.org_settings(conn)
-        metas = await directory.entities(conn, {it.change.entity for it in items})
-        actors = await directory.actors(conn, {it.user_id for it in items})
+        org, metas = await directory.settings_and_entities(conn, {it.change.entity for it in items})
+        user_ids = {it.user_id for it in items}
+        if known_actors is not None and user_ids <= known_actors.keys():
+            actors: Mapping[str, Actor] = known_actors
+        else:
+            actors = await directory.actors(conn, user_ids)
         keys = sorted({(it.change.entity, it.change.id) for it in items})
         rows = await _fetch_rows(conn, keys)
 
@@ -365,29 +371,22 @@ class Applier:
 
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]]) -> None:
-    """Add events to the data outbox with one COPY (the set-wise twin of outbox.enqueue_many)."""
-    if not rows:
-        return
-    await conn.copy_records_to_table(
-        "outbox",
-        schema_name=SCHEMA,
-        columns=["topic", "key", "value"],
-        records=[(topic, env.key, env.encode()) for topic, env in rows],
-    )
-    await conn.execute("SELECT pg_notify($1, '')", f"{SCHEMA}_outbox")
+    """Add events to the data outbox in one statement."""
+    await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows])
 
 
 class BatchApplier:
     """Applies uploaded device batches: answers a batch id seen before from ``data.batches``,
     applies the rest in order, and stores and emits each batch's answer."""
 
-    def __init__(self, pool: asyncpg.Pool, topics: Topics) -> None:
+    def __init__(self, pool: asyncpg.Pool, topics: Topics, relay: outbox.OutboxRelay | None = None) -> None:
         self.pool = pool
         self.topics = topics
         self.applier = Applier(topics)
+        self.relay = relay  # answers and record events are sent right after the commit
 
     async def apply(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
-        async with self.pool.acquire() as conn:
+        async with outbox.publish_after_commit(self.relay), self.pool.acquire() as conn:
             async with conn.transaction():
                 return await self.apply_in(conn, batches)
 

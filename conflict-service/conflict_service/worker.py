@@ -13,6 +13,7 @@ import asyncpg
 from conflict_service.applier import BatchApplier, Topics
 from offsync_shared import bus
 from offsync_shared.envelope import Envelope
+from offsync_shared.outbox import OutboxRelay
 from offsync_shared.events import Event
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
@@ -53,9 +54,10 @@ class BatchWorker:
         prefix: str,
         *,
         max_records: int = 500,
+        relay: OutboxRelay | None = None,
         **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
-        self.applier = BatchApplier(pool, topics_for(prefix))
+        self.applier = BatchApplier(pool, topics_for(prefix), relay)
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
         self.loop = bus.ConsumerLoop(
             bus.ConsumerConfig(

@@ -131,12 +131,16 @@ def build_router(
             raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
 
     async def _write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
-        async with outbox.publish_after_commit(relay_of()), pool_of().acquire() as conn:
+        async with pool_of().acquire() as conn, outbox.publish_after_commit(relay_of()):
             async with conn.transaction():
-                [res] = await Applier(topics_of()).apply_items(conn, [item], known_actors={actor.user_id: actor})
+                stored: dict[tuple[str, str], asyncpg.Record] = {}
+                [res] = await Applier(topics_of()).apply_items(
+                    conn, [item], known_actors={actor.user_id: actor}, stored=stored
+                )
                 _raise_for(res)
-                row = await conn.fetchrow(
-                    f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", item.change.entity, item.change.id
+                key = (item.change.entity, item.change.id)
+                row = stored.get(key) or await conn.fetchrow(  # nothing written (no change): read it
+                    f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", *key
                 )
         assert row is not None
         return _wire(row)
@@ -231,7 +235,7 @@ def build_router(
     @router.post("/v1/records/{entity}/import", tags=["records"])
     async def bulk_import(entity: str, request: Request, actor: Caller) -> dict[str, Any]:
         """NDJSON body: one ``{"id"?, "attributes", "owner_id"?, "owner_type"?}`` per line. All or nothing."""
-        async with outbox.publish_after_commit(relay_of()), pool_of().acquire() as conn:
+        async with pool_of().acquire() as conn, outbox.publish_after_commit(relay_of()):
             meta = await entity_meta(conn, entity)
             summary = await import_records(
                 conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records

@@ -142,12 +142,14 @@ class Applier:
         items: Sequence[ChangeItem],
         answers: Callable[[list[ItemResult]], list[tuple[str, Envelope]]] | None = None,
         known_actors: Mapping[str, Actor] | None = None,
+        stored: dict[tuple[str, str], asyncpg.Record] | None = None,
     ) -> list[ItemResult]:
         """Apply ``items`` in order inside the caller's transaction; returns one result per item.
 
         ``answers`` turns the results into events that go to the outbox ahead of the record
         events, so a device's acknowledgement is not queued behind every record it changed.
-        ``known_actors`` (the records API's caller, just read) saves reading them again."""
+        ``known_actors`` (the records API's caller, just read) saves reading them again;
+        ``stored``, when given, receives every written row as stored (all columns)."""
         if not items:
             return []
         org, metas = await directory.settings_and_entities(conn, {it.change.entity for it in items})
@@ -178,7 +180,7 @@ class Applier:
         for it, (err, refs) in zip(items, checked):
             res = self._decide_one(it, err, refs, found, org.conflict_detection, metas, actors, rows, pending)
             results.append(res)
-        await self._write(conn, pending, answers(results) if answers else [])
+        await self._write(conn, pending, answers(results) if answers else [], stored)
         return results
 
     def _decide_one(
@@ -311,10 +313,13 @@ class Applier:
             )
         return ItemResult(result, decision, current)
 
-    async def _write(self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]]) -> None:
+    async def _write(
+        self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]],
+        stored: dict[tuple[str, str], asyncpg.Record] | None,
+    ) -> None:
         if p.dirty:
             rows = list(p.dirty.values())
-            await conn.execute(
+            written = await conn.fetch(
                 f"""INSERT INTO {SCHEMA}.records AS r ({_COLUMNS}, modified_by)
                     SELECT e, i, v, o, ot, bu, a::jsonb, d, fv::jsonb, cb, mb
                       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
@@ -324,7 +329,8 @@ class Applier:
                        attributes = EXCLUDED.attributes, deleted = EXCLUDED.deleted,
                        field_versions = EXCLUDED.field_versions, owner_id = EXCLUDED.owner_id,
                        owner_type = EXCLUDED.owner_type, business_unit_id = EXCLUDED.business_unit_id,
-                       modified_at = now(), modified_by = EXCLUDED.modified_by""",
+                       modified_at = now(), modified_by = EXCLUDED.modified_by"""
+                + (" RETURNING *" if stored is not None else ""),
                 [r.entity for r in rows],
                 [r.id for r in rows],
                 [r.state.version for r in rows],
@@ -337,6 +343,8 @@ class Applier:
                 [r.state.created_by for r in rows],
                 [p.modified_by[(r.entity, r.id)] for r in rows],
             )
+            if stored is not None:
+                stored.update(((r["entity"], r["id"]), r) for r in written)
         if p.conflicts:
             await conn.executemany(
                 f"""INSERT INTO {SCHEMA}.conflicts(entity, record_id, user_id, device_id, batch_id, seq, op, policy,
@@ -386,7 +394,7 @@ class BatchApplier:
         self.relay = relay  # answers and record events are sent right after the commit
 
     async def apply(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
-        async with outbox.publish_after_commit(self.relay), self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():
                 return await self.apply_in(conn, batches)
 

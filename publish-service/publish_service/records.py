@@ -26,6 +26,12 @@ from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
 _REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+_KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+# The touched records as data.records has them and as the index has them, in one round trip.
+_READ_STATES = (
+    f"SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM data.records WHERE {_KEYS.format(id='id')} "
+    f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')}"
+)
 
 
 def _record(row: asyncpg.Record) -> Record:
@@ -65,17 +71,13 @@ class RecordApplier:
             if k not in newest or newest[k].version < ev.version:
                 newest[k] = _from_event(ev)
         ents, ids = [k[0] for k in newest], [k[1] for k in newest]
-        keyq = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        for row in await conn.fetch(f"SELECT {_REC_COLS.format(id='id')} FROM data.records WHERE {keyq.format(id='id')}", ents, ids):
+        indexed: dict[tuple[str, str], Record] = {}
+        for row in await conn.fetch(_READ_STATES, ents, ids):
             r = _record(row)
-            if r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
+            if row["src"] == "index":
+                indexed[(r.entity, r.id)] = r
+            elif r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
                 newest[(r.entity, r.id)] = r
-        indexed = {
-            (row["entity"], row["id"]): _record(row)
-            for row in await conn.fetch(
-                f"SELECT {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {keyq.format(id='record_id')}", ents, ids
-            )
-        }
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}

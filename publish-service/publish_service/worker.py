@@ -115,7 +115,7 @@ class PublishWorker:
         if published:
             await store.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
-        async with outbox.publish_after_commit(self.relay), self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():
                 if admin:
                     for e, _ in admin:

@@ -19,6 +19,7 @@ from itertools import groupby
 import asyncpg
 
 from offsync_shared.events.records import RecordChanged
+from offsync_shared import gcpolicy
 from publish_service import store
 from publish_service.registry import Registry
 from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
@@ -59,6 +60,7 @@ class RecordApplier:
         gen = await store.generation(conn)
         if gen != self.registry.generation:
             self.registry = Registry(await store.load_defs(conn), gen)
+            gcpolicy.settle()  # the registry lives until the next publish: keep it out of every collection
         return self.registry
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:

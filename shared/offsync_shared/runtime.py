@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from offsync_shared import bus, db
+from offsync_shared import bus, db, gcpolicy
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
 
@@ -87,6 +87,7 @@ async def open_runtime(
         if relay and schema:
             rt.relay = OutboxRelay(pool, schema, producer)
             rt.spawn(rt.relay.run(), f"outbox-relay:{schema}")
+        gcpolicy.settle()  # what start-up built lives as long as the process
         yield rt
 
 

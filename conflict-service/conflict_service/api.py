@@ -19,7 +19,7 @@ from conflict_service.access import Actor, Operation, Ownership, may, read_scope
 from conflict_service.applier import SCHEMA, Applier, ChangeItem, ItemResult, Topics, write_outbox
 from conflict_service.bulk_import import import_records, ndjson_lines
 from conflict_service.validation import EntityMeta, query_value
-from offsync_shared import auth
+from offsync_shared import auth, outbox
 from offsync_shared.errors import (
     BadRequest,
     Conflict,
@@ -148,7 +148,13 @@ def _attr_equals(spec: Any, name: str, raw: str, arg: Callable[[Any], str], fiel
     return f"attributes ->> {name} = {arg(value)}"
 
 
-def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], topics_of: Callable[[], Topics]) -> APIRouter:
+def build_router(
+    settings: CommonSettings,
+    pool_of: Callable[[], asyncpg.Pool],
+    topics_of: Callable[[], Topics],
+    relay_of: Callable[[], outbox.OutboxRelay | None] = lambda: None,
+) -> APIRouter:
+    """``relay_of``: the data outbox's relay; writes publish their events right after the commit."""
     router = APIRouter()
 
     async def caller(authorization: Annotated[str | None, Header()] = None) -> Actor:
@@ -179,7 +185,7 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
 
     async def write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
         async with text_checked():
-            return await _write(item)
+            return await _write(actor, item)
 
     @contextlib.asynccontextmanager
     async def text_checked() -> AsyncIterator[None]:
@@ -189,13 +195,17 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
             # PostgreSQL text cannot hold NUL: bad input, not a server error.
             raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
 
-    async def _write(item: ChangeItem) -> dict[str, Any]:
-        async with pool_of().acquire() as conn:
+    async def _write(actor: Actor, item: ChangeItem) -> dict[str, Any]:
+        async with pool_of().acquire() as conn, outbox.publish_after_commit(relay_of()):
             async with conn.transaction():
-                [res] = await Applier(topics_of()).apply_items(conn, [item])
+                stored: dict[tuple[str, str], asyncpg.Record] = {}
+                [res] = await Applier(topics_of()).apply_items(
+                    conn, [item], known_actors={actor.user_id: actor}, stored=stored
+                )
                 _raise_for(res)
-                row = await conn.fetchrow(
-                    f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", item.change.entity, item.change.id
+                key = (item.change.entity, item.change.id)
+                row = stored.get(key) or await conn.fetchrow(  # nothing written (no change): read it
+                    f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", *key
                 )
         assert row is not None
         return _wire(row)
@@ -203,7 +213,7 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
     async def write_batch(items: list[ChangeItem]) -> dict[str, Any]:
         """Every change in one transaction, in order, or none: the first rejected change aborts
         the batch with its 4xx. One commit time (``modified_at``) for all of them."""
-        async with text_checked(), pool_of().acquire() as conn:
+        async with text_checked(), pool_of().acquire() as conn, outbox.publish_after_commit(relay_of()):
             async with conn.transaction():
                 results = await Applier(topics_of()).apply_items(conn, items)
                 for i, res in enumerate(results):
@@ -316,12 +326,11 @@ def build_router(settings: CommonSettings, pool_of: Callable[[], asyncpg.Pool], 
     @router.post("/v1/records/{entity}/import", tags=["records"])
     async def bulk_import(entity: str, request: Request, actor: Caller) -> dict[str, Any]:
         """NDJSON body: one ``{"id"?, "attributes", "owner_id"?, "owner_type"?}`` per line. All or nothing."""
-        async with pool_of().acquire() as conn:
+        async with pool_of().acquire() as conn, outbox.publish_after_commit(relay_of()):
             meta = await entity_meta(conn, entity)
-            async with conn.transaction():
-                summary = await import_records(
-                    conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records
-                )
+            summary = await import_records(
+                conn, entity, meta, actor, ndjson_lines(request.stream()), topics_of().records
+            )
         return {"imported": summary.imported, "created": summary.created, "updated": summary.updated}
 
     def page_filters(filters: dict[str, Any], since: datetime | None, after: int | None) -> tuple[str, list[Any]]:

@@ -15,6 +15,7 @@ from conflict_service.applier import Topics
 from conflict_service.settings import Settings
 from conflict_service.worker import BatchWorker, topics_for
 from offsync_shared import http
+from offsync_shared.outbox import OutboxRelay
 from offsync_shared.runtime import Runtime, open_runtime
 
 SCHEMA = "data"
@@ -32,7 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.conflict_consumer:
                 worker = BatchWorker(
                     rt.pool, rt.producer, settings.kafka_bootstrap, settings.topic_prefix,
-                    max_records=settings.conflict_max_batches_per_poll,
+                    max_records=settings.conflict_max_batches_per_poll, relay=rt.relay,
                     **settings.consumer_tuning(),
                 )
                 await worker.start()
@@ -61,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
     def topics() -> Topics:
         return topics_for(settings.topic_prefix)
 
+    def relay() -> OutboxRelay | None:
+        return state["rt"].relay
+
     http.install(app, "conflict-service", ready)
-    app.include_router(build_router(settings, pool, topics))
+    app.include_router(build_router(settings, pool, topics, relay))
     return app

@@ -21,6 +21,7 @@ from conflict_service import directory
 from conflict_service.access import Actor, Operation, Ownership, default_ownership, may, OP_FOR_CHANGE
 from conflict_service.policy import Decision, Outcome, ProposedChange, RecordState, decide, effective_policy
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
+from offsync_shared import outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded, Change
@@ -140,16 +141,23 @@ class Applier:
         conn: asyncpg.Connection,
         items: Sequence[ChangeItem],
         answers: Callable[[list[ItemResult]], list[tuple[str, Envelope]]] | None = None,
+        known_actors: Mapping[str, Actor] | None = None,
+        stored: dict[tuple[str, str], asyncpg.Record] | None = None,
     ) -> list[ItemResult]:
         """Apply ``items`` in order inside the caller's transaction; returns one result per item.
 
         ``answers`` turns the results into events that go to the outbox ahead of the record
-        events, so a device's acknowledgement is not queued behind every record it changed."""
+        events, so a device's acknowledgement is not queued behind every record it changed.
+        ``known_actors`` (the records API's caller, just read) saves reading them again;
+        ``stored``, when given, receives every written row as stored (all columns)."""
         if not items:
             return []
-        org = await directory.org_settings(conn)
-        metas = await directory.entities(conn, {it.change.entity for it in items})
-        actors = await directory.actors(conn, {it.user_id for it in items})
+        org, metas = await directory.settings_and_entities(conn, {it.change.entity for it in items})
+        user_ids = {it.user_id for it in items}
+        if known_actors is not None and user_ids <= known_actors.keys():
+            actors: Mapping[str, Actor] = known_actors
+        else:
+            actors = await directory.actors(conn, user_ids)
         keys = sorted({(it.change.entity, it.change.id) for it in items})
         rows = await _fetch_rows(conn, keys)
 
@@ -172,7 +180,7 @@ class Applier:
         for it, (err, refs) in zip(items, checked):
             res = self._decide_one(it, err, refs, found, org.conflict_detection, metas, actors, rows, pending)
             results.append(res)
-        await self._write(conn, pending, answers(results) if answers else [])
+        await self._write(conn, pending, answers(results) if answers else [], stored)
         return results
 
     def _decide_one(
@@ -305,10 +313,13 @@ class Applier:
             )
         return ItemResult(result, decision, current)
 
-    async def _write(self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]]) -> None:
+    async def _write(
+        self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]],
+        stored: dict[tuple[str, str], asyncpg.Record] | None,
+    ) -> None:
         if p.dirty:
             rows = list(p.dirty.values())
-            await conn.execute(
+            written = await conn.fetch(
                 f"""INSERT INTO {SCHEMA}.records AS r ({_COLUMNS}, modified_by)
                     SELECT e, i, v, o, ot, bu, a::jsonb, d, fv::jsonb, cb, mb
                       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
@@ -318,7 +329,8 @@ class Applier:
                        attributes = EXCLUDED.attributes, deleted = EXCLUDED.deleted,
                        field_versions = EXCLUDED.field_versions, owner_id = EXCLUDED.owner_id,
                        owner_type = EXCLUDED.owner_type, business_unit_id = EXCLUDED.business_unit_id,
-                       modified_at = now(), modified_by = EXCLUDED.modified_by""",
+                       modified_at = now(), modified_by = EXCLUDED.modified_by"""
+                + (" RETURNING *" if stored is not None else ""),
                 [r.entity for r in rows],
                 [r.id for r in rows],
                 [r.state.version for r in rows],
@@ -331,6 +343,8 @@ class Applier:
                 [r.state.created_by for r in rows],
                 [p.modified_by[(r.entity, r.id)] for r in rows],
             )
+            if stored is not None:
+                stored.update(((r["entity"], r["id"]), r) for r in written)
         if p.conflicts:
             await conn.executemany(
                 f"""INSERT INTO {SCHEMA}.conflicts(entity, record_id, user_id, device_id, batch_id, seq, op, policy,
@@ -365,29 +379,22 @@ class Applier:
 
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]]) -> None:
-    """Add events to the data outbox with one COPY (the set-wise twin of outbox.enqueue_many)."""
-    if not rows:
-        return
-    await conn.copy_records_to_table(
-        "outbox",
-        schema_name=SCHEMA,
-        columns=["topic", "key", "value"],
-        records=[(topic, env.key, env.encode()) for topic, env in rows],
-    )
-    await conn.execute("SELECT pg_notify($1, '')", f"{SCHEMA}_outbox")
+    """Add events to the data outbox in one statement."""
+    await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows])
 
 
 class BatchApplier:
     """Applies uploaded device batches: answers a batch id seen before from ``data.batches``,
     applies the rest in order, and stores and emits each batch's answer."""
 
-    def __init__(self, pool: asyncpg.Pool, topics: Topics) -> None:
+    def __init__(self, pool: asyncpg.Pool, topics: Topics, relay: outbox.OutboxRelay | None = None) -> None:
         self.pool = pool
         self.topics = topics
         self.applier = Applier(topics)
+        self.relay = relay  # answers and record events are sent right after the commit
 
     async def apply(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():
                 return await self.apply_in(conn, batches)
 

@@ -1,6 +1,6 @@
-"""Bulk import: streams NDJSON records into ``data.records`` with COPY into a staging table and one
-set-wise upsert per chunk, writing the RecordChanged events with COPY into the outbox. All or
-nothing: the first bad line aborts the import with its line number and field."""
+"""Bulk import: streams NDJSON records into ``data.records`` with one set-wise upsert per chunk
+(the chunk passed as arrays), writing the RecordChanged events into the outbox. All or nothing:
+the first bad line aborts the import with its line number and field."""
 
 from __future__ import annotations
 
@@ -76,12 +76,21 @@ def _parse(raw: bytes, lineno: int, meta: EntityMeta, actor: Actor) -> _Line:
 async def import_records(
     conn: asyncpg.Connection, entity: str, meta: EntityMeta, actor: Actor, lines: AsyncIterator[bytes], records_topic: str
 ) -> ImportSummary:
-    """Run inside a transaction; raises an OffsyncError (nothing written) on the first bad line."""
+    """Opens its own transaction; raises an OffsyncError (nothing written) on the first bad line.
+    The transaction starts once the first chunk is received and checked, so an import of up to
+    a chunk holds it (and its row locks) only while writing, not while the client uploads."""
     summary = ImportSummary()
-    await conn.execute(
-        "CREATE TEMP TABLE import_stage (id text, attributes text, field_versions text, owner_id text, owner_type text,"
-        " business_unit_id text) ON COMMIT DROP"
-    )
+    chunks = _chunks(lines, meta, actor)
+    first = await anext(chunks, None)
+    async with conn.transaction():
+        if first is not None:
+            await _flush(conn, entity, meta, actor, first, records_topic, summary)
+            async for batch in chunks:
+                await _flush(conn, entity, meta, actor, batch, records_topic, summary)
+    return summary
+
+
+async def _chunks(lines: AsyncIterator[bytes], meta: EntityMeta, actor: Actor) -> AsyncIterator[list[_Line]]:
     batch: list[_Line] = []
     lineno = 0
     async for raw in lines:
@@ -90,16 +99,15 @@ async def import_records(
             continue
         batch.append(_parse(raw, lineno, meta, actor))
         if len(batch) >= CHUNK:
-            await _flush(conn, entity, meta, actor, batch, records_topic, summary, lineno)
+            yield batch
             batch = []
     if batch:
-        await _flush(conn, entity, meta, actor, batch, records_topic, summary, lineno)
-    return summary
+        yield batch
 
 
 async def _flush(
     conn: asyncpg.Connection, entity: str, meta: EntityMeta, actor: Actor, batch: list[_Line], topic: str,
-    summary: ImportSummary, lineno: int,
+    summary: ImportSummary,
 ) -> None:
     by_id = {ln.id: ln for ln in batch}  # a later line for the same id replaces an earlier one
     refs = [r for ln in by_id.values() for r in ln.refs]
@@ -125,27 +133,22 @@ async def _flush(
             if not may(actor, Operation.CREATE, entity, meta.ownership, ln.owner):
                 raise Forbidden(f"record {ln.id}: not allowed to create {entity} records for owner {ln.owner.owner_id}")
             checked.add(ln.owner)
-    await conn.execute("TRUNCATE import_stage")
-    await conn.copy_records_to_table(
-        "import_stage",
-        records=[
-            (ln.id, orjson.dumps(ln.attributes).decode(), orjson.dumps(dict.fromkeys(ln.attributes, 1)).decode(),
-             ln.owner.owner_id, ln.owner.owner_type, ln.owner.business_unit_id)
-            for ln in by_id.values()
-        ],
-    )
+    lines = list(by_id.values())
     # Import replaces the attributes of an existing record (owner kept) and revives a tombstone.
     rows = await conn.fetch(
         f"""INSERT INTO {SCHEMA}.records AS r (entity, id, version, owner_id, owner_type, business_unit_id, attributes,
                    field_versions, created_by, modified_by)
             SELECT $1, s.id, 1, s.owner_id, s.owner_type, s.business_unit_id, s.attributes::jsonb, s.field_versions::jsonb, $2, $2
-              FROM import_stage s
+              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                   AS s(id, attributes, field_versions, owner_id, owner_type, business_unit_id)
             ON CONFLICT (entity, id) DO UPDATE SET version = r.version + 1, attributes = EXCLUDED.attributes,
                    deleted = false, modified_at = now(), modified_by = EXCLUDED.modified_by,
                    field_versions = r.field_versions || (SELECT coalesce(jsonb_object_agg(k, r.version + 1), '{{}}'::jsonb)
                                                           FROM jsonb_object_keys(EXCLUDED.attributes) k)
             RETURNING id, version, owner_id, owner_type, business_unit_id""",
-        entity, actor.user_id,
+        entity, actor.user_id, [ln.id for ln in lines], [orjson.dumps(ln.attributes).decode() for ln in lines],
+        [orjson.dumps(dict.fromkeys(ln.attributes, 1)).decode() for ln in lines],
+        [ln.owner.owner_id for ln in lines], [ln.owner.owner_type for ln in lines], [ln.owner.business_unit_id for ln in lines],
     )
     now = time.time()
     source = {"api": actor.user_id}

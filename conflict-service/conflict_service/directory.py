@@ -22,6 +22,22 @@ async def org_settings(conn: asyncpg.Connection) -> OrgSettings:
     return OrgSettings(bool(flag))
 
 
+async def settings_and_entities(conn: asyncpg.Connection, names: Iterable[str]) -> tuple[OrgSettings, dict[str, EntityMeta]]:
+    """org_settings and entities in one round trip (the write path reads both in its transaction)."""
+    rows = await conn.fetch(
+        """SELECT (SELECT conflict_detection FROM admin.org_settings ORDER BY org_id = 'default' DESC LIMIT 1) AS flag,
+                  e.logical_name, e.ownership, e.attributes, e.conflict_policy
+             FROM (SELECT 1) one LEFT JOIN admin.entities e ON e.logical_name = ANY($1::text[])""",
+        list(set(names)),
+    )
+    metas = {
+        r["logical_name"]: EntityMeta(r["logical_name"], r["ownership"], r["attributes"] or {}, r["conflict_policy"])
+        for r in rows
+        if r["logical_name"] is not None
+    }
+    return OrgSettings(bool(rows[0]["flag"])), metas
+
+
 async def entities(conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, EntityMeta]:
     rows = await conn.fetch(
         "SELECT logical_name, ownership, attributes, conflict_policy FROM admin.entities WHERE logical_name = ANY($1::text[])",

@@ -13,6 +13,7 @@ import asyncpg
 from conflict_service.applier import BatchApplier, Topics
 from offsync_shared import bus
 from offsync_shared.envelope import Envelope
+from offsync_shared.outbox import OutboxRelay
 from offsync_shared.events import Event
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
@@ -54,9 +55,10 @@ class BatchWorker:
         *,
         max_records: int = 500,
         apply_concurrency: int = 2,
+        relay: OutboxRelay | None = None,
         **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
-        self.applier = BatchApplier(pool, topics_for(prefix))
+        self.applier = BatchApplier(pool, topics_for(prefix), relay)
         self.apply_concurrency = max(1, apply_concurrency)
         self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
         self.loop = bus.ConsumerLoop(

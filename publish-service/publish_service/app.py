@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.kafka_bootstrap,
                 settings.topic_prefix,
                 settings.batch_max_records,
+                relay=rt.relay,
                 **settings.consumer_tuning(),
             )
             app.state.worker = worker

@@ -19,6 +19,7 @@ from itertools import groupby
 import asyncpg
 
 from offsync_shared.events.records import RecordChanged
+from offsync_shared import heap
 from publish_service import store
 from publish_service.registry import Registry
 from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
@@ -26,6 +27,12 @@ from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
 _REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+_KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+# The touched records as data.records has them and as the index has them, in one round trip.
+_READ_STATES = (
+    f"SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM data.records WHERE {_KEYS.format(id='id')} "
+    f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')}"
+)
 
 
 def _record(row: asyncpg.Record) -> Record:
@@ -53,6 +60,7 @@ class RecordApplier:
         gen = await store.generation(conn)
         if gen != self.registry.generation:
             self.registry = Registry(await store.load_defs(conn), gen)
+            heap.freeze_long_lived()  # the registry lives until the next publish: keep it out of every collection
         return self.registry
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
@@ -65,17 +73,13 @@ class RecordApplier:
             if k not in newest or newest[k].version < ev.version:
                 newest[k] = _from_event(ev)
         ents, ids = [k[0] for k in newest], [k[1] for k in newest]
-        keyq = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        for row in await conn.fetch(f"SELECT {_REC_COLS.format(id='id')} FROM data.records WHERE {keyq.format(id='id')}", ents, ids):
+        indexed: dict[tuple[str, str], Record] = {}
+        for row in await conn.fetch(_READ_STATES, ents, ids):
             r = _record(row)
-            if r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
+            if row["src"] == "index":
+                indexed[(r.entity, r.id)] = r
+            elif r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
                 newest[(r.entity, r.id)] = r
-        indexed = {
-            (row["entity"], row["id"]): _record(row)
-            for row in await conn.fetch(
-                f"SELECT {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {keyq.format(id='record_id')}", ents, ids
-            )
-        }
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}
@@ -123,13 +127,12 @@ class RecordApplier:
         """Re-decide derived-bucket membership, depth by depth, for the records whose membership
         can have moved: touched records and records related to those that entered, left or
         changed in the parent bucket this batch."""
-        delta: dict[str, set[str]] = defaultdict(set)  # bucket -> record ids with an op this batch
-        for o in base_ops:
-            delta[o.bucket_id].add(o.record_id)
+        delta = _Delta()
+        delta.note(base_ops)
         # A touched record can only be in, or enter, a derived bucket whose parent holds a record it
         # relates to (before or after the change), or whose parent moved in this batch.
         todo = await self._related_to_touched(conn, reg, current, old_state)
-        for b in list(delta):
+        for b in list(delta.changed):
             todo.update(c.id for c in reg.children.get(b, ()))
         total, advanced = 0, {}
         done: set[str] = set()
@@ -147,8 +150,7 @@ class RecordApplier:
             total += len(ops)
             advanced.update(adv)
             done.update(d.id for d in level)
-            for o in ops:
-                delta[o.bucket_id].add(o.record_id)
+            delta.note(ops)
             for b in adv:
                 todo.update(c.id for c in reg.children.get(b, ()) if c.id not in done)
         return total, advanced
@@ -194,18 +196,40 @@ class RecordApplier:
         return keep
 
 
+class _Delta:
+    """The parent-side moves of a batch, per bucket: which records got any op (``changed``) and
+    which entered or left (``members``). A side-"self" child (its own lookup names the parent)
+    depends only on which parents are in the bucket, so a parent's new version (most record
+    edits) re-decides none of its children; a side-"related" child follows the parent's lookup
+    attribute, which any new version may have changed."""
+
+    def __init__(self) -> None:
+        self.changed: defaultdict[str, set[str]] = defaultdict(set)
+        self.members: defaultdict[str, set[str]] = defaultdict(set)
+
+    def note(self, ops: Iterable[store.Op]) -> None:
+        for o in ops:
+            self.changed[o.bucket_id].add(o.record_id)
+            if o.op == "remove" or o.old_version is None:
+                self.members[o.bucket_id].add(o.record_id)
+
+    def moved(self, fam: list[BucketDef]) -> list[str]:
+        source = self.members if fam[0].filter["side"] == "self" else self.changed
+        return sorted({rid for d in fam for rid in source.get(d.params["parent"], ())})
+
+
 async def _candidates(
     conn: asyncpg.Connection,
     fam: list[BucketDef],
     current: list[Record],
     old_state: dict[tuple[str, str], Record | None],
-    delta: dict[str, set[str]],
+    delta: _Delta,
 ) -> set[str]:
     """Record ids of the family's entity whose membership may have moved this batch."""
     sample = fam[0]
     entity, parent_entity, attr = sample.entity, sample.filter["from"], sample.filter["attribute"]
     cands = {r.id for r in current if r.entity == entity}
-    moved = sorted({rid for d in fam for rid in delta.get(d.params["parent"], ())})
+    moved = delta.moved(fam)
     if not moved:
         return cands
     e, pe, a = sql_literal(entity), sql_literal(parent_entity), sql_literal(attr)

@@ -10,6 +10,15 @@ class Settings(CommonSettings):
 
     # Events handled per poll, in one transaction (throughput vs. per-batch latency).
     batch_max_records: int = 500
+    # The records consumer's fetch wait; None = kafka_fetch_max_wait_ms. Every record change
+    # rides on it (the embedded broker answers a held fetch only when the wait runs out).
+    publish_fetch_wait_ms: int | None = None
+
+    def consumer_tuning(self) -> dict[str, int]:
+        tuning = super().consumer_tuning()
+        if self.publish_fetch_wait_ms is not None:
+            tuning["fetch_max_wait_ms"] = self.publish_fetch_wait_ms
+        return tuning
 
     @property
     def port(self) -> int:

@@ -10,7 +10,7 @@ from collections import deque
 
 import asyncpg
 
-from offsync_shared import bus, metrics
+from offsync_shared import bus, metrics, outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.admin import (
@@ -55,9 +55,11 @@ class PublishWorker:
         bootstrap: str,
         prefix: str,
         max_records: int = 500,
+        relay: outbox.OutboxRelay | None = None,
         **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.pool = pool
+        self.relay = relay
         self.notify_topic = SYNC_NOTIFY.full(prefix)
         self.applier = RecordApplier(self.notify_topic)
         # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
@@ -112,7 +114,8 @@ class PublishWorker:
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:
             await store.premirror(self.pool, published)
-        async with self.pool.acquire() as conn:
+        # The notifications go to the gateways straight after the commit (the relay is the backstop).
+        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():
                 if admin:
                     for e, _ in admin:

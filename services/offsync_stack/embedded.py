@@ -15,11 +15,15 @@ PG_USER_WHEN_ROOT = "embedded_postgres"
 
 # The embedded broker completes a consumer-group join in about half the session timeout; real
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
-# It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50.
+# It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50; the
+# two fetches every record change rides on (publish's records, the gateway's notifications) wait
+# 5 ms: a record arriving just after a fetch started waits that long, straight into the p99.
 EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
+    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
 }
 
 

@@ -10,13 +10,22 @@ A published row is kept for ``retention_s`` (``published_at`` set, pruned afterw
 that loses its state (the embedded one forgets every message on restart) loses the events not yet
 consumed, so on that signal :meth:`OutboxRelay.replay` publishes the retained window again.
 With ``retention_s=0`` a published row is deleted at once.
+
+Latency-critical writers wrap their transaction in :func:`publish_after_commit`: the rows they
+enqueue are sent by the writer itself right after the commit (no NOTIFY, no relay round trips),
+and the relay marks them published once acknowledged. They stay pending until then, so a failed
+or interrupted send only falls back to the relay's next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import asyncpg
@@ -47,22 +56,64 @@ class Publisher(Protocol):
     async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None: ...
 
 
+Message = tuple[str, str, bytes]  # topic, key, encoded envelope
+
+
+@dataclass
+class _AfterCommit:
+    relay: "OutboxRelay"
+    ids: list[int] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+_AFTER_COMMIT: contextvars.ContextVar[_AfterCommit | None] = contextvars.ContextVar("outbox_after_commit", default=None)
+
+
+@contextlib.asynccontextmanager
+async def publish_after_commit(relay: "OutboxRelay | None") -> AsyncIterator[None]:
+    """Wrap a transaction (``async with conn.transaction()`` inside): what it enqueues in the
+    relay's schema is published as soon as the block ends normally, i.e. after the commit. On an
+    exception nothing is sent (a rolled-back row does not exist; a committed one is the relay's)."""
+    if relay is None:
+        yield
+        return
+    pending = _AfterCommit(relay)
+    token = _AFTER_COMMIT.set(pending)
+    try:
+        yield
+    finally:
+        _AFTER_COMMIT.reset(token)
+    if pending.ids:
+        await relay.publish_committed(pending.ids, pending.messages)
+
+
+async def insert_rows(conn: asyncpg.Connection, schema: str, messages: list[Message]) -> None:
+    """Add events to ``schema``'s outbox in one statement; call inside the transaction that made
+    the change. Inside :func:`publish_after_commit` the writer sends them itself, so no NOTIFY."""
+    if not messages:
+        return
+    pending = _AFTER_COMMIT.get()
+    direct = pending is not None and pending.relay.schema == schema
+    ids = await conn.fetch(
+        f'INSERT INTO "{schema}".outbox(topic, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])'
+        + (" RETURNING id" if direct else ""),
+        [t for t, _, _ in messages], [k for _, k, _ in messages], [v for _, _, v in messages],
+    )
+    if direct:
+        assert pending is not None
+        pending.ids.extend(r["id"] for r in ids)
+        pending.messages.extend(messages)
+    else:
+        await conn.execute("SELECT pg_notify($1, '')", f"{schema}_outbox")
+
+
 async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelope) -> None:
     """Add an event to ``schema``'s outbox; call inside the transaction that made the change."""
-    await conn.execute(
-        f'INSERT INTO "{schema}".outbox(topic, key, value) VALUES ($1, $2, $3)', topic, env.key, env.encode()
-    )
-    await conn.execute("SELECT pg_notify($1, '')", f"{schema}_outbox")
+    await insert_rows(conn, schema, [(topic, env.key, env.encode())])
 
 
 async def enqueue_many(conn: asyncpg.Connection, schema: str, rows: list[tuple[str, Envelope]]) -> None:
-    if not rows:
-        return
-    await conn.executemany(
-        f'INSERT INTO "{schema}".outbox(topic, key, value) VALUES ($1, $2, $3)',
-        [(topic, env.key, env.encode()) for topic, env in rows],
-    )
-    await conn.execute("SELECT pg_notify($1, '')", f"{schema}_outbox")
+    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows])
 
 
 class OutboxRelay:
@@ -89,6 +140,26 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._listen_conn: asyncpg.Connection | None = None
         self.published = 0
+        # Rows writers of this process are sending after their commit (the relay skips them)
+        # and rows they got acknowledged (deleted on the relay's next pass).
+        self._claimed: set[int] = set()
+        self._acked: list[int] = []
+
+    async def publish_committed(self, ids: list[int], messages: list[Message]) -> None:
+        """Send committed outbox rows now (see :func:`publish_after_commit`). Never raises: on
+        failure the rows are left to the relay, which is woken to retry them."""
+        self._claimed.update(ids)
+        try:
+            await self.publisher.send_many(messages)
+        except Exception as exc:  # noqa: BLE001 - the rows are still in the outbox: the relay retries
+            log.warning("direct publish failed; the relay will send", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self._wake.set()
+            return
+        finally:
+            self._claimed.difference_update(ids)
+        self._acked.extend(ids)
+        self.published += len(ids)
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(ids))
 
     async def run(self) -> None:
         self._listen_conn = await self.pool.acquire()
@@ -123,16 +194,25 @@ class OutboxRelay:
         self._wake.set()
 
     async def drain_once(self) -> int:
-        """Publish one batch; returns how many rows moved. Rows are deleted only after the
-        broker acknowledged them. One relay per schema at a time (advisory lock), so events
-        leave in commit order even when several replicas of a service run."""
+        """Publish one batch; returns how many rows moved. Rows are marked published (or
+        deleted, without retention) only after the broker acknowledged them. One relay per schema at a time (advisory lock), so events
+        leave in commit order even when several replicas of a service run. Rows this process's
+        writers publish themselves are skipped (sending them too would only duplicate)."""
         async with self.pool.acquire() as conn:
+            if self._acked:
+                acked, self._acked = self._acked, []
+                try:
+                    await self._mark_published(conn, acked)
+                except BaseException:
+                    self._acked.extend(acked)
+                    raise
             async with conn.transaction():
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{self.schema}"):
                     return 0
                 rows = await conn.fetch(
-                    f'SELECT id, topic, key, value FROM "{self.schema}".outbox WHERE {PENDING} ORDER BY id LIMIT $1',
-                    self.batch_size,
+                    f'SELECT id, topic, key, value FROM "{self.schema}".outbox'
+                    f' WHERE {PENDING} AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1',
+                    self.batch_size, [*self._claimed, *self._acked],
                 )
                 if not rows:
                     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from offsync_shared import bus, db
+from offsync_shared import bus, db, heap
 from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
@@ -96,6 +96,7 @@ async def open_runtime(
         if rt.relay is not None:
             rt.watch.on_lost(rt.relay.replay)
         rt.spawn(rt.watch.run(), "broker-watch")
+        heap.freeze_long_lived()  # what start-up built lives as long as the process
         yield rt
 
 

@@ -136,18 +136,34 @@ FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
 
-_LIVE_OPS = """
-SELECT o.op_id, o.bucket_id, json_build_array(
-           o.op_id, o.bucket_id,
-           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
-           o.entity, o.record_id, o.version,
-           CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END)::text AS j
-FROM unnest($1::text[]) AS b(bucket_id)
-CROSS JOIN LATERAL (
-    SELECT * FROM sync.bucket_ops o WHERE o.bucket_id = b.bucket_id AND o.op_id > $2 ORDER BY o.op_id LIMIT $3
-) o
-LEFT JOIN sync.record_index r ON r.entity = o.entity AND r.record_id = o.record_id
-ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
+# One statement, hence one snapshot and one round trip: the new ops (as parallel arrays in op-id
+# order), the buckets' states and the (user, bucket) memberships.
+_LIVE_BATCH = """
+WITH ops AS (
+    SELECT o.op_id, o.bucket_id, json_build_array(
+               o.op_id, o.bucket_id,
+               CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN 'remove' ELSE 'put' END,
+               o.entity, o.record_id, o.version,
+               CASE WHEN o.op = 'remove' OR coalesce(r.deleted, true) THEN NULL ELSE r.attributes END)::text AS j,
+           row_number() OVER (ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id) AS n
+    FROM unnest($1::text[]) AS b(bucket_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM sync.bucket_ops o WHERE o.bucket_id = b.bucket_id AND o.op_id > $2 ORDER BY o.op_id LIMIT $3
+    ) o
+    LEFT JOIN sync.record_index r ON r.entity = o.entity AND r.record_id = o.record_id
+), states AS (
+    SELECT id, checksum, last_op_id FROM sync.buckets WHERE id = ANY($1::text[])
+), members AS (
+    SELECT user_id, bucket_id FROM sync.user_buckets WHERE user_id = ANY($4::text[]) AND bucket_id = ANY($1::text[])
+)
+SELECT (SELECT coalesce(array_agg(op_id ORDER BY n), '{}') FROM ops) AS op_ids,
+       (SELECT coalesce(array_agg(bucket_id ORDER BY n), '{}') FROM ops) AS op_buckets,
+       (SELECT coalesce(array_agg(j ORDER BY n), '{}') FROM ops) AS op_rows,
+       (SELECT coalesce(array_agg(id), '{}') FROM states) AS state_ids,
+       (SELECT coalesce(array_agg(checksum), '{}') FROM states) AS checksums,
+       (SELECT coalesce(array_agg(last_op_id), '{}') FROM states) AS last_op_ids,
+       (SELECT coalesce(array_agg(user_id), '{}') FROM members) AS member_users,
+       (SELECT coalesce(array_agg(bucket_id), '{}') FROM members) AS member_buckets
 """
 
 
@@ -158,23 +174,20 @@ class PgBucketStore:
         self.pool = pool
 
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch:
-        # One repeatable-read snapshot: the states and memberships describe exactly the ops read.
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            rows = await conn.fetch(_LIVE_OPS, buckets, after, limit)
-            states = await conn.fetch("SELECT id, checksum, last_op_id FROM sync.buckets WHERE id = ANY($1::text[])", buckets)
-            members = await conn.fetch(
-                "SELECT user_id, bucket_id FROM sync.user_buckets WHERE user_id = ANY($1::text[]) AND bucket_id = ANY($2::text[])",
-                users,
-                buckets,
-            )
+        # One statement: the states and memberships describe exactly the ops read.
+        row = await self.pool.fetchrow(_LIVE_BATCH, buckets, after, limit, users)
+        assert row is not None
         per_bucket: dict[str, int] = {}
-        for r in rows:
-            per_bucket[r["bucket_id"]] = per_bucket.get(r["bucket_id"], 0) + 1
+        for b in row["op_buckets"]:
+            per_bucket[b] = per_bucket.get(b, 0) + 1
         return LiveBatch(
-            rows=[(int(r["op_id"]), r["bucket_id"], r["j"]) for r in rows],
+            rows=list(zip(row["op_ids"], row["op_buckets"], row["op_rows"])),
             complete=all(n < limit for n in per_bucket.values()),
-            states={r["id"]: BucketState(int(r["checksum"]) % 2**32, int(r["last_op_id"])) for r in states},
-            members={(r["user_id"], r["bucket_id"]) for r in members},
+            states={
+                b: BucketState(int(c) % 2**32, int(last))
+                for b, c, last in zip(row["state_ids"], row["checksums"], row["last_op_ids"])
+            },
+            members=set(zip(row["member_users"], row["member_buckets"])),
         )
 
     async def admit(self, user_id: str) -> Admission:

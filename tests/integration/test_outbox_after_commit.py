@@ -1,0 +1,108 @@
+"""The outbox's fast path over a real PostgreSQL and broker: a writer inside
+``publish_after_commit`` sends its committed events itself; the relay sends none of them again,
+deletes them once acknowledged, and takes over whatever the writer could not send."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+import asyncpg
+import pytest
+
+from offsync_shared import bus, db
+from offsync_shared.envelope import Envelope
+from offsync_shared.events.admin import OrgSettingsChanged
+from offsync_shared.outbox import OUTBOX_DDL, Message, OutboxRelay, enqueue, publish_after_commit
+from offsync_shared.topics import ADMIN
+from offsync_stack.testing import InfraEnv, eventually
+
+pytestmark = pytest.mark.integration
+
+
+class FailsOnce:
+    """A publisher whose first send fails like a broker that is away, then works."""
+
+    def __init__(self, inner: bus.Producer) -> None:
+        self.inner = inner
+        self.failed = False
+
+    async def send_many(self, messages: list[Message]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise KafkaError("broker away")
+        await self.inner.send_many(messages)
+
+
+async def _setup(env: InfraEnv) -> tuple[asyncpg.Pool, bus.Producer, str]:
+    await bus.ensure_topics(env.kafka_bootstrap, env.topic_prefix, 4)
+    pool = await db.create_pool(env.pg_dsn)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
+    producer = bus.Producer(env.kafka_bootstrap)
+    await producer.start()
+    return pool, producer, ADMIN.full(env.topic_prefix)
+
+
+async def _write(pool: asyncpg.Pool, relay: OutboxRelay, topic: str, flag: bool) -> None:
+    async with publish_after_commit(relay), pool.acquire() as conn:
+        async with conn.transaction():
+            await enqueue(conn, "s", topic, OrgSettingsChanged(conflict_detection=flag).envelope("default"))
+
+
+async def _read_all(bootstrap: str, topic: str, n: int) -> list[bool]:
+    got: list[bool] = []
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    try:
+        async def enough() -> bool:
+            for msgs in (await c.getmany(timeout_ms=200)).values():
+                got.extend(Envelope.decode(m.value).payload["conflict_detection"] for m in msgs)
+            return len(got) >= n
+
+        await eventually(enough, message=f"{n} events on the topic")
+        for msgs in (await c.getmany(timeout_ms=300)).values():  # anything beyond n is a duplicate
+            got.extend(Envelope.decode(m.value).payload["conflict_detection"] for m in msgs)
+    finally:
+        await c.stop()
+    return got
+
+
+async def _outbox_rows(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM s.outbox"))
+
+
+async def test_writer_sends_after_commit_and_relay_only_cleans_up(fresh_env: InfraEnv) -> None:
+    pool, producer, topic = await _setup(fresh_env)
+    try:
+        relay = OutboxRelay(pool, "s", producer)
+        await _write(pool, relay, topic, True)
+        await _write(pool, relay, topic, False)
+        with pytest.raises(RuntimeError):  # rolled back: neither sent nor stored
+            async with publish_after_commit(relay), pool.acquire() as conn:
+                async with conn.transaction():
+                    await enqueue(conn, "s", topic, OrgSettingsChanged(conflict_detection=True).envelope("default"))
+                    raise RuntimeError("abort")
+        # Sent without the relay running; still in the outbox until the relay's next pass.
+        assert await _read_all(fresh_env.kafka_bootstrap, topic, 2) == [True, False]
+        assert await _outbox_rows(pool) == 2
+        assert await relay.drain_once() == 0  # nothing sent twice
+        assert await _outbox_rows(pool) == 0
+        assert relay.published == 2
+    finally:
+        await producer.stop()
+        await pool.close()
+
+
+async def test_relay_sends_what_the_writer_could_not(fresh_env: InfraEnv) -> None:
+    pool, producer, topic = await _setup(fresh_env)
+    try:
+        relay = OutboxRelay(pool, "s", FailsOnce(producer))
+        await _write(pool, relay, topic, True)  # the direct send fails: no exception for the writer
+        assert await _outbox_rows(pool) == 1
+        assert await relay.drain_once() == 1
+        assert await _read_all(fresh_env.kafka_bootstrap, topic, 1) == [True]
+        assert await _outbox_rows(pool) == 0
+    finally:
+        await producer.stop()
+        await pool.close()

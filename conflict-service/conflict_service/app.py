@@ -3,7 +3,6 @@ worker and wires the records and admin routes."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +15,7 @@ from conflict_service.settings import Settings
 from conflict_service.worker import BatchWorker, topics_for
 from offsync_shared import http
 from offsync_shared.outbox import OutboxRelay
-from offsync_shared.runtime import Runtime, open_runtime
+from offsync_shared.runtime import Runtime, open_runtime, stop_tasks
 
 SCHEMA = "data"
 
@@ -45,8 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 # Stop consuming first (an in-flight transaction rolls back and is redelivered).
                 if task is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                    await stop_tasks([task])
                 if worker is not None:
                     await worker.stop()
 

@@ -77,7 +77,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     async with contextlib.AsyncExitStack() as stack:
         pool = await db.create_pool(settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
-        stack.push_async_callback(pool.close)
+        stack.push_async_callback(_close_pool, pool)
         if schema and migrations:
             await db.migrate(pool, schema, migrations)
         await bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions)
@@ -100,7 +100,30 @@ async def open_runtime(
         yield rt
 
 
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
+    """Cancel ``tasks`` and wait until they end. Cancels again each second: on Python 3.11 a
+    cancellation that meets an inner future completing inside ``asyncio.wait_for`` can be lost,
+    and a loop task (relay, broker watch) then runs on and a plain gather waits for ever (seen
+    as a test teardown that never ended). Gives up, logging, after ``rounds`` seconds."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    if pending:
+        log.warning("tasks did not stop after cancellation", extra={"tasks": sorted(t.get_name() for t in pending)})
+
+
+async def _close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
+    """Close gracefully, but never wait for ever on a connection something failed to release."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("pool did not close in time; terminating its connections")
+        pool.terminate()
+
+
 async def _cancel_all(rt: Runtime) -> None:
-    for t in rt.tasks:
-        t.cancel()
-    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await stop_tasks(rt.tasks)

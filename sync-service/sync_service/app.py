@@ -17,7 +17,7 @@ from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from offsync_shared.runtime import Runtime, open_runtime
+from offsync_shared.runtime import Runtime, open_runtime, stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
 from sync_service.gateway import Gateway
 from sync_service.hub import Hub
@@ -107,9 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                    await stop_tasks([task])
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from conflict_service.applier import BatchApplier, Topics
-from offsync_shared import bus
+from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.events import Event
@@ -23,15 +23,7 @@ log = logging.getLogger(__name__)
 # Failures that say nothing about the batches (the database is restarting or away): retried with
 # backoff, never answered as "unprocessable" nor dead-lettered. Answering them would lose the
 # batch: the device keeps waiting on an open connection, and the refusal cannot even be stored.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
+TRANSIENT: tuple[type[BaseException], ...] = (*db.DATABASE_AWAY, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
 
 GROUP_ID = "conflict-service"
 

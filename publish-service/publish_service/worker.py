@@ -10,7 +10,7 @@ from collections import deque
 
 import asyncpg
 
-from offsync_shared import bus, metrics, outbox
+from offsync_shared import bus, db, metrics, outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.admin import (
@@ -36,11 +36,7 @@ ORG_EVENTS = {UserChanged.TYPE, TeamChanged.TYPE, BusinessUnitChanged.TYPE, Role
 PROFILE_EVENTS = {ProfilePublished.TYPE, ProfileDeleted.TYPE}
 # Failures that say nothing about the event: retried with backoff instead of dead-lettering.
 TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
+    *db.DATABASE_AWAY,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.UndefinedTableError,  # admin/data schema not migrated yet by its owner

@@ -15,6 +15,16 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+# The database (or the socket to it) is away: restarting, refusing, or out of connections. What
+# callers do about it differs (retry a batch, answer 503), so each adds its own cases to these.
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):

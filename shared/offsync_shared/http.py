@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from offsync_shared import metrics
+from offsync_shared import db, metrics
 from offsync_shared.errors import OffsyncError
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,8 @@ class JsonByDefault:
 # terminated (class 57: admin/crash shutdown, starting up), and asyncpg's own errors about a
 # connection that died under it.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
+    *db.DATABASE_AWAY,
     asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
 )

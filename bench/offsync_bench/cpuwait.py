@@ -6,6 +6,10 @@ figure: it says how much of a figure is the machine's load rather than the code'
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -35,17 +39,46 @@ def sample(pids: list[int], proc: Path = PROC) -> tuple[float, float]:
     return on_cpu, waiting
 
 
+PROFILE_ENV = "OFFSYNC_BENCH_PROFILE"  # a directory: py-spy every process of the window into it
+
+
+def _py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 class CpuWindow:
-    """``start()`` then ``stop()`` -> {group: {"cpu_s", "runqueue_wait_s"}} for the window."""
+    """``start()`` then ``stop()`` -> {group: {"cpu_s", "runqueue_wait_s"}} for the window.
+
+    With ``OFFSYNC_BENCH_PROFILE=<dir>`` and py-spy installed, each process is also sampled over
+    exactly the window (``<dir>/<group>-<pid>.txt``, py-spy's raw collapsed stacks): where the
+    CPU of a workload went, not of the set-up around it."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
         self._start: dict[str, tuple[float, float]] = {}
         self._load: float | None = None
+        self._profilers: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         self._start = {g: sample(p) for g, p in self.groups.items()}
         self._load = os.getloadavg()[0]
+        out, spy = os.environ.get(PROFILE_ENV), _py_spy()
+        if out and spy:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            for g, pids in self.groups.items():
+                for pid in pids:
+                    cmd = [spy, "record", "--nonblocking", "-r", "100", "-f", "raw", "-o", f"{out}/{g}-{pid}.txt", "-p", str(pid)]
+                    self._profilers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def _stop_profilers(self) -> None:
+        for prof in self._profilers:
+            prof.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for prof in self._profilers:
+            try:
+                prof.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                prof.kill()
+        self._profilers = []
 
     def stop(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -54,4 +87,5 @@ class CpuWindow:
             c0, w0 = self._start.get(g, (0.0, 0.0))
             out[g] = {"cpu_s": round(c - c0, 2), "runqueue_wait_s": round(w - w0, 2)}
         out["loadavg_1m"] = {"start": round(self._load or 0.0, 2), "end": round(os.getloadavg()[0], 2)}
+        self._stop_profilers()
         return out

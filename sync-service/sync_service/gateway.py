@@ -22,6 +22,7 @@ from sync_service.limits import TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
 from sync_service.store import BucketStore
+from sync_service.ws_transport import LEAN_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ class Gateway:
     async def _run(self, ws: WebSocket, session: SyncSession) -> None:
         """Moves frames between the socket and the session until either ends."""
         self.sessions.add(session)
+        lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
+        if lean is not None:
+            session.direct = lean.write_prebuilt
         if self.draining:  # SIGTERM arrived while this device was being admitted
             session.begin_drain()
         reader = asyncio.create_task(self._read(ws, session))

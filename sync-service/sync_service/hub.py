@@ -18,6 +18,7 @@ from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
 from sync_service.session import Encoded, SyncSession
 from sync_service.store import BucketStore, LiveBatch
+from sync_service.ws_transport import prebuilt_text
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Hub:
         # (fanout: one query per notification, not one per device).
         self.store = store
         self.shared_deliveries = 0
+        self.direct_deliveries = 0  # of those, written straight to an idle session's socket
         self.by_bucket: defaultdict[str, set[SyncSession]] = defaultdict(set)
         self.by_user: defaultdict[str, set[SyncSession]] = defaultdict(set)
         self.by_device: dict[str, SyncSession] = {}
@@ -82,11 +84,17 @@ class Hub:
         assert isinstance(event, BucketsAdvanced)
         for bucket, op_id in event.buckets.items():
             for s in self.by_bucket.get(bucket, ()):
-                if self.store is not None and op_id > s.position and s.live_eligible():
-                    s.ask(op_id)
-                    self.want_live(s)
-                else:
-                    s.notify_ops(bucket, op_id)
+                if self.store is not None and op_id > s.position:
+                    if s.live_eligible():
+                        s.ask(op_id)
+                        self.want_live(s)
+                        continue
+                    if s.enrolled():
+                        # Already waiting for a shared read: no need to wake its task; if that
+                        # read ends below op_id, the session is enrolled in the next one.
+                        s.ask(op_id)
+                        continue
+                s.notify_ops(bucket, op_id)
 
     async def _flush(self) -> None:
         while self._wanting:
@@ -122,7 +130,13 @@ class Hub:
                 if live is None or any((s.user_id, b) not in batch.members for b in mine):
                     s.read_alone()  # a lost bucket or a big burst: the session's own path handles it
                     continue
-                s.offer_live(since, mine, live.combined() if s.combined else live.split(), live.count, live.position)
+                if s.write_live(since, mine, live.wire(s.combined), live.count, live.position):
+                    self.direct_deliveries += 1
+                    if s.behind():  # notified of newer ops while this read was in flight
+                        s.ask(0)
+                        self.want_live(s)
+                else:
+                    s.offer_live(since, mine, live.combined() if s.combined else live.split(), live.count, live.position)
                 self.shared_deliveries += 1
 
     async def on_user_buckets_changed(self, event: Event, env: Envelope) -> None:
@@ -155,12 +169,13 @@ class _LiveFrames:
     """The ops of some buckets above a position and the checkpoint after them, encoded once
     (in each form asked for) for every session with those buckets at that position."""
 
-    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined")
+    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined", "_wire")
 
     def __init__(self, ops: Any, count: int, position: int, checkpoint: p.Checkpoint) -> None:
         self.ops, self.count, self.position, self.checkpoint = ops, count, position, checkpoint
         self._split: tuple[Encoded, ...] | None = None
         self._combined: tuple[Encoded, ...] | None = None
+        self._wire: dict[bool, bytes] = {}
 
     @classmethod
     def build(
@@ -181,6 +196,13 @@ class _LiveFrames:
         )
         ops = orjson.Fragment("[" + ",".join(j for _, j in rows) + "]") if rows else None
         return cls(ops, len(rows), position, checkpoint)
+
+    def wire(self, combined: bool) -> bytes:
+        """The frames of one form, framed for the wire once for every session of that form."""
+        w = self._wire.get(combined)
+        if w is None:
+            w = self._wire[combined] = prebuilt_text([e.text for e in (self.combined() if combined else self.split())])
+        return w
 
     def split(self) -> tuple[Encoded, ...]:
         """Ops frame then checkpoint frame (devices without FEATURE_OPS_CHECKPOINT)."""

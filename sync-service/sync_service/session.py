@@ -114,7 +114,7 @@ class SyncSession:
         "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
         "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
         "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "_synced", "_asked",
-        "_own", "_want", "combined", "__weakref__",
+        "_own", "_want", "combined", "direct", "__weakref__",
     )
 
     def __init__(
@@ -142,6 +142,9 @@ class SyncSession:
         self._want = 0  # highest op id notified for our buckets
         # The device takes a checkpoint inside the ops frame: one send per live change, not two.
         self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
+        # Writes prebuilt wire bytes to the device's socket now, or says it can't (set by the
+        # gateway when the transport offers it): live fanout without waking this session's task.
+        self.direct: Callable[[bytes], bool] | None = None
         self.user_id = principal.user_id
         self.device_id = hello.device_id
         self._hello: p.Hello | None = hello  # until the resume plan is made
@@ -250,6 +253,29 @@ class SyncSession:
             self._dirty = True
         self._signal.set()
 
+    def write_live(self, expected_position: int, buckets: frozenset[str], wire: bytes, count: int, position: int) -> bool:
+        """``offer_live`` without the task switch: while this session's task sleeps at a
+        checkpoint, nothing else is being sent, so the hub's frames (already framed for the
+        wire) can go straight to the socket. False when that is not so right now (busy, moved,
+        socket full or closing): the caller offers the frames the usual way."""
+        if self.direct is None or self._busy or self.position != expected_position or self.buckets != buckets:
+            return False
+        if not self.shareable() or not self.direct(wire):
+            return False
+        self._asked = False
+        self.sent_ops += count
+        self.position = self.key = position
+        self._dirty = False  # what is still owed (``behind``), the hub enrols us for
+        return True
+
+    def enrolled(self) -> bool:
+        """Waiting for the hub's shared read (queued or in flight)."""
+        return self._asked
+
+    def behind(self) -> bool:
+        """Notified of ops above what was sent."""
+        return self._want > self.position
+
     def notify_rebucket(self) -> None:
         self._rebucket = True
         self._signal.set()
@@ -338,8 +364,8 @@ class SyncSession:
                         yield f
                     self.position = self.key = position
                     self._synced = True
-                    if self._want <= position:
-                        self._dirty = False  # the notifications that woke us are covered
+                    # Notifications while the shared read was in flight only raised ``_want``.
+                    self._dirty = self._want > position
                     continue
                 if self._dirty and not self._draining:
                     if self._asked:

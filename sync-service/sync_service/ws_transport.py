@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from uvicorn.config import Config
@@ -36,6 +37,14 @@ from uvicorn.server import ServerState
 log = logging.getLogger("uvicorn.error")
 
 CLOSE_TIMEOUT_S = 10.0  # after our close frame, how long the peer has to answer it
+# The scope extension under which the app finds this connection (for ``write_prebuilt``).
+LEAN_EXTENSION = "offsync.lean_websocket"
+
+
+def prebuilt_text(texts: "list[str] | tuple[str, ...]") -> bytes:
+    """Text messages framed for the wire as a server sends them (unmasked, no extensions), so one
+    framing serves every connection that gets the same messages."""
+    return b"".join(Frame(Opcode.TEXT, t.encode()).serialize(mask=False) for t in texts)
 
 
 class _Shared:
@@ -158,7 +167,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             "headers": [(k.lower().encode("ascii"), v.encode("latin-1")) for k, v in request.headers.raw_items()],
             "subprotocols": subprotocols,
             "state": sh.app_state.copy(),
-            "extensions": {},
+            "extensions": {LEAN_EXTENSION: self},
         }
         # ServerProtocol's parser generator keeps the request for the life of the socket: empty
         # it now that the scope has its own copy of the headers.
@@ -304,6 +313,17 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._close_timer = self._sh.loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}.")
+
+    def write_prebuilt(self, wire: bytes) -> bool:
+        """Writes messages framed by ``prebuilt_text`` now, if the socket is open and its kernel
+        buffer below the high-water mark; False otherwise (the caller sends the usual way, which
+        waits for room). Fanout: one framing and one write per device, no task switch."""
+        if self._drain is not None or self._close_sent or self._disconnected or not self._accepted:
+            return False
+        if self.conn.state is not State.OPEN or self.transport.is_closing():
+            return False
+        self.transport.write(wire)
+        return True
 
     # ------------------------------------------------------------------------- helpers ---
     def _accept(self, message: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
 from sync_service.session import Encoded, SyncSession
 from sync_service.store import BucketStore, LiveBatch
-from sync_service.ws_transport import prebuilt_text
+from sync_service.ws_transport import prebuilt_text, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ class Hub:
         by_bucket: defaultdict[str, list[int]] = defaultdict(list)
         for i, (_, b, _) in enumerate(batch.rows):
             by_bucket[b].append(i)
+        ops_parts: dict[tuple[int, ...], tuple[bytes, int]] = {}
         for (since, mine), sessions in groups.items():
-            live = _LiveFrames.build(batch, since, mine, by_bucket) if batch.complete else None
+            live = _LiveFrames.build(batch, since, mine, by_bucket, ops_parts) if batch.complete else None
             for s in sessions:
                 if live is None or any((s.user_id, b) not in batch.members for b in mine):
                     s.read_alone()  # a lost bucket or a big burst: the session's own path handles it
@@ -169,40 +170,68 @@ class _LiveFrames:
     """The ops of some buckets above a position and the checkpoint after them, encoded once
     (in each form asked for) for every session with those buckets at that position."""
 
-    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined", "_wire")
+    __slots__ = ("ops", "count", "position", "checkpoint", "_split", "_combined", "_wire_split", "_wire_combined")
 
-    def __init__(self, ops: Any, count: int, position: int, checkpoint: p.Checkpoint) -> None:
+    def __init__(self, ops: bytes | None, count: int, position: int, checkpoint: p.Checkpoint) -> None:
         self.ops, self.count, self.position, self.checkpoint = ops, count, position, checkpoint
         self._split: tuple[Encoded, ...] | None = None
         self._combined: tuple[Encoded, ...] | None = None
-        self._wire: dict[bool, bytes] = {}
+        self._wire_split: bytes | None = None
+        self._wire_combined: bytes | None = None
 
     @classmethod
     def build(
-        cls, batch: LiveBatch, since: int, mine: frozenset[str], by_bucket: dict[str, list[int]]
+        cls,
+        batch: LiveBatch,
+        since: int,
+        mine: frozenset[str],
+        by_bucket: dict[str, list[int]],
+        ops_parts: dict[tuple[int, ...], tuple[bytes, int]],
     ) -> "_LiveFrames | None":
         """None when the read cannot serve these sessions exactly. ``by_bucket``: positions of
-        each bucket's rows in ``batch.rows``."""
-        at = sorted(i for b in mine for i in by_bucket.get(b, ()) if batch.rows[i][0] > since)
-        rows = [(batch.rows[i][0], batch.rows[i][2]) for i in at]
-        if len(rows) > LIVE_LIMIT:
+        each bucket's rows in ``batch.rows``; ``ops_parts``: the ops JSON (and newest op id) of
+        each set of rows already joined for another group: groups differ mostly by a bucket
+        of their user's own that got nothing new, so they share the ops and differ only in the
+        checkpoint."""
+        rows = batch.rows
+        at = tuple(sorted(i for b in mine for i in by_bucket.get(b, ()) if rows[i][0] > since))
+        if len(at) > LIVE_LIMIT:
             return None  # more than a small page: the paged catch-up bounds frame sizes
-        position = max((op_id for op_id, _ in rows), default=since)
-        states = {b: batch.states.get(b) for b in mine}
-        if any(st is not None and st.last_op_id > position for st in states.values()):
-            return None
-        checkpoint = p.Checkpoint(
-            cursor=position, checksums={b: (st.checksum if st is not None else 0) for b, st in sorted(states.items())}
-        )
-        ops = orjson.Fragment("[" + ",".join(j for _, j in rows) + "]") if rows else None
-        return cls(ops, len(rows), position, checkpoint)
+        ops: bytes | None = None
+        position = since
+        if at:
+            part = ops_parts.get(at)
+            if part is None:
+                part = ops_parts[at] = (("[" + ",".join(rows[i][2] for i in at) + "]").encode(), max(rows[i][0] for i in at))
+            ops, position = part
+        states = batch.states
+        checksums: dict[str, int] = {}
+        for b in sorted(mine):
+            st = states.get(b)
+            if st is None:
+                checksums[b] = 0
+            elif st.last_op_id > position:
+                return None
+            else:
+                checksums[b] = st.checksum
+        return cls(ops, len(at), position, p.Checkpoint(cursor=position, checksums=checksums))
 
     def wire(self, combined: bool) -> bytes:
-        """The frames of one form, framed for the wire once for every session of that form."""
-        w = self._wire.get(combined)
-        if w is None:
-            w = self._wire[combined] = prebuilt_text([e.text for e in (self.combined() if combined else self.split())])
-        return w
+        """The frames of one form, framed for the wire (what ``write_prebuilt`` sends)."""
+        if not combined:
+            if self._wire_split is None:
+                self._wire_split = prebuilt_text([e.text for e in self.split()])
+            return self._wire_split
+        if self._wire_combined is None:
+            if self.ops is None:
+                self._wire_combined = prebuilt_text([e.text for e in self.combined()])
+            else:
+                # What p.encode makes of the combined Ops frame, without building it first.
+                cp = orjson.dumps({"cursor": self.checkpoint.cursor, "checksums": self.checkpoint.checksums})
+                self._wire_combined = text_frame(
+                    b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (self.ops, self.count, self.count, cp)
+                )
+        return self._wire_combined
 
     def split(self) -> tuple[Encoded, ...]:
         """Ops frame then checkpoint frame (devices without FEATURE_OPS_CHECKPOINT)."""
@@ -211,7 +240,8 @@ class _LiveFrames:
             if self.ops is None:
                 self._split = (cp,)
             else:
-                self._split = (Encoded(p.encode(p.Ops(ops=self.ops, done=self.count, total=self.count)).decode()), cp)
+                frame = p.Ops(ops=orjson.Fragment(self.ops), done=self.count, total=self.count)
+                self._split = (Encoded(p.encode(frame).decode()), cp)
         return self._split
 
     def combined(self) -> tuple[Encoded, ...]:
@@ -220,7 +250,7 @@ class _LiveFrames:
             if self.ops is None:
                 self._combined = self.split()
             else:
-                frame = p.Ops(ops=self.ops, done=self.count, total=self.count, checkpoint=self.checkpoint)
+                frame = p.Ops(ops=orjson.Fragment(self.ops), done=self.count, total=self.count, checkpoint=self.checkpoint)
                 self._combined = (Encoded(p.encode(frame).decode()),)
         return self._combined
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import weakref
 from http import HTTPStatus
 from typing import Any
@@ -41,10 +42,20 @@ CLOSE_TIMEOUT_S = 10.0  # after our close frame, how long the peer has to answer
 LEAN_EXTENSION = "offsync.lean_websocket"
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One UTF-8 text message framed as a server sends it (RFC 6455 5.2: FIN, unmasked, no
+    extensions): the same bytes for every connection, so one framing serves them all."""
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
 def prebuilt_text(texts: "list[str] | tuple[str, ...]") -> bytes:
-    """Text messages framed for the wire as a server sends them (unmasked, no extensions), so one
-    framing serves every connection that gets the same messages."""
-    return b"".join(Frame(Opcode.TEXT, t.encode()).serialize(mask=False) for t in texts)
+    """Text messages framed for the wire (``text_frame``), back to back."""
+    return b"".join(text_frame(t.encode()) for t in texts)
 
 
 class _Shared:

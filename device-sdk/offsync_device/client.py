@@ -207,26 +207,31 @@ class Device:
         except ConnectionClosed:
             pass  # the reader sees the close and decides what happens next
 
+    async def _checkpointed(self, ws: ClientConnection, cp: p.Checkpoint, bad: list[str]) -> bool:
+        """After the store checked a checkpoint: caught up, or ask for the disagreeing buckets."""
+        r = self.report
+        if bad:
+            r.refetched.extend(bad)
+            await ws.send(p.encode(p.Refetch(tuple(bad))).decode())
+            return False
+        r.checkpoints += 1
+        r.cursor = cp.cursor
+        return True
+
     async def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
         r = self.report
         if isinstance(frame, p.Ops):
-            r.ops += self.store.apply_ops(frame.ops, resume=frame.resume)
+            # FEATURE_OPS_CHECKPOINT: a checkpoint riding along is verified in the ops' transaction.
+            cp = frame.checkpoint
+            n, bad = self.store.apply_frame(frame.ops, frame.resume, cp)
+            r.ops += n
             if self.on_ops is not None:
                 self.on_ops(frame.ops)
             if self.on_progress is not None:
                 self.on_progress(frame.done, frame.total)
-            if frame.checkpoint is not None:  # FEATURE_OPS_CHECKPOINT: the checkpoint rode along
-                return await self._on_frame(ws, frame.checkpoint, caught_up)
-            return False
+            return False if cp is None else await self._checkpointed(ws, cp, bad)
         if isinstance(frame, p.Checkpoint):
-            bad = self.store.checkpoint(frame.cursor, frame.checksums)
-            if bad:
-                r.refetched.extend(bad)
-                await ws.send(p.encode(p.Refetch(tuple(bad))).decode())
-                return False
-            r.checkpoints += 1
-            r.cursor = frame.cursor
-            return True
+            return await self._checkpointed(ws, frame, self.store.checkpoint(frame.cursor, frame.checksums))
         if isinstance(frame, p.Result):
             r.problems.extend(self.store.apply_result(frame))
             r.batches += 1

@@ -40,6 +40,76 @@ CREATE TABLE IF NOT EXISTS conflicts (
     status TEXT, code TEXT, message TEXT, local TEXT, server TEXT, at REAL);
 """
 
+# PRAGMA user_version of a store file with the current schema; older files are upgraded on open.
+_SCHEMA_VERSION = 1
+
+# Per-bucket sum (kept reduced mod 2**32 so any hash a raw write puts in cannot overflow; the sign
+# may be negative, readers reduce once more) and member count (a bucket with none left is not
+# held). Triggers, not Python, so every write to membership counts, whoever makes it. The SDK
+# writes with upserts, not INSERT OR REPLACE (a delete and an insert, two trigger runs).
+_SUMS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS bucket_sums (
+    bucket TEXT PRIMARY KEY, total INTEGER NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS membership_sum_insert AFTER INSERT ON membership BEGIN
+    INSERT INTO bucket_sums(bucket, total, n) VALUES (NEW.bucket, NEW.hash % {MOD}, 1)
+    ON CONFLICT(bucket) DO UPDATE SET total = (total + excluded.total) % {MOD}, n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS membership_sum_delete AFTER DELETE ON membership BEGIN
+    UPDATE bucket_sums SET total = (total - OLD.hash % {MOD}) % {MOD}, n = n - 1 WHERE bucket = OLD.bucket;
+END;
+CREATE TRIGGER IF NOT EXISTS membership_sum_update AFTER UPDATE ON membership
+WHEN NEW.bucket = OLD.bucket BEGIN
+    UPDATE bucket_sums SET total = (total - OLD.hash % {MOD} + NEW.hash % {MOD}) % {MOD} WHERE bucket = NEW.bucket;
+END;
+CREATE TRIGGER IF NOT EXISTS membership_sum_move AFTER UPDATE ON membership
+WHEN NEW.bucket IS NOT OLD.bucket BEGIN
+    UPDATE bucket_sums SET total = (total - OLD.hash % {MOD}) % {MOD}, n = n - 1 WHERE bucket = OLD.bucket;
+    INSERT INTO bucket_sums(bucket, total, n) VALUES (NEW.bucket, NEW.hash % {MOD}, 1)
+    ON CONFLICT(bucket) DO UPDATE SET total = (total + excluded.total) % {MOD}, n = n + 1;
+END;
+"""
+
+# Brings a store of any older version up to date; refilling bucket_sums from membership makes it
+# idempotent (two processes opening one old file both end with the right sums).
+_UPGRADE = f"""
+BEGIN IMMEDIATE;
+{_SUMS_SCHEMA}
+DELETE FROM bucket_sums;
+INSERT INTO bucket_sums(bucket, total, n)
+    SELECT bucket, SUM(hash % {MOD}) % {MOD}, count(*) FROM membership GROUP BY bucket;
+PRAGMA user_version = {_SCHEMA_VERSION};
+COMMIT;
+"""
+
+# The statements of the download path, shared by the bulk pages (apply_ops) and live frames.
+_PUT_RECORD = (
+    "INSERT INTO records(entity, id, version, attributes) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(entity, id) DO UPDATE SET version = excluded.version, attributes = excluded.attributes "
+    "WHERE excluded.version >= records.version"
+)
+# An upsert, not INSERT OR REPLACE: the replaced row must fire the update trigger.
+_PUT_MEMBER = (
+    "INSERT INTO membership(entity, id, bucket, version, hash) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(entity, id, bucket) DO UPDATE SET version = excluded.version, hash = excluded.hash"
+)
+_REMOVE_MEMBER = "DELETE FROM membership WHERE entity = ? AND id = ? AND bucket = ?"
+_GC_RECORD = (
+    "DELETE FROM records WHERE entity = ? AND id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM membership m WHERE m.entity = ? AND m.id = ?)"
+)
+_RESUME = (
+    "INSERT INTO meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value "
+    "WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
+)
+_SET_CURSOR = (
+    "INSERT INTO meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value "
+    "WHERE meta.value IS NOT excluded.value"
+)
+# The sums and the held checksums in one statement (half the per-statement overhead of two).
+_SUMS_AND_HELD = "SELECT bucket, total, 0 FROM bucket_sums UNION ALL SELECT id, checksum, 1 FROM buckets"
+_SET_HELD = "INSERT INTO buckets(id, checksum) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET checksum = excluded.checksum"
+_UNHOLD = "DELETE FROM buckets WHERE id = ?"
+
 
 @dataclass(frozen=True, slots=True)
 class PendingChange:
@@ -71,8 +141,21 @@ class LocalStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")
+        # So an INSERT OR REPLACE into membership over this connection (raw SQL, say) fires the
+        # delete trigger for the row it replaces and bucket_sums stays right.
+        self.db.execute("PRAGMA recursive_triggers=ON")
         self.db.executescript(_SCHEMA)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+            self._upgrade()
         self.on_local_change: Callable[[], None] | None = None
+
+    def _upgrade(self) -> None:
+        try:
+            self.db.executescript(_UPGRADE)
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -105,6 +188,27 @@ class LocalStore:
     def apply_ops(self, ops: Iterable[p.OpRow], resume: int | None = None) -> int:
         """Store one page of ops in one transaction (and the resume cursor with it, if given);
         returns how many were applied."""
+        return self.apply_frame(ops, resume)[0]
+
+    def apply_frame(
+        self, ops: Iterable[p.OpRow], resume: int | None = None, checkpoint: p.Checkpoint | None = None
+    ) -> tuple[int, list[str]]:
+        """Store one ops frame, and verify the checkpoint riding along with it, in one transaction.
+        The ops commit whatever the checkpoint says; its cursor and checksums are stored only if
+        every bucket agrees. Returns (ops applied, buckets that disagree)."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            n = self._store_ops(db, ops, resume)
+            bad = self._verify(db, checkpoint.cursor, checkpoint.checksums) if checkpoint is not None else []
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n, bad
+
+    @staticmethod
+    def _store_ops(db: sqlite3.Connection, ops: Iterable[p.OpRow], resume: int | None) -> int:
         puts: list[tuple[str, str, int, str]] = []
         members: list[tuple[str, str, str, int, int]] = []
         removes: list[tuple[str, str, str]] = []
@@ -115,41 +219,21 @@ class LocalStore:
                 members.append((entity, rid, bucket, version, op_hash(entity, rid, version)))
             else:
                 removes.append((entity, rid, bucket))
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            if puts:
-                # A record may already be newer locally (a batch result arrived first).
-                db.executemany(
-                    "INSERT INTO records(entity, id, version, attributes) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(entity, id) DO UPDATE SET version = excluded.version, attributes = excluded.attributes "
-                    "WHERE excluded.version >= records.version",
-                    puts,
-                )
-                db.executemany("INSERT OR REPLACE INTO membership VALUES (?, ?, ?, ?, ?)", members)
-            if removes:
-                db.executemany("DELETE FROM membership WHERE entity = ? AND id = ? AND bucket = ?", removes)
-                self._gc(db, {(e, i) for e, i, _ in removes})
-            if resume is not None:
-                db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value "
-                    "WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
-                    (str(resume),),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        if puts:
+            # A record may already be newer locally (a batch result arrived first).
+            db.executemany(_PUT_RECORD, puts)
+            db.executemany(_PUT_MEMBER, members)
+        if removes:
+            db.executemany(_REMOVE_MEMBER, removes)
+            LocalStore._gc(db, {(e, i) for e, i, _ in removes})
+        if resume is not None:
+            db.execute(_RESUME, (str(resume),))
         return len(puts) + len(removes)
 
     @staticmethod
     def _gc(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> None:
         """Forget server records no bucket holds any more (pending outbox rows are untouched)."""
-        db.executemany(
-            "DELETE FROM records WHERE entity = ? AND id = ? "
-            "AND NOT EXISTS (SELECT 1 FROM membership m WHERE m.entity = ? AND m.id = ?)",
-            [(e, i, e, i) for e, i in keys],
-        )
+        db.executemany(_GC_RECORD, [(e, i, e, i) for e, i in keys])
 
     def _forget_buckets(self, buckets: Iterable[str]) -> None:
         db = self.db
@@ -159,9 +243,12 @@ class LocalStore:
             keys: set[tuple[str, str]] = set()
             for b in bs:
                 keys.update(db.execute("SELECT entity, id FROM membership WHERE bucket = ?", (b,)).fetchall())
+                # The bucket empties, so its sum restarts from nothing (the triggers below find no
+                # row): any drift (say a downgraded SDK wrote here) goes too, so a refetch repairs.
+                db.execute("DELETE FROM bucket_sums WHERE bucket = ?", (b,))
                 db.execute("DELETE FROM membership WHERE bucket = ?", (b,))
             self._gc(db, keys)
-            db.executemany("DELETE FROM buckets WHERE id = ?", [(b,) for b in bs])
+            db.executemany(_UNHOLD, [(b,) for b in bs])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -176,38 +263,60 @@ class LocalStore:
         self._forget_buckets(buckets)
 
     def local_checksums(self, buckets: Iterable[str] | None = None) -> dict[str, int]:
-        rows = self.db.execute("SELECT bucket, SUM(hash) FROM membership GROUP BY bucket").fetchall()
-        sums = {b: int(s) % MOD for b, s in rows}
-        names = set(sums) | {r[0] for r in self.db.execute("SELECT id FROM buckets")}
-        if buckets is not None:
+        """What the store holds per bucket: the given buckets, else every bucket with a member or
+        held since the last checkpoint."""
+        rows = self.db.execute("SELECT bucket, total, n FROM bucket_sums").fetchall()
+        sums = {b: t % MOD for b, t, _ in rows}
+        if buckets is None:
+            names = {b for b, _, n in rows if n > 0} | {r[0] for r in self.db.execute("SELECT id FROM buckets")}
+        else:
             names = set(buckets)
         return {b: sums.get(b, 0) for b in names}
 
     def checkpoint(self, cursor: int, checksums: dict[str, int]) -> list[str]:
         """Verify the server's checksums; store the cursor if they agree. Returns the buckets that
         disagree (the caller asks the server to re-send exactly those)."""
-        local = self.local_checksums(checksums)
-        bad = sorted(b for b, c in checksums.items() if local.get(b, 0) != c)
-        if bad:
-            return bad
         db = self.db
         db.execute("BEGIN")
-        db.execute("DELETE FROM buckets")
-        db.executemany("INSERT INTO buckets(id, checksum) VALUES (?, ?)", list(checksums.items()))
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cursor', ?)", (str(cursor),))
-        db.execute("COMMIT")
+        try:
+            bad = self._verify(db, cursor, checksums)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return bad
+
+    @staticmethod
+    def _verify(db: sqlite3.Connection, cursor: int, checksums: dict[str, int]) -> list[str]:
+        """The checkpoint inside the caller's transaction. On agreement the held buckets become
+        exactly `checksums`; only changed rows and the moved cursor are written (a live frame
+        usually changes one bucket)."""
+        sums: dict[str, int] = {}
+        held: dict[str, int] = {}
+        for b, v, is_held in db.execute(_SUMS_AND_HELD):
+            (held if is_held else sums)[b] = v
+        bad = [b for b, c in checksums.items() if sums.get(b, 0) % MOD != c]
+        if bad:
+            return sorted(bad)
+        changed = [(b, c) for b, c in checksums.items() if held.get(b) != c]
+        if changed:
+            db.executemany(_SET_HELD, changed)
+        gone = [(b,) for b in held if b not in checksums]
+        if gone:
+            db.executemany(_UNHOLD, gone)
+        db.execute(_SET_CURSOR, (str(cursor),))
         return []
 
     def held_checksums(self) -> dict[str, int]:
         """What the hello reports: the buckets of the last checkpoint, with what is actually held."""
-        names = [r[0] for r in self.db.execute("SELECT id FROM buckets")]
-        return self.local_checksums(names) if names else {}
+        rows = self.db.execute("SELECT b.id, s.total FROM buckets b LEFT JOIN bucket_sums s ON s.bucket = b.id")
+        return {b: (t or 0) % MOD for b, t in rows}
 
     def forget_all(self) -> None:
         """Server-side reset: drop every server record and the cursor; the outbox stays."""
         db = self.db
         db.execute("BEGIN")
-        for t in ("records", "membership", "buckets"):
+        for t in ("records", "bucket_sums", "membership", "buckets"):
             db.execute(f"DELETE FROM {t}")
         db.execute("DELETE FROM meta WHERE key = 'cursor'")
         db.execute("COMMIT")

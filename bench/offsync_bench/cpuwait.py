@@ -39,6 +39,34 @@ def sample(pids: list[int], proc: Path = PROC) -> tuple[float, float]:
     return on_cpu, waiting
 
 
+def infra_pids(root: int | None = None, proc: Path = PROC) -> dict[str, list[int]]:
+    """The embedded broker's and PostgreSQL's processes among ``root``'s descendants (this
+    process by default), by group: {"broker": [...], "postgres": [...]}."""
+    children: dict[int, list[int]] = {}
+    comm: dict[int, str] = {}
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        pid = int(d.name)
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        comm[pid] = name
+        children.setdefault(int(rest[1]), []).append(pid)
+    out: dict[str, list[int]] = {"broker": [], "postgres": []}
+    todo = list(children.get(root or os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if comm[pid].startswith("tansu"):
+            out["broker"].append(pid)
+        elif comm[pid].startswith("postgres"):
+            out["postgres"].append(pid)
+    return out
+
+
 PROFILE_ENV = "OFFSYNC_BENCH_PROFILE"  # a directory: py-spy every process of the window into it
 
 

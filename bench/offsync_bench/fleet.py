@@ -38,6 +38,7 @@ class _Worker:
         self.stop = asyncio.Event()
         self.recording = False
         self.arrivals: list[tuple[str, str, int, float]] = []
+        self.arrived = 0  # arrivals already taken by the harness since recording started
         self.seen: dict[tuple[str, int], float] = {}
         self.seen_changed = asyncio.Event()
         self.batch_sent: dict[str, float] = {}
@@ -187,6 +188,7 @@ class _Worker:
 
     def take_arrivals(self) -> list[tuple[str, str, int, float]]:
         out, self.arrivals = self.arrivals, []
+        self.arrived += len(out)
         return out
 
 
@@ -227,12 +229,15 @@ async def _serve(conn: Connection, url: str, secret: str) -> None:
                 w.recording = bool(kw["on"])
                 w.seen.clear()
                 w.arrivals.clear()
+                w.arrived = 0
                 w.batch_acks.clear()
                 out = {"recording": w.recording}
             elif cmd == "wait_for":
                 out = await w.wait_for((kw["id"], kw["version"]), kw["timeout"])
             elif cmd == "arrivals":
                 out = w.take_arrivals()
+            elif cmd == "arrived":
+                out = w.arrived + len(w.arrivals)
             elif cmd == "acks":
                 out, w.batch_acks = w.batch_acks, []
             elif cmd == "count":

@@ -146,3 +146,55 @@ async def test_session_resumes_from_cursor_and_closes_on_token_expiry() -> None:
     session._signal.set()
     closing = await anext(stream)
     assert isinstance(closing, Close) and closing.code == p.CLOSE_UNAUTHENTICATED
+
+
+async def _idle_session(store: FakeStore) -> tuple[SyncSession, list[Any], asyncio.Task[None]]:
+    """A session resumed at the store's newest op with the right checksum: synced and asleep."""
+    states = await store.bucket_states("u", ["b"])
+    session = make_session(store, cursor=len(store.ops), checksums={"b": states["b"].checksum})
+    sent: list[Any] = []
+
+    async def pump() -> None:
+        async for f in session.run():
+            sent.append(f)
+
+    task = asyncio.create_task(pump())
+    for _ in range(100):  # a few loop turns until the stream waits; no timing involved
+        if session.live_eligible():
+            break
+        await asyncio.sleep(0)
+    assert session.live_eligible()
+    return session, sent, task
+
+
+async def test_live_frames_go_straight_to_the_socket_only_while_the_session_sleeps() -> None:
+    store = FakeStore(5)
+    session, sent, task = await _idle_session(store)
+    wires: list[bytes] = []
+    room = True
+    session.direct = lambda w: room and not wires.append(w)  # type: ignore[func-returns-value]
+    mine = frozenset(session.buckets)
+    # moved meanwhile (another position) or other buckets: not ours to take
+    assert not session.write_live(4, mine, b"x", 1, 6)
+    assert not session.write_live(5, frozenset({"other"}), b"x", 1, 6)
+    # the socket is full (kernel buffer above its high-water mark): the caller sends the usual way
+    room = False
+    assert not session.write_live(5, mine, b"x", 1, 6) and session.position == 5
+    room = True
+    before = len(sent)
+    assert session.write_live(5, mine, b"frame", 1, 6)
+    assert wires == [b"frame"] and session.position == 6 and session.sent_ops == 1
+    await asyncio.sleep(0)
+    assert len(sent) == before, "nothing went through the session's own stream"
+    # notified of a newer op while that frame was being built: the hub enrols it again
+    session.ask(9)
+    assert session.enrolled() and session.behind()
+    session.disconnected()
+    await task
+
+
+async def test_no_direct_write_without_a_transport_that_offers_it() -> None:
+    session, _, task = await _idle_session(FakeStore(3))
+    assert session.direct is None and not session.write_live(3, frozenset(session.buckets), b"x", 1, 4)
+    session.disconnected()
+    await task

@@ -12,6 +12,7 @@ import orjson
 
 from offsync_bench import fixture, setup
 from offsync_bench.context import BenchContext
+from offsync_bench.cpuwait import CpuWindow, infra_pids
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_bench.stats import percentile
 
@@ -39,8 +40,12 @@ async def _round(ctx: BenchContext, fleet: Fleet, policy: str, n_devices: int) -
         if r.status_code >= 300:
             raise RuntimeError(f"server-side changes: import -> {r.status_code} {r.text[:200]}")
     await fleet.all("record", on=True)
+    window = CpuWindow({**{s: [ctx.pid(s)] for s in ("conflict-service", "publish-service", "sync-service")},
+                        "device_fleet": fleet.pids, **infra_pids()})
+    window.start()
     t0 = time.time()
     res = await fleet.all("resync", timeout=300.0)
+    cpu = window.stop()
     ends = [d for part in res for d in part["devices"]]
     errors = [e for _, _, _, e in ends if e]
     if errors:
@@ -57,7 +62,7 @@ async def _round(ctx: BenchContext, fleet: Fleet, policy: str, n_devices: int) -
     return {"changes": changes, "conflicts": conflicts, "expected_conflicts": len(lines), "batches": len(acks),
             "seconds": round(last_ack - first_sent, 3), "changes_per_s": round(changes / (last_ack - first_sent)),
             "p50_batch_ack_ms": round(percentile(ack_ms, 50), 1), "p99_batch_ack_ms": round(percentile(ack_ms, 99), 1),
-            "reconnect_to_all_acked_s": round(max(e for _, _, e, _ in ends) - t0, 3), "ack_ms": ack_ms}
+            "reconnect_to_all_acked_s": round(max(e for _, _, e, _ in ends) - t0, 3), "cpu": cpu, "ack_ms": ack_ms}
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:

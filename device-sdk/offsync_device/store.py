@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS membership (
     entity TEXT NOT NULL, id TEXT NOT NULL, bucket TEXT NOT NULL, version INTEGER NOT NULL,
     hash INTEGER NOT NULL, PRIMARY KEY (entity, id, bucket)) WITHOUT ROWID;
+-- The buckets held as of the last checkpoint. Their sums live in bucket_sums; checksum is no
+-- longer written (0 for new rows) and is kept only so stores of any version share one schema.
 CREATE TABLE IF NOT EXISTS buckets (id TEXT PRIMARY KEY, checksum INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -105,9 +107,9 @@ _SET_CURSOR = (
     "INSERT INTO meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value "
     "WHERE meta.value IS NOT excluded.value"
 )
-# The sums and the held checksums in one statement (half the per-statement overhead of two).
-_SUMS_AND_HELD = "SELECT bucket, total, 0 FROM bucket_sums UNION ALL SELECT id, checksum, 1 FROM buckets"
-_SET_HELD = "INSERT INTO buckets(id, checksum) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET checksum = excluded.checksum"
+# The sums and the held buckets in one statement (half the per-statement overhead of two).
+_SUMS_AND_HELD = "SELECT bucket, total, 0 FROM bucket_sums UNION ALL SELECT id, 0, 1 FROM buckets"
+_HOLD = "INSERT OR IGNORE INTO buckets(id, checksum) VALUES (?, 0)"
 _UNHOLD = "DELETE FROM buckets WHERE id = ?"
 
 
@@ -181,9 +183,9 @@ class LocalStore:
 
     # ------------------------------------------------------------------------- download ----
     def hold_buckets(self, buckets: Iterable[str]) -> None:
-        """Remember the session's buckets (checksum unknown until a checkpoint), so a resumed
+        """Remember the session's buckets, so a resumed
         download reports them in its hello and is not re-sent from scratch."""
-        self.db.executemany("INSERT OR IGNORE INTO buckets(id, checksum) VALUES (?, 0)", [(b,) for b in buckets])
+        self.db.executemany(_HOLD, [(b,) for b in buckets])
 
     def apply_ops(self, ops: Iterable[p.OpRow], resume: int | None = None) -> int:
         """Store one page of ops in one transaction (and the resume cursor with it, if given);
@@ -289,8 +291,8 @@ class LocalStore:
     @staticmethod
     def _verify(db: sqlite3.Connection, cursor: int, checksums: dict[str, int]) -> list[str]:
         """The checkpoint inside the caller's transaction. On agreement the held buckets become
-        exactly `checksums`; only changed rows and the moved cursor are written (a live frame
-        usually changes one bucket)."""
+        exactly those of `checksums`; only buckets that came or went and the moved cursor are
+        written."""
         sums: dict[str, int] = {}
         held: dict[str, int] = {}
         for b, v, is_held in db.execute(_SUMS_AND_HELD):
@@ -298,9 +300,10 @@ class LocalStore:
         bad = [b for b, c in checksums.items() if sums.get(b, 0) % MOD != c]
         if bad:
             return sorted(bad)
-        changed = [(b, c) for b, c in checksums.items() if held.get(b) != c]
-        if changed:
-            db.executemany(_SET_HELD, changed)
+        # Only the set of held buckets is stored (a live frame usually changes none).
+        came = [(b,) for b in checksums if b not in held]
+        if came:
+            db.executemany(_HOLD, came)
         gone = [(b,) for b in held if b not in checksums]
         if gone:
             db.executemany(_UNHOLD, gone)

@@ -95,9 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
             if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
                 rt.watch.on_lost(consumer.rewind)
                 rt.watch.on_lost(hub.resend_unanswered)
-            task = None
+            task = repair = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")
+                repair = rt.spawn(hub.reconcile_forever(settings.sync_reconcile_s), "sync-reconcile")
                 state.update(rt=rt, gateway=gateway, consumer=consumer, hub=hub)
                 app.state.runtime = rt
                 app.state.gateway = gateway
@@ -106,8 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
-                if task is not None:
-                    await stop_tasks([task])
+                await stop_tasks([t for t in (task, repair) if t is not None])
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 

@@ -37,6 +37,8 @@ class Hub:
         self.by_device: dict[str, SyncSession] = {}
         self.by_batch: dict[str, SyncSession] = {}
         self._wanting: dict[SyncSession, int] = {}  # sessions for the next shared read -> their position
+        self._suspects: dict[SyncSession, int] = {}  # behind at the last reconcile -> newest op then
+        self.reconciled = 0  # sessions the repair net made read on their own
         self._flusher: asyncio.Task[None] | None = None
 
     # -- SessionRegistry ---------------------------------------------------------------------
@@ -99,7 +101,44 @@ class Hub:
     async def _flush(self) -> None:
         while self._wanting:
             wanting, self._wanting = self._wanting, {}
-            await self._share_live(wanting)
+            try:
+                await self._share_live(wanting)
+            except Exception:  # noqa: BLE001 - a session left waiting for this read would wait for ever
+                log.exception("shared live read failed; sessions read on their own")
+                for s in wanting:
+                    s.read_alone()
+
+    async def reconcile(self) -> int:
+        """The repair net (``Settings.sync_reconcile_s``): a session at a checkpoint that is
+        behind its buckets' newest op now and was already behind that op at the previous round
+        missed a notification (or waits for a read that never came): it reads on its own.
+        One small query per round; lag between two rounds is normal delivery, left alone."""
+        if self.store is None or not self.by_bucket:
+            self._suspects = {}
+            return 0
+        newest = await self.store.newest_ops(list(self.by_bucket))
+        behind: dict[SyncSession, int] = {}
+        for bucket, op_id in newest.items():
+            for s in self.by_bucket.get(bucket, ()):
+                if op_id > s.position and s.at_checkpoint():
+                    behind[s] = max(behind.get(s, 0), op_id)
+        stuck = [s for s, op_id in self._suspects.items() if s in behind and s.position < op_id]
+        self._suspects = behind
+        for s in stuck:
+            s.read_alone()
+        self.reconciled += len(stuck)
+        return len(stuck)
+
+    async def reconcile_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)  # a period, not a wait for a condition
+            try:
+                n = await self.reconcile()
+            except Exception:  # noqa: BLE001 - the database may be away; try again next round
+                log.warning("reconcile round failed", exc_info=True)
+                continue
+            if n:
+                log.warning("sessions behind a missed notification read on their own", extra={"sessions": n})
 
     async def _share_live(self, idle: dict[SyncSession, int]) -> None:
         """Read the new ops once for all enrolled sessions; sessions with the same buckets and

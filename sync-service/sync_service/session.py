@@ -268,6 +268,10 @@ class SyncSession:
         self._dirty = False  # what is still owed (``behind``), the hub enrols us for
         return True
 
+    def at_checkpoint(self) -> bool:
+        """The device holds every op of our buckets up to ``position`` (not mid-download)."""
+        return self._synced and not self.fresh
+
     def enrolled(self) -> bool:
         """Waiting for the hub's shared read (queued or in flight)."""
         return self._asked

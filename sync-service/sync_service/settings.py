@@ -32,6 +32,10 @@ class Settings(CommonSettings):
     # A pending batch with no stored answer this long after it was forwarded may be lost: the
     # device is asked to resend it (same batch id; answered once however often it arrives).
     sync_result_resend_s: float = 30.0
+    # Repair net for a notification that never came (a broker that lost its logs, a crash between
+    # commit and send): this often the hub compares each bucket's newest op with its sessions, and
+    # a session still behind one round later reads on its own. Live delivery never waits on it.
+    sync_reconcile_s: float = 5.0
     # Grace after a token's expiry before the session is closed (clock skew).
     sync_token_grace_s: float = 5.0
     sync_drain_timeout_s: float = 5.0

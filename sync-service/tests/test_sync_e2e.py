@@ -532,3 +532,27 @@ async def test_cli_device_logs_in_syncs_and_edits(gw: Any, tmp_path: Any) -> Non
     # the stand-in holds no server copy of these records: the change comes back rejected, shown
     conflicts = await asyncio.to_thread(cli, "conflicts")
     assert "rejected account cli-00001 code=not_found" in conflicts.stdout
+
+
+async def test_a_notification_that_never_came_is_repaired(gw: Any) -> None:
+    """The repair net: an op committed to a bucket whose notification is lost (no notify sent
+    here) still reaches the connected device, within two reconcile rounds."""
+    user = await gw.user()
+    bucket = f"b-{user}-quiet"
+    await gw.subscribe(user, bucket)
+    await gw.put(bucket, "account", recs(3, "q"))
+    store = LocalStore()
+    device = Device(gw.url, store, gw.token(user))
+    await device.sync(timeout=20)
+    stop = asyncio.Event()
+    run = asyncio.create_task(device.run(stop))
+    await eventually(lambda: _connected(gw, store.device_id()), timeout=10, message="device connected")
+    before = gw.gateway.hub.reconciled
+    op = await gw.put(bucket, "account", {"q-00001": {"name": "changed quietly"}})  # and no notify
+    rounds = 3 * gw.settings.sync_reconcile_s + 5
+    await eventually(lambda: _value(store, "account", "q-00001", {"name": "changed quietly"}), timeout=rounds,
+                     message="the op reached the device without its notification")
+    await eventually(lambda: _cursor_at(store, op), timeout=rounds)
+    assert gw.gateway.hub.reconciled > before
+    stop.set()
+    await run

@@ -28,6 +28,8 @@ from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
+PAST_END_CHECK_S = 2.0  # how often an idle consumer checks it is not beyond a re-created log's end
+
 
 
 class _NoAutoCreateMetadataRequest(MetadataRequest):
@@ -182,6 +184,7 @@ class ConsumerLoop:
         self.consumer: AIOKafkaConsumer | None = None
         self.processed = 0
         self.caught_up = asyncio.Event()
+        self._end_checked = 0.0  # monotonic time of the last "past the log's end?" check
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -220,12 +223,42 @@ class ConsumerLoop:
             log.warning("could not rewind", extra={"consumer": self.name, "error": str(exc)})
         log.warning("broker lost its logs: consumer reads them from the start", extra={"consumer": self.name, "partitions": len(parts)})
 
+    async def rewind_if_past_end(self) -> list[str]:
+        """While idle: a position beyond a partition's end means its log was lost and re-created
+        (the embedded broker answers such fetches with nothing, so the consumer would wait until
+        the new log grew past it). Independent of the broker watch, which can miss a loss that
+        another service's watch repaired first: read those partitions from the start."""
+        if self.consumer is None:
+            return []
+        parts = list(self.consumer.assignment())
+        if not parts:
+            return []
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(parts), 5)
+            past = []
+            for tp in parts:
+                pos = await asyncio.wait_for(self.consumer.position(tp), 5)
+                if pos > ends.get(tp, pos):
+                    past.append(tp)
+            if past:
+                await self.consumer.seek_to_beginning(*past)
+        except (KafkaError, IllegalStateError, asyncio.TimeoutError) as exc:  # broker away or a rebalance: next time
+            log.info("past-the-end check skipped", extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"})
+            return []
+        if past:
+            log.warning("consumer was past the end of re-created logs: reads them from the start",
+                        extra={"consumer": self.name, "partitions": [f"{tp.topic}/{tp.partition}" for tp in past[:8]]})
+        return [f"{tp.topic}/{tp.partition}" for tp in past]
+
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"
         while True:
             batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
             if not batch:
                 self.caught_up.set()
+                if time.monotonic() - self._end_checked >= PAST_END_CHECK_S:
+                    self._end_checked = time.monotonic()
+                    await self.rewind_if_past_end()
                 continue
             records = [r for part in batch.values() for r in part]
             await self.handle_records(records)

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -117,3 +118,12 @@ class CpuWindow:
         out["loadavg_1m"] = {"start": round(self._load or 0.0, 2), "end": round(os.getloadavg()[0], 2)}
         self._stop_profilers()
         return out
+
+
+SERVICES = ("conflict-service", "publish-service", "sync-service")
+
+
+def stack_window(service_pid: "Callable[[str], int]", fleet_pids: list[int]) -> CpuWindow:
+    """A window over what a device workload exercises: the three services on its path, the
+    device fleet, and the embedded broker and PostgreSQL."""
+    return CpuWindow({**{s: [service_pid(s)] for s in SERVICES}, "device_fleet": fleet_pids, **infra_pids()})

@@ -294,9 +294,12 @@ class LocalStore:
         exactly those of `checksums`; only buckets that came or went and the moved cursor are
         written."""
         sums: dict[str, int] = {}
-        held: dict[str, int] = {}
+        held: set[str] = set()
         for b, v, is_held in db.execute(_SUMS_AND_HELD):
-            (held if is_held else sums)[b] = v
+            if is_held:
+                held.add(b)
+            else:
+                sums[b] = v
         bad = [b for b, c in checksums.items() if sums.get(b, 0) % MOD != c]
         if bad:
             return sorted(bad)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from offsync_bench import fixture, latency, loadgen, setup
-from offsync_bench.cpuwait import CpuWindow, infra_pids
+from offsync_bench.cpuwait import stack_window
 from offsync_bench.context import BenchContext
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_bench.stats import summary_ms
@@ -37,8 +37,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         if opened["failed"]:
             raise RuntimeError(f"{opened['failed']} of {len(specs)} devices did not sync: {opened['errors']}")
         await fleet.all("record", on=True)
-        window = CpuWindow({**{s: [ctx.pid(s)] for s in ("conflict-service", "publish-service", "sync-service")},
-                            "device_fleet": fleet.pids, **infra_pids()})
+        window = stack_window(ctx.pid, fleet.pids)
         window.start()
         gen = await loadgen.run_in_process(loadgen.batch_paced, ctx.records_url, ctx.admin_token(), changes,
                                           float(sz.fanout_rate), WRITE_TICK_S)

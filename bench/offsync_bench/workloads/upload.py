@@ -12,7 +12,7 @@ import orjson
 
 from offsync_bench import fixture, setup
 from offsync_bench.context import BenchContext
-from offsync_bench.cpuwait import CpuWindow, infra_pids
+from offsync_bench.cpuwait import stack_window
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_bench.stats import percentile
 
@@ -40,8 +40,7 @@ async def _round(ctx: BenchContext, fleet: Fleet, policy: str, n_devices: int) -
         if r.status_code >= 300:
             raise RuntimeError(f"server-side changes: import -> {r.status_code} {r.text[:200]}")
     await fleet.all("record", on=True)
-    window = CpuWindow({**{s: [ctx.pid(s)] for s in ("conflict-service", "publish-service", "sync-service")},
-                        "device_fleet": fleet.pids, **infra_pids()})
+    window = stack_window(ctx.pid, fleet.pids)
     window.start()
     t0 = time.time()
     res = await fleet.all("resync", timeout=300.0)

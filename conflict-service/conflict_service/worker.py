@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Failures that say nothing about the batches (the database is restarting or away): retried with
 # backoff, never answered as "unprocessable" nor dead-lettered. Answering them would lose the
 # batch: the device keeps waiting on an open connection, and the refusal cannot even be stored.
-TRANSIENT: tuple[type[BaseException], ...] = (*db.DATABASE_AWAY, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+TRANSIENT: tuple[type[BaseException], ...] = db.DATABASE_AWAY
 
 GROUP_ID = "conflict-service"
 
@@ -92,26 +92,21 @@ class BatchWorker:
 
     async def _apply_group(self, group: Sequence[tuple[Event, Envelope]]) -> None:
         batches = [e for e, _ in group if isinstance(e, BatchUploaded)]
-        delay = 0.2
-        while True:
-            try:
-                await self.applier.apply(batches)
-                return
-            except TRANSIENT as exc:
-                log.warning("database unavailable; retrying the poll", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
-                await asyncio.sleep(delay)  # backoff while the database recovers
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
-                break
+        try:
+            await db.while_away(lambda: self.applier.apply(batches), TRANSIENT, what="device batches")
+            return
+        except Exception:
+            log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
         for event, env in group:
-            try:
-                await self.applier.apply([event])  # type: ignore[list-item]
+            try:  # the database away is waited out here too: only a batch failing on its own is refused
+                await db.while_away(lambda event=event: self.applier.apply([event]), TRANSIENT, what="device batch")  # type: ignore[misc]
             except Exception as exc:
                 log.exception("batch could not be applied", extra={"event_id": env.id})
                 await self.loop.dead_letter_env(env, f"apply failed: {type(exc).__name__}: {exc}")
                 try:
-                    await self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}")  # type: ignore[arg-type]
+                    await db.while_away(
+                        lambda event=event, exc=exc: self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}"),  # type: ignore[misc]
+                        TRANSIENT, what="refusal")
                 except Exception:
                     log.exception("could not answer a refused batch", extra={"event_id": env.id})
 

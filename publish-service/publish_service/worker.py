@@ -84,21 +84,15 @@ class PublishWorker:
             await self.loop.stop()
 
     async def handle_batch(self, batch: list[tuple[Event, Envelope]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self.apply(batch)
-                return
-            except TRANSIENT as exc:  # the database is away or not migrated yet: wait, never drop events
-                log.warning("transient failure, retrying batch", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
-                await asyncio.sleep(delay)  # backoff while a dependency recovers
-                delay = min(delay * 2, 5.0)
-            except Exception:  # fall back to one event at a time so only the poison one is parked
-                log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
-                break
+        # A database away is waited out, at both steps: only an event that fails on its own is parked.
+        try:
+            await db.while_away(lambda: self.apply(batch), TRANSIENT, what="publish batch")
+            return
+        except Exception:  # fall back to one event at a time so only the poison one is parked
+            log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
         for item in batch:
             try:
-                await self.apply([item])
+                await db.while_away(lambda item=item: self.apply([item]), TRANSIENT, what="publish event")  # type: ignore[misc]
             except Exception as exc:
                 await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
 

@@ -6,24 +6,51 @@ name order under an advisory lock, recorded in ``<schema>.schema_migrations``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # The database (or the socket to it) is away: restarting, refusing, or out of connections. What
 # callers do about it differs (retry a batch, answer 503), so each adds its own cases to these.
+# A shutdown terminates the sessions it finds busy (class 57P01/57P02): a query running at that
+# moment fails with those, not with a connection error.
 DATABASE_AWAY: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
 )
+
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+async def while_away(
+    attempt: Callable[[], Awaitable[T]], transient: tuple[type[BaseException], ...] = DATABASE_AWAY, *, what: str
+) -> T:
+    """Run ``attempt`` until it ends other than by a ``transient`` failure, backing off between
+    tries. Workers wrap every database step of an event in this: a failure that says nothing
+    about the event must never reach the dead letters (the event would be lost)."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            return await attempt()
+        except transient as exc:
+            log.warning("database unavailable; retrying", extra={"what": what, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+            await asyncio.sleep(delay)  # backoff while the database recovers
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

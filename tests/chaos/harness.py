@@ -343,8 +343,9 @@ async def quiesce_and_check(s: ChaosStack, devices: list[TrackedDevice], timeout
             ref = await reference(conn, d.user)
             mine = device_rows(d)
             if mine != ref:
+                stale = sorted(k for k in set(ref) & set(mine) if ref[k] != mine[k])
                 diverged.append(f"{d.device_id}: missing {len(set(ref) - set(mine))}, extra {len(set(mine) - set(ref))}, "
-                                f"stale {sum(1 for k in set(ref) & set(mine) if ref[k] != mine[k])}")
+                                f"stale {len(stale)}" + (f" ({await _stale_trail(conn, d, stale[0])})" if stale else ""))
         owners = {r["id"]: r["owner_id"] for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")}
         leaked = sum(1 for d in devices for rid in device_rows(d) if owners.get(rid) != d.user)
         lost = dup = 0
@@ -415,6 +416,17 @@ async def pipeline_state(s: ChaosStack, rid: str) -> dict[str, Any]:
         }
     finally:
         await conn.close()
+
+
+async def _stale_trail(conn: asyncpg.Connection, d: TrackedDevice, rid: str) -> str:
+    """Where a stale record's newer version stopped: data, record index, each bucket's op, the
+    device's own version and cursor."""
+    ops = await conn.fetch("SELECT bucket_id, op_id, op, version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid)
+    data = await conn.fetchval("SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid)
+    index = await conn.fetchval("SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid)
+    mine = d.store.db.execute("SELECT version FROM records WHERE entity = 'account' AND id = ?", (rid,)).fetchone()
+    held = [(o["bucket_id"], o["op_id"], o["op"], o["version"]) for o in ops]
+    return f"{rid}: data v{data}, index v{index}, ops {held}, device v{mine[0] if mine else None} at cursor {d.store.cursor}"
 
 
 async def _has(d: Device, rid: str, name: str) -> bool:

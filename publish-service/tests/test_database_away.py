@@ -5,10 +5,15 @@ record change parked in the dead letters is lost to every device."""
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
-from offsync_shared import metrics
+from offsync_shared import db, metrics
+from offsync_shared.envelope import Envelope
+from offsync_shared.events import Event
+from offsync_shared.events.records import RecordChanged
 from offsync_stack.testing import InfraEnv, eventually
 
 from publish_harness import harness
@@ -62,3 +67,39 @@ async def test_terminated_sessions_are_waited_out_not_dead_lettered(fresh_env: I
                 "SELECT version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid)}
         assert versions == {ev.version}
         await h.assert_matches_reference()
+
+
+async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(fresh_env: InfraEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poison event sends the batch down the event-by-event path; the database going away
+    there must not park the good event with the poison one."""
+    monkeypatch.setattr(db, "RETRY_FIRST_S", 0.0)
+    async with harness(fresh_env) as h:
+        async with h.pool.acquire() as c:
+            await seed_org(c)
+        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
+        await h.caught_up()
+        rid, owner, bu = ACCOUNTS[1]
+        async with h.pool.acquire() as c:  # the record as conflict-service commits it; its event is handed over below
+            version = await c.fetchval(
+                """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
+                   VALUES ('account', $1, 1, $2, $3, $4, '{}') RETURNING version""", rid, owner[1], owner[0], bu)
+        good = RecordChanged(entity="account", id=rid, version=version, deleted=False, owner_id=owner[1], owner_type=owner[0],
+                             business_unit_id=bu, attributes={}, committed_at=time.time())
+        poison = RecordChanged(entity="account", id="poison", version=1, deleted=False, owner_id="u1", owner_type="user",
+                               business_unit_id="b1", attributes={}, committed_at=time.time())
+        batch = [(poison, poison.envelope("account:poison")), (good, good.envelope(f"account:{rid}"))]
+        real_apply, away_once = h.worker.apply, [asyncpg.AdminShutdownError("terminating connection due to administrator command")]
+
+        async def apply(items: list[tuple[Event, Envelope]]) -> None:
+            if any(e is poison for e, _ in items):
+                raise ValueError("a change this worker can never apply")
+            if away_once:
+                raise away_once.pop()  # the database shuts down just as the good event is retried alone
+            await real_apply(items)
+
+        h.worker.apply = apply  # type: ignore[method-assign]
+        dead_before = _dead_letters()
+        await h.worker.handle_batch(batch)
+        assert _dead_letters() == dead_before + 1  # the poison one only
+        async with h.pool.acquire() as c:
+            assert await c.fetchval("SELECT count(*) FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid) > 0

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
 from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_topic, seed
 from conflict_service.worker import BatchWorker, topics_for
-from offsync_shared import bus
+from offsync_shared import bus, db
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.topics import DEVICE_BATCHES
@@ -176,3 +177,29 @@ async def test_two_workers_share_the_load_and_one_dies_mid_way(harness: Harness)
     results = await h.org.pool.fetch("SELECT results FROM data.batches")
     assert all(x["status"] == "applied" and x["code"] is None for r in results for x in r["results"])
     assert w2.loop.processed > 0
+
+
+async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that can never be applied sends the poll down the one-at-a-time path; the database
+    going away there must not answer the good batch `unprocessable` (its changes would be lost)."""
+    monkeypatch.setattr(db, "RETRY_FIRST_S", 0.0)
+    h = harness
+    w = BatchWorker(h.org.pool, h.producer, h.env.kafka_bootstrap, h.env.topic_prefix, **h.env.group_timeouts)
+    poison = batch(ALICE, "d1", change(0, "create", "account", "p1", name="never"))
+    good = batch(ALICE, "d1", change(0, "create", "account", "g1", name="fine"))
+    real_apply, away_once = w.applier.apply, [asyncpg.AdminShutdownError("terminating connection due to administrator command")]
+
+    async def apply(batches: list[BatchUploaded]) -> None:  # fault injection around the real applier
+        if poison in batches:
+            raise ValueError("a batch this worker can never apply")
+        if away_once:
+            raise away_once.pop()  # the database shuts down just as the good batch is retried alone
+        await real_apply(batches)
+
+    w.applier.apply = apply  # type: ignore[method-assign]
+    await w.on_batches_uploaded([(poison, poison.envelope("d1")), (good, good.envelope("d1"))])
+    answers = await read_topic(h.env.kafka_bootstrap, h.topics.batch_results, 2, timeout=30)
+    first = {a["payload"]["batch_id"]: a["payload"]["results"][0] for a in answers}
+    assert first[poison.batch_id]["code"] == "unprocessable"
+    assert first[good.batch_id]["status"] == "applied"
+    assert (await h.org.record("account", "g1")) is not None

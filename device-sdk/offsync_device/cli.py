@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "login":
             did = token_device_id(args.token)
             held = store.meta("device_id")
-            if did and held and held != did and store.count() + len(store.pending()) > 0:
+            # A store that never reached a server (offline edits before the first login) simply
+            # becomes the token's device, pending changes and all; one that did belongs to its device.
+            reached_server = store.meta("token") is not None or store.cursor > 0
+            if did and held and held != did and reached_server and store.count() + len(store.pending()) > 0:
                 raise SystemExit(f"this store belongs to device {held}; the token is for {did}: use another --store")
             if did:
                 store.set_meta("device_id", did)  # the server only accepts the token from its own device

@@ -131,8 +131,10 @@ class _Worker:
             except Exception as exc:  # reported per device, never a number for it
                 return d.device_id, t0, None, f"{type(exc).__name__}: {exc}"
 
+        before = {did: d.report.connections for did, d in self.devices.items()}
         res = await asyncio.gather(*(one(d) for d in self.devices.values()))
-        return {"devices": res}
+        # Connections each device needed (more than one: refused by the gateway's rate cap, or cut).
+        return {"devices": res, "connections": [d.report.connections - before[did] for did, d in self.devices.items()]}
 
     def edit(self, per_device: int, entity: str, note: str) -> dict[str, Any]:
         """Offline edits: update ``per_device`` held records of ``entity`` on each device."""

@@ -18,7 +18,7 @@ from offsync_shared import protocol as p
 from offsync_shared.errors import OffsyncError
 from sync_service.access import decide, device_mismatch
 from sync_service.hub import Hub
-from sync_service.limits import TokenBucket
+from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
 from sync_service.store import BucketStore
@@ -38,6 +38,7 @@ class Gateway:
         self.publisher = publisher
         self.clock = clock
         self.conn_limiter = TokenBucket(settings.sync_conn_rate, settings.sync_conn_burst, updated=clock())
+        self.come_back = ComeBackSlots(settings.sync_conn_rate)
         self.sessions: set[SyncSession] = set()
         self.connections = 0
         self.draining = False
@@ -87,8 +88,8 @@ class Gateway:
             await self._close(ws, p.CLOSE_GOING_AWAY, "going_away: server draining; connect elsewhere")
             return None
         if not self.conn_limiter.take(self.clock()):
-            wait = max(self.conn_limiter.retry_after(), 0.05)
-            await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.2f}")
+            wait = self.come_back.wait(self.clock(), max(self.conn_limiter.retry_after(), 0.05))
+            await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.3f}")
             return None
         try:
             msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)

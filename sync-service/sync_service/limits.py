@@ -30,3 +30,22 @@ class TokenBucket:
         """Seconds until ``n`` tokens are available (as of the last take)."""
         missing = n - self.tokens
         return 0.0 if missing <= 0 else missing / self.rate
+
+
+@dataclass(slots=True)
+class ComeBackSlots:
+    """When to tell a refused client to come back: one slot per refusal, spaced at the rate the
+    bucket admits, so a refused crowd returns as fast as it can be let in. Told only "when the
+    next token comes", the whole crowd would return at once and most of it be refused again
+    (a reconnect storm measured 1.9 connections per device that way)."""
+
+    rate: float  # slots per second: the bucket's refill rate
+    horizon: float = 60.0  # never tell anyone to wait longer than this
+    last: float = float("-inf")
+
+    def wait(self, now: float, earliest: float) -> float:
+        """Seconds the client refused at ``now`` should wait: at least ``earliest``, after every
+        slot already handed out."""
+        slot = min(max(self.last + 1.0 / self.rate, now + earliest), now + self.horizon)
+        self.last = max(self.last, slot)
+        return slot - now

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from offsync_device import Backoff, Device, LocalStore
 from offsync_shared import auth
 from offsync_shared import protocol as p
-from sync_service.limits import TokenBucket
+from sync_service.limits import ComeBackSlots, TokenBucket
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,7 @@ async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw:
     retry_after); the SDK waits at least that long, with jitter, and gets in."""
     user = await gw.user()
     await gw.subscribe(user, f"b-{user}")
-    original = gw.gateway.conn_limiter
+    original = gw.gateway.conn_limiter, gw.gateway.come_back
     # Practically no refill while the 8 connect (a loaded machine made a 5/s refill admit a 4th).
     gw.gateway.conn_limiter = TokenBucket(rate=1e-6, burst=3.0, updated=time.monotonic())
     try:
@@ -110,8 +110,9 @@ async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw:
         assert codes.count(None) == 3 and codes.count(p.CLOSE_TRY_AGAIN_LATER) == 5
         # Empty now, refilling at 5/s: the SDK is refused first and gets in after its back-off.
         gw.gateway.conn_limiter = TokenBucket(rate=5.0, burst=1.0, tokens=0.0, updated=time.monotonic())
+        gw.gateway.come_back = ComeBackSlots(5.0)
         device = Device(gw.url, LocalStore(), gw.token(user), backoff=Backoff(base=0.05, cap=0.5))
         report = await device.sync(timeout=15)
         assert report.checkpoints == 1
     finally:
-        gw.gateway.conn_limiter = original
+        gw.gateway.conn_limiter, gw.gateway.come_back = original

@@ -18,7 +18,7 @@ from offsync_shared.auth import Principal
 from offsync_shared.checksum import MOD, op_hash
 from sync_service import access
 from sync_service.access import AccessFacts, decide
-from sync_service.limits import TokenBucket
+from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import Close, SyncSession
 from sync_service.settings import Settings
 from sync_service.store import Admission, BucketState, OpsPage, StoredBatch
@@ -53,6 +53,27 @@ def test_token_bucket_never_exceeds_rate_plus_burst(gaps: list[float]) -> None:
         now += g
         taken += tb.take(now)
     assert taken <= 3 + 5 * now + 1e-9
+
+
+
+@given(st.lists(st.tuples(st.floats(0, 2), st.floats(0, 100)), min_size=1, max_size=60))
+def test_come_back_slots_are_spaced_at_the_rate_within_bounds(steps: list[tuple[float, float]]) -> None:
+    """Refused clients are told a time never before the earliest they may come and never beyond
+    the horizon; short of the horizon, at least 1/rate after every time handed out before."""
+    slots, now, latest = ComeBackSlots(rate=100.0, horizon=30.0), 0.0, float("-inf")
+    for gap, earliest in steps:
+        now += gap
+        wait = slots.wait(now, earliest)
+        assert min(earliest, 30.0) - 1e-9 <= wait <= 30.0 + 1e-9
+        if wait < 30.0 - 1e-9:
+            assert now + wait >= latest + 0.01 - 1e-9
+        latest = max(latest, now + wait)
+
+
+def test_a_refused_crowd_is_spread_over_what_the_bucket_admits() -> None:
+    slots = ComeBackSlots(rate=500.0)
+    waits = [slots.wait(10.0, 0.05) for _ in range(1000)]
+    assert waits[0] == pytest.approx(0.05) and waits[-1] == pytest.approx(0.05 + 999 / 500)
 
 
 def test_gateway_pure_modules_import_no_adapters() -> None:

@@ -42,7 +42,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         raise RuntimeError(f"{len(errors)} of {len(ends)} devices did not catch up: {errors[:2]}")
     start = min(s for _, s, _, _ in ends)
     end = max(e for _, _, e, _ in ends)
-    return {"seconds_to_all_caught_up": round(end - start, 2), "devices": len(ends), "changes_behind": sz.reconnect_behind}
+    conns = [n for part in res for n in part.get("connections", ())]
+    return {"seconds_to_all_caught_up": round(end - start, 2), "devices": len(ends), "changes_behind": sz.reconnect_behind,
+            "connections_per_device_mean": round(sum(conns) / max(len(conns), 1), 2), "connections_per_device_max": max(conns, default=0)}
 
 
 async def _all_in_store(conn: Any, keys: list[tuple[str, int]]) -> bool:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from offsync_device.backoff import Backoff, retry_after_from_reason
 from offsync_device.store import LocalStore
+from offsync_device.transport import tapped
 from offsync_shared import protocol as p
 
 log = logging.getLogger(__name__)
@@ -156,32 +157,54 @@ class Device:
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
         )
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame
+        caught_up = False
+        ws: ClientConnection | None = None
+
+        def on_text(raw: bytes | bytearray | memoryview) -> None:
+            # Runs in the socket's read callback: each frame is stored as it arrives, and nothing
+            # may escape (the connection would die without a word).
+            nonlocal caught_up
+            if ended.done() or ws is None:
+                return
+            try:
+                caught_up = self._on_frame(ws, p.decode_server(raw), caught_up)
+                if until_synced and caught_up and self.inflight is None and not self.store.has_pending():
+                    ended.set_result(None)
+            except p.FrameError as exc:
+                ended.set_exception(SyncInterrupted(None, f"bad frame from server: {exc.message}"))
+            except Exception as exc:  # noqa: BLE001 - the store failed: end the session with it
+                ended.set_exception(exc)
+
         try:
             ws = await connect(self.url, additional_headers=headers, compression=None, max_size=None, open_timeout=10,
-                               ping_interval=None)
+                               ping_interval=None, create_connection=tapped(on_text))  # type: ignore[arg-type]
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise SyncInterrupted(None, f"connect failed: {exc}") from None
         self.ws = ws
         self.report.connections += 1
         self.inflight = None
         writer: asyncio.Task[None] | None = None
+        closed: asyncio.Future[None] | None = None
         try:
             await ws.send(p.encode(hello).decode())
             writer = asyncio.create_task(self._writer(ws))
             self._kick.set()  # reconnect alone flushes the outbox (failure mode 4)
-            caught_up = False
-            async for raw in ws:
-                frame = p.decode_server(raw)
-                caught_up = await self._on_frame(ws, frame, caught_up)
-                if until_synced and caught_up and self.inflight is None and not self.store.has_pending():
-                    return
+            closed = asyncio.ensure_future(ws.wait_closed())
+            await asyncio.wait({ended, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if ended.done():
+                ended.result()  # caught up: done; a bad frame or a store failure: raised
+                return
         except ConnectionClosed:
             pass
-        except p.FrameError as exc:
-            raise SyncInterrupted(None, f"bad frame from server: {exc.message}") from None
         finally:
             if writer is not None:
                 writer.cancel()
+            if closed is not None:
+                closed.cancel()
+            if not ended.done():
+                ended.cancel()
             await ws.close()
             self.ws = None
         code = ws.close_code
@@ -207,18 +230,25 @@ class Device:
         except ConnectionClosed:
             pass  # the reader sees the close and decides what happens next
 
-    async def _checkpointed(self, ws: ClientConnection, cp: p.Checkpoint, bad: list[str]) -> bool:
+    def _send_soon(self, ws: ClientConnection, frame: p.ClientFrame) -> None:
+        """Send from a read callback (a refetch, a pong): queued as a task; a connection that
+        closed meanwhile is the session's end, seen by the session itself."""
+        task = asyncio.ensure_future(ws.send(p.encode(frame).decode()))
+        task.add_done_callback(_ignore_closed)
+
+    def _checkpointed(self, ws: ClientConnection, cp: p.Checkpoint, bad: list[str]) -> bool:
         """After the store checked a checkpoint: caught up, or ask for the disagreeing buckets."""
         r = self.report
         if bad:
             r.refetched.extend(bad)
-            await ws.send(p.encode(p.Refetch(tuple(bad))).decode())
+            self._send_soon(ws, p.Refetch(tuple(bad)))
             return False
         r.checkpoints += 1
         r.cursor = cp.cursor
         return True
 
-    async def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
+    def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
+        """One frame from the server, handled as it is read; returns whether the device is caught up."""
         r = self.report
         if isinstance(frame, p.Ops):
             # FEATURE_OPS_CHECKPOINT: a checkpoint riding along is verified in the ops' transaction.
@@ -229,9 +259,9 @@ class Device:
                 self.on_ops(frame.ops)
             if self.on_progress is not None:
                 self.on_progress(frame.done, frame.total)
-            return False if cp is None else await self._checkpointed(ws, cp, bad)
+            return False if cp is None else self._checkpointed(ws, cp, bad)
         if isinstance(frame, p.Checkpoint):
-            return await self._checkpointed(ws, frame, self.store.checkpoint(frame.cursor, frame.checksums))
+            return self._checkpointed(ws, frame, self.store.checkpoint(frame.cursor, frame.checksums))
         if isinstance(frame, p.Result):
             r.problems.extend(self.store.apply_result(frame))
             r.batches += 1
@@ -251,7 +281,7 @@ class Device:
             self.store.reset_buckets(frame.buckets)
             return False
         if isinstance(frame, p.Ping):
-            await ws.send(p.encode(p.Pong(t=frame.t)).decode())
+            self._send_soon(ws, p.Pong(t=frame.t))
             return caught_up
         if isinstance(frame, p.Error):
             r.errors.append(frame)
@@ -263,6 +293,13 @@ class Device:
                 asyncio.get_running_loop().call_later(frame.retry_after or 1.0, self._kick.set)
             return caught_up
         return caught_up
+
+
+def _ignore_closed(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), ConnectionClosed):
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("send failed", exc_info=task.exception())
 
 
 __all__ = ["Device", "SyncInterrupted", "SyncRefused", "SyncReport", "websockets"]

@@ -3,6 +3,8 @@ results applied to the store, checksums, drops that keep pending changes; backof
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 import sqlite3
 from collections.abc import Callable
@@ -398,20 +400,21 @@ async def test_device_stores_a_live_frame_then_verifies_its_checkpoint() -> None
     ws = FakeSocket()
     row = (4, "b1", "put", "account", "a7", 1, {"name": "seven"})
     good = {"b1": (recomputed(s)["b1"] + op_hash("account", "a7", 1)) % MOD}
-    assert await device._on_frame(ws, p.Ops(ops=[row], done=1, total=1, checkpoint=p.Checkpoint(4, good)), False)  # type: ignore[arg-type]
+    assert device._on_frame(ws, p.Ops(ops=[row], done=1, total=1, checkpoint=p.Checkpoint(4, good)), False)  # type: ignore[arg-type]
     assert calls == [("ops", {"name": "seven"}), ("progress", (1, 1))], "on_ops runs once the ops are stored"
     assert (device.report.ops, device.report.checkpoints, device.report.cursor, s.cursor) == (1, 1, 4, 4) and ws.sent == []
 
     row = (5, "b1", "put", "account", "a8", 1, {"name": "eight"})
     bad = p.Checkpoint(5, {"b1": good["b1"], "b2": 1})
-    assert not await device._on_frame(ws, p.Ops(ops=[row], done=1, total=1, checkpoint=bad), True)  # type: ignore[arg-type]
+    assert not device._on_frame(ws, p.Ops(ops=[row], done=1, total=1, checkpoint=bad), True)  # type: ignore[arg-type]
     assert s.get("account", "a8") == {"name": "eight"} and s.cursor == 4
+    await asyncio.sleep(0)  # one turn of the loop: the refetch is sent by a task queued from the read callback
     assert ws.sent == [p.encode(p.Refetch(("b1", "b2"))).decode()] and device.report.refetched == ["b1", "b2"]
 
     # a bare checkpoint frame (devices without the feature, or nothing new) takes the same path
-    assert await device._on_frame(ws, p.Checkpoint(6, recomputed(s)), False)  # type: ignore[arg-type]
+    assert device._on_frame(ws, p.Checkpoint(6, recomputed(s)), False)  # type: ignore[arg-type]
     assert s.cursor == 6 and device.report.checkpoints == 2
-    assert not await device._on_frame(ws, p.Ops(ops=[], done=0, total=9), True)  # type: ignore[arg-type]
+    assert not device._on_frame(ws, p.Ops(ops=[], done=0, total=9), True)  # type: ignore[arg-type]
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:

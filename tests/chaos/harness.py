@@ -173,7 +173,7 @@ class TrackedDevice(Device):
         self.applied_log: list[float] = []  # when each change was acknowledged as applied
         self.edits = 0
 
-    async def _on_frame(self, ws: Any, frame: p.ServerFrame, caught_up: bool) -> bool:
+    def _on_frame(self, ws: Any, frame: p.ServerFrame, caught_up: bool) -> bool:
         if isinstance(frame, p.Result):
             rows = self.store._rows("batch_id = ?", (frame.batch_id,))  # empty when already answered
             by_seq = {r.seq: r for r in frame.results}
@@ -183,7 +183,7 @@ class TrackedDevice(Device):
                 if res is not None and res.status == "applied":
                     (self.applied_creates if ch.op == "create" else self.applied_updates)[ch.id] += 1
                     self.applied_log.append(now)
-        return await super()._on_frame(ws, frame, caught_up)
+        return super()._on_frame(ws, frame, caught_up)
 
     def edit(self, rng: random.Random) -> None:
         self.edits += 1

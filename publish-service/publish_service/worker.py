@@ -3,7 +3,6 @@ batch, and the dead-letter fallback that keeps one poison event from blocking a 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque

@@ -296,10 +296,9 @@ class Device:
 
 
 def _ignore_closed(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and isinstance(task.exception(), ConnectionClosed):
-        return
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("send failed", exc_info=task.exception())
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, ConnectionClosed):
+        log.warning("send failed", exc_info=exc)
 
 
 __all__ = ["Device", "SyncInterrupted", "SyncRefused", "SyncReport", "websockets"]

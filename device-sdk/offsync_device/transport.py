@@ -7,6 +7,7 @@ no task switch per frame: in a live stream that is most of what a frame costs be
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -17,8 +18,9 @@ OnText = Callable[[bytes | bytearray | memoryview], None]  # UTF-8 JSON text, no
 
 class TappedConnection(ClientConnection):
     """A client connection whose complete text messages (fragmented ones reassembled) are handed
-    to ``on_text`` as bytes (UTF-8 left to the JSON parser) as soon as they are read; binary messages still queue for
-    ``recv()``. ``on_text`` runs inside the protocol's read callback: it must not raise."""
+    to ``on_text`` as bytes (UTF-8 left to the JSON parser) as soon as they are read; binary
+    messages still queue for ``recv()``. ``on_text`` runs inside the protocol's read callback: it
+    must not raise."""
 
     def __init__(self, *args: Any, on_text: OnText, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,8 +47,4 @@ class TappedConnection(ClientConnection):
 
 def tapped(on_text: OnText) -> Callable[..., TappedConnection]:
     """A ``create_connection`` factory for ``websockets.asyncio.client.connect``."""
-
-    def make(*args: Any, **kwargs: Any) -> TappedConnection:
-        return TappedConnection(*args, on_text=on_text, **kwargs)
-
-    return make
+    return partial(TappedConnection, on_text=on_text)

@@ -87,8 +87,9 @@ class Gateway:
         if self.draining:
             await self._close(ws, p.CLOSE_GOING_AWAY, "going_away: server draining; connect elsewhere")
             return None
-        if not self.conn_limiter.take(self.clock()):
-            wait = self.come_back.wait(self.clock(), max(self.conn_limiter.retry_after(), 0.05))
+        now = self.clock()
+        if not self.conn_limiter.take(now):
+            wait = self.come_back.wait(now, max(self.conn_limiter.retry_after(), 0.05))
             await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.3f}")
             return None
         try:

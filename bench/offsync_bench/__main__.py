@@ -25,7 +25,9 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
-    parser.add_argument("--history", type=Path, default=Path("bench-history.jsonl"), help="run history the plot is drawn from")
+    parser.add_argument(
+        "--history", type=Path, default=Path("bench-history.jsonl"), help="run history the plot is drawn from"
+    )
     parser.add_argument("--plot", type=Path, default=Path("docs/performance.png"))
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
@@ -64,6 +66,7 @@ async def run_workloads(ctx: Any, chosen: list[str], workloads: dict[str, Any]) 
             figures[name] = results.failed(f"{type(exc).__name__}: {exc}")
         figures[name]["wall_seconds"] = round(time.monotonic() - t0, 1)
     return figures
+
 
 if __name__ == "__main__":
     main()

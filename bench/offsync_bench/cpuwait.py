@@ -96,7 +96,19 @@ class CpuWindow:
             Path(out).mkdir(parents=True, exist_ok=True)
             for g, pids in self.groups.items():
                 for pid in pids:
-                    cmd = [spy, "record", "--nonblocking", "-r", "100", "-f", "raw", "-o", f"{out}/{g}-{pid}.txt", "-p", str(pid)]
+                    cmd = [
+                        spy,
+                        "record",
+                        "--nonblocking",
+                        "-r",
+                        "100",
+                        "-f",
+                        "raw",
+                        "-o",
+                        f"{out}/{g}-{pid}.txt",
+                        "-p",
+                        str(pid),
+                    ]
                     self._profilers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def _stop_profilers(self) -> None:

@@ -34,12 +34,24 @@ BULK_USER = "bulk-0"
 
 MAIN_ITEMS: list[dict[str, Any]] = [
     {"entity": "account", "filter": {"kind": "other", "user": True, "team": False, "business_unit": True}},
-    {"entity": "contact", "filter": {"kind": "related"},
-     "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]},
+    {
+        "entity": "contact",
+        "filter": {"kind": "related"},
+        "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}],
+    },
     {"entity": "opportunity", "filter": {"kind": "other", "user": False, "team": True, "business_unit": False}},
-    {"entity": "task", "filter": {"kind": "custom", "condition": {"and": [
-        {"attribute": "ownerid", "operator": "eq-userid"},
-        {"attribute": "prioritycode", "operator": "in", "value": [0, 1]}]}}},
+    {
+        "entity": "task",
+        "filter": {
+            "kind": "custom",
+            "condition": {
+                "and": [
+                    {"attribute": "ownerid", "operator": "eq-userid"},
+                    {"attribute": "prioritycode", "operator": "in", "value": [0, 1]},
+                ]
+            },
+        },
+    },
     {"entity": "product", "filter": {"kind": "all"}},
 ]
 SIDE_ITEMS: list[dict[str, Any]] = [
@@ -47,15 +59,30 @@ SIDE_ITEMS: list[dict[str, Any]] = [
     {"entity": "territory", "filter": {"kind": "other", "user": False, "team": False, "business_unit": True}},
 ]
 BULK_ITEMS: list[dict[str, Any]] = [
-    {"entity": "account", "filter": {"kind": "custom", "condition":
-        {"attribute": "accountnumber", "operator": "begins-with", "value": "AC"}}},
+    {
+        "entity": "account",
+        "filter": {
+            "kind": "custom",
+            "condition": {"attribute": "accountnumber", "operator": "begins-with", "value": "AC"},
+        },
+    },
 ]
 ROLES: list[dict[str, Any]] = [
-    {"id": "bench-field", "name": "Bench field sales", "read_offline_profile": True,
-     "privileges": {"*": {"create": "user", "read": "organization", "write": "organization", "delete": "user"}}},
-    {"id": "bench-side", "name": "Bench side", "read_offline_profile": True,
-     "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"},
-                    "territory": {"read": "organization"}}},
+    {
+        "id": "bench-field",
+        "name": "Bench field sales",
+        "read_offline_profile": True,
+        "privileges": {"*": {"create": "user", "read": "organization", "write": "organization", "delete": "user"}},
+    },
+    {
+        "id": "bench-side",
+        "name": "Bench side",
+        "read_offline_profile": True,
+        "privileges": {
+            "account": {"create": "user", "read": "user", "write": "user", "delete": "user"},
+            "territory": {"read": "organization"},
+        },
+    },
 ]
 DESCRIPTION = {"type": "string", "required": False, "max_length": 2000}
 
@@ -107,8 +134,13 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     # Binary codecs: COPY (copy_records_to_table) is binary. jsonb's binary form is a version
     # byte (1) followed by the JSON text.
-    await conn.set_type_codec("jsonb", encoder=lambda v: b"\x01" + orjson.dumps(v), decoder=lambda b: orjson.loads(b[1:]),
-                              schema="pg_catalog", format="binary")
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
     await conn.set_type_codec("json", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="binary")
     return conn
 
@@ -124,8 +156,12 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
         _ok(await admin.patch(f"/v1/entities/{name}", json=body))
     for role in ROLES:
         _ok(await admin.post("/v1/roles", json=role))
-    role_bulk = {"id": "bench-bulk", "name": "Bench bulk", "read_offline_profile": True,
-                 "privileges": {"account": {"read": "organization"}}}
+    role_bulk = {
+        "id": "bench-bulk",
+        "name": "Bench bulk",
+        "read_offline_profile": True,
+        "privileges": {"account": {"read": "organization"}},
+    }
     _ok(await admin.post("/v1/roles", json=role_bulk))
 
     org = make_org(seed, sizes)
@@ -134,26 +170,48 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
     conn = await _connect(dsn)
     try:
         async with conn.transaction():
-            bus = [(bu_id(b["id"]), b["name"], bu_id(b["parent_id"]) if b["parent_id"] else None)
-                   for b in org.business_units[1:]]
+            bus = [
+                (bu_id(b["id"]), b["name"], bu_id(b["parent_id"]) if b["parent_id"] else None)
+                for b in org.business_units[1:]
+            ]
             bus += [(side_bu(k), f"Side {k}", ROOT_BU) for k in range(sizes.fanout_groups)]
-            await conn.copy_records_to_table("business_units", schema_name="admin", records=bus,
-                                             columns=["id", "name", "parent_id"])
-            await conn.copy_records_to_table("teams", schema_name="admin", columns=["id", "name", "business_unit_id"],
-                                             records=[(t["id"], t["name"], bu_id(t["business_unit_id"])) for t in org.teams])
+            await conn.copy_records_to_table(
+                "business_units", schema_name="admin", records=bus, columns=["id", "name", "parent_id"]
+            )
+            await conn.copy_records_to_table(
+                "teams",
+                schema_name="admin",
+                columns=["id", "name", "business_unit_id"],
+                records=[(t["id"], t["name"], bu_id(t["business_unit_id"])) for t in org.teams],
+            )
             users = [(u["id"], u["name"], bu_id(u["business_unit_id"]), None, u["language"]) for u in org.users]
-            users += [(side_user(i), f"Side user {i}", side_bu(i % sizes.fanout_groups), None, 1033) for i in range(sizes.side_users)]
+            users += [
+                (side_user(i), f"Side user {i}", side_bu(i % sizes.fanout_groups), None, 1033)
+                for i in range(sizes.side_users)
+            ]
             users.append((BULK_USER, "Bulk user", ROOT_BU, None, 1033))
-            await conn.copy_records_to_table("users", schema_name="admin", records=users,
-                                             columns=["id", "name", "business_unit_id", "manager_id", "language"])
-            await conn.executemany("UPDATE admin.users SET manager_id = $2 WHERE id = $1",
-                                   [(u["id"], u["manager_id"]) for u in org.users if u["manager_id"]])
-            await conn.copy_records_to_table("team_members", schema_name="admin", columns=["team_id", "user_id"],
-                                             records=[(t["id"], m) for t in org.teams for m in t["member_ids"]])
+            await conn.copy_records_to_table(
+                "users",
+                schema_name="admin",
+                records=users,
+                columns=["id", "name", "business_unit_id", "manager_id", "language"],
+            )
+            await conn.executemany(
+                "UPDATE admin.users SET manager_id = $2 WHERE id = $1",
+                [(u["id"], u["manager_id"]) for u in org.users if u["manager_id"]],
+            )
+            await conn.copy_records_to_table(
+                "team_members",
+                schema_name="admin",
+                columns=["team_id", "user_id"],
+                records=[(t["id"], m) for t in org.teams for m in t["member_ids"]],
+            )
             roles = [(u["id"], "bench-field") for u in org.users]
             roles += [(side_user(i), "bench-side") for i in range(sizes.side_users)]
             roles.append((BULK_USER, "bench-bulk"))
-            await conn.copy_records_to_table("user_roles", schema_name="admin", records=roles, columns=["user_id", "role_id"])
+            await conn.copy_records_to_table(
+                "user_roles", schema_name="admin", records=roles, columns=["user_id", "role_id"]
+            )
 
             account_ids: list[str] = []
             account_rows: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
@@ -164,19 +222,39 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
                 if r.entity == "account":
                     account_ids.append(r.id)
                     account_rows[r.id] = (r.owner_id, r.owner_type, r.attributes)
-                rows.append((r.entity, r.id, 1, r.owner_id, r.owner_type,
-                             bu_id(r.business_unit_id) if r.business_unit_id else None, r.attributes))
+                rows.append(
+                    (
+                        r.entity,
+                        r.id,
+                        1,
+                        r.owner_id,
+                        r.owner_type,
+                        bu_id(r.business_unit_id) if r.business_unit_id else None,
+                        r.attributes,
+                    )
+                )
                 if len(rows) >= 20_000:
                     await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
                     n += len(rows)
                     rows = []
             for i in range(sizes.side_users):
                 for j in range(sizes.upload_changes):
-                    rows.append(("account", side_account(i, j), 1, side_user(i), "user", side_bu(i % sizes.fanout_groups),
-                                 side_account_attributes(i, j)))
+                    rows.append(
+                        (
+                            "account",
+                            side_account(i, j),
+                            1,
+                            side_user(i),
+                            "user",
+                            side_bu(i % sizes.fanout_groups),
+                            side_account_attributes(i, j),
+                        )
+                    )
             for k in range(sizes.fanout_groups):
                 for j in range(sizes.side_territories):
-                    rows.append(("territory", side_territory(k, j), 1, None, None, side_bu(k), side_territory_attributes(k, j)))
+                    rows.append(
+                        ("territory", side_territory(k, j), 1, None, None, side_bu(k), side_territory_attributes(k, j))
+                    )
             await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
             n += len(rows)
         await conn.execute("ANALYZE data.records")
@@ -191,7 +269,7 @@ async def define_profile(admin: httpx.AsyncClient, pid: str, items: list[dict[st
     for item in items:
         _ok(await admin.post(f"/v1/profiles/{pid}/items", json=item))
     for k in range(0, len(user_ids), 1000):
-        _ok(await admin.post(f"/v1/profiles/{pid}/users", json={"user_ids": user_ids[k:k + 1000]}))
+        _ok(await admin.post(f"/v1/profiles/{pid}/users", json={"user_ids": user_ids[k : k + 1000]}))
 
 
 async def publish(admin: httpx.AsyncClient, pid: str) -> int:
@@ -208,5 +286,7 @@ async def publish(admin: httpx.AsyncClient, pid: str) -> int:
 async def bucket_store_has_profile(conn: asyncpg.Connection, pid: str, version: int, users: int) -> bool:
     """publish-service reconciles a publish in one transaction: once every member has its
     user_profiles row at this version, the whole bucket set is committed."""
-    n = await conn.fetchval("SELECT count(*) FROM sync.user_profiles WHERE profile_id = $1 AND profile_version >= $2", pid, version)
+    n = await conn.fetchval(
+        "SELECT count(*) FROM sync.user_profiles WHERE profile_id = $1 AND profile_version >= $2", pid, version
+    )
     return int(n) >= users

@@ -104,14 +104,22 @@ class _Worker:
             self.tasks[d.device_id] = asyncio.create_task(d.run(self.stop))
         deadline = time.monotonic() + timeout
         while True:
-            pending = [d for d in devs if d.report.checkpoints <= start[d.device_id] and not self.tasks[d.device_id].done()]
+            pending = [
+                d for d in devs if d.report.checkpoints <= start[d.device_id] and not self.tasks[d.device_id].done()
+            ]
             if not pending or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)  # polling device state under a deadline
         failed = [d.device_id for d in devs if d.report.checkpoints <= start[d.device_id]]
-        errors = [repr(self.tasks[f].exception()) for f in failed[:3] if self.tasks[f].done() and self.tasks[f].exception()]
-        return {"connected": len(devs) - len(failed), "failed": len(failed), "errors": errors,
-                "records": sum(d.store.count() for d in devs)}
+        errors = [
+            repr(self.tasks[f].exception()) for f in failed[:3] if self.tasks[f].done() and self.tasks[f].exception()
+        ]
+        return {
+            "connected": len(devs) - len(failed),
+            "failed": len(failed),
+            "errors": errors,
+            "records": sum(d.store.count() for d in devs),
+        }
 
     async def close(self) -> dict[str, Any]:
         self.stop.set()
@@ -166,14 +174,27 @@ class _Worker:
             if not behind or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)  # polling device state under a deadline
-        return {"devices": len(devs), "behind": len(behind), "seconds": time.time() - t0, "created": created,
-                "connections": sum(d.report.connections for d in devs)}
+        return {
+            "devices": len(devs),
+            "behind": len(behind),
+            "seconds": time.time() - t0,
+            "created": created,
+            "connections": sum(d.report.connections for d in devs),
+        }
 
     def rows(self, entity: str) -> dict[str, Any]:
         """What each device holds of ``entity`` (id -> version), and its unresolved conflicts."""
-        return {did: {"rows": {rid: int(v) for rid, v in d.store.db.execute("SELECT id, version FROM records WHERE entity = ?", (entity,))},
-                      "conflicts": len(d.store.conflicts()), "pending": d.store.has_pending()}
-                for did, d in self.devices.items()}
+        return {
+            did: {
+                "rows": {
+                    rid: int(v)
+                    for rid, v in d.store.db.execute("SELECT id, version FROM records WHERE entity = ?", (entity,))
+                },
+                "conflicts": len(d.store.conflicts()),
+                "pending": d.store.has_pending(),
+            }
+            for did, d in self.devices.items()
+        }
 
     async def wait_for(self, key: tuple[str, int], timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
@@ -313,8 +334,12 @@ class Fleet:
         for k, s in enumerate(specs):
             parts[k % len(parts)].append(s)
         res = await self.each("open", [{"specs": part, "timeout": timeout} for part in parts])
-        return {"connected": sum(r["connected"] for r in res), "failed": sum(r["failed"] for r in res),
-                "records": sum(r["records"] for r in res), "errors": [e for r in res for e in r["errors"]][:3]}
+        return {
+            "connected": sum(r["connected"] for r in res),
+            "failed": sum(r["failed"] for r in res),
+            "records": sum(r["records"] for r in res),
+            "errors": [e for r in res for e in r["errors"]][:3],
+        }
 
     async def stop(self) -> None:
         for i, p in enumerate(self.procs):

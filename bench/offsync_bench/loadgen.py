@@ -40,7 +40,9 @@ async def _patch_paced(url: str, token: str, changes: list[Change], rate: float,
     done: list[tuple[str, str, int, float]] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
+    ) as client:
 
         async def send(_i: int, ch: Change) -> None:
             entity, rid, attrs = ch
@@ -52,18 +54,25 @@ async def _patch_paced(url: str, token: str, changes: list[Change], rate: float,
             done.append((entity, rid, int(body["version"]), epoch(body["modified_at"])))
 
         elapsed = await _paced(changes, 1 / rate, send, concurrency)
-    return {"done": done, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed,
-            "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0}
+    return {
+        "done": done,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "seconds": elapsed,
+        "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0,
+    }
 
 
 def chunks_per_tick(items: list[Any], rate: float, tick: float) -> list[list[Any]]:
     """``items`` split into the groups an open-loop writer sends every ``tick`` s to offer
     ``rate`` items/s: ``rate * tick`` each (at least one)."""
     per_tick = max(1, int(round(rate * tick)))
-    return [items[k:k + per_tick] for k in range(0, len(items), per_tick)]
+    return [items[k : k + per_tick] for k in range(0, len(items), per_tick)]
 
 
-async def _paced(chunks: list[Any], tick: float, send: Callable[[int, Any], Awaitable[None]], concurrency: int) -> float:
+async def _paced(
+    chunks: list[Any], tick: float, send: Callable[[int, Any], Awaitable[None]], concurrency: int
+) -> float:
     """Sends chunk i at start + i * tick (open loop: a slow server shows up as lag, it does not
     slow the offered load) with at most ``concurrency`` requests in flight; returns the seconds
     from the first send to the last answer."""
@@ -81,8 +90,9 @@ async def _paced(chunks: list[Any], tick: float, send: Callable[[int, Any], Awai
     return time.monotonic() - start
 
 
-def batch_paced(url: str, token: str, changes: list[Change], rate: float, tick: float = 0.05,
-                concurrency: int = 8) -> dict[str, Any]:
+def batch_paced(
+    url: str, token: str, changes: list[Change], rate: float, tick: float = 0.05, concurrency: int = 8
+) -> dict[str, Any]:
     """Updates ``changes`` through the records API's batch endpoint, the ``rate * tick`` changes
     due in each ``tick`` in one request (one transaction) per entity. Returns
     [(entity, id, version, modified_at epoch)]: each change's own version and the server's commit
@@ -90,14 +100,18 @@ def batch_paced(url: str, token: str, changes: list[Change], rate: float, tick: 
     return asyncio.run(_batch_paced(url, token, changes, rate, tick, concurrency))
 
 
-async def _batch_paced(url: str, token: str, changes: list[Change], rate: float, tick: float, concurrency: int) -> dict[str, Any]:
+async def _batch_paced(
+    url: str, token: str, changes: list[Change], rate: float, tick: float, concurrency: int
+) -> dict[str, Any]:
     import httpx
 
     done: list[tuple[str, str, int, float]] = []
     errors: list[str] = []
     requests = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
+    ) as client:
 
         async def send(_i: int, chunk: list[Change]) -> None:
             nonlocal requests
@@ -116,24 +130,35 @@ async def _batch_paced(url: str, token: str, changes: list[Change], rate: float,
                 done.extend((entity, item["id"], int(item["version"]), at) for item in out["items"])
 
         elapsed = await _paced(chunks_per_tick(changes, rate, tick), tick, send, concurrency)
-    return {"done": done, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed, "requests": requests,
-            "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0}
+    return {
+        "done": done,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "seconds": elapsed,
+        "requests": requests,
+        "achieved_rate": len(done) / elapsed if elapsed > 0 else 0.0,
+    }
 
 
-def import_paced(url: str, token: str, entity: str, lines: list[dict[str, Any]], rate: float, tick: float = 0.1) -> dict[str, Any]:
+def import_paced(
+    url: str, token: str, entity: str, lines: list[dict[str, Any]], rate: float, tick: float = 0.1
+) -> dict[str, Any]:
     """Sends ``lines`` through the NDJSON bulk import, ``rate * tick`` lines every ``tick`` s
     (open loop). Returns the achieved rate; commit times are read from data.records after."""
     return asyncio.run(_import_paced(url, token, entity, lines, rate, tick))
 
 
-async def _import_paced(url: str, token: str, entity: str, lines: list[dict[str, Any]], rate: float, tick: float) -> dict[str, Any]:
+async def _import_paced(
+    url: str, token: str, entity: str, lines: list[dict[str, Any]], rate: float, tick: float
+) -> dict[str, Any]:
     import httpx
     import orjson
 
     errors: list[str] = []
     sent = 0
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}",
-                                                        "Content-Type": "application/x-ndjson"}, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}, timeout=60
+    ) as client:
 
         async def send(_i: int, chunk: list[dict[str, Any]]) -> None:
             nonlocal sent
@@ -146,5 +171,10 @@ async def _import_paced(url: str, token: str, entity: str, lines: list[dict[str,
 
         chunks = chunks_per_tick(lines, rate, tick)
         elapsed = await _paced(chunks, tick, send, len(chunks))
-    return {"sent": sent, "errors": errors[:5], "error_count": len(errors), "seconds": elapsed,
-            "achieved_rate": sent / elapsed if elapsed > 0 else 0.0}
+    return {
+        "sent": sent,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "seconds": elapsed,
+        "achieved_rate": sent / elapsed if elapsed > 0 else 0.0,
+    }

@@ -50,12 +50,20 @@ class Sizes:
 
         return replace(
             self,
-            users=s(self.users), accounts=s(self.accounts), contacts=s(self.contacts),
-            opportunities=s(self.opportunities), tasks=s(self.tasks), products=s(self.products),
-            territories=s(self.territories), incremental_seconds=max(2.0, self.incremental_seconds * factor),
-            live_changes=max(20, s(self.live_changes)), fanout_devices=s(self.fanout_devices),
-            fanout_seconds=max(3.0, self.fanout_seconds * factor), upload_devices=s(self.upload_devices),
-            connections=s(self.connections), reconnect_devices=s(self.reconnect_devices),
+            users=s(self.users),
+            accounts=s(self.accounts),
+            contacts=s(self.contacts),
+            opportunities=s(self.opportunities),
+            tasks=s(self.tasks),
+            products=s(self.products),
+            territories=s(self.territories),
+            incremental_seconds=max(2.0, self.incremental_seconds * factor),
+            live_changes=max(20, s(self.live_changes)),
+            fanout_devices=s(self.fanout_devices),
+            fanout_seconds=max(3.0, self.fanout_seconds * factor),
+            upload_devices=s(self.upload_devices),
+            connections=s(self.connections),
+            reconnect_devices=s(self.reconnect_devices),
         )
 
     @property
@@ -82,7 +90,9 @@ class Org:
     sizes: Sizes
     business_units: list[dict[str, Any]] = field(default_factory=list)  # {id, name, parent_id}
     teams: list[dict[str, Any]] = field(default_factory=list)  # {id, name, business_unit_id, member_ids}
-    users: list[dict[str, Any]] = field(default_factory=list)  # {id, name, business_unit_id, manager_id, language, team_ids}
+    users: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # {id, name, business_unit_id, manager_id, language, team_ids}
 
 
 def _uuid(rng: random.Random) -> str:
@@ -104,7 +114,9 @@ def make_org(seed: int, sizes: Sizes) -> Org:
             org.business_units.append({"id": _uuid(rng), "name": f"{parent['name']}.{j}", "parent_id": parent["id"]})
     for bu in org.business_units:
         for t in range(sizes.teams_per_bu):
-            org.teams.append({"id": _uuid(rng), "name": f"{bu['name']} team {t}", "business_unit_id": bu["id"], "member_ids": []})
+            org.teams.append(
+                {"id": _uuid(rng), "name": f"{bu['name']} team {t}", "business_unit_id": bu["id"], "member_ids": []}
+            )
     teams_by_bu: dict[str, list[dict[str, Any]]] = {}
     for t in org.teams:
         teams_by_bu.setdefault(t["business_unit_id"], []).append(t)
@@ -116,14 +128,22 @@ def make_org(seed: int, sizes: Sizes) -> Org:
         uid = _uuid(rng)
         if len(managers) < 5:
             managers.append(uid)
-        team_ids = [t["id"] for t in rng.sample(teams_by_bu[bu["id"]], k=min(len(teams_by_bu[bu["id"]]), rng.randint(1, 2)))]
+        team_ids = [
+            t["id"] for t in rng.sample(teams_by_bu[bu["id"]], k=min(len(teams_by_bu[bu["id"]]), rng.randint(1, 2)))
+        ]
         for t in org.teams:
             if t["id"] in team_ids:
                 t["member_ids"].append(uid)
-        org.users.append({
-            "id": uid, "name": f"User {i}", "business_unit_id": bu["id"], "manager_id": manager,
-            "language": rng.choice((1033, 1036, 1031)), "team_ids": team_ids,
-        })
+        org.users.append(
+            {
+                "id": uid,
+                "name": f"User {i}",
+                "business_unit_id": bu["id"],
+                "manager_id": manager,
+                "language": rng.choice((1033, 1036, 1031)),
+                "team_ids": team_ids,
+            }
+        )
     return org
 
 
@@ -148,10 +168,15 @@ def records(org: Org) -> Iterator[Record]:
     """All records of the org, parents before children (accounts before their contacts)."""
     rng = random.Random(org.seed * 7919 + 1)
     users, teams = org.users, org.teams
+
     # Skewed ownership: a Pareto-ish pick makes a few users own far more than the rest.
     def owner() -> tuple[str, str, str]:
         if rng.random() < 0.2:
-            t = teams[min(len(teams) - 1, int(rng.paretovariate(1.2)) - 1)] if rng.random() < 0.3 else teams[rng.randrange(len(teams))]
+            t = (
+                teams[min(len(teams) - 1, int(rng.paretovariate(1.2)) - 1)]
+                if rng.random() < 0.3
+                else teams[rng.randrange(len(teams))]
+            )
             return t["id"], "team", t["business_unit_id"]
         idx = min(len(users) - 1, int(rng.paretovariate(1.1)) - 1) if rng.random() < 0.3 else rng.randrange(len(users))
         u = users[idx]
@@ -163,32 +188,77 @@ def records(org: Org) -> Iterator[Record]:
         oid, otype, bu = owner()
         rid = _uuid(rng)
         account_ids.append(rid)
-        yield Record("account", rid, oid, otype, bu, {
-            "name": f"Account {i} {_text(rng, 3)}", "accountnumber": f"AC{i:08d}",
-            "revenue": round(rng.uniform(1e4, 1e7), 2), "description": _text(rng, rng.randint(20, 50)),
-        })
+        yield Record(
+            "account",
+            rid,
+            oid,
+            otype,
+            bu,
+            {
+                "name": f"Account {i} {_text(rng, 3)}",
+                "accountnumber": f"AC{i:08d}",
+                "revenue": round(rng.uniform(1e4, 1e7), 2),
+                "description": _text(rng, rng.randint(20, 50)),
+            },
+        )
     for i in range(s.contacts):
         oid, otype, bu = owner()
-        yield Record("contact", _uuid(rng), oid, otype, bu, {
-            "firstname": rng.choice(_WORDS).title(), "lastname": f"{rng.choice(_WORDS).title()}{i}",
-            "emailaddress1": f"c{i}@example.com", "parentcustomerid": account_ids[rng.randrange(len(account_ids))],
-            "description": _text(rng, rng.randint(20, 45)),
-        })
+        yield Record(
+            "contact",
+            _uuid(rng),
+            oid,
+            otype,
+            bu,
+            {
+                "firstname": rng.choice(_WORDS).title(),
+                "lastname": f"{rng.choice(_WORDS).title()}{i}",
+                "emailaddress1": f"c{i}@example.com",
+                "parentcustomerid": account_ids[rng.randrange(len(account_ids))],
+                "description": _text(rng, rng.randint(20, 45)),
+            },
+        )
     for i in range(s.opportunities):
         oid, otype, bu = owner()
-        yield Record("opportunity", _uuid(rng), oid, otype, bu, {
-            "name": f"Opportunity {i}", "estimatedvalue": round(rng.uniform(1e3, 1e6), 2),
-            "parentaccountid": account_ids[rng.randrange(len(account_ids))], "description": _text(rng, rng.randint(20, 45)),
-        })
+        yield Record(
+            "opportunity",
+            _uuid(rng),
+            oid,
+            otype,
+            bu,
+            {
+                "name": f"Opportunity {i}",
+                "estimatedvalue": round(rng.uniform(1e3, 1e6), 2),
+                "parentaccountid": account_ids[rng.randrange(len(account_ids))],
+                "description": _text(rng, rng.randint(20, 45)),
+            },
+        )
     for i in range(s.tasks):
         oid, otype, bu = owner()
-        yield Record("task", _uuid(rng), oid, otype, bu, {
-            "subject": f"Task {i} {_text(rng, 3)}", "prioritycode": rng.randint(0, 2),
-            "regardingobjectid": account_ids[rng.randrange(len(account_ids))], "description": _text(rng, rng.randint(20, 45)),
-        })
+        yield Record(
+            "task",
+            _uuid(rng),
+            oid,
+            otype,
+            bu,
+            {
+                "subject": f"Task {i} {_text(rng, 3)}",
+                "prioritycode": rng.randint(0, 2),
+                "regardingobjectid": account_ids[rng.randrange(len(account_ids))],
+                "description": _text(rng, rng.randint(20, 45)),
+            },
+        )
     for i in range(s.products):
-        yield Record("product", _uuid(rng), None, None, None, {"name": f"Product {i}", "productnumber": f"P{i:06d}", "description": _text(rng, 30)})
+        yield Record(
+            "product",
+            _uuid(rng),
+            None,
+            None,
+            None,
+            {"name": f"Product {i}", "productnumber": f"P{i:06d}", "description": _text(rng, 30)},
+        )
     bus = org.business_units
     for i in range(s.territories):
         bu = bus[rng.randrange(len(bus))]
-        yield Record("territory", _uuid(rng), None, None, bu["id"], {"name": f"Territory {i}", "description": _text(rng, 30)})
+        yield Record(
+            "territory", _uuid(rng), None, None, bu["id"], {"name": f"Territory {i}", "description": _text(rng, 30)}
+        )

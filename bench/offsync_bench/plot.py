@@ -25,8 +25,14 @@ def load_history(path: Path) -> list[dict[str, Any]]:
 
 def publish_points(history: list[dict[str, Any]]) -> list[tuple[int, int, float, int]]:
     """(users, records, seconds, bucket rows) of every successful publish, smallest first."""
-    pts = {(int(h["publish"]["users"]), int(h["publish"]["records"])): (float(h["publish"]["seconds"]), int(h["publish"]["bucket_ops"]))
-           for h in history if h.get("publish", {}).get("status") == "ok"}
+    pts = {
+        (int(h["publish"]["users"]), int(h["publish"]["records"])): (
+            float(h["publish"]["seconds"]),
+            int(h["publish"]["bucket_ops"]),
+        )
+        for h in history
+        if h.get("publish", {}).get("status") == "ok"
+    }
     return sorted((u, r, s, b) for (u, r), (s, b) in pts.items())
 
 

@@ -15,11 +15,15 @@ from offsync_stack.testing import eventually
 
 
 def admin_client(ctx: BenchContext) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=ctx.admin_url, headers={"Authorization": f"Bearer {ctx.admin_token()}"}, timeout=120)
+    return httpx.AsyncClient(
+        base_url=ctx.admin_url, headers={"Authorization": f"Bearer {ctx.admin_token()}"}, timeout=120
+    )
 
 
 def records_client(ctx: BenchContext) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=ctx.records_url, headers={"Authorization": f"Bearer {ctx.admin_token()}"}, timeout=120)
+    return httpx.AsyncClient(
+        base_url=ctx.records_url, headers={"Authorization": f"Bearer {ctx.admin_token()}"}, timeout=120
+    )
 
 
 async def pg(ctx: BenchContext) -> asyncpg.Connection:
@@ -36,13 +40,17 @@ async def org(ctx: BenchContext) -> fixture.Loaded:
         except Exception as exc:
             ctx.scratch["org_error"] = f"{type(exc).__name__}: {exc}"
             raise
-        print(f"org loaded: {loaded.record_count} records, {len(loaded.org.users)} users in {loaded.load_seconds:.1f}s", flush=True)
+        print(
+            f"org loaded: {loaded.record_count} records, {len(loaded.org.users)} users in {loaded.load_seconds:.1f}s",
+            flush=True,
+        )
         ctx.scratch["org"] = loaded
     return ctx.scratch["org"]  # type: ignore[no-any-return]
 
 
-async def publish_profile(ctx: BenchContext, pid: str, items: list[dict[str, Any]], users: list[str],
-                          timeout: float = 900.0) -> dict[str, float]:
+async def publish_profile(
+    ctx: BenchContext, pid: str, items: list[dict[str, Any]], users: list[str], timeout: float = 900.0
+) -> dict[str, float]:
     """Defines and publishes a profile; returns {api_seconds, seconds} where seconds runs from the
     publish call until publish-service committed every member's bucket set."""
     loaded = await org(ctx)
@@ -53,8 +61,12 @@ async def publish_profile(ctx: BenchContext, pid: str, items: list[dict[str, Any
             t0 = time.perf_counter()
             version = await fixture.publish(admin, pid)
             api = time.perf_counter() - t0
-            await eventually(lambda: fixture.bucket_store_has_profile(conn, pid, version, len(users)),
-                             timeout=timeout, interval=0.02, message=f"profile {pid} v{version} in the bucket store")
+            await eventually(
+                lambda: fixture.bucket_store_has_profile(conn, pid, version, len(users)),
+                timeout=timeout,
+                interval=0.02,
+                message=f"profile {pid} v{version} in the bucket store",
+            )
             seconds = time.perf_counter() - t0
         finally:
             await conn.close()
@@ -86,7 +98,11 @@ async def bulk_published(ctx: BenchContext) -> fixture.Loaded:
 
 async def ops_present(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> int:
     """How many of these (record id, version) have an op in the bucket store."""
-    return int(await conn.fetchval(
-        """SELECT count(DISTINCT (o.record_id, o.version)) FROM sync.bucket_ops o
+    return int(
+        await conn.fetchval(
+            """SELECT count(DISTINCT (o.record_id, o.version)) FROM sync.bucket_ops o
            JOIN unnest($1::text[], $2::bigint[]) k(id, v) ON o.record_id = k.id AND o.version >= k.v""",
-        [k[0] for k in keys], [k[1] for k in keys]))
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+    )

@@ -16,7 +16,8 @@ from offsync_bench.orgdata import Sizes
 def test_device_pairing_counts_first_arrival_per_device_and_ignores_unknown_versions() -> None:
     commits = {("r1", 2): 100.0, ("r2", 5): 101.0}
     arrivals = [
-        ("d1", "r1", 2, 100.010), ("d1", "r1", 2, 100.030),  # same record through two buckets: first counts
+        ("d1", "r1", 2, 100.010),
+        ("d1", "r1", 2, 100.030),  # same record through two buckets: first counts
         ("d2", "r1", 2, 100.020),
         ("d1", "r2", 5, 101.005),
         ("d1", "r9", 1, 99.0),  # initial download of something not changed: ignored

@@ -11,7 +11,14 @@ from offsync_bench.stats import percentile, summary_ms
 
 @pytest.mark.parametrize(
     "samples, p, expected",
-    [([1.0], 50, 1.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 100, 4), (list(range(1, 101)), 99, 99), (list(range(1, 101)), 1, 1), ([5, 1, 3], 50, 3)],
+    [
+        ([1.0], 50, 1.0),
+        ([1, 2, 3, 4], 50, 2),
+        ([1, 2, 3, 4], 100, 4),
+        (list(range(1, 101)), 99, 99),
+        (list(range(1, 101)), 1, 1),
+        ([5, 1, 3], 50, 3),
+    ],
     ids=["single", "even-median", "max", "p99-of-100", "p1", "unsorted"],
 )
 def test_percentile(samples: list[float], p: float, expected: float) -> None:

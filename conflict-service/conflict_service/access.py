@@ -31,7 +31,11 @@ class Operation(StrEnum):
     DELETE = "delete"
 
 
-OP_FOR_CHANGE: dict[str, Operation] = {"create": Operation.CREATE, "update": Operation.WRITE, "delete": Operation.DELETE}
+OP_FOR_CHANGE: dict[str, Operation] = {
+    "create": Operation.CREATE,
+    "update": Operation.WRITE,
+    "delete": Operation.DELETE,
+}
 
 Privileges = Mapping[str, Mapping[Operation, Depth]]
 

@@ -1,8 +1,6 @@
 """The records REST API (server-side writes and reads under the caller's security roles) and the
 admin endpoints over the conflicts log and the sync error ledger."""
 
-
-
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -56,10 +54,15 @@ class RecordPatch(BaseModel):
 class BatchChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     op: Literal["create", "update", "delete"]
-    id: str | None = Field(None, description="Record id (required for update and delete; generated for a create without one).",
-                           pattern=r"^[^\x00]+$")
+    id: str | None = Field(
+        None,
+        description="Record id (required for update and delete; generated for a create without one).",
+        pattern=r"^[^\x00]+$",
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
-    if_match: int | None = Field(None, ge=0, le=MAX_VERSION, description="Expected current version (update, delete), as If-Match.")
+    if_match: int | None = Field(
+        None, ge=0, le=MAX_VERSION, description="Expected current version (update, delete), as If-Match."
+    )
     owner_id: str | None = Field(None, description="create: owning user or team; default the caller.")
     owner_type: Literal["user", "team"] = "user"
     business_unit_id: str | None = Field(None, description="create: owning business unit; default the caller's.")
@@ -77,10 +80,18 @@ class ReapplyIn(BaseModel):
 
 def _wire(row: asyncpg.Record) -> dict[str, Any]:
     return {
-        "entity": row["entity"], "id": row["id"], "version": row["version"], "deleted": row["deleted"],
-        "owner_id": row["owner_id"], "owner_type": row["owner_type"], "business_unit_id": row["business_unit_id"],
-        "attributes": row["attributes"], "created_at": row["created_at"].isoformat(),
-        "modified_at": row["modified_at"].isoformat(), "created_by": row["created_by"], "modified_by": row["modified_by"],
+        "entity": row["entity"],
+        "id": row["id"],
+        "version": row["version"],
+        "deleted": row["deleted"],
+        "owner_id": row["owner_id"],
+        "owner_type": row["owner_type"],
+        "business_unit_id": row["business_unit_id"],
+        "attributes": row["attributes"],
+        "created_at": row["created_at"].isoformat(),
+        "modified_at": row["modified_at"].isoformat(),
+        "created_by": row["created_by"],
+        "modified_by": row["modified_by"],
     }
 
 
@@ -90,8 +101,11 @@ def _raise_for(res: ItemResult, index: int | None = None) -> None:
     if r.status != "rejected":
         return
     cls: type[OffsyncError] = {
-        "validation": ValidationFailed, "forbidden": Forbidden, "not_found": NotFound,
-        "precondition_failed": PreconditionFailed, "conflict": Conflict,
+        "validation": ValidationFailed,
+        "forbidden": Forbidden,
+        "not_found": NotFound,
+        "precondition_failed": PreconditionFailed,
+        "conflict": Conflict,
     }.get(r.code or "", BadRequest)
     message = r.message or r.code or "rejected"
     if index is None:
@@ -106,8 +120,14 @@ def _batch_item(actor: Actor, entity: str, seq: int, ch: BatchChangeIn) -> Chang
     if ch.op == "create" and ch.owner_id is not None:
         owner = Ownership(ch.owner_id, ch.owner_type, ch.business_unit_id or actor.business_unit_id)
     base = ch.if_match if ch.op != "create" else None
-    change = Change(seq=seq, op=ch.op, entity=entity, id=ch.id or str(uuid.uuid4()), base_version=base,
-                    fields=ch.attributes if ch.op != "delete" else {})
+    change = Change(
+        seq=seq,
+        op=ch.op,
+        entity=entity,
+        id=ch.id or str(uuid.uuid4()),
+        base_version=base,
+        fields=ch.attributes if ch.op != "delete" else {},
+    )
     return ChangeItem(actor.user_id, change, strict=True, owner=owner)
 
 
@@ -115,7 +135,7 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     try:
-        version = int(if_match.strip().strip('W/').strip('"'))
+        version = int(if_match.strip().strip("W/").strip('"'))
     except ValueError:
         raise BadRequest("If-Match must be a record version", field="If-Match") from None
     if not 0 <= version <= MAX_VERSION:  # beyond the column's range (no record has it) -> 400, not a 500
@@ -223,8 +243,12 @@ def build_router(
         return {
             "modified_at": modified_at.isoformat(),
             "items": [
-                {"op": it.change.op, "id": it.change.id, "version": res.result.version,
-                 "deleted": it.change.op == "delete"}
+                {
+                    "op": it.change.op,
+                    "id": it.change.id,
+                    "version": res.result.version,
+                    "deleted": it.change.op == "delete",
+                }
                 for it, res in zip(items, results)
             ],
         }
@@ -246,7 +270,9 @@ def build_router(
     async def get_record(entity: str, record_id: str, actor: Caller, response: Response) -> dict[str, Any]:
         async with pool_of().acquire() as conn:
             meta = await entity_meta(conn, entity)
-            row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", entity, record_id)
+            row = await conn.fetchrow(
+                f"SELECT * FROM {SCHEMA}.records WHERE entity = $1 AND id = $2", entity, record_id
+            )
         owner = Ownership(row["owner_id"], row["owner_type"], row["business_unit_id"]) if row else None
         if row is None or row["deleted"] or not may(actor, Operation.READ, entity, meta.ownership, owner):  # type: ignore[arg-type]
             raise NotFound(f"no {entity} record {record_id}")
@@ -254,10 +280,16 @@ def build_router(
 
     @router.patch("/v1/records/{entity}/{record_id}", tags=["records"])
     async def update_record(
-        entity: str, record_id: str, body: RecordPatch, actor: Caller, response: Response,
+        entity: str,
+        record_id: str,
+        body: RecordPatch,
+        actor: Caller,
+        response: Response,
         if_match: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        change = Change(seq=0, op="update", entity=entity, id=record_id, base_version=_version(if_match), fields=body.attributes)
+        change = Change(
+            seq=0, op="update", entity=entity, id=record_id, base_version=_version(if_match), fields=body.attributes
+        )
         return etag(response, await write(actor, ChangeItem(actor.user_id, change, strict=True)))
 
     @router.delete("/v1/records/{entity}/{record_id}", status_code=204, tags=["records"])
@@ -277,7 +309,9 @@ def build_router(
 
     @router.get("/v1/records/{entity}", tags=["records"])
     async def query_records(
-        entity: str, request: Request, actor: Caller,
+        entity: str,
+        request: Request,
+        actor: Caller,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         after: Annotated[str | None, Query(description="Page cursor: the last id of the previous page.")] = None,
         owner_id: str | None = None,
@@ -349,13 +383,28 @@ def build_router(
 
     @router.get("/v1/conflicts", tags=["admin"])
     async def list_conflicts(
-        _: Admin, entity: str | None = None, record_id: str | None = None, user_id: str | None = None,
-        device_id: str | None = None, outcome: str | None = None, policy: str | None = None,
-        since: datetime | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        _: Admin,
+        entity: str | None = None,
+        record_id: str | None = None,
+        user_id: str | None = None,
+        device_id: str | None = None,
+        outcome: str | None = None,
+        policy: str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         where, args = page_filters(
-            {"entity": entity, "record_id": record_id, "user_id": user_id, "device_id": device_id,
-             "outcome": outcome, "policy": policy}, since, after,
+            {
+                "entity": entity,
+                "record_id": record_id,
+                "user_id": user_id,
+                "device_id": device_id,
+                "outcome": outcome,
+                "policy": policy,
+            },
+            since,
+            after,
         )
         rows = await pool_of().fetch(f"SELECT * FROM {SCHEMA}.conflicts WHERE {where} ORDER BY id LIMIT {limit}", *args)
         items = [{**dict(r), "at": r["at"].isoformat()} for r in rows]
@@ -363,16 +412,36 @@ def build_router(
 
     @router.get("/v1/sync-errors", tags=["admin"])
     async def list_sync_errors(
-        _: Admin, user_id: str | None = None, device_id: str | None = None, entity: str | None = None,
-        record_id: str | None = None, code: str | None = None, status: str | None = None,
-        since: datetime | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        _: Admin,
+        user_id: str | None = None,
+        device_id: str | None = None,
+        entity: str | None = None,
+        record_id: str | None = None,
+        code: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         where, args = page_filters(
-            {"user_id": user_id, "device_id": device_id, "entity": entity, "record_id": record_id, "code": code,
-             "status": status}, since, after,
+            {
+                "user_id": user_id,
+                "device_id": device_id,
+                "entity": entity,
+                "record_id": record_id,
+                "code": code,
+                "status": status,
+            },
+            since,
+            after,
         )
-        rows = await pool_of().fetch(f"SELECT * FROM {SCHEMA}.sync_errors WHERE {where} ORDER BY id LIMIT {limit}", *args)
-        items = [{**dict(r), "at": r["at"].isoformat(), "resolved_at": r["resolved_at"] and r["resolved_at"].isoformat()} for r in rows]
+        rows = await pool_of().fetch(
+            f"SELECT * FROM {SCHEMA}.sync_errors WHERE {where} ORDER BY id LIMIT {limit}", *args
+        )
+        items = [
+            {**dict(r), "at": r["at"].isoformat(), "resolved_at": r["resolved_at"] and r["resolved_at"].isoformat()}
+            for r in rows
+        ]
         return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
     @router.post("/v1/sync-errors/{error_id}/reapply", tags=["admin"])
@@ -397,10 +466,14 @@ def build_router(
                 resolution = res.result.model_dump(mode="json")
                 await conn.execute(
                     f"UPDATE {SCHEMA}.sync_errors SET status = $2, resolved_at = now(), resolution = $3::text::jsonb WHERE id = $1",
-                    error_id, "reapplied" if ok else "failed_again", orjson.dumps(resolution).decode(),
+                    error_id,
+                    "reapplied" if ok else "failed_again",
+                    orjson.dumps(resolution).decode(),
                 )
                 if err["device_id"]:
-                    answer = BatchApplied(batch_id=batch_id, device_id=err["device_id"], user_id=err["user_id"], results=[res.result])
+                    answer = BatchApplied(
+                        batch_id=batch_id, device_id=err["device_id"], user_id=err["user_id"], results=[res.result]
+                    )
                     await write_outbox(conn, [(topics_of().batch_results, answer.envelope(err["device_id"]))])
         return {"status": "reapplied" if ok else "failed_again", "result": resolution}
 

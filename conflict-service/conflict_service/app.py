@@ -31,8 +31,12 @@ def create_app(settings: Settings) -> FastAPI:
             worker, task = None, None
             if settings.conflict_consumer:
                 worker = BatchWorker(
-                    rt.pool, rt.producer, settings.kafka_bootstrap, settings.topic_prefix,
-                    max_records=settings.conflict_max_batches_per_poll, relay=rt.relay,
+                    rt.pool,
+                    rt.producer,
+                    settings.kafka_bootstrap,
+                    settings.topic_prefix,
+                    max_records=settings.conflict_max_batches_per_poll,
+                    relay=rt.relay,
                     **settings.consumer_tuning(),
                 )
                 await worker.start()

@@ -30,7 +30,9 @@ from offsync_shared.events.records import RecordChanged
 log = logging.getLogger(__name__)
 
 SCHEMA = "data"
-_COLUMNS = "entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted, field_versions, created_by"
+_COLUMNS = (
+    "entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted, field_versions, created_by"
+)
 
 
 @dataclass
@@ -209,8 +211,17 @@ class Applier:
             code = res.result.code or (res.decision.outcome.value if res.decision else "rejected")
             pending.errors.append(
                 (
-                    it.user_id, it.device_id, it.batch_id, ch.seq, ch.entity, ch.id, ch.op, code,
-                    res.result.message, res.field, orjson.dumps(ch.model_dump(mode="json")).decode(),
+                    it.user_id,
+                    it.device_id,
+                    it.batch_id,
+                    ch.seq,
+                    ch.entity,
+                    ch.id,
+                    ch.op,
+                    code,
+                    res.result.message,
+                    res.field,
+                    orjson.dumps(ch.model_dump(mode="json")).decode(),
                 )
             )
         return res
@@ -250,8 +261,10 @@ class Applier:
             return _reject(ch, "validation", err.message, err.field)
         for ref in refs:
             target = rows.get((ref.target, ref.id))
-            exists = (not target.state.deleted) if target is not None and (ref.target, ref.id) in pending.dirty else (
-                (ref.target, ref.id) in found
+            exists = (
+                (not target.state.deleted)
+                if target is not None and (ref.target, ref.id) in pending.dirty
+                else ((ref.target, ref.id) in found)
             )
             if not exists:
                 return _reject(ch, "validation", f"{ref.field}: no {ref.target} with id {ref.id}", ref.field)
@@ -292,29 +305,51 @@ class Applier:
             assert server is not None
             pending.conflicts.append(
                 (
-                    ch.entity, ch.id, it.user_id, it.device_id, it.batch_id, ch.seq, ch.op,
-                    (decision.policy or policy).value, decision.outcome.value, ch.base_version, server.version,
-                    orjson.dumps({"version": server.version, "deleted": server.deleted, "attributes": dict(server.attributes)}).decode(),
+                    ch.entity,
+                    ch.id,
+                    it.user_id,
+                    it.device_id,
+                    it.batch_id,
+                    ch.seq,
+                    ch.op,
+                    (decision.policy or policy).value,
+                    decision.outcome.value,
+                    ch.base_version,
+                    server.version,
+                    orjson.dumps(
+                        {"version": server.version, "deleted": server.deleted, "attributes": dict(server.attributes)}
+                    ).decode(),
                     orjson.dumps(ch.model_dump(mode="json")).decode(),
                     orjson.dumps(current.wire() if current else {}).decode(),
                     list(decision.lost_fields),
                 )
             )
             result = ChangeResult(
-                seq=ch.seq, entity=ch.entity, id=ch.id, status="conflict",
-                version=decision.result.version, record=current.wire() if current else None,
+                seq=ch.seq,
+                entity=ch.entity,
+                id=ch.id,
+                status="conflict",
+                version=decision.result.version,
+                record=current.wire() if current else None,
                 code=decision.outcome.value,
                 message=(f"lost fields: {', '.join(decision.lost_fields)}" if decision.lost_fields else None),
             )
         else:
             result = ChangeResult(
-                seq=ch.seq, entity=ch.entity, id=ch.id, status="applied", version=decision.result.version,
+                seq=ch.seq,
+                entity=ch.entity,
+                id=ch.id,
+                status="applied",
+                version=decision.result.version,
                 code=None if decision.outcome is Outcome.APPLIED else decision.outcome.value,
             )
         return ItemResult(result, decision, current)
 
     async def _write(
-        self, conn: asyncpg.Connection, p: _Pending, first: list[tuple[str, Envelope]],
+        self,
+        conn: asyncpg.Connection,
+        p: _Pending,
+        first: list[tuple[str, Envelope]],
         stored: dict[tuple[str, str], asyncpg.Record] | None,
     ) -> None:
         if p.dirty:
@@ -367,9 +402,15 @@ class Applier:
                 (
                     topic,
                     RecordChanged(
-                        entity=entity, id=rid, version=st.version, deleted=st.deleted, owner_id=owner.owner_id,
+                        entity=entity,
+                        id=rid,
+                        version=st.version,
+                        deleted=st.deleted,
+                        owner_id=owner.owner_id,
                         owner_type=owner.owner_type,  # type: ignore[arg-type]
-                        business_unit_id=owner.business_unit_id, attributes=dict(st.attributes), committed_at=now,
+                        business_unit_id=owner.business_unit_id,
+                        attributes=dict(st.attributes),
+                        committed_at=now,
                         source=source,
                     ).envelope(f"{entity}:{rid}"),
                 )
@@ -402,7 +443,9 @@ class BatchApplier:
         """Answer a batch the database would not take (even alone) with every change rejected, so
         the device is not left waiting and later batches proceed; stored like any answer."""
         answer = BatchApplied(
-            batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id,
+            batch_id=b.batch_id,
+            device_id=b.device_id,
+            user_id=b.user_id,
             results=[
                 ChangeResult(seq=c.seq, entity=c.entity, id=c.id, status="rejected", code=code, message=message[:500])
                 for c in b.changes
@@ -413,7 +456,10 @@ class BatchApplier:
                 await conn.execute(
                     f"""INSERT INTO {SCHEMA}.batches(batch_id, device_id, user_id, results) VALUES ($1, $2, $3, $4::text::jsonb)
                         ON CONFLICT (batch_id) DO NOTHING""",
-                    b.batch_id, b.device_id, b.user_id, orjson.dumps([r.model_dump(mode="json") for r in answer.results]).decode(),
+                    b.batch_id,
+                    b.device_id,
+                    b.user_id,
+                    orjson.dumps([r.model_dump(mode="json") for r in answer.results]).decode(),
                 )
                 await write_outbox(conn, [(self.topics.batch_results, answer.envelope(b.device_id))])
         return answer
@@ -441,7 +487,9 @@ class BatchApplier:
                 r = stored[b.batch_id]
                 answers.append(
                     BatchApplied(
-                        batch_id=b.batch_id, device_id=r["device_id"], user_id=r["user_id"],
+                        batch_id=b.batch_id,
+                        device_id=r["device_id"],
+                        user_id=r["user_id"],
                         results=[ChangeResult.model_validate(x) for x in r["results"]],
                     )
                 )
@@ -462,7 +510,9 @@ class BatchApplier:
             for it, res in zip(items, results):
                 by_batch[it.batch_id or ""].append(res.result)
             new_answers.extend(
-                BatchApplied(batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id, results=by_batch[b.batch_id])
+                BatchApplied(
+                    batch_id=b.batch_id, device_id=b.device_id, user_id=b.user_id, results=by_batch[b.batch_id]
+                )
                 for b in fresh
             )
             return [(self.topics.batch_results, a.envelope(a.device_id)) for a in answers + new_answers]

@@ -74,7 +74,12 @@ def _parse(raw: bytes, lineno: int, meta: EntityMeta, actor: Actor) -> _Line:
 
 
 async def import_records(
-    conn: asyncpg.Connection, entity: str, meta: EntityMeta, actor: Actor, lines: AsyncIterator[bytes], records_topic: str
+    conn: asyncpg.Connection,
+    entity: str,
+    meta: EntityMeta,
+    actor: Actor,
+    lines: AsyncIterator[bytes],
+    records_topic: str,
 ) -> ImportSummary:
     """Opens its own transaction; raises an OffsyncError (nothing written) on the first bad line.
     The transaction starts once the first chunk is received and checked, so an import of up to
@@ -106,7 +111,12 @@ async def _chunks(lines: AsyncIterator[bytes], meta: EntityMeta, actor: Actor) -
 
 
 async def _flush(
-    conn: asyncpg.Connection, entity: str, meta: EntityMeta, actor: Actor, batch: list[_Line], topic: str,
+    conn: asyncpg.Connection,
+    entity: str,
+    meta: EntityMeta,
+    actor: Actor,
+    batch: list[_Line],
+    topic: str,
     summary: ImportSummary,
 ) -> None:
     by_id = {ln.id: ln for ln in batch}  # a later line for the same id replaces an earlier one
@@ -116,12 +126,15 @@ async def _flush(
         for ln in by_id.values():
             for ref in ln.refs:
                 if (ref.target, ref.id) not in found and not (ref.target == entity and ref.id in by_id):
-                    raise ValidationFailed(f"record {ln.id}: {ref.field}: no {ref.target} with id {ref.id}", field=ref.field)
+                    raise ValidationFailed(
+                        f"record {ln.id}: {ref.field}: no {ref.target} with id {ref.id}", field=ref.field
+                    )
     existing = {
         r["id"]: Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"])
         for r in await conn.fetch(
             f"SELECT id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records WHERE entity = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
-            entity, list(by_id),
+            entity,
+            list(by_id),
         )
     }
     checked: set[Ownership] = set()
@@ -146,9 +159,14 @@ async def _flush(
                    field_versions = r.field_versions || (SELECT coalesce(jsonb_object_agg(k, r.version + 1), '{{}}'::jsonb)
                                                           FROM jsonb_object_keys(EXCLUDED.attributes) k)
             RETURNING id, version, owner_id, owner_type, business_unit_id""",
-        entity, actor.user_id, [ln.id for ln in lines], [orjson.dumps(ln.attributes).decode() for ln in lines],
+        entity,
+        actor.user_id,
+        [ln.id for ln in lines],
+        [orjson.dumps(ln.attributes).decode() for ln in lines],
         [orjson.dumps(dict.fromkeys(ln.attributes, 1)).decode() for ln in lines],
-        [ln.owner.owner_id for ln in lines], [ln.owner.owner_type for ln in lines], [ln.owner.business_unit_id for ln in lines],
+        [ln.owner.owner_id for ln in lines],
+        [ln.owner.owner_type for ln in lines],
+        [ln.owner.business_unit_id for ln in lines],
     )
     now = time.time()
     source = {"api": actor.user_id}
@@ -156,8 +174,16 @@ async def _flush(
     for r in rows:
         # model_construct: every field is already typed here; validating 20k events again costs a third of the import.
         ev = RecordChanged.model_construct(
-            deleted=False, entity=entity, id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
-            business_unit_id=r["business_unit_id"], attributes=by_id[r["id"]].attributes, committed_at=now, source=source,
+            deleted=False,
+            entity=entity,
+            id=r["id"],
+            version=r["version"],
+            owner_id=r["owner_id"],
+            owner_type=r["owner_type"],
+            business_unit_id=r["business_unit_id"],
+            attributes=by_id[r["id"]].attributes,
+            committed_at=now,
+            source=source,
         )
         events.append((topic, ev.envelope(f"{entity}:{r['id']}")))
         if r["version"] == 1:
@@ -175,6 +201,7 @@ async def _existing(conn: asyncpg.Connection, refs: list[LookupRef]) -> set[tupl
     rows = await conn.fetch(
         f"""SELECT entity, id FROM {SCHEMA}.records
              WHERE (entity, id) IN (SELECT DISTINCT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
-        [r.target for r in refs], [r.id for r in refs],
+        [r.target for r in refs],
+        [r.id for r in refs],
     )
     return {(r["entity"], r["id"]) for r in rows}

@@ -18,11 +18,15 @@ class OrgSettings:
 
 
 async def org_settings(conn: asyncpg.Connection) -> OrgSettings:
-    flag = await conn.fetchval("SELECT conflict_detection FROM admin.org_settings ORDER BY org_id = 'default' DESC LIMIT 1")
+    flag = await conn.fetchval(
+        "SELECT conflict_detection FROM admin.org_settings ORDER BY org_id = 'default' DESC LIMIT 1"
+    )
     return OrgSettings(bool(flag))
 
 
-async def settings_and_entities(conn: asyncpg.Connection, names: Iterable[str]) -> tuple[OrgSettings, dict[str, EntityMeta]]:
+async def settings_and_entities(
+    conn: asyncpg.Connection, names: Iterable[str]
+) -> tuple[OrgSettings, dict[str, EntityMeta]]:
     """org_settings and entities in one round trip (the write path reads both in its transaction)."""
     rows = await conn.fetch(
         """SELECT (SELECT conflict_detection FROM admin.org_settings ORDER BY org_id = 'default' DESC LIMIT 1) AS flag,
@@ -54,9 +58,7 @@ async def actors(conn: asyncpg.Connection, user_ids: Iterable[str]) -> dict[str,
     ids = list(set(user_ids))
     if not ids:
         return {}
-    users = await conn.fetch(
-        "SELECT id, business_unit_id, enabled FROM admin.users WHERE id = ANY($1::text[])", ids
-    )
+    users = await conn.fetch("SELECT id, business_unit_id, enabled FROM admin.users WHERE id = ANY($1::text[])", ids)
     teams = await conn.fetch("SELECT user_id, team_id FROM admin.team_members WHERE user_id = ANY($1::text[])", ids)
     roles = await conn.fetch(
         """

@@ -86,7 +86,9 @@ def _write(server: RecordState | None, fields: Mapping[str, Any], *, delete: boo
     return RecordState(version, delete, attrs, fv, server.created_by if server else None)
 
 
-def decide(server: RecordState | None, change: ProposedChange, policy: Policy, fallback: Policy | None = None) -> Decision:
+def decide(
+    server: RecordState | None, change: ProposedChange, policy: Policy, fallback: Policy | None = None
+) -> Decision:
     """What happens to ``change`` given the current ``server`` record (None: never existed).
 
     ``fallback`` decides conflicts field merge cannot settle (fields changed on both sides,

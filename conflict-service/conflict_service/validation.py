@@ -76,7 +76,9 @@ def _type_error(kind: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     return None  # an attribute type we do not know yet is not checked
 
 
-def check_fields(meta: EntityMeta, fields: Mapping[str, Any], *, creating: bool) -> tuple[FieldError | None, list[LookupRef]]:
+def check_fields(
+    meta: EntityMeta, fields: Mapping[str, Any], *, creating: bool
+) -> tuple[FieldError | None, list[LookupRef]]:
     """The first problem with ``fields`` (None if valid) and the lookups to check for existence."""
     lookups: list[LookupRef] = []
     for name in sorted(fields):

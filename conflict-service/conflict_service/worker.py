@@ -105,8 +105,12 @@ class BatchWorker:
                 await self.loop.dead_letter_env(env, f"apply failed: {type(exc).__name__}: {exc}")
                 try:
                     await db.while_away(
-                        lambda event=event, exc=exc: self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}"),  # type: ignore[misc]
-                        TRANSIENT, what="refusal")
+                        lambda event=event, exc=exc: self.applier.refuse(
+                            event, "unprocessable", f"the server could not store this batch: {exc}"
+                        ),  # type: ignore[misc]
+                        TRANSIENT,
+                        what="refusal",
+                    )
                 except Exception:
                     log.exception("could not answer a refused batch", extra={"event_id": env.id})
 

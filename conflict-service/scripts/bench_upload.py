@@ -34,16 +34,21 @@ async def seed(dsn: str, devices: int, conflicting: int, server_wins: bool) -> N
         await db.migrate(pool, "admin", "profile_service.migrations")
         await db.migrate(pool, "data", "conflict_service.migrations")
         async with pool.acquire() as c:
-            await c.execute(f"INSERT INTO admin.org_settings(org_id, conflict_detection) VALUES ('default', {str(server_wins).lower()})")
+            await c.execute(
+                f"INSERT INTO admin.org_settings(org_id, conflict_detection) VALUES ('default', {str(server_wins).lower()})"
+            )
             await c.execute("INSERT INTO admin.business_units(id, name) VALUES ('root', 'Root')")
             await c.execute(
                 """INSERT INTO admin.roles(id, name, privileges) VALUES ('sales', 'sales',
                    '{"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}}')"""
             )
             await c.executemany(
-                "INSERT INTO admin.users(id, name, business_unit_id) VALUES ($1, $1, 'root')", [(f"u{i}",) for i in range(devices)]
+                "INSERT INTO admin.users(id, name, business_unit_id) VALUES ($1, $1, 'root')",
+                [(f"u{i}",) for i in range(devices)],
             )
-            await c.executemany("INSERT INTO admin.user_roles VALUES ($1, 'sales')", [(f"u{i}",) for i in range(devices)])
+            await c.executemany(
+                "INSERT INTO admin.user_roles VALUES ($1, 'sales')", [(f"u{i}",) for i in range(devices)]
+            )
             await c.execute(
                 """INSERT INTO admin.entities(logical_name, display_name, ownership, attributes) VALUES ('account', 'Account',
                    'user_or_team', '{"name": {"type": "string", "required": true}, "city": {"type": "string"},
@@ -62,11 +67,19 @@ async def seed(dsn: str, devices: int, conflicting: int, server_wins: bool) -> N
 def make_batches(devices: int, changes: int, conflicting: int) -> list[BatchUploaded]:
     out = []
     for d in range(devices):
-        chs = [Change(seq=k, op="update", entity="account", id=f"old-{d}-{k}", base_version=1, fields={"city": f"dev{d}"})
-               for k in range(conflicting)]
-        chs += [Change(seq=k, op="create", entity="account", id=str(uuid.uuid4()), fields={"name": f"n{k}", "revenue": k})
-                for k in range(conflicting, changes)]
-        out.append(BatchUploaded(batch_id=str(uuid.uuid4()), device_id=f"dev{d}", user_id=f"u{d}", changes=chs, received_at=time.time()))
+        chs = [
+            Change(seq=k, op="update", entity="account", id=f"old-{d}-{k}", base_version=1, fields={"city": f"dev{d}"})
+            for k in range(conflicting)
+        ]
+        chs += [
+            Change(seq=k, op="create", entity="account", id=str(uuid.uuid4()), fields={"name": f"n{k}", "revenue": k})
+            for k in range(conflicting, changes)
+        ]
+        out.append(
+            BatchUploaded(
+                batch_id=str(uuid.uuid4()), device_id=f"dev{d}", user_id=f"u{d}", changes=chs, received_at=time.time()
+            )
+        )
     return out
 
 
@@ -77,8 +90,14 @@ async def run(devices: int, changes: int, server_wins: bool) -> dict[str, object
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         await seed(dsn, devices, conflicting, server_wins)
         await bus.ensure_topics(infra.kafka_bootstrap, prefix, 4)
-        env = {"OFFSYNC_ENV": "test", "OFFSYNC_PG_DSN": dsn, "OFFSYNC_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-               "OFFSYNC_TOPIC_PREFIX": prefix, "OFFSYNC_TOPIC_PARTITIONS": "4", "OFFSYNC_LOG_LEVEL": "WARNING"}
+        env = {
+            "OFFSYNC_ENV": "test",
+            "OFFSYNC_PG_DSN": dsn,
+            "OFFSYNC_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            "OFFSYNC_TOPIC_PREFIX": prefix,
+            "OFFSYNC_TOPIC_PARTITIONS": "4",
+            "OFFSYNC_LOG_LEVEL": "WARNING",
+        }
         group = ServiceGroup(env=env, log_dir=Path(tempfile.mkdtemp(prefix="offsync-bench-")))
         spec = next(s for s in SERVICES if s.name == "conflict-service")
         svc = group.start(spec, free_port())
@@ -87,8 +106,12 @@ async def run(devices: int, changes: int, server_wins: bool) -> dict[str, object
             # Let the worker join its group before the clock starts (a join costs seconds here).
             async with httpx.AsyncClient() as client:
                 await client.get(f"{svc.url}/readyz")
-            results = AIOKafkaConsumer(BATCH_RESULTS.full(prefix), bootstrap_servers=infra.kafka_bootstrap,
-                                       auto_offset_reset="latest", group_id=None)
+            results = AIOKafkaConsumer(
+                BATCH_RESULTS.full(prefix),
+                bootstrap_servers=infra.kafka_bootstrap,
+                auto_offset_reset="latest",
+                group_id=None,
+            )
             await results.start()
             await results.getmany(timeout_ms=500)
             producer = bus.Producer(infra.kafka_bootstrap, linger_ms=5)
@@ -122,10 +145,16 @@ async def run(devices: int, changes: int, server_wins: bool) -> dict[str, object
             await results.stop()
             return {
                 "status": "ok" if len(acked) == len(batches) else "failed",
-                "devices": devices, "changes_per_batch": changes, "policy": "server_wins" if server_wins else "client_wins",
-                "batches_acked": len(acked), "changes_per_s": round(devices * changes / elapsed),
-                "p50_batch_ack_ms": round(lat[len(lat) // 2]), "p99_batch_ack_ms": round(lat[int(len(lat) * 0.99) - 1]),
-                "conflicts": conflicts, "seconds": round(elapsed, 2), "cores": os.cpu_count(),
+                "devices": devices,
+                "changes_per_batch": changes,
+                "policy": "server_wins" if server_wins else "client_wins",
+                "batches_acked": len(acked),
+                "changes_per_s": round(devices * changes / elapsed),
+                "p50_batch_ack_ms": round(lat[len(lat) // 2]),
+                "p99_batch_ack_ms": round(lat[int(len(lat) * 0.99) - 1]),
+                "conflicts": conflicts,
+                "seconds": round(elapsed, 2),
+                "cores": os.cpu_count(),
             }
         finally:
             group.stop_all()

@@ -20,7 +20,11 @@ CAROL = "carol"  # east (below sales), business_unit depth
 DAVE = "dave"  # disabled
 TEAM = "team-sales"
 
-ACCOUNT_ATTRS = {"name": {"type": "string", "required": True}, "city": {"type": "string"}, "revenue": {"type": "decimal"}}
+ACCOUNT_ATTRS = {
+    "name": {"type": "string", "required": True},
+    "city": {"type": "string"},
+    "revenue": {"type": "decimal"},
+}
 CONTACT_ATTRS = {
     "lastname": {"type": "string", "required": True},
     "phone": {"type": "string"},
@@ -36,13 +40,17 @@ class Org:
 
     async def set_policy(self, conflict_detection: bool, contact_override: str | None = None) -> None:
         await self.pool.execute("UPDATE admin.org_settings SET conflict_detection = $1", conflict_detection)
-        await self.pool.execute("UPDATE admin.entities SET conflict_policy = $1 WHERE logical_name = 'contact'", contact_override)
+        await self.pool.execute(
+            "UPDATE admin.entities SET conflict_policy = $1 WHERE logical_name = 'contact'", contact_override
+        )
 
     async def record(self, entity: str, rid: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM data.records WHERE entity = $1 AND id = $2", entity, rid)
 
     async def outbox(self, topic_suffix: str) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT key, value FROM data.outbox WHERE topic LIKE $1 ORDER BY id", f"%{topic_suffix}")
+        rows = await self.pool.fetch(
+            "SELECT key, value FROM data.outbox WHERE topic LIKE $1 ORDER BY id", f"%{topic_suffix}"
+        )
         return [orjson.loads(bytes(r["value"])) for r in rows]
 
 
@@ -54,9 +62,13 @@ async def migrated_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
 
 
 async def seed(pool: asyncpg.Pool, *, conflict_detection: bool = False) -> Org:
-    user_role = {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"},
-                 "contact": {"create": "user", "read": "user", "write": "user", "delete": "user"}}
-    bu_role = {"*": {"create": "business_unit", "read": "business_unit", "write": "business_unit", "delete": "business_unit"}}
+    user_role = {
+        "account": {"create": "user", "read": "user", "write": "user", "delete": "user"},
+        "contact": {"create": "user", "read": "user", "write": "user", "delete": "user"},
+    }
+    bu_role = {
+        "*": {"create": "business_unit", "read": "business_unit", "write": "business_unit", "delete": "business_unit"}
+    }
     async with pool.acquire() as c:
         await c.execute(
             """
@@ -67,7 +79,13 @@ async def seed(pool: asyncpg.Pool, *, conflict_detection: bool = False) -> Org:
         )
         await c.executemany(
             "INSERT INTO admin.users(id, name, business_unit_id, enabled) VALUES ($1, $1, $2, $3)",
-            [(ADMIN, "root", True), (ALICE, "sales", True), (BOB, "sales", True), (CAROL, "east", True), (DAVE, "sales", False)],
+            [
+                (ADMIN, "root", True),
+                (ALICE, "sales", True),
+                (BOB, "sales", True),
+                (CAROL, "east", True),
+                (DAVE, "sales", False),
+            ],
         )
         await c.execute("INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, 'Sales team', 'sales')", TEAM)
         await c.execute("INSERT INTO admin.team_members VALUES ($1, $2)", TEAM, ALICE)
@@ -110,6 +128,7 @@ async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20
     await consumer.start()
     got: list[dict[str, Any]] = []
     try:
+
         async def enough() -> bool:
             for msgs in (await consumer.getmany(timeout_ms=100)).values():
                 got.extend(orjson.loads(m.value) for m in msgs)

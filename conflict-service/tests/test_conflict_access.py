@@ -68,7 +68,13 @@ def test_disabled_user_may_nothing() -> None:
 
 
 def test_wildcard_and_max_over_roles() -> None:
-    privs = combine_privileges([{"*": {"read": "user"}}, {"account": {"read": "business_unit", "write": "bogus"}}, {"*": {"write": "organization"}}])
+    privs = combine_privileges(
+        [
+            {"*": {"read": "user"}},
+            {"account": {"read": "business_unit", "write": "bogus"}},
+            {"*": {"write": "organization"}},
+        ]
+    )
     a = Actor("u1", "sales", privileges=privs)
     assert a.depth("account", Operation.READ) is Depth.BUSINESS_UNIT
     assert a.depth("contact", Operation.READ) is Depth.USER
@@ -100,9 +106,12 @@ def test_deeper_grants_reach_at_least_as_far_and_scope_agrees(d1: str, d2: str, 
         assert may(a_hi, Operation.READ, "account", ownership, rec)
     # The SQL-side read scope selects exactly what the record check allows.
     scope = read_scope(a_hi, "account", ownership)
-    in_scope = scope.everything or rec.business_unit_id in scope.business_units or (
-        rec.owner_type == "user" and rec.owner_id in scope.user_owners
-    ) or (rec.owner_type == "team" and rec.owner_id in scope.team_owners)
+    in_scope = (
+        scope.everything
+        or rec.business_unit_id in scope.business_units
+        or (rec.owner_type == "user" and rec.owner_id in scope.user_owners)
+        or (rec.owner_type == "team" and rec.owner_id in scope.team_owners)
+    )
     assert in_scope == may(a_hi, Operation.READ, "account", ownership, rec)
 
 
@@ -121,7 +130,12 @@ META = EntityMeta(
 )
 
 VALIDATION = [
-    ("ok-create", {"lastname": "Li", "age": 3, "score": 1.5, "vip": True, "born": "2020-01-02T03:04:05+00:00", "tier": 2}, True, None),
+    (
+        "ok-create",
+        {"lastname": "Li", "age": 3, "score": 1.5, "vip": True, "born": "2020-01-02T03:04:05+00:00", "tier": 2},
+        True,
+        None,
+    ),
     ("missing-required", {"age": 3}, True, "lastname"),
     ("required-null-update", {"lastname": None}, False, "lastname"),
     ("required-absent-update-ok", {"age": 3}, False, None),

@@ -28,7 +28,10 @@ class Api:
         self.client, self.settings, self.org = client, settings, org
 
     def h(self, user: str, **extra: str) -> dict[str, str]:
-        return {"Authorization": "Bearer " + auth.issue_token(self.settings.jwt_secret, user, auth.ADMIN_AUDIENCE), **extra}
+        return {
+            "Authorization": "Bearer " + auth.issue_token(self.settings.jwt_secret, user, auth.ADMIN_AUDIENCE),
+            **extra,
+        }
 
 
 @pytest_asyncio.fixture
@@ -47,17 +50,27 @@ async def test_crud_with_if_match_and_events(api: Api) -> None:
     c = api.client
     r = await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Acme"}}, headers=api.h(ALICE))
     assert r.status_code == 201 and r.json()["version"] == 1 and r.headers["ETag"] == '"1"'
-    assert (await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "X"}}, headers=api.h(ALICE))).status_code == 409
-    r = await c.patch("/v1/records/account/a1", json={"attributes": {"city": "Oslo"}}, headers=api.h(ALICE, **{"If-Match": '"1"'}))
-    assert r.status_code == 200 and r.json()["attributes"] == {"name": "Acme", "city": "Oslo"} and r.json()["version"] == 2
-    r = await c.patch("/v1/records/account/a1", json={"attributes": {"city": "Bergen"}}, headers=api.h(ALICE, **{"If-Match": "1"}))
+    assert (
+        await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "X"}}, headers=api.h(ALICE))
+    ).status_code == 409
+    r = await c.patch(
+        "/v1/records/account/a1", json={"attributes": {"city": "Oslo"}}, headers=api.h(ALICE, **{"If-Match": '"1"'})
+    )
+    assert (
+        r.status_code == 200 and r.json()["attributes"] == {"name": "Acme", "city": "Oslo"} and r.json()["version"] == 2
+    )
+    r = await c.patch(
+        "/v1/records/account/a1", json={"attributes": {"city": "Bergen"}}, headers=api.h(ALICE, **{"If-Match": "1"})
+    )
     assert r.status_code == 412 and r.json()["error"]["code"] == "precondition_failed"
     assert (await c.get("/v1/records/account/a1", headers=api.h(ALICE))).json()["version"] == 2
     assert (await c.delete("/v1/records/account/a1", headers=api.h(ALICE, **{"If-Match": "2"}))).status_code == 204
     assert (await c.get("/v1/records/account/a1", headers=api.h(ALICE))).status_code == 404
     events = await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).records, 3)
     assert [(e["payload"]["version"], e["payload"]["deleted"], e["payload"]["source"]) for e in events] == [
-        (1, False, {"api": ALICE}), (2, False, {"api": ALICE}), (3, True, {"api": ALICE})
+        (1, False, {"api": ALICE}),
+        (2, False, {"api": ALICE}),
+        (3, True, {"api": ALICE}),
     ]
 
 
@@ -83,7 +96,12 @@ async def test_auth_and_no_leak(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "attributes,field",
-    [({"city": "x"}, "name"), ({"name": 5}, "name"), ({"name": "x", "nope": 1}, "nope"), ({"name": "x", "revenue": "abc"}, "revenue")],
+    [
+        ({"city": "x"}, "name"),
+        ({"name": 5}, "name"),
+        ({"name": "x", "nope": 1}, "nope"),
+        ({"name": "x", "revenue": "abc"}, "revenue"),
+    ],
     ids=["required", "type", "unknown", "decimal"],
 )
 async def test_validation_names_the_field(api: Api, attributes: dict, field: str) -> None:
@@ -93,15 +111,25 @@ async def test_validation_names_the_field(api: Api, attributes: dict, field: str
 
 async def test_lookup_must_exist_and_query_filters_page(api: Api) -> None:
     c = api.client
-    r = await c.post("/v1/records/contact", json={"attributes": {"lastname": "Li", "account": "nope"}}, headers=api.h(ALICE))
+    r = await c.post(
+        "/v1/records/contact", json={"attributes": {"lastname": "Li", "account": "nope"}}, headers=api.h(ALICE)
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "account"
     for i in range(5):
-        await c.post("/v1/records/account", json={"id": f"a{i}", "attributes": {"name": f"n{i}", "city": "Oslo" if i % 2 else "Rome"}}, headers=api.h(ALICE))
+        await c.post(
+            "/v1/records/account",
+            json={"id": f"a{i}", "attributes": {"name": f"n{i}", "city": "Oslo" if i % 2 else "Rome"}},
+            headers=api.h(ALICE),
+        )
     page1 = (await c.get("/v1/records/account?limit=2&attr.city=Rome", headers=api.h(ALICE))).json()
     assert [i["id"] for i in page1["items"]] == ["a0", "a2"] and page1["next_after"] == "a2"
-    page2 = (await c.get(f"/v1/records/account?limit=2&attr.city=Rome&after={page1['next_after']}", headers=api.h(ALICE))).json()
+    page2 = (
+        await c.get(f"/v1/records/account?limit=2&attr.city=Rome&after={page1['next_after']}", headers=api.h(ALICE))
+    ).json()
     assert [i["id"] for i in page2["items"]] == ["a4"]
-    assert (await c.get("/v1/records/account?attr.bogus=1", headers=api.h(ALICE))).json()["error"]["field"] == "attr.bogus"
+    assert (await c.get("/v1/records/account?attr.bogus=1", headers=api.h(ALICE))).json()["error"][
+        "field"
+    ] == "attr.bogus"
     # Carol (business-unit depth in east) sees none of the sales records.
     assert (await c.get("/v1/records/account", headers=api.h(CAROL))).json()["items"] == []
 
@@ -110,7 +138,9 @@ async def test_query_filters_compare_by_attribute_type(api: Api) -> None:
     c = api.client
     for rid, revenue in (("q1", 1000), ("q2", "1000.00"), ("q3", 999.5), ("q4", None)):
         attrs = {"name": rid, "revenue": revenue} if revenue is not None else {"name": rid}
-        assert (await c.post("/v1/records/account", json={"id": rid, "attributes": attrs}, headers=api.h(ALICE))).status_code == 201
+        assert (
+            await c.post("/v1/records/account", json={"id": rid, "attributes": attrs}, headers=api.h(ALICE))
+        ).status_code == 201
     found = (await c.get("/v1/records/account?attr.revenue=1e3", headers=api.h(ALICE))).json()["items"]
     assert [i["id"] for i in found] == ["q1", "q2"]
     found = (await c.get("/v1/records/account?attr.revenue=999.50", headers=api.h(ALICE))).json()["items"]
@@ -129,10 +159,14 @@ async def test_bulk_import_is_fast_all_or_nothing_and_emits_events(api: Api) -> 
     assert r.status_code == 200, r.text
     assert r.json() == {"imported": n, "created": n, "updated": 0}
     print(f"bulk import: {n / elapsed:,.0f} records/s")
-    events = await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).records, n, timeout=60)
+    events = await read_topic(
+        api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).records, n, timeout=60
+    )
     assert len({e["payload"]["id"] for e in events}) == n
     # Re-import updates (version 2); one bad line anywhere aborts everything.
-    r = await c.post("/v1/records/account/import", content=b'{"id":"r1","attributes":{"name":"again"}}\n', headers=api.h(ADMIN))
+    r = await c.post(
+        "/v1/records/account/import", content=b'{"id":"r1","attributes":{"name":"again"}}\n', headers=api.h(ADMIN)
+    )
     assert r.json()["updated"] == 1
     bad = b'{"id":"x1","attributes":{"name":"ok"}}\n{"id":"x2","attributes":{"city":"no name"}}\n'
     r = await c.post("/v1/records/account/import", content=bad, headers=api.h(ADMIN))
@@ -161,7 +195,11 @@ async def test_ledger_listing_and_reapply_after_fix(api: Api) -> None:
     )
     r = await c.post(f"/v1/sync-errors/{errs[0]['id']}/reapply", headers=api.h(ADMIN))
     assert r.status_code == 200 and r.json()["status"] == "reapplied" and r.json()["result"]["version"] == 1
-    results = [e for e in await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).batch_results, 2) if e["key"] == "dev-b"]
+    results = [
+        e
+        for e in await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).batch_results, 2)
+        if e["key"] == "dev-b"
+    ]
     assert results[-1]["payload"]["results"][0]["status"] == "applied"
     assert results[-1]["payload"]["batch_id"].endswith(f":reapply:{errs[0]['id']}")
     assert (await c.post(f"/v1/sync-errors/{errs[0]['id']}/reapply", headers=api.h(ADMIN))).status_code == 409
@@ -178,25 +216,41 @@ async def test_ledger_listing_and_reapply_after_fix(api: Api) -> None:
 async def test_batch_writes_in_one_transaction_with_events_per_change(api: Api) -> None:
     c = api.client
     await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Acme"}}, headers=api.h(ALICE))
-    body = {"changes": [
-        {"op": "create", "id": "a2", "attributes": {"name": "Beta"}},
-        {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}, "if_match": 1},
-        {"op": "update", "id": "a1", "attributes": {"city": "Bergen"}, "if_match": 2},  # builds on the change before
-        {"op": "update", "id": "a2", "attributes": {"city": "Rome"}},
-        {"op": "delete", "id": "a2"},
-    ]}
+    body = {
+        "changes": [
+            {"op": "create", "id": "a2", "attributes": {"name": "Beta"}},
+            {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}, "if_match": 1},
+            {
+                "op": "update",
+                "id": "a1",
+                "attributes": {"city": "Bergen"},
+                "if_match": 2,
+            },  # builds on the change before
+            {"op": "update", "id": "a2", "attributes": {"city": "Rome"}},
+            {"op": "delete", "id": "a2"},
+        ]
+    }
     r = await c.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
     assert r.status_code == 200, r.text
     out = r.json()
     assert [(i["op"], i["id"], i["version"], i["deleted"]) for i in out["items"]] == [
-        ("create", "a2", 1, False), ("update", "a1", 2, False), ("update", "a1", 3, False),
-        ("update", "a2", 2, False), ("delete", "a2", 3, True)]
+        ("create", "a2", 1, False),
+        ("update", "a1", 2, False),
+        ("update", "a1", 3, False),
+        ("update", "a2", 2, False),
+        ("delete", "a2", 3, True),
+    ]
     a1 = await api.org.record("account", "a1")
     assert a1 is not None and (a1["version"], a1["attributes"]) == (3, {"name": "Acme", "city": "Bergen"})
     assert a1["modified_at"].isoformat() == out["modified_at"]  # the one commit time of the batch
     events = await read_topic(api.settings.kafka_bootstrap, topics_for(api.settings.topic_prefix).records, 6)
     assert sorted((e["payload"]["id"], e["payload"]["version"], e["payload"]["deleted"]) for e in events[1:]) == [
-        ("a1", 2, False), ("a1", 3, False), ("a2", 1, False), ("a2", 2, False), ("a2", 3, True)]
+        ("a1", 2, False),
+        ("a1", 3, False),
+        ("a2", 1, False),
+        ("a2", 2, False),
+        ("a2", 3, True),
+    ]
     assert {e["payload"]["source"]["api"] for e in events} == {ALICE}
 
 
@@ -211,11 +265,18 @@ async def test_batch_writes_in_one_transaction_with_events_per_change(api: Api) 
     ],
     ids=["validation", "if_match", "missing", "exists", "nul"],
 )
-async def test_batch_is_all_or_nothing_and_names_the_change(api: Api, bad: dict, status: int, code: str, field: str | None) -> None:
+async def test_batch_is_all_or_nothing_and_names_the_change(
+    api: Api, bad: dict, status: int, code: str, field: str | None
+) -> None:
     c = api.client
     await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Acme"}}, headers=api.h(ALICE))
-    body = {"changes": [{"op": "create", "id": "ok", "attributes": {"name": "fine"}},
-                        {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}}, bad]}
+    body = {
+        "changes": [
+            {"op": "create", "id": "ok", "attributes": {"name": "fine"}},
+            {"op": "update", "id": "a1", "attributes": {"city": "Oslo"}},
+            bad,
+        ]
+    }
     r = await c.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
     err = r.json()["error"]
     assert (r.status_code, err["code"], err.get("field")) == (status, code, field), r.text
@@ -229,8 +290,12 @@ async def test_batch_is_all_or_nothing_and_names_the_change(api: Api, bad: dict,
 async def test_batch_authorizes_each_change_without_leaks(api: Api) -> None:
     c = api.client
     await c.post("/v1/records/account", json={"id": "a1", "attributes": {"name": "Alice's"}}, headers=api.h(ALICE))
-    body = {"changes": [{"op": "create", "id": "b1", "attributes": {"name": "Bob's"}},
-                        {"op": "update", "id": "a1", "attributes": {"city": "x"}}]}
+    body = {
+        "changes": [
+            {"op": "create", "id": "b1", "attributes": {"name": "Bob's"}},
+            {"op": "update", "id": "a1", "attributes": {"city": "x"}},
+        ]
+    }
     r = await c.post("/v1/records/account/batch", json=body, headers=api.h(BOB))
     assert r.status_code == 404 and "Alice" not in r.text
     assert await api.org.record("account", "b1") is None

@@ -28,20 +28,39 @@ async def org(fresh_env: InfraEnv) -> AsyncIterator[Org]:
 
 async def test_creates_updates_deletes_bump_versions_and_emit_events(org: Org) -> None:
     ap = BatchApplier(org.pool, TOPICS)
-    [ans] = await ap.apply([batch(ALICE, "d1",
-        change(0, "create", "account", "a1", name="Acme"),
-        change(1, "update", "account", "a1", 1, city="Oslo"),
-        change(2, "create", "contact", "c1", lastname="Li", account="a1"),
-        change(3, "delete", "contact", "c1", 1),
-    )])
-    assert [(r.status, r.version) for r in ans.results] == [("applied", 1), ("applied", 2), ("applied", 1), ("applied", 2)]
+    [ans] = await ap.apply(
+        [
+            batch(
+                ALICE,
+                "d1",
+                change(0, "create", "account", "a1", name="Acme"),
+                change(1, "update", "account", "a1", 1, city="Oslo"),
+                change(2, "create", "contact", "c1", lastname="Li", account="a1"),
+                change(3, "delete", "contact", "c1", 1),
+            )
+        ]
+    )
+    assert [(r.status, r.version) for r in ans.results] == [
+        ("applied", 1),
+        ("applied", 2),
+        ("applied", 1),
+        ("applied", 2),
+    ]
     a1 = await org.record("account", "a1")
-    assert a1 is not None and (a1["version"], a1["attributes"], a1["owner_id"], a1["business_unit_id"]) == (2, {"name": "Acme", "city": "Oslo"}, ALICE, "sales")
+    assert a1 is not None and (a1["version"], a1["attributes"], a1["owner_id"], a1["business_unit_id"]) == (
+        2,
+        {"name": "Acme", "city": "Oslo"},
+        ALICE,
+        "sales",
+    )
     c1 = await org.record("contact", "c1")
     assert c1 is not None and c1["deleted"] and c1["version"] == 2  # a tombstone
     events = await org.outbox("records.v1")
     assert [(e["key"], e["payload"]["version"], e["payload"]["deleted"]) for e in events] == [
-        ("account:a1", 1, False), ("account:a1", 2, False), ("contact:c1", 1, False), ("contact:c1", 2, True)
+        ("account:a1", 1, False),
+        ("account:a1", 2, False),
+        ("contact:c1", 1, False),
+        ("contact:c1", 2, True),
     ]
     assert events[1]["payload"]["attributes"] == {"name": "Acme", "city": "Oslo"}
     assert events[0]["payload"]["source"] == {"device_id": "d1", "batch_id": ans.batch_id}
@@ -52,21 +71,36 @@ async def test_creates_updates_deletes_bump_versions_and_emit_events(org: Org) -
 
 async def test_bad_change_is_rejected_alone_and_ledgered(org: Org) -> None:
     ap = BatchApplier(org.pool, TOPICS)
-    [ans] = await ap.apply([batch(ALICE, "d1",
-        change(0, "create", "account", "a1", name="Acme"),
-        change(1, "create", "contact", "c1", phone="1"),  # lastname required
-        change(2, "create", "contact", "c2", lastname="X", account="nope"),  # lookup to nothing
-        change(3, "update", "account", "ghost", 1, city="x"),
-        change(4, "create", "unknown_entity", "u1"),
-        change(5, "update", "account", "a1", 1, city="Oslo"),
-    )])
+    [ans] = await ap.apply(
+        [
+            batch(
+                ALICE,
+                "d1",
+                change(0, "create", "account", "a1", name="Acme"),
+                change(1, "create", "contact", "c1", phone="1"),  # lastname required
+                change(2, "create", "contact", "c2", lastname="X", account="nope"),  # lookup to nothing
+                change(3, "update", "account", "ghost", 1, city="x"),
+                change(4, "create", "unknown_entity", "u1"),
+                change(5, "update", "account", "a1", 1, city="Oslo"),
+            )
+        ]
+    )
     assert [(r.status, r.code) for r in ans.results] == [
-        ("applied", None), ("rejected", "validation"), ("rejected", "validation"), ("rejected", "not_found"),
-        ("rejected", "validation"), ("applied", None),
+        ("applied", None),
+        ("rejected", "validation"),
+        ("rejected", "validation"),
+        ("rejected", "not_found"),
+        ("rejected", "validation"),
+        ("applied", None),
     ]
-    ledger = await org.pool.fetch("SELECT seq, code, field, user_id, device_id, change FROM data.sync_errors ORDER BY seq")
+    ledger = await org.pool.fetch(
+        "SELECT seq, code, field, user_id, device_id, change FROM data.sync_errors ORDER BY seq"
+    )
     assert [(r["seq"], r["code"], r["field"]) for r in ledger] == [
-        (1, "validation", "lastname"), (2, "validation", "account"), (3, "not_found", None), (4, "validation", "entity")
+        (1, "validation", "lastname"),
+        (2, "validation", "account"),
+        (3, "not_found", None),
+        (4, "validation", "entity"),
     ]
     assert ledger[0]["change"]["fields"] == {"phone": "1"} and ledger[0]["device_id"] == "d1"
 
@@ -74,13 +108,21 @@ async def test_bad_change_is_rejected_alone_and_ledgered(org: Org) -> None:
 async def test_permissions_and_no_leak(org: Org) -> None:
     ap = BatchApplier(org.pool, TOPICS)
     await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a1", name="Alice's"))])
-    [ans] = await ap.apply([batch(BOB, "d2",
-        change(0, "update", "account", "a1", 1, city="x"),  # Bob (user depth) cannot read Alice's record
-        change(1, "create", "account", "a1", name="mine"),
-        change(2, "update", "account", "ghost", 1, city="x"),
-    )])
+    [ans] = await ap.apply(
+        [
+            batch(
+                BOB,
+                "d2",
+                change(0, "update", "account", "a1", 1, city="x"),  # Bob (user depth) cannot read Alice's record
+                change(1, "create", "account", "a1", name="mine"),
+                change(2, "update", "account", "ghost", 1, city="x"),
+            )
+        ]
+    )
     assert [(r.status, r.code, r.record, r.version) for r in ans.results] == [
-        ("rejected", "not_found", None, None), ("rejected", "forbidden", None, None), ("rejected", "not_found", None, None)
+        ("rejected", "not_found", None, None),
+        ("rejected", "forbidden", None, None),
+        ("rejected", "not_found", None, None),
     ]
     # Carol (business-unit depth in east) cannot reach sales; Dave is disabled.
     [c] = await ap.apply([batch(CAROL, "d3", change(0, "update", "account", "a1", 1, city="x"))])
@@ -90,8 +132,14 @@ async def test_permissions_and_no_leak(org: Org) -> None:
     assert a1 is not None and a1["version"] == 1
 
 
-@pytest.mark.parametrize("detection,status,city,version", [(False, "conflict", "device", 3), (True, "conflict", "server", 2)], ids=["client-wins", "server-wins"])
-async def test_update_update_conflict_follows_org_policy(org: Org, detection: bool, status: str, city: str, version: int) -> None:
+@pytest.mark.parametrize(
+    "detection,status,city,version",
+    [(False, "conflict", "device", 3), (True, "conflict", "server", 2)],
+    ids=["client-wins", "server-wins"],
+)
+async def test_update_update_conflict_follows_org_policy(
+    org: Org, detection: bool, status: str, city: str, version: int
+) -> None:
     await org.set_policy(detection)
     ap = BatchApplier(org.pool, TOPICS)
     await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a1", name="A"))])
@@ -101,7 +149,9 @@ async def test_update_update_conflict_follows_org_policy(org: Org, detection: bo
     assert (r.status, r.version, r.record["attributes"]["city"]) == (status, version, city)  # type: ignore[index]
     log = await org.pool.fetchrow("SELECT * FROM data.conflicts")
     assert log["policy"] == ("server_wins" if detection else "client_wins")
-    assert log["server_record"]["attributes"]["city"] == "server" and log["client_change"]["fields"] == {"city": "device"}
+    assert log["server_record"]["attributes"]["city"] == "server" and log["client_change"]["fields"] == {
+        "city": "device"
+    }
     assert log["result_record"]["attributes"]["city"] == city
     ledgered = await org.pool.fetchval("SELECT count(*) FROM data.sync_errors WHERE code = 'server_wins'")
     assert ledgered == (1 if detection else 0)
@@ -123,7 +173,9 @@ async def test_field_merge_override(org: Org) -> None:
 async def test_batch_seen_before_is_answered_from_store(org: Org) -> None:
     """Failure mode 2: the answer was lost and the device re-sends the batch."""
     ap = BatchApplier(org.pool, TOPICS)
-    b = batch(ALICE, "d1", change(0, "create", "account", "a1", name="A"), change(1, "update", "account", "a1", 1, city="x"))
+    b = batch(
+        ALICE, "d1", change(0, "create", "account", "a1", name="A"), change(1, "update", "account", "a1", 1, city="x")
+    )
     [first] = await ap.apply([b])
     [again, also] = await ap.apply([b, b])
     assert first.results == again.results == also.results

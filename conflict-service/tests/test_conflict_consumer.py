@@ -42,7 +42,14 @@ class Harness:
         await self.producer.send_many([(topic, b.device_id, b.envelope(b.device_id).encode()) for b in batches])
 
     async def start_worker(self, name: str) -> BatchWorker:
-        w = BatchWorker(self.org.pool, self.producer, self.env.kafka_bootstrap, self.env.topic_prefix, max_records=20, **self.env.group_timeouts)
+        w = BatchWorker(
+            self.org.pool,
+            self.producer,
+            self.env.kafka_bootstrap,
+            self.env.topic_prefix,
+            max_records=20,
+            **self.env.group_timeouts,
+        )
         await w.start()
         self.workers[name] = w
         self.tasks[name] = asyncio.create_task(w.run())
@@ -82,9 +89,13 @@ async def harness(fresh_env: InfraEnv) -> AsyncIterator[Harness]:
 
 async def test_batches_through_the_topic_duplicate_and_poison(harness: Harness) -> None:
     h = harness
-    b1 = batch(ALICE, "d1", change(0, "create", "account", "a1", name="A"), change(1, "update", "account", "a1", 1, city="x"))
+    b1 = batch(
+        ALICE, "d1", change(0, "create", "account", "a1", name="A"), change(1, "update", "account", "a1", 1, city="x")
+    )
     # Failure mode 3: one change that always fails (required field missing) is rejected alone.
-    b2 = batch(ALICE, "d1", change(0, "create", "contact", "c1", phone="1"), change(1, "update", "account", "a1", 2, city="y"))
+    b2 = batch(
+        ALICE, "d1", change(0, "create", "contact", "c1", phone="1"), change(1, "update", "account", "a1", 2, city="y")
+    )
     # A batch the database refuses outright (NUL in a string): answered, never blocks what follows.
     poison = batch(ALICE, "d1", change(0, "create", "account", "p1", name="bad\u0000name"))
     b3 = batch(ALICE, "d1", change(0, "update", "account", "a1", 3, city="z"))
@@ -109,8 +120,15 @@ async def test_redelivery_after_rebalance_applies_nothing_twice(harness: Harness
     """Failure mode 7: a worker applied batches but its offsets were never committed; the next
     owner of the partitions gets every event again and must not apply any twice."""
     h = harness
-    batches = [batch(ALICE, f"d{i % 4}", change(0, "create", "account", f"a{i}", name="n"),
-                     change(1, "update", "account", f"a{i}", 1, city="c")) for i in range(12)]
+    batches = [
+        batch(
+            ALICE,
+            f"d{i % 4}",
+            change(0, "create", "account", f"a{i}", name="n"),
+            change(1, "update", "account", f"a{i}", 1, city="c"),
+        )
+        for i in range(12)
+    ]
     await h.send(*batches)
     w1 = await h.start_worker("w1")
     assert w1.loop.consumer is not None
@@ -179,7 +197,9 @@ async def test_two_workers_share_the_load_and_one_dies_mid_way(harness: Harness)
     assert w2.loop.processed > 0
 
 
-async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch that can never be applied sends the poll down the one-at-a-time path; the database
     going away there must not answer the good batch `unprocessable` (its changes would be lost)."""
     monkeypatch.setattr(db, "RETRY_FIRST_S", 0.0)
@@ -187,7 +207,10 @@ async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(harness: Ha
     w = BatchWorker(h.org.pool, h.producer, h.env.kafka_bootstrap, h.env.topic_prefix, **h.env.group_timeouts)
     poison = batch(ALICE, "d1", change(0, "create", "account", "p1", name="never"))
     good = batch(ALICE, "d1", change(0, "create", "account", "g1", name="fine"))
-    real_apply, away_once = w.applier.apply, [asyncpg.AdminShutdownError("terminating connection due to administrator command")]
+    real_apply, away_once = (
+        w.applier.apply,
+        [asyncpg.AdminShutdownError("terminating connection due to administrator command")],
+    )
 
     async def apply(batches: list[BatchUploaded]) -> None:  # fault injection around the real applier
         if poison in batches:

@@ -80,7 +80,13 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("server_edit"), st.integers(0, RECORDS - 1), st.sampled_from(FIELDS), st.integers(0, 9)),
         st.tuples(st.just("server_delete"), st.integers(0, RECORDS - 1)),
-        st.tuples(st.just("device_edit"), st.integers(0, DEVICES - 1), st.integers(0, RECORDS - 1), st.sampled_from(FIELDS), st.integers(0, 9)),
+        st.tuples(
+            st.just("device_edit"),
+            st.integers(0, DEVICES - 1),
+            st.integers(0, RECORDS - 1),
+            st.sampled_from(FIELDS),
+            st.integers(0, 9),
+        ),
         st.tuples(st.just("device_delete"), st.integers(0, DEVICES - 1), st.integers(0, RECORDS - 1)),
         st.tuples(st.just("device_create"), st.integers(0, DEVICES - 1)),
         st.tuples(st.just("sync"), st.integers(0, DEVICES - 1)),
@@ -89,9 +95,13 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(steps=ops, client_wins=st.booleans())
-async def test_interleavings_converge_and_the_policy_picks_the_winner(org: Org, steps: list[tuple[Any, ...]], client_wins: bool) -> None:
+async def test_interleavings_converge_and_the_policy_picks_the_winner(
+    org: Org, steps: list[tuple[Any, ...]], client_wins: bool
+) -> None:
     await org.set_policy(conflict_detection=not client_wins)
     prefix = uuid.uuid4().hex[:8]
     ids = [f"{prefix}-{i}" for i in range(RECORDS)]
@@ -106,7 +116,9 @@ async def test_interleavings_converge_and_the_policy_picks_the_winner(org: Org, 
         assert (res.result.status, res.result.version) == expected[:2]
 
     async def download(dev: Device) -> None:
-        rows = await org.pool.fetch("SELECT id, version, deleted, attributes FROM data.records WHERE id LIKE $1", f"{prefix}-%")
+        rows = await org.pool.fetch(
+            "SELECT id, version, deleted, attributes FROM data.records WHERE id LIKE $1", f"{prefix}-%"
+        )
         dev.local = {r["id"]: Rec(r["version"], r["deleted"], r["attributes"]) for r in rows}
 
     async def sync(i: int) -> None:

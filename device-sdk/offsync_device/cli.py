@@ -136,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "pending":
             for ch in store.pending():
                 state = f"in flight ({ch.batch_id})" if ch.batch_id else "queued"
-                out.write(f"#{ch.seq} {ch.op} {ch.entity} {ch.id} base={ch.base_version} {orjson.dumps(ch.fields).decode()} [{state}]\n")
+                out.write(
+                    f"#{ch.seq} {ch.op} {ch.entity} {ch.id} base={ch.base_version} {orjson.dumps(ch.fields).decode()} [{state}]\n"
+                )
         elif args.cmd == "conflicts":
             for c in store.conflicts():
-                out.write(f"{c.status} {c.entity} {c.id} code={c.code} mine={orjson.dumps(c.local).decode()} server={orjson.dumps(c.server).decode()}\n")
+                out.write(
+                    f"{c.status} {c.entity} {c.id} code={c.code} mine={orjson.dumps(c.local).decode()} server={orjson.dumps(c.server).decode()}\n"
+                )
         elif args.cmd == "status":
             out.write(
                 f"device {store.device_id()} cursor {store.cursor} records {store.count()} "

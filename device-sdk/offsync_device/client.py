@@ -178,8 +178,15 @@ class Device:
                 ended.set_exception(exc)
 
         try:
-            ws = await connect(self.url, additional_headers=headers, compression=None, max_size=None, open_timeout=10,
-                               ping_interval=None, create_connection=tapped(on_text))  # type: ignore[arg-type]
+            ws = await connect(
+                self.url,
+                additional_headers=headers,
+                compression=None,
+                max_size=None,
+                open_timeout=10,
+                ping_interval=None,
+                create_connection=tapped(on_text),
+            )  # type: ignore[arg-type]
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise SyncInterrupted(None, f"connect failed: {exc}") from None
         self.ws = ws
@@ -287,7 +294,11 @@ class Device:
             r.errors.append(frame)
             # A retriable refusal of our batch (or an unattributed rate limit, which may have
             # swallowed it): keep the batch and resend it, same id, after retry_after.
-            if self.inflight is not None and frame.code in (p.ERR_UNAVAILABLE, p.ERR_RATE_LIMITED) and frame.ref in (None, self.inflight):
+            if (
+                self.inflight is not None
+                and frame.code in (p.ERR_UNAVAILABLE, p.ERR_RATE_LIMITED)
+                and frame.ref in (None, self.inflight)
+            ):
                 # Keep the batch (same id) and resend it shortly.
                 self.inflight = None
                 asyncio.get_running_loop().call_later(frame.retry_after or 1.0, self._kick.set)

@@ -329,7 +329,9 @@ class LocalStore:
 
     # -------------------------------------------------------------------------- reading ----
     def server_record(self, entity: str, rid: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT version, attributes FROM records WHERE entity = ? AND id = ?", (entity, rid)).fetchone()
+        row = self.db.execute(
+            "SELECT version, attributes FROM records WHERE entity = ? AND id = ?", (entity, rid)
+        ).fetchone()
         if row is None:
             return None
         return {"version": row[0], "attributes": orjson.loads(row[1])}
@@ -348,8 +350,14 @@ class LocalStore:
         return attrs
 
     def list(self, entity: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
-        ids = [r[0] for r in self.db.execute("SELECT id FROM records WHERE entity = ? ORDER BY id LIMIT ?", (entity, limit))]
-        ids += [r[0] for r in self.db.execute("SELECT DISTINCT id FROM outbox WHERE entity = ? AND op = 'create'", (entity,))]
+        ids = [
+            r[0]
+            for r in self.db.execute("SELECT id FROM records WHERE entity = ? ORDER BY id LIMIT ?", (entity, limit))
+        ]
+        ids += [
+            r[0]
+            for r in self.db.execute("SELECT DISTINCT id FROM outbox WHERE entity = ? AND op = 'create'", (entity,))
+        ]
         out = []
         for rid in dict.fromkeys(ids):
             rec = self.get(entity, rid)
@@ -411,15 +419,19 @@ class LocalStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             unsent = db.execute(
-                "SELECT seq, op FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NULL ORDER BY seq", (entity, rid)
+                "SELECT seq, op FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NULL ORDER BY seq",
+                (entity, rid),
             ).fetchall()
-            sent = db.execute("SELECT 1 FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NOT NULL", (entity, rid)).fetchone()
+            sent = db.execute(
+                "SELECT 1 FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NOT NULL", (entity, rid)
+            ).fetchone()
             if unsent and unsent[0][1] == "create" and sent is None:
                 # Never reached the server: forgetting the create is the whole delete.
                 db.execute("DELETE FROM outbox WHERE entity = ? AND id = ?", (entity, rid))
             else:
                 db.execute(
-                    "DELETE FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NULL AND op = 'update'", (entity, rid)
+                    "DELETE FROM outbox WHERE entity = ? AND id = ? AND batch_id IS NULL AND op = 'update'",
+                    (entity, rid),
                 )
                 db.execute(
                     "INSERT INTO outbox(op, entity, id, base_version, fields, batch_id, created_at) VALUES ('delete', ?, ?, ?, '{}', NULL, ?)",
@@ -439,7 +451,8 @@ class LocalStore:
         return [
             PendingChange(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6])
             for r in self.db.execute(
-                f"SELECT seq, op, entity, id, base_version, fields, batch_id FROM outbox WHERE {where} ORDER BY seq", args
+                f"SELECT seq, op, entity, id, base_version, fields, batch_id FROM outbox WHERE {where} ORDER BY seq",
+                args,
             )
         ]
 
@@ -458,7 +471,12 @@ class LocalStore:
         db = self.db
         row = db.execute("SELECT batch_id FROM outbox WHERE batch_id IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
         if row is None:
-            seqs = [r[0] for r in db.execute("SELECT seq FROM outbox WHERE batch_id IS NULL ORDER BY seq LIMIT ?", (max_changes,))]
+            seqs = [
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM outbox WHERE batch_id IS NULL ORDER BY seq LIMIT ?", (max_changes,)
+                )
+            ]
             if not seqs:
                 return None
             batch_id = str(uuid.uuid4())

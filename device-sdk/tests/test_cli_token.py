@@ -33,7 +33,9 @@ def test_login_adopts_the_token_device_id(tmp_path: Path, capsys: pytest.Capture
     assert "device id tablet-7" in capsys.readouterr().out
 
 
-def test_offline_edits_before_the_first_login_go_with_the_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_offline_edits_before_the_first_login_go_with_the_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = str(tmp_path / "d.sqlite")
     main(["--store", store, "create", "account", "name=Northwind"])
     tok = issue_token(SECRET, "u", DEVICE_AUDIENCE, device_id="laptop")
@@ -45,7 +47,27 @@ def test_offline_edits_before_the_first_login_go_with_the_device(tmp_path: Path,
 
 def test_a_store_that_synced_stays_with_its_device(tmp_path: Path) -> None:
     store = str(tmp_path / "d.sqlite")
-    main(["--store", store, "login", "--url", "ws://x/v1/sync", "--token", issue_token(SECRET, "u", DEVICE_AUDIENCE, device_id="laptop")])
+    main(
+        [
+            "--store",
+            store,
+            "login",
+            "--url",
+            "ws://x/v1/sync",
+            "--token",
+            issue_token(SECRET, "u", DEVICE_AUDIENCE, device_id="laptop"),
+        ]
+    )
     main(["--store", store, "create", "account", "name=Northwind"])
     with pytest.raises(SystemExit, match="belongs to device laptop"):
-        main(["--store", store, "login", "--url", "ws://x/v1/sync", "--token", issue_token(SECRET, "u", DEVICE_AUDIENCE, device_id="phone")])
+        main(
+            [
+                "--store",
+                store,
+                "login",
+                "--url",
+                "ws://x/v1/sync",
+                "--token",
+                issue_token(SECRET, "u", DEVICE_AUDIENCE, device_id="phone"),
+            ]
+        )

@@ -85,13 +85,28 @@ def test_conflict_and_rejection_results_are_logged_and_applied() -> None:
     s.create("poison", {"x": 1})
     b = s.next_batch(10)
     assert b is not None
-    problems = s.apply_result(p.Result(b.batch_id, (
-        p.ChangeResult(0, "account", "a0", "conflict", version=5, record={"version": 5, "deleted": False, "attributes": {"name": "theirs"}}),
-        p.ChangeResult(1, "poison", b.changes[1].id, "rejected", code="validation", message="no"),
-    )))
+    problems = s.apply_result(
+        p.Result(
+            b.batch_id,
+            (
+                p.ChangeResult(
+                    0,
+                    "account",
+                    "a0",
+                    "conflict",
+                    version=5,
+                    record={"version": 5, "deleted": False, "attributes": {"name": "theirs"}},
+                ),
+                p.ChangeResult(1, "poison", b.changes[1].id, "rejected", code="validation", message="no"),
+            ),
+        )
+    )
     assert [r.status for r in problems] == ["conflict", "rejected"]
     assert s.get("account", "a0") == {"name": "theirs"} and not s.has_pending()
-    assert [(c.status, c.local["fields"]) for c in s.conflicts()] == [("conflict", {"name": "mine"}), ("rejected", {"x": 1})]
+    assert [(c.status, c.local["fields"]) for c in s.conflicts()] == [
+        ("conflict", {"name": "mine"}),
+        ("rejected", {"x": 1}),
+    ]
     assert s.apply_result(p.Result(b.batch_id, ())) == [], "a duplicate answer is a no-op"
 
 
@@ -117,7 +132,14 @@ def test_drop_keeps_records_of_other_buckets_and_pending_changes() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["put", "remove"]), st.integers(0, 9), st.integers(1, 4), st.sampled_from(["b1", "b2"])), max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "remove"]), st.integers(0, 9), st.integers(1, 4), st.sampled_from(["b1", "b2"])
+        ),
+        max_size=40,
+    )
+)
 def test_local_checksum_equals_reference(ops: list[tuple[str, int, int, str]]) -> None:
     s = LocalStore()
     ref: dict[tuple[str, str], int] = {}
@@ -135,6 +157,7 @@ def test_local_checksum_equals_reference(ops: list[tuple[str, int, int, str]]) -
 
 
 # ------------------------------------------------------------ bucket sums (triggers) ----
+
 
 def recomputed(s: LocalStore) -> dict[str, int]:
     """The checksums from scratch, as the store computed them before bucket_sums existed."""
@@ -185,14 +208,25 @@ SUM_CASES: list[tuple[str, list[Callable[[LocalStore], object]]]] = [
     ("raw delete", [_ops(put(1, "b1", "r1"), put(2, "b1", "r2")), _sql("DELETE FROM membership WHERE id = 'r1'")]),
     ("raw delete all", [_ops(put(1, "b1", "r1"), put(2, "b2", "r2")), _sql("DELETE FROM membership")]),
     ("raw hash change", [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = hash + 1")]),
-    ("raw huge hash", [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = ?", 2**62 + 5), _ops(put(2, "b1", "r2"))]),
+    (
+        "raw huge hash",
+        [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = ?", 2**62 + 5), _ops(put(2, "b1", "r2"))],
+    ),
     ("raw negative hash", [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = -7")]),
-    ("raw move to another bucket", [_ops(put(1, "b1", "r1"), put(2, "b1", "r2")), _sql("UPDATE membership SET bucket = 'b3' WHERE id = 'r1'")]),
+    (
+        "raw move to another bucket",
+        [_ops(put(1, "b1", "r1"), put(2, "b1", "r2")), _sql("UPDATE membership SET bucket = 'b3' WHERE id = 'r1'")],
+    ),
     ("raw insert", [_sql("INSERT INTO membership VALUES ('e', 'x', 'b2', 1, 12345)")]),
-    ("raw insert or replace", [_ops(put(1, "b1", "r1")), _sql("INSERT OR REPLACE INTO membership VALUES ('e', 'r1', 'b1', 9, 77)")]),
+    (
+        "raw insert or replace",
+        [_ops(put(1, "b1", "r1")), _sql("INSERT OR REPLACE INTO membership VALUES ('e', 'r1', 'b1', 9, 77)")],
+    ),
     ("raw replace into", [_ops(put(1, "b1", "r1")), _sql("REPLACE INTO membership VALUES ('e', 'r1', 'b1', 9, 78)")]),
-    ("checkpoint after a raw change", [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = 1"),
-                                       lambda s: s.checkpoint(1, {"b1": 1})]),
+    (
+        "checkpoint after a raw change",
+        [_ops(put(1, "b1", "r1")), _sql("UPDATE membership SET hash = 1"), lambda s: s.checkpoint(1, {"b1": 1})],
+    ),
 ]
 
 
@@ -356,7 +390,11 @@ def test_a_live_frame_is_stored_and_checked_in_one_transaction() -> None:
     statements = trace(s)
     assert s.apply_frame([(4, "b1", "put", "account", "a0", 2, {"name": "v2"})], None, p.Checkpoint(4, sums)) == (1, [])
     assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
-    assert s.cursor == 4 and held_rows(s) == set(sums) and s.server_record("account", "a0") == {"version": 2, "attributes": {"name": "v2"}}
+    assert (
+        s.cursor == 4
+        and held_rows(s) == set(sums)
+        and s.server_record("account", "a0") == {"version": 2, "attributes": {"name": "v2"}}
+    )
 
 
 def test_a_frame_whose_checkpoint_disagrees_keeps_its_ops_but_not_the_cursor() -> None:
@@ -394,15 +432,25 @@ class FakeSocket:
 async def test_device_stores_a_live_frame_then_verifies_its_checkpoint() -> None:
     s = seeded(3)
     calls: list[tuple[str, object]] = []
-    device = Device("ws://x", s, "t", device_id="d",
-                    on_ops=lambda ops: calls.extend(("ops", s.get("account", op[4])) for op in ops),
-                    on_progress=lambda done, total: calls.append(("progress", (done, total))))
+    device = Device(
+        "ws://x",
+        s,
+        "t",
+        device_id="d",
+        on_ops=lambda ops: calls.extend(("ops", s.get("account", op[4])) for op in ops),
+        on_progress=lambda done, total: calls.append(("progress", (done, total))),
+    )
     ws = FakeSocket()
     row = (4, "b1", "put", "account", "a7", 1, {"name": "seven"})
     good = {"b1": (recomputed(s)["b1"] + op_hash("account", "a7", 1)) % MOD}
     assert device._on_frame(ws, p.Ops(ops=[row], done=1, total=1, checkpoint=p.Checkpoint(4, good)), False)  # type: ignore[arg-type]
     assert calls == [("ops", {"name": "seven"}), ("progress", (1, 1))], "on_ops runs once the ops are stored"
-    assert (device.report.ops, device.report.checkpoints, device.report.cursor, s.cursor) == (1, 1, 4, 4) and ws.sent == []
+    assert (device.report.ops, device.report.checkpoints, device.report.cursor, s.cursor) == (
+        1,
+        1,
+        4,
+        4,
+    ) and ws.sent == []
 
     row = (5, "b1", "put", "account", "a8", 1, {"name": "eight"})
     bad = p.Checkpoint(5, {"b1": good["b1"], "b2": 1})
@@ -431,8 +479,21 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
 def test_bulk_store_applies_every_page() -> None:
     """Bulk pages as the initial download writes them (its speed is the bench's initial_sync figure)."""
     s = LocalStore()
-    pages = [[(i, "b", "put", "account", f"r{i:06d}", 1, {"name": f"Account {i}", "city": "Paris", "revenue": i, "d": "x" * 300})
-              for i in range(k, k + 2000)] for k in range(0, 40000, 2000)]
+    pages = [
+        [
+            (
+                i,
+                "b",
+                "put",
+                "account",
+                f"r{i:06d}",
+                1,
+                {"name": f"Account {i}", "city": "Paris", "revenue": i, "d": "x" * 300},
+            )
+            for i in range(k, k + 2000)
+        ]
+        for k in range(0, 40000, 2000)
+    ]
     for page in pages:
         s.apply_ops(page, resume=page[-1][0])
     assert s.count() == 40000

@@ -50,7 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
     # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.
     @app.exception_handler(asyncpg.IntegrityConstraintViolationError)
     async def integrity_error(_: Request, exc: asyncpg.IntegrityConstraintViolationError) -> JSONResponse:
-        return JSONResponse(http.error_body("conflict", f"conflicting concurrent change: {exc.__class__.__name__}"), status_code=409)
+        return JSONResponse(
+            http.error_body("conflict", f"conflicting concurrent change: {exc.__class__.__name__}"), status_code=409
+        )
 
     @app.exception_handler(asyncpg.DataError)
     async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:

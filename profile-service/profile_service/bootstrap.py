@@ -27,7 +27,9 @@ async def bootstrap(pool: asyncpg.Pool, emitter: Emitter) -> bool:
         if await conn.fetchval("SELECT 1 FROM admin.org_settings WHERE org_id = 'default'"):
             return False
         await conn.execute("INSERT INTO admin.org_settings(org_id) VALUES ('default')")
-        root = await conn.fetchval("SELECT id FROM admin.business_units WHERE parent_id IS NULL ORDER BY created_at LIMIT 1")
+        root = await conn.fetchval(
+            "SELECT id FROM admin.business_units WHERE parent_id IS NULL ORDER BY created_at LIMIT 1"
+        )
         if root is None:
             root = ROOT_BUSINESS_UNIT_ID
             await conn.execute(

@@ -58,7 +58,12 @@ async def load_items(conn: asyncpg.Connection, profile_id: str) -> list[dict[str
 
 
 async def load_user_ids(conn: asyncpg.Connection, profile_id: str) -> list[str]:
-    return [r["user_id"] for r in await conn.fetch("SELECT user_id FROM admin.profile_users WHERE profile_id = $1 ORDER BY user_id", profile_id)]
+    return [
+        r["user_id"]
+        for r in await conn.fetch(
+            "SELECT user_id FROM admin.profile_users WHERE profile_id = $1 ORDER BY user_id", profile_id
+        )
+    ]
 
 
 async def load_profile(conn: asyncpg.Connection, profile_id: str) -> dict[str, Any]:
@@ -69,7 +74,10 @@ async def load_profile(conn: asyncpg.Connection, profile_id: str) -> dict[str, A
     out["items"] = await load_items(conn, profile_id)
     out["user_ids"] = await load_user_ids(conn, profile_id)
     out["app_module_ids"] = [
-        r["app_module_id"] for r in await conn.fetch("SELECT app_module_id FROM admin.app_module_profiles WHERE profile_id = $1 ORDER BY 1", profile_id)
+        r["app_module_id"]
+        for r in await conn.fetch(
+            "SELECT app_module_id FROM admin.app_module_profiles WHERE profile_id = $1 ORDER BY 1", profile_id
+        )
     ]
     return out
 
@@ -100,7 +108,9 @@ def raise_problems(problems: list[rules.Problem], *, only_entity: str | None = N
         raise ValidationFailed(first.message, field=first.field, details={"problems": [p.as_dict() for p in problems]})
 
 
-async def check_items_in_db(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[rules.Problem]]:
+async def check_items_in_db(
+    conn: asyncpg.Connection, items: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[rules.Problem]]:
     metas = await load_metas(conn)
     return rules.check_items(items, metas)
 
@@ -116,7 +126,13 @@ async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bo
     _, found = await check_items_in_db(conn, items)
     problems = [{**p.as_dict(), "severity": "error"} for p in found]
     if not items:
-        problems.append({"code": "profile_empty", "message": "the profile has no entities; its users get no data", "severity": "warning"})
+        problems.append(
+            {
+                "code": "profile_empty",
+                "message": "the profile has no entities; its users get no data",
+                "severity": "warning",
+            }
+        )
     users = await conn.fetch(
         """SELECT u.id, u.enabled, u.business_unit_id,
              COALESCE((SELECT array_agg(team_id) FROM admin.team_members WHERE user_id = u.id), '{}') AS team_ids,
@@ -129,7 +145,14 @@ async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bo
     )
     for u in users:
         if not u["enabled"]:
-            problems.append({"code": "user_disabled", "message": f"user {u['id']} is disabled", "user_id": u["id"], "severity": "warning"})
+            problems.append(
+                {
+                    "code": "user_disabled",
+                    "message": f"user {u['id']} is disabled",
+                    "user_id": u["id"],
+                    "severity": "warning",
+                }
+            )
         if not u["can_read"]:
             problems.append(
                 {
@@ -139,9 +162,16 @@ async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bo
                     "severity": "warning",
                 }
             )
-    cap = int(await conn.fetchval("SELECT max_records_per_user FROM admin.org_settings WHERE org_id = 'default'") or 3_000_000)
+    cap = int(
+        await conn.fetchval("SELECT max_records_per_user FROM admin.org_settings WHERE org_id = 'default'") or 3_000_000
+    )
     estimates: list[dict[str, Any]] | None = None
-    if items and not found and await records_table_exists(conn) and not (for_publish and await _under_cap(conn, items, cap)):
+    if (
+        items
+        and not found
+        and await records_table_exists(conn)
+        and not (for_publish and await _under_cap(conn, items, cap))
+    ):
         ctxs = [UserContext(u["id"], u["business_unit_id"], frozenset(u["team_ids"])) for u in users]
         estimates = await estimate(conn, items, ctxs)
         for e in estimates:
@@ -171,13 +201,17 @@ async def _under_cap(conn: asyncpg.Connection, items: list[dict[str, Any]], cap:
     return int(bound) <= cap
 
 
-async def publish(conn: asyncpg.Connection, emitter: Emitter, profile_id: str, if_match: str | None, by: str) -> dict[str, Any]:
+async def publish(
+    conn: asyncpg.Connection, emitter: Emitter, profile_id: str, if_match: str | None, by: str
+) -> dict[str, Any]:
     cur = await lock_profile(conn, profile_id, if_match)
     report = await validate(conn, profile_id, for_publish=True)
     errors = [p for p in report["problems"] if p["severity"] == "error"]
     if errors:
         raise ValidationFailed(
-            f"profile has {len(errors)} problem(s): {errors[0]['message']}", field=errors[0].get("field"), details={"problems": report["problems"]}
+            f"profile has {len(errors)} problem(s): {errors[0]['message']}",
+            field=errors[0].get("field"),
+            details={"problems": report["problems"]},
         )
     items = await load_items(conn, profile_id)
     user_ids = await load_user_ids(conn, profile_id)
@@ -191,7 +225,9 @@ async def publish(conn: asyncpg.Connection, emitter: Emitter, profile_id: str, i
         by,
     )
     await conn.execute(
-        "DELETE FROM admin.published_profile_users WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))", profile_id, user_ids
+        "DELETE FROM admin.published_profile_users WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))",
+        profile_id,
+        user_ids,
     )
     # A user moved here from another profile leaves that one's effective membership now.
     await conn.executemany(

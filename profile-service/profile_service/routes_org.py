@@ -33,7 +33,9 @@ from profile_service.schemas import (
 router = APIRouter(prefix="/v1")
 
 
-async def _must(conn: asyncpg.Connection, table: str, key: str, value: str, what: str, field: str | None = None) -> None:
+async def _must(
+    conn: asyncpg.Connection, table: str, key: str, value: str, what: str, field: str | None = None
+) -> None:
     """Refer to an existing row: a missing path resource is 404, a missing referenced one 422."""
     if not await conn.fetchval(f"SELECT 1 FROM admin.{table} WHERE {key} = $1", value):
         if field is None:
@@ -49,7 +51,9 @@ BU_COLS = "id, name, parent_id, created_at"
 @router.get("/business-units", tags=["business units"])
 async def list_business_units(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"SELECT {BU_COLS} FROM admin.business_units ORDER BY created_at, id")]
+        return [
+            dict(r) for r in await conn.fetch(f"SELECT {BU_COLS} FROM admin.business_units ORDER BY created_at, id")
+        ]
 
 
 @router.get("/business-units/{bu_id}", tags=["business units"])
@@ -121,7 +125,9 @@ async def delete_business_unit(ctx: CtxDep, bu_id: PathId) -> Response:
             if await conn.fetchval(f"SELECT 1 FROM admin.{table} WHERE {col} = $1 LIMIT 1", bu_id):
                 raise Conflict(f"business unit {bu_id!r} still has {what}; move or delete them first")
         await conn.execute("DELETE FROM admin.business_units WHERE id = $1", bu_id)
-        await ctx.emitter.emit(conn, BusinessUnitChanged(id=bu_id, parent_id=cur["parent_id"], name=cur["name"], deleted=True))
+        await ctx.emitter.emit(
+            conn, BusinessUnitChanged(id=bu_id, parent_id=cur["parent_id"], name=cur["name"], deleted=True)
+        )
     return Response(status_code=204)
 
 
@@ -227,7 +233,10 @@ async def add_team_member(ctx: CtxDep, team_id: PathId, user_id: PathId) -> dict
 async def remove_team_member(ctx: CtxDep, team_id: PathId, user_id: PathId) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await _must(conn, "teams", "id", team_id, "team")
-        if await conn.execute("DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2", team_id, user_id) == "DELETE 0":
+        if (
+            await conn.execute("DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2", team_id, user_id)
+            == "DELETE 0"
+        ):
             raise NotFound(f"user {user_id!r} is not a member of team {team_id!r}")
         await ctx.emitter.team(conn, team_id)
         await ctx.emitter.user(conn, user_id)
@@ -239,7 +248,9 @@ async def assign_team_role(ctx: CtxDep, team_id: PathId, role_id: PathId) -> dic
     async with ctx.tx() as conn:
         await _must(conn, "teams", "id", team_id, "team")
         await _must(conn, "roles", "id", role_id, "role")
-        await conn.execute("INSERT INTO admin.team_roles(team_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", team_id, role_id)
+        await conn.execute(
+            "INSERT INTO admin.team_roles(team_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", team_id, role_id
+        )
         await ctx.emitter.team(conn, team_id)
         return await _team(conn, team_id)
 
@@ -248,7 +259,10 @@ async def assign_team_role(ctx: CtxDep, team_id: PathId, role_id: PathId) -> dic
 async def unassign_team_role(ctx: CtxDep, team_id: PathId, role_id: PathId) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await _must(conn, "teams", "id", team_id, "team")
-        if await conn.execute("DELETE FROM admin.team_roles WHERE team_id = $1 AND role_id = $2", team_id, role_id) == "DELETE 0":
+        if (
+            await conn.execute("DELETE FROM admin.team_roles WHERE team_id = $1 AND role_id = $2", team_id, role_id)
+            == "DELETE 0"
+        ):
             raise NotFound(f"role {role_id!r} is not assigned to team {team_id!r}")
         await _ensure_an_admin_remains(conn)
         await ctx.emitter.team(conn, team_id)
@@ -403,7 +417,9 @@ async def assign_user_role(ctx: CtxDep, user_id: PathId, role_id: PathId) -> dic
     async with ctx.tx() as conn:
         await _must(conn, "users", "id", user_id, "user")
         await _must(conn, "roles", "id", role_id, "role")
-        await conn.execute("INSERT INTO admin.user_roles(user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, role_id)
+        await conn.execute(
+            "INSERT INTO admin.user_roles(user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, role_id
+        )
         await ctx.emitter.user(conn, user_id)
         return await _user(conn, user_id)
 
@@ -412,7 +428,10 @@ async def assign_user_role(ctx: CtxDep, user_id: PathId, role_id: PathId) -> dic
 async def unassign_user_role(ctx: CtxDep, user_id: PathId, role_id: PathId) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await _must(conn, "users", "id", user_id, "user")
-        if await conn.execute("DELETE FROM admin.user_roles WHERE user_id = $1 AND role_id = $2", user_id, role_id) == "DELETE 0":
+        if (
+            await conn.execute("DELETE FROM admin.user_roles WHERE user_id = $1 AND role_id = $2", user_id, role_id)
+            == "DELETE 0"
+        ):
             raise NotFound(f"role {role_id!r} is not assigned to user {user_id!r}")
         await _ensure_an_admin_remains(conn)
         await ctx.emitter.user(conn, user_id)
@@ -506,8 +525,12 @@ async def delete_role(ctx: CtxDep, role_id: PathId) -> Response:
             raise NotFound(f"role {role_id!r} not found")
         if role_id == SYSTEM_ADMIN_ROLE_ID:
             raise Conflict("the System Administrator role cannot be deleted")
-        users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM admin.user_roles WHERE role_id = $1", role_id)]
-        teams = [r["team_id"] for r in await conn.fetch("SELECT team_id FROM admin.team_roles WHERE role_id = $1", role_id)]
+        users = [
+            r["user_id"] for r in await conn.fetch("SELECT user_id FROM admin.user_roles WHERE role_id = $1", role_id)
+        ]
+        teams = [
+            r["team_id"] for r in await conn.fetch("SELECT team_id FROM admin.team_roles WHERE role_id = $1", role_id)
+        ]
         await conn.execute("DELETE FROM admin.roles WHERE id = $1", role_id)
         await _ensure_an_admin_remains(conn)
         await ctx.emitter.emit(conn, RoleChanged(id=role_id, name=cur["name"], deleted=True))
@@ -546,7 +569,9 @@ async def get_entity(ctx: CtxDep, name: PathName) -> dict[str, Any]:
         return await _entity(conn, name)
 
 
-async def validate_entity_attributes(conn: asyncpg.Connection, name: str, attrs: dict[str, Any], extra_known: tuple[str, ...] = ()) -> None:
+async def validate_entity_attributes(
+    conn: asyncpg.Connection, name: str, attrs: dict[str, Any], extra_known: tuple[str, ...] = ()
+) -> None:
     known = [r["logical_name"] for r in await conn.fetch("SELECT logical_name FROM admin.entities")]
     problems = rules.check_attributes(name, attrs, [*known, *extra_known])
     if problems:
@@ -558,7 +583,9 @@ async def validate_entity_attributes(conn: asyncpg.Connection, name: str, attrs:
 async def create_entity(ctx: CtxDep, body: EntityIn) -> dict[str, Any]:
     attrs = _attributes_json(body.attributes)
     if body.offline_enabled and not body.offline_capable:
-        raise ValidationFailed("an entity that cannot be offline cannot be enabled for offline", field="offline_enabled")
+        raise ValidationFailed(
+            "an entity that cannot be offline cannot be enabled for offline", field="offline_enabled"
+        )
     async with ctx.tx() as conn:
         await validate_entity_attributes(conn, body.logical_name, attrs)
         ok = await conn.fetchval(
@@ -597,16 +624,22 @@ async def update_entity(ctx: CtxDep, name: PathName, body: EntityPatch) -> dict[
             for k, v in added.items():
                 old = cur["attributes"].get(k)
                 if old is not None and (old.get("type"), old.get("target")) != (v.get("type"), v.get("target")):
-                    raise Conflict(f"attribute {k!r} exists with another type; attributes cannot change type", field=f"attributes.{k}")
+                    raise Conflict(
+                        f"attribute {k!r} exists with another type; attributes cannot change type",
+                        field=f"attributes.{k}",
+                    )
             await validate_entity_attributes(conn, name, added)
             new["attributes"] = {**cur["attributes"], **added}
         if new["offline_enabled"] and not cur["offline_capable"]:
             raise ValidationFailed(f"{name} cannot be enabled for mobile offline", field="offline_enabled")
         if cur["offline_enabled"] and not new["offline_enabled"]:
-            used = [r["name"] for r in await conn.fetch(
-                "SELECT DISTINCT p.name FROM admin.profile_items i JOIN admin.profiles p ON p.id = i.profile_id WHERE i.entity = $1 ORDER BY 1",
-                name,
-            )]
+            used = [
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT p.name FROM admin.profile_items i JOIN admin.profiles p ON p.id = i.profile_id WHERE i.entity = $1 ORDER BY 1",
+                    name,
+                )
+            ]
             if used:
                 raise Conflict(
                     f"{name} is used by mobile offline profiles ({', '.join(used)}); remove it from them first",

@@ -78,7 +78,9 @@ async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> di
 
 
 @router.patch("/profiles/{profile_id}", tags=["profiles"])
-async def update_profile(ctx: CtxDep, profile_id: PathId, body: ProfilePatch, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def update_profile(
+    ctx: CtxDep, profile_id: PathId, body: ProfilePatch, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         cur = await store.lock_profile(conn, profile_id, if_match)
         if body.name is not None:
@@ -125,7 +127,9 @@ async def _save_items(conn: asyncpg.Connection, profile_id: str, items: list[dic
 
 
 @router.post("/profiles/{profile_id}/items", status_code=201, tags=["profiles"])
-async def add_item(ctx: CtxDep, profile_id: PathId, body: ItemIn, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def add_item(
+    ctx: CtxDep, profile_id: PathId, body: ItemIn, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
@@ -155,7 +159,9 @@ async def update_item(
 
 
 @router.delete("/profiles/{profile_id}/items/{entity}", tags=["profiles"])
-async def remove_item(ctx: CtxDep, profile_id: PathId, entity: PathName, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def remove_item(
+    ctx: CtxDep, profile_id: PathId, entity: PathName, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
@@ -177,7 +183,9 @@ async def remove_item(ctx: CtxDep, profile_id: PathId, entity: PathName, respons
 
 
 @router.post("/profiles/{profile_id}/users", tags=["profiles"])
-async def add_users(ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def add_users(
+    ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.add_users(conn, profile_id, list(dict.fromkeys(body.user_ids)))
@@ -186,10 +194,17 @@ async def add_users(ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Re
 
 
 @router.delete("/profiles/{profile_id}/users/{user_id}", tags=["profiles"])
-async def remove_user(ctx: CtxDep, profile_id: PathId, user_id: PathId, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def remove_user(
+    ctx: CtxDep, profile_id: PathId, user_id: PathId, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
-        if await conn.execute("DELETE FROM admin.profile_users WHERE profile_id = $1 AND user_id = $2", profile_id, user_id) == "DELETE 0":
+        if (
+            await conn.execute(
+                "DELETE FROM admin.profile_users WHERE profile_id = $1 AND user_id = $2", profile_id, user_id
+            )
+            == "DELETE 0"
+        ):
             raise NotFound(f"user {user_id!r} is not in profile {profile_id!r}")
         await store.mark_changed(conn, profile_id)
         return await _reply(conn, response, profile_id)
@@ -207,7 +222,9 @@ async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
 
 
 @router.post("/profiles/{profile_id}/publish", tags=["profiles"])
-async def publish_profile(ctx: CtxDep, profile_id: PathId, response: Response, if_match: IfMatch = None) -> dict[str, Any]:
+async def publish_profile(
+    ctx: CtxDep, profile_id: PathId, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
     async with ctx.tx() as conn:
         result = await store.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
         profile = await _reply(conn, response, profile_id)
@@ -220,13 +237,16 @@ async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[dict[str, Any]]
         if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
             raise NotFound(f"profile {profile_id!r} not found")
         rows = await conn.fetch(
-            "SELECT version, published_at, published_by FROM admin.profile_versions WHERE profile_id = $1 ORDER BY version", profile_id
+            "SELECT version, published_at, published_by FROM admin.profile_versions WHERE profile_id = $1 ORDER BY version",
+            profile_id,
         )
     return [dict(r) for r in rows]
 
 
 async def _snapshot(conn: asyncpg.Connection, profile_id: str, version: int) -> dict[str, Any]:
-    snap = await conn.fetchval("SELECT snapshot FROM admin.profile_versions WHERE profile_id = $1 AND version = $2", profile_id, version)
+    snap = await conn.fetchval(
+        "SELECT snapshot FROM admin.profile_versions WHERE profile_id = $1 AND version = $2", profile_id, version
+    )
     if snap is None:
         raise NotFound(f"profile {profile_id!r} has no published version {version}")
     return snap
@@ -236,7 +256,12 @@ Version = Annotated[int, Query(ge=1, le=2_147_483_647)]
 
 
 @router.get("/profiles/{profile_id}/versions/diff", tags=["profiles"])
-async def diff_versions(ctx: CtxDep, profile_id: PathId, from_version: Annotated[int, Query(alias="from", ge=1, le=2_147_483_647)], to_version: Annotated[int, Query(alias="to", ge=1, le=2_147_483_647)]) -> dict[str, Any]:
+async def diff_versions(
+    ctx: CtxDep,
+    profile_id: PathId,
+    from_version: Annotated[int, Query(alias="from", ge=1, le=2_147_483_647)],
+    to_version: Annotated[int, Query(alias="to", ge=1, le=2_147_483_647)],
+) -> dict[str, Any]:
     async with ctx.read() as conn:
         a = await _snapshot(conn, profile_id, from_version)
         b = await _snapshot(conn, profile_id, to_version)
@@ -244,7 +269,9 @@ async def diff_versions(ctx: CtxDep, profile_id: PathId, from_version: Annotated
 
 
 @router.get("/profiles/{profile_id}/versions/{version}", tags=["profiles"])
-async def get_version(ctx: CtxDep, profile_id: PathId, version: Annotated[int, Path(ge=1, le=2_147_483_647)]) -> dict[str, Any]:
+async def get_version(
+    ctx: CtxDep, profile_id: PathId, version: Annotated[int, Path(ge=1, le=2_147_483_647)]
+) -> dict[str, Any]:
     async with ctx.read() as conn:
         return {"profile_id": profile_id, "version": version, "snapshot": await _snapshot(conn, profile_id, version)}
 
@@ -343,9 +370,14 @@ async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dic
         if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
             raise NotFound(f"profile {profile_id!r} not found")
         if not cur["offline_enabled"]:
-            raise ValidationFailed(f"enable mobile offline on app module {cur['name']!r} before attaching profiles", field="offline_enabled")
+            raise ValidationFailed(
+                f"enable mobile offline on app module {cur['name']!r} before attaching profiles",
+                field="offline_enabled",
+            )
         await conn.execute(
-            "INSERT INTO admin.app_module_profiles(app_module_id, profile_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", app_id, profile_id
+            "INSERT INTO admin.app_module_profiles(app_module_id, profile_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            app_id,
+            profile_id,
         )
         return await _app(conn, app_id)
 
@@ -354,8 +386,11 @@ async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dic
 async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
     async with ctx.tx() as conn:
         await _app(conn, app_id)
-        if await conn.execute(
-            "DELETE FROM admin.app_module_profiles WHERE app_module_id = $1 AND profile_id = $2", app_id, profile_id
-        ) == "DELETE 0":
+        if (
+            await conn.execute(
+                "DELETE FROM admin.app_module_profiles WHERE app_module_id = $1 AND profile_id = $2", app_id, profile_id
+            )
+            == "DELETE 0"
+        ):
             raise NotFound(f"profile {profile_id!r} is not attached to app module {app_id!r}")
         return await _app(conn, app_id)

@@ -16,7 +16,9 @@ from profile_service.schemas import EntityIn, ID_PATTERN, ItemIn, ProfileIn, Sol
 
 router = APIRouter(prefix="/v1/solutions", tags=["solutions"])
 
-ProfileIds = Annotated[list[Annotated[str, Query(pattern=ID_PATTERN)]] | None, Query(alias="profile_id", max_length=200)]
+ProfileIds = Annotated[
+    list[Annotated[str, Query(pattern=ID_PATTERN)]] | None, Query(alias="profile_id", max_length=200)
+]
 
 
 @router.get("/export")
@@ -35,7 +37,9 @@ async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[s
         used: set[str] = set()
         for pid in ids:
             p = await store.load_profile(conn, pid)
-            items = [{k: i[k] for k in ("entity", "filter", "relationships", "sync_interval_minutes")} for i in p["items"]]
+            items = [
+                {k: i[k] for k in ("entity", "filter", "relationships", "sync_interval_minutes")} for i in p["items"]
+            ]
             used.update(i["entity"] for i in items)
             profiles.append({"name": p["name"], "description": p["description"], "items": items})
         every = {
@@ -60,7 +64,8 @@ async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[s
 
 def _pydantic_problems(exc: ValidationError, where: str) -> list[dict[str, Any]]:
     return [
-        {"code": "invalid", "message": e["msg"], "field": f"{where}." + ".".join(str(x) for x in e["loc"])} for e in exc.errors()[:20]
+        {"code": "invalid", "message": e["msg"], "field": f"{where}." + ".".join(str(x) for x in e["loc"])}
+        for e in exc.errors()[:20]
     ]
 
 
@@ -81,7 +86,13 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
                 raise ValidationFailed("unexpected profile fields")
             items_raw = raw.get("items", [])
             if not isinstance(items_raw, list) or len(items_raw) > 200:
-                problems.append({"code": "invalid", "message": "items must be a list (at most 200)", "field": f"profiles[{i}].items"})
+                problems.append(
+                    {
+                        "code": "invalid",
+                        "message": "items must be a list (at most 200)",
+                        "field": f"profiles[{i}].items",
+                    }
+                )
                 continue
             items = [ItemIn.model_validate(it).model_dump() for it in items_raw]
             profiles.append((head, items))
@@ -109,28 +120,51 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
             cur = current.get(e.logical_name)
             if cur is not None:
                 if cur["ownership"] != e.ownership:
-                    problems.append({"code": "entity_ownership_mismatch", "entity": e.logical_name,
-                                     "message": f"{e.logical_name} is {cur['ownership']} here but {e.ownership} in the solution"})
+                    problems.append(
+                        {
+                            "code": "entity_ownership_mismatch",
+                            "entity": e.logical_name,
+                            "message": f"{e.logical_name} is {cur['ownership']} here but {e.ownership} in the solution",
+                        }
+                    )
                     continue
                 for k, v in attrs.items():
                     old = cur["attributes"].get(k)
                     if old is not None and (old.get("type"), old.get("target")) != (v.get("type"), v.get("target")):
-                        problems.append({"code": "attribute_type_mismatch", "entity": e.logical_name,
-                                         "message": f"{e.logical_name}.{k} has another type here"})
+                        problems.append(
+                            {
+                                "code": "attribute_type_mismatch",
+                                "entity": e.logical_name,
+                                "message": f"{e.logical_name}.{k} has another type here",
+                            }
+                        )
                 attrs = {**cur["attributes"], **attrs}
                 offline = cur["offline_enabled"] or e.offline_enabled
                 capable = cur["offline_capable"]
             else:
                 offline, capable = e.offline_enabled, e.offline_capable
             if offline and not capable:
-                problems.append({"code": "entity_not_offline_capable", "entity": e.logical_name,
-                                 "message": f"{e.logical_name} cannot be enabled for mobile offline"})
+                problems.append(
+                    {
+                        "code": "entity_not_offline_capable",
+                        "entity": e.logical_name,
+                        "message": f"{e.logical_name} cannot be enabled for mobile offline",
+                    }
+                )
             for p in rules.check_attributes(e.logical_name, attrs, [*current, *ent_names]):
                 problems.append({**p.as_dict()})
             metas[e.logical_name] = rules.EntityMeta(e.logical_name, e.ownership, attrs, offline, capable)
-            entity_rows.append({"logical_name": e.logical_name, "display_name": e.display_name, "ownership": e.ownership,
-                                "offline_capable": capable, "offline_enabled": offline, "attributes": attrs,
-                                "conflict_policy": e.conflict_policy if cur is None else cur["conflict_policy"]})
+            entity_rows.append(
+                {
+                    "logical_name": e.logical_name,
+                    "display_name": e.display_name,
+                    "ownership": e.ownership,
+                    "offline_capable": capable,
+                    "offline_enabled": offline,
+                    "attributes": attrs,
+                    "conflict_policy": e.conflict_policy if cur is None else cur["conflict_policy"],
+                }
+            )
         checked: list[tuple[ProfileIn, list[dict[str, Any]]]] = []
         for head, items in profiles:
             normalized, found = rules.check_items(items, metas)
@@ -154,7 +188,12 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
             created = pid is None
             if created:
                 pid = new_id(None)
-                await conn.execute("INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)", pid, head.name, head.description)
+                await conn.execute(
+                    "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)",
+                    pid,
+                    head.name,
+                    head.description,
+                )
             else:
                 await conn.execute("UPDATE admin.profiles SET description = $2 WHERE id = $1", pid, head.description)
                 await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1", pid)

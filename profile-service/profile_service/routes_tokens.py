@@ -39,4 +39,10 @@ async def mint_token(ctx: CtxDep, body: TokenIn) -> dict[str, Any]:
         device_id=body.device_id,
         now=now,
     )
-    return {"token": token, "audience": audience, "user_id": body.user_id, "device_id": body.device_id, "expires_at": int(now + body.ttl_seconds)}
+    return {
+        "token": token,
+        "audience": audience,
+        "user_id": body.user_id,
+        "device_id": body.device_id,
+        "expires_at": int(now + body.ttl_seconds),
+    }

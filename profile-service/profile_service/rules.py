@@ -213,7 +213,14 @@ def check_filter(meta: EntityMeta, raw: Any) -> list[Problem]:
     if extra:
         return [Problem("invalid_filter", f"unexpected field(s) for kind custom: {sorted(extra)}", "filter", ent)]
     if meta.ownership == "none" and not meta.attributes:
-        return [Problem("filter_not_allowed", f"{ent} has no attributes to filter on; {_kinds_message('none')}", "filter.kind", ent)]
+        return [
+            Problem(
+                "filter_not_allowed",
+                f"{ent} has no attributes to filter on; {_kinds_message('none')}",
+                "filter.kind",
+                ent,
+            )
+        ]
     if "condition" not in f:
         return [Problem("invalid_filter", "custom filter needs a 'condition'", "filter.condition", ent)]
     counter = [0]
@@ -231,19 +238,23 @@ def _check_condition(
     ent = meta.logical_name
     counter[0] += 1
     if counter[0] > MAX_CONDITIONS:
-        return [Problem("filter_too_large", f"a custom filter holds at most {MAX_CONDITIONS} conditions and groups", path, ent)]
+        return [
+            Problem(
+                "filter_too_large", f"a custom filter holds at most {MAX_CONDITIONS} conditions and groups", path, ent
+            )
+        ]
     if not isinstance(cond, dict):
         return [Problem("invalid_condition", "a condition must be an object", path, ent)]
     group_keys = [k for k in ("and", "or") if k in cond]
     if group_keys:
         if len(cond) != 1:
-            return [Problem("invalid_condition", "a group is exactly one of {'and': [...]} or {'or': [...]}", path, ent)]
+            return [
+                Problem("invalid_condition", "a group is exactly one of {'and': [...]} or {'or': [...]}", path, ent)
+            ]
         op = group_keys[0]
         members = cond[op]
         if level > MAX_GROUP_LEVELS:
-            return [
-                Problem("filter_too_deep", f"condition groups nest at most {MAX_GROUP_LEVELS} levels", path, ent)
-            ]
+            return [Problem("filter_too_deep", f"condition groups nest at most {MAX_GROUP_LEVELS} levels", path, ent)]
         if not isinstance(members, list) or not members:
             return [Problem("invalid_condition", f"'{op}' needs a non-empty list of conditions", f"{path}.{op}", ent)]
         problems: list[Problem] = []
@@ -255,7 +266,9 @@ def _check_condition(
     return _check_leaf(meta, attrs, cond, path)
 
 
-def _check_leaf(meta: EntityMeta, attrs: Mapping[str, Mapping[str, Any]], cond: dict[str, Any], path: str) -> list[Problem]:
+def _check_leaf(
+    meta: EntityMeta, attrs: Mapping[str, Mapping[str, Any]], cond: dict[str, Any], path: str
+) -> list[Problem]:
     ent = meta.logical_name
     extra = set(cond) - {"attribute", "operator", "value"}
     if extra:
@@ -368,7 +381,12 @@ def resolve_relationships(
         return [], [Problem("invalid_relationship", "relationships must be a list", "relationships", entity)]
     if len(raw) > MAX_RELATIONSHIPS:
         return [], [
-            Problem("too_many_relationships", f"an item has at most {MAX_RELATIONSHIPS} relationships", "relationships", entity)
+            Problem(
+                "too_many_relationships",
+                f"an item has at most {MAX_RELATIONSHIPS} relationships",
+                "relationships",
+                entity,
+            )
         ]
     out: list[dict[str, str]] = []
     problems: list[Problem] = []
@@ -377,16 +395,25 @@ def resolve_relationships(
     for i, rel in enumerate(raw):
         path = f"relationships[{i}]"
         if not isinstance(rel, dict) or set(rel) - {"entity", "attribute", "side"}:
-            problems.append(Problem("invalid_relationship", "a relationship is {entity, attribute, side?}", path, entity))
+            problems.append(
+                Problem("invalid_relationship", "a relationship is {entity, attribute, side?}", path, entity)
+            )
             continue
         other, attr, side = rel.get("entity"), rel.get("attribute"), rel.get("side")
         if not isinstance(other, str) or not isinstance(attr, str) or side not in (None, "self", "related"):
             problems.append(
-                Problem("invalid_relationship", "entity and attribute must be strings; side is self or related", path, entity)
+                Problem(
+                    "invalid_relationship",
+                    "entity and attribute must be strings; side is self or related",
+                    path,
+                    entity,
+                )
             )
             continue
         if other == entity:
-            problems.append(Problem("relationship_self", f"{entity} cannot be related to itself", f"{path}.entity", entity))
+            problems.append(
+                Problem("relationship_self", f"{entity} cannot be related to itself", f"{path}.entity", entity)
+            )
             continue
         if other not in profile_entities:
             problems.append(
@@ -417,7 +444,9 @@ def resolve_relationships(
         if side is None:
             if len(sides) > 1:
                 problems.append(
-                    Problem("relationship_ambiguous", f"{attr!r} exists on both sides; give 'side'", f"{path}.side", entity)
+                    Problem(
+                        "relationship_ambiguous", f"{attr!r} exists on both sides; give 'side'", f"{path}.side", entity
+                    )
                 )
                 continue
             side = sides[0]
@@ -428,7 +457,9 @@ def resolve_relationships(
             continue
         key = (other, attr, side)
         if key in seen:
-            problems.append(Problem("duplicate_relationship", f"relationship {other}.{attr} listed twice", path, entity))
+            problems.append(
+                Problem("duplicate_relationship", f"relationship {other}.{attr} listed twice", path, entity)
+            )
             continue
         seen.add(key)
         out.append({"entity": other, "attribute": attr, "side": side})
@@ -528,8 +559,10 @@ def _cycles(deps: Mapping[str, Sequence[str]]) -> list[list[str]]:
 
 
 def check_sync_interval(entity: str, minutes: Any) -> list[Problem]:
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not (
-        MIN_SYNC_INTERVAL_MINUTES <= minutes <= MAX_SYNC_INTERVAL_MINUTES
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, int)
+        or not (MIN_SYNC_INTERVAL_MINUTES <= minutes <= MAX_SYNC_INTERVAL_MINUTES)
     ):
         return [
             Problem(
@@ -553,17 +586,25 @@ def check_attributes(entity: str, attributes: Mapping[str, Any], known_entities:
     for name, spec in attributes.items():
         path = f"attributes.{name}"
         if not NAME_RE.match(name):
-            problems.append(Problem("invalid_attribute", f"attribute name {name!r} must match {NAME_RE.pattern}", path, entity))
+            problems.append(
+                Problem("invalid_attribute", f"attribute name {name!r} must match {NAME_RE.pattern}", path, entity)
+            )
             continue
         atype = spec.get("type")
         if atype not in ATTRIBUTE_TYPES:
-            problems.append(Problem("invalid_attribute", f"type must be one of {', '.join(ATTRIBUTE_TYPES)}", f"{path}.type", entity))
+            problems.append(
+                Problem(
+                    "invalid_attribute", f"type must be one of {', '.join(ATTRIBUTE_TYPES)}", f"{path}.type", entity
+                )
+            )
             continue
         target = spec.get("target")
         if atype == "lookup":
             if target not in (*known_entities, *SYSTEM_TARGETS, entity):
                 problems.append(
-                    Problem("invalid_attribute", f"lookup target {target!r} is not a known entity", f"{path}.target", entity)
+                    Problem(
+                        "invalid_attribute", f"lookup target {target!r} is not a known entity", f"{path}.target", entity
+                    )
                 )
         elif target is not None:
             problems.append(Problem("invalid_attribute", "only lookups have a target", f"{path}.target", entity))
@@ -573,7 +614,9 @@ def check_attributes(entity: str, attributes: Mapping[str, Any], known_entities:
 # --- a whole profile ---------------------------------------------------------------------------
 
 
-def check_items(items: Sequence[Mapping[str, Any]], metas: Mapping[str, EntityMeta]) -> tuple[list[dict[str, Any]], list[Problem]]:
+def check_items(
+    items: Sequence[Mapping[str, Any]], metas: Mapping[str, EntityMeta]
+) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Check a profile's items together; returns them normalized (filter shorthand expanded,
     relationship sides filled in) and every problem found."""
     problems: list[Problem] = []
@@ -598,7 +641,12 @@ def check_items(items: Sequence[Mapping[str, Any]], metas: Mapping[str, EntityMe
             continue
         if not meta.offline_enabled:
             problems.append(
-                Problem("entity_not_offline_enabled", f"{ent} is not enabled for mobile offline; enable it first", "entity", ent)
+                Problem(
+                    "entity_not_offline_enabled",
+                    f"{ent} is not enabled for mobile offline; enable it first",
+                    "entity",
+                    ent,
+                )
             )
         problems += check_filter(meta, filt)
         problems += check_sync_interval(ent, interval)

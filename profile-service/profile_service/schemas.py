@@ -101,7 +101,9 @@ class RolePatch(Body):
 class AttributeIn(Body):
     type: AttributeType
     required: bool = False
-    target: LogicalName | None = Field(None, description="Lookup target entity (lookups only); user, team, businessunit allowed.")
+    target: LogicalName | None = Field(
+        None, description="Lookup target entity (lookups only); user, team, businessunit allowed."
+    )
     max_length: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 

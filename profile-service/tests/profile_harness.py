@@ -29,7 +29,9 @@ class Service:
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://profile", headers=headers)
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://profile", headers=headers
+        )
 
     async def admin_events(self) -> list[Envelope]:
         """Everything on the admin topic so far, read straight from the broker (no consumer group)."""
@@ -37,7 +39,10 @@ class Service:
         await consumer.start()
         try:
             topic = ADMIN.full(self.env.topic_prefix)
-            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))]
+            parts = [
+                TopicPartition(topic, p)
+                for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+            ]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)

@@ -18,13 +18,16 @@ group = st.fixed_dictionaries(
         "bytes": st.integers(100, 5000),
     }
 )
-flt = st.fixed_dictionaries({"kind": st.just("other"), "user": st.booleans(), "team": st.booleans(), "business_unit": st.booleans()})
+flt = st.fixed_dictionaries(
+    {"kind": st.just("other"), "user": st.booleans(), "team": st.booleans(), "business_unit": st.booleans()}
+)
 user = st.builds(UserContext, ids, st.sampled_from(["bu1", "bu2"]), st.frozensets(ids))
 
 
 def naive(f: dict[str, object], rows: list[dict[str, object]], u: UserContext) -> tuple[int, int]:
     hit = [
-        r for r in rows
+        r
+        for r in rows
         if (f["user"] and r["owner_type"] == "user" and r["owner_id"] == u.user_id)
         or (f["team"] and r["owner_type"] == "team" and r["owner_id"] in u.team_ids)
         or (f["business_unit"] and r["business_unit_id"] == u.business_unit_id)
@@ -32,7 +35,11 @@ def naive(f: dict[str, object], rows: list[dict[str, object]], u: UserContext) -
     return sum(int(r["n"]) for r in hit), sum(int(r["bytes"]) for r in hit)  # type: ignore[call-overload]
 
 
-@given(st.lists(group, max_size=12, unique_by=lambda r: (r["owner_type"], r["owner_id"], r["business_unit_id"])), flt, user)
-def test_indexed_estimate_equals_naive_scan(rows: list[dict[str, object]], f: dict[str, object], u: UserContext) -> None:
+@given(
+    st.lists(group, max_size=12, unique_by=lambda r: (r["owner_type"], r["owner_id"], r["business_unit_id"])), flt, user
+)
+def test_indexed_estimate_equals_naive_scan(
+    rows: list[dict[str, object]], f: dict[str, object], u: UserContext
+) -> None:
     n, b, exact = _item_estimate({"entity": "account", "filter": f}, _Groups.of(rows), u)
     assert (n, b) == naive(f, rows, u) and exact

@@ -32,7 +32,9 @@ def server(infra: Infra) -> Iterator[tuple[str, str]]:
     env = asyncio.run(make_env(infra, "fuzz"))
     cfg = Settings(**env.settings_kwargs())
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_config=None, access_log=False))
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
     thread = threading.Thread(target=srv.run, name="profile-fuzz", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -61,7 +63,9 @@ def session() -> Iterator[requests.Session]:
 
 @schema.parametrize()
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-def test_no_input_gets_a_server_error(case: schemathesis.Case, server: tuple[str, str], session: requests.Session) -> None:
+def test_no_input_gets_a_server_error(
+    case: schemathesis.Case, server: tuple[str, str], session: requests.Session
+) -> None:
     url, token = server
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
     response = case.call(base_url=url, session=session, timeout=10)

@@ -30,15 +30,33 @@ async def test_bootstrap_seeds_an_empty_database_once_even_with_two_replicas(fre
             assert await conn.fetchval("SELECT count(*) FROM admin.business_units WHERE parent_id IS NULL") == 1
             role = await conn.fetchrow("SELECT * FROM admin.roles WHERE name = $1", SYSTEM_ADMIN_ROLE_NAME)
             assert role["is_admin"] and role["read_offline_profile"]
-            assert role["privileges"] == {"*": {"create": "organization", "read": "organization", "write": "organization", "delete": "organization"}}
-            assert await conn.fetchval("SELECT role_id FROM admin.user_roles WHERE user_id = $1", BOOTSTRAP_ADMIN_USER_ID) == role["id"]
+            assert role["privileges"] == {
+                "*": {
+                    "create": "organization",
+                    "read": "organization",
+                    "write": "organization",
+                    "delete": "organization",
+                }
+            }
+            assert (
+                await conn.fetchval("SELECT role_id FROM admin.user_roles WHERE user_id = $1", BOOTSTRAP_ADMIN_USER_ID)
+                == role["id"]
+            )
             ents = {r["logical_name"]: r for r in await conn.fetch("SELECT * FROM admin.entities")}
             assert {k: v["ownership"] for k, v in ents.items()} == {
-                "account": "user_or_team", "contact": "user_or_team", "opportunity": "user_or_team",
-                "task": "user_or_team", "product": "organization", "territory": "business",
+                "account": "user_or_team",
+                "contact": "user_or_team",
+                "opportunity": "user_or_team",
+                "task": "user_or_team",
+                "product": "organization",
+                "territory": "business",
             }
             assert not any(e["offline_enabled"] for e in ents.values())
-            assert ents["contact"]["attributes"]["parentcustomerid"] == {"type": "lookup", "required": False, "target": "account"}
+            assert ents["contact"]["attributes"]["parentcustomerid"] == {
+                "type": "lookup",
+                "required": False,
+                "target": "account",
+            }
             assert await conn.fetchval("SELECT count(*) FROM admin.org_settings") == 1
             # every seeded thing was announced, once
             assert await conn.fetchval("SELECT count(*) FROM admin.outbox") == 1 + 1 + 1 + 1 + 6
@@ -62,7 +80,16 @@ async def test_authentication_and_authorization(service: Service, admin: httpx.A
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
         # an admin role through a team is enough
         role = (await admin.post("/v1/roles", json={"name": "Team admins", "is_admin": True})).json()
-        await admin.post("/v1/teams", json={"id": "admins", "name": "Admins", "business_unit_id": root, "member_ids": ["plain"], "role_ids": [role["id"]]})
+        await admin.post(
+            "/v1/teams",
+            json={
+                "id": "admins",
+                "name": "Admins",
+                "business_unit_id": root,
+                "member_ids": ["plain"],
+                "role_ids": [role["id"]],
+            },
+        )
         assert (await c.get("/v1/users")).status_code == 200
         assert (await admin.patch("/v1/users/plain", json={"enabled": False})).status_code == 200
         assert (await c.get("/v1/users")).status_code == 403
@@ -71,7 +98,9 @@ async def test_authentication_and_authorization(service: Service, admin: httpx.A
 async def test_tokens(service: Service, admin: httpx.AsyncClient) -> None:
     root = (await admin.get("/v1/business-units")).json()[0]["id"]
     await admin.post("/v1/users", json={"id": "tok-user", "name": "T", "business_unit_id": root})
-    r = await admin.post("/v1/tokens", json={"user_id": "tok-user", "audience": "device", "device_id": "phone-1", "ttl_seconds": 600})
+    r = await admin.post(
+        "/v1/tokens", json={"user_id": "tok-user", "audience": "device", "device_id": "phone-1", "ttl_seconds": 600}
+    )
     assert r.status_code == 201
     p = verify_token(service.settings.jwt_secret, r.json()["token"], DEVICE_AUDIENCE)
     assert (p.user_id, p.device_id) == ("tok-user", "phone-1")
@@ -91,23 +120,40 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
     await admin.post("/v1/business-units", json={"id": "sales-east", "name": "East", "parent_id": "sales"})
     r = await admin.patch("/v1/business-units/sales", json={"parent_id": "sales-east"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "parent_id"
-    assert (await admin.post("/v1/business-units", json={"id": "sales", "name": "Dup", "parent_id": root})).status_code == 409
+    assert (
+        await admin.post("/v1/business-units", json={"id": "sales", "name": "Dup", "parent_id": root})
+    ).status_code == 409
     assert (await admin.post("/v1/business-units", json={"name": "Orphan", "parent_id": "nope"})).status_code == 422
 
     await admin.post("/v1/users", json={"id": "boss", "name": "Boss", "business_unit_id": "sales", "language": 1033})
-    r = await admin.post("/v1/users", json={"id": "rep", "name": "Rep", "business_unit_id": "sales-east", "manager_id": "boss"})
+    r = await admin.post(
+        "/v1/users", json={"id": "rep", "name": "Rep", "business_unit_id": "sales-east", "manager_id": "boss"}
+    )
     assert r.status_code == 201 and r.json()["manager_id"] == "boss"
     r = await admin.patch("/v1/users/boss", json={"manager_id": "rep"})
     assert r.status_code == 422  # manager cycle
-    role = (await admin.post("/v1/roles", json={
-        "name": "Salesperson", "read_offline_profile": True,
-        "privileges": {"account": {"read": "business_unit", "write": "user"}, "contact": {"read": "parent_child"}},
-    })).json()
+    role = (
+        await admin.post(
+            "/v1/roles",
+            json={
+                "name": "Salesperson",
+                "read_offline_profile": True,
+                "privileges": {
+                    "account": {"read": "business_unit", "write": "user"},
+                    "contact": {"read": "parent_child"},
+                },
+            },
+        )
+    ).json()
     r = await admin.post("/v1/roles", json={"name": "Broken", "privileges": {"account": {"read": "galaxy"}}})
     assert r.status_code == 422
-    assert (await admin.post("/v1/roles", json={"name": "Unknown", "privileges": {"nosuch": {"read": "user"}}})).status_code == 422
+    assert (
+        await admin.post("/v1/roles", json={"name": "Unknown", "privileges": {"nosuch": {"read": "user"}}})
+    ).status_code == 422
     assert (await admin.put(f"/v1/users/rep/roles/{role['id']}")).json()["role_ids"] == [role["id"]]
-    team = (await admin.post("/v1/teams", json={"id": "east-team", "name": "East team", "business_unit_id": "sales-east"})).json()
+    team = (
+        await admin.post("/v1/teams", json={"id": "east-team", "name": "East team", "business_unit_id": "sales-east"})
+    ).json()
     assert (await admin.put(f"/v1/teams/{team['id']}/members/rep")).json()["member_ids"] == ["rep"]
     assert (await admin.put(f"/v1/teams/{team['id']}/roles/{role['id']}")).json()["role_ids"] == [role["id"]]
     user = (await admin.get("/v1/users/rep")).json()
@@ -120,7 +166,14 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
 
     async def seen() -> set[str] | None:
         types = {e.type for e in await service.admin_events()}
-        want = {"business_unit.changed", "user.changed", "role.changed", "team.changed", "org.settings_changed", "entity.changed"}
+        want = {
+            "business_unit.changed",
+            "user.changed",
+            "role.changed",
+            "team.changed",
+            "org.settings_changed",
+            "entity.changed",
+        }
         return types if want <= types else None
 
     await eventually(seen, timeout=20, message="admin events on the broker")
@@ -134,19 +187,41 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
 async def test_entity_metadata(admin: httpx.AsyncClient) -> None:
     names = [e["logical_name"] for e in (await admin.get("/v1/entities")).json()]
     assert {"account", "contact", "opportunity", "task", "product", "territory"} <= set(names)
-    r = await admin.post("/v1/entities", json={
-        "logical_name": "visit", "display_name": "Visit", "ownership": "user_or_team",
-        "attributes": {"subject": {"type": "string", "required": True}, "accountid": {"type": "lookup", "target": "account"}},
-    })
+    r = await admin.post(
+        "/v1/entities",
+        json={
+            "logical_name": "visit",
+            "display_name": "Visit",
+            "ownership": "user_or_team",
+            "attributes": {
+                "subject": {"type": "string", "required": True},
+                "accountid": {"type": "lookup", "target": "account"},
+            },
+        },
+    )
     assert r.status_code == 201 and r.json()["offline_enabled"] is False
-    r = await admin.post("/v1/entities", json={"logical_name": "bad", "display_name": "Bad", "ownership": "none",
-                                               "attributes": {"x": {"type": "lookup", "target": "nowhere"}}})
+    r = await admin.post(
+        "/v1/entities",
+        json={
+            "logical_name": "bad",
+            "display_name": "Bad",
+            "ownership": "none",
+            "attributes": {"x": {"type": "lookup", "target": "nowhere"}},
+        },
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "attributes.x.target"
-    assert (await admin.post("/v1/entities", json={"logical_name": "visit", "display_name": "V", "ownership": "none"})).status_code == 409
+    assert (
+        await admin.post("/v1/entities", json={"logical_name": "visit", "display_name": "V", "ownership": "none"})
+    ).status_code == 409
     assert (await admin.patch("/v1/entities/visit", json={"offline_enabled": True})).json()["offline_enabled"] is True
     r = await admin.patch("/v1/entities/visit", json={"attributes": {"duration": {"type": "int"}}})
     assert set(r.json()["attributes"]) == {"subject", "accountid", "duration"}
-    assert (await admin.patch("/v1/entities/visit", json={"attributes": {"subject": {"type": "int"}}})).status_code == 409
-    r = await admin.post("/v1/entities", json={"logical_name": "ledger", "display_name": "L", "ownership": "organization", "offline_capable": False})
+    assert (
+        await admin.patch("/v1/entities/visit", json={"attributes": {"subject": {"type": "int"}}})
+    ).status_code == 409
+    r = await admin.post(
+        "/v1/entities",
+        json={"logical_name": "ledger", "display_name": "L", "ownership": "organization", "offline_capable": False},
+    )
     assert (await admin.patch("/v1/entities/ledger", json={"offline_enabled": True})).status_code == 422
     assert (await admin.get("/v1/entities/nosuch")).status_code == 404

@@ -21,10 +21,20 @@ async def org(admin: httpx.AsyncClient) -> dict[str, Any]:
     for ent in ("account", "contact", "task", "product", "territory"):
         assert (await admin.patch(f"/v1/entities/{ent}", json={"offline_enabled": True})).status_code == 200
     root = (await admin.get("/v1/business-units")).json()[0]["id"]
-    reader = (await admin.post("/v1/roles", json={"name": "Offline reader", "read_offline_profile": True,
-                                                  "privileges": {"*": {"read": "organization"}}})).json()
+    reader = (
+        await admin.post(
+            "/v1/roles",
+            json={
+                "name": "Offline reader",
+                "read_offline_profile": True,
+                "privileges": {"*": {"read": "organization"}},
+            },
+        )
+    ).json()
     for uid in ("alice", "bob", "carol"):
-        r = await admin.post("/v1/users", json={"id": uid, "name": uid.title(), "business_unit_id": root, "role_ids": [reader["id"]]})
+        r = await admin.post(
+            "/v1/users", json={"id": uid, "name": uid.title(), "business_unit_id": root, "role_ids": [reader["id"]]}
+        )
         assert r.status_code == 201
     await admin.post("/v1/users", json={"id": "norole", "name": "No role", "business_unit_id": root})
     await admin.post("/v1/teams", json={"id": "t1", "name": "T1", "business_unit_id": root, "member_ids": ["alice"]})
@@ -40,47 +50,81 @@ async def new_profile(admin: httpx.AsyncClient, name: str) -> dict[str, Any]:
 async def test_items_filters_relationships_and_etags(admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
     p = await new_profile(admin, "Field sales")
     pid = p["id"]
-    r = await admin.post(f"/v1/profiles/{pid}/items", json={"entity": "product", "filter": {"kind": "other", "user": True}})
+    r = await admin.post(
+        f"/v1/profiles/{pid}/items", json={"entity": "product", "filter": {"kind": "other", "user": True}}
+    )
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["field"] == "filter.kind" and "related, all, custom" in err["message"]
     r = await admin.post(f"/v1/profiles/{pid}/items", json={"entity": "opportunity", "filter": {"kind": "all"}})
     assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["code"] == "entity_not_offline_enabled"
-    r = await admin.post(f"/v1/profiles/{pid}/items", json={"entity": "account", "filter": {"kind": "user"}, "sync_interval_minutes": 60})
+    r = await admin.post(
+        f"/v1/profiles/{pid}/items", json={"entity": "account", "filter": {"kind": "user"}, "sync_interval_minutes": 60}
+    )
     assert r.status_code == 201
     assert r.json()["items"][0]["filter"] == {"kind": "other", "user": True, "team": False, "business_unit": False}
     etag = r.headers["ETag"]
     # relationship to an entity not yet in the profile
-    contact = {"entity": "contact", "filter": {"kind": "related"}, "relationships": [{"entity": "account", "attribute": "parentcustomerid"}]}
-    r = await admin.post(f"/v1/profiles/{pid}/items", json={**contact, "relationships": [{"entity": "task", "attribute": "regardingobjectid"}]})
-    assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["code"] == "relationship_entity_not_in_profile"
+    contact = {
+        "entity": "contact",
+        "filter": {"kind": "related"},
+        "relationships": [{"entity": "account", "attribute": "parentcustomerid"}],
+    }
+    r = await admin.post(
+        f"/v1/profiles/{pid}/items",
+        json={**contact, "relationships": [{"entity": "task", "attribute": "regardingobjectid"}]},
+    )
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["details"]["problems"][0]["code"] == "relationship_entity_not_in_profile"
+    )
     r = await admin.post(f"/v1/profiles/{pid}/items", json=contact, headers={"If-Match": etag})
     assert r.status_code == 201
-    assert r.json()["items"][1]["relationships"] == [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]
+    assert r.json()["items"][1]["relationships"] == [
+        {"entity": "account", "attribute": "parentcustomerid", "side": "self"}
+    ]
     # the old ETag is stale now
     r = await admin.patch(f"/v1/profiles/{pid}", json={"description": "x"}, headers={"If-Match": etag})
     assert r.status_code == 412 and r.json()["error"]["code"] == "precondition_failed"
-    r = await admin.patch(f"/v1/profiles/{pid}/items/account", json={
-        "relationships": [{"entity": "contact", "attribute": "primarycontactid"}],
-        "filter": {"kind": "custom", "condition": {"or": [
-            {"attribute": "ownerid", "operator": "eq-useroruserteams"},
-            {"and": [{"attribute": "revenue", "operator": "ge", "value": 1000}, {"attribute": "name", "operator": "begins-with", "value": "A"}]},
-        ]}},
-    })
+    r = await admin.patch(
+        f"/v1/profiles/{pid}/items/account",
+        json={
+            "relationships": [{"entity": "contact", "attribute": "primarycontactid"}],
+            "filter": {
+                "kind": "custom",
+                "condition": {
+                    "or": [
+                        {"attribute": "ownerid", "operator": "eq-useroruserteams"},
+                        {
+                            "and": [
+                                {"attribute": "revenue", "operator": "ge", "value": 1000},
+                                {"attribute": "name", "operator": "begins-with", "value": "A"},
+                            ]
+                        },
+                    ]
+                },
+            },
+        },
+    )
     assert r.status_code == 200, r.text
     # account <-> contact is a cycle with a seed (account's own filter): allowed
     r = await admin.patch(f"/v1/profiles/{pid}/items/account", json={"filter": {"kind": "related"}})
     assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["code"] == "relationship_cycle"
     r = await admin.patch(f"/v1/profiles/{pid}/items/account", json={"sync_interval_minutes": 2})
     assert r.status_code == 422
-    r = await admin.patch(f"/v1/profiles/{pid}/items/account", json={"filter": {"kind": "custom", "condition": {"attribute": "revenue", "operator": "like", "value": "1%"}}})
+    r = await admin.patch(
+        f"/v1/profiles/{pid}/items/account",
+        json={"filter": {"kind": "custom", "condition": {"attribute": "revenue", "operator": "like", "value": "1%"}}},
+    )
     assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["code"] == "operator_type_mismatch"
     assert (await admin.delete(f"/v1/profiles/{pid}/items/account")).status_code == 409  # contact relates to it
     r = await admin.patch("/v1/entities/account", json={"offline_enabled": False})
     assert r.status_code == 409 and "Field sales" in r.json()["error"]["message"]
 
 
-async def test_people_one_profile_per_user_publish_and_republish(service: Service, admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
+async def test_people_one_profile_per_user_publish_and_republish(
+    service: Service, admin: httpx.AsyncClient, org: dict[str, Any]
+) -> None:
     a = await new_profile(admin, "Team A")
     b = await new_profile(admin, "Team B")
     await admin.post(f"/v1/profiles/{a['id']}/items", json={"entity": "account", "filter": {"kind": "all"}})
@@ -99,7 +143,9 @@ async def test_people_one_profile_per_user_publish_and_republish(service: Servic
     # any change, users included, needs a republish
     r = await admin.post(f"/v1/profiles/{a['id']}/users", json={"user_ids": ["carol"]})
     assert r.json()["has_unpublished_changes"] is True
-    await admin.patch(f"/v1/profiles/{a['id']}/items/account", json={"filter": {"kind": "other", "user": True, "team": True}})
+    await admin.patch(
+        f"/v1/profiles/{a['id']}/items/account", json={"filter": {"kind": "other", "user": True, "team": True}}
+    )
     r = await admin.post(f"/v1/profiles/{a['id']}/publish", headers={"If-Match": '"1"'})
     assert r.status_code == 412
     r = await admin.post(f"/v1/profiles/{a['id']}/publish")
@@ -121,7 +167,11 @@ async def test_people_one_profile_per_user_publish_and_republish(service: Servic
     assert rows["bob"] == b["id"] and rows["alice"] == a["id"] and rows["carol"] == a["id"]
 
     async def published() -> list[dict[str, Any]]:
-        return [e.payload for e in await service.admin_events() if e.type == "profile.published" and e.payload["profile_id"] == a["id"]]
+        return [
+            e.payload
+            for e in await service.admin_events()
+            if e.type == "profile.published" and e.payload["profile_id"] == a["id"]
+        ]
 
     events = await eventually(lambda: _at_least(published, 2), timeout=20, message="ProfilePublished on the broker")
     assert events[-1]["version"] == 2 and events[-1]["user_ids"] == ["alice", "bob", "carol"]
@@ -133,7 +183,9 @@ async def _at_least(fetch, n: int):  # type: ignore[no-untyped-def]
     return got if len(got) >= n else None
 
 
-async def test_validate_lists_every_problem_with_estimates_and_cap(service: Service, admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
+async def test_validate_lists_every_problem_with_estimates_and_cap(
+    service: Service, admin: httpx.AsyncClient, org: dict[str, Any]
+) -> None:
     pool = service.app.state.runtime.pool
     # conflict-service's records table, as it would exist in a full deployment (read-only for us)
     await db.migrate(pool, "data", "conflict_service.migrations")
@@ -141,18 +193,35 @@ async def test_validate_lists_every_problem_with_estimates_and_cap(service: Serv
         await conn.executemany(
             "INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes) VALUES ($1,$2,1,$3,$4,$5,$6)",
             [("territory", f"t{i}", "x", "user", org["root"], {"name": f"T{i}"}) for i in range(3)]
-            + [("task", f"k{i}", "alice" if i < 2 else "t1", "user" if i < 2 else "team", "elsewhere", {"subject": "s"}) for i in range(4)],
+            + [
+                (
+                    "task",
+                    f"k{i}",
+                    "alice" if i < 2 else "t1",
+                    "user" if i < 2 else "team",
+                    "elsewhere",
+                    {"subject": "s"},
+                )
+                for i in range(4)
+            ],
         )
     p = await new_profile(admin, "Validate me")
     pid = p["id"]
     await admin.post(f"/v1/profiles/{pid}/items", json={"entity": "territory", "filter": {"kind": "business_unit"}})
-    await admin.post(f"/v1/profiles/{pid}/items", json={"entity": "task", "filter": {"kind": "other", "user": True, "team": True}})
+    await admin.post(
+        f"/v1/profiles/{pid}/items", json={"entity": "task", "filter": {"kind": "other", "user": True, "team": True}}
+    )
     await admin.post(f"/v1/profiles/{pid}/users", json={"user_ids": ["norole"]})
-    await admin.post("/v1/users", json={"id": "dave", "name": "Dave", "business_unit_id": org["root"], "team_ids": ["t1"]})
+    await admin.post(
+        "/v1/users", json={"id": "dave", "name": "Dave", "business_unit_id": org["root"], "team_ids": ["t1"]}
+    )
     await admin.post(f"/v1/profiles/{pid}/users", json={"user_ids": ["dave"]})
     report = (await admin.post(f"/v1/profiles/{pid}/validate")).json()
     assert report["valid"] is True
-    assert {(p["code"], p.get("user_id")) for p in report["problems"]} == {("user_cannot_read_profile", "norole"), ("user_cannot_read_profile", "dave")}
+    assert {(p["code"], p.get("user_id")) for p in report["problems"]} == {
+        ("user_cannot_read_profile", "norole"),
+        ("user_cannot_read_profile", "dave"),
+    }
     est = {e["user_id"]: e for e in report["estimates"]}
     assert est["dave"]["records"] == 3 + 2 and est["norole"]["records"] == 3  # BU territories + team-owned tasks
     assert est["dave"]["bytes"] > 0 and est["dave"]["exact"] is True
@@ -171,7 +240,10 @@ async def test_validate_lists_every_problem_with_estimates_and_cap(service: Serv
 
 async def test_clone_app_modules_and_delete(admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
     p = await new_profile(admin, "Source")
-    await admin.post(f"/v1/profiles/{p['id']}/items", json={"entity": "product", "filter": {"kind": "all"}, "sync_interval_minutes": 1440})
+    await admin.post(
+        f"/v1/profiles/{p['id']}/items",
+        json={"entity": "product", "filter": {"kind": "all"}, "sync_interval_minutes": 1440},
+    )
     await admin.post("/v1/users", json={"id": "erin", "name": "Erin", "business_unit_id": org["root"]})
     await admin.post(f"/v1/profiles/{p['id']}/users", json={"user_ids": ["erin"]})
     r = await admin.post(f"/v1/profiles/{p['id']}/clone", json={"name": "Copy"})
@@ -192,13 +264,26 @@ async def test_clone_app_modules_and_delete(admin: httpx.AsyncClient, org: dict[
 
 
 async def test_export_import_round_trip_is_all_or_nothing(admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
-    await admin.post("/v1/entities", json={"logical_name": "inspection", "display_name": "Inspection", "ownership": "user_or_team",
-                                           "offline_enabled": True, "attributes": {"accountid": {"type": "lookup", "target": "account"},
-                                                                                   "score": {"type": "int"}}})
+    await admin.post(
+        "/v1/entities",
+        json={
+            "logical_name": "inspection",
+            "display_name": "Inspection",
+            "ownership": "user_or_team",
+            "offline_enabled": True,
+            "attributes": {"accountid": {"type": "lookup", "target": "account"}, "score": {"type": "int"}},
+        },
+    )
     p = await new_profile(admin, "Exported")
     await admin.post(f"/v1/profiles/{p['id']}/items", json={"entity": "account", "filter": {"kind": "all"}})
-    await admin.post(f"/v1/profiles/{p['id']}/items", json={"entity": "inspection", "filter": {"kind": "custom", "condition": {"attribute": "score", "operator": "gt", "value": 3}},
-                                                            "relationships": [{"entity": "account", "attribute": "accountid"}]})
+    await admin.post(
+        f"/v1/profiles/{p['id']}/items",
+        json={
+            "entity": "inspection",
+            "filter": {"kind": "custom", "condition": {"attribute": "score", "operator": "gt", "value": 3}},
+            "relationships": [{"entity": "account", "attribute": "accountid"}],
+        },
+    )
     await admin.post(f"/v1/profiles/{p['id']}/publish")
     solution = (await admin.get("/v1/solutions/export", params={"profile_id": p["id"]})).json()
     # the items' entities plus their lookup targets (account -> contact)
@@ -206,10 +291,19 @@ async def test_export_import_round_trip_is_all_or_nothing(admin: httpx.AsyncClie
     assert solution["profiles"][0]["name"] == "Exported"
 
     # a broken solution changes nothing and lists every problem
-    broken = {**solution, "profiles": [*solution["profiles"], {"name": "Bad", "items": [
-        {"entity": "product", "filter": {"kind": "other", "user": True}},
-        {"entity": "nosuch", "filter": {"kind": "all"}},
-    ]}]}
+    broken = {
+        **solution,
+        "profiles": [
+            *solution["profiles"],
+            {
+                "name": "Bad",
+                "items": [
+                    {"entity": "product", "filter": {"kind": "other", "user": True}},
+                    {"entity": "nosuch", "filter": {"kind": "all"}},
+                ],
+            },
+        ],
+    }
     r = await admin.post("/v1/solutions/import", json=broken)
     assert r.status_code == 422
     codes = {p["code"] for p in r.json()["error"]["details"]["problems"]}
@@ -243,10 +337,32 @@ async def test_export_import_round_trip_is_all_or_nothing(admin: httpx.AsyncClie
         ("get", "/v1/profiles/%00", None),
         ("patch", "/v1/org-settings", {"max_records_per_user": -1}),
         ("post", "/v1/tokens", {"user_id": "x", "audience": "root"}),
-        ("post", "/v1/solutions/import", {"profiles": [{"name": "p", "items": [{"entity": "account", "filter": {"kind": "all"}, "sync_interval_minutes": 10**40}]}]}),
+        (
+            "post",
+            "/v1/solutions/import",
+            {
+                "profiles": [
+                    {
+                        "name": "p",
+                        "items": [{"entity": "account", "filter": {"kind": "all"}, "sync_interval_minutes": 10**40}],
+                    }
+                ]
+            },
+        ),
         ("post", "/v1/entities", {"logical_name": "Bad Name", "display_name": "x", "ownership": "none"}),
     ],
-    ids=["nul", "empty-name", "extra-field", "bad-id", "huge-int", "nul-path", "negative-cap", "bad-audience", "import-huge-int", "bad-logical-name"],
+    ids=[
+        "nul",
+        "empty-name",
+        "extra-field",
+        "bad-id",
+        "huge-int",
+        "nul-path",
+        "negative-cap",
+        "bad-audience",
+        "import-huge-int",
+        "bad-logical-name",
+    ],
 )
 async def test_bad_input_is_a_json_4xx(admin: httpx.AsyncClient, method: str, path: str, body: Any) -> None:
     r = await admin.request(method, path, json=body)
@@ -254,7 +370,9 @@ async def test_bad_input_is_a_json_4xx(admin: httpx.AsyncClient, method: str, pa
     assert r.json()["error"]["code"] and r.json()["error"]["message"]
 
 
-async def test_concurrent_edits_one_wins_the_other_gets_412_or_409(admin: httpx.AsyncClient, org: dict[str, Any]) -> None:
+async def test_concurrent_edits_one_wins_the_other_gets_412_or_409(
+    admin: httpx.AsyncClient, org: dict[str, Any]
+) -> None:
     import asyncio
 
     p = await new_profile(admin, "Race")

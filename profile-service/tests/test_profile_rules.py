@@ -67,7 +67,10 @@ OWNERSHIP_TABLE = [
 @pytest.mark.parametrize(
     ("ownership", "filt", "ok"),
     OWNERSHIP_TABLE,
-    ids=[f"{o}-{f['kind']}-{'+'.join(k for k in ('user', 'team', 'business_unit') if f.get(k)) or '_'}-{'ok' if ok else 'refused'}" for o, f, ok in OWNERSHIP_TABLE],
+    ids=[
+        f"{o}-{f['kind']}-{'+'.join(k for k in ('user', 'team', 'business_unit') if f.get(k)) or '_'}-{'ok' if ok else 'refused'}"
+        for o, f, ok in OWNERSHIP_TABLE
+    ],
 )
 def test_ownership_filter_table(ownership: str, filt: dict[str, Any], ok: bool) -> None:
     problems = check_filter(ENT_BY_OWNERSHIP[ownership], filt)
@@ -165,7 +168,9 @@ def nest(levels: int) -> dict[str, Any]:
     return {"kind": "custom", "condition": cond}
 
 
-@pytest.mark.parametrize(("levels", "ok"), [(0, True), (1, True), (2, True), (3, True), (4, False)], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("levels", "ok"), [(0, True), (1, True), (2, True), (3, True), (4, False)], ids=lambda v: str(v)
+)
 def test_groups_nest_at_most_three_levels(levels: int, ok: bool) -> None:
     codes = [p.code for p in check_filter(METAS["account"], nest(levels))]
     assert codes == ([] if ok else ["filter_too_deep"])
@@ -184,7 +189,17 @@ def test_groups_nest_at_most_three_levels(levels: int, ok: bool) -> None:
         ({"kind": "other", "user": "yes"}, "invalid_filter"),
         ({"kind": "bogus"}, "filter_not_allowed"),
     ],
-    ids=["no-condition", "empty-group", "two-group-keys", "condition-list", "extra-field", "kind-int", "empty", "flag-str", "unknown-kind"],
+    ids=[
+        "no-condition",
+        "empty-group",
+        "two-group-keys",
+        "condition-list",
+        "extra-field",
+        "kind-int",
+        "empty",
+        "flag-str",
+        "unknown-kind",
+    ],
 )
 def test_malformed_filters(filt: dict[str, Any], code: str) -> None:
     assert [p.code for p in check_filter(METAS["account"], filt)][:1] == [code]
@@ -196,7 +211,10 @@ def test_malformed_filters(filt: dict[str, Any], code: str) -> None:
 def test_relationship_sides_are_filled_in() -> None:
     rels, problems = rules.resolve_relationships(
         "account",
-        [{"entity": "contact", "attribute": "primarycontactid"}, {"entity": "contact", "attribute": "parentcustomerid"}],
+        [
+            {"entity": "contact", "attribute": "primarycontactid"},
+            {"entity": "contact", "attribute": "parentcustomerid"},
+        ],
         ["account", "contact"],
         METAS,
     )
@@ -210,11 +228,26 @@ def test_relationship_sides_are_filled_in() -> None:
 @pytest.mark.parametrize(
     ("entity", "rel", "in_profile", "code"),
     [
-        ("account", {"entity": "contact", "attribute": "primarycontactid"}, ["account"], "relationship_entity_not_in_profile"),
+        (
+            "account",
+            {"entity": "contact", "attribute": "primarycontactid"},
+            ["account"],
+            "relationship_entity_not_in_profile",
+        ),
         ("account", {"entity": "account", "attribute": "parentaccountid"}, ["account"], "relationship_self"),
-        ("account", {"entity": "contact", "attribute": "firstname"}, ["account", "contact"], "relationship_not_a_lookup"),
+        (
+            "account",
+            {"entity": "contact", "attribute": "firstname"},
+            ["account", "contact"],
+            "relationship_not_a_lookup",
+        ),
         ("account", {"entity": "product", "attribute": "name"}, ["account", "product"], "relationship_not_a_lookup"),
-        ("account", {"entity": "contact", "attribute": "primarycontactid", "side": "related"}, ["account", "contact"], "invalid_relationship"),
+        (
+            "account",
+            {"entity": "contact", "attribute": "primarycontactid", "side": "related"},
+            ["account", "contact"],
+            "invalid_relationship",
+        ),
         ("account", {"entity": "contact"}, ["account", "contact"], "invalid_relationship"),
         ("account", "contact", ["account", "contact"], "invalid_relationship"),
     ],
@@ -234,14 +267,30 @@ def test_at_most_15_relationships_and_no_duplicates() -> None:
 
 
 def item(entity: str, kind: str, *rels: tuple[str, str]) -> dict[str, Any]:
-    return {"entity": entity, "filter": {"kind": kind}, "relationships": [{"entity": e, "attribute": a} for e, a in rels]}
+    return {
+        "entity": entity,
+        "filter": {"kind": kind},
+        "relationships": [{"entity": e, "attribute": a} for e, a in rels],
+    }
 
 
 @pytest.mark.parametrize(
     ("items", "codes"),
     [
-        ([item("account", "all", ("contact", "primarycontactid")), item("contact", "related", ("account", "parentcustomerid"))], []),
-        ([item("account", "related", ("contact", "primarycontactid")), item("contact", "related", ("account", "parentcustomerid"))], ["relationship_cycle"]),
+        (
+            [
+                item("account", "all", ("contact", "primarycontactid")),
+                item("contact", "related", ("account", "parentcustomerid")),
+            ],
+            [],
+        ),
+        (
+            [
+                item("account", "related", ("contact", "primarycontactid")),
+                item("contact", "related", ("account", "parentcustomerid")),
+            ],
+            ["relationship_cycle"],
+        ),
         (
             [
                 item("account", "related", ("task", "regardingobjectid")),
@@ -260,7 +309,13 @@ def item(entity: str, kind: str, *rels: tuple[str, str]) -> dict[str, Any]:
         ),
         ([item("task", "related", ("account", "regardingobjectid")), item("account", "other")], ["filter_not_allowed"]),
     ],
-    ids=["seeded-cycle-ok", "related-only-cycle", "bad-lookup-in-chain", "unseeded-cycle-beside-other", "related-chain"],
+    ids=[
+        "seeded-cycle-ok",
+        "related-only-cycle",
+        "bad-lookup-in-chain",
+        "unseeded-cycle-beside-other",
+        "related-chain",
+    ],
 )
 def test_relationship_graph(items: list[dict[str, Any]], codes: list[str]) -> None:
     _, problems = rules.check_items(items, METAS)
@@ -268,7 +323,10 @@ def test_relationship_graph(items: list[dict[str, Any]], codes: list[str]) -> No
 
 
 def test_check_items_reports_every_problem_at_once() -> None:
-    metas = {**METAS, "product": EntityMeta("product", "organization", METAS["product"].attributes, offline_enabled=False)}
+    metas = {
+        **METAS,
+        "product": EntityMeta("product", "organization", METAS["product"].attributes, offline_enabled=False),
+    }
     items = [
         {"entity": "product", "filter": {"kind": "all"}},
         {"entity": "account", "filter": {"kind": "other"}, "sync_interval_minutes": 2},
@@ -280,15 +338,25 @@ def test_check_items_reports_every_problem_at_once() -> None:
     )
 
 
-@pytest.mark.parametrize(("minutes", "ok"), [(4, False), (5, True), (60, True), (1440, True), (1441, False), (True, False), ("5", False)])
+@pytest.mark.parametrize(
+    ("minutes", "ok"), [(4, False), (5, True), (60, True), (1440, True), (1441, False), (True, False), ("5", False)]
+)
 def test_sync_interval_5_minutes_to_1_day(minutes: Any, ok: bool) -> None:
     assert (rules.check_sync_interval("account", minutes) == []) is ok
 
 
 def test_attribute_definitions() -> None:
-    good = {"title": {"type": "string"}, "account": {"type": "lookup", "target": "account"}, "me": {"type": "lookup", "target": "user"}}
+    good = {
+        "title": {"type": "string"},
+        "account": {"type": "lookup", "target": "account"},
+        "me": {"type": "lookup", "target": "user"},
+    }
     assert rules.check_attributes("memo", good, ["account"]) == []
-    bad = {"x": {"type": "blob"}, "y": {"type": "lookup", "target": "nowhere"}, "z": {"type": "int", "target": "account"}}
+    bad = {
+        "x": {"type": "blob"},
+        "y": {"type": "lookup", "target": "nowhere"},
+        "z": {"type": "int", "target": "account"},
+    }
     assert [p.code for p in rules.check_attributes("memo", bad, ["account"])] == ["invalid_attribute"] * 3
 
 
@@ -299,14 +367,20 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-attr_names = st.sampled_from(["name", "revenue", "createdon", "ownerid", "owningbusinessunit", "industrycode", "nosuch"])
+attr_names = st.sampled_from(
+    ["name", "revenue", "createdon", "ownerid", "owningbusinessunit", "industrycode", "nosuch"]
+)
 leaves = st.builds(
     lambda a, o, v: {"attribute": a, "operator": o, **({} if v is None else {"value": v})},
     attr_names,
     st.sampled_from([*rules.OPERATORS, "bogus"]),
     st.none() | json_values,
 )
-conditions = st.recursive(leaves, lambda inner: st.dictionaries(st.sampled_from(["and", "or"]), st.lists(inner, max_size=3), min_size=1, max_size=1), max_leaves=12)
+conditions = st.recursive(
+    leaves,
+    lambda inner: st.dictionaries(st.sampled_from(["and", "or"]), st.lists(inner, max_size=3), min_size=1, max_size=1),
+    max_leaves=12,
+)
 
 
 def depth(c: Any) -> int:

@@ -22,24 +22,48 @@ from publish_service.worker import PublishWorker
 
 PROFILE = [
     {"entity": "account", "filter": {"kind": "other", "user": True, "team": False, "business_unit": True}},
-    {"entity": "contact", "filter": {"kind": "related"}, "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]},
+    {
+        "entity": "contact",
+        "filter": {"kind": "related"},
+        "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}],
+    },
     {"entity": "opportunity", "filter": {"kind": "other", "user": False, "team": True, "business_unit": False}},
-    {"entity": "task", "filter": {"kind": "custom", "condition": {"and": [
-        {"attribute": "ownerid", "operator": "eq-userid"}, {"attribute": "statecode", "operator": "eq", "value": 0}]}}},
+    {
+        "entity": "task",
+        "filter": {
+            "kind": "custom",
+            "condition": {
+                "and": [
+                    {"attribute": "ownerid", "operator": "eq-userid"},
+                    {"attribute": "statecode", "operator": "eq", "value": 0},
+                ]
+            },
+        },
+    },
     {"entity": "product", "filter": {"kind": "all"}},
 ]
 
 
 async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyped-def]
     await conn.execute("INSERT INTO admin.business_units VALUES ('root', 'root', NULL)")
-    await conn.execute("INSERT INTO admin.business_units SELECT 'b' || i, 'b' || i, 'root' FROM generate_series(1, 4) i")
-    await conn.execute("INSERT INTO admin.business_units SELECT 'b' || i || '_' || j, 'x', 'b' || i FROM generate_series(1, 4) i, generate_series(1, 4) j")
-    await conn.execute("CREATE TEMP TABLE bu_list AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM admin.business_units")
+    await conn.execute(
+        "INSERT INTO admin.business_units SELECT 'b' || i, 'b' || i, 'root' FROM generate_series(1, 4) i"
+    )
+    await conn.execute(
+        "INSERT INTO admin.business_units SELECT 'b' || i || '_' || j, 'x', 'b' || i FROM generate_series(1, 4) i, generate_series(1, 4) j"
+    )
+    await conn.execute(
+        "CREATE TEMP TABLE bu_list AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM admin.business_units"
+    )
     await conn.execute(f"""INSERT INTO admin.users(id, name, business_unit_id, manager_id, language)
         SELECT 'u' || i, 'user ' || i, (SELECT id FROM bu_list WHERE n = i % 21), NULL, 1033 FROM generate_series(0, {users - 1}) i""")
-    await conn.execute(f"UPDATE admin.users SET manager_id = 'u' || (substr(id, 2)::int / 10) WHERE substr(id, 2)::int >= 10")
+    await conn.execute(
+        f"UPDATE admin.users SET manager_id = 'u' || (substr(id, 2)::int / 10) WHERE substr(id, 2)::int >= 10"
+    )
     n_teams = max(1, users // 10)
-    await conn.execute(f"INSERT INTO admin.teams SELECT 't' || i, 'team ' || i, (SELECT id FROM bu_list WHERE n = i % 21) FROM generate_series(0, {n_teams - 1}) i")
+    await conn.execute(
+        f"INSERT INTO admin.teams SELECT 't' || i, 'team ' || i, (SELECT id FROM bu_list WHERE n = i % 21) FROM generate_series(0, {n_teams - 1}) i"
+    )
     await conn.execute(f"""INSERT INTO admin.team_members SELECT DISTINCT 't' || t, 'u' || i FROM generate_series(0, {users - 1}) i,
         LATERAL (VALUES (i % {n_teams}), ((i * 7 + 3) % {n_teams})) v(t)""")
     await conn.execute("""INSERT INTO admin.roles(id, name, read_offline_profile, privileges)
@@ -48,10 +72,17 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute("""INSERT INTO admin.entities(logical_name, display_name, ownership, offline_enabled) VALUES
         ('account', 'a', 'user_or_team', true), ('contact', 'c', 'user_or_team', true), ('opportunity', 'o', 'user_or_team', true),
         ('task', 't', 'user_or_team', true), ('product', 'p', 'organization', true)""")
-    sizes = {"account": records // 7, "contact": 3 * records // 7, "opportunity": records // 7, "task": 2 * records // 7}
+    sizes = {
+        "account": records // 7,
+        "contact": 3 * records // 7,
+        "opportunity": records // 7,
+        "task": 2 * records // 7,
+    }
     n_acc = sizes["account"]
     for entity, n in sizes.items():
-        lookup = {"contact": "parentcustomerid", "opportunity": "parentaccountid", "task": "regardingobjectid"}.get(entity)
+        lookup = {"contact": "parentcustomerid", "opportunity": "parentaccountid", "task": "regardingobjectid"}.get(
+            entity
+        )
         lk = f"'{lookup}', 'account-' || (floor(random() * {n_acc}))::int," if lookup else ""
         # A record sits in its owner's BU (as in Dataverse and the bench fixture); user u<k> is in
         # BU k % 21 and team t<k> in BU k % 21.
@@ -79,7 +110,11 @@ async def main() -> None:
     with provide() as infra:
         dsn = await infra.create_database("bench")
         pool = await db.create_pool(dsn, max_size=4)
-        for schema, pkg in (("admin", "profile_service.migrations"), ("data", "conflict_service.migrations"), ("sync", "publish_service.migrations")):
+        for schema, pkg in (
+            ("admin", "profile_service.migrations"),
+            ("data", "conflict_service.migrations"),
+            ("sync", "publish_service.migrations"),
+        ):
             await db.migrate(pool, schema, pkg)
         async with pool.acquire() as conn:
             t = time.perf_counter()
@@ -88,8 +123,12 @@ async def main() -> None:
             seed_s = time.perf_counter() - t
             from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
 
-            ev = ProfilePublished(profile_id="P", version=1, items=[ProfileItemSnapshot(**i) for i in PROFILE],
-                                  user_ids=[f"u{i}" for i in range(args.users)])
+            ev = ProfilePublished(
+                profile_id="P",
+                version=1,
+                items=[ProfileItemSnapshot(**i) for i in PROFILE],
+                user_ids=[f"u{i}" for i in range(args.users)],
+            )
             t = time.perf_counter()
             await store.premirror(pool, [i["entity"] for i in PROFILE])
             async with conn.transaction():
@@ -98,9 +137,15 @@ async def main() -> None:
             publish_s = time.perf_counter() - t
             buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
         out = {
-            "records": n_records, "users": args.users, "seed_s": round(seed_s, 2), "publish_s": round(publish_s, 2),
-            "ops_written": res.ops_written, "buckets": buckets, "records_per_s": round(n_records / publish_s),
-            "ops_per_s": round(res.ops_written / publish_s), "phases_s": res.timings,
+            "records": n_records,
+            "users": args.users,
+            "seed_s": round(seed_s, 2),
+            "publish_s": round(publish_s, 2),
+            "ops_written": res.ops_written,
+            "buckets": buckets,
+            "records_per_s": round(n_records / publish_s),
+            "ops_per_s": round(res.ops_written / publish_s),
+            "phases_s": res.timings,
         }
         print(json.dumps(out), flush=True)
 
@@ -129,13 +174,23 @@ async def main() -> None:
                     """UPDATE data.records SET version = version + 1, owner_id = 'u' || floor(random() * $2)::int, owner_type = 'user',
                        attributes = attributes || jsonb_build_object('revenue', (random() * 1000)::int, 'statecode', (random() * 2)::int)
                        WHERE (entity, id) IN (SELECT split_part(x, '-', 1), x FROM unnest($1::text[]) x) RETURNING *""",
-                    ids, args.users)
+                    ids,
+                    args.users,
+                )
             now = time.time()
             msgs = []
             for r in rows:
                 key = f"{r['entity']}:{r['id']}"
-                ev2 = RecordChanged(entity=r["entity"], id=r["id"], version=r["version"], owner_id=r["owner_id"], owner_type=r["owner_type"],
-                                    business_unit_id=r["business_unit_id"], attributes=r["attributes"], committed_at=now)
+                ev2 = RecordChanged(
+                    entity=r["entity"],
+                    id=r["id"],
+                    version=r["version"],
+                    owner_id=r["owner_id"],
+                    owner_type=r["owner_type"],
+                    business_unit_id=r["business_unit_id"],
+                    attributes=r["attributes"],
+                    committed_at=now,
+                )
                 msgs.append((topic, key, ev2.envelope(key).encode()))
             await producer.send_many(msgs)
             sent += len(msgs)
@@ -150,9 +205,23 @@ async def main() -> None:
         await pool.close()
         if lat:
             q = statistics.quantiles(lat, n=100)
-            print(json.dumps({"incremental_events": len(lat), "rate": args.rate, "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1),
-                              "max_ms": round(lat[-1], 1), "batches": len(worker.batch_ms),
-                              "batch_p50_ms": round(statistics.median(worker.batch_ms), 1), "batch_max_ms": round(max(worker.batch_ms), 1), "processed": worker.loop.processed, "sent": sent}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "incremental_events": len(lat),
+                        "rate": args.rate,
+                        "p50_ms": round(q[49], 1),
+                        "p99_ms": round(q[98], 1),
+                        "max_ms": round(lat[-1], 1),
+                        "batches": len(worker.batch_ms),
+                        "batch_p50_ms": round(statistics.median(worker.batch_ms), 1),
+                        "batch_max_ms": round(max(worker.batch_ms), 1),
+                        "processed": worker.loop.processed,
+                        "sent": sent,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

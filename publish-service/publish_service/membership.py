@@ -40,7 +40,14 @@ async def load_org(conn: asyncpg.Connection) -> OrgModel:
     for r in await conn.fetch("SELECT user_id, role_id FROM admin.user_roles"):
         user_roles.setdefault(r["user_id"], []).append(r["role_id"])
     users = {
-        r["id"]: User(r["id"], r["business_unit_id"], r["manager_id"], r["language"], r["enabled"], tuple(sorted(user_roles.get(r["id"], ()))))
+        r["id"]: User(
+            r["id"],
+            r["business_unit_id"],
+            r["manager_id"],
+            r["language"],
+            r["enabled"],
+            tuple(sorted(user_roles.get(r["id"], ()))),
+        )
         for r in await conn.fetch("SELECT id, business_unit_id, manager_id, language, enabled FROM admin.users")
     }
     members: dict[str, list[str]] = {}
@@ -50,14 +57,22 @@ async def load_org(conn: asyncpg.Connection) -> OrgModel:
     for r in await conn.fetch("SELECT team_id, role_id FROM admin.team_roles"):
         team_roles.setdefault(r["team_id"], []).append(r["role_id"])
     teams = {
-        r["id"]: Team(r["id"], r["business_unit_id"], tuple(sorted(members.get(r["id"], ()))), tuple(sorted(team_roles.get(r["id"], ()))))
+        r["id"]: Team(
+            r["id"],
+            r["business_unit_id"],
+            tuple(sorted(members.get(r["id"], ()))),
+            tuple(sorted(team_roles.get(r["id"], ()))),
+        )
         for r in await conn.fetch("SELECT id, business_unit_id FROM admin.teams")
     }
     roles = {
         r["id"]: Role(r["id"], r["privileges"] or {}, r["read_offline_profile"])
         for r in await conn.fetch("SELECT id, privileges, read_offline_profile FROM admin.roles")
     }
-    ownership = {r["logical_name"]: r["ownership"] for r in await conn.fetch("SELECT logical_name, ownership FROM admin.entities")}
+    ownership = {
+        r["logical_name"]: r["ownership"]
+        for r in await conn.fetch("SELECT logical_name, ownership FROM admin.entities")
+    }
     return OrgModel(users=users, teams=teams, bu_parent=bus, roles=roles, ownership=ownership)
 
 
@@ -67,7 +82,8 @@ async def apply_profile_event(conn: asyncpg.Connection, ev: ProfilePublished | P
     if isinstance(ev, ProfileDeleted):
         await conn.execute(
             "INSERT INTO sync.published_profiles VALUES ($1, $2, '[]') ON CONFLICT (profile_id) DO UPDATE SET version = $2, items = '[]'",
-            ev.profile_id, DELETED_VERSION,
+            ev.profile_id,
+            DELETED_VERSION,
         )
         await conn.execute("DELETE FROM sync.profile_members WHERE profile_id = $1", ev.profile_id)
         return True
@@ -76,15 +92,20 @@ async def apply_profile_event(conn: asyncpg.Connection, ev: ProfilePublished | P
     items = [it.model_dump(mode="json") for it in ev.items]
     await conn.execute(
         "INSERT INTO sync.published_profiles VALUES ($1, $2, $3) ON CONFLICT (profile_id) DO UPDATE SET version = $2, items = $3",
-        ev.profile_id, ev.version, items,
+        ev.profile_id,
+        ev.version,
+        items,
     )
     await conn.execute(
-        "DELETE FROM sync.profile_members WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))", ev.profile_id, ev.user_ids
+        "DELETE FROM sync.profile_members WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))",
+        ev.profile_id,
+        ev.user_ids,
     )
     await conn.execute(
         """INSERT INTO sync.profile_members(user_id, profile_id) SELECT unnest($2::text[]), $1
            ON CONFLICT (user_id) DO UPDATE SET profile_id = EXCLUDED.profile_id""",
-        ev.profile_id, ev.user_ids,
+        ev.profile_id,
+        ev.user_ids,
     )
     return True
 
@@ -99,8 +120,13 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     clock = _Clock()
     await store.lock_ops(conn)
     org = await load_org(conn)
-    profiles = {r["profile_id"]: (r["version"], _items(r["items"])) for r in await conn.fetch("SELECT * FROM sync.published_profiles")}
-    members = {r["user_id"]: r["profile_id"] for r in await conn.fetch("SELECT user_id, profile_id FROM sync.profile_members")}
+    profiles = {
+        r["profile_id"]: (r["version"], _items(r["items"]))
+        for r in await conn.fetch("SELECT * FROM sync.published_profiles")
+    }
+    members = {
+        r["user_id"]: r["profile_id"] for r in await conn.fetch("SELECT user_id, profile_id FROM sync.profile_members")
+    }
 
     wanted_profile: dict[str, tuple[str, int]] = {}
     wanted_buckets: dict[str, set[str]] = {}
@@ -130,7 +156,10 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     have_buckets: dict[str, set[str]] = {}
     for r in await conn.fetch("SELECT user_id, bucket_id FROM sync.user_buckets"):
         have_buckets.setdefault(r["user_id"], set()).add(r["bucket_id"])
-    have_profile = {r["user_id"]: (r["profile_id"], r["profile_version"]) for r in await conn.fetch("SELECT * FROM sync.user_profiles")}
+    have_profile = {
+        r["user_id"]: (r["profile_id"], r["profile_version"])
+        for r in await conn.fetch("SELECT * FROM sync.user_profiles")
+    }
 
     changed: set[str] = set()
     add_u, add_b, del_u, del_b = [], [], [], []
@@ -147,10 +176,15 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     if del_u:
         await conn.execute(
             "DELETE FROM sync.user_buckets ub USING unnest($1::text[], $2::text[]) AS d(u, b) WHERE ub.user_id = d.u AND ub.bucket_id = d.b",
-            del_u, del_b,
+            del_u,
+            del_b,
         )
     if add_u:
-        await conn.execute("INSERT INTO sync.user_buckets(user_id, bucket_id) SELECT * FROM unnest($1::text[], $2::text[])", add_u, add_b)
+        await conn.execute(
+            "INSERT INTO sync.user_buckets(user_id, bucket_id) SELECT * FROM unnest($1::text[], $2::text[])",
+            add_u,
+            add_b,
+        )
 
     gone = [u for u in have_profile if u not in wanted_profile]
     upserts = [(u, p, v) for u, (p, v) in wanted_profile.items() if have_profile.get(u) != (p, v)]
@@ -174,14 +208,25 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     if new_defs:
         advanced = {
             r["id"]: r["last_op_id"]
-            for r in await conn.fetch("SELECT id, last_op_id FROM sync.buckets WHERE id = ANY($1::text[]) AND last_op_id > 0", [d.id for d in new_defs])
+            for r in await conn.fetch(
+                "SELECT id, last_op_id FROM sync.buckets WHERE id = ANY($1::text[]) AND last_op_id > 0",
+                [d.id for d in new_defs],
+            )
         }
     result.changed_users = sorted(changed)
     await store.notify(conn, notify_topic, advanced, result.changed_users)
     clock.lap("subscriptions")
     result.timings = clock.laps
-    log.info("reconciled", extra={"new_buckets": result.new_buckets, "dropped_buckets": result.dropped_buckets,
-                                  "ops_written": result.ops_written, "changed_users": len(changed), "seconds": clock.laps})
+    log.info(
+        "reconciled",
+        extra={
+            "new_buckets": result.new_buckets,
+            "dropped_buckets": result.dropped_buckets,
+            "ops_written": result.ops_written,
+            "changed_users": len(changed),
+            "seconds": clock.laps,
+        },
+    )
     return result
 
 

@@ -26,7 +26,9 @@ from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_f
 from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
-_REC_COLS = "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+_REC_COLS = (
+    "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+)
 _KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 # The touched records as data.records has them and as the index has them, in one round trip.
 _READ_STATES = (
@@ -36,12 +38,24 @@ _READ_STATES = (
 
 
 def _record(row: asyncpg.Record) -> Record:
-    return Record(row["entity"], row["id"], row["version"], row["owner_id"], row["owner_type"],
-                  row["business_unit_id"], row["attributes"] or {}, row["deleted"], row["created_at"], row["modified_at"])
+    return Record(
+        row["entity"],
+        row["id"],
+        row["version"],
+        row["owner_id"],
+        row["owner_type"],
+        row["business_unit_id"],
+        row["attributes"] or {},
+        row["deleted"],
+        row["created_at"],
+        row["modified_at"],
+    )
 
 
 def _from_event(ev: RecordChanged) -> Record:
-    return Record(ev.entity, ev.id, ev.version, ev.owner_id, ev.owner_type, ev.business_unit_id, ev.attributes, ev.deleted)
+    return Record(
+        ev.entity, ev.id, ev.version, ev.owner_id, ev.owner_type, ev.business_unit_id, ev.attributes, ev.deleted
+    )
 
 
 @dataclass
@@ -175,21 +189,31 @@ class RecordApplier:
             parents = sorted({d.params["parent"] for d in ds})
             pe, a = sql_literal(parent_entity), sql_literal(attr)
             if side == "self":
-                targets = sorted({t for r in touched for x in (r, old_state.get((r.entity, r.id))) if x is not None
-                                  for t in [x.attributes.get(attr)] if isinstance(t, str)})
+                targets = sorted(
+                    {
+                        t
+                        for r in touched
+                        for x in (r, old_state.get((r.entity, r.id)))
+                        if x is not None
+                        for t in [x.attributes.get(attr)]
+                        if isinstance(t, str)
+                    }
+                )
                 if not targets:
                     continue
                 rows = await conn.fetch(
                     f"SELECT DISTINCT bucket_id FROM sync.bucket_ops WHERE entity = {pe} AND record_id = ANY($1::text[]) "
                     "AND op = 'put' AND bucket_id = ANY($2::text[])",
-                    targets, parents,
+                    targets,
+                    parents,
                 )
             else:
                 rows = await conn.fetch(
                     f"SELECT DISTINCT p.bucket_id FROM sync.record_index f JOIN sync.bucket_ops p "
                     f"ON p.entity = {pe} AND p.record_id = f.record_id AND p.op = 'put' "
                     f"WHERE f.entity = {pe} AND (f.attributes ->> {a}) = ANY($1::text[]) AND p.bucket_id = ANY($2::text[])",
-                    [r.id for r in touched], parents,
+                    [r.id for r in touched],
+                    parents,
                 )
             hit = {r["bucket_id"] for r in rows}
             keep.update(d.id for d in ds if d.params["parent"] in hit)
@@ -234,9 +258,15 @@ async def _candidates(
         return cands
     e, pe, a = sql_literal(entity), sql_literal(parent_entity), sql_literal(attr)
     if sample.filter["side"] == "self":
-        rows = await conn.fetch(f"SELECT record_id AS v FROM sync.record_index WHERE entity = {e} AND (attributes ->> {a}) = ANY($1::text[])", moved)
+        rows = await conn.fetch(
+            f"SELECT record_id AS v FROM sync.record_index WHERE entity = {e} AND (attributes ->> {a}) = ANY($1::text[])",
+            moved,
+        )
     else:
-        rows = await conn.fetch(f"SELECT attributes ->> {a} AS v FROM sync.record_index WHERE entity = {pe} AND record_id = ANY($1::text[])", moved)
+        rows = await conn.fetch(
+            f"SELECT attributes ->> {a} AS v FROM sync.record_index WHERE entity = {pe} AND record_id = ANY($1::text[])",
+            moved,
+        )
         for rid in moved:
             before = old_state.get((parent_entity, rid))
             if before is not None and isinstance(before.attributes.get(attr), str):
@@ -248,7 +278,7 @@ async def _candidates(
 async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: list[str]) -> list[store.Op]:
     rows = await conn.fetch(
         f"""
-        WITH want AS ({sql_family_select(fam[0], '$1', restrict='$3')}),
+        WITH want AS ({sql_family_select(fam[0], "$1", restrict="$3")}),
              -- every key column given: exact primary-key probes (bucket × candidate)
              have AS (SELECT bucket_id, entity, record_id, version FROM sync.bucket_ops
                       WHERE bucket_id = ANY($2::text[]) AND entity = {sql_literal(fam[0].entity)} AND op = 'put'
@@ -258,11 +288,19 @@ async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: li
         FROM want w FULL JOIN have h ON h.bucket_id = w.bucket_id AND h.entity = w.entity AND h.record_id = w.record_id
         WHERE w.version IS DISTINCT FROM h.version
         """,
-        param_rows(fam), [d.id for d in fam], cands,
+        param_rows(fam),
+        [d.id for d in fam],
+        cands,
     )
     return [
-        store.Op(r["bucket_id"], r["entity"], r["record_id"], "put" if r["new_v"] is not None else "remove",
-                 r["new_v"] if r["new_v"] is not None else r["old_v"], r["old_v"])
+        store.Op(
+            r["bucket_id"],
+            r["entity"],
+            r["record_id"],
+            "put" if r["new_v"] is not None else "remove",
+            r["new_v"] if r["new_v"] is not None else r["old_v"],
+            r["old_v"],
+        )
         for r in rows
     ]
 

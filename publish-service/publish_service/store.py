@@ -20,7 +20,14 @@ import asyncpg
 from offsync_shared import outbox
 from offsync_shared.checksum import SQL_OP_HASH, op_hash
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from publish_service.rules.buckets import BucketDef, depth_of, link_indexes, param_rows, parent_indexes, sql_family_select
+from publish_service.rules.buckets import (
+    BucketDef,
+    depth_of,
+    link_indexes,
+    param_rows,
+    parent_indexes,
+    sql_family_select,
+)
 from publish_service.rules.model import Record
 
 log = logging.getLogger(__name__)
@@ -28,7 +35,9 @@ SCHEMA = "sync"
 MOD = 2**32
 # Above this many freshly copied rows the planner's statistics are refreshed before joining.
 ANALYZE_AFTER_ROWS = 5000
-_INDEX_COLS = "entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at"
+_INDEX_COLS = (
+    "entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at"
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,11 @@ async def write_ops(conn: asyncpg.Connection, ops: list[Op]) -> dict[str, int]:
         DO UPDATE SET op_id = EXCLUDED.op_id, op = EXCLUDED.op, version = EXCLUDED.version
         RETURNING bucket_id, op_id
         """,
-        [o.bucket_id for o in ops], [o.entity for o in ops], [o.record_id for o in ops],
-        [o.op for o in ops], [o.version for o in ops],
+        [o.bucket_id for o in ops],
+        [o.entity for o in ops],
+        [o.record_id for o in ops],
+        [o.op for o in ops],
+        [o.version for o in ops],
     )
     newest: dict[str, int] = {}
     for r in rows:
@@ -82,7 +94,10 @@ async def write_ops(conn: asyncpg.Connection, ops: list[Op]) -> dict[str, int]:
         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, delta, dc, maxop)
         WHERE b.id = d.id
         """,
-        ids, [delta[i] % MOD for i in ids], [count[i] for i in ids], [newest[i] for i in ids],
+        ids,
+        [delta[i] % MOD for i in ids],
+        [count[i] for i in ids],
+        [newest[i] for i in ids],
     )
     return newest
 
@@ -107,7 +122,9 @@ async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], anal
         # our ops lock) makes it fail: then the upsert, which tolerates that, does the copy.
         async with conn.transaction():
             status = await conn.execute(
-                copy + "AND NOT EXISTS (SELECT 1 FROM sync.record_index x WHERE x.entity = d.entity AND x.record_id = d.id)", todo
+                copy
+                + "AND NOT EXISTS (SELECT 1 FROM sync.record_index x WHERE x.entity = d.entity AND x.record_id = d.id)",
+                todo,
             )
     except asyncpg.UniqueViolationError:
         status = await conn.execute(copy + "ON CONFLICT (entity, record_id) DO NOTHING", todo)
@@ -150,9 +167,16 @@ async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
             created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
         WHERE sync.record_index.version < EXCLUDED.version
         """,
-        [r.entity for r in recs], [r.id for r in recs], [r.version for r in recs], [r.deleted for r in recs],
-        [r.owner_id for r in recs], [r.owner_type for r in recs], [r.business_unit_id for r in recs],
-        [dict(r.attributes) for r in recs], [r.created_at for r in recs], [r.modified_at for r in recs],
+        [r.entity for r in recs],
+        [r.id for r in recs],
+        [r.version for r in recs],
+        [r.deleted for r in recs],
+        [r.owner_id for r in recs],
+        [r.owner_type for r in recs],
+        [r.business_unit_id for r in recs],
+        [dict(r.attributes) for r in recs],
+        [r.created_at for r in recs],
+        [r.modified_at for r in recs],
     )
 
 
@@ -163,7 +187,8 @@ async def materialize(conn: asyncpg.Connection, defs: list[BucketDef], timings: 
         return 0
     await conn.execute(
         "INSERT INTO sync.buckets(id, definition) SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT DO NOTHING",
-        [d.id for d in defs], [d.definition() for d in defs],
+        [d.id for d in defs],
+        [d.definition() for d in defs],
     )
     # Big set-wise joins and sorts: keep them in memory for this transaction only.
     await conn.execute("SET LOCAL work_mem = '256MB'")
@@ -197,7 +222,7 @@ async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> int:
         WITH i AS (
             INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
             SELECT s.bucket_id, s.entity, s.record_id, nextval('sync.op_id_seq'), 'put', s.version
-            FROM ({sql_family_select(fam[0], '$1')} ORDER BY 1, 2, 3) s
+            FROM ({sql_family_select(fam[0], "$1")} ORDER BY 1, 2, 3) s
             RETURNING bucket_id, entity, record_id, op_id, version
         )
         UPDATE sync.buckets b SET checksum = s.checksum, record_count = s.n, last_op_id = s.last_op
@@ -226,7 +251,10 @@ async def generation(conn: asyncpg.Connection) -> int:
 
 
 async def load_defs(conn: asyncpg.Connection) -> list[BucketDef]:
-    return [BucketDef.from_definition(r["id"], r["definition"]) for r in await conn.fetch("SELECT id, definition FROM sync.buckets")]
+    return [
+        BucketDef.from_definition(r["id"], r["definition"])
+        for r in await conn.fetch("SELECT id, definition FROM sync.buckets")
+    ]
 
 
 async def notify(conn: asyncpg.Connection, topic: str, advanced: Mapping[str, int], users: Iterable[str] = ()) -> None:

@@ -98,7 +98,9 @@ class PublishWorker:
     async def apply(self, batch: list[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
-        unknown = [env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS]
+        unknown = [
+            env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS
+        ]
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:

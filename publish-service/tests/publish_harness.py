@@ -49,8 +49,16 @@ class Harness:
         await eventually(done, timeout=timeout, message=f"worker processed {self.sent} events")
 
     # ---- writes as the owning services would make them, plus their events
-    async def put_record(self, entity: str, rid: str, *, owner: tuple[str, str] | None = None, bu: str | None = None,
-                         attrs: dict[str, Any] | None = None, deleted: bool = False) -> RecordChanged:
+    async def put_record(
+        self,
+        entity: str,
+        rid: str,
+        *,
+        owner: tuple[str, str] | None = None,
+        bu: str | None = None,
+        attrs: dict[str, Any] | None = None,
+        deleted: bool = False,
+    ) -> RecordChanged:
         async with self.pool.acquire() as c:
             row = await c.fetchrow(
                 """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted)
@@ -58,38 +66,82 @@ class Harness:
                    ON CONFLICT (entity, id) DO UPDATE SET version = data.records.version + 1, owner_id = $3, owner_type = $4,
                        business_unit_id = $5, attributes = $6, deleted = $7, modified_at = now()
                    RETURNING *""",
-                entity, rid, owner[1] if owner else None, owner[0] if owner else None, bu, attrs or {}, deleted,
+                entity,
+                rid,
+                owner[1] if owner else None,
+                owner[0] if owner else None,
+                bu,
+                attrs or {},
+                deleted,
             )
-        ev = RecordChanged(entity=entity, id=rid, version=row["version"], deleted=deleted, owner_id=row["owner_id"],
-                           owner_type=row["owner_type"], business_unit_id=bu, attributes=attrs or {}, committed_at=time.time())
+        ev = RecordChanged(
+            entity=entity,
+            id=rid,
+            version=row["version"],
+            deleted=deleted,
+            owner_id=row["owner_id"],
+            owner_type=row["owner_type"],
+            business_unit_id=bu,
+            attributes=attrs or {},
+            committed_at=time.time(),
+        )
         await self.send(RECORDS.full(self.env.topic_prefix), f"{entity}:{rid}", ev)
         return ev
 
     async def publish(self, profile_id: str, version: int, items: list[dict[str, Any]], user_ids: list[str]) -> None:
         snap = [ProfileItemSnapshot(**i) for i in items]
         async with self.pool.acquire() as c:
-            await c.execute("INSERT INTO admin.profile_versions(profile_id, version, snapshot) VALUES ($1, $2, $3)",
-                            profile_id, version, {"items": items, "user_ids": user_ids})
-        await self.send(ADMIN.full(self.env.topic_prefix), "default",
-                        ProfilePublished(profile_id=profile_id, version=version, items=snap, user_ids=user_ids))
+            await c.execute(
+                "INSERT INTO admin.profile_versions(profile_id, version, snapshot) VALUES ($1, $2, $3)",
+                profile_id,
+                version,
+                {"items": items, "user_ids": user_ids},
+            )
+        await self.send(
+            ADMIN.full(self.env.topic_prefix),
+            "default",
+            ProfilePublished(profile_id=profile_id, version=version, items=snap, user_ids=user_ids),
+        )
 
     async def user_changed(self, user_id: str) -> None:
         async with self.pool.acquire() as c:
             u = await c.fetchrow("SELECT * FROM admin.users WHERE id = $1", user_id)
-            teams = [r["team_id"] for r in await c.fetch("SELECT team_id FROM admin.team_members WHERE user_id = $1", user_id)]
-            roles = [r["role_id"] for r in await c.fetch("SELECT role_id FROM admin.user_roles WHERE user_id = $1", user_id)]
-        await self.send(ADMIN.full(self.env.topic_prefix), "default", UserChanged(
-            id=user_id, business_unit_id=u["business_unit_id"], team_ids=teams, manager_id=u["manager_id"],
-            language=u["language"], enabled=u["enabled"], role_ids=roles))
+            teams = [
+                r["team_id"]
+                for r in await c.fetch("SELECT team_id FROM admin.team_members WHERE user_id = $1", user_id)
+            ]
+            roles = [
+                r["role_id"] for r in await c.fetch("SELECT role_id FROM admin.user_roles WHERE user_id = $1", user_id)
+            ]
+        await self.send(
+            ADMIN.full(self.env.topic_prefix),
+            "default",
+            UserChanged(
+                id=user_id,
+                business_unit_id=u["business_unit_id"],
+                team_ids=teams,
+                manager_id=u["manager_id"],
+                language=u["language"],
+                enabled=u["enabled"],
+                role_ids=roles,
+            ),
+        )
 
     async def team_changed(self, team_id: str) -> None:
         async with self.pool.acquire() as c:
             t = await c.fetchrow("SELECT * FROM admin.teams WHERE id = $1", team_id)
-            members = [r["user_id"] for r in await c.fetch("SELECT user_id FROM admin.team_members WHERE team_id = $1", team_id)]
-        await self.send(ADMIN.full(self.env.topic_prefix), "default", TeamChanged(id=team_id, business_unit_id=t["business_unit_id"], member_ids=members))
+            members = [
+                r["user_id"]
+                for r in await c.fetch("SELECT user_id FROM admin.team_members WHERE team_id = $1", team_id)
+            ]
+        await self.send(
+            ADMIN.full(self.env.topic_prefix),
+            "default",
+            TeamChanged(id=team_id, business_unit_id=t["business_unit_id"], member_ids=members),
+        )
 
     async def redeliver_all(self, reverse: bool = False) -> None:
-        for topic, key, ev in (reversed(self.log) if reverse else list(self.log)):
+        for topic, key, ev in reversed(self.log) if reverse else list(self.log):
             await self.send(topic, key, ev, record=False)
 
     # ---- observations
@@ -107,9 +159,21 @@ class Harness:
             org = await membership.load_org(c)
             profiles = {r["profile_id"]: r["items"] for r in await c.fetch("SELECT * FROM sync.published_profiles")}
             members = {r["user_id"]: r["profile_id"] for r in await c.fetch("SELECT * FROM sync.profile_members")}
-            recs = [Record(r["entity"], r["id"], r["version"], r["owner_id"], r["owner_type"], r["business_unit_id"], r["attributes"], r["deleted"],
-                           r["created_at"], r["modified_at"])
-                    for r in await c.fetch("SELECT * FROM data.records")]
+            recs = [
+                Record(
+                    r["entity"],
+                    r["id"],
+                    r["version"],
+                    r["owner_id"],
+                    r["owner_type"],
+                    r["business_unit_id"],
+                    r["attributes"],
+                    r["deleted"],
+                    r["created_at"],
+                    r["modified_at"],
+                )
+                for r in await c.fetch("SELECT * FROM data.records")
+            ]
         out = {}
         for u, p in members.items():
             if u not in org.users:

@@ -19,11 +19,30 @@ from publish_orgs import NAMES, STATIC_OPS, USER_OPS
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"user": "u1", "teams": ["t1", "t2"], "hier": ["u1", "u2"], "hierall": ["t1", "t2", "u1", "u2"], "bu": "b1", "lang": 1033}
-PARAM_SQL = {"user": "'u1'::text", "teams": "'[\"t1\", \"t2\"]'::jsonb", "hier": "'[\"u1\", \"u2\"]'::jsonb",
-             "hierall": "'[\"t1\", \"t2\", \"u1\", \"u2\"]'::jsonb", "bu": "'b1'::text", "lang": "1033"}
+PARAMS = {
+    "user": "u1",
+    "teams": ["t1", "t2"],
+    "hier": ["u1", "u2"],
+    "hierall": ["t1", "t2", "u1", "u2"],
+    "bu": "b1",
+    "lang": 1033,
+}
+PARAM_SQL = {
+    "user": "'u1'::text",
+    "teams": '\'["t1", "t2"]\'::jsonb',
+    "hier": '\'["u1", "u2"]\'::jsonb',
+    "hierall": '\'["t1", "t2", "u1", "u2"]\'::jsonb',
+    "bu": "'b1'::text",
+    "lang": "1033",
+}
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-INSTANTS = ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00", "2026-01-01T01:00:00+01:00", "2026-01-02", "2025-12-31T23:59:59Z"]
+INSTANTS = [
+    "2026-01-01T00:00:00+00:00",
+    "2026-01-01T00:00:00",
+    "2026-01-01T01:00:00+01:00",
+    "2026-01-02",
+    "2025-12-31T23:59:59Z",
+]
 VALUES: list[Any] = [None, *NAMES, "A", "u1", "t2", "b1", -1, 0, 2, 2.5, 1033, True, False, [1], {"x": 1}]
 OPERANDS: list[Any] = ["ab", "b", "", "a%", "%b", "_b%", "c\\%", "x_y", "u1", 0, 2, 2.0, True, "A"]
 
@@ -35,8 +54,19 @@ def records() -> list[Record]:
         attrs = {k: rnd.choice(VALUES) for k in ("name", "n", "ref") if rnd.random() < 0.85}
         owner = rnd.choice([None, "u1", "u2", "t1", "u9"])
         created = rnd.choice([None, T0, T0 + timedelta(days=1), T0 - timedelta(seconds=1)])
-        out.append(Record("account", f"r{i}", 1, owner, "user" if owner else None, rnd.choice([None, "b1", "b2"]), attrs,
-                          created_at=created, modified_at=T0 + timedelta(hours=rnd.randint(-2, 2))))
+        out.append(
+            Record(
+                "account",
+                f"r{i}",
+                1,
+                owner,
+                "user" if owner else None,
+                rnd.choice([None, "b1", "b2"]),
+                attrs,
+                created_at=created,
+                modified_at=T0 + timedelta(hours=rnd.randint(-2, 2)),
+            )
+        )
     return out
 
 
@@ -51,7 +81,9 @@ def leaves() -> list[dict[str, Any]]:
             out += [{"attribute": attr, "operator": op, "value": v} for v in OPERANDS if isinstance(v, str)]
         else:
             out += [{"attribute": attr, "operator": op, "value": v} for v in OPERANDS]
-    out += [{"attribute": a, "operator": op} for op in USER_OPS for a in ("ref", "ownerid", "owningbusinessunit", "name")]
+    out += [
+        {"attribute": a, "operator": op} for op in USER_OPS for a in ("ref", "ownerid", "owningbusinessunit", "name")
+    ]
     out += [{"attribute": a, "operator": "eq-userlanguage"} for a in ("n", "name")]
     for attr, op in itertools.product(["createdon", "modifiedon"], sorted(conditions.DATETIME_OPERATORS)):
         if op in ("null", "not-null"):
@@ -78,9 +110,22 @@ async def test_sql_compilation_agrees_with_python_evaluator(fresh_env: InfraEnv)
     try:
         await conn.execute("""CREATE TABLE recs (entity text, record_id text, owner_id text, owner_type text,
                               business_unit_id text, attributes jsonb, deleted bool, created_at timestamptz, modified_at timestamptz)""")
-        await conn.executemany("INSERT INTO recs VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8)",
-                               [(r.entity, r.id, r.owner_id, r.owner_type, r.business_unit_id, dict(r.attributes), r.created_at, r.modified_at)
-                                for r in recs])
+        await conn.executemany(
+            "INSERT INTO recs VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8)",
+            [
+                (
+                    r.entity,
+                    r.id,
+                    r.owner_id,
+                    r.owner_type,
+                    r.business_unit_id,
+                    dict(r.attributes),
+                    r.created_at,
+                    r.modified_at,
+                )
+                for r in recs
+            ],
+        )
         mismatches = []
         for cond in conds:
             conditions.params_used(cond)

@@ -32,9 +32,12 @@ async def _terminate_the_waiter(admin: asyncpg.Connection) -> None:
     """Wait for the worker to block on the ops lock, then end its session as a shutdown would."""
 
     async def terminated() -> bool:
-        return bool(await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND pid <> pg_backend_pid()"))
+        return bool(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND pid <> pg_backend_pid()"
+            )
+        )
 
     await eventually(terminated, timeout=30, interval=0.02, message="worker blocked on the ops lock")
 
@@ -63,13 +66,19 @@ async def test_terminated_sessions_are_waited_out_not_dead_lettered(fresh_env: I
             await admin.close()
         assert _dead_letters() == dead_before
         async with h.pool.acquire() as c:
-            versions = {r["version"] for r in await c.fetch(
-                "SELECT version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid)}
+            versions = {
+                r["version"]
+                for r in await c.fetch(
+                    "SELECT version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid
+                )
+            }
         assert versions == {ev.version}
         await h.assert_matches_reference()
 
 
-async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(fresh_env: InfraEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(
+    fresh_env: InfraEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A poison event sends the batch down the event-by-event path; the database going away
     there must not park the good event with the poison one."""
     monkeypatch.setattr(db, "RETRY_FIRST_S", 0.0)
@@ -82,13 +91,39 @@ async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(fresh_env:
         async with h.pool.acquire() as c:  # the record as conflict-service commits it; its event is handed over below
             version = await c.fetchval(
                 """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
-                   VALUES ('account', $1, 1, $2, $3, $4, '{}') RETURNING version""", rid, owner[1], owner[0], bu)
-        good = RecordChanged(entity="account", id=rid, version=version, deleted=False, owner_id=owner[1], owner_type=owner[0],
-                             business_unit_id=bu, attributes={}, committed_at=time.time())
-        poison = RecordChanged(entity="account", id="poison", version=1, deleted=False, owner_id="u1", owner_type="user",
-                               business_unit_id="b1", attributes={}, committed_at=time.time())
+                   VALUES ('account', $1, 1, $2, $3, $4, '{}') RETURNING version""",
+                rid,
+                owner[1],
+                owner[0],
+                bu,
+            )
+        good = RecordChanged(
+            entity="account",
+            id=rid,
+            version=version,
+            deleted=False,
+            owner_id=owner[1],
+            owner_type=owner[0],
+            business_unit_id=bu,
+            attributes={},
+            committed_at=time.time(),
+        )
+        poison = RecordChanged(
+            entity="account",
+            id="poison",
+            version=1,
+            deleted=False,
+            owner_id="u1",
+            owner_type="user",
+            business_unit_id="b1",
+            attributes={},
+            committed_at=time.time(),
+        )
         batch = [(poison, poison.envelope("account:poison")), (good, good.envelope(f"account:{rid}"))]
-        real_apply, away_once = h.worker.apply, [asyncpg.AdminShutdownError("terminating connection due to administrator command")]
+        real_apply, away_once = (
+            h.worker.apply,
+            [asyncpg.AdminShutdownError("terminating connection due to administrator command")],
+        )
 
         async def apply(items: list[tuple[Event, Envelope]]) -> None:
             if any(e is poison for e, _ in items):
@@ -102,4 +137,9 @@ async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(fresh_env:
         await h.worker.handle_batch(batch)
         assert _dead_letters() == dead_before + 1  # the poison one only
         async with h.pool.acquire() as c:
-            assert await c.fetchval("SELECT count(*) FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid) > 0
+            assert (
+                await c.fetchval(
+                    "SELECT count(*) FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid
+                )
+                > 0
+            )

@@ -24,19 +24,53 @@ DEPTHS = ["none", "user", "business_unit", "parent_child", "organization"]
 
 
 def profile(rnd: random.Random) -> list[dict]:
-    account_filter = rnd.choice([
-        {"kind": "other", "user": True, "team": True, "business_unit": False},
-        {"kind": "custom", "condition": {"or": [{"attribute": "ownerid", "operator": "eq-useroruserhierarchy"},
-                                                {"and": [{"attribute": "rating", "operator": "ge", "value": 2},
-                                                         {"attribute": "owningbusinessunit", "operator": "eq-businessid"}]}]}},
-    ])
+    account_filter = rnd.choice(
+        [
+            {"kind": "other", "user": True, "team": True, "business_unit": False},
+            {
+                "kind": "custom",
+                "condition": {
+                    "or": [
+                        {"attribute": "ownerid", "operator": "eq-useroruserhierarchy"},
+                        {
+                            "and": [
+                                {"attribute": "rating", "operator": "ge", "value": 2},
+                                {"attribute": "owningbusinessunit", "operator": "eq-businessid"},
+                            ]
+                        },
+                    ]
+                },
+            },
+        ]
+    )
     return [
-        {"entity": "account", "filter": account_filter,
-         "relationships": [{"entity": "contact", "attribute": "parentcustomerid", "side": "related"}]},
-        {"entity": "contact", "filter": rnd.choice([{"kind": "related"}, {"kind": "custom", "condition": {"attribute": "ownerid", "operator": "eq-userteams"}}]),
-         "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]},
-        {"entity": "product", "filter": {"kind": "custom", "condition": {"and": [
-            {"attribute": "name", "operator": "begins-with", "value": "p"}, {"attribute": "modifiedon", "operator": "ge", "value": "2000-01-01T00:00:00Z"}]}}},
+        {
+            "entity": "account",
+            "filter": account_filter,
+            "relationships": [{"entity": "contact", "attribute": "parentcustomerid", "side": "related"}],
+        },
+        {
+            "entity": "contact",
+            "filter": rnd.choice(
+                [
+                    {"kind": "related"},
+                    {"kind": "custom", "condition": {"attribute": "ownerid", "operator": "eq-userteams"}},
+                ]
+            ),
+            "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}],
+        },
+        {
+            "entity": "product",
+            "filter": {
+                "kind": "custom",
+                "condition": {
+                    "and": [
+                        {"attribute": "name", "operator": "begins-with", "value": "p"},
+                        {"attribute": "modifiedon", "operator": "ge", "value": "2000-01-01T00:00:00Z"},
+                    ]
+                },
+            },
+        },
         {"entity": "territory", "filter": {"kind": "other", "business_unit": True}},
     ]
 
@@ -47,8 +81,12 @@ def random_record(rnd: random.Random, entity: str) -> dict:
     attrs: dict = {"name": rnd.choice(["p1", "q", "pz", "abc"]), "rating": rnd.randint(0, 3)}
     if entity == "contact":
         attrs["parentcustomerid"] = rnd.choice(["a0", "a1", "a2", "a3", "a4", "a5", None])
-    return {"owner": (otype, rnd.choice(USERS if otype == "user" else TEAMS)) if owned else None,
-            "bu": rnd.choice([b for b, _ in BUS]), "attrs": attrs, "deleted": rnd.random() < 0.1}
+    return {
+        "owner": (otype, rnd.choice(USERS if otype == "user" else TEAMS)) if owned else None,
+        "bu": rnd.choice([b for b, _ in BUS]),
+        "attrs": attrs,
+        "deleted": rnd.random() < 0.1,
+    }
 
 
 async def test_incremental_state_equals_reference_after_every_change(fresh_env: InfraEnv) -> None:
@@ -58,24 +96,47 @@ async def test_incremental_state_equals_reference_after_every_change(fresh_env: 
             for b, p in BUS:
                 await c.execute("INSERT INTO admin.business_units(id, name, parent_id) VALUES ($1, $1, $2)", b, p)
             for i, u in enumerate(USERS):
-                await c.execute("INSERT INTO admin.users(id, name, business_unit_id, manager_id, language) VALUES ($1, $1, $2, $3, $4)",
-                                u, rnd.choice(BUS)[0], rnd.choice([None, *USERS[:i]]) if i else None, 1033)
+                await c.execute(
+                    "INSERT INTO admin.users(id, name, business_unit_id, manager_id, language) VALUES ($1, $1, $2, $3, $4)",
+                    u,
+                    rnd.choice(BUS)[0],
+                    rnd.choice([None, *USERS[:i]]) if i else None,
+                    1033,
+                )
             for t in TEAMS:
-                await c.execute("INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, $2)", t, rnd.choice(BUS)[0])
+                await c.execute(
+                    "INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, $2)", t, rnd.choice(BUS)[0]
+                )
                 for u in rnd.sample(USERS, 2):
                     await c.execute("INSERT INTO admin.team_members VALUES ($1, $2)", t, u)
             for r in ("r1", "r2", "r3"):
                 privs = {e: {"read": rnd.choice(DEPTHS[1:])} for e in OWNERSHIP}
-                await c.execute("INSERT INTO admin.roles(id, name, read_offline_profile, privileges) VALUES ($1, $1, $2, $3)", r, r != "r3", privs)
+                await c.execute(
+                    "INSERT INTO admin.roles(id, name, read_offline_profile, privileges) VALUES ($1, $1, $2, $3)",
+                    r,
+                    r != "r3",
+                    privs,
+                )
             for u in USERS:
                 await c.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", u, rnd.choice(["r1", "r2", "r3"]))
             await c.execute("INSERT INTO admin.team_roles VALUES ('t1', 'r2')")
             for e, own in OWNERSHIP.items():
-                await c.execute("INSERT INTO admin.entities(logical_name, display_name, ownership, offline_enabled) VALUES ($1, $1, $2, true)", e, own)
+                await c.execute(
+                    "INSERT INTO admin.entities(logical_name, display_name, ownership, offline_enabled) VALUES ($1, $1, $2, true)",
+                    e,
+                    own,
+                )
         for entity in OWNERSHIP:
             for i in range(6):
                 rec = random_record(rnd, entity)
-                await h.put_record(entity, f"{entity[0]}{i}", owner=rec["owner"], bu=rec["bu"], attrs=rec["attrs"], deleted=rec["deleted"])
+                await h.put_record(
+                    entity,
+                    f"{entity[0]}{i}",
+                    owner=rec["owner"],
+                    bu=rec["bu"],
+                    attrs=rec["attrs"],
+                    deleted=rec["deleted"],
+                )
         await h.publish("P", 1, profile(rnd), USERS[:5])
         await h.caught_up()
         await h.assert_matches_reference()
@@ -87,18 +148,34 @@ async def test_incremental_state_equals_reference_after_every_change(fresh_env: 
             if kind == "record":
                 entity = rnd.choice(list(OWNERSHIP))
                 rec = random_record(rnd, entity)
-                await h.put_record(entity, f"{entity[0]}{rnd.randint(0, 7)}", owner=rec["owner"], bu=rec["bu"], attrs=rec["attrs"], deleted=rec["deleted"])
+                await h.put_record(
+                    entity,
+                    f"{entity[0]}{rnd.randint(0, 7)}",
+                    owner=rec["owner"],
+                    bu=rec["bu"],
+                    attrs=rec["attrs"],
+                    deleted=rec["deleted"],
+                )
             elif kind == "team":
                 t, u = rnd.choice(TEAMS), rnd.choice(USERS)
                 async with h.pool.acquire() as c:
-                    if await c.fetchval("DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2 RETURNING 1", t, u) is None:
+                    if (
+                        await c.fetchval(
+                            "DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2 RETURNING 1", t, u
+                        )
+                        is None
+                    ):
                         await c.execute("INSERT INTO admin.team_members VALUES ($1, $2)", t, u)
                 await h.team_changed(t)
             elif kind == "user":
                 u = rnd.choice(USERS)
                 async with h.pool.acquire() as c:
-                    await c.execute("UPDATE admin.users SET business_unit_id = $2, manager_id = $3 WHERE id = $1",
-                                    u, rnd.choice(BUS)[0], rnd.choice([None, *[x for x in USERS if x != u]]))
+                    await c.execute(
+                        "UPDATE admin.users SET business_unit_id = $2, manager_id = $3 WHERE id = $1",
+                        u,
+                        rnd.choice(BUS)[0],
+                        rnd.choice([None, *[x for x in USERS if x != u]]),
+                    )
                 await h.user_changed(u)
             elif kind == "role":
                 u = rnd.choice(USERS)

@@ -38,9 +38,11 @@ pytestmark = pytest.mark.integration
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 IDS = {e: [f"{e[0]}{i}" for i in range(4)] for e in OWNERSHIP}
-TABLES = ("admin.team_roles, admin.user_roles, admin.team_members, admin.teams, admin.users, admin.roles, "
-          "admin.business_units, admin.entities, data.records, sync.bucket_ops, sync.buckets, sync.user_buckets, "
-          "sync.user_profiles, sync.record_index, sync.published_profiles, sync.profile_members, sync.mirrored_entities, sync.outbox")
+TABLES = (
+    "admin.team_roles, admin.user_roles, admin.team_members, admin.teams, admin.users, admin.roles, "
+    "admin.business_units, admin.entities, data.records, sync.bucket_ops, sync.buckets, sync.user_buckets, "
+    "sync.user_profiles, sync.record_index, sync.published_profiles, sync.profile_members, sync.mirrored_entities, sync.outbox"
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,12 @@ def changes(draw: Any) -> tuple[Any, ...]:
     if kind == "member":
         return ("member", draw(st.sampled_from(TEAMS)), draw(st.sampled_from(USERS)))
     if kind == "user":
-        return ("user", draw(st.sampled_from(USERS)), draw(st.sampled_from(list(BUS))), draw(st.sampled_from([None, *USERS])))
+        return (
+            "user",
+            draw(st.sampled_from(USERS)),
+            draw(st.sampled_from(list(BUS))),
+            draw(st.sampled_from([None, *USERS])),
+        )
     return ("role", draw(st.sampled_from(USERS)), draw(st.sampled_from(["r1", "r2", "r3"])))
 
 
@@ -82,23 +89,36 @@ async def load_state(conn: asyncpg.Connection, org: OrgModel) -> None:
     for b in sorted(BUS, key=lambda b: b != "root" and (BUS[b] != "root") + 1):
         await conn.execute("INSERT INTO admin.business_units(id, name, parent_id) VALUES ($1, $1, $2)", b, BUS[b])
     for r in org.roles.values():
-        await conn.execute("INSERT INTO admin.roles(id, name, read_offline_profile, privileges) VALUES ($1, $1, $2, $3)",
-                           r.id, r.read_offline_profile, {k: dict(v) for k, v in r.privileges.items()})
+        await conn.execute(
+            "INSERT INTO admin.roles(id, name, read_offline_profile, privileges) VALUES ($1, $1, $2, $3)",
+            r.id,
+            r.read_offline_profile,
+            {k: dict(v) for k, v in r.privileges.items()},
+        )
     for u in org.users.values():
-        await conn.execute("INSERT INTO admin.users(id, name, business_unit_id, language, enabled) VALUES ($1, $1, $2, $3, $4)",
-                           u.id, u.business_unit_id, u.language, u.enabled)
+        await conn.execute(
+            "INSERT INTO admin.users(id, name, business_unit_id, language, enabled) VALUES ($1, $1, $2, $3, $4)",
+            u.id,
+            u.business_unit_id,
+            u.language,
+            u.enabled,
+        )
     for u in org.users.values():
         await conn.execute("UPDATE admin.users SET manager_id = $2 WHERE id = $1", u.id, u.manager_id)
         for r in u.role_ids:
             await conn.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", u.id, r)
     for t in org.teams.values():
-        await conn.execute("INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, $2)", t.id, t.business_unit_id)
+        await conn.execute(
+            "INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, $2)", t.id, t.business_unit_id
+        )
         for m in t.member_ids:
             await conn.execute("INSERT INTO admin.team_members VALUES ($1, $2)", t.id, m)
         for r in t.role_ids:
             await conn.execute("INSERT INTO admin.team_roles VALUES ($1, $2)", t.id, r)
     for e, own in OWNERSHIP.items():
-        await conn.execute("INSERT INTO admin.entities(logical_name, display_name, ownership) VALUES ($1, $1, $2)", e, own)
+        await conn.execute(
+            "INSERT INTO admin.entities(logical_name, display_name, ownership) VALUES ($1, $1, $2)", e, own
+        )
 
 
 async def write_record(conn: asyncpg.Connection, r: Record) -> RecordChanged:
@@ -107,15 +127,42 @@ async def write_record(conn: asyncpg.Connection, r: Record) -> RecordChanged:
            VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
            ON CONFLICT (entity, id) DO UPDATE SET version = data.records.version + 1, owner_id = $3, owner_type = $4,
                business_unit_id = $5, attributes = $6, deleted = $7 RETURNING version""",
-        r.entity, r.id, r.owner_id, r.owner_type, r.business_unit_id, dict(r.attributes), r.deleted)
-    return RecordChanged(entity=r.entity, id=r.id, version=row["version"], deleted=r.deleted, owner_id=r.owner_id,
-                         owner_type=r.owner_type, business_unit_id=r.business_unit_id, attributes=dict(r.attributes), committed_at=time.time())  # type: ignore[arg-type]
+        r.entity,
+        r.id,
+        r.owner_id,
+        r.owner_type,
+        r.business_unit_id,
+        dict(r.attributes),
+        r.deleted,
+    )
+    return RecordChanged(
+        entity=r.entity,
+        id=r.id,
+        version=row["version"],
+        deleted=r.deleted,
+        owner_id=r.owner_id,
+        owner_type=r.owner_type,
+        business_unit_id=r.business_unit_id,
+        attributes=dict(r.attributes),
+        committed_at=time.time(),
+    )  # type: ignore[arg-type]
 
 
 async def check(conn: asyncpg.Connection, items: list[ProfileItem], members: list[str]) -> None:
     org = await membership.load_org(conn)
-    recs = [Record(r["entity"], r["id"], r["version"], r["owner_id"], r["owner_type"], r["business_unit_id"], r["attributes"], r["deleted"])
-            for r in await conn.fetch("SELECT * FROM data.records")]
+    recs = [
+        Record(
+            r["entity"],
+            r["id"],
+            r["version"],
+            r["owner_id"],
+            r["owner_type"],
+            r["business_unit_id"],
+            r["attributes"],
+            r["deleted"],
+        )
+        for r in await conn.fetch("SELECT * FROM data.records")
+    ]
     want = {u: s for u in members if (s := reference.user_set(org, items, u, recs))}
     got: dict[str, set[tuple[str, str]]] = {}
     for r in await conn.fetch("""SELECT DISTINCT ub.user_id, o.entity, o.record_id FROM sync.user_buckets ub
@@ -126,20 +173,31 @@ async def check(conn: asyncpg.Connection, items: list[ProfileItem], members: lis
     sums: dict[str, int] = {}
     for o in await conn.fetch("SELECT * FROM sync.bucket_ops WHERE op = 'put'"):
         assert o["version"] == versions[(o["entity"], o["record_id"])]
-        sums[o["bucket_id"]] = (sums.get(o["bucket_id"], 0) + op_hash(o["entity"], o["record_id"], o["version"])) % 2**32
+        sums[o["bucket_id"]] = (
+            sums.get(o["bucket_id"], 0) + op_hash(o["entity"], o["record_id"], o["version"])
+        ) % 2**32
     for b in await conn.fetch("SELECT id, checksum FROM sync.buckets"):
         assert b["checksum"] == sums.get(b["id"], 0)
 
 
-async def scenario(pool: asyncpg.Pool, org: OrgModel, items: list[ProfileItem], recs: list[Record], steps: list[tuple[Any, ...]]) -> None:
+async def scenario(
+    pool: asyncpg.Pool, org: OrgModel, items: list[ProfileItem], recs: list[Record], steps: list[tuple[Any, ...]]
+) -> None:
     applier = RecordApplier("n")  # a fresh registry cache: the generation counter restarts per example
     members = USERS[:3]
     async with pool.acquire() as conn:
         await load_state(conn, org)
         for r in recs:
             await write_record(conn, r)
-        ev = ProfilePublished(profile_id="P", version=1, user_ids=members,
-                              items=[ProfileItemSnapshot(entity=i.entity, filter=dict(i.filter), relationships=list(i.relationships)) for i in items])
+        ev = ProfilePublished(
+            profile_id="P",
+            version=1,
+            user_ids=members,
+            items=[
+                ProfileItemSnapshot(entity=i.entity, filter=dict(i.filter), relationships=list(i.relationships))
+                for i in items
+            ],
+        )
         async with conn.transaction():
             await membership.apply_profile_event(conn, ev)
             await membership.reconcile(conn, "n")
@@ -153,11 +211,22 @@ async def scenario(pool: asyncpg.Pool, org: OrgModel, items: list[ProfileItem], 
                     assert (await applier.apply(conn, [event])).ops == 0
             else:
                 if step[0] == "member":
-                    if await conn.fetchval("DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2 RETURNING 1", step[1], step[2]) is None:
+                    if (
+                        await conn.fetchval(
+                            "DELETE FROM admin.team_members WHERE team_id = $1 AND user_id = $2 RETURNING 1",
+                            step[1],
+                            step[2],
+                        )
+                        is None
+                    ):
                         await conn.execute("INSERT INTO admin.team_members VALUES ($1, $2)", step[1], step[2])
                 elif step[0] == "user":
-                    await conn.execute("UPDATE admin.users SET business_unit_id = $2, manager_id = $3 WHERE id = $1", step[1], step[2],
-                                       step[3] if step[3] != step[1] else None)
+                    await conn.execute(
+                        "UPDATE admin.users SET business_unit_id = $2, manager_id = $3 WHERE id = $1",
+                        step[1],
+                        step[2],
+                        step[3] if step[3] != step[1] else None,
+                    )
                 else:
                     await conn.execute("DELETE FROM admin.user_roles WHERE user_id = $1", step[1])
                     await conn.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", step[1], step[2])
@@ -166,10 +235,18 @@ async def scenario(pool: asyncpg.Pool, org: OrgModel, items: list[ProfileItem], 
             await check(conn, items, members)
 
 
-@settings(max_examples=int(os.environ.get("PUBLISH_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=int(os.environ.get("PUBLISH_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(org=orgs(), items=profiles(), recs=records(), steps=st.lists(changes(), max_size=8))
 def test_incremental_maintenance_equals_reference_after_every_step(
-    database: tuple[Run, asyncpg.Pool], org: OrgModel, items: list[ProfileItem], recs: list[Record], steps: list[tuple[Any, ...]]
+    database: tuple[Run, asyncpg.Pool],
+    org: OrgModel,
+    items: list[ProfileItem],
+    recs: list[Record],
+    steps: list[tuple[Any, ...]],
 ) -> None:
     run, pool = database
     run(scenario(pool, org, items, recs, steps))

@@ -39,7 +39,10 @@ async def _index_newer(conn: asyncpg.Connection, rid: str) -> None:
 
 
 async def _index(pool: asyncpg.Pool) -> dict[str, int]:
-    return {r["record_id"]: r["version"] for r in await pool.fetch("SELECT record_id, version FROM sync.record_index WHERE entity = 'account'")}
+    return {
+        r["record_id"]: r["version"]
+        for r in await pool.fetch("SELECT record_id, version FROM sync.record_index WHERE entity = 'account'")
+    }
 
 
 async def test_copy_skips_rows_already_indexed(infra: Infra) -> None:

@@ -15,8 +15,12 @@ from publish_harness import harness
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = [  # id, owner (type, id), bu
-    ("a1", ("user", "u1"), "b1"), ("a2", ("user", "u2"), "b2"), ("a3", ("team", "t1"), "b1"),
-    ("a4", ("user", "u3"), "b1"), ("a5", ("user", "u4"), "root"), ("a6", ("team", "t2"), "b2"),
+    ("a1", ("user", "u1"), "b1"),
+    ("a2", ("user", "u2"), "b2"),
+    ("a3", ("team", "t1"), "b1"),
+    ("a4", ("user", "u3"), "b1"),
+    ("a5", ("user", "u4"), "root"),
+    ("a6", ("team", "t2"), "b2"),
 ]
 CONTACTS = [("c1", "a1"), ("c2", "a2"), ("c3", "a3"), ("c4", "a5"), ("c5", None), ("c6", "a4")]
 
@@ -40,7 +44,11 @@ async def seed_org(c: asyncpg.Connection) -> None:
 
 ITEMS_V1 = [
     {"entity": "account", "filter": {"kind": "other", "user": True, "team": True, "business_unit": False}},
-    {"entity": "contact", "filter": {"kind": "related"}, "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}]},
+    {
+        "entity": "contact",
+        "filter": {"kind": "related"},
+        "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}],
+    },
     {"entity": "product", "filter": {"kind": "all"}},
 ]
 
@@ -52,7 +60,9 @@ async def test_publish_incremental_org_changes_republish_and_redelivery(fresh_en
         for rid, owner, bu in ACCOUNTS:
             await h.put_record("account", rid, owner=owner, bu=bu, attrs={"name": rid.upper()})
         for rid, parent in CONTACTS:
-            await h.put_record("contact", rid, owner=("user", "u1"), bu="b2", attrs={"parentcustomerid": parent} if parent else {})
+            await h.put_record(
+                "contact", rid, owner=("user", "u1"), bu="b2", attrs={"parentcustomerid": parent} if parent else {}
+            )
         for rid in ("p1", "p2"):
             await h.put_record("product", rid, attrs={"name": rid})
 
@@ -93,15 +103,30 @@ async def test_publish_incremental_org_changes_republish_and_redelivery(fresh_en
 
         # Republish: accounts unchanged (buckets and op ids kept), products now custom.
         async with h.pool.acquire() as c:
-            kept = {(r["bucket_id"], r["record_id"]): r["op_id"] for r in await c.fetch("SELECT * FROM sync.bucket_ops WHERE entity = 'account'")}
-        items_v2 = [ITEMS_V1[0], ITEMS_V1[1], {"entity": "product", "filter": {"kind": "custom", "condition": {"attribute": "name", "operator": "eq", "value": "p1"}}}]
+            kept = {
+                (r["bucket_id"], r["record_id"]): r["op_id"]
+                for r in await c.fetch("SELECT * FROM sync.bucket_ops WHERE entity = 'account'")
+            }
+        items_v2 = [
+            ITEMS_V1[0],
+            ITEMS_V1[1],
+            {
+                "entity": "product",
+                "filter": {"kind": "custom", "condition": {"attribute": "name", "operator": "eq", "value": "p1"}},
+            },
+        ]
         await h.publish("P", 2, items_v2, ["u1", "u2"])
         await h.caught_up()
         await h.assert_matches_reference()
         async with h.pool.acquire() as c:
-            now = {(r["bucket_id"], r["record_id"]): r["op_id"] for r in await c.fetch("SELECT * FROM sync.bucket_ops WHERE entity = 'account'")}
+            now = {
+                (r["bucket_id"], r["record_id"]): r["op_id"]
+                for r in await c.fetch("SELECT * FROM sync.bucket_ops WHERE entity = 'account'")
+            }
             assert await c.fetchval("SELECT count(*) FROM sync.user_profiles WHERE user_id = 'u3'") == 0
-            notes = await c.fetchval("SELECT count(*) FROM sync.outbox WHERE convert_from(value, 'UTF8') LIKE '%user.buckets_changed%'")
+            notes = await c.fetchval(
+                "SELECT count(*) FROM sync.outbox WHERE convert_from(value, 'UTF8') LIKE '%user.buckets_changed%'"
+            )
         assert notes > 0
         u1_accounts = {k for k in now if k in kept}
         assert u1_accounts and all(now[k] == kept[k] for k in u1_accounts)
@@ -116,7 +141,12 @@ async def test_publish_incremental_org_changes_republish_and_redelivery(fresh_en
 
         # A poison publish (unknown operator) is dead-lettered; events after it still apply.
         dead = metrics.DEAD_LETTERS.labels("publish-service")._value.get()
-        await h.publish("P", 3, [{"entity": "account", "filter": {"kind": "custom", "condition": {"attribute": "x", "operator": "bogus"}}}], ["u1"])
+        await h.publish(
+            "P",
+            3,
+            [{"entity": "account", "filter": {"kind": "custom", "condition": {"attribute": "x", "operator": "bogus"}}}],
+            ["u1"],
+        )
         await h.put_record("account", "a2", owner=("user", "u1"), bu="b2", attrs={"name": "after poison"})
         await h.caught_up()
         assert metrics.DEAD_LETTERS.labels("publish-service")._value.get() == dead + 1

@@ -17,7 +17,9 @@ from publish_orgs import USERS, orgs, profiles, records
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(org=orgs(), items=profiles(), recs=records())
-def test_bucket_plan_yields_exactly_the_reference_set_for_every_user(org: OrgModel, items: list[ProfileItem], recs: list[Record]) -> None:
+def test_bucket_plan_yields_exactly_the_reference_set_for_every_user(
+    org: OrgModel, items: list[ProfileItem], recs: list[Record]
+) -> None:
     for u in USERS:
         defs = buckets.plan_user(org, items, u)
         content = buckets.materialize(defs, recs)
@@ -27,7 +29,10 @@ def test_bucket_plan_yields_exactly_the_reference_set_for_every_user(org: OrgMod
 
 def _org(depth: str = "organization", ownership: str = "user_or_team") -> OrgModel:
     return OrgModel(
-        users={"u1": User("u1", "b1", role_ids=("r",), language=1033), "u2": User("u2", "b2", manager_id="u1", role_ids=("r",))},
+        users={
+            "u1": User("u1", "b1", role_ids=("r",), language=1033),
+            "u2": User("u2", "b2", manager_id="u1", role_ids=("r",)),
+        },
         teams={"t1": Team("t1", "b1", ("u1",))},
         bu_parent={"root": None, "b1": "root", "b2": "b1"},
         roles={"r": Role("r", {"*": {"read": depth}}, read_offline_profile=True)},
@@ -40,15 +45,33 @@ PLAN_CASES = [
     ("all-bu-read-per-bu-bucket", {"kind": "all"}, "business_unit", [("all", "bu")]),
     ("all-user-read-user-and-team-buckets", {"kind": "all"}, "user", [("all", "owner_user"), ("all", "owner_team")]),
     ("user-records-with-user-read-fold", {"kind": "other", "user": True}, "user", [("owner_user", "org")]),
-    ("user-and-bu-records-split-disjoint", {"kind": "other", "user": True, "business_unit": True}, "organization",
-     [("owner_user_not_bu", "org"), ("bu", "org")]),
-    ("user-and-bu-records-with-bu-read-drop-empty", {"kind": "other", "user": True, "business_unit": True}, "business_unit", [("bu", "org")]),
-    ("user-and-bu-records-with-user-read-fold", {"kind": "other", "user": True, "business_unit": True}, "user",
-     [("owner_user_not_bu", "org"), ("bu", "owner_user"), ("bu", "owner_team")]),
+    (
+        "user-and-bu-records-split-disjoint",
+        {"kind": "other", "user": True, "business_unit": True},
+        "organization",
+        [("owner_user_not_bu", "org"), ("bu", "org")],
+    ),
+    (
+        "user-and-bu-records-with-bu-read-drop-empty",
+        {"kind": "other", "user": True, "business_unit": True},
+        "business_unit",
+        [("bu", "org")],
+    ),
+    (
+        "user-and-bu-records-with-user-read-fold",
+        {"kind": "other", "user": True, "business_unit": True},
+        "user",
+        [("owner_user_not_bu", "org"), ("bu", "owner_user"), ("bu", "owner_team")],
+    ),
     ("bu-records-with-subtree-read-fold", {"kind": "other", "business_unit": True}, "parent_child", [("bu", "org")]),
     ("related-only-without-relationships", {"kind": "related"}, "organization", []),
     ("no-read-no-buckets", {"kind": "all"}, "none", []),
-    ("custom-userid", {"kind": "custom", "condition": {"attribute": "ownerid", "operator": "eq-userid"}}, "organization", [("custom", "org")]),
+    (
+        "custom-userid",
+        {"kind": "custom", "condition": {"attribute": "ownerid", "operator": "eq-userid"}},
+        "organization",
+        [("custom", "org")],
+    ),
 ]
 
 
@@ -67,7 +90,9 @@ def test_users_with_equal_parameters_share_buckets() -> None:
 
 def test_custom_bucket_parameters_are_only_the_operands_used() -> None:
     org = _org()
-    cond = {"and": [{"attribute": "lang", "operator": "eq-userlanguage"}, {"attribute": "n", "operator": "gt", "value": 1}]}
+    cond = {
+        "and": [{"attribute": "lang", "operator": "eq-userlanguage"}, {"attribute": "n", "operator": "gt", "value": 1}]
+    }
     (b,) = buckets.plan_user(org, [ProfileItem("account", {"kind": "custom", "condition": cond})], "u1")
     assert dict(b.params) == {"c_lang": 1033}
 
@@ -76,7 +101,11 @@ def test_relationship_cycle_terminates() -> None:
     org = _org()
     org.ownership["contact"] = "user_or_team"
     items = [
-        ProfileItem("account", {"kind": "other", "user": True}, ({"entity": "contact", "attribute": "parent", "side": "related"},)),
+        ProfileItem(
+            "account",
+            {"kind": "other", "user": True},
+            ({"entity": "contact", "attribute": "parent", "side": "related"},),
+        ),
         ProfileItem("contact", {"kind": "related"}, ({"entity": "account", "attribute": "parent", "side": "self"},)),
     ]
     defs = buckets.plan_user(org, items, "u1")
@@ -87,15 +116,31 @@ def test_relationship_cycle_terminates() -> None:
 R = Record("account", "a1", 1, "u1", "user", "b1", {"name": "abc", "n": 2, "flag": True, "ref": "u2", "none": None})
 P = {"user": "u1", "teams": ["t1"], "hier": ["u1", "u2"], "hierall": ["t1", "u1", "u2"], "bu": "b1", "lang": 1033}
 LEAF_CASES = [
-    ("eq-str", "name", "eq", "abc", True), ("eq-type-strict", "n", "eq", "2", False), ("eq-bool-not-int", "flag", "eq", 1, False),
-    ("ne-null-false", "missing", "ne", "x", False), ("ne", "name", "ne", "x", True), ("gt-num", "n", "gt", 1, True),
-    ("gt-mixed-type", "n", "gt", "a", False), ("le-str", "name", "le", "abd", True), ("like", "name", "like", "a%c", True),
-    ("like-underscore", "name", "like", "a_", False), ("not-like", "name", "not-like", "x%", True), ("in", "n", "in", [1, 2], True),
-    ("not-in-null", "missing", "not-in", [1], False), ("null-json-null", "none", "null", None, True), ("not-null", "name", "not-null", None, True),
-    ("begins", "name", "begins-with", "ab", True), ("not-begin", "name", "not-begin-with", "ab", False), ("ends", "name", "ends-with", "bc", True),
-    ("not-end", "name", "not-end-with", "x", True), ("eq-userid-owner", "ownerid", "eq-userid", None, True), ("ne-userid", "ref", "ne-userid", None, True),
-    ("hierarchy", "ref", "eq-useroruserhierarchy", None, True), ("userteams", "ref", "eq-userteams", None, False),
-    ("businessid", "owningbusinessunit", "eq-businessid", None, True), ("ne-businessid-null", "missing", "ne-businessid", None, False),
+    ("eq-str", "name", "eq", "abc", True),
+    ("eq-type-strict", "n", "eq", "2", False),
+    ("eq-bool-not-int", "flag", "eq", 1, False),
+    ("ne-null-false", "missing", "ne", "x", False),
+    ("ne", "name", "ne", "x", True),
+    ("gt-num", "n", "gt", 1, True),
+    ("gt-mixed-type", "n", "gt", "a", False),
+    ("le-str", "name", "le", "abd", True),
+    ("like", "name", "like", "a%c", True),
+    ("like-underscore", "name", "like", "a_", False),
+    ("not-like", "name", "not-like", "x%", True),
+    ("in", "n", "in", [1, 2], True),
+    ("not-in-null", "missing", "not-in", [1], False),
+    ("null-json-null", "none", "null", None, True),
+    ("not-null", "name", "not-null", None, True),
+    ("begins", "name", "begins-with", "ab", True),
+    ("not-begin", "name", "not-begin-with", "ab", False),
+    ("ends", "name", "ends-with", "bc", True),
+    ("not-end", "name", "not-end-with", "x", True),
+    ("eq-userid-owner", "ownerid", "eq-userid", None, True),
+    ("ne-userid", "ref", "ne-userid", None, True),
+    ("hierarchy", "ref", "eq-useroruserhierarchy", None, True),
+    ("userteams", "ref", "eq-userteams", None, False),
+    ("businessid", "owningbusinessunit", "eq-businessid", None, True),
+    ("ne-businessid-null", "missing", "ne-businessid", None, False),
 ]
 
 
@@ -105,14 +150,18 @@ def test_leaf_operators(attr: str, op: str, value: object, expected: bool) -> No
     assert conditions.holds(cond, R, P) is expected
 
 
-@pytest.mark.parametrize("cond", [
-    {"attribute": "x", "operator": "bogus"},
-    {"and": [{"or": [{"and": [{"attribute": "x", "operator": "null"}]}]}]},
-    {"attribute": "x", "operator": "in", "value": 3},
-    {"attribute": "createdon", "operator": "like", "value": "2026%"},
-    {"attribute": "modifiedon", "operator": "gt", "value": "yesterday"},
-    {"attribute": "createdon", "operator": "eq-userid"},
-], ids=["unknown-operator", "four-levels", "in-needs-list", "like-on-datetime", "bad-instant", "user-op-on-datetime"])
+@pytest.mark.parametrize(
+    "cond",
+    [
+        {"attribute": "x", "operator": "bogus"},
+        {"and": [{"or": [{"and": [{"attribute": "x", "operator": "null"}]}]}]},
+        {"attribute": "x", "operator": "in", "value": 3},
+        {"attribute": "createdon", "operator": "like", "value": "2026%"},
+        {"attribute": "modifiedon", "operator": "gt", "value": "yesterday"},
+        {"attribute": "createdon", "operator": "eq-userid"},
+    ],
+    ids=["unknown-operator", "four-levels", "in-needs-list", "like-on-datetime", "bad-instant", "user-op-on-datetime"],
+)
 def test_invalid_conditions_are_rejected(cond: dict) -> None:
     with pytest.raises(conditions.ConditionError):
         conditions.params_used(cond)
@@ -123,5 +172,11 @@ def test_rules_package_is_pure() -> None:
     root = pathlib.Path(buckets.__file__).parent
     for f in root.glob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] in banned for n in names), f

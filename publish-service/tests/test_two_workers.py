@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 async def test_second_worker_takes_over_partitions(fresh_env: InfraEnv) -> None:
     async with harness(fresh_env) as h:
-        other = PublishWorker(h.pool, h.producer, fresh_env.kafka_bootstrap, fresh_env.topic_prefix, **fresh_env.group_timeouts)
+        other = PublishWorker(
+            h.pool, h.producer, fresh_env.kafka_bootstrap, fresh_env.topic_prefix, **fresh_env.group_timeouts
+        )
         other_task = asyncio.create_task(other.run())
         async with h.pool.acquire() as c:
             await seed_org(c)

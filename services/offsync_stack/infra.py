@@ -67,7 +67,11 @@ def provide() -> Iterator[Infra]:
         stack.callback(rmtree, root)
         backends = []
         pg = broker = None
-        use_docker = (not pg_dsn or not bootstrap) and os.environ.get("OFFSYNC_TEST_BACKEND") != "embedded" and docker_engine_answers()
+        use_docker = (
+            (not pg_dsn or not bootstrap)
+            and os.environ.get("OFFSYNC_TEST_BACKEND") != "embedded"
+            and docker_engine_answers()
+        )
         if not pg_dsn:
             if use_docker:
                 from testcontainers.postgres import PostgresContainer

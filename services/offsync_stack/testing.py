@@ -93,7 +93,9 @@ class Stack:
 
 
 def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
-    group = ServiceGroup(env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir)
+    group = ServiceGroup(
+        env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir
+    )
     for spec in SERVICES:
         if services is None or spec.name in services:
             group.start(spec, free_port())

@@ -79,5 +79,6 @@ def bearer(header: str | None) -> str:
         raise Unauthenticated("authorization header must be 'Bearer <token>'")
     return token.strip()
 
+
 # The first administrator, created by profile-service on an empty database.
 BOOTSTRAP_ADMIN_USER_ID = "00000000-0000-0000-0000-000000000001"

@@ -85,13 +85,18 @@ class BrokerWatch:
         shrunk = log_shrunk(self.ends, now)
         self.ends = dict(now)
         if shrunk:
-            log.warning("broker watch: partition logs shrank", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in shrunk[:8]]})
+            log.warning(
+                "broker watch: partition logs shrank",
+                extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in shrunk[:8]]},
+            )
         return bool(shrunk)
 
     async def _recover(self) -> None:
         self.losses += 1
         created = await bus.ensure_topics(self.bootstrap, self.prefix, self.partitions, self._topic_defs, timeout=10.0)
-        log.warning("broker lost its state; recovering", extra={"created_topics": created, "listeners": len(self.listeners)})
+        log.warning(
+            "broker lost its state; recovering", extra={"created_topics": created, "listeners": len(self.listeners)}
+        )
         self._owed = list(self.listeners)
 
     async def _call_owed(self) -> None:
@@ -105,7 +110,9 @@ class BrokerWatch:
 
     async def _open(self) -> AIOKafkaConsumer:
         if self._client is None:
-            client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000
+            )
             await client.start()
             self._client = client
         return self._client

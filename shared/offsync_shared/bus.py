@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 PAST_END_CHECK_S = 2.0  # how often an idle consumer checks it is not beyond a re-created log's end
 
 
-
 class _NoAutoCreateMetadataRequest(MetadataRequest):
     """Metadata requests that never create topics. aiokafka asks the broker to auto-create every
     topic it looks up; the embedded broker (Tansu) then creates it with its own partition count
@@ -67,7 +66,9 @@ def _ensure_lock() -> asyncio.Lock:
     return _ENSURE_LOCKS.setdefault(loop, asyncio.Lock())
 
 
-async def _ensure_topics(bootstrap: str, prefix: str, partitions: int, topics: Iterable[Topic], timeout: float) -> list[str]:
+async def _ensure_topics(
+    bootstrap: str, prefix: str, partitions: int, topics: Iterable[Topic], timeout: float
+) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -97,7 +98,9 @@ async def _ensure_topics(bootstrap: str, prefix: str, partitions: int, topics: I
 class Producer:
     """A started aiokafka producer; ``send_many`` waits for every acknowledgement."""
 
-    def __init__(self, bootstrap: str, *, linger_ms: int = 0, topic_prefix: str | None = None, partitions: int = 8) -> None:
+    def __init__(
+        self, bootstrap: str, *, linger_ms: int = 0, topic_prefix: str | None = None, partitions: int = 8
+    ) -> None:
         # acks=all and no idempotence: the embedded broker supports neither idempotent
         # producers nor transactions; duplicates are handled by idempotent consumers.
         self._producer = AIOKafkaProducer(
@@ -221,7 +224,10 @@ class ConsumerLoop:
                 await self.consumer.seek_to_beginning(*parts)
         except (KafkaError, IllegalStateError) as exc:  # a rebalance took them meanwhile: it resets them itself
             log.warning("could not rewind", extra={"consumer": self.name, "error": str(exc)})
-        log.warning("broker lost its logs: consumer reads them from the start", extra={"consumer": self.name, "partitions": len(parts)})
+        log.warning(
+            "broker lost its logs: consumer reads them from the start",
+            extra={"consumer": self.name, "partitions": len(parts)},
+        )
 
     async def rewind_if_past_end(self) -> list[str]:
         """While idle: a position beyond a partition's end means its log was lost and re-created
@@ -243,11 +249,15 @@ class ConsumerLoop:
             if past:
                 await self.consumer.seek_to_beginning(*past)
         except (KafkaError, IllegalStateError, asyncio.TimeoutError) as exc:  # broker away or a rebalance: next time
-            log.info("past-the-end check skipped", extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"})
+            log.info(
+                "past-the-end check skipped", extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"}
+            )
             return []
         if past:
-            log.warning("consumer was past the end of re-created logs: reads them from the start",
-                        extra={"consumer": self.name, "partitions": [f"{tp.topic}/{tp.partition}" for tp in past[:8]]})
+            log.warning(
+                "consumer was past the end of re-created logs: reads them from the start",
+                extra={"consumer": self.name, "partitions": [f"{tp.topic}/{tp.partition}" for tp in past[:8]]},
+            )
         return [f"{tp.topic}/{tp.partition}" for tp in past]
 
     async def run(self) -> None:
@@ -269,7 +279,10 @@ class ConsumerLoop:
                     # The group moved on (rebalance, or a restarted broker forgot it): this batch
                     # is delivered again to whoever owns the partition now, and handlers are
                     # idempotent. Dying here would leave the service up but consuming nothing.
-                    log.warning("offset commit failed; batch will be redelivered", extra={"consumer": self.name, "error": str(exc)})
+                    log.warning(
+                        "offset commit failed; batch will be redelivered",
+                        extra={"consumer": self.name, "error": str(exc)},
+                    )
             self.processed += len(records)
             if not self.caught_up.is_set() and await self._at_high_watermark():
                 self.caught_up.set()

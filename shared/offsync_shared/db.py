@@ -48,7 +48,10 @@ async def while_away(
         try:
             return await attempt()
         except transient as exc:
-            log.warning("database unavailable; retrying", extra={"what": what, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+            log.warning(
+                "database unavailable; retrying",
+                extra={"what": what, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay},
+            )
             await asyncio.sleep(delay)  # backoff while the database recovers
             delay = min(delay * 2, RETRY_MAX_S)
 

@@ -97,7 +97,9 @@ async def insert_rows(conn: asyncpg.Connection, schema: str, messages: list[Mess
     ids = await conn.fetch(
         f'INSERT INTO "{schema}".outbox(topic, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])'
         + (" RETURNING id" if direct else ""),
-        [t for t, _, _ in messages], [k for _, k, _ in messages], [v for _, _, v in messages],
+        [t for t, _, _ in messages],
+        [k for _, k, _ in messages],
+        [v for _, _, v in messages],
     )
     if direct:
         assert pending is not None
@@ -211,8 +213,9 @@ class OutboxRelay:
                     return 0
                 rows = await conn.fetch(
                     f'SELECT id, topic, key, value FROM "{self.schema}".outbox'
-                    f' WHERE {PENDING} AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1',
-                    self.batch_size, [*self._claimed, *self._acked],
+                    f" WHERE {PENDING} AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+                    self.batch_size,
+                    [*self._claimed, *self._acked],
                 )
                 if not rows:
                     return 0
@@ -224,7 +227,9 @@ class OutboxRelay:
 
     async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         if self.retention_s > 0:
-            await conn.execute(f'UPDATE "{self.schema}".outbox SET published_at = now() WHERE id = ANY($1::bigint[])', ids)
+            await conn.execute(
+                f'UPDATE "{self.schema}".outbox SET published_at = now() WHERE id = ANY($1::bigint[])', ids
+            )
         else:
             await conn.execute(f'DELETE FROM "{self.schema}".outbox WHERE id = ANY($1::bigint[])', ids)
 
@@ -234,7 +239,9 @@ class OutboxRelay:
         newer and per-key order holds; consumers are idempotent, so what was consumed already
         only repeats. Returns how many rows were queued again."""
         async with self.pool.acquire() as conn:
-            status = await conn.execute(f'UPDATE "{self.schema}".outbox SET published_at = NULL WHERE published_at IS NOT NULL')
+            status = await conn.execute(
+                f'UPDATE "{self.schema}".outbox SET published_at = NULL WHERE published_at IS NOT NULL'
+            )
         n = int(status.split()[-1])
         self.replayed += n
         log.warning("broker lost its state: replaying the retained outbox", extra={"schema": self.schema, "rows": n})
@@ -250,7 +257,8 @@ class OutboxRelay:
         try:
             async with self.pool.acquire() as conn:
                 await conn.execute(
-                    f'DELETE FROM "{self.schema}".outbox WHERE published_at < now() - make_interval(secs => $1)', self.retention_s
+                    f'DELETE FROM "{self.schema}".outbox WHERE published_at < now() - make_interval(secs => $1)',
+                    self.retention_s,
                 )
         except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the next round retries
             log.warning("outbox prune failed", extra={"error": f"{type(exc).__name__}: {exc}"})

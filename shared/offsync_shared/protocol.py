@@ -429,7 +429,9 @@ def decode_client(raw: bytes | str) -> ClientFrame:
     if t == "hello":
         version = obj.get("version", VERSION)
         if version != VERSION:
-            raise FrameError(ERR_BAD_FRAME, f"unsupported protocol version {version!r}; this server speaks {VERSION}", "version")
+            raise FrameError(
+                ERR_BAD_FRAME, f"unsupported protocol version {version!r}; this server speaks {VERSION}", "version"
+            )
         checksums = obj.get("checksums", {})
         if not isinstance(checksums, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in checksums.values()
@@ -518,7 +520,9 @@ def decode_server(raw: bytes | str) -> ServerFrame:
                 ),
             )
         if t == "error":
-            return Error(code=obj["code"], message=obj["message"], ref=obj.get("ref"), retry_after=obj.get("retry_after"))
+            return Error(
+                code=obj["code"], message=obj["message"], ref=obj.get("ref"), retry_after=obj.get("retry_after")
+            )
         if t == "drop":
             return Drop(buckets=_buckets(obj), reason=obj.get("reason", "removed"))
         if t == "reset":

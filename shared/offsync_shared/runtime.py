@@ -81,7 +81,9 @@ async def open_runtime(
         if schema and migrations:
             await db.migrate(pool, schema, migrations)
         await bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions)
-        producer = bus.Producer(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions)
+        producer = bus.Producer(
+            settings.kafka_bootstrap, topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
         rt = Runtime(settings=settings, pool=pool, producer=producer)
@@ -91,8 +93,12 @@ async def open_runtime(
             rt.spawn(rt.relay.run(), f"outbox-relay:{schema}")
         # A broker that lost its state (the embedded one on restart) gets its topics back and the
         # relay's retained window again; services add their own listeners (sync-service's gateway).
-        rt.watch = BrokerWatch(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions,
-                               interval=settings.broker_watch_interval_s)
+        rt.watch = BrokerWatch(
+            settings.kafka_bootstrap,
+            settings.topic_prefix,
+            settings.topic_partitions,
+            interval=settings.broker_watch_interval_s,
+        )
         if rt.relay is not None:
             rt.watch.on_lost(rt.relay.replay)
         rt.spawn(rt.watch.run(), "broker-watch")

@@ -22,7 +22,11 @@ def test_valid_token_gives_principal() -> None:
     "token, audience, reason",
     [
         (lambda: issue_token(SECRET, "u1", DEVICE_AUDIENCE), ADMIN_AUDIENCE, "wrong audience"),
-        (lambda: issue_token(SECRET, "u1", ADMIN_AUDIENCE, now=time.time() - 7200, ttl_seconds=60), ADMIN_AUDIENCE, "expired"),
+        (
+            lambda: issue_token(SECRET, "u1", ADMIN_AUDIENCE, now=time.time() - 7200, ttl_seconds=60),
+            ADMIN_AUDIENCE,
+            "expired",
+        ),
         (lambda: issue_token("x" * 40, "u1", ADMIN_AUDIENCE), ADMIN_AUDIENCE, "invalid"),
         (lambda: issue_token(SECRET, "u1", ADMIN_AUDIENCE, issuer="evil"), ADMIN_AUDIENCE, "invalid"),
         (lambda: "garbage", ADMIN_AUDIENCE, "invalid"),
@@ -34,7 +38,9 @@ def test_refused(token, audience: str, reason: str) -> None:  # type: ignore[no-
         verify_token(SECRET, token(), audience)
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "token"], ids=["none", "empty", "basic", "blank", "no-scheme"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Basic abc", "Bearer ", "token"], ids=["none", "empty", "basic", "blank", "no-scheme"]
+)
 def test_bearer_header_refused(header: str | None) -> None:
     with pytest.raises(Unauthenticated):
         bearer(header)

@@ -26,7 +26,9 @@ A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b",
         ({A0: 5}, {A0: 5, B0: 0}, []),  # a new partition is no loss
     ],
 )
-def test_log_shrunk(before: dict[TopicPartition, int], now: dict[TopicPartition, int], shrunk: list[TopicPartition]) -> None:
+def test_log_shrunk(
+    before: dict[TopicPartition, int], now: dict[TopicPartition, int], shrunk: list[TopicPartition]
+) -> None:
     assert log_shrunk(before, now) == shrunk
 
 

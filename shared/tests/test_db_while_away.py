@@ -39,8 +39,11 @@ async def test_away_is_retried_until_it_answers(exc: BaseException) -> None:
     assert calls == 3
 
 
-@pytest.mark.parametrize("exc", [asyncpg.UniqueViolationError("dup"), asyncpg.QueryCanceledError("timeout"), ValueError("poison")],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exc",
+    [asyncpg.UniqueViolationError("dup"), asyncpg.QueryCanceledError("timeout"), ValueError("poison")],
+    ids=lambda e: type(e).__name__,
+)
 async def test_other_failures_are_raised_at_once(exc: BaseException) -> None:
     calls = 0
 

@@ -16,16 +16,36 @@ from offsync_shared import protocol as p
 
 VALID = [
     ("hello-minimal", {"type": "hello", "device_id": "d"}, p.Hello(device_id="d")),
-    ("hello-full", {"type": "hello", "version": 1, "device_id": "d", "cursor": 7, "checksums": {"b": 5}, "token": "t"},
-     p.Hello(device_id="d", cursor=7, checksums={"b": 5}, token="t")),
-    ("hello-features", {"type": "hello", "device_id": "d", "features": ["ops_checkpoint", "from-the-future"]},
-     p.Hello(device_id="d", features=("ops_checkpoint", "from-the-future"))),
-    ("upload", {"type": "upload", "batch_id": "b1", "changes": [
-        {"seq": 0, "op": "create", "entity": "task", "id": "x", "fields": {"a": 1}},
-        {"seq": 1, "op": "update", "entity": "task", "id": "y", "base_version": 3, "fields": {}},
-        {"seq": 2, "op": "delete", "entity": "task", "id": "z", "base_version": 2}]},
-     p.Upload("b1", (p.Change(0, "create", "task", "x", None, {"a": 1}), p.Change(1, "update", "task", "y", 3, {}),
-                     p.Change(2, "delete", "task", "z", 2, {})))),
+    (
+        "hello-full",
+        {"type": "hello", "version": 1, "device_id": "d", "cursor": 7, "checksums": {"b": 5}, "token": "t"},
+        p.Hello(device_id="d", cursor=7, checksums={"b": 5}, token="t"),
+    ),
+    (
+        "hello-features",
+        {"type": "hello", "device_id": "d", "features": ["ops_checkpoint", "from-the-future"]},
+        p.Hello(device_id="d", features=("ops_checkpoint", "from-the-future")),
+    ),
+    (
+        "upload",
+        {
+            "type": "upload",
+            "batch_id": "b1",
+            "changes": [
+                {"seq": 0, "op": "create", "entity": "task", "id": "x", "fields": {"a": 1}},
+                {"seq": 1, "op": "update", "entity": "task", "id": "y", "base_version": 3, "fields": {}},
+                {"seq": 2, "op": "delete", "entity": "task", "id": "z", "base_version": 2},
+            ],
+        },
+        p.Upload(
+            "b1",
+            (
+                p.Change(0, "create", "task", "x", None, {"a": 1}),
+                p.Change(1, "update", "task", "y", 3, {}),
+                p.Change(2, "delete", "task", "z", 2, {}),
+            ),
+        ),
+    ),
     ("refetch", {"type": "refetch", "buckets": ["a", "b"]}, p.Refetch(("a", "b"))),
     ("auth", {"type": "auth", "token": "t"}, p.Auth("t")),
     ("ping", {"type": "ping", "t": 1.5}, p.Ping(1.5)),
@@ -52,10 +72,28 @@ INVALID = [
     ("hello-bool-cursor", b'{"type": "hello", "device_id": "d", "cursor": true}', p.ERR_BAD_FRAME),
     ("hello-checksum-too-big", b'{"type": "hello", "device_id": "d", "checksums": {"b": 4294967296}}', p.ERR_BAD_FRAME),
     ("upload-changes-not-list", b'{"type": "upload", "batch_id": "b", "changes": {}}', p.ERR_BAD_FRAME),
-    ("upload-unknown-op", b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "merge", "entity": "e", "id": "i"}]}', p.ERR_BAD_FRAME),
-    ("upload-update-without-base", b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "update", "entity": "e", "id": "i"}]}', p.ERR_BAD_FRAME),
-    ("upload-fields-not-object", b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i", "fields": []}]}', p.ERR_BAD_FRAME),
-    ("upload-long-id", orjson.dumps({"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i" * 201}]}), p.ERR_BAD_FRAME),
+    (
+        "upload-unknown-op",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "merge", "entity": "e", "id": "i"}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    (
+        "upload-update-without-base",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "update", "entity": "e", "id": "i"}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    (
+        "upload-fields-not-object",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i", "fields": []}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    (
+        "upload-long-id",
+        orjson.dumps(
+            {"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i" * 201}]}
+        ),
+        p.ERR_BAD_FRAME,
+    ),
     ("upload-no-batch-id", b'{"type": "upload", "changes": []}', p.ERR_BAD_FRAME),
     ("hello-features-not-list", b'{"type": "hello", "device_id": "d", "features": "ops_checkpoint"}', p.ERR_BAD_FRAME),
     ("hello-features-not-strings", b'{"type": "hello", "device_id": "d", "features": [1]}', p.ERR_BAD_FRAME),
@@ -73,15 +111,32 @@ def test_invalid_client_frames(raw: bytes, code: str) -> None:
 
 ident = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
 u63 = st.integers(0, 2**63 - 1)
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
 fields = st.dictionaries(st.text(max_size=10), json_scalar, max_size=5)
 change = st.builds(
     lambda seq, op, e, i, b, f: p.Change(seq, op, e, i, b if op != "create" or b is not None else None, f),
-    u63, st.sampled_from(p.CHANGE_OPS), ident, ident, u63, fields,
+    u63,
+    st.sampled_from(p.CHANGE_OPS),
+    ident,
+    ident,
+    u63,
+    fields,
 )
 client_frames = st.one_of(
-    st.builds(p.Hello, ident, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5), st.one_of(st.none(), ident),
-              st.lists(ident, max_size=4).map(tuple)),
+    st.builds(
+        p.Hello,
+        ident,
+        u63,
+        st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5),
+        st.one_of(st.none(), ident),
+        st.lists(ident, max_size=4).map(tuple),
+    ),
     st.builds(p.Upload, ident, st.lists(change, max_size=5).map(tuple)),
     st.builds(p.Refetch, st.lists(ident, max_size=5).map(tuple)),
     st.builds(p.Auth, ident),
@@ -90,19 +145,39 @@ client_frames = st.one_of(
 )
 op_row = st.tuples(u63, ident, st.sampled_from(["put", "remove"]), ident, ident, u63, st.one_of(st.none(), fields))
 results = st.builds(
-    p.ChangeResult, u63, ident, ident, st.sampled_from(["applied", "conflict", "rejected"]),
-    st.one_of(st.none(), u63), st.one_of(st.none(), fields), st.one_of(st.none(), ident), st.one_of(st.none(), ident),
+    p.ChangeResult,
+    u63,
+    ident,
+    ident,
+    st.sampled_from(["applied", "conflict", "rejected"]),
+    st.one_of(st.none(), u63),
+    st.one_of(st.none(), fields),
+    st.one_of(st.none(), ident),
+    st.one_of(st.none(), ident),
 )
 checkpoint = st.builds(p.Checkpoint, u63, st.dictionaries(ident, st.integers(0, 2**32 - 1), max_size=5))
 server_frames = st.one_of(
-    st.builds(p.Ops, st.lists(op_row, max_size=5), u63, u63, st.one_of(st.none(), u63), st.one_of(st.none(), checkpoint)),
+    st.builds(
+        p.Ops, st.lists(op_row, max_size=5), u63, u63, st.one_of(st.none(), u63), st.one_of(st.none(), checkpoint)
+    ),
     checkpoint,
     st.builds(p.Drop, st.lists(ident, max_size=4).map(tuple), ident),
     st.builds(p.Reset, st.lists(ident, max_size=4).map(tuple)),
     st.builds(p.Result, ident, st.lists(results, max_size=4).map(tuple)),
-    st.builds(p.Error, st.sampled_from(p.ERROR_CODES), st.text(max_size=30), st.one_of(st.none(), ident),
-              st.one_of(st.none(), st.floats(0, 100))),
-    st.builds(p.Welcome, ident, st.lists(ident, max_size=3).map(tuple), st.floats(0, 100), st.dictionaries(ident, st.integers(0, 10**6), max_size=3)),
+    st.builds(
+        p.Error,
+        st.sampled_from(p.ERROR_CODES),
+        st.text(max_size=30),
+        st.one_of(st.none(), ident),
+        st.one_of(st.none(), st.floats(0, 100)),
+    ),
+    st.builds(
+        p.Welcome,
+        ident,
+        st.lists(ident, max_size=3).map(tuple),
+        st.floats(0, 100),
+        st.dictionaries(ident, st.integers(0, 10**6), max_size=3),
+    ),
 )
 
 
@@ -128,15 +203,33 @@ def test_old_readers_see_ops_with_a_checkpoint_as_plain_ops() -> None:
     """Backward compatibility: the checkpoint is an extra key; every older field is unchanged."""
     frame = p.Ops([(3, "b", "put", "e", "i", 1, {"a": 1})], 1, 1, checkpoint=p.Checkpoint(3, {"b": 7}))
     obj = orjson.loads(p.encode(frame))
-    assert obj == {"type": "ops", "ops": [[3, "b", "put", "e", "i", 1, {"a": 1}]], "done": 1, "total": 1,
-                   "checkpoint": {"cursor": 3, "checksums": {"b": 7}}}
+    assert obj == {
+        "type": "ops",
+        "ops": [[3, "b", "put", "e", "i", 1, {"a": 1}]],
+        "done": 1,
+        "total": 1,
+        "checkpoint": {"cursor": 3, "checksums": {"b": 7}},
+    }
     assert "features" not in orjson.loads(p.encode(p.Hello("d")))
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.binary(max_size=200), st.text(max_size=200), st.recursive(json_scalar, lambda c: st.one_of(
-    st.lists(c, max_size=4), st.dictionaries(st.sampled_from(["type", "device_id", "changes", "batch_id", "buckets", "seq", "op"]), c, max_size=5)),
-    max_leaves=20).map(orjson.dumps)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.recursive(
+            json_scalar,
+            lambda c: st.one_of(
+                st.lists(c, max_size=4),
+                st.dictionaries(
+                    st.sampled_from(["type", "device_id", "changes", "batch_id", "buckets", "seq", "op"]), c, max_size=5
+                ),
+            ),
+            max_leaves=20,
+        ).map(orjson.dumps),
+    )
+)
 def test_decoding_junk_only_ever_raises_frame_error(raw: Any) -> None:
     for decode in (p.decode_client, p.decode_server):
         try:

@@ -18,7 +18,11 @@ json_values = st.recursive(
 )
 
 
-@given(type_=st.text(min_size=1, max_size=30), key=st.text(max_size=30), payload=st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+@given(
+    type_=st.text(min_size=1, max_size=30),
+    key=st.text(max_size=30),
+    payload=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+)
 def test_round_trip(type_: str, key: str, payload: dict[str, object]) -> None:
     env = Envelope(type=type_, key=key, payload=payload)
     assert Envelope.decode(env.encode()) == env

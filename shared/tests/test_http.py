@@ -32,7 +32,11 @@ def _app() -> FastAPI:
 
 async def test_form_or_missing_content_type_is_read_as_json() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
-        for headers in ({"content-type": "application/x-www-form-urlencoded"}, {}, {"content-type": "application/json"}):
+        for headers in (
+            {"content-type": "application/x-www-form-urlencoded"},
+            {},
+            {"content-type": "application/json"},
+        ):
             r = await c.post("/echo", content=b'{"name": "x"}', headers=headers)
             assert r.status_code == 200 and r.json() == {"name": "x"}, (headers, r.text)
         r = await c.post("/echo", content=b"name=x", headers={"content-type": "application/x-www-form-urlencoded"})
@@ -42,14 +46,15 @@ async def test_form_or_missing_content_type_is_read_as_json() -> None:
 
 
 async def test_database_away_is_503_not_500() -> None:
-
     app = _app()
 
     @app.get("/db")
     async def db() -> None:
         raise asyncpg.CannotConnectNowError("the database system is starting up")
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+    ) as c:
         r = await c.get("/db")
         assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable" and r.headers["retry-after"] == "1"
 
@@ -63,7 +68,11 @@ def _chained(outer: Exception, inner: BaseException) -> Exception:
 
 UNAVAILABLE = [
     ("refused", ConnectionRefusedError(), True),
-    ("admin-shutdown", asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+    (
+        "admin-shutdown",
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        True,
+    ),
     ("starting-up", asyncpg.CannotConnectNowError("the database system is starting up"), True),
     ("connection-gone", asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), True),
     ("released-connection", asyncpg.InternalClientError("cannot release"), True),

@@ -64,8 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt, \
-                contextlib.AsyncExitStack() as stack:
+        async with (
+            open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt,
+            contextlib.AsyncExitStack() as stack,
+        ):
             reads = await db.create_pool(
                 settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max, reset=_keep_session
             )

@@ -30,8 +30,14 @@ SEND_TIMEOUT_S = 30.0  # a device that stops reading for this long is cut off, n
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: BucketStore, hub: Hub, publisher: BatchPublisher,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BucketStore,
+        hub: Hub,
+        publisher: BatchPublisher,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.s = settings
         self.store = store
         self.hub = hub
@@ -90,7 +96,9 @@ class Gateway:
         now = self.clock()
         if not self.conn_limiter.take(now):
             wait = self.come_back.wait(now, max(self.conn_limiter.retry_after(), 0.05))
-            await self._close(ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.3f}")
+            await self._close(
+                ws, p.CLOSE_TRY_AGAIN_LATER, f"try_again_later: connection rate cap; retry_after={wait:.3f}"
+            )
             return None
         try:
             msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)
@@ -129,8 +137,14 @@ class Gateway:
             await self._close(ws, refusal.close_code, refusal.reason)
             return None
         return SyncSession(
-            principal=principal, hello=hello, store=self.store, registry=self.hub, publisher=self.publisher,
-            settings=self.s, verify_token=self.verify, admission=admission,
+            principal=principal,
+            hello=hello,
+            store=self.store,
+            registry=self.hub,
+            publisher=self.publisher,
+            settings=self.s,
+            verify_token=self.verify,
+            admission=admission,
         )
 
     async def _run(self, ws: WebSocket, session: SyncSession) -> None:

@@ -176,7 +176,9 @@ class Hub:
                         s.ask(0)
                         self.want_live(s)
                 else:
-                    s.offer_live(since, mine, live.combined() if s.combined else live.split(), live.count, live.position)
+                    s.offer_live(
+                        since, mine, live.combined() if s.combined else live.split(), live.count, live.position
+                    )
                 self.shared_deliveries += 1
 
     async def on_user_buckets_changed(self, event: Event, env: Envelope) -> None:
@@ -241,7 +243,10 @@ class _LiveFrames:
         if at:
             part = ops_parts.get(at)
             if part is None:
-                part = ops_parts[at] = (("[" + ",".join(rows[i][2] for i in at) + "]").encode(), max(rows[i][0] for i in at))
+                part = ops_parts[at] = (
+                    ("[" + ",".join(rows[i][2] for i in at) + "]").encode(),
+                    max(rows[i][0] for i in at),
+                )
             ops, position = part
         states = batch.states
         checksums: dict[str, int] = {}
@@ -268,7 +273,8 @@ class _LiveFrames:
                 # What p.encode makes of the combined Ops frame, without building it first.
                 cp = orjson.dumps({"cursor": self.checkpoint.cursor, "checksums": self.checkpoint.checksums})
                 self._wire_combined = text_frame(
-                    b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (self.ops, self.count, self.count, cp)
+                    b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}'
+                    % (self.ops, self.count, self.count, cp)
                 )
         return self._wire_combined
 
@@ -289,7 +295,9 @@ class _LiveFrames:
             if self.ops is None:
                 self._combined = self.split()
             else:
-                frame = p.Ops(ops=orjson.Fragment(self.ops), done=self.count, total=self.count, checkpoint=self.checkpoint)
+                frame = p.Ops(
+                    ops=orjson.Fragment(self.ops), done=self.count, total=self.count, checkpoint=self.checkpoint
+                )
                 self._combined = (Encoded(p.encode(frame).decode()),)
         return self._combined
 

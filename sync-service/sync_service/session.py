@@ -70,8 +70,6 @@ class Close:
     reason: str
 
 
-
-
 class BatchPublisher(Protocol):
     async def upload(self, batch: BatchUploaded) -> None: ...
 
@@ -110,11 +108,48 @@ def result_text(batch_id: str, results: list[dict[str, Any]]) -> Encoded:
 class SyncSession:
     # Thousands of idle sessions per process: slots, and queues created only when first used.
     __slots__ = (
-        "user_id", "device_id", "_hello", "store", "registry", "publisher", "s", "verify_token", "clock", "wall",
-        "expires_at", "buckets", "position", "key", "fresh", "pending", "_inbox", "_room", "_signal", "_errors",
-        "_results", "_limiter", "_dropped_for_rate", "_dirty", "_rebucket", "_draining", "_close", "gone",
-        "_last_in", "_last_ping", "_last_states", "sent_ops", "_admission", "_busy", "_live", "_synced", "_asked",
-        "_own", "_want", "combined", "direct", "__weakref__",
+        "user_id",
+        "device_id",
+        "_hello",
+        "store",
+        "registry",
+        "publisher",
+        "s",
+        "verify_token",
+        "clock",
+        "wall",
+        "expires_at",
+        "buckets",
+        "position",
+        "key",
+        "fresh",
+        "pending",
+        "_inbox",
+        "_room",
+        "_signal",
+        "_errors",
+        "_results",
+        "_limiter",
+        "_dropped_for_rate",
+        "_dirty",
+        "_rebucket",
+        "_draining",
+        "_close",
+        "gone",
+        "_last_in",
+        "_last_ping",
+        "_last_states",
+        "sent_ops",
+        "_admission",
+        "_busy",
+        "_live",
+        "_synced",
+        "_asked",
+        "_own",
+        "_want",
+        "combined",
+        "direct",
+        "__weakref__",
     )
 
     def __init__(
@@ -160,7 +195,9 @@ class SyncSession:
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
         self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
-        self.pending: dict[str, tuple[float, float]] = {}  # batch id -> (when forwarded, when last looked for its answer)
+        self.pending: dict[
+            str, tuple[float, float]
+        ] = {}  # batch id -> (when forwarded, when last looked for its answer)
         self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
         self._room: asyncio.Event | None = None  # set when a full inbox drains
         self._signal = Wakeup()
@@ -189,7 +226,9 @@ class SyncSession:
             self._signal.set()
             return
         if len(raw) > self.s.sync_max_frame_bytes:
-            self._report(p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {len(raw)} bytes exceeds {self.s.sync_max_frame_bytes}"))
+            self._report(
+                p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {len(raw)} bytes exceeds {self.s.sync_max_frame_bytes}")
+            )
             return
         try:
             frame = p.decode_client(raw)
@@ -227,8 +266,14 @@ class SyncSession:
         """At a checkpoint and otherwise idle, so ops above ``position`` read for many sessions at
         once are exactly what we owe the device."""
         return self._synced and not (
-            self.fresh or self._rebucket or self._draining or self.gone or self._own
-            or self._close is not None or self._live is not None or not self.buckets
+            self.fresh
+            or self._rebucket
+            or self._draining
+            or self.gone
+            or self._own
+            or self._close is not None
+            or self._live is not None
+            or not self.buckets
         )
 
     def live_eligible(self) -> bool:
@@ -253,7 +298,9 @@ class SyncSession:
             self._dirty = True
         self._signal.set()
 
-    def write_live(self, expected_position: int, buckets: frozenset[str], wire: bytes, count: int, position: int) -> bool:
+    def write_live(
+        self, expected_position: int, buckets: frozenset[str], wire: bytes, count: int, position: int
+    ) -> bool:
         """``offer_live`` without the task switch: while this session's task sleeps at a
         checkpoint, nothing else is being sent, so the hub's frames (already framed for the
         wire) can go straight to the socket. False when that is not so right now (busy, moved,
@@ -300,8 +347,14 @@ class SyncSession:
         unanswered one (same batch id; the conflict service answers a known id from its store)."""
         for batch_id in list(self.pending):
             del self.pending[batch_id]
-            self._report(p.Error(p.ERR_UNAVAILABLE, "the broker lost this batch; resend it with the same batch id",
-                                 ref=batch_id, retry_after=0.2))
+            self._report(
+                p.Error(
+                    p.ERR_UNAVAILABLE,
+                    "the broker lost this batch; resend it with the same batch id",
+                    ref=batch_id,
+                    retry_after=0.2,
+                )
+            )
 
     def disconnected(self) -> None:
         """The transport lost the device: end the stream without sending anything more."""
@@ -417,11 +470,7 @@ class SyncSession:
             cursor = 0
         elif cursor > 0:
             states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
-            resets = {
-                b
-                for b, st in states.items()
-                if st.last_op_id <= cursor and st.checksum != hello.checksums[b]
-            }
+            resets = {b for b, st in states.items() if st.last_op_id <= cursor and st.checksum != hello.checksums[b]}
         dropped = held - self.buckets
         if dropped:
             yield p.Drop(tuple(sorted(dropped)), reason="removed")
@@ -479,7 +528,9 @@ class SyncSession:
             async for f in self._recheck_pending(now):
                 yield f
         if self.wall() > self.expires_at + self.s.sync_token_grace_s and self._close is None:
-            self._close = Close(p.CLOSE_UNAUTHENTICATED, "unauthenticated: token expired; renew it and reconnect with your cursor")
+            self._close = Close(
+                p.CLOSE_UNAUTHENTICATED, "unauthenticated: token expired; renew it and reconnect with your cursor"
+            )
         if now - self._last_in > self.s.sync_idle_timeout_s and self._close is None:
             self._close = Close(p.CLOSE_TIMEOUT, "timeout: no frame from the device")
         elif now - max(self._last_in, self._last_ping) > self.s.sync_heartbeat_s:
@@ -560,7 +611,12 @@ class SyncSession:
         except Exception as exc:  # broker down: the device keeps the batch and resends it
             log.warning("could not forward batch", extra={"batch_id": up.batch_id, "error": str(exc)})
             self.pending.pop(up.batch_id, None)
-            yield p.Error(p.ERR_UNAVAILABLE, "could not queue the batch; resend it with the same batch id", ref=up.batch_id, retry_after=1.0)
+            yield p.Error(
+                p.ERR_UNAVAILABLE,
+                "could not queue the batch; resend it with the same batch id",
+                ref=up.batch_id,
+                retry_after=1.0,
+            )
 
     async def _answer_stored(self, batch_id: str, stored: StoredBatch) -> AsyncIterator[Outgoing]:
         if stored.user_id != self.user_id:
@@ -585,8 +641,12 @@ class SyncSession:
                     yield f
             elif stored is None and batch_id in self.pending and now - forwarded >= self.s.sync_result_resend_s:
                 del self.pending[batch_id]
-                yield p.Error(p.ERR_UNAVAILABLE, f"no answer after {now - forwarded:.0f} s; resend it with the same batch id",
-                              ref=batch_id, retry_after=0.2)
+                yield p.Error(
+                    p.ERR_UNAVAILABLE,
+                    f"no answer after {now - forwarded:.0f} s; resend it with the same batch id",
+                    ref=batch_id,
+                    retry_after=0.2,
+                )
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False

@@ -197,7 +197,9 @@ class PgBucketStore:
         if row["enabled"] is None:
             facts = AccessFacts(False, False, False, None, None)
         else:
-            facts = AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+            facts = AccessFacts(
+                True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"]
+            )
         return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
 
     async def access(self, user_id: str) -> AccessFacts:
@@ -225,7 +227,9 @@ class PgBucketStore:
 
     async def newest_op_id(self) -> int:
         # The sequence survives compaction; a device cursor above it means the server lost data.
-        return int(await self.pool.fetchval("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq"))
+        return int(
+            await self.pool.fetchval("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq")
+        )
 
     async def count_ops(self, user_id: str, buckets: list[str], after: int) -> int:
         return int(

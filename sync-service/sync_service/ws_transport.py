@@ -61,9 +61,21 @@ def prebuilt_text(texts: "list[str] | tuple[str, ...]") -> bytes:
 class _Shared:
     """What every connection of one server has in common (one object, not one copy each)."""
 
-    __slots__ = ("app", "loop", "max_size", "root_path", "asgi_version", "app_state", "connections", "tasks", "server_state")
+    __slots__ = (
+        "app",
+        "loop",
+        "max_size",
+        "root_path",
+        "asgi_version",
+        "app_state",
+        "connections",
+        "tasks",
+        "server_state",
+    )
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: Config, server_state: ServerState, app_state: dict[str, Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.app = config.loaded_app
         self.loop = loop
         self.max_size = config.ws_max_size
@@ -80,8 +92,20 @@ _shared: "weakref.WeakKeyDictionary[Config, _Shared]" = weakref.WeakKeyDictionar
 
 class LeanWebSocketProtocol(asyncio.Protocol):
     __slots__ = (
-        "_sh", "transport", "conn", "_response", "_inbox", "_waiter", "_drain", "_parts", "_text",
-        "_accepted", "_close_sent", "_disconnected", "_read_paused", "_close_timer",
+        "_sh",
+        "transport",
+        "conn",
+        "_response",
+        "_inbox",
+        "_waiter",
+        "_drain",
+        "_parts",
+        "_text",
+        "_accepted",
+        "_close_sent",
+        "_disconnected",
+        "_read_paused",
+        "_close_timer",
     )
 
     def __init__(
@@ -233,13 +257,21 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             return
         if not self.transport.is_closing():
             rcvd = self.conn.close_rcvd
-            self._put({"type": "websocket.disconnect", "code": rcvd.code if rcvd else 1005, "reason": rcvd.reason if rcvd else ""})
+            self._put(
+                {
+                    "type": "websocket.disconnect",
+                    "code": rcvd.code if rcvd else 1005,
+                    "reason": rcvd.reason if rcvd else "",
+                }
+            )
             self._flush()
             self.transport.close()
 
     def _parser_failed(self) -> None:
         sent = self.conn.close_sent
-        self._put({"type": "websocket.disconnect", "code": sent.code if sent else 1002, "reason": sent.reason if sent else ""})
+        self._put(
+            {"type": "websocket.disconnect", "code": sent.code if sent else 1002, "reason": sent.reason if sent else ""}
+        )
         self._flush()
         self._close_sent = True
         self.transport.close()

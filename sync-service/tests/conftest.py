@@ -81,8 +81,12 @@ class StandInConflictService:
             self.seen.append(event.batch_id)
             results = await self._apply(event)
             if not self.hold:
-                answer = BatchApplied(batch_id=event.batch_id, device_id=event.device_id, user_id=event.user_id, results=results)
-                await self.producer.send(BATCH_RESULTS.full(self.env.topic_prefix), answer.envelope(key=event.device_id))
+                answer = BatchApplied(
+                    batch_id=event.batch_id, device_id=event.device_id, user_id=event.user_id, results=results
+                )
+                await self.producer.send(
+                    BATCH_RESULTS.full(self.env.topic_prefix), answer.envelope(key=event.device_id)
+                )
 
     async def _apply(self, b: BatchUploaded) -> list[ChangeResult]:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -91,7 +95,11 @@ class StandInConflictService:
                 return [ChangeResult.model_validate(r) for r in stored]
             out: list[ChangeResult] = []
             for c in sorted(b.changes, key=lambda c: c.seq):
-                row = await conn.fetchrow("SELECT version, deleted, attributes FROM data.records WHERE entity = $1 AND id = $2", c.entity, c.id)
+                row = await conn.fetchrow(
+                    "SELECT version, deleted, attributes FROM data.records WHERE entity = $1 AND id = $2",
+                    c.entity,
+                    c.id,
+                )
                 base = dict(seq=c.seq, entity=c.entity, id=c.id)
                 if c.entity == "poison":
                     out.append(ChangeResult(**base, status="rejected", code="validation", message="poison entity"))
@@ -99,7 +107,10 @@ class StandInConflictService:
                     if row is None:
                         await conn.execute(
                             "INSERT INTO data.records(entity, id, version, attributes, owner_id, owner_type) VALUES ($1, $2, 1, $3, $4, 'user')",
-                            c.entity, c.id, c.fields, b.user_id,
+                            c.entity,
+                            c.id,
+                            c.fields,
+                            b.user_id,
                         )
                         out.append(ChangeResult(**base, status="applied", version=1))
                     else:
@@ -107,19 +118,36 @@ class StandInConflictService:
                 elif row is None:
                     out.append(ChangeResult(**base, status="rejected", code="not_found", message="no such record"))
                 elif c.base_version != row["version"]:
-                    out.append(ChangeResult(**base, status="conflict", version=row["version"],
-                                            record={"version": row["version"], "deleted": row["deleted"], "attributes": row["attributes"]}))
+                    out.append(
+                        ChangeResult(
+                            **base,
+                            status="conflict",
+                            version=row["version"],
+                            record={
+                                "version": row["version"],
+                                "deleted": row["deleted"],
+                                "attributes": row["attributes"],
+                            },
+                        )
+                    )
                 else:
                     v = row["version"] + 1
                     attrs = {**row["attributes"], **c.fields}
                     await conn.execute(
                         "UPDATE data.records SET version = $3, attributes = $4, deleted = $5 WHERE entity = $1 AND id = $2",
-                        c.entity, c.id, v, attrs, c.op == "delete",
+                        c.entity,
+                        c.id,
+                        v,
+                        attrs,
+                        c.op == "delete",
                     )
                     out.append(ChangeResult(**base, status="applied", version=v))
             await conn.execute(
                 "INSERT INTO data.batches(batch_id, device_id, user_id, results) VALUES ($1, $2, $3, $4)",
-                b.batch_id, b.device_id, b.user_id, [r.model_dump() for r in out],
+                b.batch_id,
+                b.device_id,
+                b.user_id,
+                [r.model_dump() for r in out],
             )
             self.applied.append(b.batch_id)
             return out
@@ -144,28 +172,49 @@ class Harness:
     def gateway(self) -> Any:
         return self.app.state.gateway
 
-    def token(self, user_id: str, *, device_id: str | None = None, ttl: int = 3600, now: float | None = None,
-              secret: str | None = None, audience: str = auth.DEVICE_AUDIENCE) -> str:
-        return auth.issue_token(secret or self.settings.jwt_secret, user_id, audience, ttl_seconds=ttl,
-                                device_id=device_id, now=now)
+    def token(
+        self,
+        user_id: str,
+        *,
+        device_id: str | None = None,
+        ttl: int = 3600,
+        now: float | None = None,
+        secret: str | None = None,
+        audience: str = auth.DEVICE_AUDIENCE,
+    ) -> str:
+        return auth.issue_token(
+            secret or self.settings.jwt_secret, user_id, audience, ttl_seconds=ttl, device_id=device_id, now=now
+        )
 
     # -- admin (as profile-service would have written it) -------------------------------------
-    async def user(self, *, enabled: bool = True, offline: bool = True, profile: bool = True, via_team: bool = False) -> str:
+    async def user(
+        self, *, enabled: bool = True, offline: bool = True, profile: bool = True, via_team: bool = False
+    ) -> str:
         uid = f"u-{uuid.uuid4().hex[:10]}"
         async with self.pool.acquire() as c, c.transaction():
             await c.execute("INSERT INTO admin.business_units(id, name) VALUES ('root', 'Root') ON CONFLICT DO NOTHING")
             await c.execute(
                 "INSERT INTO admin.roles(id, name, read_offline_profile) VALUES ('r-offline', 'Mobile', true), ('r-plain', 'Plain', false) ON CONFLICT DO NOTHING"
             )
-            await c.execute("INSERT INTO admin.users(id, name, business_unit_id, enabled) VALUES ($1, $1, 'root', $2)", uid, enabled)
+            await c.execute(
+                "INSERT INTO admin.users(id, name, business_unit_id, enabled) VALUES ($1, $1, 'root', $2)", uid, enabled
+            )
             if offline and via_team:
-                await c.execute("INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, 'root')", f"t-{uid}")
+                await c.execute(
+                    "INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, 'root')", f"t-{uid}"
+                )
                 await c.execute("INSERT INTO admin.team_members(team_id, user_id) VALUES ($1, $2)", f"t-{uid}", uid)
                 await c.execute("INSERT INTO admin.team_roles(team_id, role_id) VALUES ($1, 'r-offline')", f"t-{uid}")
             else:
-                await c.execute("INSERT INTO admin.user_roles(user_id, role_id) VALUES ($1, $2)", uid, "r-offline" if offline else "r-plain")
+                await c.execute(
+                    "INSERT INTO admin.user_roles(user_id, role_id) VALUES ($1, $2)",
+                    uid,
+                    "r-offline" if offline else "r-plain",
+                )
             if profile:
-                await c.execute("INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 1)", uid)
+                await c.execute(
+                    "INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 1)", uid
+                )
         return uid
 
     # -- sync schema (as publish-service writes it) -------------------------------------------
@@ -173,12 +222,20 @@ class Harness:
         async with self.pool.acquire() as c, c.transaction():
             for b in buckets:
                 await c.execute("INSERT INTO sync.buckets(id) VALUES ($1) ON CONFLICT DO NOTHING", b)
-                await c.execute("INSERT INTO sync.user_buckets(user_id, bucket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, b)
+                await c.execute(
+                    "INSERT INTO sync.user_buckets(user_id, bucket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    user_id,
+                    b,
+                )
 
     async def unsubscribe(self, user_id: str, *buckets: str) -> None:
-        await self.pool.execute("DELETE FROM sync.user_buckets WHERE user_id = $1 AND bucket_id = ANY($2::text[])", user_id, list(buckets))
+        await self.pool.execute(
+            "DELETE FROM sync.user_buckets WHERE user_id = $1 AND bucket_id = ANY($2::text[])", user_id, list(buckets)
+        )
 
-    async def put(self, bucket: str, entity: str, records: dict[str, dict[str, Any]], version: int | None = None) -> int:
+    async def put(
+        self, bucket: str, entity: str, records: dict[str, dict[str, Any]], version: int | None = None
+    ) -> int:
         """Upsert records into record_index and put ops into the bucket; returns the newest op id."""
         ids = list(records)
         attrs = [orjson.dumps(records[i]).decode() for i in ids]
@@ -189,14 +246,19 @@ class Harness:
                 "SELECT $1, i, coalesce($4::bigint, 1), a::jsonb FROM unnest($2::text[], $3::text[]) AS t(i, a) "
                 "ON CONFLICT (entity, record_id) DO UPDATE SET version = coalesce($4::bigint, sync.record_index.version + 1), "
                 "attributes = excluded.attributes, deleted = false",
-                entity, ids, attrs, version,
+                entity,
+                ids,
+                attrs,
+                version,
             )
             await c.execute(
                 "INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version) "
                 "SELECT $1, r.entity, r.record_id, nextval('sync.op_id_seq'), 'put', r.version "
                 "FROM sync.record_index r WHERE r.entity = $2 AND r.record_id = ANY($3::text[]) ORDER BY r.record_id "
                 "ON CONFLICT (bucket_id, entity, record_id) DO UPDATE SET op_id = excluded.op_id, op = 'put', version = excluded.version",
-                bucket, entity, ids,
+                bucket,
+                entity,
+                ids,
             )
             return await self._refresh_bucket(c, bucket)
 
@@ -206,19 +268,23 @@ class Harness:
             await c.execute(
                 "UPDATE sync.bucket_ops SET op = 'remove', op_id = nextval('sync.op_id_seq') "
                 "WHERE bucket_id = $1 AND entity = $2 AND record_id = ANY($3::text[])",
-                bucket, entity, ids,
+                bucket,
+                entity,
+                ids,
             )
             return await self._refresh_bucket(c, bucket)
 
     async def _refresh_bucket(self, c: asyncpg.Connection, bucket: str) -> int:
-        return int(await c.fetchval(
-            f"""UPDATE sync.buckets b SET
+        return int(
+            await c.fetchval(
+                f"""UPDATE sync.buckets b SET
                   checksum = coalesce((SELECT sum({HASH}) FROM sync.bucket_ops o WHERE o.bucket_id = $1 AND o.op = 'put'), 0) % 4294967296,
                   record_count = (SELECT count(*) FROM sync.bucket_ops o WHERE o.bucket_id = $1 AND o.op = 'put'),
                   last_op_id = coalesce((SELECT max(op_id) FROM sync.bucket_ops o WHERE o.bucket_id = $1), 0)
                 WHERE b.id = $1 RETURNING last_op_id""",
-            bucket,
-        ))
+                bucket,
+            )
+        )
 
     async def notify(self, buckets: dict[str, int]) -> None:
         event = BucketsAdvanced(buckets=buckets, committed_at=time.time())

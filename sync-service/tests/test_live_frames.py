@@ -56,7 +56,9 @@ CASES = [
 
 @pytest.mark.parametrize("since,mine,count,position", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("combined", [True, False], ids=["combined", "split"])
-def test_live_wire_is_what_the_usual_path_sends(since: int, mine: set[str], count: int, position: int, combined: bool) -> None:
+def test_live_wire_is_what_the_usual_path_sends(
+    since: int, mine: set[str], count: int, position: int, combined: bool
+) -> None:
     live = _build(since, mine)
     assert live is not None and live.count == count and live.position == position
     frames = live.combined() if combined else live.split()

@@ -80,7 +80,11 @@ async def test_refusals(gw: Any, user_kind: str, token_kind: str, first: str, co
         "basic": "x",
     }
     token = tokens[token_kind]
-    header = None if token is None or token_kind == "in-hello" else (f"Bearer {token}" if token_kind != "basic" else "Basic abc")
+    header = (
+        None
+        if token is None or token_kind == "in-hello"
+        else (f"Bearer {token}" if token_kind != "basic" else "Basic abc")
+    )
     frames = {
         "hello": hello(token=token if token_kind == "in-hello" else None),
         "ping": p.encode(p.Ping()),

@@ -26,11 +26,23 @@ def recs(n: int, prefix: str = "a", **extra: Any) -> dict[str, dict[str, Any]]:
     return {f"{prefix}-{i:05d}": {"name": f"{prefix} {i}", "n": i, **extra} for i in range(n)}
 
 
-async def raw_client(gw: Any, user: str, *, device: str | None = None, cursor: int = 0,
-                     checksums: dict[str, int] | None = None, token: str | None = None,
-                     features: tuple[str, ...] = ()) -> Any:
-    ws = await connect(gw.url, additional_headers={"Authorization": f"Bearer {token or gw.token(user)}"},
-                       compression=None, max_size=None, ping_interval=None)
+async def raw_client(
+    gw: Any,
+    user: str,
+    *,
+    device: str | None = None,
+    cursor: int = 0,
+    checksums: dict[str, int] | None = None,
+    token: str | None = None,
+    features: tuple[str, ...] = (),
+) -> Any:
+    ws = await connect(
+        gw.url,
+        additional_headers={"Authorization": f"Bearer {token or gw.token(user)}"},
+        compression=None,
+        max_size=None,
+        ping_interval=None,
+    )
     hello = p.Hello(device_id=device or str(uuid.uuid4()), cursor=cursor, checksums=checksums or {}, features=features)
     await ws.send(p.encode(hello))
     return ws
@@ -68,7 +80,9 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     t0 = time.perf_counter()
     op = await gw.put(f"b-{user}-1", "account", {"acc-00007": {"name": "renamed"}})
     await gw.notify({f"b-{user}-1": op})
-    await eventually(lambda: _value(store, "account", "acc-00007", {"name": "renamed"}), timeout=10, message="live op stored")
+    await eventually(
+        lambda: _value(store, "account", "acc-00007", {"name": "renamed"}), timeout=10, message="live op stored"
+    )
     assert time.perf_counter() - t0 < 5
     await eventually(lambda: _cursor_at(store, op), timeout=10, message="checkpoint after the live op")
     assert gw.gateway.hub.shared_deliveries > 0, "idle sessions are served by the shared live read"
@@ -128,7 +142,9 @@ async def test_offline_edits_then_reconnect_flushes_outbox_and_applies_results(g
     await gw.put(bucket, "account", rows)
     async with gw.pool.acquire() as c:  # the server-side copy conflict-service would hold
         for rid, attrs in rows.items():
-            await c.execute("INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', $1, 1, $2)", rid, attrs)
+            await c.execute(
+                "INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', $1, 1, $2)", rid, attrs
+            )
     store = LocalStore()
     device = Device(gw.url, store, gw.token(user))
     await device.sync(timeout=30)
@@ -145,7 +161,9 @@ async def test_offline_edits_then_reconnect_flushes_outbox_and_applies_results(g
     await eventually(lambda: _no_pending(store), timeout=15, message="outbox flushed on reconnect")
     stop.set()
     await run
-    row = await gw.pool.fetchrow("SELECT version, attributes FROM data.records WHERE entity = 'account' AND id = 'off-00000'")
+    row = await gw.pool.fetchrow(
+        "SELECT version, attributes FROM data.records WHERE entity = 'account' AND id = 'off-00000'"
+    )
     assert row["attributes"] == {"name": "three", "n": 0, "phone": "555"} and row["version"] == 2
     assert await gw.pool.fetchval("SELECT count(*) FROM data.records WHERE id = $1", new_id) == 1
     assert await gw.pool.fetchval("SELECT deleted FROM data.records WHERE id = 'off-00002'") is True
@@ -162,7 +180,9 @@ async def test_conflict_result_replaces_local_record_and_is_logged(gw: Any) -> N
     bucket = f"b-{user}"
     await gw.subscribe(user, bucket)
     await gw.put(bucket, "account", {"c-1": {"name": "orig"}})
-    await gw.pool.execute("INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', 'c-1', 3, $1)", {"name": "server"})
+    await gw.pool.execute(
+        "INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', 'c-1', 3, $1)", {"name": "server"}
+    )
     store = LocalStore()
     device = Device(gw.url, store, gw.token(user))
     await device.sync(timeout=30)
@@ -182,7 +202,10 @@ async def test_resent_batch_is_applied_once_and_answered_from_stored_results(gw:
     user = await gw.user()
     await gw.subscribe(user, f"b-{user}")
     device_id = str(uuid.uuid4())
-    batch = p.Upload(batch_id=str(uuid.uuid4()), changes=(p.Change(seq=0, op="create", entity="task", id=str(uuid.uuid4()), fields={"t": 1}),))
+    batch = p.Upload(
+        batch_id=str(uuid.uuid4()),
+        changes=(p.Change(seq=0, op="create", entity="task", id=str(uuid.uuid4()), fields={"t": 1}),),
+    )
     ws = await raw_client(gw, user, device=device_id)
     await until(ws, p.Checkpoint)
     await ws.send(p.encode(batch))
@@ -307,7 +330,10 @@ async def _refetched(device: Device, bucket: str) -> bool:
 
 
 async def _checksums_match(store: LocalStore, gw: Any, user: str) -> bool:
-    rows = await gw.pool.fetch("SELECT b.id, b.checksum FROM sync.buckets b JOIN sync.user_buckets u ON u.bucket_id = b.id WHERE u.user_id = $1", user)
+    rows = await gw.pool.fetch(
+        "SELECT b.id, b.checksum FROM sync.buckets b JOIN sync.user_buckets u ON u.bucket_id = b.id WHERE u.user_id = $1",
+        user,
+    )
     return store.local_checksums([r["id"] for r in rows]) == {r["id"]: r["checksum"] for r in rows}
 
 
@@ -417,7 +443,9 @@ async def test_forced_reset_keeps_pending_changes(gw: Any) -> None:
     bucket = f"b-{user}"
     await gw.subscribe(user, bucket)
     await gw.put(bucket, "account", recs(5, "fr"))
-    await gw.pool.execute("INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', 'fr-00001', 1, '{}')")
+    await gw.pool.execute(
+        "INSERT INTO data.records(entity, id, version, attributes) VALUES ('account', 'fr-00001', 1, '{}')"
+    )
     store = LocalStore()
     device = Device(gw.url, store, gw.token(user))
     await device.sync(timeout=20)
@@ -439,7 +467,9 @@ async def test_forced_reset_keeps_pending_changes(gw: Any) -> None:
     assert [(c.id, c.fields) for c in store.pending()] == [("fr-00001", {"name": "unsynced"})]
     assert store.get("account", "fr-00001") == {"name": "unsynced"}
     # the profile comes back: the pending change is uploaded (once), data re-downloaded
-    await gw.pool.execute("INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 2)", user)
+    await gw.pool.execute(
+        "INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 2)", user
+    )
     await Device(gw.url, store, gw.token(user)).sync(timeout=20)
     assert not store.has_pending() and store.count() == 5
 
@@ -462,7 +492,9 @@ async def test_cursor_never_passes_an_uncommitted_op(gw: Any) -> None:
     await tx.start()
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
     held_op = await conn.fetchval("SELECT nextval('sync.op_id_seq')")
-    await conn.execute("INSERT INTO sync.record_index(entity, record_id, version, attributes) VALUES ('account', 's-late', 1, '{}')")
+    await conn.execute(
+        "INSERT INTO sync.record_index(entity, record_id, version, attributes) VALUES ('account', 's-late', 1, '{}')"
+    )
     await conn.execute("INSERT INTO sync.bucket_ops VALUES ($1, 'account', 's-late', $2, 'put', 1)", bucket, held_op)
     await gw.notify({bucket: held_op + 5})  # announced early (or a later writer's op)
     writer = asyncio.create_task(gw.put(bucket, "account", {"s-after": {}}))  # waits for the lock
@@ -517,8 +549,12 @@ async def test_cli_device_logs_in_syncs_and_edits(gw: Any, tmp_path: Any) -> Non
     db = str(tmp_path / "cli.sqlite")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "offsync_device.cli", "--store", db, *args],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "offsync_device.cli", "--store", db, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     assert (await asyncio.to_thread(cli, "login", "--url", gw.url, "--token", gw.token(user))).returncode == 0
     synced = await asyncio.to_thread(cli, "sync")
@@ -550,8 +586,11 @@ async def test_a_notification_that_never_came_is_repaired(gw: Any) -> None:
     before = gw.gateway.hub.reconciled
     op = await gw.put(bucket, "account", {"q-00001": {"name": "changed quietly"}})  # and no notify
     rounds = 3 * gw.settings.sync_reconcile_s + 5
-    await eventually(lambda: _value(store, "account", "q-00001", {"name": "changed quietly"}), timeout=rounds,
-                     message="the op reached the device without its notification")
+    await eventually(
+        lambda: _value(store, "account", "q-00001", {"name": "changed quietly"}),
+        timeout=rounds,
+        message="the op reached the device without its notification",
+    )
     await eventually(lambda: _cursor_at(store, op), timeout=rounds)
     assert gw.gateway.hub.reconciled > before
     stop.set()

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.e2e
 
 
 async def session(gw: Any, user: str, device: str | None = None) -> Any:
-    ws = await connect(gw.url, additional_headers={"Authorization": f"Bearer {gw.token(user)}"},
-                       compression=None, max_size=None, ping_interval=None)
+    ws = await connect(
+        gw.url,
+        additional_headers={"Authorization": f"Bearer {gw.token(user)}"},
+        compression=None,
+        max_size=None,
+        ping_interval=None,
+    )
     await ws.send(p.encode(p.Hello(device_id=device or str(uuid.uuid4()))))
     await next_of(ws, p.Checkpoint)
     return ws
@@ -45,8 +50,14 @@ async def alive(ws: Any) -> None:
 
 
 def upload(n: int, batch_id: str | None = None) -> bytes:
-    return p.encode(p.Upload(batch_id=batch_id or str(uuid.uuid4()), changes=tuple(
-        p.Change(seq=i, op="create", entity="task", id=str(uuid.uuid4()), fields={"i": i}) for i in range(n))))
+    return p.encode(
+        p.Upload(
+            batch_id=batch_id or str(uuid.uuid4()),
+            changes=tuple(
+                p.Change(seq=i, op="create", entity="task", id=str(uuid.uuid4()), fields={"i": i}) for i in range(n)
+            ),
+        )
+    )
 
 
 @pytest.fixture
@@ -122,22 +133,57 @@ def junk_frames(rng: random.Random) -> list[bytes | str]:
     """Malformed frames: wrong types, unknown ops/types, invalid JSON, binary junk, deep nesting."""
     valid_change = {"seq": 0, "op": "create", "entity": "task", "id": "x", "fields": {}}
     out: list[bytes | str] = [
-        "", "null", "[]", "42", '"hello"', "{", '{"type": 1}', '{"type": "nope"}', '{"type": "hello"}',
-        '{"type": "hello", "device_id": "d"}', '{"type": "refetch"}', '{"type": "refetch", "buckets": "b"}',
-        '{"type": "refetch", "buckets": ["not-mine"]}', '{"type": "auth"}', '{"type": "auth", "token": "forged"[:0]}',
-        '{"type": "upload"}', '{"type": "upload", "batch_id": "b", "changes": {}}',
-        '{"type": "ping", "t": "x"}', "[" * 5000 + "]" * 5000, '{"type": "ops", "ops": []}',
-        b"\x00\xff\xfe" * 100, bytes(range(256)), "\ud7ff" * 10,
+        "",
+        "null",
+        "[]",
+        "42",
+        '"hello"',
+        "{",
+        '{"type": 1}',
+        '{"type": "nope"}',
+        '{"type": "hello"}',
+        '{"type": "hello", "device_id": "d"}',
+        '{"type": "refetch"}',
+        '{"type": "refetch", "buckets": "b"}',
+        '{"type": "refetch", "buckets": ["not-mine"]}',
+        '{"type": "auth"}',
+        '{"type": "auth", "token": "forged"[:0]}',
+        '{"type": "upload"}',
+        '{"type": "upload", "batch_id": "b", "changes": {}}',
+        '{"type": "ping", "t": "x"}',
+        "[" * 5000 + "]" * 5000,
+        '{"type": "ops", "ops": []}',
+        b"\x00\xff\xfe" * 100,
+        bytes(range(256)),
+        "\ud7ff" * 10,
     ]
-    for field, bad in [("op", "merge"), ("op", None), ("seq", -1), ("seq", "1"), ("seq", True), ("id", ""),
-                       ("id", "x" * 1000), ("entity", 5), ("fields", []), ("base_version", "v")]:
+    for field, bad in [
+        ("op", "merge"),
+        ("op", None),
+        ("seq", -1),
+        ("seq", "1"),
+        ("seq", True),
+        ("id", ""),
+        ("id", "x" * 1000),
+        ("entity", 5),
+        ("fields", []),
+        ("base_version", "v"),
+    ]:
         ch = dict(valid_change, **{field: bad})
         out.append(orjson.dumps({"type": "upload", "batch_id": str(uuid.uuid4()), "changes": [ch]}))
     out.append(orjson.dumps({"type": "upload", "batch_id": "dup", "changes": [valid_change, valid_change]}))
     out.append(orjson.dumps({"type": "upload", "batch_id": "u", "changes": [dict(valid_change, op="update")]}))
     for _ in range(150):
-        base = bytearray(orjson.dumps({"type": rng.choice(["upload", "hello", "refetch", "ping", "auth"]),
-                                       "batch_id": "b", "changes": [valid_change], "buckets": ["x"]}))
+        base = bytearray(
+            orjson.dumps(
+                {
+                    "type": rng.choice(["upload", "hello", "refetch", "ping", "auth"]),
+                    "batch_id": "b",
+                    "changes": [valid_change],
+                    "buckets": ["x"],
+                }
+            )
+        )
         for _ in range(rng.randint(1, 6)):
             i = rng.randrange(len(base))
             base[i] = rng.randrange(256)

@@ -35,7 +35,8 @@ async def seed(gw: Any, user: str, bucket: str, n: int) -> None:
                                          'revenue', g * 10, 'phone', '+33 1 23 45 ' || g,
                                          'description', repeat('lorem ipsum ', 25)), $1, 'user'
                FROM generate_series(1, $2) g""",
-            user, n,
+            user,
+            n,
         )
         await c.execute("INSERT INTO sync.buckets(id) VALUES ($1)", bucket)
         await c.execute(
@@ -47,7 +48,8 @@ async def seed(gw: Any, user: str, bucket: str, n: int) -> None:
         await c.execute(
             f"""UPDATE sync.buckets SET checksum = (SELECT sum({HASH}) FROM sync.bucket_ops o WHERE o.bucket_id = $1) % 4294967296,
                    record_count = $2, last_op_id = (SELECT max(op_id) FROM sync.bucket_ops WHERE bucket_id = $1) WHERE id = $1""",
-            bucket, n,
+            bucket,
+            n,
         )
         await c.execute("INSERT INTO sync.user_buckets VALUES ($1, $2)", user, bucket)
     await gw.pool.execute("ANALYZE sync.bucket_ops")
@@ -93,8 +95,12 @@ async def test_initial_sync_throughput_and_live_latency(gw: Any, tmp_path: Any) 
     latencies.sort()
     figures = {
         "initial_sync": {"records": N, "seconds": round(seconds, 3), "records_per_s": round(rate)},
-        "live": {"changes": len(latencies), "p50_ms": round(statistics.median(latencies), 2),
-                 "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "max_ms": round(latencies[-1], 2)},
+        "live": {
+            "changes": len(latencies),
+            "p50_ms": round(statistics.median(latencies), 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+            "max_ms": round(latencies[-1], 2),
+        },
     }
     print("\nSYNC PERF", json.dumps(figures))
     if os.environ.get("OFFSYNC_SYNC_PERF_OUT"):

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.e2e
 
 
 def spawn(gw: Any, port: int, log: Any) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **gw.env.as_env(), "OFFSYNC_SYNC_PORT": str(port), "OFFSYNC_LOG_LEVEL": "WARNING",
-           "OFFSYNC_SYNC_DRAIN_TIMEOUT_S": "3"}
+    env = {
+        **os.environ,
+        **gw.env.as_env(),
+        "OFFSYNC_SYNC_PORT": str(port),
+        "OFFSYNC_LOG_LEVEL": "WARNING",
+        "OFFSYNC_SYNC_DRAIN_TIMEOUT_S": "3",
+    }
     return subprocess.Popen([sys.executable, "-m", "sync_service"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -69,7 +74,9 @@ async def test_two_gateways_scale_out_and_sigterm_drains(gw: Any, tmp_path: Any)
         assert report.ops == 0 and report.checkpoints == 1, "resumed, nothing re-sent"
         del before
         # SIGTERM gateway 1 while device 1 is connected: it is told to go away (1001)
-        raw = await connect(urls[0], additional_headers={"Authorization": f"Bearer {gw.token(user)}"}, ping_interval=None)
+        raw = await connect(
+            urls[0], additional_headers={"Authorization": f"Bearer {gw.token(user)}"}, ping_interval=None
+        )
         await raw.send(p.encode(p.Hello(device_id="drain-me")))
         assert isinstance(p.decode_server(await raw.recv()), p.Welcome)
         procs[0].send_signal(signal.SIGTERM)

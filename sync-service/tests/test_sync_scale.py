@@ -23,9 +23,17 @@ pytestmark = pytest.mark.e2e
 N = int(os.environ.get("OFFSYNC_SYNC_SCALE", "0"))
 
 
-async def open_device(url: str, token: str, device: str, cursor: int, checksums: dict[str, int]) -> tuple[Any, int, dict[str, int]]:
-    ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None,
-                       ping_interval=None, max_size=None, open_timeout=60)
+async def open_device(
+    url: str, token: str, device: str, cursor: int, checksums: dict[str, int]
+) -> tuple[Any, int, dict[str, int]]:
+    ws = await connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        compression=None,
+        ping_interval=None,
+        max_size=None,
+        open_timeout=60,
+    )
     # Like the SDK: a checkpoint may ride inside the ops frame.
     hello = p.Hello(device_id=device, cursor=cursor, checksums=checksums, features=(p.FEATURE_OPS_CHECKPOINT,))
     await ws.send(p.encode(hello))
@@ -50,7 +58,11 @@ async def test_idle_connections_and_reconnect_storm(gw: Any, tmp_path: Any) -> N
         user = await gw.user()
         bucket = f"b-{user}"
         await gw.subscribe(user, bucket)
-        await gw.put(bucket, "account", {f"r{i}": {"i": i} for i in range(int(os.environ.get("OFFSYNC_SYNC_SCALE_RECORDS", "50")))})
+        await gw.put(
+            bucket,
+            "account",
+            {f"r{i}": {"i": i} for i in range(int(os.environ.get("OFFSYNC_SYNC_SCALE_RECORDS", "50")))},
+        )
         token = gw.token(user, ttl=7200)
         rss0 = psutil.Process(proc.pid).memory_info().rss
         conns = []
@@ -74,9 +86,14 @@ async def test_idle_connections_and_reconnect_storm(gw: Any, tmp_path: Any) -> N
         assert all(c > cursor for _, c, _ in back)
         for ws, _, _ in back:
             await ws.close()
-        figures = {"connections": {"devices": N, "rss_kb_per_device": round(per_device_kb, 1)},
-                   "reconnect": {"devices": N, "seconds_to_all_caught_up": round(storm, 2),
-                                 "gateway_cpu_ms_per_device": round(storm_cpu * 1000 / N, 2)}}
+        figures = {
+            "connections": {"devices": N, "rss_kb_per_device": round(per_device_kb, 1)},
+            "reconnect": {
+                "devices": N,
+                "seconds_to_all_caught_up": round(storm, 2),
+                "gateway_cpu_ms_per_device": round(storm_cpu * 1000 / N, 2),
+            },
+        }
         print("\nSYNC SCALE", json.dumps(figures))
     finally:
         os.environ.pop("OFFSYNC_SYNC_CONN_RATE", None)
@@ -109,7 +126,7 @@ async def test_fanout_latency(gw: Any, tmp_path: Any) -> None:
             await gw.subscribe(u, shared)
         conns = []
         for k in range(0, FANOUT, 200):
-            conns += await asyncio.gather(*(open_device(url, gw.token(u), f"f-{u}", 0, {}) for u in users[k:k + 200]))
+            conns += await asyncio.gather(*(open_device(url, gw.token(u), f"f-{u}", 0, {}) for u in users[k : k + 200]))
         received: dict[int, list[float]] = {}
 
         async def reader(ws: Any) -> None:
@@ -137,10 +154,17 @@ async def test_fanout_latency(gw: Any, tmp_path: Any) -> None:
         # The gateway's own CPU per delivery: steadier than latency on a shared, noisy machine.
         cpu_ms = (sum(gateway.cpu_times()[:2]) - cpu0) * 1000
         lat = sorted((t - committed[v]) * 1000 for v, ts in received.items() if v in committed for t in ts)
-        figures = {"fanout": {"devices": FANOUT, "changes": 30, "deliveries": len(lat),
-                              "deliveries_per_s": round(len(lat) / elapsed), "p50_ms": round(lat[len(lat) // 2], 1),
-                              "p99_ms": round(lat[int(len(lat) * 0.99)], 1),
-                              "gateway_cpu_us_per_delivery": round(cpu_ms * 1000 / len(lat), 1)}}
+        figures = {
+            "fanout": {
+                "devices": FANOUT,
+                "changes": 30,
+                "deliveries": len(lat),
+                "deliveries_per_s": round(len(lat) / elapsed),
+                "p50_ms": round(lat[len(lat) // 2], 1),
+                "p99_ms": round(lat[int(len(lat) * 0.99)], 1),
+                "gateway_cpu_us_per_delivery": round(cpu_ms * 1000 / len(lat), 1),
+            }
+        }
         print("\nSYNC FANOUT", json.dumps(figures))
         for r in readers:
             r.cancel()

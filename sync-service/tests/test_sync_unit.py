@@ -55,7 +55,6 @@ def test_token_bucket_never_exceeds_rate_plus_burst(gaps: list[float]) -> None:
     assert taken <= 3 + 5 * now + 1e-9
 
 
-
 @given(st.lists(st.tuples(st.floats(0, 2), st.floats(0, 100)), min_size=1, max_size=60))
 def test_come_back_slots_are_spaced_at_the_rate_within_bounds(steps: list[tuple[float, float]]) -> None:
     """Refused clients are told a time never before the earliest they may come and never beyond
@@ -96,7 +95,9 @@ class FakeStore:
         return AccessFacts(True, True, True, "p", 1)
 
     async def admit(self, user_id: str) -> Admission:
-        return Admission(await self.access(user_id), frozenset(await self.user_buckets(user_id)), await self.newest_op_id())
+        return Admission(
+            await self.access(user_id), frozenset(await self.user_buckets(user_id)), await self.newest_op_id()
+        )
 
     async def user_buckets(self, user_id: str) -> set[str]:
         return {"b"}
@@ -135,8 +136,13 @@ class NullPublisher:
 def make_session(store: FakeStore, cursor: int = 0, checksums: dict[str, int] | None = None) -> SyncSession:
     settings = Settings(env="test", sync_page_size=100, sync_heartbeat_s=60, sync_idle_timeout_s=120)
     return SyncSession(
-        principal=Principal("u", "offsync-device", 4e9, None), hello=p.Hello("d", cursor=cursor, checksums=checksums or {}), store=store,
-        registry=NullRegistry(), publisher=NullPublisher(), settings=settings, verify_token=lambda t: None,  # type: ignore[arg-type,return-value]
+        principal=Principal("u", "offsync-device", 4e9, None),
+        hello=p.Hello("d", cursor=cursor, checksums=checksums or {}),
+        store=store,
+        registry=NullRegistry(),
+        publisher=NullPublisher(),
+        settings=settings,
+        verify_token=lambda t: None,  # type: ignore[arg-type,return-value]
     )
 
 

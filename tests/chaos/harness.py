@@ -45,6 +45,7 @@ def ok(resp: httpx.Response) -> Any:
 
 # ---------------------------------------------------------------------------- the stack ----
 
+
 @dataclass
 class ChaosStack:
     """Infrastructure and services this suite owns outright, so it may restart any of them."""
@@ -66,7 +67,14 @@ class ChaosStack:
         await conn.execute('CREATE DATABASE "chaos"')
         await conn.close()
         env = InfraEnv(pg.dsn("chaos"), broker.bootstrap, "chaos.", True)
-        group = ServiceGroup(env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_CHAOS_LOG_LEVEL", "WARNING"), **extra_env}, log_dir=root / "logs")
+        group = ServiceGroup(
+            env={
+                **env.as_env(),
+                "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_CHAOS_LOG_LEVEL", "WARNING"),
+                **extra_env,
+            },
+            log_dir=root / "logs",
+        )
         ports = {name: free_port() for name in SERVICE_NAMES}
         s = cls(root, pg, broker, env, group, ports)
         for name in SERVICE_NAMES:
@@ -134,32 +142,73 @@ CROWD = [f"crowd{i}" for i in range(10)]  # the reconnect storm's users: many de
 
 
 async def setup_org(s: ChaosStack, bulk_records: int) -> None:
-    async with httpx.AsyncClient(base_url=s.url("profile-service"), headers=admin_headers(), timeout=30) as admin, \
-            httpx.AsyncClient(base_url=s.url("conflict-service"), headers=admin_headers(), timeout=60) as records:
+    async with (
+        httpx.AsyncClient(base_url=s.url("profile-service"), headers=admin_headers(), timeout=30) as admin,
+        httpx.AsyncClient(base_url=s.url("conflict-service"), headers=admin_headers(), timeout=60) as records,
+    ):
         ok(await admin.patch("/v1/entities/account", json={"offline_enabled": True}))
-        ok(await admin.post("/v1/roles", json={
-            "id": "field", "name": "Field worker", "read_offline_profile": True,
-            "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}},
-        }))
+        ok(
+            await admin.post(
+                "/v1/roles",
+                json={
+                    "id": "field",
+                    "name": "Field worker",
+                    "read_offline_profile": True,
+                    "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}},
+                },
+            )
+        )
         for uid in [*USERS, OUTSIDER, BULK, *CROWD]:
-            ok(await admin.post("/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": ["field"]}))
+            ok(
+                await admin.post(
+                    "/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": ["field"]}
+                )
+            )
         ok(await admin.post("/v1/profiles", json={"id": "field", "name": "Field"}))
-        ok(await admin.post("/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}))
+        ok(
+            await admin.post(
+                "/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}
+            )
+        )
         ok(await admin.post("/v1/profiles/field/users", json={"user_ids": [*USERS, OUTSIDER, BULK, *CROWD]}))
         ok(await admin.post("/v1/profiles/field/publish"))
-        ok(await records.post("/v1/records/account", json={  # written only by the recovery probe
-            "id": PROBE_RECORD, "attributes": {"name": "probe 0"}, "owner_id": USERS[0], "business_unit_id": ROOT_BU}))
+        ok(
+            await records.post(
+                "/v1/records/account",
+                json={  # written only by the recovery probe
+                    "id": PROBE_RECORD,
+                    "attributes": {"name": "probe 0"},
+                    "owner_id": USERS[0],
+                    "business_unit_id": ROOT_BU,
+                },
+            )
+        )
         for uid in [*USERS, OUTSIDER, *CROWD]:
             for j in range(3):
-                ok(await records.post("/v1/records/account", json={
-                    "id": f"srv-{uid}-{j}", "attributes": {"name": f"server {uid} {j}"}, "owner_id": uid, "business_unit_id": ROOT_BU}))
-        lines = "\n".join(json.dumps({"id": f"bulk-{i:05d}", "attributes": {"name": f"bulk {i}"}, "owner_id": BULK})
-                          for i in range(bulk_records))
-        ok(await records.post("/v1/records/account/import", content=lines.encode(),
-                              headers={"Content-Type": "application/x-ndjson"}))
+                ok(
+                    await records.post(
+                        "/v1/records/account",
+                        json={
+                            "id": f"srv-{uid}-{j}",
+                            "attributes": {"name": f"server {uid} {j}"},
+                            "owner_id": uid,
+                            "business_unit_id": ROOT_BU,
+                        },
+                    )
+                )
+        lines = "\n".join(
+            json.dumps({"id": f"bulk-{i:05d}", "attributes": {"name": f"bulk {i}"}, "owner_id": BULK})
+            for i in range(bulk_records)
+        )
+        ok(
+            await records.post(
+                "/v1/records/account/import", content=lines.encode(), headers={"Content-Type": "application/x-ndjson"}
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- devices ----
+
 
 class TrackedDevice(Device):
     """An SDK device that also records, once per batch, which of its changes were applied."""
@@ -218,8 +267,15 @@ class Load:
     @classmethod
     async def start(cls, s: ChaosStack, tmp: Path, per_user: int = 2) -> Load:
         devices = [
-            TrackedDevice(s.sync_ws, LocalStore(tmp / f"{u}-{k}.sqlite"), device_token(u, f"{u}-d{k}"), device_id=f"{u}-d{k}", user=u)
-            for u in USERS for k in range(per_user)
+            TrackedDevice(
+                s.sync_ws,
+                LocalStore(tmp / f"{u}-{k}.sqlite"),
+                device_token(u, f"{u}-d{k}"),
+                device_id=f"{u}-d{k}",
+                user=u,
+            )
+            for u in USERS
+            for k in range(per_user)
         ]
         load = cls(s, devices)
         for d in devices:
@@ -273,6 +329,7 @@ class Load:
 
 # ------------------------------------------------------------------------- invariants ----
 
+
 @dataclass
 class Verdict:
     lost: int
@@ -292,13 +349,17 @@ def device_rows(d: Device) -> dict[str, int]:
 
 async def reference(conn: asyncpg.Connection, user: str) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT id, version FROM data.records WHERE entity = 'account' AND owner_type = 'user' AND owner_id = $1 AND NOT deleted", user)
+        "SELECT id, version FROM data.records WHERE entity = 'account' AND owner_type = 'user' AND owner_id = $1 AND NOT deleted",
+        user,
+    )
     return {r["id"]: r["version"] for r in rows}
 
 
 async def bucket_checksums(conn: asyncpg.Connection, user: str) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT b.id, b.checksum FROM sync.user_buckets ub JOIN sync.buckets b ON b.id = ub.bucket_id WHERE ub.user_id = $1", user)
+        "SELECT b.id, b.checksum FROM sync.user_buckets ub JOIN sync.buckets b ON b.id = ub.bucket_id WHERE ub.user_id = $1",
+        user,
+    )
     return {r["id"]: int(r["checksum"]) for r in rows}
 
 
@@ -317,6 +378,7 @@ async def quiesce_and_check(s: ChaosStack, devices: list[TrackedDevice], timeout
         problems.append(str(exc)[:200])
     conn = await asyncpg.connect(s.env.pg_dsn)
     try:
+
         async def outboxes_empty() -> bool:
             n = 0
             for schema in ("admin", "data", "sync"):
@@ -344,14 +406,21 @@ async def quiesce_and_check(s: ChaosStack, devices: list[TrackedDevice], timeout
             mine = device_rows(d)
             if mine != ref:
                 stale = sorted(k for k in set(ref) & set(mine) if ref[k] != mine[k])
-                diverged.append(f"{d.device_id}: missing {len(set(ref) - set(mine))}, extra {len(set(mine) - set(ref))}, "
-                                f"stale {len(stale)}" + (f" ({await _stale_trail(conn, d, stale[0])})" if stale else ""))
-        owners = {r["id"]: r["owner_id"] for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")}
+                diverged.append(
+                    f"{d.device_id}: missing {len(set(ref) - set(mine))}, extra {len(set(mine) - set(ref))}, "
+                    f"stale {len(stale)}" + (f" ({await _stale_trail(conn, d, stale[0])})" if stale else "")
+                )
+        owners = {
+            r["id"]: r["owner_id"]
+            for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")
+        }
         leaked = sum(1 for d in devices for rid in device_rows(d) if owners.get(rid) != d.user)
         lost = dup = 0
         for d in devices:
             for rid, name in d.expected.items():
-                row = await conn.fetchrow("SELECT version, deleted, attributes FROM data.records WHERE entity = 'account' AND id = $1", rid)
+                row = await conn.fetchrow(
+                    "SELECT version, deleted, attributes FROM data.records WHERE entity = 'account' AND id = $1", rid
+                )
                 if row is None:
                     lost += 1
                     continue
@@ -379,17 +448,23 @@ async def probe(s: ChaosStack, devices: list[TrackedDevice], n: int, timeout: fl
     async def server_write() -> bool:
         try:
             async with httpx.AsyncClient(headers=admin_headers(), timeout=5) as c:
-                r = await c.patch(f"{s.url('conflict-service')}/v1/records/account/{rid}", json={"attributes": {"name": name}})
+                r = await c.patch(
+                    f"{s.url('conflict-service')}/v1/records/account/{rid}", json={"attributes": {"name": name}}
+                )
                 return r.status_code < 300
         except httpx.HTTPError:
             return False
 
     await eventually(server_write, timeout=timeout, interval=0.2, message="records API write")
     try:
-        await eventually(lambda: _has(d, rid, name), timeout=timeout, interval=0.05, message="server write reached the device")
+        await eventually(
+            lambda: _has(d, rid, name), timeout=timeout, interval=0.05, message="server write reached the device"
+        )
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; pipeline: {await pipeline_state(s, rid)}; device cursor {d.store.cursor} "
-                             f"connections {d.report.connections} errors {d.report.errors[-2:]}") from None
+        raise AssertionError(
+            f"{exc}; pipeline: {await pipeline_state(s, rid)}; device cursor {d.store.cursor} "
+            f"connections {d.report.connections} errors {d.report.errors[-2:]}"
+        ) from None
     before = sum(d.applied_updates.values()) + sum(d.applied_creates.values())
     rng = random.Random(n)
     d.edit(rng)
@@ -406,13 +481,25 @@ async def pipeline_state(s: ChaosStack, rid: str) -> dict[str, Any]:
     conn = await asyncpg.connect(s.env.pg_dsn)
     try:
         return {
-            "buckets": [dict(r) for r in await conn.fetch(
-                "SELECT b.id, b.last_op_id FROM sync.user_buckets ub JOIN sync.buckets b ON b.id = ub.bucket_id "
-                "WHERE ub.user_id = (SELECT owner_id FROM data.records WHERE entity = 'account' AND id = $1)", rid)],
-            "data_version": await conn.fetchval("SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid),
-            "index_version": await conn.fetchval("SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid),
-            "outboxes": {sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox WHERE published_at IS NULL') for sch in ("admin", "data", "sync")
-                         if await conn.fetchval("SELECT to_regclass($1)", f"{sch}.outbox")},
+            "buckets": [
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT b.id, b.last_op_id FROM sync.user_buckets ub JOIN sync.buckets b ON b.id = ub.bucket_id "
+                    "WHERE ub.user_id = (SELECT owner_id FROM data.records WHERE entity = 'account' AND id = $1)",
+                    rid,
+                )
+            ],
+            "data_version": await conn.fetchval(
+                "SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid
+            ),
+            "index_version": await conn.fetchval(
+                "SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid
+            ),
+            "outboxes": {
+                sch: await conn.fetchval(f'SELECT count(*) FROM "{sch}".outbox WHERE published_at IS NULL')
+                for sch in ("admin", "data", "sync")
+                if await conn.fetchval("SELECT to_regclass($1)", f"{sch}.outbox")
+            },
         }
     finally:
         await conn.close()
@@ -421,9 +508,13 @@ async def pipeline_state(s: ChaosStack, rid: str) -> dict[str, Any]:
 async def _stale_trail(conn: asyncpg.Connection, d: TrackedDevice, rid: str) -> str:
     """Where a stale record's newer version stopped: data, record index, each bucket's op, the
     device's own version and cursor."""
-    ops = await conn.fetch("SELECT bucket_id, op_id, op, version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid)
+    ops = await conn.fetch(
+        "SELECT bucket_id, op_id, op, version FROM sync.bucket_ops WHERE entity = 'account' AND record_id = $1", rid
+    )
     data = await conn.fetchval("SELECT version FROM data.records WHERE entity = 'account' AND id = $1", rid)
-    index = await conn.fetchval("SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid)
+    index = await conn.fetchval(
+        "SELECT version FROM sync.record_index WHERE entity = 'account' AND record_id = $1", rid
+    )
     mine = d.store.db.execute("SELECT version FROM records WHERE entity = 'account' AND id = ?", (rid,)).fetchone()
     held = [(o["bucket_id"], o["op_id"], o["op"], o["version"]) for o in ops]
     return f"{rid}: data v{data}, index v{index}, ops {held}, device v{mine[0] if mine else None} at cursor {d.store.cursor}"
@@ -439,6 +530,7 @@ async def _count_above(d: TrackedDevice, before: int) -> bool:
 
 # ------------------------------------------------------------------------------ faults ----
 
+
 async def replay_everything_twice_shuffled(s: ChaosStack) -> int:
     """Re-produce every message every topic holds, shuffled and each to a random partition: every
     event is delivered (at least) twice and reordered across partitions."""
@@ -447,7 +539,9 @@ async def replay_everything_twice_shuffled(s: ChaosStack) -> int:
     from offsync_shared.topics import ALL_TOPICS
 
     prefix = s.env.topic_prefix
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.env.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.env.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     messages: list[tuple[str, bytes | None, bytes | None]] = []
     partitions: dict[str, int] = {}
@@ -541,6 +635,7 @@ async def interrupted_download(s: ChaosStack, tmp: Path, drops: int) -> tuple[in
 
 # ------------------------------------------------------------------- reconnect storm ----
 
+
 def fleet_specs(n: int) -> list[tuple[str, str, str]]:
     """``n`` devices of the crowd users, in memory: not individually tracked, and apart from the
     load's users so the storm is the only thing they see (the load keeps running beside it)."""
@@ -573,16 +668,25 @@ async def reconnect_storm(s: ChaosStack, fleet: Any, create_every: int, timeout:
     first retry within 0.2 s), uploading an offline create on every ``create_every``-th device,
     while the server changes every record of the crowd (so each device has news to fetch)."""
     async with httpx.AsyncClient(base_url=s.url("conflict-service"), headers=admin_headers(), timeout=30) as c:
+
         async def server_writes() -> None:
             for uid in CROWD:
                 for j in range(3):
-                    ok(await c.patch(f"/v1/records/account/srv-{uid}-{j}", json={"attributes": {"name": f"storm {uid} {j}"}}))
+                    ok(
+                        await c.patch(
+                            f"/v1/records/account/srv-{uid}-{j}", json={"attributes": {"name": f"storm {uid} {j}"}}
+                        )
+                    )
 
         writes = asyncio.create_task(server_writes())
         parts = await fleet.all("drop", create_every=create_every, entity="account", timeout=timeout)
         await writes
-    return {"devices": sum(r["devices"] for r in parts), "behind": sum(r["behind"] for r in parts),
-            "seconds": max(r["seconds"] for r in parts), "created": {k: v for r in parts for k, v in r["created"].items()}}
+    return {
+        "devices": sum(r["devices"] for r in parts),
+        "behind": sum(r["behind"] for r in parts),
+        "seconds": max(r["seconds"] for r in parts),
+        "created": {k: v for r in parts for k, v in r["created"].items()},
+    }
 
 
 async def check_fleet(s: ChaosStack, fleet: Any, created: dict[str, str], timeout: float) -> Verdict:
@@ -592,6 +696,7 @@ async def check_fleet(s: ChaosStack, fleet: Any, created: dict[str, str], timeou
     users: dict[str, str] = {}
     conn = await asyncpg.connect(s.env.pg_dsn)
     try:
+
         async def state() -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
             held = {did: v for part in await fleet.all("rows", entity="account") for did, v in part.items()}
             users.update({d: fleet_user(d) for d in held})
@@ -608,13 +713,24 @@ async def check_fleet(s: ChaosStack, fleet: Any, created: dict[str, str], timeou
         except AssertionError as exc:
             problems.append(str(exc)[:200])
         held, refs = await state()
-        diverged = [f"{d}: missing {len(set(refs[users[d]]) - set(v['rows']))}, extra {len(set(v['rows']) - set(refs[users[d]]))}"
-                    for d, v in held.items() if v["rows"] != refs[users[d]]][:5]
+        diverged = [
+            f"{d}: missing {len(set(refs[users[d]]) - set(v['rows']))}, extra {len(set(v['rows']) - set(refs[users[d]]))}"
+            for d, v in held.items()
+            if v["rows"] != refs[users[d]]
+        ][:5]
         problems += [f"{d}: {v['conflicts']} conflicts" for d, v in held.items() if v["conflicts"]][:5]
-        owners = {r["id"]: r["owner_id"] for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")}
+        owners = {
+            r["id"]: r["owner_id"]
+            for r in await conn.fetch("SELECT id, owner_id FROM data.records WHERE entity = 'account'")
+        }
         leaked = sum(1 for d, v in held.items() for rid in v["rows"] if owners.get(rid) != users[d])
-        versions = {r["id"]: r["version"] for r in await conn.fetch(
-            "SELECT id, version FROM data.records WHERE entity = 'account' AND id = ANY($1::text[])", list(created.values()))}
+        versions = {
+            r["id"]: r["version"]
+            for r in await conn.fetch(
+                "SELECT id, version FROM data.records WHERE entity = 'account' AND id = ANY($1::text[])",
+                list(created.values()),
+            )
+        }
         lost = sum(1 for rid in created.values() if rid not in versions)
         dup = sum(v - 1 for v in versions.values() if v > 1)
         return Verdict(lost, dup, leaked, diverged, problems)

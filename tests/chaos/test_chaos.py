@@ -55,12 +55,18 @@ class Row:
     def ok(self) -> bool:
         if self.known:
             return True
-        return self.recovery is not None and not (self.lost or self.duplicates or self.leaked) and not self.note.startswith("FAIL")
+        return (
+            self.recovery is not None
+            and not (self.lost or self.duplicates or self.leaked)
+            and not self.note.startswith("FAIL")
+        )
 
 
 def table(rows: list[Row], total_s: float) -> str:
-    out = ["| fault | load held (changes/s) | recovery (s) | changes lost | duplicates | leaked records | notes |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+    out = [
+        "| fault | load held (changes/s) | recovery (s) | changes lost | duplicates | leaked records | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         rec = f"{r.recovery:.1f}" if r.recovery is not None else "not recovered"
         note = f"KNOWN: {r.known}. {r.note}" if r.known and r.note.startswith("FAIL") else r.note
@@ -85,8 +91,9 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
         def wanted(name: str) -> bool:
             return not only or any(o in name for o in only)
 
-        async def run_fault(name: str, inject: Any, known: str = "", timeout: float = RECOVERY_TIMEOUT_S,
-                            extra_check: Any = None) -> None:
+        async def run_fault(
+            name: str, inject: Any, known: str = "", timeout: float = RECOVERY_TIMEOUT_S, extra_check: Any = None
+        ) -> None:
             nonlocal n
             if not wanted(name):
                 return
@@ -114,12 +121,19 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
             verdict = await quiesce_and_check(s, load.devices, timeout=90 if not known else 30)
             if extra_check is not None:
                 more: Verdict = await extra_check()
-                verdict = Verdict(verdict.lost + more.lost, verdict.duplicates + more.duplicates, verdict.leaked + more.leaked,
-                                  verdict.diverged + more.diverged, verdict.problems + more.problems)
+                verdict = Verdict(
+                    verdict.lost + more.lost,
+                    verdict.duplicates + more.duplicates,
+                    verdict.leaked + more.leaked,
+                    verdict.diverged + more.diverged,
+                    verdict.problems + more.problems,
+                )
             load.running.set()
             internal = load.server_internal_errors[internal_before:]
             if internal:  # a backing service away is a 503 (retry later), never a 500
-                verdict.problems.append(f"records API answered {len(internal)} x 5xx other than 503, e.g. {internal[0]}")
+                verdict.problems.append(
+                    f"records API answered {len(internal)} x 5xx other than 503, e.g. {internal[0]}"
+                )
             if verdict.diverged or verdict.problems:
                 note = (note + " FAIL " + "; ".join(verdict.problems + verdict.diverged))[:300].strip()
             rows.append(Row(name, held, recovery, verdict.lost, verdict.duplicates, verdict.leaked, note, known))
@@ -129,19 +143,23 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
         await run_fault("none (baseline)", none)
         for svc in SERVICE_NAMES:
+
             async def kill(svc: str = svc) -> str:
                 await s.kill_and_restart(svc)
                 return ""
+
             await run_fault(f"SIGKILL + restart {svc}", kill)
 
         async def replay() -> str:
             return f"{await replay_everything_twice_shuffled(s)} events re-delivered"
+
         await run_fault("every event twice, reordered across partitions", replay)
 
         async def drops() -> str:
             cut = await drop_connections(load.devices, 6.0)
             cuts, conns, held = await interrupted_download(s, tmp_path, drops=3)
             return f"{cut} sockets aborted (mid-upload first); download of {held} records cut {cuts}x, done in {conns} connections"
+
         await run_fault("device connections dropped mid-upload / mid-download", drops)
 
         storm_name = f"{FLEET_DEVICES:,} more devices dropped, reconnecting at once"
@@ -155,8 +173,10 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 res = await reconnect_storm(s, fleet, create_every=10, timeout=RECOVERY_TIMEOUT_S)
                 created.update(res["created"])
                 behind = f"FAIL {res['behind']} not back in time; " if res["behind"] else ""
-                return (f"{behind}{res['devices']} sockets aborted at once; all reconnected and caught up in {res['seconds']:.1f} s; "
-                        f"{len(res['created'])} offline creates uploaded on reconnect, 30 server writes to the crowd meanwhile (first connect of all took {opened:.0f} s)")
+                return (
+                    f"{behind}{res['devices']} sockets aborted at once; all reconnected and caught up in {res['seconds']:.1f} s; "
+                    f"{len(res['created'])} offline creates uploaded on reconnect, 30 server writes to the crowd meanwhile (first connect of all took {opened:.0f} s)"
+                )
 
             async def storm_check() -> Verdict:
                 return await check_fleet(s, fleet, created, timeout=90)
@@ -168,11 +188,13 @@ async def test_faults_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[s
         async def pg_restart() -> str:
             await s.restart_postgres()
             return ""
+
         await run_fault("PostgreSQL restart", pg_restart)
 
         async def broker_restart() -> str:
             await s.restart_broker()
             return ""
+
         await run_fault("broker restart (topics + offsets lost)", broker_restart)
     finally:
         if fleet is not None:

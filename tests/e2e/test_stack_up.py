@@ -33,11 +33,16 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) ->
 
 
 @pytest.mark.parametrize("attempt", [1, 2], ids=["first-up", "second-up-same-state"])
-def test_up_reaches_readiness_and_sigterm_leaves_nothing(tmp_path_factory: pytest.TempPathFactory, attempt: int) -> None:
+def test_up_reaches_readiness_and_sigterm_leaves_nothing(
+    tmp_path_factory: pytest.TempPathFactory, attempt: int
+) -> None:
     state = tmp_path_factory.getbasetemp() / "stack-state"  # shared by both attempts on purpose
     env = {
         **os.environ,
-        **{k: str(free_port()) for k in ("OFFSYNC_PROFILE_PORT", "OFFSYNC_CONFLICT_PORT", "OFFSYNC_SYNC_PORT", "OFFSYNC_PUBLISH_PORT")},
+        **{
+            k: str(free_port())
+            for k in ("OFFSYNC_PROFILE_PORT", "OFFSYNC_CONFLICT_PORT", "OFFSYNC_SYNC_PORT", "OFFSYNC_PUBLISH_PORT")
+        },
     }
     for k in ("OFFSYNC_PG_DSN", "OFFSYNC_KAFKA_BOOTSTRAP", "OFFSYNC_TOPIC_PREFIX"):
         env.pop(k, None)
@@ -50,8 +55,19 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(tmp_path_factory: pytes
     try:
         info = _wait_for_file(state / "stack.json", proc, timeout=60)
         pids = info["pids"]
-        assert set(pids) >= {"profile-service", "conflict-service", "publish-service", "sync-service", "postgres", "broker"}
-        for url in (info["admin_api"], info["records_api"], str(info["device_ws"]).replace("ws://", "http://").removesuffix("/v1/sync")):
+        assert set(pids) >= {
+            "profile-service",
+            "conflict-service",
+            "publish-service",
+            "sync-service",
+            "postgres",
+            "broker",
+        }
+        for url in (
+            info["admin_api"],
+            info["records_api"],
+            str(info["device_ws"]).replace("ws://", "http://").removesuffix("/v1/sync"),
+        ):
             assert httpx.get(f"{url}/readyz", timeout=5).json()["ready"] is True
         docs = httpx.get(str(info["admin_docs"]), timeout=5)
         assert docs.status_code == 200

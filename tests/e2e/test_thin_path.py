@@ -28,20 +28,37 @@ def _ok(resp: httpx.Response) -> Any:
 
 async def _setup_org(admin: httpx.AsyncClient) -> None:
     _ok(await admin.patch("/v1/entities/account", json={"offline_enabled": True}))
-    _ok(await admin.post("/v1/roles", json={
-        "id": "field", "name": "Field worker", "read_offline_profile": True,
-        "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}},
-    }))
+    _ok(
+        await admin.post(
+            "/v1/roles",
+            json={
+                "id": "field",
+                "name": "Field worker",
+                "read_offline_profile": True,
+                "privileges": {"account": {"create": "user", "read": "user", "write": "user", "delete": "user"}},
+            },
+        )
+    )
     for uid in ("u1", "u2"):
-        _ok(await admin.post("/v1/users", json={"id": uid, "name": uid.upper(), "business_unit_id": ROOT_BU, "role_ids": ["field"]}))
+        _ok(
+            await admin.post(
+                "/v1/users", json={"id": uid, "name": uid.upper(), "business_unit_id": ROOT_BU, "role_ids": ["field"]}
+            )
+        )
     _ok(await admin.post("/v1/profiles", json={"id": "field", "name": "Field sales"}))
-    _ok(await admin.post("/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}))
+    _ok(
+        await admin.post(
+            "/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}
+        )
+    )
     _ok(await admin.post("/v1/profiles/field/users", json={"user_ids": ["u1", "u2"]}))
     _ok(await admin.post("/v1/profiles/field/publish"))
 
 
 async def _device(stack: Stack, admin: httpx.AsyncClient, user: str, device_id: str, tmp: Path) -> Device:
-    tok = _ok(await admin.post("/v1/tokens", json={"user_id": user, "audience": "device", "device_id": device_id}))["token"]
+    tok = _ok(await admin.post("/v1/tokens", json={"user_id": user, "audience": "device", "device_id": device_id}))[
+        "token"
+    ]
     return Device(stack.sync_ws, LocalStore(tmp / f"{device_id}.sqlite"), tok, device_id=device_id)
 
 
@@ -59,14 +76,26 @@ async def _sync_until(dev: Device, predicate, message: str) -> None:  # type: ig
 async def test_admin_to_device_and_back(stack: Stack, tmp_path: Path) -> None:
     admin_token = issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)
     headers = {"Authorization": f"Bearer {admin_token}"}
-    async with httpx.AsyncClient(base_url=stack.admin_url, headers=headers, timeout=10) as admin, \
-            httpx.AsyncClient(base_url=stack.records_url, headers=headers, timeout=10) as records:
+    async with (
+        httpx.AsyncClient(base_url=stack.admin_url, headers=headers, timeout=10) as admin,
+        httpx.AsyncClient(base_url=stack.records_url, headers=headers, timeout=10) as records,
+    ):
         await _setup_org(admin)
         mine = [
-            _ok(await records.post("/v1/records/account", json={"attributes": {"name": f"Mine {i}"}, "owner_id": "u1", "business_unit_id": ROOT_BU}))["id"]
+            _ok(
+                await records.post(
+                    "/v1/records/account",
+                    json={"attributes": {"name": f"Mine {i}"}, "owner_id": "u1", "business_unit_id": ROOT_BU},
+                )
+            )["id"]
             for i in range(2)
         ]
-        _ok(await records.post("/v1/records/account", json={"attributes": {"name": "Theirs"}, "owner_id": "u2", "business_unit_id": ROOT_BU}))
+        _ok(
+            await records.post(
+                "/v1/records/account",
+                json={"attributes": {"name": "Theirs"}, "owner_id": "u2", "business_unit_id": ROOT_BU},
+            )
+        )
 
         phone = await _device(stack, admin, "u1", "phone", tmp_path)
         await _sync_until(phone, lambda: phone.store.count("account") == 2, "the user's 2 accounts on the phone")

@@ -31,7 +31,9 @@ PARTITIONS = 3  # not the broker's own default (4): a topic it auto-created woul
 
 
 @pytest.mark.parametrize("rewound_by", ["watch", "consumer"], ids=["watch-rewinds", "consumer-notices-past-end"])
-async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: InfraEnv, tmp_path: Path, rewound_by: str) -> None:
+async def test_broker_restart_topics_recreated_and_outbox_replayed(
+    fresh_env: InfraEnv, tmp_path: Path, rewound_by: str
+) -> None:
     """``consumer``: the reader is not told by the watch (another service's watch may repair the
     loss before this one looks): it notices on its own that it is past the new logs' end."""
     broker = EmbeddedBroker(tmp_path / "broker")
@@ -46,8 +48,12 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
     async def on_settings(event: Event, env: Envelope) -> None:
         seen.add(env.id)
 
-    loop = bus.ConsumerLoop(bus.ConsumerConfig(broker.bootstrap, [topic], None, DEAD_LETTER.full(prefix)), producer,
-                            name="reader", handlers={OrgSettingsChanged.TYPE: on_settings})
+    loop = bus.ConsumerLoop(
+        bus.ConsumerConfig(broker.bootstrap, [topic], None, DEAD_LETTER.full(prefix)),
+        producer,
+        name="reader",
+        handlers={OrgSettingsChanged.TYPE: on_settings},
+    )
     try:
         await bus.ensure_topics(broker.bootstrap, prefix, PARTITIONS)
         await producer.start()
@@ -74,8 +80,12 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(fresh_env: In
         await asyncio.to_thread(broker.start)  # same port, nothing remembered
         after = [await _event(pool, topic, i) for i in range(20, 25)]
 
-        await eventually(lambda: _all_on(broker.bootstrap, topic, before + after), timeout=60, interval=0.5,
-                         message="every event on the restarted broker")
+        await eventually(
+            lambda: _all_on(broker.bootstrap, topic, before + after),
+            timeout=60,
+            interval=0.5,
+            message="every event on the restarted broker",
+        )
         await eventually(lambda: _all_in(seen, after), timeout=30, message="the reader got what came after the restart")
         assert watch.losses >= 1 and relay.replayed >= 20
         assert len(await _partitions(broker.bootstrap, topic)) == PARTITIONS

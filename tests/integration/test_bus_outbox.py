@@ -32,7 +32,13 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_consumer_dis
         received.append(event.conflict_detection)
 
     loop = bus.ConsumerLoop(
-        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-test", DEAD_LETTER.full(fresh_env.topic_prefix), **fresh_env.group_timeouts),
+        bus.ConsumerConfig(
+            fresh_env.kafka_bootstrap,
+            [admin_topic],
+            "g-test",
+            DEAD_LETTER.full(fresh_env.topic_prefix),
+            **fresh_env.group_timeouts,
+        ),
         producer,
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},
@@ -42,11 +48,15 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_consumer_dis
             await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
             for flag in (True, False, True):
                 async with conn.transaction():
-                    await enqueue(conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=flag).envelope("default"))
+                    await enqueue(
+                        conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=flag).envelope("default")
+                    )
             # A rolled-back transaction's event never leaves.
             with pytest.raises(RuntimeError):
                 async with conn.transaction():
-                    await enqueue(conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=False).envelope("default"))
+                    await enqueue(
+                        conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=False).envelope("default")
+                    )
                     raise RuntimeError("abort")
         relay = OutboxRelay(pool, "s", producer)
         assert await relay.drain_once() == 3
@@ -85,7 +95,11 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},
     )
-    dl = bus.ConsumerLoop(bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic, **fresh_env.group_timeouts), producer, name="dl")
+    dl = bus.ConsumerLoop(
+        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic, **fresh_env.group_timeouts),
+        producer,
+        name="dl",
+    )
     parked: list[Envelope] = []
 
     async def collect(batch: list[tuple[Event, Envelope]]) -> None:
@@ -94,7 +108,9 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
     try:
         for junk in (b"not json", b"[1,2]", b'{"id":"x"}', Envelope("nope.unknown", "k", {}).encode()):
             await raw.send_and_wait(admin_topic, key=b"default", value=junk)
-        await raw.send_and_wait(admin_topic, key=b"default", value=OrgSettingsChanged(conflict_detection=True).envelope("default").encode())
+        await raw.send_and_wait(
+            admin_topic, key=b"default", value=OrgSettingsChanged(conflict_detection=True).envelope("default").encode()
+        )
         await loop.start()
         task = asyncio.create_task(loop.run())
 
@@ -104,9 +120,12 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         await eventually(one_good, message="good event after junk")
         from aiokafka import AIOKafkaConsumer
 
-        c = AIOKafkaConsumer(dl_topic, bootstrap_servers=fresh_env.kafka_bootstrap, auto_offset_reset="earliest", group_id=None)
+        c = AIOKafkaConsumer(
+            dl_topic, bootstrap_servers=fresh_env.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+        )
         await c.start()
         try:
+
             async def four_parked() -> bool:
                 for msgs in (await c.getmany(timeout_ms=200)).values():
                     parked.extend(Envelope.decode(m.value) for m in msgs)

@@ -38,8 +38,14 @@ async def test_caught_up_under_a_steady_flow(fresh_env: InfraEnv, group: str | N
 
     flowing = asyncio.create_task(flow())
     loop = bus.ConsumerLoop(
-        bus.ConsumerConfig(fresh_env.kafka_bootstrap, [topic], group, DEAD_LETTER.full(fresh_env.topic_prefix),
-                           auto_offset_reset="earliest", **fresh_env.group_timeouts),
+        bus.ConsumerConfig(
+            fresh_env.kafka_bootstrap,
+            [topic],
+            group,
+            DEAD_LETTER.full(fresh_env.topic_prefix),
+            auto_offset_reset="earliest",
+            **fresh_env.group_timeouts,
+        ),
         producer,
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},

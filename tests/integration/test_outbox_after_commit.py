@@ -55,6 +55,7 @@ async def _read_all(bootstrap: str, topic: str, n: int) -> list[bool]:
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await c.start()
     try:
+
         async def enough() -> bool:
             for msgs in (await c.getmany(timeout_ms=200)).values():
                 got.extend(Envelope.decode(m.value).payload["conflict_detection"] for m in msgs)

@@ -36,12 +36,20 @@ ROOT_BU = "00000000-0000-0000-0000-000000000100"
 @pytest.fixture(scope="module")
 def records_stack(infra: Infra) -> Iterator[Stack]:
     env = asyncio.run(make_env(infra, "rfuzz"))
-    s = start_stack(env, Path(tempfile.mkdtemp(prefix="offsync-rfuzz-")), services=("profile-service", "conflict-service"))
+    s = start_stack(
+        env, Path(tempfile.mkdtemp(prefix="offsync-rfuzz-")), services=("profile-service", "conflict-service")
+    )
     try:
         admin = s.admin_url
-        requests.patch(f"{admin}/v1/entities/account", json={"offline_enabled": True}, headers=H, timeout=10).raise_for_status()
-        r = requests.post(f"{s.records_url}/v1/records/account", json={
-            "id": "seed", "attributes": {"name": "Seed"}, "business_unit_id": ROOT_BU}, headers=H, timeout=10)
+        requests.patch(
+            f"{admin}/v1/entities/account", json={"offline_enabled": True}, headers=H, timeout=10
+        ).raise_for_status()
+        r = requests.post(
+            f"{s.records_url}/v1/records/account",
+            json={"id": "seed", "attributes": {"name": "Seed"}, "business_unit_id": ROOT_BU},
+            headers=H,
+            timeout=10,
+        )
         r.raise_for_status()
         yield s
     finally:
@@ -74,27 +82,62 @@ def test_no_input_gets_a_server_error(case: schemathesis.Case, records_stack: St
 DEEP = "[" * 5000 + "]" * 5000
 HOSTILE = {
     "oversized-attribute": ("POST", "/v1/records/account", {"json": {"attributes": {"name": "x" * 2_000_000}}}),
-    "deeply-nested": ("POST", "/v1/records/account", {"content": b'{"attributes": {"name": ' + DEEP.encode() + b"}}",
-                                                      "headers": {"Content-Type": "application/json"}}),
-    "invalid-utf8": ("POST", "/v1/records/account", {"content": b'{"attributes": {"name": "\xff\xfe"}}',
-                                                     "headers": {"Content-Type": "application/json"}}),
+    "deeply-nested": (
+        "POST",
+        "/v1/records/account",
+        {
+            "content": b'{"attributes": {"name": ' + DEEP.encode() + b"}}",
+            "headers": {"Content-Type": "application/json"},
+        },
+    ),
+    "invalid-utf8": (
+        "POST",
+        "/v1/records/account",
+        {"content": b'{"attributes": {"name": "\xff\xfe"}}', "headers": {"Content-Type": "application/json"}},
+    ),
     "nul-byte-value": ("POST", "/v1/records/account", {"json": {"attributes": {"name": "a\x00b"}}}),
     "nul-byte-id": ("POST", "/v1/records/account", {"json": {"id": "a\x00b", "attributes": {"name": "n"}}}),
     "injection-entity": ("GET", "/v1/records/account';DROP TABLE data.records;--/seed", {}),
     "injection-filter": ("GET", "/v1/records/account?attr.name%27%3B--=x&owner_id=%27%20OR%201%3D1", {}),
     "huge-limit": ("GET", "/v1/records/account?limit=99999999999999999999", {}),
     "negative-after": ("GET", "/v1/records/account?after=-1", {}),
-    "bad-if-match": ("PATCH", "/v1/records/account/seed", {"json": {"attributes": {"name": "n"}}, "headers": {"If-Match": '"9999999999999999999999"'}}),
-    "not-json": ("POST", "/v1/records/account", {"content": b"\x00\x01garbage", "headers": {"Content-Type": "application/json"}}),
+    "bad-if-match": (
+        "PATCH",
+        "/v1/records/account/seed",
+        {"json": {"attributes": {"name": "n"}}, "headers": {"If-Match": '"9999999999999999999999"'}},
+    ),
+    "not-json": (
+        "POST",
+        "/v1/records/account",
+        {"content": b"\x00\x01garbage", "headers": {"Content-Type": "application/json"}},
+    ),
     "attributes-not-object": ("POST", "/v1/records/account", {"json": {"attributes": [1, 2, 3]}}),
-    "unknown-owner-type": ("POST", "/v1/records/account", {"json": {"attributes": {"name": "n"}, "owner_type": "martian"}}),
-    "import-junk": ("POST", "/v1/records/account/import", {"content": b"{not json}\n\xff\n",
-                                                          "headers": {"Content-Type": "application/x-ndjson"}}),
-    "import-overwrite-seed-bad-line": ("POST", "/v1/records/account/import", {
-        "content": b'{"id": "seed", "attributes": {"name": "pwned"}}\n{"id": 5, "attributes": "x"}\n',
-        "headers": {"Content-Type": "application/x-ndjson"}}),
-    "import-deep": ("POST", "/v1/records/account/import", {"content": b'{"attributes": {"name": ' + DEEP.encode() + b"}}\n",
-                                                          "headers": {"Content-Type": "application/x-ndjson"}}),
+    "unknown-owner-type": (
+        "POST",
+        "/v1/records/account",
+        {"json": {"attributes": {"name": "n"}, "owner_type": "martian"}},
+    ),
+    "import-junk": (
+        "POST",
+        "/v1/records/account/import",
+        {"content": b"{not json}\n\xff\n", "headers": {"Content-Type": "application/x-ndjson"}},
+    ),
+    "import-overwrite-seed-bad-line": (
+        "POST",
+        "/v1/records/account/import",
+        {
+            "content": b'{"id": "seed", "attributes": {"name": "pwned"}}\n{"id": 5, "attributes": "x"}\n',
+            "headers": {"Content-Type": "application/x-ndjson"},
+        },
+    ),
+    "import-deep": (
+        "POST",
+        "/v1/records/account/import",
+        {
+            "content": b'{"attributes": {"name": ' + DEEP.encode() + b"}}\n",
+            "headers": {"Content-Type": "application/x-ndjson"},
+        },
+    ),
 }
 
 

@@ -34,19 +34,37 @@ def _ok(resp: httpx.Response) -> Any:
 
 @pytest_asyncio.fixture(scope="module")
 async def org(stack: Stack) -> AsyncIterator[Stack]:
-    async with httpx.AsyncClient(base_url=stack.admin_url, headers=ADMIN, timeout=10) as admin, \
-            httpx.AsyncClient(base_url=stack.records_url, headers=ADMIN, timeout=10) as records:
+    async with (
+        httpx.AsyncClient(base_url=stack.admin_url, headers=ADMIN, timeout=10) as admin,
+        httpx.AsyncClient(base_url=stack.records_url, headers=ADMIN, timeout=10) as records,
+    ):
         _ok(await admin.patch("/v1/entities/account", json={"offline_enabled": True}))
         own = {"create": "user", "read": "user", "write": "user", "delete": "user"}
-        _ok(await admin.post("/v1/roles", json={
-            "id": "rv-field", "name": "Field", "read_offline_profile": True, "privileges": {"account": own}}))
-        _ok(await admin.post("/v1/roles", json={
-            "id": "rv-desk", "name": "Desk", "read_offline_profile": False, "privileges": {"account": own}}))
+        _ok(
+            await admin.post(
+                "/v1/roles",
+                json={"id": "rv-field", "name": "Field", "read_offline_profile": True, "privileges": {"account": own}},
+            )
+        )
+        _ok(
+            await admin.post(
+                "/v1/roles",
+                json={"id": "rv-desk", "name": "Desk", "read_offline_profile": False, "privileges": {"account": own}},
+            )
+        )
         for uid in USERS:  # r-role also holds rv-desk, so it keeps read access to its accounts
             roles = ["rv-field", "rv-desk"] if uid == "r-role" else ["rv-field"]
-            _ok(await admin.post("/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": roles}))
+            _ok(
+                await admin.post(
+                    "/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": roles}
+                )
+            )
         _ok(await admin.post("/v1/profiles", json={"id": "rv", "name": "Revocation"}))
-        _ok(await admin.post("/v1/profiles/rv/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}))
+        _ok(
+            await admin.post(
+                "/v1/profiles/rv/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}
+            )
+        )
         _ok(await admin.post("/v1/profiles/rv/users", json={"user_ids": list(USERS)}))
         _ok(await admin.post("/v1/profiles/rv/publish"))
         for uid in USERS:
@@ -109,8 +127,10 @@ CASES: list[tuple[str, Revoke, int]] = [
 @pytest.mark.parametrize(("user", "revoke", "close_code"), CASES, ids=["user-disabled", "role-removed", "left-profile"])
 async def test_revoked_access_ends_the_open_session(org: Stack, user: str, revoke: Revoke, close_code: int) -> None:
     ws = await _connected(org, user)
-    async with httpx.AsyncClient(base_url=org.admin_url, headers=ADMIN, timeout=10) as admin, \
-            httpx.AsyncClient(base_url=org.records_url, headers=ADMIN, timeout=10) as records:
+    async with (
+        httpx.AsyncClient(base_url=org.admin_url, headers=ADMIN, timeout=10) as admin,
+        httpx.AsyncClient(base_url=org.records_url, headers=ADMIN, timeout=10) as records,
+    ):
         await revoke(admin, user)
         _ok(await records.post("/v1/records/account", json={"attributes": {"name": f"{user} after"}, "owner_id": user}))
     after: list[Any] = []

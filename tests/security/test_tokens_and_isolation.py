@@ -50,28 +50,62 @@ class World:
 @pytest_asyncio.fixture(scope="module")
 async def world(stack: Stack) -> AsyncIterator[World]:
     h = {"Authorization": f"Bearer {issue_token(SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)}"}
-    async with httpx.AsyncClient(base_url=stack.admin_url, headers=h, timeout=10) as admin, \
-            httpx.AsyncClient(base_url=stack.records_url, headers=h, timeout=10) as records:
+    async with (
+        httpx.AsyncClient(base_url=stack.admin_url, headers=h, timeout=10) as admin,
+        httpx.AsyncClient(base_url=stack.records_url, headers=h, timeout=10) as records,
+    ):
         for entity in ("account", "contact"):
             _ok(await admin.patch(f"/v1/entities/{entity}", json={"offline_enabled": True}))
         own = {"create": "user", "read": "user", "write": "user", "delete": "user"}
-        _ok(await admin.post("/v1/roles", json={
-            "id": "field", "name": "Field worker", "read_offline_profile": True,
-            "privileges": {"account": {**own, "read": "organization"}, "contact": own},
-        }))
-        _ok(await admin.post("/v1/roles", json={
-            "id": "noprofile", "name": "No offline", "read_offline_profile": False,
-            "privileges": {"account": {**own, "read": "organization"}},
-        }))
+        _ok(
+            await admin.post(
+                "/v1/roles",
+                json={
+                    "id": "field",
+                    "name": "Field worker",
+                    "read_offline_profile": True,
+                    "privileges": {"account": {**own, "read": "organization"}, "contact": own},
+                },
+            )
+        )
+        _ok(
+            await admin.post(
+                "/v1/roles",
+                json={
+                    "id": "noprofile",
+                    "name": "No offline",
+                    "read_offline_profile": False,
+                    "privileges": {"account": {**own, "read": "organization"}},
+                },
+            )
+        )
         for uid, role in (("u1", "field"), ("u2", "field"), ("u3", "noprofile")):
-            _ok(await admin.post("/v1/users", json={"id": uid, "name": uid.upper(), "business_unit_id": ROOT_BU, "role_ids": [role]}))
+            _ok(
+                await admin.post(
+                    "/v1/users", json={"id": uid, "name": uid.upper(), "business_unit_id": ROOT_BU, "role_ids": [role]}
+                )
+            )
         _ok(await admin.post("/v1/profiles", json={"id": "field", "name": "Field"}))
-        _ok(await admin.post("/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}))
-        _ok(await admin.post("/v1/profiles/field/items", json={"entity": "contact", "filter": {"kind": "other", "user": True}}))
+        _ok(
+            await admin.post(
+                "/v1/profiles/field/items", json={"entity": "account", "filter": {"kind": "other", "user": True}}
+            )
+        )
+        _ok(
+            await admin.post(
+                "/v1/profiles/field/items", json={"entity": "contact", "filter": {"kind": "other", "user": True}}
+            )
+        )
         _ok(await admin.post("/v1/profiles/field/users", json={"user_ids": ["u1", "u2", "u3"]}))
         _ok(await admin.post("/v1/profiles/field/publish"))
-        new = lambda e, owner, name: records.post(f"/v1/records/{e}", json={  # noqa: E731
-            "attributes": {"name" if e == "account" else "lastname": name}, "owner_id": owner, "business_unit_id": ROOT_BU})
+        new = lambda e, owner, name: records.post(
+            f"/v1/records/{e}",
+            json={  # noqa: E731
+                "attributes": {"name" if e == "account" else "lastname": name},
+                "owner_id": owner,
+                "business_unit_id": ROOT_BU,
+            },
+        )
         mine = _ok(await new("account", "u1", "Mine"))["id"]
         theirs = _ok(await new("account", "u2", "Theirs"))["id"]
         hidden = _ok(await new("contact", "u2", "Hidden"))["id"]
@@ -79,6 +113,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
 
 
 # ------------------------------------------------------------------------- bad tokens ----
+
 
 def _bad_token(kind: str, audience: str) -> str | None:
     now = time.time()
@@ -116,14 +151,19 @@ async def test_bad_token_refused_on_http(world: World, api: str, kind: str) -> N
         assert r.status_code == 401, r.text
         assert r.json()["error"]["code"] == "unauthenticated"
         # A write is refused the same way and changes nothing.
-        w = await (c.post("/v1/users", json={"id": "evil", "name": "x", "business_unit_id": ROOT_BU}, headers=headers)
-                   if api == "admin" else c.patch(path, json={"attributes": {"name": "pwned"}}, headers=headers))
+        w = await (
+            c.post("/v1/users", json={"id": "evil", "name": "x", "business_unit_id": ROOT_BU}, headers=headers)
+            if api == "admin"
+            else c.patch(path, json={"attributes": {"name": "pwned"}}, headers=headers)
+        )
         assert w.status_code == 401, w.text
     async with httpx.AsyncClient(base_url=world.stack.records_url, timeout=10, headers=_admin_headers()) as c:
         assert _ok(await c.get(f"/v1/records/account/{world.mine}"))["attributes"]["name"] == "Mine"
 
 
-async def _ws_close(world: World, token: str | None, *, device_id: str = "d", in_hello: bool = False) -> tuple[int | None, str]:
+async def _ws_close(
+    world: World, token: str | None, *, device_id: str = "d", in_hello: bool = False
+) -> tuple[int | None, str]:
     headers = {"Authorization": f"Bearer {token}"} if token and not in_hello else None
     async with connect(world.stack.sync_ws, additional_headers=headers, ping_interval=None, open_timeout=10) as ws:
         await ws.send(p.encode(p.Hello(device_id=device_id, token=token if in_hello else None)).decode())
@@ -164,7 +204,9 @@ async def test_device_token_of_an_admin_is_refused_on_http(world: World, api: st
 @pytest.mark.parametrize("path", ["/v1/users", "/v1/roles", "/v1/tokens"], ids=["users", "roles", "mint-token"])
 async def test_non_admin_user_is_forbidden_on_admin_api(world: World, path: str) -> None:
     tok = issue_token(SECRET, "u1", ADMIN_AUDIENCE)
-    async with httpx.AsyncClient(base_url=world.stack.admin_url, timeout=10, headers={"Authorization": f"Bearer {tok}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=world.stack.admin_url, timeout=10, headers={"Authorization": f"Bearer {tok}"}
+    ) as c:
         if path == "/v1/tokens":  # minting a token for the administrator must be impossible
             r = await c.post(path, json={"user_id": BOOTSTRAP_ADMIN_USER_ID, "audience": "admin"})
         else:
@@ -179,6 +221,7 @@ async def test_unknown_user_token_is_refused(world: World) -> None:
 
 
 # ------------------------------------------------------------------- authorization ----
+
 
 async def test_user_without_offline_read_privilege_cannot_sync(world: World) -> None:
     tok = issue_token(SECRET, "u3", DEVICE_AUDIENCE, device_id="u3-phone")
@@ -227,7 +270,9 @@ async def test_device_receives_only_its_users_records(world: World, tmp_path: Pa
 
 async def _upload(world: World, user: str, device_id: str, changes: list[p.Change]) -> p.Result:
     tok = issue_token(SECRET, user, DEVICE_AUDIENCE, device_id=device_id)
-    async with connect(world.stack.sync_ws, additional_headers={"Authorization": f"Bearer {tok}"}, ping_interval=None) as ws:
+    async with connect(
+        world.stack.sync_ws, additional_headers={"Authorization": f"Bearer {tok}"}, ping_interval=None
+    ) as ws:
         await ws.send(p.encode(p.Hello(device_id=device_id)).decode())
         await ws.send(p.encode(p.Upload(str(uuid.uuid4()), tuple(changes))).decode())
         async with asyncio.timeout(30):
@@ -243,13 +288,18 @@ async def test_device_cannot_change_another_users_records(world: World) -> None:
     async with httpx.AsyncClient(base_url=world.stack.records_url, timeout=10, headers=_admin_headers()) as c:
         theirs_v = _ok(await c.get(f"/v1/records/account/{world.theirs}"))["version"]
         hidden_v = _ok(await c.get(f"/v1/records/contact/{world.hidden}"))["version"]
-    result = await _upload(world, "u1", "u1-evil", [
-        p.Change(0, "update", "account", world.theirs, theirs_v, {"name": "pwned"}),
-        p.Change(1, "delete", "account", world.theirs, theirs_v),
-        p.Change(2, "update", "contact", world.hidden, hidden_v, {"lastname": "pwned"}),
-        p.Change(3, "create", "account", world.theirs, None, {"name": "id squat"}),
-        p.Change(4, "delete", "contact", world.hidden, hidden_v),
-    ])
+    result = await _upload(
+        world,
+        "u1",
+        "u1-evil",
+        [
+            p.Change(0, "update", "account", world.theirs, theirs_v, {"name": "pwned"}),
+            p.Change(1, "delete", "account", world.theirs, theirs_v),
+            p.Change(2, "update", "contact", world.hidden, hidden_v, {"lastname": "pwned"}),
+            p.Change(3, "create", "account", world.theirs, None, {"name": "id squat"}),
+            p.Change(4, "delete", "contact", world.hidden, hidden_v),
+        ],
+    )
     by_seq = {r.seq: r for r in result.results}
     assert [by_seq[i].status for i in range(5)] == ["rejected"] * 5, result
     assert by_seq[0].code == by_seq[1].code == by_seq[3].code == "forbidden", result

@@ -50,7 +50,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         step = (n + STEPS - 1) // STEPS
         connected = 0
         for k in range(0, n, step):
-            opened = await fleet.open(specs[k:k + step], timeout=300)
+            opened = await fleet.open(specs[k : k + step], timeout=300)
             if opened["failed"]:
                 raise RuntimeError(f"{opened['failed']} devices did not connect: {opened['errors']}")
             connected += opened["connected"]
@@ -58,6 +58,11 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         open_fds = psutil.Process(pid).num_fds()
         await asyncio.sleep(0)
     rss_n = curve[-1][1]
-    return {"devices": connected, "rss_kb_per_device": round((rss_n - rss0 // 1024) / connected, 1),
-            "rss_baseline_mib": round(rss0 / 2**20, 1), "rss_mib": round(rss_n / 1024, 1),
-            "server_fds": open_fds, "curve_devices_rss_kb": curve}
+    return {
+        "devices": connected,
+        "rss_kb_per_device": round((rss_n - rss0 // 1024) / connected, 1),
+        "rss_baseline_mib": round(rss0 / 2**20, 1),
+        "rss_mib": round(rss_n / 1024, 1),
+        "server_fds": open_fds,
+        "curve_devices_rss_kb": curve,
+    }

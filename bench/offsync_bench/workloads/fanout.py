@@ -39,8 +39,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         await fleet.all("record", on=True)
         window = stack_window(ctx.pid, fleet.pids)
         window.start()
-        gen = await loadgen.run_in_process(loadgen.batch_paced, ctx.records_url, ctx.admin_token(), changes,
-                                          float(sz.fanout_rate), WRITE_TICK_S)
+        gen = await loadgen.run_in_process(
+            loadgen.batch_paced, ctx.records_url, ctx.admin_token(), changes, float(sz.fanout_rate), WRITE_TICK_S
+        )
         if gen["error_count"]:
             raise RuntimeError(f"{gen['error_count']} writes failed, e.g. {gen['errors'][:2]}")
         commits = {(rid, v): t for _e, rid, v, t in gen["done"]}
@@ -65,7 +66,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         try:
             await eventually(counted, timeout=60, interval=0.1, message="as many arrivals as deliveries")
             # Arrivals also count repeats (a re-sent bucket): check each expected one came.
-            await eventually(delivered, timeout=max(1.0, deadline - time.monotonic()), interval=0.5, message="every delivery")
+            await eventually(
+                delivered, timeout=max(1.0, deadline - time.monotonic()), interval=0.5, message="every delivery"
+            )
         except AssertionError:
             pass  # reported below as undelivered
         cpu = window.stop()
@@ -75,17 +78,33 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     if not p.latencies_s:
         raise RuntimeError("no delivery measured")
     s = summary_ms(p.latencies_s)
-    out = {"deliveries_per_s": round(latency.rate(len(p.latencies_s), p.first_commit, p.last_arrival) or 0),
-           "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"], "deliveries": len(p.latencies_s),
-           "expected_deliveries": want, "undelivered": p.unmatched, "devices": len(specs), "changes": len(commits),
-           "devices_per_change": round(want / max(1, len(commits)), 1), "offered_rate": sz.fanout_rate,
-           "achieved_write_rate": round(gen["achieved_rate"], 1), "write_requests": gen["requests"],
-           "write_tick_ms": round(WRITE_TICK_S * 1000), "cpu": cpu}
+    out = {
+        "deliveries_per_s": round(latency.rate(len(p.latencies_s), p.first_commit, p.last_arrival) or 0),
+        "p50_ms": s["p50_ms"],
+        "p99_ms": s["p99_ms"],
+        "max_ms": s["max_ms"],
+        "deliveries": len(p.latencies_s),
+        "expected_deliveries": want,
+        "undelivered": p.unmatched,
+        "devices": len(specs),
+        "changes": len(commits),
+        "devices_per_change": round(want / max(1, len(commits)), 1),
+        "offered_rate": sz.fanout_rate,
+        "achieved_write_rate": round(gen["achieved_rate"], 1),
+        "write_requests": gen["requests"],
+        "write_tick_ms": round(WRITE_TICK_S * 1000),
+        "cpu": cpu,
+    }
     if out["achieved_write_rate"] < 0.9 * sz.fanout_rate:
-        out["note"] = (f"the writer offered {sz.fanout_rate}/s but achieved {out['achieved_write_rate']}/s: "
-                       "the figures do not measure the workload as specified")
+        out["note"] = (
+            f"the writer offered {sz.fanout_rate}/s but achieved {out['achieved_write_rate']}/s: "
+            "the figures do not measure the workload as specified"
+        )
     if p.unmatched:
         # Percentiles over only the deliveries that happened would flatter the run: report counts.
-        out = {"status": "failed", "reason": f"{p.unmatched} of {want} deliveries missing after 60 s",
-               **{k: v for k, v in out.items() if k not in ("deliveries_per_s", "p50_ms", "p99_ms", "max_ms")}}
+        out = {
+            "status": "failed",
+            "reason": f"{p.unmatched} of {want} deliveries missing after 60 s",
+            **{k: v for k, v in out.items() if k not in ("deliveries_per_s", "p50_ms", "p99_ms", "max_ms")},
+        }
     return out

@@ -26,24 +26,37 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     lines = []
     for rid in ids:
         owner_id, owner_type, attrs = loaded.account_rows[rid]
-        lines.append({"id": rid, "owner_id": owner_id, "owner_type": owner_type,
-                      "attributes": {**attrs, "revenue": round(rng.uniform(1e4, 1e7), 2)}})
+        lines.append(
+            {
+                "id": rid,
+                "owner_id": owner_id,
+                "owner_type": owner_type,
+                "attributes": {**attrs, "revenue": round(rng.uniform(1e4, 1e7), 2)},
+            }
+        )
     watcher = NotifyWatcher(ctx.infra.kafka_bootstrap, SYNC_NOTIFY.full(ctx.topic_prefix))
     conn = await setup.pg(ctx)
     try:
         await watcher.ready()
         # Changing revenue moves no record between buckets: the records with ops now are exactly
         # those whose change must show up as new ops.
-        expected = {r["record_id"] for r in await conn.fetch(
-            "SELECT DISTINCT record_id FROM sync.bucket_ops WHERE entity = 'account' AND record_id = ANY($1)", ids)}
+        expected = {
+            r["record_id"]
+            for r in await conn.fetch(
+                "SELECT DISTINCT record_id FROM sync.bucket_ops WHERE entity = 'account' AND record_id = ANY($1)", ids
+            )
+        }
         if not expected:
             raise RuntimeError("none of the changed accounts is in any bucket")
         t0 = time.time()
-        gen = await loadgen.run_in_process(loadgen.import_paced, ctx.records_url, ctx.admin_token(), "account",
-                                           lines, float(sizes.incremental_rate))
+        gen = await loadgen.run_in_process(
+            loadgen.import_paced, ctx.records_url, ctx.admin_token(), "account", lines, float(sizes.incremental_rate)
+        )
         if gen["error_count"]:
             raise RuntimeError(f"{gen['error_count']} import requests failed, e.g. {gen['errors'][:2]}")
-        rows = await conn.fetch("SELECT id, version, modified_at FROM data.records WHERE entity = 'account' AND id = ANY($1)", ids)
+        rows = await conn.fetch(
+            "SELECT id, version, modified_at FROM data.records WHERE entity = 'account' AND id = ANY($1)", ids
+        )
         commits = {(r["id"], int(r["version"])): r["modified_at"].timestamp() for r in rows}
         if len(commits) != len(ids):
             raise RuntimeError(f"only {len(commits)} of {len(ids)} changed records found")
@@ -51,18 +64,32 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         async def all_visible() -> latency.Pairing | None:
             ops = await conn.fetch(
                 """SELECT o.record_id, o.version, o.bucket_id, o.op_id FROM sync.bucket_ops o
-                   WHERE o.entity = 'account' AND o.record_id = ANY($1)""", ids)
-            pairing = latency.commit_to_op_visible(commits, [(o["record_id"], int(o["version"]), o["bucket_id"], int(o["op_id"])) for o in ops],
-                                                   await watcher.collect())
+                   WHERE o.entity = 'account' AND o.record_id = ANY($1)""",
+                ids,
+            )
+            pairing = latency.commit_to_op_visible(
+                commits,
+                [(o["record_id"], int(o["version"]), o["bucket_id"], int(o["op_id"])) for o in ops],
+                await watcher.collect(),
+            )
             with_ops = {o["record_id"] for o in ops if (o["record_id"], int(o["version"])) in commits}
             return pairing if with_ops >= expected and len(pairing.latencies_s) >= len(expected) else None
 
-        pairing = await eventually(all_visible, timeout=120, interval=0.25, message="every change's ops visible in the bucket store")
+        pairing = await eventually(
+            all_visible, timeout=120, interval=0.25, message="every change's ops visible in the bucket store"
+        )
     finally:
         await conn.close()
         await watcher.stop()
     s = summary_ms(pairing.latencies_s)
-    return {"p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"], "changes": len(ids),
-            "changes_with_ops": s["samples"], "offered_rate": sizes.incremental_rate,
-            "achieved_rate": round(gen["achieved_rate"], 1), "seconds": round(gen["seconds"], 1),
-            "started_at": round(t0, 3)}
+    return {
+        "p50_ms": s["p50_ms"],
+        "p99_ms": s["p99_ms"],
+        "max_ms": s["max_ms"],
+        "changes": len(ids),
+        "changes_with_ops": s["samples"],
+        "offered_rate": sizes.incremental_rate,
+        "achieved_rate": round(gen["achieved_rate"], 1),
+        "seconds": round(gen["seconds"], 1),
+        "started_at": round(t0, 3),
+    }

@@ -20,6 +20,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         res = await fleet.one(0, "initial_sync", spec=("bench-initial", fixture.BULK_USER, str(store)), timeout=600.0)
     if res["error"]:
         raise RuntimeError(res["error"])
-    return {"records": res["records"], "seconds": round(res["seconds"], 2),
-            "records_per_s": round(res["records"] / res["seconds"]), "store_bytes": store.stat().st_size,
-            "expected_records": ctx.sizes.accounts}
+    return {
+        "records": res["records"],
+        "seconds": round(res["seconds"], 2),
+        "records_per_s": round(res["records"] / res["seconds"]),
+        "store_bytes": store.stat().st_size,
+        "expected_records": ctx.sizes.accounts,
+    }

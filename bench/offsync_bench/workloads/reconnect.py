@@ -23,16 +23,24 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         await fleet.all("close")
         # Every side business unit gets `reconnect_behind` territory changes: every device is
         # that many changes behind.
-        changes = [("territory", fixture.side_territory(k, j % sz.side_territories),
-                    fixture.side_territory_attributes(k, j, f" behind {j}"))
-                   for k in range(sz.fanout_groups) for j in range(sz.reconnect_behind)]
+        changes = [
+            (
+                "territory",
+                fixture.side_territory(k, j % sz.side_territories),
+                fixture.side_territory_attributes(k, j, f" behind {j}"),
+            )
+            for k in range(sz.fanout_groups)
+            for j in range(sz.reconnect_behind)
+        ]
         gen = await loadgen.run_in_process(loadgen.patch_paced, ctx.records_url, ctx.admin_token(), changes, 1000.0)
         if gen["error_count"]:
             raise RuntimeError(f"{gen['error_count']} writes failed: {gen['errors'][:2]}")
         keys = [(rid, v) for _e, rid, v, _t in gen["done"]]
         conn = await setup.pg(ctx)
         try:
-            await eventually(lambda: _all_in_store(conn, keys), timeout=120, interval=0.1, message="changes in the bucket store")
+            await eventually(
+                lambda: _all_in_store(conn, keys), timeout=120, interval=0.1, message="changes in the bucket store"
+            )
         finally:
             await conn.close()
         res = await fleet.all("resync", timeout=300.0)
@@ -43,8 +51,13 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     start = min(s for _, s, _, _ in ends)
     end = max(e for _, _, e, _ in ends)
     conns = [n for part in res for n in part.get("connections", ())]
-    return {"seconds_to_all_caught_up": round(end - start, 2), "devices": len(ends), "changes_behind": sz.reconnect_behind,
-            "connections_per_device_mean": round(sum(conns) / max(len(conns), 1), 2), "connections_per_device_max": max(conns, default=0)}
+    return {
+        "seconds_to_all_caught_up": round(end - start, 2),
+        "devices": len(ends),
+        "changes_behind": sz.reconnect_behind,
+        "connections_per_device_mean": round(sum(conns) / max(len(conns), 1), 2),
+        "connections_per_device_max": max(conns, default=0),
+    }
 
 
 async def _all_in_store(conn: Any, keys: list[tuple[str, int]]) -> bool:

@@ -32,11 +32,20 @@ async def _round(ctx: BenchContext, fleet: Fleet, policy: str, n_devices: int) -
         i = int(did.split("-")[1])
         for rid in ids[:n_conf]:
             j = int(rid.rsplit("-", 1)[1])
-            lines.append({"id": rid, "owner_id": fixture.side_user(i), "owner_type": "user",
-                          "attributes": fixture.side_account_attributes(i, j, f" server {policy}")})
+            lines.append(
+                {
+                    "id": rid,
+                    "owner_id": fixture.side_user(i),
+                    "owner_type": "user",
+                    "attributes": fixture.side_account_attributes(i, j, f" server {policy}"),
+                }
+            )
     async with setup.records_client(ctx) as api:
-        r = await api.post("/v1/records/account/import", content=b"\n".join(orjson.dumps(x) for x in lines),
-                           headers={"Content-Type": "application/x-ndjson"})
+        r = await api.post(
+            "/v1/records/account/import",
+            content=b"\n".join(orjson.dumps(x) for x in lines),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
         if r.status_code >= 300:
             raise RuntimeError(f"server-side changes: import -> {r.status_code} {r.text[:200]}")
     await fleet.all("record", on=True)
@@ -58,10 +67,19 @@ async def _round(ctx: BenchContext, fleet: Fleet, policy: str, n_devices: int) -
     first_sent = min(a[1] for a in acks)
     last_ack = max(a[2] for a in acks)
     ack_ms = [(a[2] - a[1]) * 1000 for a in acks]
-    return {"changes": changes, "conflicts": conflicts, "expected_conflicts": len(lines), "batches": len(acks),
-            "seconds": round(last_ack - first_sent, 3), "changes_per_s": round(changes / (last_ack - first_sent)),
-            "p50_batch_ack_ms": round(percentile(ack_ms, 50), 1), "p99_batch_ack_ms": round(percentile(ack_ms, 99), 1),
-            "reconnect_to_all_acked_s": round(max(e for _, _, e, _ in ends) - t0, 3), "cpu": cpu, "ack_ms": ack_ms}
+    return {
+        "changes": changes,
+        "conflicts": conflicts,
+        "expected_conflicts": len(lines),
+        "batches": len(acks),
+        "seconds": round(last_ack - first_sent, 3),
+        "changes_per_s": round(changes / (last_ack - first_sent)),
+        "p50_batch_ack_ms": round(percentile(ack_ms, 50), 1),
+        "p99_batch_ack_ms": round(percentile(ack_ms, 99), 1),
+        "reconnect_to_all_acked_s": round(max(e for _, _, e, _ in ends) - t0, 3),
+        "cpu": cpu,
+        "ack_ms": ack_ms,
+    }
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
@@ -79,6 +97,11 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     ack_ms = [x for r in by_policy.values() for x in r.pop("ack_ms")]
     changes = sum(r["changes"] for r in by_policy.values())
     busy = sum(r["seconds"] for r in by_policy.values())  # first batch sent -> last ack, per round
-    return {"changes_per_s": round(changes / busy), "p99_batch_ack_ms": round(percentile(ack_ms, 99), 1),
-            "conflicts": sum(r["conflicts"] for r in by_policy.values()), "changes": changes, "devices": n,
-            "by_policy": by_policy}
+    return {
+        "changes_per_s": round(changes / busy),
+        "p99_batch_ack_ms": round(percentile(ack_ms, 99), 1),
+        "conflicts": sum(r["conflicts"] for r in by_policy.values()),
+        "changes": changes,
+        "devices": n,
+        "by_policy": by_policy,
+    }

@@ -22,11 +22,22 @@ from publish_service.rules.model import OrgModel, Record
 
 # Columns of the parameter rows the SQL materializer joins against (see sql_family_select).
 PARAM_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("bucket_id", "text"), ("parent", "text"),
-    ("f_user", "text"), ("f_team", "text"), ("f_bu", "text"), ("f_not_bu", "text"),
-    ("a_user", "text"), ("a_team", "text"), ("a_bu", "text"), ("a_bus", "jsonb"),
-    ("c_user", "text"), ("c_teams", "jsonb"), ("c_hier", "jsonb"), ("c_hierall", "jsonb"),
-    ("c_bu", "text"), ("c_lang", "int"),
+    ("bucket_id", "text"),
+    ("parent", "text"),
+    ("f_user", "text"),
+    ("f_team", "text"),
+    ("f_bu", "text"),
+    ("f_not_bu", "text"),
+    ("a_user", "text"),
+    ("a_team", "text"),
+    ("a_bu", "text"),
+    ("a_bus", "jsonb"),
+    ("c_user", "text"),
+    ("c_teams", "jsonb"),
+    ("c_hier", "jsonb"),
+    ("c_hierall", "jsonb"),
+    ("c_bu", "text"),
+    ("c_lang", "int"),
 )
 
 
@@ -224,7 +235,12 @@ def plan_user(org: OrgModel, items: Sequence[ProfileItem], user_id: str) -> list
                 for rel in it.relationships:
                     if rel.get("entity") != parent.entity or rel.get("entity") not in by_entity:
                         continue
-                    filt = {"k": "rel", "from": parent.entity, "attribute": rel["attribute"], "side": rel.get("side", "self")}
+                    filt = {
+                        "k": "rel",
+                        "from": parent.entity,
+                        "attribute": rel["attribute"],
+                        "side": rel.get("side", "self"),
+                    }
                     for a, ap in access[it.entity]:
                         b = make_bucket(it.entity, filt, a, {"parent": parent.id, "path": [*path, it.entity], **ap})
                         if b.id not in out:
@@ -282,7 +298,14 @@ def _filter_sql(f: Mapping[str, Any]) -> str:
     if k == "bu":
         return "r.business_unit_id = nb.f_bu"
     if k == "custom":
-        param = {"user": "nb.c_user", "teams": "nb.c_teams", "hier": "nb.c_hier", "hierall": "nb.c_hierall", "bu": "nb.c_bu", "lang": "nb.c_lang"}
+        param = {
+            "user": "nb.c_user",
+            "teams": "nb.c_teams",
+            "hier": "nb.c_hier",
+            "hierall": "nb.c_hierall",
+            "bu": "nb.c_bu",
+            "lang": "nb.c_lang",
+        }
         return conditions.to_sql(f["cond"], "r", param)
     if k == "rel":
         return "TRUE"

@@ -105,7 +105,9 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
         raise ConditionError(f"{op} takes a list")
     if op not in ("null", "not-null", "in", "not-in") and jtype(cond.get("value")) in ("null", "array", "object"):
         raise ConditionError(f"{op} takes a scalar value")
-    if op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with") and not isinstance(cond.get("value"), str):
+    if op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with") and not isinstance(
+        cond.get("value"), str
+    ):
         raise ConditionError(f"{op} takes a string")
     return frozenset()
 
@@ -307,7 +309,7 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     elif op in ("gt", "ge", "lt", "le"):
         cmp = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
         if isinstance(v, str):  # code-point order like Python, whatever the database collation
-            e = f"{is_str} AND {txt} COLLATE \"C\" {cmp} {sql_literal(v)} COLLATE \"C\""
+            e = f'{is_str} AND {txt} COLLATE "C" {cmp} {sql_literal(v)} COLLATE "C"'
         elif isinstance(v, bool):
             e = f"jsonb_typeof({a}) = 'boolean' AND {a} {cmp} {sql_jsonb(v)}"
         else:

@@ -56,7 +56,9 @@ def in_filter(org: OrgModel, user_id: str, filt: Mapping[str, Any], r: Record) -
     )
 
 
-def user_set(org: OrgModel, items: Sequence[ProfileItem], user_id: str, records: Iterable[Record]) -> set[tuple[str, str]]:
+def user_set(
+    org: OrgModel, items: Sequence[ProfileItem], user_id: str, records: Iterable[Record]
+) -> set[tuple[str, str]]:
     if not org.can_use_offline(user_id):
         return set()
     recs = [r for r in records if not r.deleted]
@@ -74,7 +76,9 @@ def user_set(org: OrgModel, items: Sequence[ProfileItem], user_id: str, records:
             attr = rel["attribute"]
             if rel.get("side", "self") == "self":
                 ids = {s.id for s in src}
-                chosen |= {r.id for r in readable if isinstance(r.attributes.get(attr), str) and r.attributes[attr] in ids}
+                chosen |= {
+                    r.id for r in readable if isinstance(r.attributes.get(attr), str) and r.attributes[attr] in ids
+                }
             else:
                 targets = {s.attributes.get(attr) for s in src}
                 chosen |= {r.id for r in readable if r.id in targets}

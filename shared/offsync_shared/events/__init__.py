@@ -18,9 +18,7 @@ class Event(BaseModel):
     VERSION: ClassVar[int] = 1
 
     def envelope(self, key: str) -> Envelope:
-        return Envelope(
-            type=self.TYPE, key=key, schema_version=self.VERSION, payload=self.model_dump(mode="json")
-        )
+        return Envelope(type=self.TYPE, key=key, schema_version=self.VERSION, payload=self.model_dump(mode="json"))
 
 
 E = TypeVar("E", bound=Event)

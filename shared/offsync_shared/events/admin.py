@@ -17,7 +17,9 @@ Ownership = Literal["user_or_team", "organization", "business", "none"]
 class OrgSettingsChanged(Event):
     TYPE = "org.settings_changed"
     org_id: str = Field("default", description="Organization id.")
-    conflict_detection: bool = Field(description="Mobile client conflict detection: False = client wins, True = server wins.")
+    conflict_detection: bool = Field(
+        description="Mobile client conflict detection: False = client wins, True = server wins."
+    )
 
 
 @register
@@ -76,8 +78,12 @@ class EntityChanged(Event):
 
 class ProfileItemSnapshot(Event):
     entity: str = Field(description="Entity logical name.")
-    filter: dict[str, Any] = Field(description="Download filter (docs/architecture.md): {'kind': related|all|other|custom, ...}.")
-    relationships: list[dict[str, Any]] = Field(default_factory=list, description="[{'entity','attribute','side'}] lookups whose related records come along.")
+    filter: dict[str, Any] = Field(
+        description="Download filter (docs/architecture.md): {'kind': related|all|other|custom, ...}."
+    )
+    relationships: list[dict[str, Any]] = Field(
+        default_factory=list, description="[{'entity','attribute','side'}] lookups whose related records come along."
+    )
     sync_interval_minutes: int = 5
 
 

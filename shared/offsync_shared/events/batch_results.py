@@ -14,8 +14,12 @@ class ChangeResult(Event):
     entity: str
     id: str
     status: Literal["applied", "conflict", "rejected"]
-    version: int | None = Field(None, description="Record version after the change (applied) or the server's (conflict).")
-    record: dict[str, Any] | None = Field(None, description="Winning record on conflict: {'version','deleted','attributes'}.")
+    version: int | None = Field(
+        None, description="Record version after the change (applied) or the server's (conflict)."
+    )
+    record: dict[str, Any] | None = Field(
+        None, description="Winning record on conflict: {'version','deleted','attributes'}."
+    )
     code: str | None = Field(None, description="Error code when rejected, e.g. forbidden, validation, not_found.")
     message: str | None = None
 

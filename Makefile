@@ -35,7 +35,8 @@ bench-quick: venv
 	$(PY) -m offsync_bench --quick $(ARGS)
 
 lint: venv
-	$(PY) -m ruff check . || true
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 compose-config:
 	docker compose config -q 2>/dev/null || docker-compose config -q

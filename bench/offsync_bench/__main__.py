@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 from offsync_bench import plot, results
+from offsync_bench.fleet import raise_nofile
 from offsync_bench.orgdata import Sizes
 from offsync_bench.workloads import WORKLOADS
-from offsync_bench.fleet import raise_nofile
 
 
 def main() -> None:

@@ -135,7 +135,7 @@ class CpuWindow:
 SERVICES = ("conflict-service", "publish-service", "sync-service")
 
 
-def stack_window(service_pid: "Callable[[str], int]", fleet_pids: list[int]) -> CpuWindow:
+def stack_window(service_pid: Callable[[str], int], fleet_pids: list[int]) -> CpuWindow:
     """A window over what a device workload exercises: the three services on its path, the
     device fleet, and the embedded broker and PostgreSQL."""
     return CpuWindow({**{s: [service_pid(s)] for s in SERVICES}, "device_fleet": fleet_pids, **infra_pids()})

@@ -205,7 +205,7 @@ class _Worker:
                 return None
             try:
                 await asyncio.wait_for(self.seen_changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         return self.seen[key]
 
@@ -352,7 +352,7 @@ class Fleet:
             if p.proc.is_alive():
                 p.proc.kill()
 
-    async def __aenter__(self) -> "Fleet":
+    async def __aenter__(self) -> Fleet:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -5,12 +5,12 @@ what it did with the server's own commit timestamps (``modified_at`` of the writ
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
-from typing import Any, Awaitable, Callable
-
-import multiprocessing as mp
+from typing import Any
 
 Change = tuple[str, str, dict[str, Any]]  # entity, id, attributes to set
 

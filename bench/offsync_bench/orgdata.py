@@ -44,7 +44,7 @@ class Sizes:
     reconnect_devices: int = 2000
     reconnect_behind: int = 20  # changes each device missed
 
-    def scaled(self, factor: float) -> "Sizes":
+    def scaled(self, factor: float) -> Sizes:
         def s(n: int) -> int:
             return max(1, int(n * factor))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from offsync_shared.serve import serve
 from conflict_service.app import create_app
 from conflict_service.settings import Settings
+from offsync_shared.serve import serve
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ class Depth(IntEnum):
     ORGANIZATION = 4
 
     @classmethod
-    def parse(cls, value: Any) -> "Depth":
+    def parse(cls, value: Any) -> Depth:
         try:
             return cls[str(value).upper()]
         except KeyError:

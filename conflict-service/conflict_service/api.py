@@ -249,7 +249,7 @@ def build_router(
                     "version": res.result.version,
                     "deleted": it.change.op == "delete",
                 }
-                for it, res in zip(items, results)
+                for it, res in zip(items, results, strict=True)
             ],
         }
 

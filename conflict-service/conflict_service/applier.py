@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 
 from conflict_service import directory
-from conflict_service.access import Actor, Operation, Ownership, default_ownership, may, OP_FOR_CHANGE
+from conflict_service.access import OP_FOR_CHANGE, Actor, Operation, Ownership, default_ownership, may
 from conflict_service.policy import Decision, Outcome, ProposedChange, RecordState, decide, effective_policy
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared import outbox
@@ -179,7 +179,7 @@ class Applier:
 
         pending = _Pending()
         results: list[ItemResult] = []
-        for it, (err, refs) in zip(items, checked):
+        for it, (err, refs) in zip(items, checked, strict=True):
             res = self._decide_one(it, err, refs, found, org.conflict_detection, metas, actors, rows, pending)
             results.append(res)
         await self._write(conn, pending, answers(results) if answers else [], stored)
@@ -198,7 +198,6 @@ class Applier:
         pending: _Pending,
     ) -> ItemResult:
         ch = it.change
-        key = (ch.entity, ch.id)
         meta = metas.get(ch.entity)
         actor = actors.get(it.user_id)
         if meta is None:
@@ -507,7 +506,7 @@ class BatchApplier:
 
         def answer(results: list[ItemResult]) -> list[tuple[str, Envelope]]:
             by_batch: dict[str, list[ChangeResult]] = {b.batch_id: [] for b in fresh}
-            for it, res in zip(items, results):
+            for it, res in zip(items, results, strict=True):
                 by_batch[it.batch_id or ""].append(res.result)
             new_answers.extend(
                 BatchApplied(

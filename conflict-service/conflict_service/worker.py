@@ -13,9 +13,9 @@ import asyncpg
 from conflict_service.applier import BatchApplier, Topics
 from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope
-from offsync_shared.outbox import OutboxRelay
 from offsync_shared.events import Event
 from offsync_shared.events.device_batches import BatchUploaded
+from offsync_shared.outbox import OutboxRelay
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
 
 log = logging.getLogger(__name__)

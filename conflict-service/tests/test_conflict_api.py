@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-
 from conflict_org import ADMIN, ALICE, BOB, CAROL, Org, batch, change, migrated_pool, read_topic, seed
+
 from conflict_service.app import create_app
 from conflict_service.applier import BatchApplier
 from conflict_service.settings import Settings

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from conflict_org import ALICE, BOB, CAROL, DAVE, Org, batch, change, migrated_pool, seed
 
 from conflict_service.applier import BatchApplier, Topics
-from conflict_org import ALICE, BOB, CAROL, DAVE, Org, batch, change, migrated_pool, seed
 from offsync_stack.testing import InfraEnv
 
 pytestmark = pytest.mark.integration

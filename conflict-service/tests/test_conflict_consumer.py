@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-
 from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_topic, seed
+
 from conflict_service.worker import BatchWorker, topics_for
 from offsync_shared import bus, db
 from offsync_shared.events.device_batches import BatchUploaded

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from conflict_org import ADMIN, Org, batch, change, migrated_pool, seed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conflict_org import ADMIN, Org, batch, change, migrated_pool, seed
 from conflict_service.applier import Applier, BatchApplier, ChangeItem, Topics
 from offsync_shared.events.device_batches import Change
 from offsync_stack.testing import InfraEnv
@@ -126,7 +126,7 @@ async def test_interleavings_converge_and_the_policy_picks_the_winner(
         if dev.pending:
             [ans] = await batches.apply([batch(ADMIN, f"{prefix}-dev{i}", *dev.pending)])
             expected = model_apply(server, dev.pending, client_wins)
-            for got, (status, version, rec) in zip(ans.results, expected):
+            for got, (status, version, rec) in zip(ans.results, expected, strict=True):
                 assert (got.status, got.version) == (status, version), (got, status, version)
                 if got.status == "conflict":
                     # The winner named by the policy: the record the device is told about.

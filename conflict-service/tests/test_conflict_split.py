@@ -3,7 +3,8 @@ splitting a device or reordering its batches."""
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conflict_service.worker import split_by_device
 from offsync_shared.events.device_batches import BatchUploaded

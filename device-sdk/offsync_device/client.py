@@ -187,7 +187,7 @@ class Device:
                 ping_interval=None,
                 create_connection=tapped(on_text),
             )  # type: ignore[arg-type]
-        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, InvalidHandshake) as exc:
             raise SyncInterrupted(None, f"connect failed: {exc}") from None
         self.ws = ws
         self.report.connections += 1

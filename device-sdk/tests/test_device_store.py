@@ -4,7 +4,6 @@ results applied to the store, checksums, drops that keep pending changes; backof
 from __future__ import annotations
 
 import asyncio
-
 import random
 import sqlite3
 from collections.abc import Callable

@@ -41,7 +41,7 @@ class _Groups:
     total: tuple[int, int]
 
     @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]]) -> "_Groups":
+    def of(cls, rows: Sequence[Mapping[str, Any]]) -> _Groups:
         g = cls([], {}, {}, {}, (0, 0))
         n_all = b_all = 0
         for i, r in enumerate(rows):

@@ -12,7 +12,7 @@ from offsync_shared.errors import ValidationFailed
 from profile_service import profiles as store
 from profile_service import rules
 from profile_service.context import CtxDep, new_id
-from profile_service.schemas import EntityIn, ID_PATTERN, ItemIn, ProfileIn, SolutionIn
+from profile_service.schemas import ID_PATTERN, EntityIn, ItemIn, ProfileIn, SolutionIn
 
 router = APIRouter(prefix="/v1/solutions", tags=["solutions"])
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest_asyncio
+from profile_harness import Service
 
 from offsync_stack.infra import Infra
 from offsync_stack.testing import make_env
-from profile_harness import Service
 from profile_service.app import create_app
 from profile_service.settings import Settings
 

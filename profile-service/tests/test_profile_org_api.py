@@ -7,13 +7,13 @@ import asyncio
 
 import httpx
 import pytest
+from profile_harness import Service
 
 from offsync_shared import db
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, verify_token
 from offsync_stack.testing import InfraEnv, eventually
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_NAME, bootstrap
-from profile_harness import Service
 
 pytestmark = pytest.mark.integration
 

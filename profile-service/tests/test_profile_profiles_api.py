@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from profile_harness import Service
 
 from offsync_shared import db
 from offsync_stack.testing import eventually
-from profile_harness import Service
 
 pytestmark = pytest.mark.integration
 

@@ -58,7 +58,7 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute(f"""INSERT INTO admin.users(id, name, business_unit_id, manager_id, language)
         SELECT 'u' || i, 'user ' || i, (SELECT id FROM bu_list WHERE n = i % 21), NULL, 1033 FROM generate_series(0, {users - 1}) i""")
     await conn.execute(
-        f"UPDATE admin.users SET manager_id = 'u' || (substr(id, 2)::int / 10) WHERE substr(id, 2)::int >= 10"
+        "UPDATE admin.users SET manager_id = 'u' || (substr(id, 2)::int / 10) WHERE substr(id, 2)::int >= 10"
     )
     n_teams = max(1, users // 10)
     await conn.execute(

@@ -18,8 +18,8 @@ from itertools import groupby
 
 import asyncpg
 
-from offsync_shared.events.records import RecordChanged
 from offsync_shared import heap
+from offsync_shared.events.records import RecordChanged
 from publish_service import store
 from publish_service.registry import Registry
 from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select

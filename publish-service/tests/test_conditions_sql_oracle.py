@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from publish_orgs import NAMES, STATIC_OPS, USER_OPS
 
 from offsync_shared import db
 from offsync_stack.testing import InfraEnv
 from publish_service.rules import conditions
 from publish_service.rules.model import Record
-
-from publish_orgs import NAMES, STATIC_OPS, USER_OPS
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ PARAM_SQL = {
     "bu": "'b1'::text",
     "lang": "1033",
 }
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 INSTANTS = [
     "2026-01-01T00:00:00+00:00",
     "2026-01-01T00:00:00",

@@ -9,15 +9,14 @@ import time
 
 import asyncpg
 import pytest
+from publish_harness import harness
+from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
 from offsync_shared import db, metrics
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.records import RecordChanged
 from offsync_stack.testing import InfraEnv, eventually
-
-from publish_harness import harness
-from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
 pytestmark = pytest.mark.integration
 

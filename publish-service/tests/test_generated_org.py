@@ -9,10 +9,9 @@ import random
 
 import orjson
 import pytest
+from publish_harness import harness
 
 from offsync_stack.testing import InfraEnv
-
-from publish_harness import harness
 
 pytestmark = pytest.mark.integration
 

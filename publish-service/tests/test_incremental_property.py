@@ -19,6 +19,8 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from publish_harness import create_schemas
+from publish_orgs import BUS, OWNERSHIP, TEAMS, USERS, orgs, profiles, record_for, records
 
 from offsync_shared import db
 from offsync_shared.checksum import op_hash
@@ -30,9 +32,6 @@ from publish_service.records import RecordApplier
 from publish_service.rules import reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record
-
-from publish_harness import create_schemas
-from publish_orgs import BUS, OWNERSHIP, TEAMS, USERS, orgs, profiles, record_for, records
 
 pytestmark = pytest.mark.integration
 

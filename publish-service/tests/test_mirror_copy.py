@@ -8,13 +8,12 @@ import asyncio
 
 import asyncpg
 import pytest
+from publish_harness import create_schemas
 
 from offsync_shared import db
 from offsync_stack.infra import Infra
 from offsync_stack.testing import eventually
 from publish_service import store
-
-from publish_harness import create_schemas
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from publish_harness import harness
 
 from offsync_shared import metrics
-
 from offsync_stack.testing import InfraEnv
-
-from publish_harness import harness
 
 pytestmark = pytest.mark.integration
 

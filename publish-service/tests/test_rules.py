@@ -7,12 +7,11 @@ import pathlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from publish_orgs import USERS, orgs, profiles, records
 
 from publish_service.rules import buckets, conditions, reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record, Role, Team, User
-
-from publish_orgs import USERS, orgs, profiles, records
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from publish_harness import harness
+from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
 from offsync_stack.testing import InfraEnv, eventually
 from publish_service.worker import PublishWorker
-
-from publish_harness import harness
-from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
 pytestmark = pytest.mark.integration
 

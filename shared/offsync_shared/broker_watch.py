@@ -64,7 +64,7 @@ class BrokerWatch:
                 try:
                     if await self.check():
                         await self._recover()
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     # The broker is away (restarting): look again next round.
                     log.info("broker watch: broker not answering", extra={"error": f"{type(exc).__name__}: {exc}"})
                     await self._close()

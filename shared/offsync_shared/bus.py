@@ -248,7 +248,7 @@ class ConsumerLoop:
                     past.append(tp)
             if past:
                 await self.consumer.seek_to_beginning(*past)
-        except (KafkaError, IllegalStateError, asyncio.TimeoutError) as exc:  # broker away or a rebalance: next time
+        except (TimeoutError, KafkaError, IllegalStateError) as exc:  # broker away or a rebalance: next time
             log.info(
                 "past-the-end check skipped", extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"}
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -26,7 +26,7 @@ class Envelope:
     payload: dict[str, Any]
     schema_version: int = 1
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    occurred_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    occurred_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -41,7 +41,7 @@ class Envelope:
         )
 
     @classmethod
-    def decode(cls, raw: bytes | None) -> "Envelope":
+    def decode(cls, raw: bytes | None) -> Envelope:
         if raw is None:
             raise EnvelopeError("empty message")
         try:

@@ -61,7 +61,7 @@ Message = tuple[str, str, bytes]  # topic, key, encoded envelope
 
 @dataclass
 class _AfterCommit:
-    relay: "OutboxRelay"
+    relay: OutboxRelay
     ids: list[int] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
 
@@ -70,7 +70,7 @@ _AFTER_COMMIT: contextvars.ContextVar[_AfterCommit | None] = contextvars.Context
 
 
 @contextlib.asynccontextmanager
-async def publish_after_commit(relay: "OutboxRelay | None") -> AsyncIterator[None]:
+async def publish_after_commit(relay: OutboxRelay | None) -> AsyncIterator[None]:
     """Wrap a transaction (``async with conn.transaction()`` inside): what it enqueues in the
     relay's schema is published as soon as the block ends normally, i.e. after the commit. On an
     exception nothing is sent (a rolled-back row does not exist; a committed one is the relay's)."""
@@ -182,7 +182,7 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             try:

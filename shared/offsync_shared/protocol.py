@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import orjson
 
@@ -138,7 +138,7 @@ class Pong:
     t: float | None = None
 
 
-ClientFrame = Union[Hello, Upload, Refetch, Auth, Ping, Pong]
+ClientFrame = Hello | Upload | Refetch | Auth | Ping | Pong
 
 
 # ===================================== server -> client =====================================
@@ -169,7 +169,7 @@ class Ops:
     resume: int | None = None
     # Only to devices that sent FEATURE_OPS_CHECKPOINT: the checkpoint that follows these ops,
     # in the same frame (live fanout sends one frame per change instead of two).
-    checkpoint: "Checkpoint | None" = None
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +225,7 @@ class Error:
         return self.code in RETRIABLE
 
 
-ServerFrame = Union[Welcome, Ops, Checkpoint, Drop, Reset, Result, Error, Ping, Pong]
+ServerFrame = Welcome | Ops | Checkpoint | Drop | Reset | Result | Error | Ping | Pong
 
 
 # ========================================= encoding =========================================

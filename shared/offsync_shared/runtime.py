@@ -126,7 +126,7 @@ async def _close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
     """Close gracefully, but never wait for ever on a connection something failed to release."""
     try:
         await asyncio.wait_for(pool.close(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("pool did not close in time; terminating its connections")
         pool.terminate()
 

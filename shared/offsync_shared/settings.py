@@ -58,7 +58,7 @@ class CommonSettings(BaseSettings):
         }
 
     @model_validator(mode="after")
-    def _refuse_dev_secret_in_prod(self) -> "CommonSettings":
+    def _refuse_dev_secret_in_prod(self) -> CommonSettings:
         if self.env == "prod" and self.jwt_secret == DEV_JWT_SECRET:
             raise ValueError("OFFSYNC_JWT_SECRET must be set to a real secret when OFFSYNC_ENV=prod")
         if len(self.jwt_secret) < 32:

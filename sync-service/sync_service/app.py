@@ -7,10 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
-
-import asyncpg
 
 from offsync_shared import bus, db, http
 from offsync_shared import protocol as p

@@ -102,7 +102,7 @@ class Gateway:
             return None
         try:
             msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._close(ws, p.CLOSE_TIMEOUT, "timeout: no hello")
             return None
         if msg["type"] == "websocket.disconnect":
@@ -164,7 +164,7 @@ class Gateway:
                     break
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
-        except (WebSocketDisconnect, asyncio.TimeoutError, OSError, RuntimeError) as exc:
+        except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.info("device connection ended", extra={"device_id": session.device_id, "reason": repr(exc)})
         except Exception:
             log.exception("session failed", extra={"device_id": session.device_id})

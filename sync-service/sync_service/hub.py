@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
 
 import orjson
 
@@ -228,7 +227,7 @@ class _LiveFrames:
         mine: frozenset[str],
         by_bucket: dict[str, list[int]],
         ops_parts: dict[tuple[int, ...], tuple[bytes, int]],
-    ) -> "_LiveFrames | None":
+    ) -> _LiveFrames | None:
         """None when the read cannot serve these sessions exactly. ``by_bucket``: positions of
         each bucket's rows in ``batch.rows``; ``ops_parts``: the ops JSON (and newest op id) of
         each set of rows already joined for another group: groups differ mostly by a bucket

@@ -182,13 +182,13 @@ class PgBucketStore:
         for b in row["op_buckets"]:
             per_bucket[b] = per_bucket.get(b, 0) + 1
         return LiveBatch(
-            rows=list(zip(row["op_ids"], row["op_buckets"], row["op_rows"])),
+            rows=list(zip(row["op_ids"], row["op_buckets"], row["op_rows"], strict=True)),
             complete=all(n < limit for n in per_bucket.values()),
             states={
                 b: BucketState(int(c) % 2**32, int(last))
-                for b, c, last in zip(row["state_ids"], row["checksums"], row["last_op_ids"])
+                for b, c, last in zip(row["state_ids"], row["checksums"], row["last_op_ids"], strict=True)
             },
-            members=set(zip(row["member_users"], row["member_buckets"])),
+            members=set(zip(row["member_users"], row["member_buckets"], strict=True)),
         )
 
     async def admit(self, user_id: str) -> Admission:

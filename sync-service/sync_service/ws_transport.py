@@ -26,14 +26,13 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
+from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-
-from uvicorn.config import Config
-from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
-from uvicorn.server import ServerState
 
 log = logging.getLogger("uvicorn.error")
 
@@ -53,7 +52,7 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-def prebuilt_text(texts: "list[str] | tuple[str, ...]") -> bytes:
+def prebuilt_text(texts: list[str] | tuple[str, ...]) -> bytes:
     """Text messages framed for the wire (``text_frame``), back to back."""
     return b"".join(text_frame(t.encode()) for t in texts)
 
@@ -87,7 +86,7 @@ class _Shared:
         self.server_state = server_state
 
 
-_shared: "weakref.WeakKeyDictionary[Config, _Shared]" = weakref.WeakKeyDictionary()  # one per server
+_shared: weakref.WeakKeyDictionary[Config, _Shared] = weakref.WeakKeyDictionary()  # one per server
 
 
 class LeanWebSocketProtocol(asyncio.Protocol):

@@ -8,15 +8,12 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from offsync_device import Device, LocalStore
 from offsync_device.client import SyncRefused
 from offsync_shared import protocol as p
-from offsync_shared.checksum import op_hash
 from offsync_stack.testing import eventually
 
 pytestmark = pytest.mark.e2e

@@ -88,7 +88,7 @@ async def test_initial_sync_throughput_and_live_latency(gw: Any, tmp_path: Any) 
         op = await gw.put(bucket, "account", {rid: {"name": f"live {i}"}})
         committed = time.perf_counter()
         await gw.notify({bucket: op})
-        await eventually(lambda: _arrived(arrived, rid), timeout=10, interval=0.001)
+        await eventually(lambda rid=rid: _arrived(arrived, rid), timeout=10, interval=0.001)
         latencies.append((arrived[rid] - committed) * 1000)
     stop.set()
     await run

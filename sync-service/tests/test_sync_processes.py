@@ -46,7 +46,7 @@ async def ready(port: int) -> bool:
 async def test_two_gateways_scale_out_and_sigterm_drains(gw: Any, tmp_path: Any) -> None:
     ports = [free_port(), free_port()]
     logs = [open(tmp_path / f"gw{i}.log", "wb") for i in range(2)]
-    procs = [spawn(gw, port, log) for port, log in zip(ports, logs)]
+    procs = [spawn(gw, port, log) for port, log in zip(ports, logs, strict=True)]
     try:
         for port in ports:
             await eventually(lambda port=port: ready(port), timeout=60, interval=0.1, message=f"gateway {port} ready")
@@ -58,7 +58,7 @@ async def test_two_gateways_scale_out_and_sigterm_drains(gw: Any, tmp_path: Any)
         stores = [LocalStore(), LocalStore()]
         devices = [Device(urls[i], stores[i], gw.token(user)) for i in range(2)]
         stops = [asyncio.Event(), asyncio.Event()]
-        runs = [asyncio.create_task(d.run(s)) for d, s in zip(devices, stops)]
+        runs = [asyncio.create_task(d.run(s)) for d, s in zip(devices, stops, strict=True)]
         for s in stores:
             await eventually(lambda s=s: _count(s, 2), timeout=15)
         op = await gw.put(bucket, "account", {"s-1": {"v": 1}})

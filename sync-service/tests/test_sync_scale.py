@@ -12,12 +12,12 @@ from typing import Any
 
 import psutil
 import pytest
+from test_sync_processes import ready, spawn
 from websockets.asyncio.client import connect
 
 from offsync_shared import protocol as p
 from offsync_stack.embedded import free_port
 from offsync_stack.testing import eventually
-from test_sync_processes import ready, spawn
 
 pytestmark = pytest.mark.e2e
 N = int(os.environ.get("OFFSYNC_SYNC_SCALE", "0"))

@@ -95,7 +95,7 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         name="test",
         handlers={OrgSettingsChanged.TYPE: on_settings},
     )
-    dl = bus.ConsumerLoop(
+    bus.ConsumerLoop(
         bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic, **fresh_env.group_timeouts),
         producer,
         name="dl",

@@ -4,11 +4,10 @@ deletes them once acknowledged, and takes over whatever the writer could not sen
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope

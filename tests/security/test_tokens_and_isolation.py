@@ -98,14 +98,17 @@ async def world(stack: Stack) -> AsyncIterator[World]:
         )
         _ok(await admin.post("/v1/profiles/field/users", json={"user_ids": ["u1", "u2", "u3"]}))
         _ok(await admin.post("/v1/profiles/field/publish"))
-        new = lambda e, owner, name: records.post(
-            f"/v1/records/{e}",
-            json={  # noqa: E731
-                "attributes": {"name" if e == "account" else "lastname": name},
-                "owner_id": owner,
-                "business_unit_id": ROOT_BU,
-            },
-        )
+
+        def new(e: str, owner: str, name: str):  # type: ignore[no-untyped-def]
+            return records.post(
+                f"/v1/records/{e}",
+                json={
+                    "attributes": {"name" if e == "account" else "lastname": name},
+                    "owner_id": owner,
+                    "business_unit_id": ROOT_BU,
+                },
+            )
+
         mine = _ok(await new("account", "u1", "Mine"))["id"]
         theirs = _ok(await new("account", "u2", "Theirs"))["id"]
         hidden = _ok(await new("contact", "u2", "Hidden"))["id"]

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from offsync_bench import fixture, latency, loadgen, setup
-from offsync_bench.cpuwait import stack_window
 from offsync_bench.context import BenchContext
+from offsync_bench.cpuwait import stack_window
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_bench.stats import summary_ms
 from offsync_stack.testing import eventually

@@ -69,7 +69,7 @@ class BucketDef:
         return {"entity": self.entity, "filter": dict(self.filter), "access": self.access, "params": dict(self.params)}
 
     @classmethod
-    def from_definition(cls, bucket_id: str, d: Mapping[str, Any]) -> "BucketDef":
+    def from_definition(cls, bucket_id: str, d: Mapping[str, Any]) -> BucketDef:
         return cls(bucket_id, d["entity"], d["filter"], d["access"], d.get("params", {}))
 
     def matches(self, r: Record) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -49,7 +49,7 @@ def parse_instant(v: Any) -> datetime:
         d = datetime.fromisoformat(v)
     except ValueError:
         raise ConditionError(f"not an ISO 8601 datetime: {v!r}") from None
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 class ConditionError(ValueError):

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
 
-.PHONY: venv up test test-unit test-chaos bench bench-quick lint compose-config clean
+.PHONY: venv browser-deps up test test-unit test-chaos bench bench-quick lint compose-config clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): requirements.txt $(foreach p,$(PKGS),$(wildcard $(p)/pyproject.toml))
 up: venv
 	$(PY) -m offsync_stack up $(ARGS)
 
-test: venv
+# Browser tests drive the system's Chromium (Playwright's own download cannot work offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: venv browser-deps
 	$(PY) -m pytest $(ARGS)
 
 test-unit: venv

@@ -1,3 +1,3 @@
 """Root test configuration: every test directory gets the infrastructure fixtures."""
 
-pytest_plugins = ["offsync_stack.testing"]
+pytest_plugins = ["offsync_stack.testing", "offsync_stack.browser"]

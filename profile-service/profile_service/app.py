@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
@@ -45,6 +46,14 @@ def create_app(settings: Settings) -> FastAPI:
         return await rt.ready() if rt else {"started": False}
 
     http.install(app, "profile-service", ready)
+    # The field app (served by sync-service) signs in here from its own origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a
     # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.

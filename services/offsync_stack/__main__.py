@@ -69,6 +69,7 @@ def up(state_dir: Path, fresh: bool) -> int:
             "records_api": f"http://127.0.0.1:{c}",
             "records_docs": f"http://127.0.0.1:{c}/docs",
             "device_ws": f"ws://127.0.0.1:{s}/v1/sync",
+            "field_app": f"http://127.0.0.1:{s}/app/",
             "pg_dsn": settings.pg_dsn,
             "kafka_bootstrap": settings.kafka_bootstrap,
             "admin_token": token,
@@ -81,7 +82,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         }
         (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
         print("Offsync is up.", flush=True)
-        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "logs"):
+        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):

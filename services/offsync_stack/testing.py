@@ -93,12 +93,19 @@ class Stack:
 
 
 def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
+    # Every service learns every port (the field app on sync-service signs in on profile-service).
+    ports = {spec.port_env: free_port() for spec in SERVICES}
     group = ServiceGroup(
-        env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir
+        env={
+            **env.as_env(),
+            **{k: str(v) for k, v in ports.items()},
+            "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO"),
+        },
+        log_dir=log_dir,
     )
     for spec in SERVICES:
         if services is None or spec.name in services:
-            group.start(spec, free_port())
+            group.start(spec, ports[spec.port_env])
     try:
         group.wait_ready(timeout=90)
     except BaseException:

@@ -11,6 +11,8 @@ interface Config {
   sync_path: string;
 }
 
+const MAX_LISTED = 200;
+
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 
 let db: Offsync | null = null;
@@ -122,8 +124,9 @@ function watchList(): void {
   const meta = db.entity(entity);
   unwatch = db.watch(entity, { search: $<HTMLInputElement>("search").value, orderBy: meta?.primary_attribute }, (rows) => {
     const ul = $("records");
+    // A list of 100,000 elements helps nobody: the first ones, and search narrows it down.
     ul.replaceChildren(
-      ...rows.map((row) => {
+      ...rows.slice(0, MAX_LISTED).map((row) => {
         const li = document.createElement("li");
         li.className = "record";
         li.dataset.id = row.id;
@@ -270,6 +273,12 @@ async function remove(): Promise<void> {
 }
 
 // -------------------------------------------------------------------------- conflicts ----
+/** What each conflict outcome (docs/conflicts.md) means to the person who made the change. */
+const CONFLICT_OUTCOMES: Record<string, string> = {
+  client_wins: "conflict: your change won (client wins)",
+  server_wins: "conflict: the server's version was kept (server wins)",
+  merged: "conflict: merged field by field",
+};
 function openConflicts(): void {
   showingConflicts = true;
   closeEditor();
@@ -287,12 +296,13 @@ function renderConflicts(): void {
       const tr = document.createElement("tr");
       tr.dataset.id = c.id;
       tr.dataset.status = c.status;
+      tr.dataset.code = c.code ?? "";
       const server = c.server
         ? c.server.deleted
           ? "deleted"
           : `v${c.server.version}: ${JSON.stringify(c.server.attributes ?? {})}`
         : "";
-      const outcome = c.status === "conflict" ? "conflict: the server's version was kept" : `rejected (${c.code}): ${c.message ?? ""}`;
+      const outcome = c.status === "conflict" ? CONFLICT_OUTCOMES[c.code ?? ""] ?? `conflict (${c.code})` : `rejected (${c.code}): ${c.message ?? ""}`;
       for (const text of [`${c.entity} ${c.id}`, outcome, `${c.local.op} ${JSON.stringify(c.local.fields)}`, server]) {
         const td = document.createElement("td");
         td.textContent = text;

@@ -273,7 +273,7 @@ export class SyncClient {
     switch (f.type) {
       case "ops": {
         if (!f.checkpoint) this.setState({ downloading: { done: f.done, total: f.total }, caughtUp: false });
-        const [, bad] = await r.applyFrame(f.ops, f.resume, f.checkpoint);
+        const [, bad] = r.applyFrameNow(f.ops, f.resume, f.checkpoint);
         if (f.checkpoint) await this.checkpointed(ws, bad);
         return;
       }

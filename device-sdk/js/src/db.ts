@@ -57,6 +57,9 @@ export interface OpenOptions {
 
 export type Unsubscribe = () => void;
 
+/** A watch re-runs at most this often while changes keep coming (once per display frame). */
+export const WATCH_INTERVAL_MS = 16;
+
 export class Offsync {
   readonly client: SyncClient;
   private statusListeners = new Set<(s: Status) => void>();
@@ -149,20 +152,30 @@ export class Offsync {
   }
 
   /** Call `callback` with the query's rows now and whenever synced or local changes touch the
-   * entity (at most once per task: a page of 2,000 ops re-runs it once). */
+   * entity: at once for a lone change, and at most once per `WATCH_INTERVAL_MS` during a burst
+   * (a 100,000-record download re-runs a query a few dozen times, not once per page). */
   watch(entity: string, filter: Filter, callback: (rows: Row[]) => void): Unsubscribe {
     let queued = false;
+    let last = 0;
+    let closed = false;
     const run = () => {
       queued = false;
+      if (closed) return;
+      last = performance.now();
       callback(this.query(entity, filter));
     };
     const off = this.replica.subscribe((entities) => {
       if (!entities.has(entity) || queued) return;
       queued = true;
-      queueMicrotask(run);
+      const wait = last + WATCH_INTERVAL_MS - performance.now();
+      if (wait <= 0) queueMicrotask(run);
+      else setTimeout(run, wait);
     });
     run();
-    return off;
+    return () => {
+      closed = true;
+      off();
+    };
   }
 
   /** The entities of the user's profile with their attributes (arrives with the download). */

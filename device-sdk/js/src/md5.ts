@@ -11,10 +11,23 @@ for (let i = 0; i < 64; i++) K[i] = Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 
 
 const encoder = new TextEncoder();
 const block = new Int32Array(16);
+// The message bytes, reused between calls (grown when a longer one comes): no allocation per hash.
+let buf = new Uint8Array(256);
 
-/** The four 32-bit state words after hashing `bytes` (little-endian words, as MD5 defines them). */
-export function md5Words(bytes: Uint8Array): [number, number, number, number] {
-  const n = bytes.length;
+/** UTF-8 bytes of `text` into the shared buffer; returns their count. */
+function utf8(text: string): number {
+  const n = text.length;
+  if (n * 3 > buf.length) buf = new Uint8Array(n * 3 + 64);
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return encoder.encodeInto(text, buf).written; // non-ASCII: the real encoder
+    buf[i] = c;
+  }
+  return n;
+}
+
+/** The four 32-bit state words after hashing the first `n` bytes of `bytes` (little-endian words, as MD5 defines them). */
+export function md5Words(bytes: Uint8Array, n: number = bytes.length): [number, number, number, number] {
   const total = ((n + 8) >>> 6) + 1; // 64-byte blocks after padding
   let a0 = 0x67452301 | 0;
   let b0 = 0xefcdab89 | 0;
@@ -22,14 +35,20 @@ export function md5Words(bytes: Uint8Array): [number, number, number, number] {
   let d0 = 0x10325476 | 0;
   for (let blk = 0; blk < total; blk++) {
     const base = blk * 64;
-    for (let w = 0; w < 16; w++) {
-      let word = 0;
-      for (let k = 3; k >= 0; k--) {
-        const pos = base + w * 4 + k;
-        const byte = pos < n ? bytes[pos] : pos === n ? 0x80 : 0;
-        word = (word << 8) | byte;
+    if (base + 64 <= n) {
+      for (let w = 0, p = base; w < 16; w++, p += 4) {
+        block[w] = bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) | (bytes[p + 3] << 24);
       }
-      block[w] = word;
+    } else {
+      for (let w = 0; w < 16; w++) {
+        let word = 0;
+        for (let k = 3; k >= 0; k--) {
+          const pos = base + w * 4 + k;
+          const byte = pos < n ? bytes[pos] : pos === n ? 0x80 : 0;
+          word = (word << 8) | byte;
+        }
+        block[w] = word;
+      }
     }
     if (blk === total - 1) {
       // The message length in bits, as a 64-bit little-endian integer in the last two words.
@@ -79,12 +98,14 @@ function hexWord(w: number): string {
 
 /** The hex digest, as hashlib's `hexdigest()`. */
 export function md5Hex(text: string): string {
-  return md5Words(encoder.encode(text)).map(hexWord).join("");
+  const n = utf8(text); // may grow (replace) buf: read it after
+  return md5Words(buf, n).map(hexWord).join("");
 }
 
 /** `int(md5(text).hexdigest()[:8], 16)`: the first four digest bytes read big-endian. */
 export function md5Prefix32(text: string): number {
-  const a = md5Words(encoder.encode(text))[0];
+  const n = utf8(text); // may grow (replace) buf: read it after
+  const a = md5Words(buf, n)[0];
   // The digest's first word is little-endian; the hex prefix reads its bytes in order.
   return (((a & 0xff) << 24) | (((a >>> 8) & 0xff) << 16) | (((a >>> 16) & 0xff) << 8) | ((a >>> 24) & 0xff)) >>> 0;
 }

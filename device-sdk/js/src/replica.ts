@@ -137,6 +137,16 @@ export class Replica {
   /** Store one ops frame (and verify the checkpoint riding along) in one transaction.
    * Returns [ops applied, buckets whose checksum disagrees]. */
   async applyFrame(ops: OpRow[], resume?: number, checkpoint?: Checkpoint): Promise<[number, string[]]> {
+    const out = this.applyFrameNow(ops, resume, checkpoint);
+    await this.flushed();
+    return out;
+  }
+
+  /** applyFrame without waiting for the disk: memory (what queries see) is updated and the
+   * transaction queued behind the earlier ones, so a download decodes the next page while the
+   * store writes this one. Transactions commit in order, each with its cursor, so whatever a
+   * crash keeps is a consistent prefix; a failed commit reloads memory from the store. */
+  applyFrameNow(ops: OpRow[], resume?: number, checkpoint?: Checkpoint): [number, string[]] {
     const touched = new Map<string, RecordRow>();
     const gone: [string, string][] = [];
     const entities = new Set<string>();
@@ -173,7 +183,7 @@ export class Replica {
     if (resume !== undefined && resume > this.cursor) this.cursor = resume;
     const bad = checkpoint ? this.verify(checkpoint) : [];
     const tx = { ...emptyTx(), putRecords: [...touched.values()], deleteRecords: gone, meta: this.sumsMeta() };
-    await this.write(tx);
+    this.write(tx).catch(() => undefined); // a failure reloads memory (write); flushed() reports it
     this.emit(entities);
     return [ops.length, bad];
   }
@@ -271,9 +281,9 @@ export class Replica {
     return attrs;
   }
 
-  /** Every visible record of an entity, server records first (by id), then local creates. */
+  /** Every visible record of an entity, server records first (in arrival order), then local creates. */
   list(entity: string): [string, Attributes][] {
-    const ids = [...(this.byEntity.get(entity) ?? [])].sort();
+    const ids = [...(this.byEntity.get(entity) ?? [])];
     for (const o of this.outbox) if (o.entity === entity && o.op === "create") ids.push(o.id);
     const out: [string, Attributes][] = [];
     for (const id of new Set(ids)) {

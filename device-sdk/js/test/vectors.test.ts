@@ -94,3 +94,10 @@ test("record fields validate as the server does", () => {
     assert.deepEqual(checkFields(attributes.entity, c.fields, c.creating), c.error, JSON.stringify(c));
   }
 });
+
+test("md5 of long and non-ASCII input (buffer growth, the UTF-8 path)", () => {
+  assert.equal(md5Hex("a".repeat(1000)), "cabe45dcc9ae5b66ba86600cca6b8ba8");
+  assert.equal(md5Hex("é"), "66ddcd97cfdeabb2f6fb8a999b4bc76f");
+  assert.equal(md5Hex("中文🙂".repeat(50)), "13ca56611cd64a9a208e3c6522698a5f");
+  assert.equal(md5Hex("a".repeat(1000)), "cabe45dcc9ae5b66ba86600cca6b8ba8", "after the buffer grew");
+});

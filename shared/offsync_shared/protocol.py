@@ -353,7 +353,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -477,7 +477,7 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
     return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
 
 
-def decode_server(raw: bytes | str) -> ServerFrame:
+def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
     t = obj["type"]

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -377,7 +377,7 @@ class SyncSession:
         self._signal.set()
 
     # ------------------------------------------------------------------------ the stream ---
-    async def run(self) -> AsyncIterator[Outgoing]:
+    async def run(self) -> AsyncGenerator[Outgoing, None]:
         if self._admission is not None:
             self.buckets = set(self._admission.buckets)
         else:

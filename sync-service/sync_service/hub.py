@@ -242,10 +242,7 @@ class _LiveFrames:
         if at:
             part = ops_parts.get(at)
             if part is None:
-                part = ops_parts[at] = (
-                    ("[" + ",".join(rows[i][2] for i in at) + "]").encode(),
-                    max(rows[i][0] for i in at),
-                )
+                part = ops_parts[at] = (p.join_op_rows(rows[i][2] for i in at), max(rows[i][0] for i in at))
             ops, position = part
         states = batch.states
         checksums: dict[str, int] = {}
@@ -269,12 +266,7 @@ class _LiveFrames:
             if self.ops is None:
                 self._wire_combined = prebuilt_text([e.text for e in self.combined()])
             else:
-                # What p.encode makes of the combined Ops frame, without building it first.
-                cp = orjson.dumps({"cursor": self.checkpoint.cursor, "checksums": self.checkpoint.checksums})
-                self._wire_combined = text_frame(
-                    b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}'
-                    % (self.ops, self.count, self.count, cp)
-                )
+                self._wire_combined = text_frame(p.encode_ops_with_checkpoint(self.ops, self.count, self.checkpoint))
         return self._wire_combined
 
     def split(self) -> tuple[Encoded, ...]:

@@ -141,6 +141,7 @@ class Gateway:
             hello=hello,
             store=self.store,
             registry=self.hub,
+            shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
             verify_token=self.verify,

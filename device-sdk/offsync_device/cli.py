@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             for rid, rec in store.list(args.entity, args.limit):
                 out.write(f"{rid}  {orjson.dumps(rec).decode()}\n")
         elif args.cmd == "show":
-            rec = store.get(args.entity, args.id)
-            out.write(("not found" if rec is None else orjson.dumps(rec, option=orjson.OPT_INDENT_2).decode()) + "\n")
+            found = store.get(args.entity, args.id)
+            out.write(
+                ("not found" if found is None else orjson.dumps(found, option=orjson.OPT_INDENT_2).decode()) + "\n"
+            )
         elif args.cmd == "create":
             out.write(store.create(args.entity, _fields(args.fields)) + "\n")
         elif args.cmd == "edit":

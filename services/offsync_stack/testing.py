@@ -23,6 +23,9 @@ from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
+# The bootstrap admin's password on every test stack (username ``admin``); see offsync_stack.accounts.
+TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
@@ -44,6 +47,7 @@ class InfraEnv:
             "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
             "OFFSYNC_TOPIC_PARTITIONS": "4",
+            "OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,
             **(EMBEDDED_BROKER_ENV if self.embedded_broker else {}),
         }
 
@@ -125,7 +129,7 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
         await asyncio.to_thread(s.group.stop_all)
 
 
-async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     """Wait until ``await check()`` returns a truthy value and return it; fail after ``timeout``.
 
     Tests wait on conditions with a deadline, never on a fixed sleep.

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,7 +84,9 @@ class SessionRegistry(Protocol):
 
 
 class SharedReads(Protocol):
-    """Optional part of a registry: reads new ops once for many sessions (see hub.py)."""
+    """Reads new ops once for many idle sessions (live_fanout.py): ``want_live`` enrols a session
+    at a checkpoint in the next shared read; False when it cannot (the session reads alone). The
+    answer comes back through ``write_live`` / ``offer_live``, or ``read_alone``."""
 
     def want_live(self, session: SyncSession) -> bool: ...
 
@@ -113,12 +115,14 @@ class SyncSession:
         "_hello",
         "store",
         "registry",
+        "shared",
         "publisher",
         "s",
         "verify_token",
         "clock",
         "wall",
         "expires_at",
+        "generation",
         "buckets",
         "position",
         "key",
@@ -166,6 +170,7 @@ class SyncSession:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         admission: Admission | None = None,
+        shared: SharedReads | None = None,
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
         self._busy = True  # streaming (or not started): shared live batches are not for us
@@ -188,12 +193,14 @@ class SyncSession:
         self._hello: p.Hello | None = hello  # until the resume plan is made
         self.store = store
         self.registry = registry
+        self.shared = shared  # without one, every read is the session's own
         self.publisher = publisher
         self.s = settings
         self.verify_token = verify_token
         self.clock = clock
         self.wall = wall
         self.expires_at = principal.expires_at
+        self.generation = principal.generation  # the user incarnation the token was minted for
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
@@ -380,7 +387,7 @@ class SyncSession:
         self._signal.set()
 
     # ------------------------------------------------------------------------ the stream ---
-    async def run(self) -> AsyncIterator[Outgoing]:
+    async def run(self) -> AsyncGenerator[Outgoing, None]:
         if self._admission is not None:
             self.buckets = set(self._admission.buckets)
         else:
@@ -449,12 +456,11 @@ class SyncSession:
             self.registry.unregister(self)
 
     def _share(self) -> bool:
-        """Ask the registry's shared read (when it has one) for our new ops."""
-        want_live = getattr(self.registry, "want_live", None)
-        if want_live is None:
+        """Ask the shared reads (when the gateway has them) for our new ops."""
+        if self.shared is None:
             return False
         self._asked = True
-        if not want_live(self):
+        if not self.shared.want_live(self):
             self._asked = False
             return False
         return True
@@ -565,7 +571,11 @@ class SyncSession:
             except OffsyncError as exc:
                 self._close = Close(p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
                 return
-            if principal.user_id != self.user_id or (principal.device_id not in (None, self.device_id)):
+            if (
+                principal.user_id != self.user_id
+                or principal.device_id not in (None, self.device_id)
+                or principal.generation not in (None, self.generation)
+            ):
                 self._close = Close(p.CLOSE_FORBIDDEN, "forbidden: renewed token is for another user or device")
                 return
             self.expires_at = principal.expires_at
@@ -655,7 +665,7 @@ class SyncSession:
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False
-        refusal = decide(await self.store.access(self.user_id))
+        refusal = decide(await self.store.access(self.user_id), self.generation)
         if refusal is not None:
             if self.buckets:
                 yield p.Drop(tuple(sorted(self.buckets)), reason=refusal.reason)

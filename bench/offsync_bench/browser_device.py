@@ -71,10 +71,10 @@ class BrowserDevice:
         self.page = page
 
     async def open(self, ws_url: str, token: str, device_id: str, db_name: str) -> dict[str, Any]:
-        return await self.page.evaluate(_OPEN, [ws_url, token, device_id, db_name])  # type: ignore[no-any-return]
+        return await self.page.evaluate(_OPEN, [ws_url, token, device_id, db_name])
 
     async def sync(self) -> dict[str, Any]:
-        return await self.page.evaluate(_SYNC)  # type: ignore[no-any-return]
+        return await self.page.evaluate(_SYNC)
 
     async def watch(self, entity: str) -> None:
         await self.page.evaluate(_WATCH, entity)

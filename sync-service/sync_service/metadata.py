@@ -18,7 +18,8 @@ def primary_attribute(attributes: Mapping[str, Mapping[str, Any]]) -> str | None
         if n in strings:
             return n
     required = [n for n in strings if attributes[n].get("required")]
-    return (required or strings or [None])[0]
+    candidates = required or strings
+    return candidates[0] if candidates else None
 
 
 def describe_entity(logical_name: str, display_name: str, attributes: Mapping[str, Any]) -> dict[str, Any]:

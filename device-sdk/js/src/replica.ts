@@ -72,6 +72,10 @@ export class Replica {
   /** Commits in order; if the store fails, memory is reloaded from it so the two never differ. */
   private write(tx: Tx): Promise<void> {
     if (txIsEmpty(tx)) return this.chain;
+    // The commit may run after later frames changed these objects in memory: it must write them
+    // as they are now, with the cursor and sums of this same transaction.
+    tx.putRecords = tx.putRecords.map((r) => ({ ...r, buckets: { ...r.buckets } }));
+    tx.putOutbox = tx.putOutbox.map((o) => ({ ...o }));
     const p = this.chain.then(() => this.store.commit(tx));
     this.chain = p.catch(async () => {
       await this.reload();

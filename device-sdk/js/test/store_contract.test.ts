@@ -129,3 +129,29 @@ for (const subject of subjects) {
     });
   });
 }
+
+describe("IndexedDBStore's segment log", () => {
+  test("is replayed in order and compacted once it outgrows the live records", async () => {
+    const factory = new IDBFactory();
+    const first = new IndexedDBStore("log", factory);
+    for (let i = 0; i < 200; i++) {
+      await first.commit({ ...emptyTx(), putRecords: [rec("a", i), rec(`x${i}`)], deleteRecords: [["account", `x${i - 1}`]] });
+    }
+    await first.commit({ ...emptyTx(), clearRecords: true, putRecords: [rec("b", 1)] });
+    for (let i = 0; i < 100; i++) await first.commit({ ...emptyTx(), putRecords: [rec("c", i), ...Array.from({ length: 60 }, (_, j) => rec(`y${j}`, i))] });
+    first.close();
+    const second = new IndexedDBStore("log", factory);
+    const snap = await second.load();
+    const byId = new Map(snap.records.map((r) => [r.id, r.version]));
+    assert.equal(byId.get("b"), 1);
+    assert.equal(byId.get("c"), 99);
+    assert.equal(byId.get("y59"), 99);
+    assert.equal(byId.has("a"), false, "wiped by the clear");
+    assert.equal(snap.records.length, 62);
+    assert.ok(second.segmentCount <= 1, `compacted to ${second.segmentCount} segment(s)`);
+    await second.commit({ ...emptyTx(), putRecords: [rec("d")] });
+    second.close();
+    const third = await new IndexedDBStore("log", factory).load();
+    assert.equal(third.records.length, 63);
+  });
+});

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import routes_auth, routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import (
+    routes_auth,
+    routes_device_metadata,
+    routes_org,
+    routes_profiles,
+    routes_solutions,
+    routes_tokens,
+)
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import bootstrap, ensure_admin_credentials
 from profile_service.settings import Settings
@@ -61,6 +68,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
         return JSONResponse(http.error_body("bad_request", "a value cannot be stored"), status_code=400)
 
-    for module in (routes_auth, routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (routes_auth, routes_device_metadata, routes_tokens, routes_org, routes_profiles, routes_solutions):
         app.include_router(module.router)
     return app

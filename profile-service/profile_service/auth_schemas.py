@@ -59,3 +59,11 @@ class RevokedOut(BaseModel):
 class PasswordSetOut(BaseModel):
     user_id: str
     revoked: int = Field(description="Sign-ins of the user revoked by the change.")
+
+
+class ServerConfigOut(BaseModel):
+    service: Literal["offsync"] = Field("offsync", description="Tells a client it reached an Offsync server.")
+    sync_url: str = Field(description="The device websocket (OFFSYNC_PUBLIC_SYNC_URL, else this host's sync port).")
+    login: str = Field("/v1/auth/login", description="Where to sign in with a username and password.")
+    refresh: str = Field("/v1/auth/refresh", description="Where to exchange a refresh token.")
+    oidc_issuer: str | None = Field(None, description="The external identity provider trusted, if any.")

@@ -21,6 +21,7 @@ from profile_service.auth_schemas import (
     PasswordSetOut,
     RefreshIn,
     RevokedOut,
+    ServerConfigOut,
     TokenPairOut,
 )
 from profile_service.context import CtxDep
@@ -201,3 +202,21 @@ async def revoke_device(ctx: CtxDep, user_id: PathId, device_id: PathId) -> Revo
             raise NotFound(f"user {user_id!r} not found")
         revoked = await sessions.revoke_device(conn, user_id, device_id, "device revoked by an administrator")
     return RevokedOut(revoked=revoked)
+
+
+@router.get(
+    "/auth/config",
+    summary="What a device needs to sign in and sync",
+    description=(
+        "Unauthenticated. Names the service (so a client knows it reached Offsync), the device websocket URL "
+        "and the sign-in endpoints. The device SDK and CLI read it from the URL the user typed."
+    ),
+    response_model=ServerConfigOut,
+)
+async def server_config(request: Request, settings: SettingsDep) -> ServerConfigOut:
+    sync_url = settings.public_sync_url
+    if not sync_url:
+        host = request.url.hostname or settings.host
+        scheme = "wss" if request.url.scheme == "https" else "ws"
+        sync_url = f"{scheme}://{host}:{settings.sync_port}/v1/sync"
+    return ServerConfigOut(sync_url=sync_url, oidc_issuer=settings.oidc_issuer or None)

@@ -21,6 +21,9 @@ class Settings(CommonSettings):
     # (``make up`` generates one and prints it). Without it the admin signs in with minted tokens.
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_password: str | None = None
+    # The device websocket as devices reach it (behind a proxy, say); GET /v1/auth/config
+    # answers it. Empty: this host's sync port.
+    public_sync_url: str = ""
 
     @property
     def port(self) -> int:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -22,6 +23,7 @@ from profile_service import (
 )
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import bootstrap, ensure_admin_credentials
+from profile_service.oidc import OidcVerifier
 from profile_service.settings import Settings
 
 SCHEMA = "admin"
@@ -32,7 +34,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt:
+        async with (
+            open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt,
+            httpx.AsyncClient(timeout=10) as idp_client,
+        ):
+            oidc = settings.oidc_config()
+            app.state.oidc = None if oidc is None else OidcVerifier(oidc, idp_client)
             emitter = Emitter(settings.topic_prefix)
             await bootstrap(rt.pool, emitter)
             await ensure_admin_credentials(

@@ -23,6 +23,14 @@ class LoginIn(Body):
     )
 
 
+class OidcLoginIn(Body):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=16384), AfterValidator(_no_nul)] = Field(
+        description="An access token of the trusted identity provider (OFFSYNC_OIDC_ISSUER)."
+    )
+    device_id: Id | None = Field(None, description="Required for audience 'device'.")
+    audience: Literal["device", "admin"] = "device"
+
+
 class RefreshIn(Body):
     refresh_token: RefreshToken
     device_id: Id | None = Field(None, description="The device the refresh token was issued to (null for none).")

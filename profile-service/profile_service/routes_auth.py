@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, Principal, verify_token
-from offsync_shared.errors import NotFound, OffsyncError, Unauthenticated
+from offsync_shared.errors import Forbidden, NotFound, OffsyncError, Unauthenticated
 from profile_service import identity, passwords, sessions
 from profile_service.auth_schemas import (
     LoginIn,
     LogoutIn,
+    OidcLoginIn,
     PasswordChangeIn,
     PasswordSetIn,
     PasswordSetOut,
@@ -25,6 +26,7 @@ from profile_service.auth_schemas import (
     TokenPairOut,
 )
 from profile_service.context import CtxDep
+from profile_service.oidc import OidcVerifier
 from profile_service.schemas import PathId
 from profile_service.settings import Settings
 
@@ -77,6 +79,41 @@ async def login(request: Request, body: LoginIn, conn: ConnDep, settings: Settin
         limits=settings.login_limits(),
         env=settings.env,
     )
+    async with conn.transaction():
+        issued = await sessions.start(
+            conn,
+            who,
+            body.audience,
+            body.device_id,
+            secret=settings.jwt_secret,
+            issuer=settings.jwt_issuer,
+            lifetimes=settings.token_lifetimes(),
+        )
+    return _pair(issued)
+
+
+@router.post(
+    "/auth/oidc",
+    summary="Sign in with an identity provider's access token",
+    description=(
+        "Exchanges an access token of the trusted OpenID Connect provider (verified against its JWKS: "
+        "signature, issuer, audience, expiry with clock skew) for Offsync tokens, the same answer as a "
+        "password login. The configured claim (OFFSYNC_OIDC_USER_CLAIM) names the Offsync user. 404 when "
+        "no provider is configured."
+    ),
+    response_model=TokenPairOut,
+)
+async def oidc_login(request: Request, body: OidcLoginIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+    verifier: OidcVerifier | None = request.app.state.oidc
+    if verifier is None:
+        raise NotFound("no identity provider is configured (OFFSYNC_OIDC_ISSUER)")
+    claims = await verifier.verify(body.token)
+    value = verifier.subject(claims)
+    who = await identity.find(conn, value, verifier.config.maps_to)
+    if who is None:
+        raise Unauthenticated(f"no Offsync user matches this identity ({verifier.config.user_claim})")
+    if not who.enabled:
+        raise Forbidden("this user is disabled; ask an administrator")
     async with conn.transaction():
         issued = await sessions.start(
             conn,

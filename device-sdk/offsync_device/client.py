@@ -100,7 +100,7 @@ class Device:
         v = t()
         if inspect.isawaitable(v):
             v = await v
-        return v  # type: ignore[return-value]
+        return v
 
     # ----------------------------------------------------------------------- public API ----
     async def sync(self, *, timeout: float = 120.0, max_attempts: int = 8) -> SyncReport:
@@ -216,8 +216,8 @@ class Device:
                 max_size=None,
                 open_timeout=10,
                 ping_interval=None,
-                create_connection=tapped(on_text),
-            )  # type: ignore[arg-type]
+                create_connection=tapped(on_text),  # type: ignore[arg-type]
+            )
         except (InvalidURI, ValueError) as exc:
             raise SyncRefused(0, describe_connect_failure(self.url, exc)) from None
         except InvalidStatus as exc:

@@ -132,7 +132,7 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
         await asyncio.to_thread(s.group.stop_all)
 
 
-async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     """Wait until ``await check()`` returns a truthy value and return it; fail after ``timeout``.
 
     Tests wait on conditions with a deadline, never on a fixed sleep.

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,7 +84,9 @@ class SessionRegistry(Protocol):
 
 
 class SharedReads(Protocol):
-    """Optional part of a registry: reads new ops once for many sessions (see hub.py)."""
+    """Reads new ops once for many idle sessions (live_fanout.py): ``want_live`` enrols a session
+    at a checkpoint in the next shared read; False when it cannot (the session reads alone). The
+    answer comes back through ``write_live`` / ``offer_live``, or ``read_alone``."""
 
     def want_live(self, session: SyncSession) -> bool: ...
 
@@ -113,6 +115,7 @@ class SyncSession:
         "_hello",
         "store",
         "registry",
+        "shared",
         "publisher",
         "s",
         "verify_token",
@@ -166,6 +169,7 @@ class SyncSession:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         admission: Admission | None = None,
+        shared: SharedReads | None = None,
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
         self._busy = True  # streaming (or not started): shared live batches are not for us
@@ -186,6 +190,7 @@ class SyncSession:
         self._hello: p.Hello | None = hello  # until the resume plan is made
         self.store = store
         self.registry = registry
+        self.shared = shared  # without one, every read is the session's own
         self.publisher = publisher
         self.s = settings
         self.verify_token = verify_token
@@ -379,7 +384,7 @@ class SyncSession:
         self._signal.set()
 
     # ------------------------------------------------------------------------ the stream ---
-    async def run(self) -> AsyncIterator[Outgoing]:
+    async def run(self) -> AsyncGenerator[Outgoing, None]:
         if self._admission is not None:
             self.buckets = set(self._admission.buckets)
         else:
@@ -446,12 +451,11 @@ class SyncSession:
             self.registry.unregister(self)
 
     def _share(self) -> bool:
-        """Ask the registry's shared read (when it has one) for our new ops."""
-        want_live = getattr(self.registry, "want_live", None)
-        if want_live is None:
+        """Ask the shared reads (when the gateway has them) for our new ops."""
+        if self.shared is None:
             return False
         self._asked = True
-        if not want_live(self):
+        if not self.shared.want_live(self):
             self._asked = False
             return False
         return True

@@ -167,10 +167,10 @@ def _run(args: argparse.Namespace, store: LocalStore, out: TextIO) -> int:
         if total > args.limit:
             sys.stderr.write(f"(showing {max(args.limit, 0)} of {total} {args.entity} records; use --limit {total})\n")
     elif cmd == "show":
-        rec = store.get(args.entity, args.id)
-        if rec is None:
+        found = store.get(args.entity, args.id)
+        if found is None:
             raise CliError(f"no {args.entity} {args.id} on this device")
-        out.write(orjson.dumps(rec, option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif cmd == "create":
         out.write(store.create(args.entity, parse(args.entity, args.fields, _attributes(store, args.entity))) + "\n")
     elif cmd == "edit":

@@ -20,10 +20,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from offsync_device.client import Device
 from offsync_device.signin import Credentials, SignInError, SignInRequired
 from offsync_device.store import LocalStore
+from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.accounts import create_user
@@ -310,3 +313,31 @@ async def test_cli_sync_watch_stays_connected_live(org: Org, tmp_path: Path) -> 
         code = await asyncio.wait_for(proc.wait(), 30)
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""  # type: ignore[union-attr]
     assert code == 0 and "Traceback" not in stderr, stderr
+
+
+async def test_tokens_of_a_deleted_user_do_not_pass_for_its_successor(org: Org) -> None:
+    """Same id, another person: the records API and the device websocket refuse the old tokens."""
+    system_admin = "00000000-0000-0000-0000-000000000200"
+    async with httpx.AsyncClient(base_url=org.api, headers=ADMIN, timeout=10) as admin:
+        await create_user(admin, "zed", password=PASSWORD, role_ids=["field", system_admin])
+        old_admin = (await _login_json(org, "zed", audience="admin", device_id=None))["access_token"]
+        old_device = (await _login_json(org, "zed", device_id="zed-phone"))["access_token"]
+        async with httpx.AsyncClient(base_url=org.stack.records_url, timeout=10) as records:
+            bearer = {"Authorization": f"Bearer {old_admin}"}
+            assert (await records.get("/v1/records/account", headers=bearer)).status_code == 200
+            _ok(await admin.delete("/v1/users/zed"))
+            await create_user(admin, "zed", password=PASSWORD, role_ids=["field", system_admin])
+            assert (await records.get("/v1/records/account", headers=bearer)).status_code == 401
+    async with connect(org.stack.sync_ws, additional_headers={"Authorization": f"Bearer {old_device}"}) as ws:
+        await ws.send(p.encode(p.Hello(device_id="zed-phone")).decode())
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(20):
+                while True:
+                    await ws.recv()
+    assert ws.close_code == p.CLOSE_UNAUTHENTICATED, (ws.close_code, ws.close_reason)
+
+
+async def _login_json(org: Org, user: str, **kw: Any) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=org.api, timeout=10) as c:
+        body = {"username": user, "password": PASSWORD, **kw}
+        return dict(_ok(await c.post("/v1/auth/login", json=body)))

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import routes_auth, routes_org, routes_profiles, routes_solutions, routes_tokens
 from profile_service.admin_events import Emitter
-from profile_service.bootstrap import bootstrap
+from profile_service.bootstrap import bootstrap, ensure_admin_credentials
 from profile_service.settings import Settings
 
 SCHEMA = "admin"
@@ -28,6 +28,9 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt:
             emitter = Emitter(settings.topic_prefix)
             await bootstrap(rt.pool, emitter)
+            await ensure_admin_credentials(
+                rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
+            )
             state["rt"] = rt
             app.state.runtime = rt
             app.state.emitter = emitter
@@ -58,6 +61,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
         return JSONResponse(http.error_body("bad_request", "a value cannot be stored"), status_code=400)
 
-    for module in (routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (routes_auth, routes_tokens, routes_org, routes_profiles, routes_solutions):
         app.include_router(module.router)
     return app

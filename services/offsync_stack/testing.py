@@ -23,6 +23,9 @@ from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
+# The bootstrap admin's password on every test stack (username ``admin``); see offsync_stack.accounts.
+TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
@@ -44,6 +47,7 @@ class InfraEnv:
             "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
             "OFFSYNC_TOPIC_PARTITIONS": "4",
+            "OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,
             **(EMBEDDED_BROKER_ENV if self.embedded_broker else {}),
         }
 

@@ -132,7 +132,7 @@ class Gateway:
         admission = None
         if refusal is None:
             admission = await self.store.admit(principal.user_id)
-            refusal = decide(admission.facts)
+            refusal = decide(admission.facts, principal.generation)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
             return None

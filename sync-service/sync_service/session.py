@@ -174,6 +174,7 @@ class SyncSession:
         "clock",
         "wall",
         "expires_at",
+        "generation",
         "buckets",
         "position",
         "key",
@@ -244,6 +245,7 @@ class SyncSession:
         self.clock = clock
         self.wall = wall
         self.expires_at = principal.expires_at
+        self.generation = principal.generation  # the user incarnation the token was minted for
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
@@ -626,7 +628,11 @@ class SyncSession:
             except OffsyncError as exc:
                 self._close = Close(p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
                 return
-            if principal.user_id != self.user_id or (principal.device_id not in (None, self.device_id)):
+            if (
+                principal.user_id != self.user_id
+                or principal.device_id not in (None, self.device_id)
+                or principal.generation not in (None, self.generation)
+            ):
                 self._close = Close(p.CLOSE_FORBIDDEN, "forbidden: renewed token is for another user or device")
                 return
             self.expires_at = principal.expires_at
@@ -716,7 +722,7 @@ class SyncSession:
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False
-        refusal = decide(await self.store.access(self.user_id))
+        refusal = decide(await self.store.access(self.user_id), self.generation)
         if refusal is not None:
             if self.buckets:
                 yield p.Drop(tuple(sorted(self.buckets)), reason=refusal.reason)

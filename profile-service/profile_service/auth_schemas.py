@@ -23,6 +23,14 @@ class LoginIn(Body):
     )
 
 
+class OidcLoginIn(Body):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=16384), AfterValidator(_no_nul)] = Field(
+        description="An access token of the trusted identity provider (OFFSYNC_OIDC_ISSUER)."
+    )
+    device_id: Id | None = Field(None, description="Required for audience 'device'.")
+    audience: Literal["device", "admin"] = "device"
+
+
 class RefreshIn(Body):
     refresh_token: RefreshToken
     device_id: Id | None = Field(None, description="The device the refresh token was issued to (null for none).")
@@ -59,3 +67,11 @@ class RevokedOut(BaseModel):
 class PasswordSetOut(BaseModel):
     user_id: str
     revoked: int = Field(description="Sign-ins of the user revoked by the change.")
+
+
+class ServerConfigOut(BaseModel):
+    service: Literal["offsync"] = Field("offsync", description="Tells a client it reached an Offsync server.")
+    sync_url: str = Field(description="The device websocket (OFFSYNC_PUBLIC_SYNC_URL, else this host's sync port).")
+    login: str = Field("/v1/auth/login", description="Where to sign in with a username and password.")
+    refresh: str = Field("/v1/auth/refresh", description="Where to exchange a refresh token.")
+    oidc_issuer: str | None = Field(None, description="The external identity provider trusted, if any.")

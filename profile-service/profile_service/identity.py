@@ -62,6 +62,14 @@ async def load(conn: asyncpg.Connection, user_id: str) -> Identity | None:
     return None if row is None else _identity(row)
 
 
+async def find(conn: asyncpg.Connection, value: str, by: str) -> Identity | None:
+    """The user whose ``by`` ("username", regardless of case, or "id") is ``value``."""
+    if by == "id":
+        return await load(conn, value)
+    row = await conn.fetchrow(f"{_USER_SQL} WHERE lower(u.username) = lower($1)", value)
+    return None if row is None else _identity(row)
+
+
 async def authenticate(
     conn: asyncpg.Connection,
     username: str,

@@ -96,20 +96,24 @@ class Stack:
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
 
-def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
-    # Every service learns every port (the field app on sync-service signs in on profile-service).
-    ports = {spec.port_env: free_port() for spec in SERVICES}
+def start_stack(
+    env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None, extra_env: dict[str, str] | None = None
+) -> Stack:
+    # Every service learns every port (profile-service tells devices where the websocket is; the field
+    # app on sync-service signs in on profile-service).
+    ports = {spec.name: free_port() for spec in SERVICES}
     group = ServiceGroup(
         env={
             **env.as_env(),
-            **{k: str(v) for k, v in ports.items()},
             "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO"),
+            **{spec.port_env: str(ports[spec.name]) for spec in SERVICES},
+            **(extra_env or {}),
         },
         log_dir=log_dir,
     )
     for spec in SERVICES:
         if services is None or spec.name in services:
-            group.start(spec, ports[spec.port_env])
+            group.start(spec, ports[spec.name])
     try:
         group.wait_ready(timeout=90)
     except BaseException:

@@ -32,6 +32,10 @@ def test_offline_edits_survive_reload_and_reopen_and_reach_the_server(field_stac
         assert set(app.listed(page)) == set(org.shared)
         assert app.local_ids(page).isdisjoint(org.other)
         app.wait_service_worker(page)
+        # The entity metadata arrived with the download (the forms and offline validation use it).
+        meta = page.evaluate("() => window.offsync.entity('account')")
+        assert meta["display_name"] == "Account" and meta["primary_attribute"] == "name"
+        assert meta["attributes"]["name"] == {"type": "string", "required": True, "max_length": 160}
 
         context.set_offline(True)
         page.reload()
@@ -43,6 +47,11 @@ def test_offline_edits_survive_reload_and_reopen_and_reach_the_server(field_stac
         edited = org.shared[:3]
         for i, rid in enumerate(edited):
             app.edit_name(page, rid, f"off-Edited {i}")
+        # Offline, the form refuses what the server would: a new account without its name.
+        page.click("#new-record")
+        page.click("#save")
+        assert "name is required" in page.inner_text("#form-error")
+        page.click("#cancel")
         app.create_account(page, "off-Created offline")
         deleted = org.shared[3]
         app.delete_record(page, deleted)

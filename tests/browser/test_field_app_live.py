@@ -54,6 +54,8 @@ def test_a_change_reaches_a_colleague_live_and_nothing_outside_the_set_does(fiel
             app.ok(api.patch(f"/v1/records/account/{org.other[0]}", json={"attributes": {"name": "live-Outside"}}))
         app.wait_listed(ben, org.shared[2], "live-Server edit", timeout_ms=5_000)
         for page in (ana, ben):
+            # The SDK's checksums agreed with the server's at every checkpoint (no repair needed).
+            assert page.evaluate("() => window.offsync.client.refetched") == []
             held = app.local_ids(page)
             assert held.isdisjoint(org.other), "a record of another business unit reached the device"
             assert "live-Outside" not in page.inner_text("#records")

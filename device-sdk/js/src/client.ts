@@ -257,8 +257,12 @@ export class SyncClient {
     }, inMs);
   }
 
+  /** Buckets this client asked the server to re-send because their checksums disagreed. */
+  refetched: string[] = [];
+
   private async checkpointed(ws: WebSocket, bad: string[]): Promise<void> {
     if (bad.length) {
+      this.refetched.push(...bad);
       this.send(ws, { type: "refetch", buckets: bad });
       return;
     }

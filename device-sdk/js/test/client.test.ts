@@ -117,6 +117,7 @@ test("a checksum mismatch refetches only the disagreeing buckets, and reset forg
   });
   await until(() => ws.sent.some((f) => f.type === "refetch"), 2000, "refetch");
   assert.deepEqual(ws.sent.find((f) => f.type === "refetch"), { type: "refetch", buckets: ["b2"] });
+  assert.deepEqual(db.client.refetched, ["b2"]);
   assert.equal(db.replica.cursor, 0, "cursor not advanced on a mismatch");
   ws.push({ type: "reset", buckets: ["b2"] });
   await until(() => db.get("account", "a2") === null, 2000, "reset");

@@ -171,7 +171,8 @@ export class SyncClient {
   private fail(ws: WebSocket, e: unknown): void {
     const msg = e instanceof FrameError ? `bad frame from server: ${e.message}` : String((e as Error)?.message ?? e);
     this.setState({ error: msg });
-    if (this.ws === ws) ws.close(4000, "client error");
+    // 3000: a code of our own (4xxx are the server's); the close path then reconnects with backoff.
+    if (this.ws === ws) ws.close(3000, "client: bad frame");
   }
 
   private sessionEnded(code: number | null): void {
@@ -212,7 +213,9 @@ export class SyncClient {
     } else {
       this.renewed = false;
     }
-    if (code !== 1000 && reason) this.setState({ error: reason });
+    if (code === 3000) {
+      // we closed it ourselves after a bad frame: the error already says why
+    } else if (code !== 1000 && reason) this.setState({ error: reason });
     else if (code === 1006 || code === 0) this.setState({ error: "connection lost" });
     this.retryLater(retryAfterFromReason(reason));
   }
@@ -272,7 +275,14 @@ export class SyncClient {
 
   private async onFrame(ws: WebSocket, raw: string): Promise<void> {
     if (this.ws !== ws) return;
-    const f: ServerFrame = decodeServer(raw);
+    let f: ServerFrame;
+    try {
+      f = decodeServer(raw);
+    } catch (e) {
+      // A frame type of a newer server: not for us. Anything else malformed ends the session.
+      if (e instanceof FrameError && e.code === ERR.UNKNOWN_TYPE) return;
+      throw e;
+    }
     const r = this.o.replica;
     switch (f.type) {
       case "ops": {

@@ -102,6 +102,17 @@ test("hello names the cursor, held checksums and features; download reports prog
   assert.ok(db.status.lastSynced);
 });
 
+test("a frame type of a newer server is ignored; a malformed frame ends the session", async () => {
+  const { db } = await open();
+  const ws = await connected(db);
+  ws.push({ type: "from_the_future", x: 1 });
+  ws.push({ type: "ops", ops: [[1, "b1", "put", "account", "a1", 1, { name: "A" }]], done: 1, total: 1 });
+  await until(() => db.query("account").length === 1, 2000, "ops after the unknown frame");
+  ws.push({ type: "ops", ops: [[1, "b1"]], done: 1, total: 1 });
+  await until(() => FakeSocket.all.length === 2, 2000, "reconnect after a bad frame");
+  assert.match(db.status.error ?? "", /bad frame from server/);
+});
+
 test("a checksum mismatch refetches only the disagreeing buckets, and reset forgets them", async () => {
   const { db } = await open();
   const ws = await connected(db);

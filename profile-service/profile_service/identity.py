@@ -93,11 +93,12 @@ async def authenticate(
     identity may do (``is_admin``, ``offline``); the password is never logged.
     """
     limits = limits or LoginLimits()
-    user_key = username.strip().lower()[:256]
+    # Text PostgreSQL cannot store (NUL, lone surrogates) still counts, under a stand-in key.
+    user_key = username.strip().lower()[:256].encode("utf-8", "replace").decode().replace("\x00", "?")
     now = time.time()
     await _throttle(conn, user_key, client_address, limits, now)
     row = None
-    if 0 < len(username) <= 256 and "\x00" not in username:
+    if 0 < len(username) <= 256 and user_key == username.strip().lower():
         row = await conn.fetchrow(f"{_USER_SQL} WHERE lower(u.username) = $1", user_key)
     ok = await passwords.check_password(row["password_hash"] if row else None, password, env)
     if row is None or not ok:

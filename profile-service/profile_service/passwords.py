@@ -40,6 +40,10 @@ def check_rules(password: str, *, field: str = "password") -> None:
         raise ValidationFailed(f"a password has at most {MAX_LENGTH} characters", field=field)
     if "\x00" in password:
         raise ValidationFailed("a password cannot contain NUL characters", field=field)
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed("a password must be valid Unicode", field=field) from None
 
 
 def verify(stored_hash: str | None, password: str, env: str = "prod") -> bool:
@@ -50,7 +54,7 @@ def verify(stored_hash: str | None, password: str, env: str = "prod") -> bool:
     target = stored_hash or _dummy_hash(env)
     try:
         ok = hasher(env).verify(target, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+    except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
         return False
     return ok and stored_hash is not None
 

@@ -18,7 +18,23 @@ def _no_nul(v: str) -> str:
     return v
 
 
+def _utf8(v: str) -> str:
+    """Refuse text with lone surrogates (JSON "\\ud800"): nothing downstream can encode it."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return v
+
+
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# Sign-in secrets and names: any Unicode a person can type, no NUL, encodable.
+Secret = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
+Username = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False), AfterValidator(_no_nul)]
 LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
 LogicalName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -70,10 +86,10 @@ class UserIn(Body):
     enabled: bool = True
     team_ids: list[Id] = Field(default_factory=list, max_length=100)
     role_ids: list[Id] = Field(default_factory=list, max_length=100)
-    username: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)] | None = Field(
+    username: Username | None = Field(
         None, description="Sign-in name, unique regardless of case (default: the user id)."
     )
-    password: Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul)] | None = Field(
+    password: Secret | None = Field(
         None, description="Initial password (stored as an argon2id hash, never returned); see docs/identity.md."
     )
 
@@ -85,7 +101,7 @@ class UserPatch(Body):
     manager_id: Id | None = Field(None, description="null clears the manager")
     language: Language | None = None
     enabled: bool | None = None
-    username: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)] | None = None
+    username: Username | None = None
 
 
 class RoleIn(Body):

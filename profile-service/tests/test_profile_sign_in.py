@@ -23,6 +23,8 @@ from profile_service import identity
 from profile_service.app import create_app
 from profile_service.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 PASSWORD = "correct horse battery"
 
 

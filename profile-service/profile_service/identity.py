@@ -71,7 +71,7 @@ async def find(conn: asyncpg.Connection, value: str, by: str) -> Identity | None
 
 
 async def authenticate(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.Pool,
     username: str,
     password: str,
     *,
@@ -87,8 +87,8 @@ async def authenticate(
     username and a wrong password); ``Forbidden`` (403) when the password is right but the user
     is disabled. Usernames match regardless of case.
 
-    Failed attempts are recorded on ``conn``: call it outside a transaction that could roll
-    back, or the failure does not count. ``env`` is the deployment's OFFSYNC_ENV (it only picks
+    ``conn`` may be a pool (preferred: no connection is held while the password is hashed) or a
+    connection outside a transaction (failures are recorded on it and must not roll back). ``env`` is the deployment's OFFSYNC_ENV (it only picks
     the cost of the dummy hash checked for unknown usernames). The caller decides what the
     identity may do (``is_admin``, ``offline``); the password is never logged.
     """
@@ -112,7 +112,7 @@ async def authenticate(
 
 
 async def _throttle(
-    conn: asyncpg.Connection, user_key: str, address: str | None, limits: LoginLimits, now: float
+    conn: asyncpg.Connection | asyncpg.Pool, user_key: str, address: str | None, limits: LoginLimits, now: float
 ) -> None:
     rows = await conn.fetch(
         """SELECT scope, extract(epoch FROM at)::float8 AS at FROM admin.login_failures
@@ -137,7 +137,9 @@ async def _throttle(
         raise RateLimited(f"too many failed sign-in attempts; try again in {int(wait) + 1} s", retry_after=wait)
 
 
-async def _record_failure(conn: asyncpg.Connection, user_key: str, address: str | None, limits: LoginLimits) -> None:
+async def _record_failure(
+    conn: asyncpg.Connection | asyncpg.Pool, user_key: str, address: str | None, limits: LoginLimits
+) -> None:
     keys = [("user", user_key)] + ([("address", address)] if address else [])
     await conn.executemany("INSERT INTO admin.login_failures(scope, key) VALUES ($1, $2)", keys)
     # Keep the ledger small: rows older than the window no longer count.

@@ -41,7 +41,12 @@ def _org(depth: str = "organization", ownership: str = "user_or_team") -> OrgMod
 
 PLAN_CASES = [
     ("all-org-read-one-shared-bucket", {"kind": "all"}, "organization", [("all", "org")]),
-    ("all-bu-read-per-bu-bucket", {"kind": "all"}, "business_unit", [("all", "bu")]),
+    (
+        "all-bu-read-per-bu-bucket-plus-own-records-elsewhere",
+        {"kind": "all"},
+        "business_unit",
+        [("all", "bu"), ("all", "owner_user_out"), ("all", "owner_team_out")],
+    ),
     ("all-user-read-user-and-team-buckets", {"kind": "all"}, "user", [("all", "owner_user"), ("all", "owner_team")]),
     ("user-records-with-user-read-fold", {"kind": "other", "user": True}, "user", [("owner_user", "org")]),
     (
@@ -51,10 +56,10 @@ PLAN_CASES = [
         [("owner_user_not_bu", "org"), ("bu", "org")],
     ),
     (
-        "user-and-bu-records-with-bu-read-drop-empty",
+        "user-and-bu-records-with-bu-read-own-records-elsewhere-in-reach",
         {"kind": "other", "user": True, "business_unit": True},
         "business_unit",
-        [("bu", "org")],
+        [("owner_user_not_bu", "org"), ("bu", "org")],
     ),
     (
         "user-and-bu-records-with-user-read-fold",
@@ -74,6 +79,36 @@ PLAN_CASES = [
 ]
 
 
+OWN_ELSEWHERE = [
+    Record("account", "mine", 1, "u1", "user", "b2"),  # owned by u1, in another business unit
+    Record("account", "team", 1, "t1", "team", "root"),  # owned by u1's team, elsewhere
+    Record("account", "theirs", 1, "u2", "user", "b2"),  # neither: out of reach below parent_child
+]
+
+
+@pytest.mark.parametrize(
+    "depth,expected",
+    [
+        ("user", {"mine", "team"}),
+        ("business_unit", {"mine", "team"}),
+        ("parent_child", {"mine", "team", "theirs"}),  # b2 is below b1
+        ("organization", {"mine", "team", "theirs"}),
+    ],
+)
+@pytest.mark.parametrize("filt", [{"kind": "all"}, {"kind": "other", "user": True, "team": True}], ids=["all", "mine"])
+def test_own_records_outside_the_business_unit_reach_the_device(depth: str, expected: set[str], filt: dict) -> None:
+    """Bug #14.1: the records API lets a user read what they (or their teams) own wherever it
+    sits; the buckets (and the reference evaluator) must deliver exactly that too."""
+    org = _org(depth)
+    wanted = {(r.entity, r.id) for r in OWN_ELSEWHERE if r.id in expected}
+    if filt["kind"] == "other":
+        wanted = {k for k in wanted if k[1] != "theirs"}
+    defs = buckets.plan_user(org, [ProfileItem("account", filt)], "u1")
+    got = set().union(*buckets.materialize(defs, OWN_ELSEWHERE).values())
+    assert got == wanted
+    assert reference.user_set(org, [ProfileItem("account", filt)], "u1", OWN_ELSEWHERE) == wanted
+
+
 @pytest.mark.parametrize("filt,depth,expected", [c[1:] for c in PLAN_CASES], ids=[c[0] for c in PLAN_CASES])
 def test_plan_shapes(filt: dict, depth: str, expected: list[tuple[str, str]]) -> None:
     defs = buckets.plan_user(_org(depth), [ProfileItem("account", filt)], "u1")
@@ -84,7 +119,11 @@ def test_users_with_equal_parameters_share_buckets() -> None:
     org = _org("business_unit")
     org.users["u2"] = User("u2", "b1", role_ids=("r",))
     items = [ProfileItem("account", {"kind": "all"})]
-    assert [b.id for b in buckets.plan_user(org, items, "u1")] == [b.id for b in buckets.plan_user(org, items, "u2")]
+
+    def shared(user: str) -> list[str]:  # the business unit's bucket; own records elsewhere are per user
+        return [b.id for b in buckets.plan_user(org, items, user) if b.access == "bu"]
+
+    assert len(shared("u1")) == 1 and shared("u1") == shared("u2")
 
 
 def test_custom_bucket_parameters_are_only_the_operands_used() -> None:

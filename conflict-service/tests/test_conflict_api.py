@@ -136,13 +136,23 @@ async def test_lookup_must_exist_and_query_filters_page(api: Api) -> None:
 
 async def test_query_filters_compare_by_attribute_type(api: Api) -> None:
     c = api.client
-    for rid, revenue in (("q1", 1000), ("q2", "1000.00"), ("q3", 999.5), ("q4", None)):
-        attrs = {"name": rid, "revenue": revenue} if revenue is not None else {"name": rid}
+    for rid, revenue in (("q1", 1000), ("q2", 1000.0), ("q3", 999.5), ("q4", None)):
+        attrs = {"name": rid.upper(), "revenue": revenue} if revenue is not None else {"name": rid.upper()}
         assert (
             await c.post("/v1/records/account", json={"id": rid, "attributes": attrs}, headers=api.h(ALICE))
         ).status_code == 201
+    # Bug #14.4: a numeric string is refused on write, not stored to be matched by one reader only.
+    r = await c.post(
+        "/v1/records/account",
+        json={"id": "q5", "attributes": {"name": "q5", "revenue": "1000.00"}},
+        headers=api.h(ALICE),
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == "revenue", r.text
     found = (await c.get("/v1/records/account?attr.revenue=1e3", headers=api.h(ALICE))).json()["items"]
     assert [i["id"] for i in found] == ["q1", "q2"]
+    # Bug #14.5: text compares without regard to case, as in filters.
+    found = (await c.get("/v1/records/account?attr.name=q3", headers=api.h(ALICE))).json()["items"]
+    assert [i["id"] for i in found] == ["q3"]
     found = (await c.get("/v1/records/account?attr.revenue=999.50", headers=api.h(ALICE))).json()["items"]
     assert [i["id"] for i in found] == ["q3"]
     bad = await c.get("/v1/records/account?attr.revenue=lots", headers=api.h(ALICE))

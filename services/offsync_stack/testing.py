@@ -26,7 +26,9 @@ from offsync_stack.processes import SERVICES, ServiceGroup
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    with provide() as i:
+    # The suite's databases are disposable: durability traded for speed (docs/reliability.md).
+    # Tests that crash PostgreSQL start their own durable server (tests/chaos).
+    with provide(durable=False) as i:
         yield i
 
 

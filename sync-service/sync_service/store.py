@@ -67,6 +67,7 @@ class LiveBatch:
 class BucketStore(Protocol):
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
     async def admit(self, user_id: str) -> Admission: ...
+    async def app_profiles(self, app: str) -> frozenset[str] | None: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
     async def bucket_states(self, user_id: str, buckets: list[str]) -> dict[str, BucketState]: ...
@@ -201,6 +202,20 @@ class PgBucketStore:
                 True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"]
             )
         return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
+
+    async def app_profiles(self, app: str) -> frozenset[str] | None:
+        """Profiles attached to the offline-enabled app module with id or name ``app`` (None: no
+        such module, or not enabled for offline). Reads profile-service's admin schema."""
+        row = await self.pool.fetchrow(
+            """SELECT a.offline_enabled,
+                      coalesce((SELECT array_agg(profile_id) FROM admin.app_module_profiles WHERE app_module_id = a.id),
+                               '{}') AS profiles
+                 FROM admin.app_modules a WHERE a.id = $1 OR a.name = $1 ORDER BY a.id = $1 DESC LIMIT 1""",
+            app,
+        )
+        if row is None or not row["offline_enabled"]:
+            return None
+        return frozenset(row["profiles"])
 
     async def access(self, user_id: str) -> AccessFacts:
         row = await self.pool.fetchrow(_ACCESS, user_id)

@@ -75,8 +75,12 @@ class Device:
         on_ops: Callable[[list[p.OpRow]], None] | None = None,
         backoff: Backoff | None = None,
         token_in_header: bool = True,
+        app: str | None = None,
     ) -> None:
+        """``app``: the app module (id or name) this device syncs for; the server then checks that
+        the user's profile is attached to it (close 4006 otherwise). None: no app check."""
         self.url = url
+        self.app = app
         self.store = store
         self._token = token
         self.device_id = device_id or store.device_id()
@@ -156,6 +160,7 @@ class Device:
             checksums=self.store.held_checksums(),
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
+            app=self.app,
         )
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame

@@ -158,6 +158,9 @@ class Welcome:
     heartbeat_s: float
     limits: dict[str, int]
     version: int = VERSION
+    # entity -> its profile item's sync interval (minutes): the longest a device that is not
+    # connected live (background / metered mode) may go without syncing that entity.
+    sync_intervals: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 "buckets": list(frame.buckets),
                 "heartbeat_s": frame.heartbeat_s,
                 "limits": frame.limits,
+                **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
     if isinstance(frame, Drop):
@@ -507,6 +511,7 @@ def decode_server(raw: bytes | str) -> ServerFrame:
                 heartbeat_s=float(obj["heartbeat_s"]),
                 limits=dict(obj["limits"]),
                 version=int(obj["version"]),
+                sync_intervals={str(k): int(v) for k, v in (obj.get("sync_intervals") or {}).items()},
             )
         if t == "result":
             return Result(

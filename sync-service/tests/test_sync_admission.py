@@ -151,3 +151,25 @@ async def test_app_modules_decide_which_profile_a_device_gets(
     first = p.encode(p.Hello(device_id="dev-1", app=app))
     got_code, got_reason = await close_of(gw, header=f"Bearer {gw.token(user, device_id='dev-1')}", first=first)
     assert (got_code, reason in got_reason) == (code, True), got_reason
+
+
+async def test_welcome_carries_the_profiles_sync_intervals(gw: Any) -> None:
+    """Bug #14.6: each item's sync_interval_minutes reaches the device, which syncs each entity
+    at least that often in background mode (offsync_device.background)."""
+    user = await gw.user()  # profile p1
+    items = [
+        {"entity": "account", "filter": {"kind": "all"}, "relationships": [], "sync_interval_minutes": 60},
+        {"entity": "contact", "filter": {"kind": "related"}, "relationships": [], "sync_interval_minutes": 15},
+    ]
+    async with gw.pool.acquire() as c:
+        await c.execute(
+            """INSERT INTO sync.published_profiles(profile_id, version, items) VALUES ('p1', 1, $1)
+               ON CONFLICT (profile_id) DO UPDATE SET items = EXCLUDED.items""",
+            items,
+        )
+    headers = {"Authorization": f"Bearer {gw.token(user, device_id='dev-1')}"}
+    async with connect(gw.url, additional_headers=headers, compression=None, ping_interval=None) as ws:
+        await ws.send(hello())
+        welcome = p.decode_server(await ws.recv())
+    assert isinstance(welcome, p.Welcome)
+    assert welcome.sync_intervals == {"account": 60, "contact": 15}

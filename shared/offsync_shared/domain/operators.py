@@ -153,7 +153,7 @@ def _find_run(run: Sequence[LikeToken], s: str, start: int, end: int) -> int:
     if m == 0:
         return start
     if None not in run:
-        return s.find("".join(run), start, end)  # type: ignore[arg-type]
+        return s.find("".join(t for t in run if t is not None), start, end)
     masks: dict[str, int] = {}
     anymask = 0
     for k, tok in enumerate(run):
@@ -246,21 +246,17 @@ def compare(op: str, a: object, v: object) -> bool:
     if op == "ne":
         return not _same(a, v)
     if op == "in":
-        return any(_same(a, x) for x in v)  # type: ignore[attr-defined]
+        return any(_same(a, x) for x in _values(v))
     if op == "not-in":
-        return not any(_same(a, x) for x in v)  # type: ignore[attr-defined]
+        return not any(_same(a, x) for x in _values(v))
     if op in ORDERING:
-        t = jtype(a)
-        if t != jtype(v) or t not in ("number", "string", "boolean"):
-            return False
-        x, y = (fold(a), fold(v)) if isinstance(a, str) and isinstance(v, str) else (a, v)  # type: ignore[assignment]
-        if op == "gt":
-            return x > y  # type: ignore[operator]
-        if op == "ge":
-            return x >= y  # type: ignore[operator]
-        if op == "lt":
-            return x < y  # type: ignore[operator]
-        return x <= y  # type: ignore[operator]
+        if isinstance(a, str) and isinstance(v, str):
+            return _ordered_text(op, fold(a), fold(v))
+        if isinstance(a, bool) or isinstance(v, bool):
+            return isinstance(a, bool) and isinstance(v, bool) and _ordered_number(op, a, v)
+        if isinstance(a, (int, float)) and isinstance(v, (int, float)):
+            return _ordered_number(op, a, v)
+        return False
     if not isinstance(a, str) or not isinstance(v, str):
         return False
     if op == "like":
@@ -278,32 +274,68 @@ def compare(op: str, a: object, v: object) -> bool:
     raise ValueError(f"unknown operator {op!r}")
 
 
+def _values(v: object) -> list[object]:
+    return v if isinstance(v, list) else []
+
+
+def _ordered_text(op: str, x: str, y: str) -> bool:
+    if op == "gt":
+        return x > y
+    if op == "ge":
+        return x >= y
+    if op == "lt":
+        return x < y
+    return x <= y
+
+
+def _ordered_number(op: str, x: float, y: float) -> bool:
+    if op == "gt":
+        return x > y
+    if op == "ge":
+        return x >= y
+    if op == "lt":
+        return x < y
+    return x <= y
+
+
 def compiled(op: str, v: object) -> Callable[[object], bool]:
     """``compare(op, ·, v)`` with the operand's work (folding, pattern compiling) done once: what
     the hot paths evaluate per record. Same answers as ``compare``."""
-    if op in ("null", "not-null", "gt", "ge", "lt", "le") or not _folds(op, v):
-        return lambda a: compare(op, a, v)
-    if op in ("eq", "ne"):
-        w = fold(v)  # type: ignore[arg-type]
-        hit: Callable[[object], bool] = lambda a: isinstance(a, str) and fold(a) == w  # noqa: E731
-    elif op in ("in", "not-in"):
-        texts = frozenset(fold(x) for x in v if isinstance(x, str))  # type: ignore[attr-defined]
-        others = [x for x in v if not isinstance(x, str)]  # type: ignore[attr-defined]
+    if op in ("in", "not-in") and isinstance(v, list):
+        texts = frozenset(fold(x) for x in v if isinstance(x, str))
+        others = [x for x in v if not isinstance(x, str)]
 
         def hit(a: object) -> bool:
             if isinstance(a, str):
                 return fold(a) in texts
             return any(_same(a, x) for x in others)
 
+    elif op in ("null", "not-null", "gt", "ge", "lt", "le", "in", "not-in") or not isinstance(v, str):
+        return lambda a: compare(op, a, v)
+    elif op in ("eq", "ne"):
+        w = fold(v)
+
+        def hit(a: object) -> bool:
+            return isinstance(a, str) and fold(a) == w
+
     elif op in ("like", "not-like"):
-        matcher = like_matcher(v)  # type: ignore[arg-type]
-        hit = lambda a: isinstance(a, str) and matcher(fold(a))  # noqa: E731
+        matcher = like_matcher(v)
+
+        def hit(a: object) -> bool:
+            return isinstance(a, str) and matcher(fold(a))
+
     elif op in ("begins-with", "not-begin-with"):
-        w = fold(v)  # type: ignore[arg-type]
-        hit = lambda a: isinstance(a, str) and fold(a).startswith(w)  # noqa: E731
+        w = fold(v)
+
+        def hit(a: object) -> bool:
+            return isinstance(a, str) and fold(a).startswith(w)
+
     else:
-        w = fold(v)  # type: ignore[arg-type]
-        hit = lambda a: isinstance(a, str) and fold(a).endswith(w)  # noqa: E731
+        w = fold(v)
+
+        def hit(a: object) -> bool:
+            return isinstance(a, str) and fold(a).endswith(w)
+
     if op in ("eq", "in", "like", "begins-with", "ends-with"):
         return hit
     # Negations are false on a missing value, and on a value of another type only when the
@@ -311,9 +343,3 @@ def compiled(op: str, v: object) -> Callable[[object], bool]:
     if op in ("not-like", "not-begin-with", "not-end-with"):
         return lambda a: isinstance(a, str) and not hit(a)
     return lambda a: a is not None and not hit(a)
-
-
-def _folds(op: str, v: object) -> bool:
-    if op in ("in", "not-in"):
-        return isinstance(v, list)
-    return isinstance(v, str)

@@ -47,7 +47,20 @@ INSTANTS = [
 CASES = ["Contoso", "CONTOSO Ltd", "contoso", "École", "ÉCOLE", "İstanbul", "ΟΔΟΣ", "οδος", "50%", "a\\b", "a_b"]
 VALUES: list[Any] = [None, *NAMES, *CASES, "A", "u1", "t2", "b1", -1, 0, 2, 2.5, 1033, True, False, [1], {"x": 1}]
 OPERANDS: list[Any] = ["ab", "b", "", "a%", "%b", "_b%", "c\\%", "x_y", "u1", 0, 2, 2.0, True, "A"]
-OPERANDS += ["contoso", "con%", "CON", "%LTD", "c_ntoso%", "école", "ISTANBUL", "οδοσ", "50\\%", "a\\", "a\\\\b", "A\\_B"]
+OPERANDS += [
+    "contoso",
+    "con%",
+    "CON",
+    "%LTD",
+    "c_ntoso%",
+    "école",
+    "ISTANBUL",
+    "οδοσ",
+    "50\\%",
+    "a\\",
+    "a\\\\b",
+    "A\\_B",
+]
 
 
 def records() -> list[Record]:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from publish_orgs import USERS, orgs, profiles, records
 
+from offsync_shared.domain.org import Ownership, read_scope
 from publish_service.rules import buckets, conditions, reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record, Role, Team, User
@@ -24,6 +25,34 @@ def test_bucket_plan_yields_exactly_the_reference_set_for_every_user(
         content = buckets.materialize(defs, recs)
         got = set().union(*content.values()) if content else set()
         assert got == reference.user_set(org, items, u, recs), u
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(org=orgs(), items=profiles(), recs=records())
+def test_a_device_receives_what_the_records_api_lets_its_user_read_within_the_filter(
+    org: OrgModel, items: list[ProfileItem], recs: list[Record]
+) -> None:
+    """Issue #14's property: for random orgs, roles and records, the set a device receives
+    equals the records the records API lets the user read (its SQL scope, ``read_scope``),
+    intersected with the profile's filter (items without relationships)."""
+    own_items = [ProfileItem(it.entity, it.filter) for it in items]
+    for u in USERS:
+        defs = buckets.plan_user(org, own_items, u)
+        got = set().union(*buckets.materialize(defs, recs).values()) if defs else set()
+        want: set[tuple[str, str]] = set()
+        if org.can_use_offline(u):
+            actor = org.actor(u)
+            for it in own_items:
+                scope = read_scope(actor, it.entity, org.entity_ownership(it.entity))
+                want |= {
+                    (r.entity, r.id)
+                    for r in recs
+                    if r.entity == it.entity
+                    and not r.deleted
+                    and scope.holds(Ownership(r.owner_id, r.owner_type, r.business_unit_id))
+                    and reference.in_filter(org, u, it.filter, r)
+                }
+        assert got == want, u
 
 
 def _org(depth: str = "organization", ownership: str = "user_or_team") -> OrgModel:

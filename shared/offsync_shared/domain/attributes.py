@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, get_args
 
-ATTRIBUTE_TYPES: tuple[str, ...] = ("string", "int", "decimal", "bool", "datetime", "lookup", "choice")
+AttributeTypeName = Literal["string", "int", "decimal", "bool", "datetime", "lookup", "choice"]
+ATTRIBUTE_TYPES: tuple[str, ...] = get_args(AttributeTypeName)
 # Lookup targets that are not entities of the catalogue: the org model itself. "owner" = user or team.
 SYSTEM_TARGETS: tuple[str, ...] = ("user", "team", "businessunit", "owner")
 

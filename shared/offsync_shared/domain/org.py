@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 
 class Depth(IntEnum):
@@ -38,8 +38,14 @@ class Depth(IntEnum):
             return cls.NONE
 
 
+# The wire spellings, for schemas (pydantic) that validate them; the enums above are their meaning.
+DepthName = Literal["none", "user", "business_unit", "parent_child", "organization"]
+OwnershipName = Literal["user_or_team", "organization", "business", "none"]
+PrivilegeName = Literal["create", "read", "write", "delete"]
+
 DEPTHS: tuple[str, ...] = tuple(d.wire for d in Depth)
 """Depth names in order, shallowest first."""
+assert DEPTHS == get_args(DepthName)
 
 
 class EntityOwnership(StrEnum):
@@ -52,6 +58,7 @@ class EntityOwnership(StrEnum):
 
 
 OWNERSHIPS: tuple[str, ...] = tuple(o.value for o in EntityOwnership)
+assert OWNERSHIPS == get_args(OwnershipName)
 
 # Entities whose records nobody owns: any depth above none reaches every record.
 UNOWNED = frozenset({EntityOwnership.ORGANIZATION.value, EntityOwnership.NONE.value})
@@ -66,6 +73,8 @@ class Operation(StrEnum):
     WRITE = "write"
     DELETE = "delete"
 
+
+assert tuple(o.value for o in Operation) == get_args(PrivilegeName)
 
 OP_FOR_CHANGE: Mapping[str, Operation] = {
     "create": Operation.CREATE,

@@ -249,6 +249,20 @@ def encode_result(batch_id: str, results: Iterable[Mapping[str, Any]]) -> bytes:
     return orjson.dumps({"type": "result", "batch_id": batch_id, "results": [_drop_none(r) for r in results]})
 
 
+def join_op_rows(rows: Iterable[str]) -> bytes:
+    """The ``ops`` array of an Ops frame from op rows each already encoded as a JSON array
+    (the database builds them, see sync-service's bucket reads): joined, never re-encoded."""
+    return ("[" + ",".join(rows) + "]").encode()
+
+
+def encode_ops_with_checkpoint(ops_json: bytes, count: int, checkpoint: Checkpoint) -> bytes:
+    """What ``encode`` makes of ``Ops(ops=Fragment(ops_json), done=count, total=count,
+    checkpoint=checkpoint)``, without building the frame: live fanout encodes one such frame per
+    group of devices per notification. ``test_device_protocol_codec`` holds the two equal."""
+    cp = orjson.dumps({"cursor": checkpoint.cursor, "checksums": checkpoint.checksums})
+    return b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (ops_json, count, count, cp)
+
+
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
     """One frame as UTF-8 JSON bytes."""
     if isinstance(frame, Ops):
@@ -362,7 +376,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -487,7 +501,7 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
     return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
 
 
-def decode_server(raw: bytes | str) -> ServerFrame:
+def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
     t = obj["type"]

@@ -50,7 +50,7 @@ async def run(
     from offsync_bench.context import bench_context
 
     async with bench_context(seed, sizes, quick) as ctx:
-        database = await results.durability(ctx.dsn)
+        database = await results.durability(ctx.pg_dsn)
         print(f"database durability: {database}", flush=True)
         return await run_workloads(ctx, chosen, WORKLOADS), database
 

@@ -257,10 +257,10 @@ def plan_user(org: OrgModel, items: Sequence[ProfileItem], user_id: str) -> list
         for f, fp in filter_atoms(org, user_id, it.filter):
             if f["k"] in OWN_FILTERS and access[it.entity]:
                 # The user's and the user's teams' own records are in reach at every depth.
-                b = make_bucket(it.entity, f, "org", fp)
-                if b.id not in out:
-                    out[b.id] = b
-                    frontier.append(b)
+                own = make_bucket(it.entity, f, "org", fp)
+                if own.id not in out:
+                    out[own.id] = own
+                    frontier.append(own)
                 continue
             for a, ap in access[it.entity]:
                 b = _combine(it.entity, f, fp, a, ap)

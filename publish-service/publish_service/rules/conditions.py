@@ -69,6 +69,8 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
         elif op not in ("null", "not-null"):
             parse_instant(cond.get("value"))
         return frozenset()
+    if not isinstance(op, str):
+        raise ConditionError("leaf needs an operator")
     if op in PARAMS_OF_OPERATOR:
         return frozenset(PARAMS_OF_OPERATOR[op])
     if op not in STATIC_OPERATORS:

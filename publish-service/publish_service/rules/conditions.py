@@ -251,12 +251,19 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
         else:  # ne-businessid
             e = f"{is_str} AND {a} <> to_jsonb({param['bu']})"
         return f"COALESCE({e}, false)"
-    low = f"lower({txt})"
+    # The string operators read the text once (``->>``, one lookup) and test the JSON type last,
+    # so rows that cannot match cost one extraction and one cheap comparison.
+    name = cond["attribute"]
+    text = (
+        f"{alias}.{SYSTEM_COLUMNS[name]}" if name in SYSTEM_COLUMNS else f"({alias}.attributes ->> {sql_literal(name)})"
+    )
+    low = f"lower({text})"
 
     def same(x: Any) -> str:
-        """SQL for "the attribute equals x" as a filter sees it (strings: without regard to case)."""
+        """SQL for "the attribute equals x" as a filter sees it (strings: without regard to case;
+        lower-casing keeps the length, so the length test spares most rows the lower())."""
         if isinstance(x, str):
-            return f"({is_str} AND {low} = lower({sql_literal(x)}))"
+            return f"(char_length({text}) = {len(x)} AND {low} = lower({sql_literal(x)}) AND {is_str})"
         return f"{a} = {sql_jsonb(x)}"
 
     if op == "eq":
@@ -268,7 +275,7 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
         others = [x for x in v if not isinstance(x, str)]
         hits = []
         if texts:
-            hits.append(f"({is_str} AND {low} IN ({', '.join(f'lower({sql_literal(x)})' for x in texts)}))")
+            hits.append(f"({low} IN ({', '.join(f'lower({sql_literal(x)})' for x in texts)}) AND {is_str})")
         if others:
             hits.append(f"{a} IN ({', '.join(sql_jsonb(x) for x in others)})")
         hit = "(" + " OR ".join(hits) + ")" if hits else "FALSE"
@@ -276,19 +283,20 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     elif op in ("gt", "ge", "lt", "le"):
         cmp = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
         if isinstance(v, str):  # code-point order like Python, whatever the database collation
-            e = f'{is_str} AND {low} COLLATE "C" {cmp} lower({sql_literal(v)}) COLLATE "C"'
+            e = f'{low} COLLATE "C" {cmp} lower({sql_literal(v)}) COLLATE "C" AND {is_str}'
         elif isinstance(v, bool):
             e = f"jsonb_typeof({a}) = 'boolean' AND {a} {cmp} {sql_jsonb(v)}"
         else:
             e = f"jsonb_typeof({a}) = 'number' AND ({a})::numeric {cmp} {sql_jsonb(v)}::numeric"
     elif op in ("like", "not-like"):
         like = f"{low} LIKE lower({sql_literal(operators.like_sql_pattern(v))})"
-        e = f"{is_str} AND {'NOT ' if op == 'not-like' else ''}{like}"
-    elif op in ("begins-with", "not-begin-with"):
-        e = f"{is_str} AND {'NOT ' if op == 'not-begin-with' else ''}starts_with({low}, lower({sql_literal(v)}))"
-    elif op in ("ends-with", "not-end-with"):
-        cmp = "<>" if op == "not-end-with" else "="
-        e = f"{is_str} AND right({low}, {len(v)}) {cmp} lower({sql_literal(v)})"
+        e = f"{'NOT ' if op == 'not-like' else ''}{like} AND {is_str}"
+    elif op in ("begins-with", "not-begin-with", "ends-with", "not-end-with"):
+        # Only the first (last) len(v) characters are lower-cased: the same under a mapping that
+        # keeps lengths, and far cheaper than the whole value.
+        end = f"{'left' if op in ('begins-with', 'not-begin-with') else 'right'}({text}, {len(v)})"
+        cmp = "<>" if op.startswith("not-") else "="
+        e = f"lower({end}) {cmp} lower({sql_literal(v)}) AND {is_str}"
     else:
         raise ConditionError(f"unknown operator {op!r}")
     return f"COALESCE({e}, false)"

@@ -60,7 +60,7 @@ def parse_instant(value: str) -> datetime:
 
 def format_instant(d: datetime) -> str:
     """The stored form: UTC, microseconds always written, so text order is instant order."""
-    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return d.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def normalize_datetime(value: str) -> str:

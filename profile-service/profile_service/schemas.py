@@ -8,6 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from offsync_shared.domain.attributes import AttributeTypeName
+from offsync_shared.domain.org import DepthName, OwnershipName, PrivilegeName
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -41,10 +44,10 @@ LogicalName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="Resource id")]
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="Entity logical name")]
 
-Depth = Literal["none", "user", "business_unit", "parent_child", "organization"]
-Privilege = Literal["create", "read", "write", "delete"]
-Ownership = Literal["user_or_team", "organization", "business", "none"]
-AttributeType = Literal["string", "int", "decimal", "bool", "datetime", "lookup", "choice"]
+Depth = DepthName
+Privilege = PrivilegeName
+Ownership = OwnershipName
+AttributeType = AttributeTypeName
 Language = Annotated[int, Field(ge=0, le=2_147_483_647, description="LCID, e.g. 1033")]
 
 

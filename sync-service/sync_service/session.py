@@ -459,6 +459,7 @@ class SyncSession:
                 "frame_rate": int(self.s.sync_frame_rate),
                 "page_size": self.s.sync_page_size,
             },
+            sync_intervals=dict(self._admission.sync_intervals) if self._admission is not None else {},
         )
         if self.metadata:
             yield p.Metadata(tuple(await self.store.entity_metadata(self.user_id)))

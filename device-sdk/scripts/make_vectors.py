@@ -7,7 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from conflict_service.validation import EntityMeta, _type_error, check_fields
+from conflict_service.validation import EntityMeta, check_fields
+from offsync_shared.domain import attributes
 from offsync_device.store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.checksum import combine, op_hash
@@ -52,6 +53,7 @@ client = [
             }
         ],
     },
+    {"type": "hello", "device_id": "dev-2", "cursor": 5, "checksums": {"b": 7}, "app": "Field Sales"},
     {"type": "refetch", "buckets": ["acct:user:u-42"]},
     {"type": "auth", "token": "eyJ.renewed"},
     {"type": "ping", "t": 1.5},
@@ -68,6 +70,7 @@ def to_py(f):
             checksums=f["checksums"],
             token=f.get("token"),
             features=tuple(f.get("features", ())),
+            app=f.get("app"),
         )
     if t == "upload":
         return p.Upload(
@@ -97,6 +100,7 @@ def to_py(f):
 client_vectors = [{"frame": f, "wire": p.encode(to_py(f)).decode()} for f in client]
 server_wires = [
     '{"type":"welcome","version":1,"user_id":"u-42","buckets":["acct:user:u-42","product:all"],"heartbeat_s":20.0,"limits":{"max_frame_bytes":1048576,"max_changes":500,"max_pending_batches":4,"frame_rate":50,"page_size":2000}}',
+    '{"type":"welcome","version":1,"user_id":"u-7","buckets":[],"heartbeat_s":20,"limits":{"max_changes":500},"sync_intervals":{"account":5,"task":60}}',
     '{"type":"ops","ops":[[101,"acct:user:u-42","put","account","a-1",3,{"name":"Contoso","city":"Paris"}],[102,"product:all","remove","product","p-9",2,null]],"done":2,"total":5,"resume":101}',
     '{"type":"ops","ops":[[117,"acct:user:u-42","put","account","a-1",4,{"name":"Contoso"}]],"done":1,"total":1,"checkpoint":{"cursor":117,"checksums":{"acct:user:u-42":1709137302}}}',
     '{"type":"checkpoint","cursor":102,"checksums":{"acct:user:u-42":2868423431,"product:all":0}}',
@@ -399,8 +403,21 @@ cases = [
     ({"type": "choice", "options": ["hot", "cold"]}, "warm"),
     ({"type": "choice", "options": ["hot", "cold"]}, "cold"),
     ({"type": "something_new"}, {"any": "thing"}),
+    ({"type": "int"}, 2**63 + 1000),
+    ({"type": "choice", "options": [1, 2, 3]}, "2"),
+    ({"type": "datetime"}, "2024-01-02T00:30:00-01:30"),
+    ({"type": "datetime"}, "2024-12-31T23:59:59.9999999+00:00"),
 ]
-values = [{"spec": sp, "value": v, "error": _type_error(sp["type"], v, sp)} for sp, v in cases]
+
+
+def coerced(spec: dict[str, object], value: object) -> dict[str, object]:
+    try:
+        return {"error": None, "stored": attributes.coerce(str(spec["type"]), value, spec)}
+    except attributes.InvalidValue as exc:
+        return {"error": str(exc)}
+
+
+values = [{"spec": sp, "value": v, **coerced(sp, v)} for sp, v in cases]
 ent = {
     "name": {"type": "string", "required": True, "max_length": 10},
     "revenue": {"type": "decimal"},
@@ -422,17 +439,18 @@ rec_cases = [
 ]
 records = []
 for fields, creating in rec_cases:
-    err, _ = check_fields(EntityMeta("account", "user_or_team", ent), fields, creating=creating)
+    err, _, stored = check_fields(EntityMeta("account", "user_or_team", ent), fields, creating=creating)
     records.append(
         {
             "fields": fields,
             "creating": creating,
             "error": None if err is None else {"field": err.field, "message": err.message},
+            "stored": stored if err is None else None,
         }
     )
 json.dump(
     {
-        "about": "Attribute values against attribute specs: error is the server's message for (spec, value), null when valid. records: check_fields over an entity, the first error.",
+        "about": "Attribute values against attribute specs (offsync_shared.domain.attributes.coerce): error is the server's message for (spec, value), null when valid, and then stored is the form the server stores. records: check_fields over an entity, the first error, or the stored fields.",
         "values": values,
         "entity": {"name": "account", "attributes": ent},
         "records": records,

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from conflict_service.validation import EntityMeta, _type_error, check_fields
+from conflict_service.validation import EntityMeta, check_fields
 from offsync_device.store import LocalStore
 from offsync_shared import protocol as p
+from offsync_shared.domain import attributes
 from offsync_shared.checksum import combine, op_hash
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "test-vectors"
@@ -45,7 +46,9 @@ _NAMES = {
 def _client_frame(f: dict[str, Any]) -> p.ClientFrame:
     t = f["type"]
     if t == "hello":
-        return p.Hello(f["device_id"], f["cursor"], f["checksums"], f.get("token"), tuple(f.get("features", ())))
+        return p.Hello(
+            f["device_id"], f["cursor"], f["checksums"], f.get("token"), tuple(f.get("features", ())), f.get("app")
+        )
     if t == "upload":
         changes = tuple(
             p.Change(c["seq"], c["op"], c["entity"], c["id"], c.get("base_version"), c["fields"]) for c in f["changes"]
@@ -149,13 +152,19 @@ def test_conflict_outcomes(scenario: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", ATTRIBUTES["values"], ids=lambda c: f"{c['spec']['type']}:{c['value']!r}"[:40])
 def test_attribute_values_validate_as_shared(case: dict[str, Any]) -> None:
-    assert _type_error(case["spec"]["type"], case["value"], case["spec"]) == case["error"]
+    try:
+        stored = attributes.coerce(case["spec"]["type"], case["value"], case["spec"])
+    except attributes.InvalidValue as exc:
+        assert str(exc) == case["error"]
+    else:
+        assert case["error"] is None and stored == case["stored"]
 
 
 @pytest.mark.parametrize("case", ATTRIBUTES["records"], ids=lambda c: json.dumps(c["fields"])[:40])
 def test_record_fields_validate_as_shared(case: dict[str, Any]) -> None:
     ent = ATTRIBUTES["entity"]
-    err, _ = check_fields(
+    err, _, stored = check_fields(
         EntityMeta(ent["name"], "user_or_team", ent["attributes"]), case["fields"], creating=case["creating"]
     )
     assert (None if err is None else {"field": err.field, "message": err.message}) == case["error"]
+    assert (stored if err is None else None) == case["stored"]

@@ -201,8 +201,10 @@ function readInput(el: HTMLInputElement | HTMLSelectElement, spec: AttributeMeta
   if (raw === "") return null;
   if (spec.type === "int") return Number.isInteger(Number(raw)) ? Number(raw) : raw;
   if (spec.type === "decimal") return Number.isFinite(Number(raw)) ? Number(raw) : raw;
-  if (spec.type === "choice" && spec.options?.length) {
-    return spec.options.find((o) => String(o) === raw) ?? raw;
+  if (spec.type === "choice") {
+    const option = spec.options?.find((o) => String(o) === raw);
+    if (option !== undefined) return option;
+    return /^-?\d+$/.test(raw) ? Number(raw) : raw; // choice values are integers
   }
   return raw;
 }

@@ -9,7 +9,7 @@ import { SyncClient, type SyncState, type TokenSource } from "./client.js";
 import type { Attributes, EntityMeta } from "./protocol.js";
 import { Replica } from "./replica.js";
 import type { ConflictRow, Store } from "./store.js";
-import { checkFields, ValidationError } from "./validate.js";
+import { normalizeFields, ValidationError } from "./validate.js";
 
 /** A record as the app sees it: the server's copy with pending offline changes laid on top. */
 export interface Row {
@@ -188,24 +188,24 @@ export class Offsync {
   }
 
   // ---------------------------------------------------------------------- edits ----
-  private check(entity: string, fields: Attributes, creating: boolean): void {
-    if (!this.validateEdits) return;
+  /** The fields in the form the server stores them (a date-time in UTC, say), or ValidationError. */
+  private check(entity: string, fields: Attributes, creating: boolean): Attributes {
+    if (!this.validateEdits) return fields;
     const meta = this.entity(entity);
-    if (!meta) return; // no metadata yet (older server): the server validates
-    const problem = checkFields(meta, fields, creating);
+    if (!meta) return fields; // no metadata yet (older server): the server validates
+    const [problem, stored] = normalizeFields(meta, fields, creating);
     if (problem) throw new ValidationError(entity, problem.field, problem.message);
+    return stored;
   }
 
   /** Create a record offline; returns its (client-generated) id. Throws ValidationError. */
   async create(entity: string, fields: Attributes): Promise<string> {
-    this.check(entity, fields, true);
-    return this.replica.create(entity, fields);
+    return this.replica.create(entity, this.check(entity, fields, true));
   }
 
   /** Change some attributes offline. Throws ValidationError. */
   async update(entity: string, id: string, fields: Attributes): Promise<void> {
-    this.check(entity, fields, false);
-    return this.replica.update(entity, id, fields);
+    return this.replica.update(entity, id, this.check(entity, fields, false));
   }
 
   delete(entity: string, id: string): Promise<void> {

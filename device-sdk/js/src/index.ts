@@ -10,4 +10,14 @@ export * as protocol from "./protocol.js";
 export type { AttributeMeta, EntityMeta } from "./protocol.js";
 export { Replica } from "./replica.js";
 export { type ConflictRow, MemoryStore, type OutboxRow, type RecordRow, type Store } from "./store.js";
-export { ATTRIBUTE_TYPES, checkFields, type FieldError, typeError, ValidationError } from "./validate.js";
+export {
+  ATTRIBUTE_TYPES,
+  checkFields,
+  coerce,
+  type FieldError,
+  InvalidValue,
+  normalizeDatetime,
+  normalizeFields,
+  typeError,
+  ValidationError,
+} from "./validate.js";

@@ -16,12 +16,18 @@ export const CLOSE = {
   UNAUTHENTICATED: 4001,
   FORBIDDEN: 4003,
   NO_PROFILE: 4004,
+  APP_NOT_AVAILABLE: 4006,
   TIMEOUT: 4008,
   SUPERSEDED: 4009,
 } as const;
 
 /** Close codes after which reconnecting cannot help until an admin changes something. */
-export const REFUSALS: ReadonlySet<number> = new Set([CLOSE.FORBIDDEN, CLOSE.NO_PROFILE, CLOSE.BAD_HELLO]);
+export const REFUSALS: ReadonlySet<number> = new Set([
+  CLOSE.FORBIDDEN,
+  CLOSE.NO_PROFILE,
+  CLOSE.BAD_HELLO,
+  CLOSE.APP_NOT_AVAILABLE,
+]);
 
 export const ERR = {
   BAD_FRAME: "bad_frame",
@@ -49,6 +55,8 @@ export interface Hello {
   checksums: Record<string, number>;
   token?: string;
   features?: string[];
+  /** The app module the device syncs for (close 4006 when the user's profile is not in it). */
+  app?: string;
 }
 export interface Change {
   seq: number;
@@ -97,6 +105,8 @@ export interface Welcome {
   buckets: string[];
   heartbeat_s: number;
   limits: Record<string, number>;
+  /** Each profile item's sync interval in minutes ({} from servers that send none). */
+  sync_intervals: Record<string, number>;
 }
 export interface Ops {
   type: "ops";
@@ -195,6 +205,7 @@ export function encode(frame: ClientFrame): string {
           checksums: frame.checksums,
           token: frame.token,
           features: frame.features && frame.features.length ? frame.features : undefined,
+          app: frame.app,
         }),
       );
     case "upload":
@@ -300,6 +311,9 @@ export function decodeServer(raw: string): ServerFrame {
         buckets: (need(obj.buckets, "buckets") as unknown[]).map(String),
         heartbeat_s: Number(need(obj.heartbeat_s, "heartbeat_s")),
         limits: { ...(need(obj.limits, "limits") as Record<string, number>) },
+        sync_intervals: Object.fromEntries(
+          Object.entries((obj.sync_intervals ?? {}) as Record<string, unknown>).map(([k, v]) => [k, Number(v)]),
+        ),
       };
     case "result": {
       const results = need(obj.results, "results");

@@ -283,4 +283,8 @@ test("edits are validated against the entity metadata before they reach the outb
   await assert.rejects(db.create("account", { name: "x", size: "3" }), /size must be an integer/);
   await assert.rejects(db.create("account", { name: "x", nope: 1 }), /unknown attribute/);
   assert.equal(db.status.pending, 0);
+  // what reaches the outbox is what the server stores: a date-time in UTC
+  db.replica.metadata[0].attributes.due = { type: "datetime" };
+  const id = await db.create("account", { name: "x", due: "2024-01-02T03:04:05+01:00" });
+  assert.equal(db.get("account", id)?.attributes.due, "2024-01-02T02:04:05.000000Z");
 });

@@ -7,7 +7,7 @@ import { md5Hex } from "../src/md5.js";
 import { decodeServer, encode, FrameError } from "../src/protocol.js";
 import { Replica } from "../src/replica.js";
 import { MemoryStore } from "../src/store.js";
-import { checkFields, typeError } from "../src/validate.js";
+import { coerce, normalizeFields, typeError } from "../src/validate.js";
 import { vectors } from "./helpers.js";
 
 const frames = vectors("frames.json");
@@ -85,13 +85,17 @@ for (const s of outcomes.scenarios) {
 
 test("attribute values validate as the server does", () => {
   for (const c of attributes.values) {
-    assert.equal(typeError(c.spec, c.value), c.error, `${JSON.stringify(c.spec)} ${JSON.stringify(c.value)}`);
+    const what = `${JSON.stringify(c.spec)} ${JSON.stringify(c.value)}`;
+    assert.equal(typeError(c.spec, c.value), c.error, what);
+    if (c.error === null) assert.deepEqual(coerce(c.spec, c.value), c.stored, what);
   }
 });
 
 test("record fields validate as the server does", () => {
   for (const c of attributes.records) {
-    assert.deepEqual(checkFields(attributes.entity, c.fields, c.creating), c.error, JSON.stringify(c));
+    const [error, stored] = normalizeFields(attributes.entity, c.fields, c.creating);
+    assert.deepEqual(error, c.error, JSON.stringify(c));
+    assert.deepEqual(error === null ? stored : null, c.stored, JSON.stringify(c));
   }
 });
 

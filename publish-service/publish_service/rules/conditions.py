@@ -7,14 +7,13 @@ except ``null``. User-dependent operators read bound parameters (see ``PARAMS_OF
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from offsync_shared.like import like
 from publish_service.rules.model import Record
 
 MAX_DEPTH = 3
@@ -127,20 +126,6 @@ def _eq(a: Any, v: Any) -> bool:
     return a is not None and jtype(a) == jtype(v) and a == v
 
 
-@lru_cache(maxsize=1024)
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
 def static_leaf_holds(op: str, a: Any, v: Any) -> bool:
     """A non-user operator on attribute value ``a`` with operand ``v``."""
     if op == "null":
@@ -165,9 +150,9 @@ def static_leaf_holds(op: str, a: Any, v: Any) -> bool:
     if not isinstance(a, str):
         return False
     if op == "like":
-        return _like_regex(v).fullmatch(a) is not None
+        return like(a, v)
     if op == "not-like":
-        return _like_regex(v).fullmatch(a) is None
+        return not like(a, v)
     if op == "begins-with":
         return a.startswith(v)
     if op == "not-begin-with":

@@ -354,14 +354,14 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
-def _has_nul(obj: Any) -> bool:
+def has_nul(obj: Any) -> bool:
     """True when a string anywhere in ``obj`` (keys included) holds a NUL character."""
     if isinstance(obj, str):
         return "\x00" in obj
     if isinstance(obj, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in obj.items())
+        return any("\x00" in k or has_nul(v) for k, v in obj.items())
     if isinstance(obj, list):
-        return any(_has_nul(v) for v in obj)
+        return any(has_nul(v) for v in obj)
     return False
 
 
@@ -441,7 +441,7 @@ def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> Client
     # JSON can carry NUL only as the escape \u0000, so one substring scan of the raw frame (C
     # speed) clears almost every frame; only one that has the escape is walked. PostgreSQL text
     # cannot hold NUL: such a change could never be stored, and its batch never answered.
-    if (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and _has_nul(obj):
+    if (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and has_nul(obj):
         raise FrameError(ERR_BAD_FRAME, "text must not contain NUL characters (\\u0000)")
     t = obj["type"]
     if t == "hello":

@@ -14,7 +14,7 @@ from offsync_shared import http
 from offsync_shared.auth import ADMIN_AUDIENCE
 from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import routes_audit, routes_org, routes_profiles, routes_solutions, routes_tokens
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import bootstrap
 from profile_service.settings import Settings
@@ -70,6 +70,6 @@ def create_app(settings: Settings) -> FastAPI:
             http.error_body("conflict", f"conflicting concurrent change: {exc.__class__.__name__}"), status_code=409
         )
 
-    for module in (routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (routes_tokens, routes_org, routes_profiles, routes_solutions, routes_audit):
         app.include_router(module.router)
     return app

@@ -15,8 +15,10 @@ import pytest_asyncio
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
+from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack, make_env, start_stack
+from offsync_stack.processes import SERVICES, ServiceGroup
+from offsync_stack.testing import InfraEnv, Stack, make_env
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 ADMIN_TOKEN = issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)
@@ -38,10 +40,34 @@ class Findings:
     account: str  # an account record ann owns
 
 
+# Short read timeouts, so test_read_timeouts sees half-sent requests cut off in seconds.
+READ_TIMEOUT_S = 2.0
+
+
+def _start(env: InfraEnv, log_dir: Path) -> Stack:
+    group = ServiceGroup(
+        env={
+            **env.as_env(),
+            "OFFSYNC_LOG_LEVEL": "INFO",
+            "OFFSYNC_HTTP_HEADER_TIMEOUT_S": str(READ_TIMEOUT_S),
+            "OFFSYNC_HTTP_BODY_IDLE_TIMEOUT_S": str(READ_TIMEOUT_S),
+        },
+        log_dir=log_dir,
+    )
+    try:
+        for spec in SERVICES:
+            group.start(spec, free_port())
+        group.wait_ready(timeout=90)
+    except BaseException:
+        group.stop_all()
+        raise
+    return Stack(env, group)
+
+
 @pytest_asyncio.fixture(scope="package")
 async def findings(infra: Infra) -> AsyncIterator[Findings]:
     env = await make_env(infra, "sec")
-    stack = await asyncio.to_thread(start_stack, env, Path(tempfile.mkdtemp(prefix="offsync-sec-logs-")))
+    stack = await asyncio.to_thread(_start, env, Path(tempfile.mkdtemp(prefix="offsync-sec-logs-")))
     try:
         async with (
             httpx.AsyncClient(base_url=stack.admin_url, headers=ADMIN_HEADERS, timeout=15) as admin,

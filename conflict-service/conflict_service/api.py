@@ -184,6 +184,12 @@ def build_router(
         )
         async with pool_of().acquire() as conn:
             actor = (await directory.actors(conn, [principal.user_id])).get(principal.user_id)
+            # A token naming an identity generation is only good for that incarnation of the id
+            # (a user deleted and re-created with the same id is another person): docs/identity.md.
+            if actor is not None and principal.generation is not None:
+                current = await conn.fetchval("SELECT generation FROM admin.users WHERE id = $1", principal.user_id)
+                if current != principal.generation:
+                    actor = None
         if actor is None:
             raise Unauthenticated("unknown user")
         if not actor.enabled:

@@ -406,7 +406,7 @@ class Applier:
                         version=st.version,
                         deleted=st.deleted,
                         owner_id=owner.owner_id,
-                        owner_type=owner.owner_type,  # type: ignore[arg-type]
+                        owner_type=owner.owner_type,
                         business_unit_id=owner.business_unit_id,
                         attributes=dict(st.attributes),
                         committed_at=now,

@@ -100,7 +100,8 @@ async def read(
     after: int | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    where, args = ["true"], []
+    where: list[str] = ["true"]
+    args: list[object] = []
     for col, value in (("actor_id", actor_id), ("target_kind", target_kind), ("target_id", target_id)):
         if value is not None:
             args.append(value)

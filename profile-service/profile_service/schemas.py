@@ -70,6 +70,12 @@ class UserIn(Body):
     enabled: bool = True
     team_ids: list[Id] = Field(default_factory=list, max_length=100)
     role_ids: list[Id] = Field(default_factory=list, max_length=100)
+    username: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)] | None = Field(
+        None, description="Sign-in name, unique regardless of case (default: the user id)."
+    )
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul)] | None = Field(
+        None, description="Initial password (stored as an argon2id hash, never returned); see docs/identity.md."
+    )
 
 
 class UserPatch(Body):
@@ -79,6 +85,7 @@ class UserPatch(Body):
     manager_id: Id | None = Field(None, description="null clears the manager")
     language: Language | None = None
     enabled: bool | None = None
+    username: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)] | None = None
 
 
 class RoleIn(Body):

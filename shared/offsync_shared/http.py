@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offsync_shared import db, metrics
-from offsync_shared.errors import OffsyncError
+from offsync_shared.errors import OffsyncError, RateLimited
 from offsync_shared.http_edge import BodyLimits, EdgeGuard, TokenCheck
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,10 @@ def install(
         body = error_body(exc.code, exc.message, exc.field)
         if exc.details is not None:
             body["error"]["details"] = exc.details  # type: ignore[index]
-        return JSONResponse(body, status_code=exc.status)
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

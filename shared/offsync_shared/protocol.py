@@ -243,6 +243,20 @@ def encode_result(batch_id: str, results: Iterable[Mapping[str, Any]]) -> bytes:
     return orjson.dumps({"type": "result", "batch_id": batch_id, "results": [_drop_none(r) for r in results]})
 
 
+def join_op_rows(rows: Iterable[str]) -> bytes:
+    """The ``ops`` array of an Ops frame from op rows each already encoded as a JSON array
+    (the database builds them, see sync-service's bucket reads): joined, never re-encoded."""
+    return ("[" + ",".join(rows) + "]").encode()
+
+
+def encode_ops_with_checkpoint(ops_json: bytes, count: int, checkpoint: Checkpoint) -> bytes:
+    """What ``encode`` makes of ``Ops(ops=Fragment(ops_json), done=count, total=count,
+    checkpoint=checkpoint)``, without building the frame: live fanout encodes one such frame per
+    group of devices per notification. ``test_device_protocol_codec`` holds the two equal."""
+    cp = orjson.dumps({"cursor": checkpoint.cursor, "checksums": checkpoint.checksums})
+    return b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (ops_json, count, count, cp)
+
+
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
     """One frame as UTF-8 JSON bytes."""
     if isinstance(frame, Ops):
@@ -365,7 +379,7 @@ def has_nul(obj: Any) -> bool:
     return False
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -434,6 +448,12 @@ def _change(i: int, c: Any) -> Change:
     return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
+def _has_nul_escape(raw: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(raw, str):
+        return "\\u0000" in raw
+    return b"\\u0000" in (raw if isinstance(raw, (bytes, bytearray)) else bytes(raw))
+
+
 def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> ClientFrame:
     """Parse and validate one client frame; raises FrameError with a stable code. An upload of
     more than ``max_changes`` changes is refused before any change is validated."""
@@ -441,7 +461,7 @@ def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> Client
     # JSON can carry NUL only as the escape \u0000, so one substring scan of the raw frame (C
     # speed) clears almost every frame; only one that has the escape is walked. PostgreSQL text
     # cannot hold NUL: such a change could never be stored, and its batch never answered.
-    if (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and has_nul(obj):
+    if _has_nul_escape(raw) and has_nul(obj):
         raise FrameError(ERR_BAD_FRAME, "text must not contain NUL characters (\\u0000)")
     t = obj["type"]
     if t == "hello":
@@ -503,7 +523,7 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
     return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
 
 
-def decode_server(raw: bytes | str) -> ServerFrame:
+def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
     t = obj["type"]

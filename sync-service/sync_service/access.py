@@ -14,6 +14,7 @@ class AccessFacts:
     offline_privilege: bool  # some role of the user or of a team of the user has read_offline_profile
     profile_id: str | None
     profile_version: int | None
+    generation: str | None = None  # the user row's identity generation (changes on delete + re-create)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +23,17 @@ class Refusal:
     reason: str
 
 
-def decide(facts: AccessFacts) -> Refusal | None:
-    """None when the user may sync; otherwise the close code and reason the device gets."""
+def decide(facts: AccessFacts, token_generation: str | None = None) -> Refusal | None:
+    """None when the user may sync; otherwise the close code and reason the device gets.
+
+    ``token_generation`` is the identity generation the device's token was minted for (None when
+    the token names none): a different current generation means the user was deleted and
+    re-created with the same id, and the token belongs to the old one.
+    """
     if not facts.user_exists:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: unknown user")
+    if token_generation is not None and facts.generation is not None and token_generation != facts.generation:
+        return Refusal(protocol.CLOSE_UNAUTHENTICATED, "unauthenticated: token was issued to a deleted user")
     if not facts.enabled:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: user is disabled")
     if not facts.offline_privilege:

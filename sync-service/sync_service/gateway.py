@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
-from offsync_shared.errors import OffsyncError
+from offsync_shared.errors import OffsyncError, Unauthenticated
 from sync_service.access import decide, device_mismatch
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
@@ -123,7 +123,7 @@ class Gateway:
             ws.scope["headers"] = ()
             token = auth.bearer(header) if header else hello.token
             if not token:
-                raise auth.Unauthenticated("missing bearer token (Authorization header or hello.token)")
+                raise Unauthenticated("missing bearer token (Authorization header or hello.token)")
             principal = self.verify(token)
         except OffsyncError as exc:
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
@@ -135,7 +135,7 @@ class Gateway:
         admission = None
         if refusal is None:
             admission = await self.store.admit(principal.user_id)
-            refusal = decide(admission.facts)
+            refusal = decide(admission.facts, principal.generation)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
             return None
@@ -144,6 +144,7 @@ class Gateway:
             hello=hello,
             store=self.store,
             registry=self.hub,
+            shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
             verify_token=self.verify,

@@ -78,7 +78,7 @@ class BucketStore(Protocol):
 
 
 _ACCESS = """
-SELECT u.enabled,
+SELECT u.enabled, u.generation,
        EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
                WHERE ur.user_id = u.id AND r.read_offline_profile)
        OR EXISTS (SELECT 1 FROM admin.team_members tm
@@ -198,7 +198,12 @@ class PgBucketStore:
             facts = AccessFacts(False, False, False, None, None)
         else:
             facts = AccessFacts(
-                True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"]
+                True,
+                bool(row["enabled"]),
+                bool(row["offline"]),
+                row["profile_id"],
+                row["profile_version"],
+                row["generation"],
             )
         return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
 
@@ -206,7 +211,14 @@ class PgBucketStore:
         row = await self.pool.fetchrow(_ACCESS, user_id)
         if row is None:
             return AccessFacts(False, False, False, None, None)
-        return AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+        return AccessFacts(
+            True,
+            bool(row["enabled"]),
+            bool(row["offline"]),
+            row["profile_id"],
+            row["profile_version"],
+            row["generation"],
+        )
 
     async def user_buckets(self, user_id: str) -> set[str]:
         rows = await self.pool.fetch("SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1", user_id)

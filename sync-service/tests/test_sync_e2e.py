@@ -82,8 +82,8 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     )
     assert time.perf_counter() - t0 < 5
     await eventually(lambda: _cursor_at(store, op), timeout=10, message="checkpoint after the live op")
-    assert gw.gateway.hub.shared_deliveries > 0, "idle sessions are served by the shared live read"
-    assert gw.gateway.hub.direct_deliveries > 0, "an idle session's live frame goes straight to its socket"
+    assert gw.gateway.hub.fanout.shared_deliveries > 0, "idle sessions are served by the shared live read"
+    assert gw.gateway.hub.fanout.direct_deliveries > 0, "an idle session's live frame goes straight to its socket"
     stop.set()
     await task
 

@@ -58,7 +58,7 @@ class BucketDef:
 
     @property
     def derived(self) -> bool:
-        return self.filter["k"] == "rel"
+        return bool(self.filter["k"] == "rel")
 
     @property
     def family(self) -> str:
@@ -100,7 +100,7 @@ def filter_holds(f: Mapping[str, Any], p: Mapping[str, Any], r: Record) -> bool:
     if k == "owner_team":
         return r.owner_type == "team" and r.owner_id == p["f_team"]
     if k == "bu":
-        return r.business_unit_id == p["f_bu"]
+        return bool(r.business_unit_id == p["f_bu"])
     if k == "custom":
         return conditions.holds(f["cond"], r, {name[2:]: v for name, v in p.items() if name.startswith("c_")})
     raise ValueError(f"filter {k} is not a record predicate")
@@ -110,7 +110,7 @@ def access_holds(access: str, p: Mapping[str, Any], r: Record) -> bool:
     if access == "org":
         return True
     if access == "bu":
-        return r.business_unit_id == p["a_bu"]
+        return bool(r.business_unit_id == p["a_bu"])
     if access == "subtree":
         return r.business_unit_id in p["a_bus"]
     if access == "owner_user":

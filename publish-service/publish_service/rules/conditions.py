@@ -146,7 +146,7 @@ def static_leaf_holds(op: str, a: Any, v: Any) -> bool:
         t = jtype(a)
         if t != jtype(v) or t not in ("number", "string", "boolean"):
             return False
-        return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[op]
+        return bool({"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[op])
     if not isinstance(a, str):
         return False
     if op == "like":
@@ -171,9 +171,9 @@ def user_leaf_holds(op: str, a: Any, p: Mapping[str, Any]) -> bool:
     if not isinstance(a, str):
         return False
     if op == "eq-userid":
-        return a == p["user"]
+        return bool(a == p["user"])
     if op == "ne-userid":
-        return a != p["user"]
+        return bool(a != p["user"])
     if op == "eq-userteams":
         return a in p["teams"]
     if op == "eq-useroruserteams":
@@ -183,9 +183,9 @@ def user_leaf_holds(op: str, a: Any, p: Mapping[str, Any]) -> bool:
     if op == "eq-useroruserhierarchyandteams":
         return a in p["hierall"]
     if op == "eq-businessid":
-        return a == p["bu"]
+        return bool(a == p["bu"])
     if op == "ne-businessid":
-        return a != p["bu"]
+        return bool(a != p["bu"])
     raise ConditionError(f"unknown operator {op!r}")
 
 
@@ -246,7 +246,8 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     if "or" in cond:
         parts = [to_sql(c, alias, param) for c in cond["or"]]
         return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
-    op, v = cond["operator"], cond.get("value")
+    op: str = cond["operator"]
+    v: Any = cond.get("value")
     if cond["attribute"] in DATETIME_COLUMNS:
         return _instant_sql(op, f"{alias}.{DATETIME_COLUMNS[cond['attribute']]}", v)
     a = _attr_sql(cond["attribute"], alias)

@@ -84,11 +84,11 @@ class OrgModel:
         seen: set[str] = set()
         stack = list(self._reports.get(user_id, ()))
         while stack:
-            u = stack.pop()
-            if u in seen or u == user_id:
+            uid = stack.pop()
+            if uid in seen or uid == user_id:
                 continue
-            seen.add(u)
-            stack.extend(self._reports.get(u, ()))
+            seen.add(uid)
+            stack.extend(self._reports.get(uid, ()))
         return tuple(sorted(seen))
 
     def subtree(self, bu_id: str) -> tuple[str, ...]:

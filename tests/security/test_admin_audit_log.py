@@ -60,6 +60,8 @@ async def test_each_admin_change_is_recorded_with_who_what_when_where(admin: htt
     _ok(await admin.post("/v1/users", json={"id": "ann", "name": "Ann", "business_unit_id": ROOT_BU}))
     _ok(await admin.put("/v1/users/ann/roles/auditor"))
     _ok(await admin.post("/v1/tokens", json={"user_id": "ann", "audience": "admin"}))
+    _ok(await admin.put("/v1/users/ann/password", json={"password": "Correct-Horse-Battery-42"}))
+    _ok(await admin.post("/v1/users/ann/devices/phone/revoke"))
     # A refused change leaves no entry (its transaction rolled back with it).
     assert (await admin.post("/v1/roles", json={"id": "auditor", "name": "again"})).status_code == 409
 
@@ -72,6 +74,8 @@ async def test_each_admin_change_is_recorded_with_who_what_when_where(admin: htt
         ("POST", "/v1/users", "users", None),
         ("PUT", "/v1/users/{user_id}/roles/{role_id}", "users", "ann"),
         ("POST", "/v1/tokens", "tokens", None),
+        ("PUT", "/v1/users/{user_id}/password", "users", "ann"),
+        ("POST", "/v1/users/{user_id}/devices/{device_id}/revoke", "users", "ann"),
     ]
     for e in page["items"]:
         assert e["actor_id"] == BOOTSTRAP_ADMIN_USER_ID and e["client_address"] == "198.51.100.7"
@@ -79,6 +83,9 @@ async def test_each_admin_change_is_recorded_with_who_what_when_where(admin: htt
     assert page["items"][1]["details"] == {"body": {"name": "Auditors"}}
     assert page["items"][2]["details"] == {"body": {"conflict_detection": True}}
     assert page["items"][4]["details"]["path_params"] == {"user_id": "ann", "role_id": "auditor"}
+    # The password itself never reaches the log.
+    assert page["items"][6]["details"]["body"] == {"password": "[redacted]"}
+    assert "Correct-Horse" not in str(page)
 
 
 async def test_filters_and_paging(admin: httpx.AsyncClient) -> None:

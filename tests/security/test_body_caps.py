@@ -45,10 +45,21 @@ def _rss(findings: Findings, service: str) -> int:
     return psutil.Process(findings.stack.group.running[service].proc.pid).memory_info().rss
 
 
-@pytest.mark.parametrize("service", ["profile-service", "conflict-service"])
-def test_unauthenticated_large_body_is_refused_by_its_length_unread(findings: Findings, service: str) -> None:
+@pytest.mark.parametrize(
+    ("service", "path"),
+    [
+        ("profile-service", "/v1/users"),
+        ("profile-service", "/v1/auth/login"),
+        ("profile-service", "/v1/auth/refresh"),
+        ("profile-service", "/v1/solutions/import"),
+        ("conflict-service", "/v1/records/account"),
+        ("conflict-service", "/v1/records/account/import"),
+    ],
+)
+def test_unauthenticated_large_body_is_refused_by_its_length_unread(
+    findings: Findings, service: str, path: str
+) -> None:
     url = findings.stack.url(service)
-    path = "/v1/users" if service == "profile-service" else "/v1/records/account"
     head = (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {50 * MB}\r\n\r\n".encode()

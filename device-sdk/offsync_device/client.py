@@ -18,6 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from offsync_device.background import next_sync_at
 from offsync_device.backoff import Backoff, retry_after_from_reason
 from offsync_device.signin import SignInError, SignInRequired
 from offsync_device.store import LocalStore
@@ -77,8 +78,14 @@ class Device:
         on_ops: Callable[[list[p.OpRow]], None] | None = None,
         backoff: Backoff | None = None,
         token_in_header: bool = True,
+        app: str | None = None,
     ) -> None:
+        """``app``: the app module (id or name) this device syncs for; the server then checks that
+        the user's profile is attached to it (close 4006 otherwise). None: no app check."""
         self.url = url
+        self.app = app
+        self.sync_intervals: dict[str, int] = {}  # entity -> minutes, from the last welcome
+        self.last_sync: float | None = None  # wall-clock time of the last completed sync()
         self.store = store
         self._token = token
         self.device_id = device_id or store.device_id()
@@ -105,7 +112,22 @@ class Device:
     # ----------------------------------------------------------------------- public API ----
     async def sync(self, *, timeout: float = 120.0, max_attempts: int = 8) -> SyncReport:
         """Upload pending changes, then download until caught up (retrying with backoff)."""
-        return await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+        report = await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+        self.last_sync = time.time()
+        return report
+
+    async def run_background(self, stop: asyncio.Event) -> SyncReport:
+        """Background / metered mode: no live connection; sync (upload, then catch up, then
+        disconnect) as often as the profile's sync intervals ask — each entity at least every
+        its item's ``sync_interval_minutes`` — until ``stop`` is set."""
+        while not stop.is_set():
+            await self.sync()
+            delay = next_sync_at(self.last_sync, self.sync_intervals, time.time()) - time.time()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
+            except TimeoutError:
+                pass
+        return self.report
 
     async def run(self, stop: asyncio.Event) -> SyncReport:
         """Stay connected: live ops, outbox flushed as soon as edits happen or the link returns."""
@@ -187,6 +209,7 @@ class Device:
             checksums=self.store.held_checksums(),
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
+            app=self.app,
         )
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame
@@ -317,6 +340,7 @@ class Device:
             return caught_up
         if isinstance(frame, p.Welcome):
             self.max_changes = int(frame.limits.get("max_changes", self.max_changes))
+            self.sync_intervals = dict(frame.sync_intervals)
             self.store.hold_buckets(frame.buckets)
             return False
         if isinstance(frame, p.Drop):

@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from profile_service.passwords import MAX_LENGTH
-from profile_service.schemas import Body, Id, _no_nul
+from profile_service.schemas import Body, Id, Username, _no_nul, _utf8
 
-Password = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH), AfterValidator(_no_nul)]
-Username = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
-RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
+Password = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_LENGTH), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
+RefreshToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
 
 
 class LoginIn(Body):
@@ -24,9 +27,9 @@ class LoginIn(Body):
 
 
 class OidcLoginIn(Body):
-    token: Annotated[str, StringConstraints(min_length=1, max_length=16384), AfterValidator(_no_nul)] = Field(
-        description="An access token of the trusted identity provider (OFFSYNC_OIDC_ISSUER)."
-    )
+    token: Annotated[
+        str, StringConstraints(min_length=1, max_length=16384), AfterValidator(_no_nul), AfterValidator(_utf8)
+    ] = Field(description="An access token of the trusted identity provider (OFFSYNC_OIDC_ISSUER).")
     device_id: Id | None = Field(None, description="Required for audience 'device'.")
     audience: Literal["device", "admin"] = "device"
 

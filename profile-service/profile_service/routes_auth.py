@@ -70,16 +70,17 @@ def _pair(issued: sessions.Issued) -> TokenPairOut:
     ),
     response_model=TokenPairOut,
 )
-async def login(request: Request, body: LoginIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+async def login(request: Request, body: LoginIn, settings: SettingsDep) -> TokenPairOut:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
     who = await identity.authenticate(
-        conn,
+        pool,
         body.username,
         body.password,
         client_address=request.client.host if request.client else None,
         limits=settings.login_limits(),
         env=settings.env,
     )
-    async with conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         issued = await sessions.start(
             conn,
             who,
@@ -183,17 +184,18 @@ def _caller(settings: Settings, creds: HTTPAuthorizationCredentials | None) -> P
 async def change_password(
     request: Request,
     body: PasswordChangeIn,
-    conn: ConnDep,
     settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> PasswordSetOut:
     caller = _caller(settings, creds)
-    who = await identity.load(conn, caller.user_id)
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    async with pool.acquire() as conn:
+        who = await identity.load(conn, caller.user_id)
     if who is None or (caller.generation is not None and caller.generation != who.generation):
         raise Unauthenticated("this user no longer exists")
     passwords.check_rules(body.new_password, field="new_password")
     await identity.authenticate(
-        conn,
+        pool,
         who.username,
         body.current_password,
         client_address=request.client.host if request.client else None,
@@ -201,7 +203,7 @@ async def change_password(
         env=settings.env,
     )
     new_hash = await passwords.hash_password(body.new_password, settings.env)
-    async with conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         await identity.store_password_hash(conn, who.user_id, new_hash)
         revoked = await sessions.revoke_user(conn, who.user_id, "password changed", except_family=caller.session_id)
     return PasswordSetOut(user_id=who.user_id, revoked=revoked)

@@ -33,6 +33,8 @@ from profile_service.app import create_app
 from profile_service.oidc import OidcConfig, OidcVerifier
 from profile_service.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 AUDIENCE = "offsync-field-app"
 
 

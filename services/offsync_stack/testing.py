@@ -29,7 +29,9 @@ TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    with provide() as i:
+    # The suite's databases are disposable: durability traded for speed (docs/reliability.md).
+    # Tests that crash PostgreSQL start their own durable server (tests/chaos).
+    with provide(durable=False) as i:
         yield i
 
 

@@ -111,6 +111,18 @@ _SET_CURSOR = (
 # The sums and the held buckets in one statement (half the per-statement overhead of two).
 _SUMS_AND_HELD = "SELECT bucket, total, 0 FROM bucket_sums UNION ALL SELECT id, 0, 1 FROM buckets"
 _HOLD = "INSERT OR IGNORE INTO buckets(id, checksum) VALUES (?, 0)"
+# The full verification: every bucket's sum recomputed from its member rows, each hash derived
+# afresh from (entity, id, version) by the registered op_hash, next to the trigger-kept sum, and
+# how many rows hold a stored hash that is not their own (later trigger runs would drift on it).
+_FULL_SUMS = (
+    f"SELECT m.bucket, SUM(op_hash(m.entity, m.id, m.version) % {MOD}) % {MOD}, count(*), "
+    f"coalesce(s.total, 0) % {MOD}, coalesce(s.n, 0), "
+    "SUM(m.hash != op_hash(m.entity, m.id, m.version)) "
+    "FROM membership m LEFT JOIN bucket_sums s ON s.bucket = m.bucket GROUP BY m.bucket"
+)
+# How many checkpoints pass between two full verifications (the first of a store is one): a
+# live change costs O(changed rows); every this many, one costs O(held rows) as well.
+FULL_VERIFY_EVERY = 200
 _UNHOLD = "DELETE FROM buckets WHERE id = ?"
 
 
@@ -138,9 +150,15 @@ class ConflictEntry:
 
 
 class LocalStore:
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", full_verify_every: int | None = FULL_VERIFY_EVERY) -> None:
         self.path = str(path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.create_function("op_hash", 3, op_hash, deterministic=True)
+        # None: checkpoints trust the trigger-kept sums alone (verify_all() still recomputes).
+        self.full_verify_every = None if full_verify_every is None else max(1, full_verify_every)
+        # Checkpoints verified since the last full verification; the first one of a store is full.
+        self._since_full = self.full_verify_every or 0
+        self.full_verifications = 0
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")
@@ -203,7 +221,7 @@ class LocalStore:
         db.execute("BEGIN")
         try:
             n = self._store_ops(db, ops, resume)
-            bad = self._verify(db, checkpoint.cursor, checkpoint.checksums) if checkpoint is not None else []
+            bad = self._verify_checkpoint(db, checkpoint.cursor, checkpoint.checksums) if checkpoint is not None else []
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -282,12 +300,48 @@ class LocalStore:
         db = self.db
         db.execute("BEGIN")
         try:
-            bad = self._verify(db, cursor, checksums)
+            bad = self._verify_checkpoint(db, cursor, checksums)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return bad
+
+    def _verify_checkpoint(self, db: sqlite3.Connection, cursor: int, checksums: dict[str, int]) -> list[str]:
+        """The checkpoint, from the trigger-kept sums (O(buckets), whatever the rows held); every
+        ``full_verify_every``-th also recomputes every held row, so a row corrupted behind the
+        triggers' back (a version rewritten, a write by a connection without them) is noticed
+        while connected, and its bucket is reported as disagreeing (the server re-sends it)."""
+        self._since_full += 1
+        drifted: list[str] = []
+        if self.full_verify_every is not None and self._since_full >= self.full_verify_every:
+            self._since_full = 0
+            self.full_verifications += 1
+            drifted = self._drifted(db)
+        bad = self._verify(db, cursor, checksums) if not drifted else []
+        if drifted:
+            return sorted(set(drifted) | set(self._disagreeing(db, checksums)))
+        return bad
+
+    @staticmethod
+    def _drifted(db: sqlite3.Connection) -> list[str]:
+        """Buckets whose member rows no longer add up to the sum the triggers kept."""
+        out = []
+        for b, recomputed, n, kept, kept_n, wrong_hashes in db.execute(_FULL_SUMS):
+            if recomputed % MOD != kept % MOD or n != kept_n or wrong_hashes:  # kept may be negative
+                out.append(b)
+        known = {b for (b,) in db.execute("SELECT DISTINCT bucket FROM membership")}
+        out.extend(b for (b,) in db.execute("SELECT bucket FROM bucket_sums WHERE n != 0") if b not in known)
+        return out
+
+    @staticmethod
+    def _disagreeing(db: sqlite3.Connection, checksums: dict[str, int]) -> list[str]:
+        sums = {b: v for b, v, is_held in db.execute(_SUMS_AND_HELD) if not is_held}
+        return [b for b, c in checksums.items() if sums.get(b, 0) % MOD != c]
+
+    def verify_all(self) -> list[str]:
+        """The full verification on its own (e.g. at start-up or from a timer): the drifted buckets."""
+        return sorted(self._drifted(self.db))
 
     @staticmethod
     def _verify(db: sqlite3.Connection, cursor: int, checksums: dict[str, int]) -> list[str]:

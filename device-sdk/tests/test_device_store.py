@@ -261,8 +261,10 @@ _step = st.one_of(
 @given(st.lists(_step, max_size=25))
 def test_bucket_sums_never_drift(steps: list[tuple]) -> None:  # type: ignore[type-arg]
     """Whatever the SDK or raw SQL does to membership, the triggers keep every bucket's sum equal
-    to a recomputation; a checkpoint stores exactly what the server said, or nothing."""
-    s = LocalStore()
+    to a recomputation; a checkpoint stores exactly what the server said, or nothing. The raw
+    hashes written here are the "server's" truth, so the full verification (which would call
+    them corrupt: test_store_verification.py) is off."""
+    s = LocalStore(full_verify_every=None)
     n = 0
     for step in steps:
         kind = step[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from offsync_bench import plot, results
+from offsync_bench import plot, repeat, results
 from offsync_bench.fleet import raise_nofile
 from offsync_bench.orgdata import Sizes
 from offsync_bench.workloads import WORKLOADS
@@ -24,6 +24,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
     parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=repeat.REPEATS,
+        help=f"repetitions of each latency workload within the run (median and spread reported; "
+        f"default {repeat.REPEATS})",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
         "--history", type=Path, default=Path("bench-history.jsonl"), help="run history the plot is drawn from"
@@ -33,7 +40,7 @@ def main() -> None:
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
-    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick))
+    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick, max(1, args.repeat)))
     doc = results.document(args.seed, sizes, args.quick, figures, database)
     args.out.write_bytes(doc)
     print(results.table(figures))
@@ -44,7 +51,7 @@ def main() -> None:
 
 
 async def run(
-    chosen: list[str], seed: int, sizes: Sizes, quick: bool
+    chosen: list[str], seed: int, sizes: Sizes, quick: bool, repeats: int = repeat.REPEATS
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The figures of each chosen workload, and the database's durability settings they ran under."""
     from offsync_bench.context import bench_context
@@ -52,25 +59,39 @@ async def run(
     async with bench_context(seed, sizes, quick) as ctx:
         database = await results.durability(ctx.pg_dsn)
         print(f"database durability: {database}", flush=True)
-        return await run_workloads(ctx, chosen, WORKLOADS), database
+        return await run_workloads(ctx, chosen, WORKLOADS, repeats), database
 
 
-async def run_workloads(ctx: Any, chosen: list[str], workloads: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Runs each chosen workload in turn; one that raises is reported failed with its reason
-    (and no figure), and the run goes on with the next."""
+async def run_workloads(
+    ctx: Any, chosen: list[str], workloads: dict[str, Any], repeats: int = 1
+) -> dict[str, dict[str, Any]]:
+    """Runs each chosen workload in turn (those in repeat.REPEATED ``repeats`` times, summarized
+    as median and spread); one that raises is reported failed with its reason (and no figure),
+    and the run goes on with the next."""
     figures: dict[str, dict[str, Any]] = {}
     for name in chosen:
         t0 = time.monotonic()
-        print(f"--- {name}", flush=True)
-        try:
-            figures[name] = {"status": "ok", **await workloads[name](ctx)}
-            if figures[name]["status"] == "failed":
-                print(f"{name} failed: {figures[name].get('reason')}", flush=True)
-        except Exception as exc:  # a failed workload reports why and the run goes on
-            traceback.print_exc()
-            figures[name] = results.failed(f"{type(exc).__name__}: {exc}")
+        n = repeats if name in repeat.REPEATED else 1
+        runs = []
+        for i in range(n):
+            print(f"--- {name}" + (f" ({i + 1}/{n})" if n > 1 else ""), flush=True)
+            runs.append(await _once(ctx, name, workloads[name]))
+            if runs[-1]["status"] == "failed":
+                break  # the workload failed: no median, and no point in more repetitions
+        figures[name] = runs[0] if n == 1 else repeat.summarize(runs)
         figures[name]["wall_seconds"] = round(time.monotonic() - t0, 1)
     return figures
+
+
+async def _once(ctx: Any, name: str, workload: Any) -> dict[str, Any]:
+    try:
+        figs: dict[str, Any] = {"status": "ok", **await workload(ctx)}
+        if figs["status"] == "failed":
+            print(f"{name} failed: {figs.get('reason')}", flush=True)
+        return figs
+    except Exception as exc:  # a failed workload reports why and the run goes on
+        traceback.print_exc()
+        return results.failed(f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

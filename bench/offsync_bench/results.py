@@ -76,11 +76,18 @@ def document(
 
 
 def table(workloads: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'workload':<14} figures"]
+    """One line per workload; a repeated workload's figures are medians, each followed by its
+    [min..max] over the repetitions."""
+    lines = [f"{'workload':<14} figures (repeated: median [min..max] of N runs)"]
     for name, figs in workloads.items():
         if figs.get("status") == "failed":
             lines.append(f"{name:<14} FAILED: {figs.get('reason')}")
         else:
-            shown = ", ".join(f"{k}={v}" for k, v in figs.items() if k != "status" and not isinstance(v, (dict, list)))
+            spread = figs.get("spread", {})
+            shown = ", ".join(
+                f"{k}={v}" + (f" [{spread[k][0]}..{spread[k][1]}]" if k in spread else "")
+                for k, v in figs.items()
+                if k != "status" and not isinstance(v, (dict, list))
+            )
             lines.append(f"{name:<14} {shown}")
     return "\n".join(lines)

@@ -16,13 +16,20 @@ import orjson
 from offsync_bench import plot, repeat, results
 from offsync_bench.fleet import raise_nofile
 from offsync_bench.orgdata import Sizes
-from offsync_bench.workloads import WORKLOADS
+from offsync_bench.workloads import DEFAULT_WORKLOADS, SCALE_WORKLOADS, WORKLOADS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="offsync-bench")
     parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
     parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help=f"size of the scale workloads ({', '.join(SCALE_WORKLOADS)}; run only with --only) "
+        "as a fraction of their full size (default 1, 0.1 with --quick)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--repeat",
@@ -39,8 +46,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
     raise_nofile()  # before the stack starts: the services and device workers inherit it
-    chosen = args.only or list(WORKLOADS)
-    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick, max(1, args.repeat)))
+    chosen = args.only or DEFAULT_WORKLOADS
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick, max(1, args.repeat), scale))
     doc = results.document(args.seed, sizes, args.quick, figures, database)
     args.out.write_bytes(doc)
     print(results.table(figures))
@@ -51,12 +59,12 @@ def main() -> None:
 
 
 async def run(
-    chosen: list[str], seed: int, sizes: Sizes, quick: bool, repeats: int = repeat.REPEATS
+    chosen: list[str], seed: int, sizes: Sizes, quick: bool, repeats: int = repeat.REPEATS, scale: float = 1.0
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The figures of each chosen workload, and the database's durability settings they ran under."""
     from offsync_bench.context import bench_context
 
-    async with bench_context(seed, sizes, quick) as ctx:
+    async with bench_context(seed, sizes, quick, scale) as ctx:
         database = await results.durability(ctx.pg_dsn)
         print(f"database durability: {database}", flush=True)
         return await run_workloads(ctx, chosen, WORKLOADS, repeats), database

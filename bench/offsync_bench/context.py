@@ -31,6 +31,7 @@ class BenchContext:
     group: ServiceGroup
     log_dir: Path
     scratch: dict[str, Any] = field(default_factory=dict)  # state shared between workloads (e.g. the published org)
+    scale: float = 1.0  # of the scale workloads (fanout_10k, publish_20k)
 
     @property
     def admin_url(self) -> str:
@@ -63,7 +64,7 @@ class BenchContext:
 
 
 @contextlib.asynccontextmanager
-async def bench_context(seed: int, sizes: Sizes, quick: bool) -> AsyncIterator[BenchContext]:
+async def bench_context(seed: int, sizes: Sizes, quick: bool, scale: float = 1.0) -> AsyncIterator[BenchContext]:
     with provide() as infra:
         dsn = await infra.create_database("bench")
         prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -84,6 +85,6 @@ async def bench_context(seed: int, sizes: Sizes, quick: bool) -> AsyncIterator[B
                 group.start(spec, free_port())
             await asyncio.to_thread(group.wait_ready, 90.0)
             print(f"stack ready ({infra.backend}); service logs in {log_dir}", flush=True)
-            yield BenchContext(seed, sizes, quick, infra, dsn, prefix, group, log_dir)
+            yield BenchContext(seed, sizes, quick, infra, dsn, prefix, group, log_dir, scale=scale)
         finally:
             await asyncio.to_thread(group.stop_all)

@@ -66,6 +66,24 @@ class Sizes:
             reconnect_devices=s(self.reconnect_devices),
         )
 
+    def for_publish(self, users: int, records: int) -> Sizes:
+        """An org of ``users`` users and about ``records`` records (the four large entities scaled
+        alike, products and territories as they are): publish_20k's."""
+        big = self.accounts + self.contacts + self.opportunities + self.tasks
+        f = max(0.0, records - self.products - self.territories) / big
+
+        def s(n: int) -> int:
+            return max(1, round(n * f))
+
+        return replace(
+            self,
+            users=users,
+            accounts=s(self.accounts),
+            contacts=s(self.contacts),
+            opportunities=s(self.opportunities),
+            tasks=s(self.tasks),
+        )
+
     @property
     def records(self) -> int:
         return self.accounts + self.contacts + self.opportunities + self.tasks + self.products + self.territories

@@ -16,6 +16,7 @@ from offsync_bench.workloads import (
     live,
     publish,
     reconnect,
+    scale,
     upload,
 )
 
@@ -32,4 +33,10 @@ WORKLOADS: dict[str, Workload] = {
     "reconnect": reconnect.run,
     "browser_initial_sync": browser.run_initial_sync,
     "browser_live": browser.run_live,
+    "fanout_10k": scale.run_fanout_10k,
+    "publish_20k": scale.run_publish_20k,
 }
+
+# Run only when named with --only: minutes to tens of minutes each at full size.
+SCALE_WORKLOADS = ("fanout_10k", "publish_20k")
+DEFAULT_WORKLOADS = [name for name in WORKLOADS if name not in SCALE_WORKLOADS]

@@ -12,6 +12,7 @@ from offsync_bench import fixture, latency, loadgen, setup
 from offsync_bench.context import BenchContext
 from offsync_bench.cpuwait import stack_window
 from offsync_bench.fleet import Fleet, default_processes
+from offsync_bench.memory import rss_kb
 from offsync_bench.stats import summary_ms
 from offsync_stack.testing import eventually
 
@@ -22,16 +23,24 @@ WRITE_TICK_S = 0.05
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
+    return await measure(ctx, ctx.sizes.fanout_devices)
+
+
+async def measure(ctx: BenchContext, devices: int) -> dict[str, Any]:
+    """The workload with ``devices`` connected devices: one per side user, and past that several
+    per user (each gets its user's changes), so every device gets the same rate at any count."""
     await setup.side_published(ctx)
     sz = ctx.sizes
     groups = sz.fanout_groups
-    specs = [(f"fan-{i}", fixture.side_user(i), ":memory:") for i in range(sz.fanout_devices)]
-    per_group = [sum(1 for i in range(sz.fanout_devices) if i % groups == k) for k in range(groups)]
+    user_of = [i % sz.side_users for i in range(devices)]
+    specs = [(f"fan-{i}", fixture.side_user(u), ":memory:") for i, u in enumerate(user_of)]
+    per_group = [sum(1 for u in user_of if u % groups == k) for k in range(groups)]
     n = int(sz.fanout_rate * sz.fanout_seconds)
     changes = []
     for c in range(n):
         k, j = c % groups, c // groups  # a record of its own per change (sizes.side_territories)
         changes.append(("territory", fixture.side_territory(k, j), fixture.side_territory_attributes(k, j, f" v{c}")))
+    sync_rss0 = rss_kb(ctx.pid)["sync-service"]
     async with Fleet(ctx.sync_ws, ctx.jwt_secret, default_processes(len(specs))) as fleet:
         opened = await fleet.open(specs)
         if opened["failed"]:
@@ -72,6 +81,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         except AssertionError:
             pass  # reported below as undelivered
         cpu = window.stop()
+        rss = rss_kb(ctx.pid, fleet.pids)
         for part in await fleet.all("arrivals"):
             arrivals.extend(tuple(a) for a in part)
     p = latency.commit_to_device(commits, arrivals, expected)
@@ -94,6 +104,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "write_requests": gen["requests"],
         "write_tick_ms": round(WRITE_TICK_S * 1000),
         "cpu": cpu,
+        "rss_kb": rss,
+        # Above the process's RSS before the fleet connected (a heap grown by earlier workloads
+        # is reused, so this is a lower bound when the process was not fresh).
+        "rss_kb_per_device": round((rss["sync-service"] - sync_rss0) / max(1, len(specs)), 1),
     }
     if out["achieved_write_rate"] < 0.9 * sz.fanout_rate:
         out["note"] = (

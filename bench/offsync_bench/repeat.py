@@ -40,7 +40,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if _numeric(first) and all(_numeric(v) for v in raw):
             values: list[float] = [v for v in raw if v is not None]
             med = statistics.median(values)
-            out[key] = round(med, 2) if isinstance(med, float) else med
+            whole = all(isinstance(v, int) for v in values) and float(med).is_integer()
+            out[key] = int(med) if whole else round(med, 2)
             if len(runs) > 1:
                 spread[key] = [min(values), max(values)]
         else:

@@ -76,14 +76,14 @@ def document(
 
 
 def table(workloads: dict[str, dict[str, Any]]) -> str:
-    """One line per workload; a repeated workload's figures are medians, each followed by its
-    [min..max] over the repetitions."""
+    """One line per workload; a repeated workload's figures are medians, each one that varied
+    followed by its [min..max] over the repetitions."""
     lines = [f"{'workload':<14} figures (repeated: median [min..max] of N runs)"]
     for name, figs in workloads.items():
         if figs.get("status") == "failed":
             lines.append(f"{name:<14} FAILED: {figs.get('reason')}")
         else:
-            spread = figs.get("spread", {})
+            spread = {k: v for k, v in figs.get("spread", {}).items() if v[0] != v[1]}
             shown = ", ".join(
                 f"{k}={v}" + (f" [{spread[k][0]}..{spread[k][1]}]" if k in spread else "")
                 for k, v in figs.items()

@@ -30,6 +30,15 @@ def test_each_figure_is_the_median_with_its_spread(values: list[float], median: 
     assert out["note"] == "run 0" and "note" not in out["spread"]
 
 
+def test_counts_stay_integers_and_unvaried_figures_print_without_a_spread() -> None:
+    out = summarize(
+        [{"status": "ok", "changes": 1000, "p99_ms": 2.0}, {"status": "ok", "changes": 1000, "p99_ms": 4.0}]
+    )
+    assert out["changes"] == 1000 and isinstance(out["changes"], int) and out["spread"]["changes"] == [1000, 1000]
+    line = results.table({"live": out})
+    assert "changes=1000," in line and "p99_ms=3.0 [2.0..4.0]" in line
+
+
 @given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=7))
 def test_the_median_lies_within_the_spread(values: list[float]) -> None:
     out = summarize([{"status": "ok", "x": v} for v in values])

@@ -220,7 +220,7 @@ async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(
         await real_apply(batches)
 
     w.applier.apply = apply  # type: ignore[method-assign]
-    await w.on_batches_uploaded([(poison, poison.envelope("d1")), (good, good.envelope("d1"))])
+    await w.loop.handle_decoded([(poison, poison.envelope("d1")), (good, good.envelope("d1"))])
     answers = await read_topic(h.env.kafka_bootstrap, h.topics.batch_results, 2, timeout=30)
     first = {a["payload"]["batch_id"]: a["payload"]["results"][0] for a in answers}
     assert first[poison.batch_id]["code"] == "unprocessable"

@@ -1,11 +1,12 @@
-"""The publish worker's wiring: which event goes to which handler, one transaction per polled
-batch, and the dead-letter fallback that keeps one poison event from blocking a partition."""
+"""The publish worker's wiring: which events it handles (all of a poll in one transaction, the
+consumer loop's fallback parks a poison one) and which failures are waited out."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -43,6 +44,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+async def wait_out_database(attempt: Callable[[], Awaitable[None]], what: str) -> None:
+    await db.while_away(attempt, TRANSIENT, what=what)
+
+
 class PublishWorker:
     def __init__(
         self,
@@ -72,7 +77,9 @@ class PublishWorker:
             ),
             producer,
             name="publish-service",
-            batch_handler=self.handle_batch,
+            # Every type in one set: a poll's record changes and org events share a transaction.
+            set_handlers={t: self.apply for t in (RecordChanged.TYPE, *ORG_EVENTS, *PROFILE_EVENTS)},
+            retry=wait_out_database,
             ignore=[OrgSettingsChanged.TYPE],
         )
 
@@ -83,25 +90,9 @@ class PublishWorker:
         finally:
             await self.loop.stop()
 
-    async def handle_batch(self, batch: list[tuple[Event, Envelope]]) -> None:
-        # A database away is waited out, at both steps: only an event that fails on its own is parked.
-        try:
-            await db.while_away(lambda: self.apply(batch), TRANSIENT, what="publish batch")
-            return
-        except Exception:  # fall back to one event at a time so only the poison one is parked
-            log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
-        for item in batch:
-            try:
-                await db.while_away(lambda item=item: self.apply([item]), TRANSIENT, what="publish event")  # type: ignore[misc]
-            except Exception as exc:
-                await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
-
-    async def apply(self, batch: list[tuple[Event, Envelope]]) -> None:
+    async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
-        unknown = [
-            env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS
-        ]
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:
@@ -121,8 +112,3 @@ class PublishWorker:
         for ms in latency_ms(records):
             metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
             self.latencies_ms.append(ms)
-        for _, env in batch:
-            if env.type in ORG_EVENTS | PROFILE_EVENTS or env.type == RecordChanged.TYPE:
-                metrics.EVENTS_HANDLED.labels("publish-service", env.type).inc()
-        for env in unknown:
-            await self.loop.dead_letter_env(env, f"no handler for {env.type} in publish-service")

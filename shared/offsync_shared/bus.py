@@ -1,6 +1,10 @@
 """The Kafka bus adapter (aiokafka): topic creation, a producer, and a consumer loop that
 decodes, dispatches to one handler table and parks what it cannot handle on the dead-letter topic.
 
+The loop owns the fallback every set-wise consumer needs: a poll's events go to their handler
+together; if that fails, one at a time; an event that fails alone is dead-lettered (and its
+service told, ``on_parked``), so one poison event never blocks its partition.
+
 Offsets are committed only after a batch was handled, so delivery is at-least-once and handlers
 must be idempotent (dedupe on event id or record version).
 """
@@ -11,7 +15,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiokafka.client
@@ -44,7 +48,18 @@ class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # ai
 aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
-BatchHandler = Callable[[list[tuple[Event, Envelope]]], Awaitable[None]]
+Decoded = tuple[Event, Envelope]
+# Every event of its types in one poll at once, in poll order (several types may share one).
+SetHandler = Callable[[Sequence[Decoded]], Awaitable[None]]
+# Runs one attempt to handle events, waiting out failures that say nothing about the events
+# (e.g. ``db.while_away``: a database restart must not send good events to the dead letters).
+Retry = Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]]
+# Told about an event its handler failed on even alone, after it was dead-lettered.
+Parked = Callable[[Event, Envelope, Exception], Awaitable[None]]
+
+
+async def _once(attempt: Callable[[], Awaitable[None]], what: str) -> None:
+    await attempt()
 
 
 async def ensure_topics(
@@ -161,11 +176,13 @@ class ConsumerConfig:
 
 
 class ConsumerLoop:
-    """Reads topics, decodes envelopes and dispatches by event type.
+    """Reads topics, decodes envelopes and dispatches by event type: the service's whole wiring
+    is its handler table.
 
-    ``handlers`` maps event type -> handler for one event; ``batch_handler`` (optional) gets the
-    whole decoded batch instead, for set-wise processing. Unknown types are skipped with a log
-    line only if listed in ``ignore``; anything else undecodable goes to the dead-letter topic.
+    ``handlers`` maps event type -> handler for one event; ``set_handlers`` maps event type ->
+    handler for all the poll's events of the types it is mapped to (see the module docstring for
+    the fallback). ``retry`` wraps every attempt. Types listed in ``ignore`` are skipped;
+    anything undecodable or without a handler goes to the dead-letter topic.
     """
 
     def __init__(
@@ -175,14 +192,19 @@ class ConsumerLoop:
         *,
         name: str,
         handlers: Mapping[str, Handler] | None = None,
-        batch_handler: BatchHandler | None = None,
+        set_handlers: Mapping[str, SetHandler] | None = None,
         ignore: Iterable[str] = (),
+        retry: Retry = _once,
+        on_parked: Parked | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
         self.name = name
         self.handlers = dict(handlers or {})
-        self.batch_handler = batch_handler
+        self.set_handlers = dict(set_handlers or {})
+        assert not self.handlers.keys() & self.set_handlers.keys(), "one handler per event type"
+        self.retry = retry
+        self.on_parked = on_parked
         self.ignore = set(ignore)
         self.consumer: AIOKafkaConsumer | None = None
         self.processed = 0
@@ -301,7 +323,7 @@ class ConsumerLoop:
         return True
 
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
-        decoded: list[tuple[Event, Envelope]] = []
+        decoded: list[Decoded] = []
         for rec in records:
             try:
                 env = Envelope.decode(rec.value)
@@ -310,21 +332,64 @@ class ConsumerLoop:
                 decoded.append((decode(env), env))
             except EnvelopeError as exc:
                 await self.dead_letter(rec, f"undecodable: {exc}")
-        if self.batch_handler is not None:
-            if decoded:
-                await self.batch_handler(decoded)
-            return
+        await self.handle_decoded(decoded)
+
+    async def handle_decoded(self, decoded: Sequence[Decoded]) -> None:
+        """Dispatch one poll's decoded events through the handler table (per-event handlers in
+        poll order, then each set handler once with its events)."""
+        groups: dict[SetHandler, list[Decoded]] = {}
         for event, env in decoded:
+            set_handler = self.set_handlers.get(env.type)
+            if set_handler is not None:
+                groups.setdefault(set_handler, []).append((event, env))
+                continue
             handler = self.handlers.get(env.type)
             if handler is None:
                 await self.dead_letter_env(env, f"no handler for {env.type} in {self.name}")
                 continue
             try:
-                await handler(event, env)
+                if self.retry is _once:  # the gateway's notifications: no wrapper per event
+                    await handler(event, env)
+                else:
+                    await self.retry(lambda h=handler, e=event, v=env: h(e, v), f"{self.name} {env.type}")  # type: ignore[misc]
                 metrics.EVENTS_HANDLED.labels(self.name, env.type).inc()
             except Exception as exc:  # a poison event must not block the partition
                 log.exception("handler failed", extra={"event_id": env.id, "type": env.type})
-                await self.dead_letter_env(env, f"handler error: {type(exc).__name__}: {exc}")
+                await self._park(event, env, exc)
+        for set_handler, group in groups.items():
+            await self._handle_set(set_handler, group)
+
+    async def _handle_set(self, handler: SetHandler, group: list[Decoded]) -> None:
+        """All together; if that fails, one at a time; what fails alone is parked."""
+        try:
+            await self.retry(lambda: handler(group), f"{self.name} poll of {len(group)}")
+            self._count(group)
+            return
+        except Exception:
+            log.warning(
+                "set-wise handling failed; handling events one at a time",
+                extra={"consumer": self.name, "size": len(group)},
+                exc_info=True,
+            )
+        for item in group:
+            try:
+                await self.retry(lambda item=item: handler([item]), f"{self.name} {item[1].type}")  # type: ignore[misc]
+                self._count([item])
+            except Exception as exc:
+                log.exception("handler failed alone", extra={"event_id": item[1].id, "type": item[1].type})
+                await self._park(item[0], item[1], exc)
+
+    def _count(self, group: Sequence[Decoded]) -> None:
+        for _, env in group:
+            metrics.EVENTS_HANDLED.labels(self.name, env.type).inc()
+
+    async def _park(self, event: Event, env: Envelope, exc: Exception) -> None:
+        await self.dead_letter_env(env, f"handler error: {type(exc).__name__}: {exc}")
+        if self.on_parked is not None:
+            try:
+                await self.on_parked(event, env, exc)
+            except Exception:  # noqa: BLE001 - the event is parked already; say so and go on
+                log.exception("on_parked failed", extra={"consumer": self.name, "event_id": env.id})
 
     async def dead_letter(self, rec: ConsumerRecord, reason: str) -> None:
         metrics.DEAD_LETTERS.labels(self.name).inc()

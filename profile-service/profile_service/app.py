@@ -1,5 +1,5 @@
-"""The profile-service application: opens its runtime in the lifespan, seeds an empty
-organization, and wires the admin API routes."""
+"""The profile-service application: the shared service app, which seeds an empty organization as
+it starts, and the admin API routes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
-from offsync_shared.runtime import Runtime, open_runtime
+from offsync_shared.runtime import Runtime
+from offsync_shared.service_app import service_app
 from profile_service import routes_auth, routes_org, routes_profiles, routes_solutions, routes_tokens
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import bootstrap, ensure_admin_credentials
@@ -21,33 +22,25 @@ SCHEMA = "admin"
 
 
 def create_app(settings: Settings) -> FastAPI:
-    state: dict[str, Runtime] = {}
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt:
-            emitter = Emitter(settings.topic_prefix)
-            await bootstrap(rt.pool, emitter)
-            await ensure_admin_credentials(
-                rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
-            )
-            state["rt"] = rt
-            app.state.runtime = rt
-            app.state.emitter = emitter
-            yield
+    async def seeded(rt: Runtime, app: FastAPI) -> AsyncIterator[None]:
+        emitter = Emitter(settings.topic_prefix)
+        await bootstrap(rt.pool, emitter)
+        await ensure_admin_credentials(
+            rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
+        )
+        app.state.emitter = emitter
+        yield
 
-    app = FastAPI(
+    app = service_app(
+        settings,
+        name="profile-service",
+        schema=SCHEMA,
+        migrations="profile_service.migrations",
+        parts=seeded,
         title="Offsync profile-service",
-        version="0.1.0",
-        lifespan=lifespan,
         description="Admin API: organization model, entity metadata and mobile offline profiles. See docs/admin-api.md.",
     )
-
-    async def ready() -> dict[str, bool]:
-        rt = state.get("rt")
-        return await rt.ready() if rt else {"started": False}
-
-    http.install(app, "profile-service", ready)
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a
     # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.

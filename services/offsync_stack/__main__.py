@@ -101,7 +101,9 @@ def up(state_dir: Path, fresh: bool) -> int:
                 **({"broker": broker.proc.pid} if broker and broker.proc else {}),
             },
         }
-        (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        # Whole or not at all: readers (tests, scripts) poll for this file.
+        (state_dir / "stack.json.tmp").write_text(json.dumps(info, indent=2))
+        (state_dir / "stack.json.tmp").replace(state_dir / "stack.json")
         print("Offsync is up.", flush=True)
         for k in ("admin_api", "admin_docs", "records_api", "device_ws", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)

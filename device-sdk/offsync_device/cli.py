@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from offsync_device.client import Device, SyncInterrupted, SyncRefused
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 
 
 def _value(text: str) -> Any:

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from offsync_device.backoff import Backoff, retry_after_from_reason
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_device.transport import tapped
 from offsync_shared import protocol as p
 

@@ -26,7 +26,7 @@ from offsync_shared.events.admin import (
 )
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
-from publish_service import membership, store
+from publish_service import bucket_writes, membership
 from publish_service.records import RecordApplier, latency_ms
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class PublishWorker:
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:
-            await store.premirror(self.pool, published)
+            await bucket_writes.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
         async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():

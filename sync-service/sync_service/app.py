@@ -20,10 +20,10 @@ from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChange
 from offsync_shared.runtime import Runtime, stop_tasks
 from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
+from sync_service.bucket_reads import PgBucketStore
 from sync_service.gateway import Gateway
 from sync_service.hub import Hub
 from sync_service.settings import Settings
-from sync_service.store import PgBucketStore
 
 SCHEMA = None  # sync-service owns no schema; it reads sync, admin and data
 

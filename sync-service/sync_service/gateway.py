@@ -16,12 +16,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
 from offsync_shared.errors import OffsyncError, Unauthenticated
-from sync_service.access import decide, device_mismatch
+from sync_service.bucket_reads import BucketStore
+from sync_service.device_access import decide, device_mismatch
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
-from sync_service.store import BucketStore
 from sync_service.ws_transport import LEAN_EXTENSION
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from offsync_shared.errors import OffsyncError
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.device_batches import Change as EventChange
-from sync_service.access import decide
+from sync_service.bucket_reads import Admission, BucketState, BucketStore, OpKey, StoredBatch
+from sync_service.device_access import decide
 from sync_service.limits import TokenBucket
 from sync_service.settings import Settings
-from sync_service.store import Admission, BucketState, BucketStore, OpKey, StoredBatch
 
 log = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ async def _flush(
     source = {"api": actor.user_id}
     events = []
     for r in rows:
-        # model_construct: every field is already typed here; validating 20k events again costs a third of the import.
+        # model_construct: every field is already typed here; validating each event again would be a large share of the import.
         ev = RecordChanged.model_construct(
             deleted=False,
             entity=entity,

@@ -1,7 +1,7 @@
 """Measures publish-service: set-wise publish of a generated org (default 2,000 users, 100k
 records, the workloads.md profile) and incremental record commit -> op latency at a given rate.
 
-    .venv/bin/python publish-service/benchmarks/bench_publish.py --records 100000 --users 2000
+    .venv/bin/python bench/scripts/publish_in_process.py --records 100000 --users 2000
 """
 
 from __future__ import annotations

@@ -570,6 +570,18 @@ class LocalStore:
                     (ch.entity, ch.id, int(rec["version"]), orjson.dumps(rec.get("attributes") or {}).decode()),
                 )
 
+    def clear_conflicts(self, ids: Iterable[str] | None = None) -> int:
+        """Forget logged conflicts/rejections (of these record ids, or all); returns how many.
+
+        The log is for a person to review; clearing it changes no record and no pending change.
+        """
+        if ids is None:
+            cur = self.db.execute("DELETE FROM conflicts")
+        else:
+            wanted = list(ids)
+            cur = self.db.execute(f"DELETE FROM conflicts WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+        return cur.rowcount
+
     def conflicts(self) -> builtins.list[ConflictEntry]:
         return [
             ConflictEntry(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), orjson.loads(r[7]) if r[7] else None)

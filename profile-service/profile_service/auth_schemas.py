@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from profile_service.passwords import MAX_LENGTH
-from profile_service.schemas import Body, Id, _no_nul
+from profile_service.schemas import Body, Id, Username, _no_nul, _utf8
 
-Password = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH), AfterValidator(_no_nul)]
-Username = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
-RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
+Password = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_LENGTH), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
+RefreshToken = Annotated[
+    str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
 
 
 class LoginIn(Body):
@@ -21,6 +24,14 @@ class LoginIn(Body):
     audience: Literal["device", "admin"] = Field(
         "device", description="'device' for the sync websocket, 'admin' for the admin and records APIs."
     )
+
+
+class OidcLoginIn(Body):
+    token: Annotated[
+        str, StringConstraints(min_length=1, max_length=16384), AfterValidator(_no_nul), AfterValidator(_utf8)
+    ] = Field(description="An access token of the trusted identity provider (OFFSYNC_OIDC_ISSUER).")
+    device_id: Id | None = Field(None, description="Required for audience 'device'.")
+    audience: Literal["device", "admin"] = "device"
 
 
 class RefreshIn(Body):
@@ -59,3 +70,11 @@ class RevokedOut(BaseModel):
 class PasswordSetOut(BaseModel):
     user_id: str
     revoked: int = Field(description="Sign-ins of the user revoked by the change.")
+
+
+class ServerConfigOut(BaseModel):
+    service: Literal["offsync"] = Field("offsync", description="Tells a client it reached an Offsync server.")
+    sync_url: str = Field(description="The device websocket (OFFSYNC_PUBLIC_SYNC_URL, else this host's sync port).")
+    login: str = Field("/v1/auth/login", description="Where to sign in with a username and password.")
+    refresh: str = Field("/v1/auth/refresh", description="Where to exchange a refresh token.")
+    oidc_issuer: str | None = Field(None, description="The external identity provider trusted, if any.")

@@ -62,8 +62,16 @@ async def load(conn: asyncpg.Connection, user_id: str) -> Identity | None:
     return None if row is None else _identity(row)
 
 
+async def find(conn: asyncpg.Connection, value: str, by: str) -> Identity | None:
+    """The user whose ``by`` ("username", regardless of case, or "id") is ``value``."""
+    if by == "id":
+        return await load(conn, value)
+    row = await conn.fetchrow(f"{_USER_SQL} WHERE lower(u.username) = lower($1)", value)
+    return None if row is None else _identity(row)
+
+
 async def authenticate(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.Pool,
     username: str,
     password: str,
     *,
@@ -79,17 +87,18 @@ async def authenticate(
     username and a wrong password); ``Forbidden`` (403) when the password is right but the user
     is disabled. Usernames match regardless of case.
 
-    Failed attempts are recorded on ``conn``: call it outside a transaction that could roll
-    back, or the failure does not count. ``env`` is the deployment's OFFSYNC_ENV (it only picks
+    ``conn`` may be a pool (preferred: no connection is held while the password is hashed) or a
+    connection outside a transaction (failures are recorded on it and must not roll back). ``env`` is the deployment's OFFSYNC_ENV (it only picks
     the cost of the dummy hash checked for unknown usernames). The caller decides what the
     identity may do (``is_admin``, ``offline``); the password is never logged.
     """
     limits = limits or LoginLimits()
-    user_key = username.strip().lower()[:256]
+    # Text PostgreSQL cannot store (NUL, lone surrogates) still counts, under a stand-in key.
+    user_key = username.strip().lower()[:256].encode("utf-8", "replace").decode().replace("\x00", "?")
     now = time.time()
     await _throttle(conn, user_key, client_address, limits, now)
     row = None
-    if 0 < len(username) <= 256 and "\x00" not in username:
+    if 0 < len(username) <= 256 and user_key == username.strip().lower():
         row = await conn.fetchrow(f"{_USER_SQL} WHERE lower(u.username) = $1", user_key)
     ok = await passwords.check_password(row["password_hash"] if row else None, password, env)
     if row is None or not ok:
@@ -103,7 +112,7 @@ async def authenticate(
 
 
 async def _throttle(
-    conn: asyncpg.Connection, user_key: str, address: str | None, limits: LoginLimits, now: float
+    conn: asyncpg.Connection | asyncpg.Pool, user_key: str, address: str | None, limits: LoginLimits, now: float
 ) -> None:
     rows = await conn.fetch(
         """SELECT scope, extract(epoch FROM at)::float8 AS at FROM admin.login_failures
@@ -128,7 +137,9 @@ async def _throttle(
         raise RateLimited(f"too many failed sign-in attempts; try again in {int(wait) + 1} s", retry_after=wait)
 
 
-async def _record_failure(conn: asyncpg.Connection, user_key: str, address: str | None, limits: LoginLimits) -> None:
+async def _record_failure(
+    conn: asyncpg.Connection | asyncpg.Pool, user_key: str, address: str | None, limits: LoginLimits
+) -> None:
     keys = [("user", user_key)] + ([("address", address)] if address else [])
     await conn.executemany("INSERT INTO admin.login_failures(scope, key) VALUES ($1, $2)", keys)
     # Keep the ledger small: rows older than the window no longer count.

@@ -7,6 +7,7 @@ Hashing is deliberately slow (that is the point), so callers run it off the even
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from argon2 import PasswordHasher, Type
@@ -40,6 +41,10 @@ def check_rules(password: str, *, field: str = "password") -> None:
         raise ValidationFailed(f"a password has at most {MAX_LENGTH} characters", field=field)
     if "\x00" in password:
         raise ValidationFailed("a password cannot contain NUL characters", field=field)
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed("a password must be valid Unicode", field=field) from None
 
 
 def verify(stored_hash: str | None, password: str, env: str = "prod") -> bool:
@@ -50,7 +55,7 @@ def verify(stored_hash: str | None, password: str, env: str = "prod") -> bool:
     target = stored_hash or _dummy_hash(env)
     try:
         ok = hasher(env).verify(target, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+    except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
         return False
     return ok and stored_hash is not None
 
@@ -60,11 +65,21 @@ def _dummy_hash(env: str) -> str:
     return hasher(env).hash("offsync: no such user")
 
 
+# Each hash takes up to 64 MiB and a core for a while: a burst of sign-ins waits for one of
+# these threads instead of taking every core and gigabytes at once.
+HASHING_THREADS = 2
+
+
+@lru_cache(maxsize=1)
+def _hashing_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="argon2")
+
+
 async def hash_password(password: str, env: str) -> str:
-    """The argon2id hash of ``password`` (computed in a worker thread)."""
-    return await asyncio.to_thread(hasher(env).hash, password)
+    """The argon2id hash of ``password`` (computed on the hashing threads)."""
+    return await asyncio.get_running_loop().run_in_executor(_hashing_pool(), hasher(env).hash, password)
 
 
 async def check_password(stored_hash: str | None, password: str, env: str) -> bool:
-    """``verify`` in a worker thread."""
-    return await asyncio.to_thread(verify, stored_hash, password, env)
+    """``verify`` on the hashing threads."""
+    return await asyncio.get_running_loop().run_in_executor(_hashing_pool(), verify, stored_hash, password, env)

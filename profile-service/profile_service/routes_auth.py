@@ -11,19 +11,22 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, Principal, verify_token
-from offsync_shared.errors import NotFound, OffsyncError, Unauthenticated
+from offsync_shared.errors import Forbidden, NotFound, OffsyncError, Unauthenticated
 from profile_service import identity, passwords, sessions
 from profile_service.auth_schemas import (
     LoginIn,
     LogoutIn,
+    OidcLoginIn,
     PasswordChangeIn,
     PasswordSetIn,
     PasswordSetOut,
     RefreshIn,
     RevokedOut,
+    ServerConfigOut,
     TokenPairOut,
 )
 from profile_service.context import CtxDep
+from profile_service.oidc import OidcVerifier
 from profile_service.schemas import PathId
 from profile_service.settings import Settings
 
@@ -67,15 +70,51 @@ def _pair(issued: sessions.Issued) -> TokenPairOut:
     ),
     response_model=TokenPairOut,
 )
-async def login(request: Request, body: LoginIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+async def login(request: Request, body: LoginIn, settings: SettingsDep) -> TokenPairOut:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
     who = await identity.authenticate(
-        conn,
+        pool,
         body.username,
         body.password,
         client_address=request.client.host if request.client else None,
         limits=settings.login_limits(),
         env=settings.env,
     )
+    async with pool.acquire() as conn, conn.transaction():
+        issued = await sessions.start(
+            conn,
+            who,
+            body.audience,
+            body.device_id,
+            secret=settings.jwt_secret,
+            issuer=settings.jwt_issuer,
+            lifetimes=settings.token_lifetimes(),
+        )
+    return _pair(issued)
+
+
+@router.post(
+    "/auth/oidc",
+    summary="Sign in with an identity provider's access token",
+    description=(
+        "Exchanges an access token of the trusted OpenID Connect provider (verified against its JWKS: "
+        "signature, issuer, audience, expiry with clock skew) for Offsync tokens, the same answer as a "
+        "password login. The configured claim (OFFSYNC_OIDC_USER_CLAIM) names the Offsync user. 404 when "
+        "no provider is configured."
+    ),
+    response_model=TokenPairOut,
+)
+async def oidc_login(request: Request, body: OidcLoginIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+    verifier: OidcVerifier | None = request.app.state.oidc
+    if verifier is None:
+        raise NotFound("no identity provider is configured (OFFSYNC_OIDC_ISSUER)")
+    claims = await verifier.verify(body.token)
+    value = verifier.subject(claims)
+    who = await identity.find(conn, value, verifier.config.maps_to)
+    if who is None:
+        raise Unauthenticated(f"no Offsync user matches this identity ({verifier.config.user_claim})")
+    if not who.enabled:
+        raise Forbidden("this user is disabled; ask an administrator")
     async with conn.transaction():
         issued = await sessions.start(
             conn,
@@ -145,17 +184,18 @@ def _caller(settings: Settings, creds: HTTPAuthorizationCredentials | None) -> P
 async def change_password(
     request: Request,
     body: PasswordChangeIn,
-    conn: ConnDep,
     settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> PasswordSetOut:
     caller = _caller(settings, creds)
-    who = await identity.load(conn, caller.user_id)
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    async with pool.acquire() as conn:
+        who = await identity.load(conn, caller.user_id)
     if who is None or (caller.generation is not None and caller.generation != who.generation):
         raise Unauthenticated("this user no longer exists")
     passwords.check_rules(body.new_password, field="new_password")
     await identity.authenticate(
-        conn,
+        pool,
         who.username,
         body.current_password,
         client_address=request.client.host if request.client else None,
@@ -163,7 +203,7 @@ async def change_password(
         env=settings.env,
     )
     new_hash = await passwords.hash_password(body.new_password, settings.env)
-    async with conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         await identity.store_password_hash(conn, who.user_id, new_hash)
         revoked = await sessions.revoke_user(conn, who.user_id, "password changed", except_family=caller.session_id)
     return PasswordSetOut(user_id=who.user_id, revoked=revoked)
@@ -201,3 +241,21 @@ async def revoke_device(ctx: CtxDep, user_id: PathId, device_id: PathId) -> Revo
             raise NotFound(f"user {user_id!r} not found")
         revoked = await sessions.revoke_device(conn, user_id, device_id, "device revoked by an administrator")
     return RevokedOut(revoked=revoked)
+
+
+@router.get(
+    "/auth/config",
+    summary="What a device needs to sign in and sync",
+    description=(
+        "Unauthenticated. Names the service (so a client knows it reached Offsync), the device websocket URL "
+        "and the sign-in endpoints. The device SDK and CLI read it from the URL the user typed."
+    ),
+    response_model=ServerConfigOut,
+)
+async def server_config(request: Request, settings: SettingsDep) -> ServerConfigOut:
+    sync_url = settings.public_sync_url
+    if not sync_url:
+        host = request.url.hostname or settings.host
+        scheme = "wss" if request.url.scheme == "https" else "ws"
+        sync_url = f"{scheme}://{host}:{settings.sync_port}/v1/sync"
+    return ServerConfigOut(sync_url=sync_url, oidc_issuer=settings.oidc_issuer or None)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import BusinessUnitChanged, RoleChanged, TeamChanged
-from profile_service import identity, rules
+from profile_service import identity, validation
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_ID
 from profile_service.context import CtxDep, new_id
 from profile_service.profiles import mark_changed
@@ -579,7 +579,7 @@ async def validate_entity_attributes(
     conn: asyncpg.Connection, name: str, attrs: dict[str, Any], extra_known: tuple[str, ...] = ()
 ) -> None:
     known = [r["logical_name"] for r in await conn.fetch("SELECT logical_name FROM admin.entities")]
-    problems = rules.check_attributes(name, attrs, [*known, *extra_known])
+    problems = validation.check_attributes(name, attrs, [*known, *extra_known])
     if problems:
         p = problems[0]
         raise ValidationFailed(p.message, field=p.field, details={"problems": [x.as_dict() for x in problems]})

@@ -4,6 +4,7 @@ user is disabled, re-created, loses a privilege or has a device revoked."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,12 +15,15 @@ import pytest_asyncio
 from profile_harness import Service
 
 from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, verify_token
+from offsync_shared.errors import Unauthenticated
 from offsync_stack.accounts import ADMIN_USERNAME, create_user
 from offsync_stack.infra import Infra
 from offsync_stack.testing import TEST_ADMIN_PASSWORD, make_env
 from profile_service import identity
 from profile_service.app import create_app
 from profile_service.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"
 
@@ -243,6 +247,10 @@ async def test_authenticate_is_callable_from_other_code(svc: Service, admin: htt
     async with svc.app.state.runtime.pool.acquire() as conn:
         who = await identity.authenticate(conn, "NIA", PASSWORD, env="test")
     assert who.user_id == "nia" and who.is_admin and not who.offline
+    async with svc.app.state.runtime.pool.acquire() as conn:
+        for username, password in (("nia\ud800", PASSWORD), ("nia", PASSWORD + "\ud800"), ("ni\x00a", PASSWORD)):
+            with pytest.raises(Unauthenticated):
+                await identity.authenticate(conn, username, password, env="test")
 
 
 async def test_passwords_never_reach_the_logs(
@@ -255,3 +263,29 @@ async def test_passwords_never_reach_the_logs(
         await _login(svc, "oli", secret + "x", address="10.3.3.3")
         await admin.put("/v1/users/oli/password", json={"password": secret + "y"})
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/auth/login", {"username": "\ud800", "password": "whatever-it-is", "device_id": "d"}),
+        ("/v1/auth/login", {"username": "ada", "password": "\ud800bcdefghij", "device_id": "d"}),
+        ("/v1/auth/login", {"username": "ada\x00", "password": "whatever-it-is", "device_id": "d"}),
+        ("/v1/auth/refresh", {"refresh_token": "\udfff", "device_id": "d"}),
+        ("/v1/auth/logout", {"refresh_token": "x" * 600}),
+        ("/v1/auth/oidc", {"token": "not-a-jwt", "device_id": "d"}),
+    ],
+    ids=["surrogate-username", "surrogate-password", "nul-username", "surrogate-refresh", "long-refresh", "oidc-off"],
+)
+async def test_bad_sign_in_input_is_a_4xx(svc: Service, path: str, body: dict[str, Any]) -> None:
+    async with svc.client() as c:  # json.dumps escapes lone surrogates, as a hostile client would send them
+        resp = await c.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert 400 <= resp.status_code < 500, resp.text
+
+
+async def test_bad_user_credentials_on_create_are_a_422(admin: httpx.AsyncClient) -> None:
+    root = "00000000-0000-0000-0000-000000000100"
+    for extra in ({"password": "\ud800bcdefghij"}, {"username": "\ud800"}, {"password": "short"}):
+        body = json.dumps({"id": "bad", "name": "b", "business_unit_id": root, **extra})
+        resp = await admin.post("/v1/users", content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 422, resp.text

@@ -29,7 +29,9 @@ TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    with provide() as i:
+    # The suite's databases are disposable: durability traded for speed (docs/reliability.md).
+    # Tests that crash PostgreSQL start their own durable server (tests/chaos).
+    with provide(durable=False) as i:
         yield i
 
 
@@ -96,13 +98,23 @@ class Stack:
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
 
-def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
+def start_stack(
+    env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None, extra_env: dict[str, str] | None = None
+) -> Stack:
+    # Every service learns every port (profile-service tells devices where the websocket is).
+    ports = {spec.name: free_port() for spec in SERVICES}
     group = ServiceGroup(
-        env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir
+        env={
+            **env.as_env(),
+            "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO"),
+            **{spec.port_env: str(ports[spec.name]) for spec in SERVICES},
+            **(extra_env or {}),
+        },
+        log_dir=log_dir,
     )
     for spec in SERVICES:
         if services is None or spec.name in services:
-            group.start(spec, free_port())
+            group.start(spec, ports[spec.name])
     try:
         group.wait_ready(timeout=90)
     except BaseException:

@@ -28,6 +28,7 @@ CLOSE_BAD_HELLO = 4000  # first frame was not a valid hello
 CLOSE_UNAUTHENTICATED = 4001  # missing, forged, expired or wrong-audience token: renew it
 CLOSE_FORBIDDEN = 4003  # disabled user, no read_offline_profile privilege, token for another device
 CLOSE_NO_PROFILE = 4004  # no published mobile offline profile (or it was removed)
+CLOSE_APP_NOT_AVAILABLE = 4006  # hello.app names no offline-enabled app module holding the user's profile
 CLOSE_TIMEOUT = 4008  # no hello in time, or the device went silent
 CLOSE_SUPERSEDED = 4009  # the same device opened a newer connection; this one is closed
 
@@ -40,6 +41,7 @@ CLOSE_CODES: dict[int, str] = {
     CLOSE_UNAUTHENTICATED: "unauthenticated",
     CLOSE_FORBIDDEN: "forbidden",
     CLOSE_NO_PROFILE: "no_profile",
+    CLOSE_APP_NOT_AVAILABLE: "app_not_available",
     CLOSE_TIMEOUT: "timeout",
     CLOSE_SUPERSEDED: "superseded",
 }
@@ -96,6 +98,8 @@ class Hello:
     checksums: dict[str, int] = field(default_factory=dict)
     token: str | None = None  # when the client cannot send an Authorization header
     features: tuple[str, ...] = ()  # FEATURE_* names the device understands
+    # The app module (id or name) the device syncs for; None: no app check (older SDKs).
+    app: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,9 @@ class Welcome:
     heartbeat_s: float
     limits: dict[str, int]
     version: int = VERSION
+    # entity -> its profile item's sync interval (minutes): the longest a device that is not
+    # connected live (background / metered mode) may go without syncing that entity.
+    sync_intervals: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +292,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "checksums": frame.checksums,
                     "token": frame.token,
                     "features": list(frame.features) or None,
+                    "app": frame.app,
                 }
             )
         )
@@ -347,6 +355,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 "buckets": list(frame.buckets),
                 "heartbeat_s": frame.heartbeat_s,
                 "limits": frame.limits,
+                **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
     if isinstance(frame, Drop):
@@ -460,6 +469,7 @@ def decode_client(raw: bytes | str) -> ClientFrame:
             checksums=checksums,
             token=_str(obj, "token", required=False, max_len=8192),
             features=tuple(f for f in features[:32] if len(f) <= 64),
+            app=_str(obj, "app", required=False),
         )
     if t == "upload":
         changes = obj.get("changes")
@@ -515,6 +525,7 @@ def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
                 heartbeat_s=float(obj["heartbeat_s"]),
                 limits=dict(obj["limits"]),
                 version=int(obj["version"]),
+                sync_intervals={str(k): int(v) for k, v in (obj.get("sync_intervals") or {}).items()},
             )
         if t == "result":
             return Result(

@@ -48,3 +48,21 @@ def device_mismatch(token_device_id: str | None, hello_device_id: str) -> Refusa
     if token_device_id is not None and token_device_id != hello_device_id:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: token was issued for another device")
     return None
+
+
+def app_refusal(app: str | None, app_profiles: frozenset[str] | None, profile_id: str | None) -> Refusal | None:
+    """An app module decides which profile a device gets for it: the user's profile must be one
+    of the app's (``app_profiles``: None when no offline-enabled app module has that id or name).
+    A hello without ``app`` is not checked, so devices that predate app modules keep working."""
+    if app is None:
+        return None
+    if app_profiles is None:
+        return Refusal(
+            protocol.CLOSE_APP_NOT_AVAILABLE, f"app_not_available: no app module {app!r} enabled for offline"
+        )
+    if profile_id not in app_profiles:
+        return Refusal(
+            protocol.CLOSE_APP_NOT_AVAILABLE,
+            f"app_not_available: this user's mobile offline profile is not attached to app module {app!r}",
+        )
+    return None

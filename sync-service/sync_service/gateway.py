@@ -17,7 +17,7 @@ from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
 from offsync_shared.errors import OffsyncError, Unauthenticated
 from sync_service.bucket_reads import BucketStore
-from sync_service.device_access import decide, device_mismatch
+from sync_service.device_access import app_refusal, decide, device_mismatch
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
@@ -133,6 +133,9 @@ class Gateway:
         if refusal is None:
             admission = await self.store.admit(principal.user_id)
             refusal = decide(admission.facts, principal.generation)
+            if refusal is None and hello.app is not None:
+                profiles = await self.store.app_profiles(hello.app)
+                refusal = app_refusal(hello.app, profiles, admission.facts.profile_id)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
             return None

@@ -456,6 +456,7 @@ class SyncSession:
                 "frame_rate": int(self.s.sync_frame_rate),
                 "page_size": self.s.sync_page_size,
             },
+            sync_intervals=dict(self._admission.sync_intervals) if self._admission is not None else {},
         )
         async for f in self._resume_plan():
             yield f

@@ -564,7 +564,7 @@ async def test_cli_device_logs_in_syncs_and_edits(gw: Any, tmp_path: Any) -> Non
     assert "1 batch(es) uploaded" in synced.stdout, synced.stdout + synced.stderr
     # the stand-in holds no server copy of these records: the change comes back rejected, shown
     conflicts = await asyncio.to_thread(cli, "conflicts")
-    assert "rejected account cli-00001 code=not_found" in conflicts.stdout
+    assert "rejected account cli-00001 (not_found: " in conflicts.stdout  # with the server's reason
 
 
 async def test_a_notification_that_never_came_is_repaired(gw: Any) -> None:

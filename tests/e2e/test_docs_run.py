@@ -22,7 +22,7 @@ import pytest
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.testing import Stack, eventually
+from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +89,8 @@ async def test_docs_examples_run_against_a_stack(stack: Stack, tmp_path: Path) -
                 "records_api": stack.records_url,
                 "device_ws": stack.sync_ws,
                 "admin_token": issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE),
+                "admin_username": "admin",
+                "admin_password": TEST_ADMIN_PASSWORD,
             }
         )
     )

@@ -685,5 +685,4 @@ async def update_org_settings(ctx: CtxDep, body: OrgSettingsPatch) -> dict[str, 
             cur["conflict_detection"] if body.conflict_detection is None else body.conflict_detection,
             cur["max_records_per_user"] if body.max_records_per_user is None else body.max_records_per_user,
         )
-        await ctx.emitter.org_settings(conn)
     return dict(row)

@@ -15,9 +15,9 @@ from offsync_shared import bus, db, metrics, outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.admin import (
+    RETIRED_TYPES,
     BusinessUnitChanged,
     EntityChanged,
-    OrgSettingsChanged,
     ProfileDeleted,
     ProfilePublished,
     RoleChanged,
@@ -80,7 +80,7 @@ class PublishWorker:
             # Every type in one set: a poll's record changes and org events share a transaction.
             set_handlers={t: self.apply for t in (RecordChanged.TYPE, *ORG_EVENTS, *PROFILE_EVENTS)},
             retry=wait_out_database,
-            ignore=[OrgSettingsChanged.TYPE],
+            ignore=RETIRED_TYPES,
         )
 
     async def run(self) -> None:

@@ -19,9 +19,19 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from offsync_shared.events import Event, register
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
+
+
+@register
+class Probe(Event):
+    """A test-only event for bus, outbox and consumer tests on any topic."""
+
+    TYPE = "test.probe"
+    flag: bool = True
+
 
 # The bootstrap admin's password on every test stack (username ``admin``); see offsync_stack.accounts.
 TEST_ADMIN_PASSWORD = "offsync-test-admin-password"

@@ -24,7 +24,6 @@ from offsync_shared.errors import (
     Forbidden,
     NotFound,
     OffsyncError,
-    PreconditionFailed,
     Unauthenticated,
     ValidationFailed,
 )
@@ -106,13 +105,7 @@ def _raise_for(res: ItemResult, index: int | None = None) -> None:
     r = res.result
     if r.status != "rejected":
         return
-    cls: type[OffsyncError] = {
-        "validation": ValidationFailed,
-        "forbidden": Forbidden,
-        "not_found": NotFound,
-        "precondition_failed": PreconditionFailed,
-        "conflict": Conflict,
-    }.get(r.code or "", BadRequest)
+    cls: type[OffsyncError] = res.error or BadRequest
     message = r.message or r.code or "rejected"
     if index is None:
         raise cls(message, field=res.field)

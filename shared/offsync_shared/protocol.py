@@ -78,11 +78,12 @@ FEATURE_OPS_CHECKPOINT = "ops_checkpoint"  # a checkpoint may ride inside the op
 class FrameError(ValueError):
     """A frame that does not follow the protocol; ``code`` is one of ERROR_CODES."""
 
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.ref = ref  # the batch id the error is about, when the frame named a usable one
 
 
 # ===================================== client -> server =====================================
@@ -376,6 +377,17 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
+def has_nul(obj: Any) -> bool:
+    """True when a string anywhere in ``obj`` (keys included) holds a NUL character."""
+    if isinstance(obj, str):
+        return "\x00" in obj
+    if isinstance(obj, dict):
+        return any("\x00" in k or has_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(has_nul(v) for v in obj)
+    return False
+
+
 def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
@@ -445,9 +457,21 @@ def _change(i: int, c: Any) -> Change:
     return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
-def decode_client(raw: bytes | str) -> ClientFrame:
-    """Parse and validate one client frame; raises FrameError with a stable code."""
+def _has_nul_escape(raw: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(raw, str):
+        return "\\u0000" in raw
+    return b"\\u0000" in (raw if isinstance(raw, (bytes, bytearray)) else bytes(raw))
+
+
+def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> ClientFrame:
+    """Parse and validate one client frame; raises FrameError with a stable code. An upload of
+    more than ``max_changes`` changes is refused before any change is validated."""
     obj = _load(raw)
+    # JSON can carry NUL only as the escape \u0000, so one substring scan of the raw frame (C
+    # speed) clears almost every frame; only one that has the escape is walked. PostgreSQL text
+    # cannot hold NUL: such a change could never be stored, and its batch never answered.
+    if _has_nul_escape(raw) and has_nul(obj):
+        raise FrameError(ERR_BAD_FRAME, "text must not contain NUL characters (\\u0000)")
     t = obj["type"]
     if t == "hello":
         version = obj.get("version", VERSION)
@@ -475,6 +499,14 @@ def decode_client(raw: bytes | str) -> ClientFrame:
         changes = obj.get("changes")
         if not isinstance(changes, list):
             raise FrameError(ERR_BAD_FRAME, "'changes' must be a list", "changes")
+        if max_changes is not None and len(changes) > max_changes:
+            bid = obj.get("batch_id")
+            raise FrameError(
+                ERR_BATCH_TOO_LARGE,
+                f"batch has {len(changes)} changes; at most {max_changes} per batch",
+                "changes",
+                ref=bid if isinstance(bid, str) and 0 < len(bid) <= MAX_ID_LEN and "\x00" not in bid else None,
+            )
         parsed = tuple(_change(i, c) for i, c in enumerate(changes))
         return Upload(batch_id=_str(obj, "batch_id"), changes=parsed)
     if t == "refetch":

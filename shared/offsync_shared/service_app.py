@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from offsync_shared import http
+from offsync_shared.http_edge import BodyLimits, TokenCheck
 from offsync_shared.runtime import Runtime, open_runtime
 from offsync_shared.settings import CommonSettings
 
@@ -40,9 +41,12 @@ def service_app(
     relay: bool = True,
     extra_ready: ExtraReady | None = None,
     app_class: type[FastAPI] = FastAPI,
+    body_limits: BodyLimits | None = None,
+    authenticated: TokenCheck | None = None,
     **fastapi_args: Any,
 ) -> FastAPI:
-    """The app of service ``name``; ``fastapi_args`` (title, description ...) go to FastAPI."""
+    """The app of service ``name``; ``body_limits`` and ``authenticated`` are the HTTP edge's
+    (``http.install``), ``fastapi_args`` (title, description ...) go to FastAPI."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,5 +70,8 @@ def service_app(
             checks.update(extra_ready(app))
         return checks
 
-    http.install(app, name, ready)
+    if authenticated is None:
+        http.install(app, name, ready, body_limits=body_limits)
+    else:
+        http.install(app, name, ready, body_limits=body_limits, authenticated=authenticated)
     return app

@@ -276,19 +276,20 @@ class SyncSession:
         reading the socket, which pushes back on the device)."""
         now = self.clock()
         self._last_in = now
-        if not self._limiter.take(now):
+        # Rate by work, not frames: a frame costs one token per started sync_frame_work_bytes,
+        # so a device cannot buy a large decode at the price of a ping.
+        size = len(raw)
+        if not self._limiter.take(now, min(self._limiter.burst, 1 + size // self.s.sync_frame_work_bytes)):
             self._dropped_for_rate += 1
             self._signal.set()
             return
-        if len(raw) > self.s.sync_max_frame_bytes:
-            self._report(
-                p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {len(raw)} bytes exceeds {self.s.sync_max_frame_bytes}")
-            )
+        if size > self.s.sync_max_frame_bytes:
+            self._report(p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {size} bytes exceeds {self.s.sync_max_frame_bytes}"))
             return
         try:
-            frame = p.decode_client(raw)
+            frame = p.decode_client(raw, max_changes=self.s.sync_max_changes)
         except p.FrameError as exc:
-            self._report(p.Error(exc.code, exc.message))
+            self._report(p.Error(exc.code, exc.message, ref=exc.ref))
             return
         if isinstance(frame, p.Hello):
             self._report(p.Error(p.ERR_BAD_FRAME, "hello was already received on this connection", ref="hello"))

@@ -54,6 +54,8 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
     )
     try:
         info = _wait_for_file(state / "stack.json", proc, timeout=60)
+        # It holds an admin token: owner-only (security finding 1).
+        assert (state / "stack.json").stat().st_mode & 0o777 == 0o600
         pids = info["pids"]
         assert set(pids) >= {
             "profile-service",

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
 
-.PHONY: venv browser-deps up test test-unit test-chaos bench bench-quick lint compose-config clean
+.PHONY: venv browser-deps docs-deps up test test-unit test-chaos bench bench-quick lint compose-config clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,11 @@ up: venv
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
 
-test: venv browser-deps
+# The docs' examples (tests/e2e/test_docs_run.py) run curl and jq, as a reader would.
+docs-deps:
+	@command -v jq >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q jq curl; }
+
+test: venv browser-deps docs-deps
 	$(PY) -m pytest $(ARGS)
 
 test-unit: venv

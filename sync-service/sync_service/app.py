@@ -20,6 +20,7 @@ from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChange
 from offsync_shared.runtime import Runtime, stop_tasks
 from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
+from sync_service import field_app
 from sync_service.bucket_reads import PgBucketStore
 from sync_service.gateway import Gateway
 from sync_service.hub import Hub
@@ -125,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="Offsync sync-service",
     )
     app.state.gateway = None
+    field_app.mount(app, settings)
 
     @app.websocket(p.PATH)
     async def sync_socket(ws: WebSocket) -> None:

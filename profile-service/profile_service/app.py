@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
@@ -78,6 +79,15 @@ def create_app(settings: Settings) -> FastAPI:
         ready,
         body_limits=BODY_LIMITS,
         authenticated=bearer_check(settings.jwt_secret, ADMIN_AUDIENCE, settings.jwt_issuer),
+    )
+    # The field app (served by sync-service) signs in here from its own origin; outermost, so a
+    # preflight is answered before the body caps and token checks.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
     )
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a

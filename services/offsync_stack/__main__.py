@@ -98,6 +98,7 @@ def up(state_dir: Path, fresh: bool) -> int:
             "records_api": f"http://127.0.0.1:{c}",
             "records_docs": f"http://127.0.0.1:{c}/docs",
             "device_ws": f"ws://127.0.0.1:{s}/v1/sync",
+            "field_app": f"http://127.0.0.1:{s}/app/",
             "pg_dsn": settings.pg_dsn,
             "kafka_bootstrap": settings.kafka_bootstrap,
             "admin_token": token,
@@ -112,7 +113,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         }
         _write_private(state_dir / "stack.json", json.dumps(info, indent=2))
         print("Offsync is up.", flush=True)
-        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "logs"):
+        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
         print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)

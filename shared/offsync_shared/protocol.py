@@ -73,6 +73,7 @@ MAX_ID_LEN = 200
 # Optional behaviours a device asks for in hello.features; unknown names are ignored both ways,
 # so old devices and old servers keep working unchanged.
 FEATURE_OPS_CHECKPOINT = "ops_checkpoint"  # a checkpoint may ride inside the ops frame before it
+FEATURE_ENTITY_METADATA = "entity_metadata"  # a `metadata` frame follows `welcome` (and a profile change)
 
 
 class FrameError(ValueError):
@@ -189,6 +190,16 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Metadata:
+    """The entities of the user's profile with their attributes (only to devices that sent
+    FEATURE_ENTITY_METADATA): each ``{"name", "display_name", "attributes": {name: {"type",
+    "required", "max_length"?, "options"?, "target"?}}}``, so a device validates offline edits the
+    way the server will."""
+
+    entities: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """The user no longer has these buckets: delete their records (keep pending local changes)."""
 
@@ -233,7 +244,7 @@ class Error:
         return self.code in RETRIABLE
 
 
-ServerFrame = Welcome | Ops | Checkpoint | Drop | Reset | Result | Error | Ping | Pong
+ServerFrame = Welcome | Ops | Checkpoint | Metadata | Drop | Reset | Result | Error | Ping | Pong
 
 
 # ========================================= encoding =========================================
@@ -359,6 +370,8 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
+    if isinstance(frame, Metadata):
+        return orjson.dumps({"type": "metadata", "entities": list(frame.entities)})
     if isinstance(frame, Drop):
         return orjson.dumps({"type": "drop", "buckets": list(frame.buckets), "reason": frame.reason})
     if isinstance(frame, Reset):
@@ -580,6 +593,11 @@ def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
             return Error(
                 code=obj["code"], message=obj["message"], ref=obj.get("ref"), retry_after=obj.get("retry_after")
             )
+        if t == "metadata":
+            entities = obj["entities"]
+            if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
+                raise FrameError(ERR_BAD_FRAME, "'entities' must be a list of objects", "entities")
+            return Metadata(entities=tuple(entities))
         if t == "drop":
             return Drop(buckets=_buckets(obj), reason=obj.get("reason", "removed"))
         if t == "reset":

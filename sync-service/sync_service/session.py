@@ -203,6 +203,7 @@ class SyncSession:
         "_own",
         "_want",
         "combined",
+        "metadata",
         "direct",
         "__weakref__",
     )
@@ -230,6 +231,8 @@ class SyncSession:
         self._want = 0  # highest op id notified for our buckets
         # The device takes a checkpoint inside the ops frame: one send per live change, not two.
         self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
+        # The device wants the profile's entity metadata (after welcome and after a profile change).
+        self.metadata = p.FEATURE_ENTITY_METADATA in hello.features
         # Writes prebuilt wire bytes to the device's socket now, or says it can't (set by the
         # gateway when the transport offers it): live fanout without waking this session's task.
         self.direct: Callable[[bytes], bool] | None = None
@@ -459,6 +462,8 @@ class SyncSession:
             },
             sync_intervals=dict(self._admission.sync_intervals) if self._admission is not None else {},
         )
+        if self.metadata:
+            yield p.Metadata(tuple(await self.store.entity_metadata(self.user_id)))
         async for f in self._resume_plan():
             yield f
         self.registry.register(self)
@@ -733,6 +738,8 @@ class SyncSession:
             self._close = Close(refusal.close_code, refusal.reason)
             return
         new = await self.store.user_buckets(self.user_id)
+        if self.metadata:  # the profile (and so its entities) may have changed
+            yield p.Metadata(tuple(await self.store.entity_metadata(self.user_id)))
         removed, added = self.buckets - new, new - self.buckets
         if not removed and not added:
             return

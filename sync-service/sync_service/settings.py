@@ -10,6 +10,8 @@ class Settings(CommonSettings):
 
     # Ops per `ops` frame: bounds the memory one catch-up step holds for one device.
     sync_page_size: int = 2000
+    # Where the field app (/app/) signs in; empty: profile-service's port on the host the browser used.
+    app_auth_url: str = ""
     # Application-level frame cap: larger frames get an error frame, the connection stays.
     sync_max_frame_bytes: int = 1024 * 1024
     # Transport hard cap: above it the websocket layer closes with 1009 (cannot be read safely).

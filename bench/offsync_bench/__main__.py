@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="offsync-bench")
     parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
     parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
+    parser.add_argument(
+        "--broker",
+        choices=["embedded", "kafka"],
+        default="embedded",
+        help="embedded Tansu (default) or a local Apache Kafka fetched through Maven (needs Java 17+, Maven)",
+    )
+    parser.add_argument("--kafka-brokers", type=int, default=1, help="Apache Kafka nodes with --broker kafka")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
@@ -31,6 +39,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/performance.png"))
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
+    if args.broker == "kafka":  # read by offsync_stack.infra.provide
+        os.environ["OFFSYNC_TEST_BROKER"] = "kafka"
+        os.environ["OFFSYNC_TEST_KAFKA_BROKERS"] = str(args.kafka_brokers)
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
     figures = asyncio.run(run(chosen, args.seed, sizes, args.quick))

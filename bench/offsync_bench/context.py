@@ -15,7 +15,7 @@ from typing import Any
 from offsync_bench.orgdata import Sizes
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
+from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
@@ -76,7 +76,7 @@ async def bench_context(seed: int, sizes: Sizes, quick: bool) -> AsyncIterator[B
             "OFFSYNC_LOG_LEVEL": "WARNING",
             "OFFSYNC_PG_POOL_MAX": "20",
             "OFFSYNC_TOPIC_PARTITIONS": "4",
-            **(EMBEDDED_BROKER_ENV if infra.broker is not None else {}),
+            **infra.broker_env,
         }
         group = ServiceGroup(env=env, log_dir=log_dir)
         try:

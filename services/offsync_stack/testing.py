@@ -13,13 +13,13 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
+from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
@@ -35,7 +35,9 @@ class InfraEnv:
     pg_dsn: str
     kafka_bootstrap: str
     topic_prefix: str
-    embedded_broker: bool = True
+    # OFFSYNC_* settings for this broker (offsync_stack.embedded.EMBEDDED_BROKER_ENV, or
+    # offsync_stack.kafka.KafkaCluster.service_env()).
+    broker_env: dict[str, str] = field(default_factory=dict)
 
     def as_env(self) -> dict[str, str]:
         return {
@@ -44,7 +46,7 @@ class InfraEnv:
             "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
             "OFFSYNC_TOPIC_PARTITIONS": "4",
-            **(EMBEDDED_BROKER_ENV if self.embedded_broker else {}),
+            **self.broker_env,
         }
 
     @property
@@ -63,7 +65,7 @@ class InfraEnv:
 
 async def make_env(infra: Infra, label: str = "t") -> InfraEnv:
     dsn = await infra.create_database(label)
-    return InfraEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.", infra.broker is not None)
+    return InfraEnv(dsn, infra.kafka_bootstrap, f"{label}{uuid.uuid4().hex[:8]}.", dict(infra.broker_env))
 
 
 @pytest_asyncio.fixture

@@ -25,7 +25,7 @@ from offsync_device.store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
 from offsync_stack.processes import SERVICES, ServiceGroup
 from offsync_stack.testing import InfraEnv, eventually
 
@@ -66,7 +66,7 @@ class ChaosStack:
         conn = await asyncpg.connect(pg.dsn())
         await conn.execute('CREATE DATABASE "chaos"')
         await conn.close()
-        env = InfraEnv(pg.dsn("chaos"), broker.bootstrap, "chaos.", True)
+        env = InfraEnv(pg.dsn("chaos"), broker.bootstrap, "chaos.", dict(EMBEDDED_BROKER_ENV))
         group = ServiceGroup(
             env={
                 **env.as_env(),

@@ -25,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from offsync_shared import metrics, topic_specs
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
+from offsync_shared.log_ends import past_end
 from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -317,19 +318,27 @@ class ConsumerLoop:
         """While idle: a position beyond a partition's end means its log was lost and re-created
         (the embedded broker answers such fetches with nothing, so the consumer would wait until
         the new log grew past it). Independent of the broker watch, which can miss a loss that
-        another service's watch repaired first: read those partitions from the start."""
+        another service's watch repaired first: read those partitions from the start. The verdict
+        is :func:`broker_watch.past_end`: the fetch's own high watermark and ListOffsets must
+        both be below the position (ListOffsets alone lags on the embedded broker)."""
         if self.consumer is None:
             return []
         parts = list(self.consumer.assignment())
         if not parts:
             return []
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(parts), 5)
-            past = []
+            # Only partitions whose last fetch answer already put them past the end are worth a
+            # ListOffsets round trip: at rest that is none, and the check costs nothing.
+            suspects = []
             for tp in parts:
                 pos = await asyncio.wait_for(self.consumer.position(tp), 5)
-                if pos > ends.get(tp, pos):
-                    past.append(tp)
+                high = self.consumer.highwater(tp)
+                if high is not None and pos > high:
+                    suspects.append((tp, pos, high))
+            past = []
+            if suspects:
+                ends = await asyncio.wait_for(self.consumer.end_offsets([tp for tp, _, _ in suspects]), 5)
+                past = [tp for tp, pos, high in suspects if past_end(pos, high, ends.get(tp))]
             if past:
                 await self.consumer.seek_to_beginning(*past)
         except (TimeoutError, KafkaError, IllegalStateError) as exc:  # broker away or a rebalance: next time

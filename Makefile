@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
 
-.PHONY: venv browser-deps up test test-unit test-chaos bench bench-quick lint compose-config clean
+.PHONY: venv browser-deps kafka-deps kafka-fetch lb-deps up test test-unit test-chaos test-kafka bench bench-quick lint compose-config k8s-validate clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): requirements.txt $(foreach p,$(PKGS),$(wildcard $(p)/pyproject.toml))
 	$(PY) -m pip install -q --no-deps $(foreach p,$(PKGS),$(if $(wildcard $(p)/pyproject.toml),-e ./$(p)))
 	@touch $(STAMP)
 
-up: venv
+up: venv $(if $(filter kafka,$(OFFSYNC_BROKER)),kafka-deps)
 	$(PY) -m offsync_stack up $(ARGS)
 
 # Browser tests drive the system's Chromium (Playwright's own download cannot work offline).
@@ -30,7 +30,24 @@ test-unit: venv
 	$(PY) -m pytest -m "not integration and not e2e" $(ARGS)
 
 test-chaos: venv
-	$(PY) -m pytest tests/chaos -m chaos $(ARGS)
+	$(PY) -m pytest tests/chaos -m "chaos and not kafka" $(ARGS)
+
+# Apache Kafka 4 (deploy/kafka/pom.xml) runs on Java 17+ and is fetched with Maven into
+# ~/.cache/offsync (never into the repo); HAProxy is the load balancer of the scale-out tests.
+kafka-deps:
+	@{ command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; } || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless maven; }
+
+kafka-fetch: venv kafka-deps
+	$(PY) -m offsync_stack kafka-fetch
+
+lb-deps:
+	@command -v haproxy >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q haproxy; }
+
+# The integration, end-to-end and chaos tiers on a 3-node KRaft cluster (RF 3,
+# min.insync.replicas=2, acks=all). API fuzzing never touches the broker: it runs in make test.
+test-kafka: venv kafka-fetch lb-deps
+	OFFSYNC_TEST_BROKER=kafka OFFSYNC_TEST_KAFKA_BROKERS=3 $(PY) -m pytest -m "(integration or e2e) and not chaos" -k "not fuzz" $(ARGS)
+	OFFSYNC_TEST_BROKER=kafka $(PY) -m pytest tests/chaos -m "chaos and kafka" $(ARGS)
 
 bench: venv
 	$(PY) -m offsync_bench $(ARGS)

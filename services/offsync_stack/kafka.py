@@ -101,8 +101,12 @@ def fetch(pom: Path = POM) -> Path:
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never starting with
+    "-" (the storage tool would read it as an option, as Kafka's own generator also avoids)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def node_properties(
@@ -327,6 +331,41 @@ class KafkaCluster:
             return {int(b["node_id"]) for b in meta["brokers"]}
         finally:
             await admin.close()
+
+    def wait_in_sync(self, timeout: float = 120.0) -> None:
+        """Until every partition of every topic has all its replicas in sync (a rolling restart
+        takes the next node down only then, or partitions would drop below min.insync)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                behind = asyncio.run(self._under_replicated())
+                if not behind:
+                    return
+                last = behind[:5]
+            except Exception as exc:  # noqa: BLE001 - a node still starting; reported at the deadline
+                last = exc
+            time.sleep(0.2)  # polling replication catching up; bounded by the deadline
+        raise TimeoutError(f"partitions still under-replicated after {timeout}s: {last!r}")
+
+    async def _under_replicated(self) -> list[str]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        running = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes if n.running)
+        admin = AIOKafkaAdminClient(bootstrap_servers=running, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            topics = await admin.describe_topics()
+        finally:
+            await admin.close()
+        return [
+            f"{t['topic']}/{p['partition']}"
+            for t in topics
+            for p in t["partitions"]
+            if set(p["isr"]) != set(p["replicas"])
+        ]
 
     def active_controller(self) -> int:
         """The node id of the KRaft quorum's leader (the active controller), as the running nodes

@@ -24,6 +24,17 @@ from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``kafka`` need a local Apache Kafka cluster: they run in ``make test-kafka``
+    (OFFSYNC_TEST_BROKER=kafka) and are skipped elsewhere."""
+    if os.environ.get("OFFSYNC_TEST_BROKER") == "kafka":
+        return
+    skip = pytest.mark.skip(reason="needs Apache Kafka: make test-kafka")
+    for item in items:
+        if item.get_closest_marker("kafka") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     with provide() as i:

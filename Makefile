@@ -59,8 +59,16 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# docker-compose.yml must refuse to start without its secrets, and be valid with them.
+COMPOSE_SECRETS := OFFSYNC_JWT_SECRET=validate-only-0123456789abcdef0123456789 OFFSYNC_PG_PASSWORD=validate-only
 compose-config:
-	docker compose config -q 2>/dev/null || docker-compose config -q
+	@if docker compose version >/dev/null 2>&1; then dc="docker compose"; else dc=docker-compose; fi; \
+	! $$dc config -q 2>/dev/null || { echo "docker-compose.yml starts without its secrets"; exit 1; }; \
+	env $(COMPOSE_SECRETS) $$dc config -q && echo "compose config: ok (and refused without secrets)"
+
+# Schema check of the Kubernetes manifests (kubernetes-validate, pinned in requirements.txt).
+k8s-validate: venv
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml && echo "k8s manifests: ok"
 
 clean:
 	rm -rf $(VENV) .offsync .pytest_cache

@@ -26,9 +26,10 @@ from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
+from offsync_stack.infra import Infra
 from offsync_stack.kafka import KafkaCluster
 from offsync_stack.processes import SERVICES, ServiceGroup
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, eventually, make_env
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
@@ -52,12 +53,38 @@ class ChaosStack:
     """Infrastructure and services this suite owns outright, so it may restart any of them."""
 
     root: Path
-    pg: EmbeddedPostgres
+    pg: EmbeddedPostgres | None
     broker: EmbeddedBroker | None
     env: InfraEnv
     group: ServiceGroup
     ports: dict[str, int]
     kafka: KafkaCluster | None = None
+    ws_override: str | None = None  # devices connect here instead (a load balancer)
+
+    @classmethod
+    async def on_infra(cls, infra: Infra, extra_env: dict[str, str]) -> ChaosStack:
+        """The four services on the session's infrastructure (a fresh database and topic
+        prefix); the infrastructure itself is not this stack's to restart."""
+        root = Path(tempfile.mkdtemp(prefix="offsync-stack-"))
+        env = await make_env(infra, "stack")
+        group = ServiceGroup(
+            env={
+                **env.as_env(),
+                "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_CHAOS_LOG_LEVEL", "WARNING"),
+                **extra_env,
+            },
+            log_dir=root / "logs",
+        )
+        ports = {name: free_port() for name in SERVICE_NAMES}
+        s = cls(root, None, None, env, group, ports)
+        for name in SERVICE_NAMES:
+            group.start(SPECS[name], ports[name])
+        try:
+            await asyncio.to_thread(group.wait_ready, 90)
+        except BaseException:
+            await asyncio.to_thread(group.stop_all)
+            raise
+        return s
 
     @classmethod
     async def start(cls, extra_env: dict[str, str], kafka_brokers: int = 0) -> ChaosStack:
@@ -105,6 +132,8 @@ class ChaosStack:
 
     @property
     def sync_ws(self) -> str:
+        if self.ws_override:
+            return self.ws_override
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
     async def kill_and_restart(self, name: str) -> None:
@@ -121,6 +150,7 @@ class ChaosStack:
         await asyncio.to_thread(self.broker.start)
 
     async def restart_postgres(self) -> None:
+        assert self.pg is not None
         proc = self.pg.proc
         assert proc is not None
         proc.send_signal(signal.SIGINT)  # fast shutdown: open sessions are cut, not waited for
@@ -149,7 +179,8 @@ class ChaosStack:
             await asyncio.to_thread(self.broker.stop)
         if self.kafka is not None:
             await asyncio.to_thread(self.kafka.stop)
-        await asyncio.to_thread(self.pg.stop)
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.stop)
         if os.environ.get("OFFSYNC_CHAOS_KEEP") != "1":
             rmtree(self.root)
 

@@ -31,6 +31,12 @@ def main() -> None:
         help="embedded Tansu (default) or a local Apache Kafka fetched through Maven (needs Java 17+, Maven)",
     )
     parser.add_argument("--kafka-brokers", type=int, default=1, help="Apache Kafka nodes with --broker kafka")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes each of conflict/publish/sync-service (2+: HAProxy in front of the gateways)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
@@ -44,8 +50,11 @@ def main() -> None:
         os.environ["OFFSYNC_TEST_KAFKA_BROKERS"] = str(args.kafka_brokers)
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
-    figures = asyncio.run(run(chosen, args.seed, sizes, args.quick))
-    doc = results.document(args.seed, sizes, args.quick, figures)
+    figures = asyncio.run(run(chosen, args.seed, sizes, args.quick, args.processes))
+    stack = {"broker": args.broker, "processes": args.processes}
+    if args.broker == "kafka":
+        stack["kafka_brokers"] = args.kafka_brokers
+    doc = results.document(args.seed, sizes, args.quick, figures, stack)
     args.out.write_bytes(doc)
     print(results.table(figures))
     print(f"written to {args.out}")
@@ -54,10 +63,10 @@ def main() -> None:
         print(f"plot written to {args.plot}")
 
 
-async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool) -> dict[str, dict[str, Any]]:
+async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool, processes: int = 1) -> dict[str, dict[str, Any]]:
     from offsync_bench.context import bench_context
 
-    async with bench_context(seed, sizes, quick) as ctx:
+    async with bench_context(seed, sizes, quick, processes) as ctx:
         return await run_workloads(ctx, chosen, WORKLOADS)
 
 

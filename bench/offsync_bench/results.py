@@ -36,7 +36,14 @@ def failed(reason: str) -> dict[str, Any]:
     return {"status": "failed", "reason": reason}
 
 
-def document(seed: int, sizes: Sizes, quick: bool, workloads: dict[str, dict[str, Any]]) -> bytes:
+def document(
+    seed: int,
+    sizes: Sizes,
+    quick: bool,
+    workloads: dict[str, dict[str, Any]],
+    stack: dict[str, Any] | None = None,
+) -> bytes:
+    """``stack``: what ran (broker, broker nodes, processes per worker), so runs compare."""
     return orjson.dumps(
         {
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -45,6 +52,7 @@ def document(seed: int, sizes: Sizes, quick: bool, workloads: dict[str, dict[str
             "seed": seed,
             "quick": quick,
             "sizes": asdict(sizes),
+            "stack": stack or {"broker": "embedded", "processes": 1},
             **workloads,
         },
         option=orjson.OPT_INDENT_2,

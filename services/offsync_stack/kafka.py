@@ -8,7 +8,9 @@ Needs Java 17+ and Maven on PATH. The jars land in ``$OFFSYNC_KAFKA_CACHE`` (def
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import json
 import os
 import re
@@ -17,8 +19,10 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from offsync_stack.embedded import free_port, wait_port
 
@@ -29,6 +33,8 @@ POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 # arrives, so the fetch wait is no latency floor; a short session timeout lets a killed
 # worker's partitions move within seconds (the broker's minimum is 6 s by default; the test
 # cluster lowers it, see KafkaCluster.node_properties).
+T = TypeVar("T")
+
 KAFKA_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "6000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -38,6 +44,17 @@ KAFKA_ENV = {
     # A replicated Kafka keeps what it acknowledged: no window to replay.
     "OFFSYNC_OUTBOX_RETENTION_S": "0",
 }
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Runs an admin coroutine from synchronous code, also when the caller is itself inside an
+    event loop (the bench's async context starts the cluster), on a thread of its own then."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro_fn())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
 
 
 class KafkaUnavailable(RuntimeError):
@@ -304,14 +321,12 @@ class KafkaCluster:
 
     def wait_brokers(self, timeout: float = 120.0) -> None:
         """Until every running node is registered as a broker in the cluster metadata."""
-        import asyncio
-
         want = {n.node_id for n in self.nodes if n.running}
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             try:
-                have = asyncio.run(self._broker_ids())
+                have = _run(self._broker_ids)
                 if want <= have:
                     return
                 last = have
@@ -335,13 +350,11 @@ class KafkaCluster:
     def wait_in_sync(self, timeout: float = 120.0) -> None:
         """Until every partition of every topic has all its replicas in sync (a rolling restart
         takes the next node down only then, or partitions would drop below min.insync)."""
-        import asyncio
-
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             try:
-                behind = asyncio.run(self._under_replicated())
+                behind = _run(self._under_replicated)
                 if not behind:
                     return
                 last = behind[:5]

@@ -10,6 +10,7 @@ from offsync_bench.context import BenchContext
 from offsync_bench.workloads import (
     connections,
     fanout,
+    idle,
     incremental,
     initial_sync,
     live,
@@ -29,4 +30,5 @@ WORKLOADS: dict[str, Workload] = {
     "upload": upload.run,
     "connections": connections.run,
     "reconnect": reconnect.run,
+    "idle": idle.run,
 }

@@ -55,9 +55,11 @@ bench: venv
 bench-quick: venv
 	$(PY) -m offsync_bench --quick $(ARGS)
 
+# The same gates as .pre-commit-config.yaml; config in the root pyproject.toml.
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # docker-compose.yml must refuse to start without its secrets, and be valid with them.
 COMPOSE_SECRETS := OFFSYNC_JWT_SECRET=validate-only-0123456789abcdef0123456789 OFFSYNC_PG_PASSWORD=validate-only

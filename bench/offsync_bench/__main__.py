@@ -50,11 +50,11 @@ def main() -> None:
         os.environ["OFFSYNC_TEST_KAFKA_BROKERS"] = str(args.kafka_brokers)
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
-    figures = asyncio.run(run(chosen, args.seed, sizes, args.quick, args.processes))
-    stack = {"broker": args.broker, "processes": args.processes}
+    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick, args.processes))
+    stack: dict[str, Any] = {"broker": args.broker, "processes": args.processes}
     if args.broker == "kafka":
         stack["kafka_brokers"] = args.kafka_brokers
-    doc = results.document(args.seed, sizes, args.quick, figures, stack)
+    doc = results.document(args.seed, sizes, args.quick, figures, database, stack)
     args.out.write_bytes(doc)
     print(results.table(figures))
     print(f"written to {args.out}")
@@ -63,11 +63,16 @@ def main() -> None:
         print(f"plot written to {args.plot}")
 
 
-async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool, processes: int = 1) -> dict[str, dict[str, Any]]:
+async def run(
+    chosen: list[str], seed: int, sizes: Sizes, quick: bool, processes: int = 1
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The figures of each chosen workload, and the database's durability settings they ran under."""
     from offsync_bench.context import bench_context
 
     async with bench_context(seed, sizes, quick, processes) as ctx:
-        return await run_workloads(ctx, chosen, WORKLOADS)
+        database = await results.durability(ctx.pg_dsn)
+        print(f"database durability: {database}", flush=True)
+        return await run_workloads(ctx, chosen, WORKLOADS), database
 
 
 async def run_workloads(ctx: Any, chosen: list[str], workloads: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Who may call the admin API: a bearer token for the admin audience whose user is enabled and
-holds an is_admin role, directly or through one of its teams."""
+holds an is_admin role, directly or through one of its teams (and, when the token names one,
+is still the same incarnation of the user id: see docs/identity.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ _bearer = HTTPBearer(auto_error=False, description="JWT for audience offsync-adm
 IS_ADMIN_SQL = """
 SELECT EXISTS (
   SELECT 1 FROM admin.users u
-  WHERE u.id = $1 AND u.enabled AND EXISTS (
+  WHERE u.id = $1 AND u.enabled AND ($2::text IS NULL OR u.generation = $2) AND EXISTS (
     SELECT 1 FROM admin.roles r
     WHERE r.is_admin AND (
       r.id IN (SELECT role_id FROM admin.user_roles WHERE user_id = u.id)
@@ -41,7 +42,7 @@ async def require_admin(
     if len(principal.user_id) > 128 or "\x00" in principal.user_id:
         raise Unauthenticated("invalid token: bad subject")
     async with rt.pool.acquire() as conn:
-        if not await conn.fetchval(IS_ADMIN_SQL, principal.user_id):
+        if not await conn.fetchval(IS_ADMIN_SQL, principal.user_id, principal.generation):
             raise Forbidden("caller is not an enabled user with an administrator role")
     return Admin(principal.user_id)
 

@@ -7,17 +7,37 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
+from offsync_shared.auth import ADMIN_AUDIENCE
+from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import (
+    routes_audit,
+    routes_auth,
+    routes_device_metadata,
+    routes_org,
+    routes_profiles,
+    routes_solutions,
+    routes_tokens,
+)
 from profile_service.admin_events import Emitter
-from profile_service.bootstrap import bootstrap
+from profile_service.bootstrap import bootstrap, ensure_admin_credentials
+from profile_service.oidc import OidcVerifier
 from profile_service.settings import Settings
 
 SCHEMA = "admin"
+
+# Bodies: 16 KiB until a valid admin token is shown (sign-in, refresh), 1 MiB per admin change;
+# a solution (a whole profile set) imports up to 8 MiB. docs/security.md lists them.
+BODY_LIMITS = BodyLimits(
+    preauth_bytes=16 * KIB,
+    default_bytes=1 * MIB,
+    routes=(RouteLimit("POST", r"/v1/solutions.*", 8 * MIB),),
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -25,9 +45,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt:
+        async with (
+            open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt,
+            httpx.AsyncClient(timeout=10) as idp_client,
+        ):
+            oidc = settings.oidc_config()
+            app.state.oidc = None if oidc is None else OidcVerifier(oidc, idp_client)
             emitter = Emitter(settings.topic_prefix)
             await bootstrap(rt.pool, emitter)
+            await ensure_admin_credentials(
+                rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
+            )
             state["rt"] = rt
             app.state.runtime = rt
             app.state.emitter = emitter
@@ -44,20 +72,30 @@ def create_app(settings: Settings) -> FastAPI:
         rt = state.get("rt")
         return await rt.ready() if rt else {"started": False}
 
-    http.install(app, "profile-service", ready)
+    http.install(
+        app,
+        "profile-service",
+        ready,
+        body_limits=BODY_LIMITS,
+        authenticated=bearer_check(settings.jwt_secret, ADMIN_AUDIENCE, settings.jwt_issuer),
+    )
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a
-    # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.
+    # conflict for the caller, not a server error (values PostgreSQL cannot store: offsync_shared.http).
     @app.exception_handler(asyncpg.IntegrityConstraintViolationError)
     async def integrity_error(_: Request, exc: asyncpg.IntegrityConstraintViolationError) -> JSONResponse:
         return JSONResponse(
             http.error_body("conflict", f"conflicting concurrent change: {exc.__class__.__name__}"), status_code=409
         )
 
-    @app.exception_handler(asyncpg.DataError)
-    async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
-        return JSONResponse(http.error_body("bad_request", "a value cannot be stored"), status_code=400)
-
-    for module in (routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (
+        routes_auth,
+        routes_device_metadata,
+        routes_tokens,
+        routes_org,
+        routes_profiles,
+        routes_solutions,
+        routes_audit,
+    ):
         app.include_router(module.router)
     return app

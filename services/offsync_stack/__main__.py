@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -34,6 +35,29 @@ def _ports() -> dict[str, int]:
     return {k: int(os.environ.get(k, v)) for k, v in DEFAULT_PORTS.items()}
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600) from the first byte: it holds an admin
+    token, and a file made world-readable first and narrowed after leaks in between."""
+    path.unlink(missing_ok=True)  # an older file keeps its mode through O_TRUNC: start afresh
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def admin_password_for(state_dir: Path) -> str:
+    """The bootstrap admin's generated password, kept in ``state_dir`` (mode 0600) so a restart
+    on the same database prints the password that database holds."""
+    path = state_dir / "admin-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
 def up(state_dir: Path, fresh: bool) -> int:
     from offsync_shared import bus
     from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
@@ -44,6 +68,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         signal.signal(sig, lambda *_: stop.set())
     if fresh:
         rmtree(state_dir / "pg")
+        (state_dir / "admin-password").unlink(missing_ok=True)
     pg = broker = kafka = None
     group: ServiceGroup | None = None
     try:
@@ -83,6 +108,10 @@ def up(state_dir: Path, fresh: bool) -> int:
         )
         ports = _ports()
         env.update({k: str(v) for k, v in ports.items()})
+        admin_username = os.environ.get("OFFSYNC_BOOTSTRAP_ADMIN_USERNAME", "admin")
+        admin_password = os.environ.get("OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD") or admin_password_for(state_dir)
+        env["OFFSYNC_BOOTSTRAP_ADMIN_USERNAME"] = admin_username
+        env["OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD"] = admin_password
         group = ServiceGroup(env=env, log_dir=state_dir / "logs")
         for spec in SERVICES:
             group.start(spec, ports[spec.port_env])
@@ -98,6 +127,8 @@ def up(state_dir: Path, fresh: bool) -> int:
             "pg_dsn": settings.pg_dsn,
             "kafka_bootstrap": settings.kafka_bootstrap,
             "admin_token": token,
+            "admin_username": admin_username,
+            "admin_password": admin_password,
             "logs": str(state_dir / "logs"),
             "pids": {
                 **{name: svc.proc.pid for name, svc in group.running.items()},
@@ -106,10 +137,11 @@ def up(state_dir: Path, fresh: bool) -> int:
                 **({f"kafka-{n.node_id}": n.proc.pid for n in kafka.nodes if n.proc} if kafka else {}),
             },
         }
-        (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        _write_private(state_dir / "stack.json", json.dumps(info, indent=2))
         print("Offsync is up.", flush=True)
         for k in ("admin_api", "admin_docs", "records_api", "device_ws", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
+        print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             for name, svc in list(group.running.items()):
@@ -145,7 +177,7 @@ def main() -> None:
             sys.exit(str(exc))
         return
     if args.cmd == "up":
-        args.state_dir.mkdir(parents=True, exist_ok=True)
+        args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sys.exit(up(args.state_dir.resolve(), args.fresh))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -16,7 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offsync_shared import db, metrics
-from offsync_shared.errors import OffsyncError
+from offsync_shared.errors import OffsyncError, RateLimited
+from offsync_shared.http_edge import BodyLimits, EdgeGuard, TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,24 @@ def _is_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
-def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
-    """Add /healthz, /readyz, /metrics and the error handlers to ``app``."""
+def _nobody(_: str | None) -> bool:
+    return False
+
+
+def install(
+    app: FastAPI,
+    service: str,
+    ready: ReadyCheck,
+    *,
+    body_limits: BodyLimits | None = None,
+    authenticated: TokenCheck = _nobody,
+) -> None:
+    """Add /healthz, /readyz, /metrics, the error handlers and the edge checks (NUL, body caps:
+    ``authenticated`` tells whether an Authorization header earns the per-route caps; without it
+    every body is held to the pre-authentication cap) to ``app``."""
 
     app.add_middleware(JsonByDefault)
+    app.add_middleware(EdgeGuard, limits=body_limits or BodyLimits(), authenticated=authenticated)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -93,7 +109,10 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
         body = error_body(exc.code, exc.message, exc.field)
         if exc.details is not None:
             body["error"]["details"] = exc.details  # type: ignore[index]
-        return JSONResponse(body, status_code=exc.status)
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,6 +126,14 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
             error_body("validation", str(first.get("msg", "invalid request")), ".".join(loc) or None, details=details),
             status_code=422,
         )
+
+    # Values PostgreSQL cannot take (NUL in text, numbers and instants out of a column's range),
+    # whether the server refused them or asyncpg could not encode them: the caller's input.
+    @app.exception_handler(asyncpg.DataError)
+    @app.exception_handler(asyncpg.exceptions._base.DataError)
+    async def data_error(_: Request, exc: Exception) -> JSONResponse:
+        metrics.HTTP_REQUESTS.labels(service, "400").inc()
+        return JSONResponse(error_body("bad_request", "a value in the request cannot be stored or compared"), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

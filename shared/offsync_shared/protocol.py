@@ -28,6 +28,7 @@ CLOSE_BAD_HELLO = 4000  # first frame was not a valid hello
 CLOSE_UNAUTHENTICATED = 4001  # missing, forged, expired or wrong-audience token: renew it
 CLOSE_FORBIDDEN = 4003  # disabled user, no read_offline_profile privilege, token for another device
 CLOSE_NO_PROFILE = 4004  # no published mobile offline profile (or it was removed)
+CLOSE_APP_NOT_AVAILABLE = 4006  # hello.app names no offline-enabled app module holding the user's profile
 CLOSE_TIMEOUT = 4008  # no hello in time, or the device went silent
 CLOSE_SUPERSEDED = 4009  # the same device opened a newer connection; this one is closed
 
@@ -40,6 +41,7 @@ CLOSE_CODES: dict[int, str] = {
     CLOSE_UNAUTHENTICATED: "unauthenticated",
     CLOSE_FORBIDDEN: "forbidden",
     CLOSE_NO_PROFILE: "no_profile",
+    CLOSE_APP_NOT_AVAILABLE: "app_not_available",
     CLOSE_TIMEOUT: "timeout",
     CLOSE_SUPERSEDED: "superseded",
 }
@@ -76,11 +78,12 @@ FEATURE_OPS_CHECKPOINT = "ops_checkpoint"  # a checkpoint may ride inside the op
 class FrameError(ValueError):
     """A frame that does not follow the protocol; ``code`` is one of ERROR_CODES."""
 
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.ref = ref  # the batch id the error is about, when the frame named a usable one
 
 
 # ===================================== client -> server =====================================
@@ -96,6 +99,8 @@ class Hello:
     checksums: dict[str, int] = field(default_factory=dict)
     token: str | None = None  # when the client cannot send an Authorization header
     features: tuple[str, ...] = ()  # FEATURE_* names the device understands
+    # The app module (id or name) the device syncs for; None: no app check (older SDKs).
+    app: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,9 @@ class Welcome:
     heartbeat_s: float
     limits: dict[str, int]
     version: int = VERSION
+    # entity -> its profile item's sync interval (minutes): the longest a device that is not
+    # connected live (background / metered mode) may go without syncing that entity.
+    sync_intervals: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +250,20 @@ def encode_result(batch_id: str, results: Iterable[Mapping[str, Any]]) -> bytes:
     return orjson.dumps({"type": "result", "batch_id": batch_id, "results": [_drop_none(r) for r in results]})
 
 
+def join_op_rows(rows: Iterable[str]) -> bytes:
+    """The ``ops`` array of an Ops frame from op rows each already encoded as a JSON array
+    (the database builds them, see sync-service's bucket reads): joined, never re-encoded."""
+    return ("[" + ",".join(rows) + "]").encode()
+
+
+def encode_ops_with_checkpoint(ops_json: bytes, count: int, checkpoint: Checkpoint) -> bytes:
+    """What ``encode`` makes of ``Ops(ops=Fragment(ops_json), done=count, total=count,
+    checkpoint=checkpoint)``, without building the frame: live fanout encodes one such frame per
+    group of devices per notification. ``test_device_protocol_codec`` holds the two equal."""
+    cp = orjson.dumps({"cursor": checkpoint.cursor, "checksums": checkpoint.checksums})
+    return b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (ops_json, count, count, cp)
+
+
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
     """One frame as UTF-8 JSON bytes."""
     if isinstance(frame, Ops):
@@ -271,6 +293,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "checksums": frame.checksums,
                     "token": frame.token,
                     "features": list(frame.features) or None,
+                    "app": frame.app,
                 }
             )
         )
@@ -333,6 +356,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 "buckets": list(frame.buckets),
                 "heartbeat_s": frame.heartbeat_s,
                 "limits": frame.limits,
+                **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
     if isinstance(frame, Drop):
@@ -353,7 +377,18 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
+def has_nul(obj: Any) -> bool:
+    """True when a string anywhere in ``obj`` (keys included) holds a NUL character."""
+    if isinstance(obj, str):
+        return "\x00" in obj
+    if isinstance(obj, dict):
+        return any("\x00" in k or has_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(has_nul(v) for v in obj)
+    return False
+
+
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -422,9 +457,21 @@ def _change(i: int, c: Any) -> Change:
     return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
-def decode_client(raw: bytes | str) -> ClientFrame:
-    """Parse and validate one client frame; raises FrameError with a stable code."""
+def _has_nul_escape(raw: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(raw, str):
+        return "\\u0000" in raw
+    return b"\\u0000" in (raw if isinstance(raw, (bytes, bytearray)) else bytes(raw))
+
+
+def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> ClientFrame:
+    """Parse and validate one client frame; raises FrameError with a stable code. An upload of
+    more than ``max_changes`` changes is refused before any change is validated."""
     obj = _load(raw)
+    # JSON can carry NUL only as the escape \u0000, so one substring scan of the raw frame (C
+    # speed) clears almost every frame; only one that has the escape is walked. PostgreSQL text
+    # cannot hold NUL: such a change could never be stored, and its batch never answered.
+    if _has_nul_escape(raw) and has_nul(obj):
+        raise FrameError(ERR_BAD_FRAME, "text must not contain NUL characters (\\u0000)")
     t = obj["type"]
     if t == "hello":
         version = obj.get("version", VERSION)
@@ -446,11 +493,20 @@ def decode_client(raw: bytes | str) -> ClientFrame:
             checksums=checksums,
             token=_str(obj, "token", required=False, max_len=8192),
             features=tuple(f for f in features[:32] if len(f) <= 64),
+            app=_str(obj, "app", required=False),
         )
     if t == "upload":
         changes = obj.get("changes")
         if not isinstance(changes, list):
             raise FrameError(ERR_BAD_FRAME, "'changes' must be a list", "changes")
+        if max_changes is not None and len(changes) > max_changes:
+            bid = obj.get("batch_id")
+            raise FrameError(
+                ERR_BATCH_TOO_LARGE,
+                f"batch has {len(changes)} changes; at most {max_changes} per batch",
+                "changes",
+                ref=bid if isinstance(bid, str) and 0 < len(bid) <= MAX_ID_LEN and "\x00" not in bid else None,
+            )
         parsed = tuple(_change(i, c) for i, c in enumerate(changes))
         return Upload(batch_id=_str(obj, "batch_id"), changes=parsed)
     if t == "refetch":
@@ -477,7 +533,7 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
     return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
 
 
-def decode_server(raw: bytes | str) -> ServerFrame:
+def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
     t = obj["type"]
@@ -501,6 +557,7 @@ def decode_server(raw: bytes | str) -> ServerFrame:
                 heartbeat_s=float(obj["heartbeat_s"]),
                 limits=dict(obj["limits"]),
                 version=int(obj["version"]),
+                sync_intervals={str(k): int(v) for k, v in (obj.get("sync_intervals") or {}).items()},
             )
         if t == "result":
             return Result(

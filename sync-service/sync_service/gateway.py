@@ -15,8 +15,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
-from offsync_shared.errors import OffsyncError
-from sync_service.access import decide, device_mismatch
+from offsync_shared.errors import OffsyncError, Unauthenticated
+from sync_service.access import app_refusal, decide, device_mismatch
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
@@ -109,7 +109,7 @@ class Gateway:
             return None
         raw = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
         try:
-            if raw is None or len(raw) > self.s.sync_max_frame_bytes:
+            if raw is None or len(raw) > self.s.sync_preauth_frame_bytes:
                 raise p.FrameError(p.ERR_FRAME_TOO_LARGE, "hello too large")
             hello = p.decode_client(raw)
             if not isinstance(hello, p.Hello):
@@ -123,16 +123,22 @@ class Gateway:
             ws.scope["headers"] = ()
             token = auth.bearer(header) if header else hello.token
             if not token:
-                raise auth.Unauthenticated("missing bearer token (Authorization header or hello.token)")
+                raise Unauthenticated("missing bearer token (Authorization header or hello.token)")
             principal = self.verify(token)
         except OffsyncError as exc:
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
             return None
+        lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
+        if lean is not None:  # now (before any await) frames may be as large as the session allows
+            lean.authenticated(self.s.sync_hard_frame_bytes)
         refusal = device_mismatch(principal.device_id, hello.device_id)
         admission = None
         if refusal is None:
             admission = await self.store.admit(principal.user_id)
-            refusal = decide(admission.facts)
+            refusal = decide(admission.facts, principal.generation)
+            if refusal is None and hello.app is not None:
+                profiles = await self.store.app_profiles(hello.app)
+                refusal = app_refusal(hello.app, profiles, admission.facts.profile_id)
         if refusal is not None:
             await self._close(ws, refusal.close_code, refusal.reason)
             return None
@@ -141,6 +147,7 @@ class Gateway:
             hello=hello,
             store=self.store,
             registry=self.hub,
+            shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
             verify_token=self.verify,

@@ -54,6 +54,8 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
     )
     try:
         info = _wait_for_file(state / "stack.json", proc, timeout=60)
+        # It holds an admin token: owner-only (security finding 1).
+        assert (state / "stack.json").stat().st_mode & 0o777 == 0o600
         pids = info["pids"]
         assert set(pids) >= {
             "profile-service",
@@ -71,9 +73,14 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
             assert httpx.get(f"{url}/readyz", timeout=5).json()["ready"] is True
         docs = httpx.get(str(info["admin_docs"]), timeout=5)
         assert docs.status_code == 200
+        # The bootstrap admin signs in with what make up printed and wrote (the same on a restart).
+        login = {"username": info["admin_username"], "password": info["admin_password"], "audience": "admin"}
+        signed = httpx.post(f"{info['admin_api']}/v1/auth/login", json=login, timeout=10)
+        assert signed.status_code == 200 and signed.json()["is_admin"] is True, signed.text
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+        assert f"admin sign-in {info['admin_username']} / {info['admin_password']}" in out.decode(errors="replace")
         children = list(pids.values())  # type: ignore[union-attr]
         alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"processes left behind: {alive}"

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
-from offsync_shared import metrics
+from offsync_shared import metrics, topic_specs
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
+from offsync_shared.log_ends import past_end
 from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -63,14 +65,25 @@ async def _once(attempt: Callable[[], Awaitable[None]], what: str) -> None:
 
 
 async def ensure_topics(
-    bootstrap: str, prefix: str = "", partitions: int = 8, topics: Iterable[Topic] = ALL_TOPICS, timeout: float = 30.0
+    bootstrap: str,
+    prefix: str = "",
+    partitions: int | None = None,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    timeout: float = 30.0,
+    *,
+    replication_factor: int | None = None,
+    check_existing: bool = False,
 ) -> list[str]:
-    """Create the topics that do not exist yet (the embedded broker forgets them on restart).
-    Returns the names it created. Serialized within a process (several producers and the broker
-    watch may notice a restarted broker at once); across processes the broker refuses all but
-    one CreateTopics per name."""
+    """Create the topics that do not exist yet, as ``topics.yaml`` defines them (fitted to the
+    cluster's broker count; ``partitions`` / ``replication_factor`` override the definition).
+    With ``check_existing``, an existing topic whose settings differ gets a warning (it is never
+    altered: repartitioning would reorder keys). Returns the names it created. Serialized within
+    a process (several producers and the broker watch may notice a restarted embedded broker at
+    once); across processes the broker refuses all but one CreateTopics per name."""
     async with _ensure_lock():
-        return await _ensure_topics(bootstrap, prefix, partitions, topics, timeout)
+        return await _ensure_topics(
+            bootstrap, prefix, partitions, list(topics), timeout, replication_factor, check_existing
+        )
 
 
 _ENSURE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -82,25 +95,51 @@ def _ensure_lock() -> asyncio.Lock:
 
 
 async def _ensure_topics(
-    bootstrap: str, prefix: str, partitions: int, topics: Iterable[Topic], timeout: float
+    bootstrap: str,
+    prefix: str,
+    partitions: int | None,
+    topics: list[Topic],
+    timeout: float,
+    replication_factor: int | None,
+    check_existing: bool,
 ) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             await admin.start()
+            cluster = await admin.describe_cluster()
+            brokers = len(cluster.get("brokers") or ()) or 1
+            fitted = topic_specs.fit_all(
+                [t.name for t in topics],
+                prefix,
+                brokers=brokers,
+                partitions=partitions,
+                replication_factor=replication_factor,
+            )
             existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(t.full(prefix), num_partitions=partitions, replication_factor=1)
-                for t in topics
-                if t.full(prefix) not in existing
-            ]
+            missing = [f for f in fitted if f.full_name not in existing]
+            for f in missing:
+                if f.notes:
+                    log.warning("topic created below its definition", extra={"topic": f.full_name, "why": f.notes})
             if missing:
                 try:
-                    await admin.create_topics(missing)
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                f.full_name,
+                                num_partitions=f.spec.partitions,
+                                replication_factor=f.spec.replication_factor,
+                                topic_configs=f.spec.configs(),
+                            )
+                            for f in missing
+                        ]
+                    )
                 except TopicAlreadyExistsError:
                     pass
-            return [t.name for t in missing]
+            if check_existing:
+                await _warn_on_differences(admin, [f for f in fitted if f.full_name in existing])
+            return [f.spec.name for f in missing]
         except (KafkaError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise
@@ -110,11 +149,50 @@ async def _ensure_topics(
             await admin.close()
 
 
+async def _warn_on_differences(admin: AIOKafkaAdminClient, fitted: list[topic_specs.Fitted]) -> None:
+    if not fitted:
+        return
+    described = {t["topic"]: t for t in await admin.describe_topics([f.full_name for f in fitted])}
+    configs: dict[str, dict[str, str]] = {}
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, f.full_name) for f in fitted]
+        for resp in await admin.describe_configs(resources):
+            for res in resp.to_object()["resources"]:
+                configs[res["resource_name"]] = {
+                    e["config_names"]: e["config_value"] for e in res["config_entries"] if e["config_value"] is not None
+                }
+    except (KafkaError, KeyError, TypeError) as exc:  # the embedded broker answers no DescribeConfigs
+        log.info("topic configs not described; comparing partitions and replicas only", extra={"error": str(exc)})
+    for f in fitted:
+        meta = described.get(f.full_name)
+        if meta is None or not meta.get("partitions"):
+            continue
+        parts = meta["partitions"]
+        observed = topic_specs.Observed(
+            partitions=len(parts),
+            replication_factor=min(len(p["replicas"]) for p in parts),
+            configs=configs.get(f.full_name, {}),
+        )
+        diffs = topic_specs.differences(f.spec, observed)
+        if diffs:
+            log.warning(
+                f"topic {f.full_name} exists with settings that differ from topics.yaml (left as is): "
+                + "; ".join(diffs),
+                extra={"topic": f.full_name, "differences": diffs},
+            )
+
+
 class Producer:
     """A started aiokafka producer; ``send_many`` waits for every acknowledgement."""
 
     def __init__(
-        self, bootstrap: str, *, linger_ms: int = 0, topic_prefix: str | None = None, partitions: int = 8
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int = 0,
+        topic_prefix: str | None = None,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         # acks=all and no idempotence: the embedded broker supports neither idempotent
         # producers nor transactions; duplicates are handled by idempotent consumers.
@@ -126,6 +204,7 @@ class Producer:
         # forgotten them all) before the error reaches the caller, whose retry then succeeds.
         self._topic_prefix = topic_prefix
         self._partitions = partitions
+        self._replication_factor = replication_factor
 
     async def start(self) -> None:
         await self._producer.start()
@@ -152,7 +231,13 @@ class Producer:
         if self._topic_prefix is None:
             return
         try:
-            await ensure_topics(self._bootstrap, self._topic_prefix, self._partitions, timeout=5.0)
+            await ensure_topics(
+                self._bootstrap,
+                self._topic_prefix,
+                self._partitions,
+                timeout=5.0,
+                replication_factor=self._replication_factor,
+            )
         except (KafkaError, OSError) as exc:  # the broker is still away: the caller retries anyway
             log.warning("could not re-create topics", extra={"error": str(exc)})
 
@@ -255,19 +340,27 @@ class ConsumerLoop:
         """While idle: a position beyond a partition's end means its log was lost and re-created
         (the embedded broker answers such fetches with nothing, so the consumer would wait until
         the new log grew past it). Independent of the broker watch, which can miss a loss that
-        another service's watch repaired first: read those partitions from the start."""
+        another service's watch repaired first: read those partitions from the start. The verdict
+        is :func:`broker_watch.past_end`: the fetch's own high watermark and ListOffsets must
+        both be below the position (ListOffsets alone lags on the embedded broker)."""
         if self.consumer is None:
             return []
         parts = list(self.consumer.assignment())
         if not parts:
             return []
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(parts), 5)
-            past = []
+            # Only partitions whose last fetch answer already put them past the end are worth a
+            # ListOffsets round trip: at rest that is none, and the check costs nothing.
+            suspects = []
             for tp in parts:
                 pos = await asyncio.wait_for(self.consumer.position(tp), 5)
-                if pos > ends.get(tp, pos):
-                    past.append(tp)
+                high = self.consumer.highwater(tp)
+                if high is not None and pos > high:
+                    suspects.append((tp, pos, high))
+            past = []
+            if suspects:
+                ends = await asyncio.wait_for(self.consumer.end_offsets([tp for tp, _, _ in suspects]), 5)
+                past = [tp for tp, pos, high in suspects if past_end(pos, high, ends.get(tp))]
             if past:
                 await self.consumer.seek_to_beginning(*past)
         except (TimeoutError, KafkaError, IllegalStateError) as exc:  # broker away or a rebalance: next time

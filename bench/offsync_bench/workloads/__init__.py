@@ -11,6 +11,7 @@ from offsync_bench.workloads import (
     browser,
     connections,
     fanout,
+    idle,
     incremental,
     initial_sync,
     live,
@@ -32,4 +33,5 @@ WORKLOADS: dict[str, Workload] = {
     "reconnect": reconnect.run,
     "browser_initial_sync": browser.run_initial_sync,
     "browser_live": browser.run_live,
+    "idle": idle.run,
 }

@@ -46,6 +46,7 @@ class SyncInterrupted(Exception):
         self.reason = reason
 
 
+CLIENT_NAME = "offsync-device-python/0.1.0"  # what the device list in the admin console shows
 REFUSALS = {p.CLOSE_FORBIDDEN, p.CLOSE_NO_PROFILE, p.CLOSE_BAD_HELLO}
 
 
@@ -156,6 +157,9 @@ class Device:
             checksums=self.store.held_checksums(),
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
+            client=CLIENT_NAME,
+            records=self.store.count(),
+            pending=self.store.pending_count(),
         )
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame

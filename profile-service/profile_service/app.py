@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import console, routes_org, routes_profiles, routes_solutions, routes_tokens
 from profile_service.admin_events import Emitter
 from profile_service.bootstrap import bootstrap
 from profile_service.settings import Settings
@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         rt = state.get("rt")
         return await rt.ready() if rt else {"started": False}
 
-    http.install(app, "profile-service", ready)
+    http.install(app, "profile-service", ready, form_prefixes=("/console/",))
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a
     # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.
@@ -60,4 +60,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (routes_tokens, routes_org, routes_profiles, routes_solutions):
         app.include_router(module.router)
+    console.install(app)
     return app

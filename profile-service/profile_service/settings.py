@@ -6,8 +6,19 @@ from offsync_shared.settings import CommonSettings
 
 
 class Settings(CommonSettings):
-    """Everything in CommonSettings; profile-service-specific knobs go here."""
+    """Everything in CommonSettings plus where the console finds the other services."""
+
+    # The records API (conflict-service): the console's sync-error and conflict pages call it.
+    records_url: str = ""
+    # sync-service's HTTP address: the console's live figures read its /metrics.
+    sync_url: str = ""
 
     @property
     def port(self) -> int:
         return self.profile_port
+
+    def records_base(self) -> str:
+        return self.records_url or f"http://{self.host}:{self.conflict_port}"
+
+    def sync_base(self) -> str:
+        return self.sync_url or f"http://{self.host}:{self.sync_port}"

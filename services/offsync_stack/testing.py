@@ -93,12 +93,20 @@ class Stack:
 
 
 def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
+    # Every service learns every port: the admin console calls the records API and reads the
+    # gateway's metrics.
+    ports = {spec.name: free_port() for spec in SERVICES}
     group = ServiceGroup(
-        env={**env.as_env(), "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO")}, log_dir=log_dir
+        env={
+            **env.as_env(),
+            "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO"),
+            **{spec.port_env: str(ports[spec.name]) for spec in SERVICES},
+        },
+        log_dir=log_dir,
     )
     for spec in SERVICES:
         if services is None or spec.name in services:
-            group.start(spec, free_port())
+            group.start(spec, ports[spec.name])
     try:
         group.wait_ready(timeout=90)
     except BaseException:

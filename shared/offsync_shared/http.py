@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -13,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offsync_shared import db, metrics
+from offsync_shared import apidocs, db, metrics
 from offsync_shared.errors import OffsyncError
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,52 @@ class JsonByDefault:
     """Treats a request body sent without a content type, or as an HTML form (curl's ``-d``
     default), as JSON: these APIs take no forms, and an admin's first curl should just work."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, form_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.form_prefixes = form_prefixes  # paths that do take HTML forms (the admin console)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and not scope["path"].startswith(self.form_prefixes)
+        ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             ctype = dict(scope["headers"]).get(b"content-type", b"")
             if not ctype or ctype.startswith(b"application/x-www-form-urlencoded"):
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """Counts every HTTP request by route template and status and times it, so ``/metrics``
+    shows traffic, errors and latency per route (the template, never the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(unmatched)"
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
 
 
 # What a database restart raises in a request: refused/broken sockets, connections the server
@@ -68,10 +105,13 @@ def _is_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
-def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
-    """Add /healthz, /readyz, /metrics and the error handlers to ``app``."""
+def install(app: FastAPI, service: str, ready: ReadyCheck, *, form_prefixes: tuple[str, ...] = ()) -> None:
+    """Add /healthz, /readyz, /metrics, offline /docs and the error handlers to ``app``;
+    ``form_prefixes``: paths whose POSTs are HTML forms, left as sent."""
 
-    app.add_middleware(JsonByDefault)
+    app.add_middleware(JsonByDefault, form_prefixes=form_prefixes)
+    app.add_middleware(RequestMetrics, service=service)
+    apidocs.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -89,7 +129,6 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
 
     @app.exception_handler(OffsyncError)
     async def offsync_error(_: Request, exc: OffsyncError) -> JSONResponse:
-        metrics.HTTP_REQUESTS.labels(service, str(exc.status)).inc()
         body = error_body(exc.code, exc.message, exc.field)
         if exc.details is not None:
             body["error"]["details"] = exc.details  # type: ignore[index]
@@ -119,12 +158,10 @@ def install(app: FastAPI, service: str, ready: ReadyCheck) -> None:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if _is_unavailable(exc):  # the database (or a socket under it) is away: retry later
             log.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
-            metrics.HTTP_REQUESTS.labels(service, "503").inc()
             return JSONResponse(
                 error_body("unavailable", "a backing service is unavailable; retry shortly", retriable=True),
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
         log.exception("unhandled error")
-        metrics.HTTP_REQUESTS.labels(service, "500").inc()
         return JSONResponse(error_body("internal", "internal error; see server logs"), status_code=500)

@@ -7,6 +7,23 @@ from prometheus_client import Counter, Gauge, Histogram
 EVENTS_HANDLED = Counter("offsync_events_handled_total", "Events handled by a consumer", ["consumer", "type"])
 DEAD_LETTERS = Counter("offsync_dead_letters_total", "Messages parked on the dead-letter topic", ["consumer"])
 OUTBOX_PUBLISHED = Counter("offsync_outbox_published_total", "Outbox rows published", ["schema"])
-HTTP_REQUESTS = Counter("offsync_http_requests_total", "HTTP requests", ["service", "status"])
+HTTP_REQUESTS = Counter(
+    "offsync_http_requests_total",
+    "HTTP requests by route template and status",
+    ["service", "method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "offsync_http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 CONNECTED_DEVICES = Gauge("offsync_connected_devices", "Devices connected to this gateway")
 LATENCY = Histogram("offsync_stage_seconds", "Latency of a processing stage", ["stage"])
+
+# Device gateway (sync-service): what an operator watches besides connected devices.
+OPS_DELIVERED = Counter("offsync_sync_ops_delivered_total", "Record ops sent to devices")
+UPLOADS_ANSWERED = Counter("offsync_sync_uploads_answered_total", "Uploaded change batches answered to devices")
+SYNC_CLOSES = Counter(
+    "offsync_sync_closes_total", "Device connections the gateway closed (refusals and ends), by close code", ["code"]
+)

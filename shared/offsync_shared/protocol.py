@@ -96,6 +96,10 @@ class Hello:
     checksums: dict[str, int] = field(default_factory=dict)
     token: str | None = None  # when the client cannot send an Authorization header
     features: tuple[str, ...] = ()  # FEATURE_* names the device understands
+    # What the device says of itself, for the admin console's device list (all optional).
+    client: str | None = None  # SDK / app name and version, e.g. "offsync-device/0.1.0"
+    records: int | None = None  # records the device holds
+    pending: int | None = None  # changes waiting to be uploaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +275,9 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "checksums": frame.checksums,
                     "token": frame.token,
                     "features": list(frame.features) or None,
+                    "client": frame.client,
+                    "records": frame.records,
+                    "pending": frame.pending,
                 }
             )
         )
@@ -422,6 +429,16 @@ def _change(i: int, c: Any) -> Change:
     return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
+def _count(obj: dict[str, Any], key: str) -> int | None:
+    """An optional non-negative count a device reports about itself (absent: None)."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise FrameError(ERR_BAD_FRAME, f"'{key}' must be a non-negative integer", key)
+    return v
+
+
 def decode_client(raw: bytes | str) -> ClientFrame:
     """Parse and validate one client frame; raises FrameError with a stable code."""
     obj = _load(raw)
@@ -446,6 +463,9 @@ def decode_client(raw: bytes | str) -> ClientFrame:
             checksums=checksums,
             token=_str(obj, "token", required=False, max_len=8192),
             features=tuple(f for f in features[:32] if len(f) <= 64),
+            client=_str(obj, "client", required=False, max_len=120),
+            records=_count(obj, "records"),
+            pending=_count(obj, "pending"),
         )
     if t == "upload":
         changes = obj.get("changes")

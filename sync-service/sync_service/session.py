@@ -140,6 +140,9 @@ class SyncSession:
         "_last_ping",
         "_last_states",
         "sent_ops",
+        "answered",
+        "last_error",
+        "hello_info",
         "_admission",
         "_busy",
         "_live",
@@ -214,6 +217,9 @@ class SyncSession:
         self._last_ping = clock()
         self._last_states: dict[str, BucketState] | None = None
         self.sent_ops = 0
+        self.answered = 0  # batch answers delivered (the device registry turns these into a rate)
+        self.last_error: str | None = None  # the last error frame sent, for the device registry
+        self.hello_info = (hello.client, hello.records, hello.pending)  # what the device said of itself
 
     # ------------------------------------------------------------------ inputs (any task) ---
     async def receive(self, raw: bytes | str) -> None:
@@ -335,6 +341,7 @@ class SyncSession:
         """The answer to one of our batches; ``results``: the same results as they came off the
         bus (already validated into ``event``), which saves dumping them again."""
         self.pending.pop(event.batch_id, None)
+        self.answered += 1
         if self._results is None:
             self._results = deque()
         if results is None:
@@ -371,6 +378,7 @@ class SyncSession:
         self._signal.set()
 
     def _report(self, err: p.Error) -> None:
+        self.last_error = f"{err.code}: {err.message}"[:300]
         if self._errors is None:
             self._errors = deque(maxlen=16)
         self._errors.append(err)

@@ -71,11 +71,14 @@ def jtype(v: Any) -> str:
 
 
 def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
-    """The user-dependent parameters a condition needs; validates its shape on the way."""
-    if depth > MAX_DEPTH:
-        raise ConditionError("conditions nest at most 3 levels")
+    """The user-dependent parameters a condition needs; validates its shape on the way.
+
+    ``depth`` counts and/or groups (as profile-service does): a leaf inside a third-level group
+    is fine, a fourth group is not."""
     for group in ("and", "or"):
         if group in cond:
+            if depth > MAX_DEPTH:
+                raise ConditionError("condition groups nest at most 3 levels")
             subs = cond[group]
             if not isinstance(subs, list):
                 raise ConditionError(f"{group} takes a list")

@@ -51,7 +51,6 @@ class _Seen:
     sent_ops: int = 0
     answered: int = 0
     error: str | None = None
-    pending: int = -1
 
 
 @dataclass
@@ -115,16 +114,14 @@ class DeviceRegistry:
             if s.answered > seen.answered:
                 metrics.UPLOADS_ANSWERED.inc(s.answered - seen.answered)
                 seen.answered = s.answered
+                if not s.pending:  # every batch it sent is answered: its outbox has drained
+                    self._put(s.user_id, s.device_id, pending_uploads=0)
             if s.at_checkpoint() and s.position != seen.position:
                 seen.position = s.position
                 self._put(s.user_id, s.device_id, synced_at=now, cursor=s.position)
             if s.last_error is not None and s.last_error != seen.error:
                 seen.error = s.last_error
                 self._put(s.user_id, s.device_id, last_error=s.last_error, last_error_at=now)
-            waiting = len(s.pending)
-            if waiting != seen.pending and seen.pending != -1:
-                self._put(s.user_id, s.device_id, pending_uploads=waiting)
-            seen.pending = waiting
 
     def beat(self, sessions: Iterable[LiveSession]) -> None:
         now = self._now()

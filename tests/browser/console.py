@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,10 +86,23 @@ def device_sync(stack: Stack, user: str, device_id: str, tmp: Path, until: Any, 
         with contextlib.suppress(AssertionError):
             await eventually(attempt, timeout=40, interval=0.3, message=message)
 
-    # Its own loop in its own thread: the test's thread runs Playwright's sync API.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
+    run_async(run())
     return dev
+
+
+def run_async(coro: Any) -> Any:
+    """Runs a coroutine on its own loop in its own thread: the test's thread runs Playwright's sync API."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def shot(page: Any, name: str) -> None:
+    """Saves a screenshot of the page for docs/console.md when OFFSYNC_CONSOLE_SCREENSHOTS names
+    a folder (make console-screenshots); a no-op otherwise."""
+    folder = os.environ.get("OFFSYNC_CONSOLE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def held(dev: Device, entity: str) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from offsync_stack.testing import Stack
-from tests.browser.console import ROOT_BU, api, device_sync, field_role, held, make_users, nav, ok, sign_in, until
+from tests.browser.console import ROOT_BU, api, device_sync, field_role, held, make_users, nav, ok, shot, sign_in, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -69,6 +69,7 @@ def test_seed_steps_in_the_console_then_on_devices(
     ctx = browser.new_context()
     page = ctx.new_page()
     sign_in(page, stack)
+    shot(page, "home")
 
     # Step 1: enable entities for mobile offline.
     nav(page, "Entities")
@@ -76,6 +77,7 @@ def test_seed_steps_in_the_console_then_on_devices(
         page.get_by_role("switch", name=f"Enable {name} for mobile offline").click()
         page.get_by_role("status").get_by_text(f"{name.lower()} enabled for mobile offline").wait_for()
     assert page.get_by_role("switch", name="Enable Task for mobile offline").get_attribute("aria-checked") == "true"
+    shot(page, "entities")
 
     # Step 2: create a profile.
     nav(page, "Profiles")
@@ -88,7 +90,7 @@ def test_seed_steps_in_the_console_then_on_devices(
     # Accounts: the user's own records ("Other data filter" > "Download user records").
     page.get_by_label("Add entity").select_option("account")
     page.get_by_role("button", name="Next").click()
-    assert page.get_by_label("Custom filter").is_visible()  # user-or-team ownership offers all four
+    page.get_by_label("Custom filter").wait_for()  # user-or-team ownership offers all four
     page.get_by_label("Other data filter").check()
     page.get_by_label("Download user records").check()
     page.get_by_role("button", name="Save").click()
@@ -120,6 +122,7 @@ def test_seed_steps_in_the_console_then_on_devices(
     assert level3.locator(".fb-add-group").count() == 0  # three levels is the limit
     _add_condition(level3, "subject", "begins-with", "Visit")
     _add_condition(level3, "statecode", "eq", "0")
+    shot(page, "item-custom-filter")
     page.get_by_role("button", name="Save").click()
     page.get_by_role("status").get_by_text("task saved").wait_for()
 
@@ -129,14 +132,20 @@ def test_seed_steps_in_the_console_then_on_devices(
         page.get_by_role("button", name="Add", exact=True).click()
         page.get_by_role("status").get_by_text("Added 1 user(s)").wait_for()
     assert page.get_by_text("Unpublished changes").first.is_visible()
+    page.get_by_role("link", name="Validate").click()
+    page.get_by_role("heading", name=re.compile("Records per user")).wait_for()
+    shot(page, "profile")
 
     # Step 2.2: publish, after seeing what it changes.
     page.get_by_role("link", name="Publish…").click()
     diff = page.get_by_role("region", name="What changes for devices")
     for line in ("Entity account added", "Entity task added", "Person ana added", "Person ben added"):
         diff.get_by_text(line).wait_for()
+    shot(page, "publish")
     page.get_by_role("button", name="Confirm and publish").click()
     page.get_by_role("status").get_by_text("Published version 1").wait_for()
+    nav(page, "Profiles")
+    shot(page, "profiles")
 
     # Step 3: enable the app module for offline and attach the profile.
     nav(page, "App modules")
@@ -145,6 +154,7 @@ def test_seed_steps_in_the_console_then_on_devices(
     page.get_by_label("Attach profile").select_option(label="Field sales")
     page.get_by_role("button", name="Attach").click()
     page.get_by_role("button", name="Detach Field sales").wait_for()
+    shot(page, "app-modules")
 
     # What the console stored is what the API serves.
     with api(stack) as admin:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
@@ -190,7 +191,7 @@ async def solutions_page(c: ConsoleDep) -> HTMLResponse:
 
 
 @router.get("/solutions/export")
-async def export(c: ConsoleDep, profile_id: list[str] | None = None) -> Response:
+async def export(c: ConsoleDep, profile_id: Annotated[list[str] | None, Query()] = None) -> Response:
     try:
         body = await routes_solutions.export_solution(c.ctx, profile_id or None)
     except OffsyncError as exc:

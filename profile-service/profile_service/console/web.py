@@ -4,6 +4,7 @@ error into a message on the page the admin came from."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,8 @@ log = logging.getLogger("profile_service.console")
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Record attributes shown as JSON, readable (the page's autoescape still applies).
+templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
 PREFIX = "/console"
 
 

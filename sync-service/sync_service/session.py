@@ -617,7 +617,15 @@ class SyncSession:
         try:
             await self.publisher.upload(event)
         except Exception as exc:  # broker down: the device keeps the batch and resends it
-            log.warning("could not forward batch", extra={"batch_id": up.batch_id, "error": str(exc)})
+            log.warning(
+                "could not forward batch",
+                extra={
+                    "user_id": self.user_id,
+                    "device_id": self.device_id,
+                    "batch_id": up.batch_id,
+                    "error": str(exc),
+                },
+            )
             self.pending.pop(up.batch_id, None)
             yield p.Error(
                 p.ERR_UNAVAILABLE,

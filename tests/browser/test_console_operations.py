@@ -280,3 +280,16 @@ def test_retry_a_sync_error(page: Any, stack: Stack, tmp_path: Path) -> None:
     shot(page, "devices")
     nav(page, "Live figures")
     shot(page, "live")
+
+
+def test_disabling_an_entity_in_use_explains_why(page: Any, stack: Stack) -> None:
+    _profile(page, "Keeps contacts")
+    page.get_by_label("Add entity").select_option("contact")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("All records").check()
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("status").get_by_text("contact saved").wait_for()
+    nav(page, "Entities")
+    page.get_by_role("switch", name="Enable Contact for mobile offline").click()
+    page.get_by_role("alert").get_by_text(re.compile("used by mobile offline profiles .*Keeps contacts")).wait_for()
+    assert page.get_by_role("switch", name="Enable Contact for mobile offline").get_attribute("aria-checked") == "true"

@@ -12,6 +12,8 @@ class Settings(CommonSettings):
     records_url: str = ""
     # sync-service's HTTP address: the console's live figures read its /metrics.
     sync_url: str = ""
+    # publish-service's HTTP address: the live figures' publish lag comes from its /metrics.
+    publish_url: str = ""
 
     @property
     def port(self) -> int:
@@ -22,3 +24,6 @@ class Settings(CommonSettings):
 
     def sync_base(self) -> str:
         return self.sync_url or f"http://{self.host}:{self.sync_port}"
+
+    def publish_base(self) -> str:
+        return self.publish_url or f"http://{self.host}:{self.publish_port}"

@@ -143,3 +143,5 @@ def test_live_figures_sum_series_across_labels() -> None:
     text += 'offsync_sync_closes_total{code="4004"} 5\n'
     got = parse_metrics(text, ("offsync_connected_devices", "offsync_sync_closes_total", "absent"))
     assert got == {"offsync_connected_devices": 3.0, "offsync_sync_closes_total": 7.0, "absent": 0.0}
+    only = parse_metrics(text, ('offsync_sync_closes_total{code="4004"}',))
+    assert only == {'offsync_sync_closes_total{code="4004"}': 5.0}

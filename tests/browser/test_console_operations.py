@@ -279,6 +279,8 @@ def test_retry_a_sync_error(page: Any, stack: Stack, tmp_path: Path) -> None:
     nav(page, "Devices")
     shot(page, "devices")
     nav(page, "Live figures")
+    rate = page.locator("[data-rate='offsync_sync_ops_delivered_total']")
+    until(lambda: re.fullmatch(r"\d+\.\d", rate.inner_text()), message="a rate after the second refresh")
     shot(page, "live")
 
 

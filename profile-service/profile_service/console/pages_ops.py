@@ -143,18 +143,26 @@ LIVE_METRICS = (
 )
 
 
+PUBLISH_METRICS = (
+    'offsync_stage_seconds_sum{stage="record_commit_to_op"}',
+    'offsync_stage_seconds_count{stage="record_commit_to_op"}',
+)
+
+
 def parse_metrics(text: str, names: tuple[str, ...]) -> dict[str, float]:
-    """Sums of the named series in a Prometheus text exposition (labels ignored)."""
+    """Sums of the named series in a Prometheus text exposition. A bare name sums every label
+    set; ``name{label="v"}`` only the series whose labels start with that one."""
     out = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in out:
-            try:
-                out[name] += float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                continue
+        for key in names:
+            if key == name or ("{" in key and line.startswith(key[:-1])):
+                try:
+                    out[key] += float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    continue
     return out
 
 
@@ -170,13 +178,18 @@ async def live_json(c: ConsoleDep) -> JSONResponse:
 
 async def _figures(c: Console) -> dict[str, Any]:
     figures: dict[str, Any] = {"at": time.time()}
-    try:
-        async with httpx.AsyncClient(timeout=3) as client:
-            resp = await client.get(f"{c.ctx.settings.sync_base()}/metrics")  # type: ignore[attr-defined]
-        figures.update(parse_metrics(resp.text, LIVE_METRICS))
-        figures["gateway"] = True
-    except httpx.HTTPError:
-        figures["gateway"] = False
+    s = c.ctx.settings
+    async with httpx.AsyncClient(timeout=3) as client:
+        for flag, base, names in (
+            ("gateway", s.sync_base(), LIVE_METRICS),  # type: ignore[attr-defined]
+            ("publisher", s.publish_base(), PUBLISH_METRICS),  # type: ignore[attr-defined]
+        ):
+            try:
+                resp = await client.get(f"{base}/metrics")
+                figures.update(parse_metrics(resp.text, names))
+                figures[flag] = True
+            except httpx.HTTPError:
+                figures[flag] = False
     async with c.ctx.read() as conn:
         devices = await read_devices(conn)
     online = [d for d in devices if d["online_now"]]

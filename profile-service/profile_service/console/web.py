@@ -54,10 +54,11 @@ def safe_next(url: str | None) -> str:
 class Console:
     """The signed-in admin's handle on the service: the same :class:`Ctx` the API routes get."""
 
-    def __init__(self, request: Request, session: ConsoleSession, ctx: Ctx) -> None:
+    def __init__(self, request: Request, session: ConsoleSession, ctx: Ctx, display_name: str) -> None:
         self.request = request
         self.session = session
         self.ctx = ctx
+        self.display_name = display_name
 
     @property
     def user_id(self) -> str:
@@ -70,7 +71,13 @@ class Console:
         return templates.TemplateResponse(
             self.request,
             template,
-            {"user_id": self.user_id, "csrf": self.session.csrf, "path": self.request.url.path, **values},
+            {
+                "user_id": self.user_id,
+                "display_name": self.display_name,
+                "csrf": self.session.csrf,
+                "path": self.request.url.path,
+                **values,
+            },
             status_code=status_code,
         )
 
@@ -95,6 +102,7 @@ async def _console(request: Request) -> Console:
     async with rt.pool.acquire() as conn:
         if not await is_admin(conn, session.user_id):
             raise NotAdmin(session.user_id)
+        name = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", session.user_id)
     if request.method not in ("GET", "HEAD"):
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and request.headers.get("content-type", "").startswith(
@@ -106,7 +114,7 @@ async def _console(request: Request) -> Console:
             log.warning("console request refused: bad or missing CSRF token", extra={"user_id": session.user_id})
             raise BadCsrf()
     ctx = Ctx(admin=Admin(session.user_id), pool=rt.pool, emitter=request.app.state.emitter, settings=s)
-    return Console(request, session, ctx)
+    return Console(request, session, ctx, name or session.user_id)
 
 
 ConsoleDep = Annotated[Console, Depends(_console)]

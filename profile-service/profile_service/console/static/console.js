@@ -25,6 +25,11 @@
               var k = el.getAttribute("data-rate");
               el.textContent = f[k] === undefined ? "–" : Math.max(0, (f[k] - last[k]) / dt).toFixed(1);
             });
+            live.querySelectorAll("[data-ratio]").forEach(function (el) {
+              var a = el.getAttribute("data-ratio"), b = el.getAttribute("data-per");
+              var n = (f[b] || 0) - (last[b] || 0);
+              el.textContent = n > 0 ? (1000 * ((f[a] || 0) - (last[a] || 0)) / n).toFixed(0) + " ms" : "–";
+            });
           }
           last = f;
         })

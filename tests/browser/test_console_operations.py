@@ -295,3 +295,26 @@ def test_disabling_an_entity_in_use_explains_why(page: Any, stack: Stack) -> Non
     page.get_by_role("switch", name="Enable Contact for mobile offline").click()
     page.get_by_role("alert").get_by_text(re.compile("used by mobile offline profiles .*Keeps contacts")).wait_for()
     assert page.get_by_role("switch", name="Enable Contact for mobile offline").get_attribute("aria-checked") == "true"
+
+
+def test_keyboard_only(browser: Any, stack: Stack, org: None) -> None:
+    """Sign in, reach a switch and flip it with the keyboard alone; the outcome is announced."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(f"{stack.admin_url}/console/entities")
+    page.keyboard.type("00000000-0000-0000-0000-000000000001")  # the username field has focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(admin_token())
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Entities").wait_for()
+    target = page.get_by_role("switch", name="Enable Opportunity for mobile offline")
+
+    for _ in range(60):  # Tab through the page in order until the switch has focus
+        page.keyboard.press("Tab")
+        if target.evaluate("e => e === document.activeElement"):
+            break
+    else:
+        raise AssertionError("the switch cannot be reached with Tab")
+    page.keyboard.press("Space")
+    page.get_by_role("status").get_by_text("opportunity enabled for mobile offline").wait_for()
+    ctx.close()

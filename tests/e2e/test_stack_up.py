@@ -71,9 +71,12 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
             assert httpx.get(f"{url}/readyz", timeout=5).json()["ready"] is True
         docs = httpx.get(str(info["admin_docs"]), timeout=5)
         assert docs.status_code == 200
+        console = httpx.get(str(info["console"]), timeout=5, follow_redirects=True)
+        assert console.status_code == 200 and "Sign in to the admin console" in console.text
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+        assert f"console      {info['console']}" in out.decode(errors="replace")  # the address is printed
         children = list(pids.values())  # type: ignore[union-attr]
         alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"processes left behind: {alive}"

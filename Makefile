@@ -46,9 +46,11 @@ bench: venv
 bench-quick: venv
 	$(PY) -m offsync_bench --quick $(ARGS)
 
+# The same gates as .pre-commit-config.yaml; config in the root pyproject.toml.
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 compose-config:
 	docker compose config -q 2>/dev/null || docker-compose config -q

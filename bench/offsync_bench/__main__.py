@@ -33,8 +33,8 @@ def main() -> None:
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or list(WORKLOADS)
-    figures = asyncio.run(run(chosen, args.seed, sizes, args.quick))
-    doc = results.document(args.seed, sizes, args.quick, figures)
+    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick))
+    doc = results.document(args.seed, sizes, args.quick, figures, database)
     args.out.write_bytes(doc)
     print(results.table(figures))
     print(f"written to {args.out}")
@@ -43,11 +43,16 @@ def main() -> None:
         print(f"plot written to {args.plot}")
 
 
-async def run(chosen: list[str], seed: int, sizes: Sizes, quick: bool) -> dict[str, dict[str, Any]]:
+async def run(
+    chosen: list[str], seed: int, sizes: Sizes, quick: bool
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The figures of each chosen workload, and the database's durability settings they ran under."""
     from offsync_bench.context import bench_context
 
     async with bench_context(seed, sizes, quick) as ctx:
-        return await run_workloads(ctx, chosen, WORKLOADS)
+        database = await results.durability(ctx.pg_dsn)
+        print(f"database durability: {database}", flush=True)
+        return await run_workloads(ctx, chosen, WORKLOADS), database
 
 
 async def run_workloads(ctx: Any, chosen: list[str], workloads: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -90,8 +90,8 @@ class _Worker:
                 self.batch_acks.append((did, sent, now, len(result.results), conflicts))
             return out
 
-        store.next_batch = timed_next_batch  # type: ignore[method-assign]
-        store.apply_result = timed_apply_result  # type: ignore[method-assign]
+        store.next_batch = timed_next_batch
+        store.apply_result = timed_apply_result
 
     async def open(self, specs: list[DeviceSpec], timeout: float) -> dict[str, Any]:
         """Connect every device and keep it connected (live); returns once each has reached its
@@ -225,13 +225,13 @@ async def _serve(conn: Connection, url: str, secret: str) -> None:
         cmd, kw = await loop.run_in_executor(None, conn.recv)
         try:
             if cmd == "open":
-                out: Any = await w.open([tuple(s) for s in kw["specs"]], kw.get("timeout", 120.0))  # type: ignore[misc]
+                out: Any = await w.open([tuple(s) for s in kw["specs"]], kw.get("timeout", 120.0))
                 # Hundreds of devices share this process (each phone would have its own): freeze
                 # them, so the collector's full passes over all of them do not add to the
                 # latencies measured here.
                 heap.settle()
             elif cmd == "initial_sync":
-                d = w._device(tuple(kw["spec"]))  # type: ignore[arg-type]
+                d = w._device(tuple(kw["spec"]))
                 t0 = time.perf_counter()
                 try:
                     await d.sync(timeout=kw["timeout"])

@@ -102,13 +102,13 @@ def _uuid(rng: random.Random) -> str:
 def make_org(seed: int, sizes: Sizes) -> Org:
     rng = random.Random(seed)
     org = Org(seed, sizes)
-    root = {"id": _uuid(rng), "name": "Root", "parent_id": None}
+    root: dict[str, Any] = {"id": _uuid(rng), "name": "Root", "parent_id": None}
     org.business_units.append(root)
     level1 = []
     for i in range(sizes.bus_per_level[1]):
-        bu = {"id": _uuid(rng), "name": f"Region {i}", "parent_id": root["id"]}
-        org.business_units.append(bu)
-        level1.append(bu)
+        region: dict[str, Any] = {"id": _uuid(rng), "name": f"Region {i}", "parent_id": root["id"]}
+        org.business_units.append(region)
+        level1.append(region)
     for parent in level1:
         for j in range(sizes.bus_per_level[2]):
             org.business_units.append({"id": _uuid(rng), "name": f"{parent['name']}.{j}", "parent_id": parent["id"]})
@@ -118,8 +118,8 @@ def make_org(seed: int, sizes: Sizes) -> Org:
                 {"id": _uuid(rng), "name": f"{bu['name']} team {t}", "business_unit_id": bu["id"], "member_ids": []}
             )
     teams_by_bu: dict[str, list[dict[str, Any]]] = {}
-    for t in org.teams:
-        teams_by_bu.setdefault(t["business_unit_id"], []).append(t)
+    for team in org.teams:
+        teams_by_bu.setdefault(team["business_unit_id"], []).append(team)
     managers_by_bu: dict[str, list[str]] = {}
     for i in range(sizes.users):
         bu = org.business_units[rng.randrange(len(org.business_units))]
@@ -131,9 +131,9 @@ def make_org(seed: int, sizes: Sizes) -> Org:
         team_ids = [
             t["id"] for t in rng.sample(teams_by_bu[bu["id"]], k=min(len(teams_by_bu[bu["id"]]), rng.randint(1, 2)))
         ]
-        for t in org.teams:
-            if t["id"] in team_ids:
-                t["member_ids"].append(uid)
+        for team in org.teams:
+            if team["id"] in team_ids:
+                team["member_ids"].append(uid)
         org.users.append(
             {
                 "id": uid,
@@ -258,7 +258,12 @@ def records(org: Org) -> Iterator[Record]:
         )
     bus = org.business_units
     for i in range(s.territories):
-        bu = bus[rng.randrange(len(bus))]
+        territory_bu = bus[rng.randrange(len(bus))]
         yield Record(
-            "territory", _uuid(rng), None, None, bu["id"], {"name": f"Territory {i}", "description": _text(rng, 30)}
+            "territory",
+            _uuid(rng),
+            None,
+            None,
+            territory_bu["id"],
+            {"name": f"Territory {i}", "description": _text(rng, 30)},
         )

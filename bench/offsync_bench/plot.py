@@ -11,7 +11,7 @@ import orjson
 
 
 def append_history(path: Path, doc: dict[str, Any]) -> None:
-    keep = {k: doc[k] for k in ("generated_at", "commit", "quick", "sizes") if k in doc}
+    keep: dict[str, Any] = {k: doc[k] for k in ("generated_at", "commit", "quick", "sizes") if k in doc}
     keep.update({k: v for k, v in doc.items() if isinstance(v, dict) and v.get("status") in ("ok", "failed")})
     with path.open("ab") as f:
         f.write(orjson.dumps(keep) + b"\n")

@@ -36,12 +36,36 @@ def failed(reason: str) -> dict[str, Any]:
     return {"status": "failed", "reason": reason}
 
 
-def document(seed: int, sizes: Sizes, quick: bool, workloads: dict[str, dict[str, Any]]) -> bytes:
+DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
+
+
+async def durability(dsn: str) -> dict[str, Any]:
+    """The durability settings the measured PostgreSQL runs with, as the server reports them
+    (SHOW), and whether they are PostgreSQL's durable defaults."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        shown = {name: await conn.fetchval(f"SHOW {name}") for name in DURABILITY_SETTINGS}
+    finally:
+        await conn.close()
+    durable = shown["fsync"] == "on" and shown["synchronous_commit"] != "off" and shown["full_page_writes"] == "on"
+    return {**shown, "durable": durable}
+
+
+def document(
+    seed: int,
+    sizes: Sizes,
+    quick: bool,
+    workloads: dict[str, dict[str, Any]],
+    database: dict[str, Any] | None = None,
+) -> bytes:
     return orjson.dumps(
         {
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "commit": git_commit(),
             "machine": machine(),
+            "database": database or {},
             "seed": seed,
             "quick": quick,
             "sizes": asdict(sizes),

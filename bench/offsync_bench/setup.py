@@ -45,7 +45,7 @@ async def org(ctx: BenchContext) -> fixture.Loaded:
             flush=True,
         )
         ctx.scratch["org"] = loaded
-    return ctx.scratch["org"]  # type: ignore[no-any-return]
+    return ctx.scratch["org"]
 
 
 async def publish_profile(

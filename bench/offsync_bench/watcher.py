@@ -21,7 +21,7 @@ async def _serve(conn: Connection, bootstrap: str, topic: str) -> None:
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            await consumer.force_metadata_update()  # type: ignore[attr-defined]
+            await consumer.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)

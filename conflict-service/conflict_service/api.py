@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from conflict_service import directory
-from conflict_service.access import Actor, Operation, Ownership, may, read_scope
 from conflict_service.applier import SCHEMA, Applier, ChangeItem, ItemResult, Topics, write_outbox
 from conflict_service.bulk_import import import_records, ndjson_lines
 from conflict_service.validation import EntityMeta, query_value
 from offsync_shared import auth, outbox
+from offsync_shared.domain.org import Actor, Operation, OwnerRequest, Ownership, may, read_scope
 from offsync_shared.errors import (
     BadRequest,
     Conflict,
@@ -41,9 +41,13 @@ class RecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, description="Record id; a UUID is generated when omitted.", pattern=r"^[^\x00]+$")
     attributes: dict[str, Any] = Field(default_factory=dict)
-    owner_id: str | None = Field(None, description="Owning user or team; default the caller.")
+    owner_id: str | None = Field(None, description="Owning user or team (must exist); default the caller.")
     owner_type: Literal["user", "team"] = "user"
-    business_unit_id: str | None = Field(None, description="Owning business unit; default the caller's.")
+    business_unit_id: str | None = Field(
+        None,
+        description="Owning business unit: always the owner's (a different one is refused); for "
+        "business-owned entities the owner itself (must exist). Default: the owner's / the caller's.",
+    )
 
 
 class RecordPatch(BaseModel):
@@ -63,9 +67,11 @@ class BatchChangeIn(BaseModel):
     if_match: int | None = Field(
         None, ge=0, le=MAX_VERSION, description="Expected current version (update, delete), as If-Match."
     )
-    owner_id: str | None = Field(None, description="create: owning user or team; default the caller.")
+    owner_id: str | None = Field(None, description="create: owning user or team (must exist); default the caller.")
     owner_type: Literal["user", "team"] = "user"
-    business_unit_id: str | None = Field(None, description="create: owning business unit; default the caller's.")
+    business_unit_id: str | None = Field(
+        None, description="create: owning business unit, always the owner's (as RecordIn.business_unit_id)."
+    )
 
 
 class BatchIn(BaseModel):
@@ -121,9 +127,7 @@ def _raise_for(res: ItemResult, index: int | None = None) -> None:
 def _batch_item(actor: Actor, entity: str, seq: int, ch: BatchChangeIn) -> ChangeItem:
     if ch.op != "create" and ch.id is None:
         raise ValidationFailed(f"changes[{seq}]: {ch.op} needs the record id", field=f"changes.{seq}.id")
-    owner = None
-    if ch.op == "create" and ch.owner_id is not None:
-        owner = Ownership(ch.owner_id, ch.owner_type, ch.business_unit_id or actor.business_unit_id)
+    owner = OwnerRequest(ch.owner_id, ch.owner_type, ch.business_unit_id) if ch.op == "create" else None
     base = ch.if_match if ch.op != "create" else None
     change = Change(
         seq=seq,
@@ -148,19 +152,21 @@ def _version(if_match: str | None) -> int | None:
     return version
 
 
-# A stored number may be a JSON number or a numeric string (decimals are accepted as both);
+# Decimals written before numbers were refused as strings (#14) may still be numeric strings;
 # the regex keeps the cast from failing on anything else.
 _NUMERIC = r"'^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'"
 
 
 def _attr_equals(spec: Any, name: str, raw: str, arg: Callable[[Any], str], field: str) -> str:
-    """SQL for ``attr.<name>=<raw>``, compared by the attribute's type."""
+    """SQL for ``attr.<name>=<raw>``, compared by the attribute's type: numbers as numbers,
+    date-times as instants (stored normalized), text without regard to case (``lower()``, the
+    SQL side of offsync_shared.domain.operators.fold)."""
     kind = str(spec.get("type", "string"))
     try:
         value = query_value(kind, raw)
     except ValueError as exc:
         raise ValidationFailed(f"{field} {exc}", field=field) from None
-    if kind in ("int", "decimal"):
+    if kind in ("int", "decimal", "choice"):
         v = arg(str(value))
         return (
             f"(CASE jsonb_typeof(attributes -> {name})"
@@ -170,7 +176,7 @@ def _attr_equals(spec: Any, name: str, raw: str, arg: Callable[[Any], str], fiel
         )
     if kind == "bool":
         return f"attributes -> {name} = {arg('true' if value else 'false')}::jsonb"
-    return f"attributes ->> {name} = {arg(value)}"
+    return f"(jsonb_typeof(attributes -> {name}) = 'string' AND lower(attributes ->> {name}) = lower({arg(value)}))"
 
 
 def build_router(
@@ -188,6 +194,12 @@ def build_router(
         )
         async with pool_of().acquire() as conn:
             actor = (await directory.actors(conn, [principal.user_id])).get(principal.user_id)
+            # A token naming an identity generation is only good for that incarnation of the id
+            # (a user deleted and re-created with the same id is another person): docs/identity.md.
+            if actor is not None and principal.generation is not None:
+                current = await conn.fetchval("SELECT generation FROM admin.users WHERE id = $1", principal.user_id)
+                if current != principal.generation:
+                    actor = None
         if actor is None:
             raise Unauthenticated("unknown user")
         if not actor.enabled:
@@ -264,9 +276,7 @@ def build_router(
 
     @router.post("/v1/records/{entity}", status_code=201, tags=["records"])
     async def create_record(entity: str, body: RecordIn, actor: Caller, response: Response) -> dict[str, Any]:
-        owner = None
-        if body.owner_id is not None:
-            owner = Ownership(body.owner_id, body.owner_type, body.business_unit_id or actor.business_unit_id)
+        owner = OwnerRequest(body.owner_id, body.owner_type, body.business_unit_id)
         change = Change(seq=0, op="create", entity=entity, id=body.id or str(uuid.uuid4()), fields=body.attributes)
         rec = await write(actor, ChangeItem(actor.user_id, change, strict=True, owner=owner))
         return etag(response, rec)

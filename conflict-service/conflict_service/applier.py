@@ -18,10 +18,19 @@ import asyncpg
 import orjson
 
 from conflict_service import directory
-from conflict_service.access import OP_FOR_CHANGE, Actor, Operation, Ownership, default_ownership, may
 from conflict_service.policy import Decision, Outcome, ProposedChange, RecordState, decide, effective_policy
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared import outbox
+from offsync_shared.domain.org import (
+    OP_FOR_CHANGE,
+    Actor,
+    Operation,
+    OwnerRequest,
+    Ownership,
+    OwnershipRefused,
+    may,
+    ownership_for_create,
+)
 from offsync_shared.envelope import Envelope
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded, Change
@@ -59,7 +68,7 @@ class ChangeItem:
     batch_id: str | None = None
     # strict: a version mismatch is refused (HTTP If-Match), never resolved by the policy.
     strict: bool = False
-    owner: Ownership | None = None  # explicit owner on create (API); default: the creator
+    owner: OwnerRequest | None = None  # owner named on create (API); default: the creator
 
 
 @dataclass
@@ -119,17 +128,56 @@ async def _fetch_rows(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]])
     }
 
 
-async def _existing_records(conn: asyncpg.Connection, refs: Sequence[LookupRef]) -> set[tuple[str, str]]:
+async def _existing_records(conn: asyncpg.Connection, refs: Sequence[LookupRef]) -> dict[tuple[str, str], Ownership]:
+    """The live records the lookups name, with their ownership (a lookup needs read access)."""
     refs = [r for r in refs if r.target not in directory.ADMIN_TARGETS]
     if not refs:
-        return set()
+        return {}
     rows = await conn.fetch(
-        f"""SELECT entity, id FROM {SCHEMA}.records
+        f"""SELECT entity, id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records
              WHERE (entity, id) IN (SELECT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
         [r.target for r in refs],
         [r.id for r in refs],
     )
-    return {(r["entity"], r["id"]) for r in rows}
+    return {(r["entity"], r["id"]): Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Owners:
+    """The business units of the owners creates name, and which named business units exist."""
+
+    units: Mapping[tuple[str, str], str]
+    business_units: set[str]
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """The lookup targets a set of changes names: live records (with their owners) and the org
+    model's users, teams and business units."""
+
+    records: Mapping[tuple[str, str], Ownership]
+    admin: set[tuple[str, str]]
+
+    def readable(
+        self,
+        ref: LookupRef,
+        actor: Actor,
+        metas: Mapping[str, EntityMeta],
+        rows: Mapping[tuple[str, str], Row],
+        pending: _Pending,
+    ) -> bool:
+        key = (ref.target, ref.id)
+        if ref.target in directory.ADMIN_TARGETS:
+            return key in self.admin
+        row = rows.get(key)
+        if row is not None and key in pending.dirty:  # written earlier in this transaction
+            owner: Ownership | None = None if row.state.deleted else row.owner
+        else:
+            owner = self.records.get(key)
+        meta = metas.get(ref.target)
+        if owner is None or meta is None:
+            return False
+        return may(actor, Operation.READ, ref.target, meta.ownership, owner)
 
 
 class Applier:
@@ -154,6 +202,7 @@ class Applier:
         ``stored``, when given, receives every written row as stored (all columns)."""
         if not items:
             return []
+        items = list(items)
         org, metas = await directory.settings_and_entities(conn, {it.change.entity for it in items})
         user_ids = {it.user_id for it in items}
         if known_actors is not None and user_ids <= known_actors.keys():
@@ -166,21 +215,31 @@ class Applier:
         # Validate every change up front so lookup targets can be checked in one query.
         checked: list[tuple[Any, list[LookupRef]]] = []
         all_refs: list[LookupRef] = []
-        for it in items:
+        for n, it in enumerate(items):
             meta = metas.get(it.change.entity)
             if meta is None or it.change.op == "delete":
                 checked.append((None, []))
                 continue
             creating = it.change.op == "create" and (it.change.entity, it.change.id) not in rows
-            err, refs = check_fields(meta, it.change.fields, creating=creating)
+            err, refs, coerced = check_fields(meta, it.change.fields, creating=creating)
+            if err is None and coerced != it.change.fields:  # values put in their stored form
+                items[n] = replace(it, change=it.change.model_copy(update={"fields": coerced}))
             checked.append((err, refs))
             all_refs.extend(refs)
-        found = await _existing_records(conn, all_refs) | await directory.existing_admin_refs(conn, all_refs)
+        lookups = Lookups(await _existing_records(conn, all_refs), await directory.existing_admin_refs(conn, all_refs))
+        missing = {r.target for r in all_refs if r.target not in metas and r.target not in directory.ADMIN_TARGETS}
+        if missing:
+            metas = {**metas, **await directory.entities(conn, missing)}
+        requests = [it.owner for it in items if it.owner is not None and it.change.op == "create"]
+        owners = Owners(
+            await directory.owner_units(conn, [(r.owner_type, r.owner_id) for r in requests if r.owner_id is not None]),
+            await directory.existing_business_units(conn, [r.business_unit_id for r in requests if r.business_unit_id]),
+        )
 
         pending = _Pending()
         results: list[ItemResult] = []
         for it, (err, refs) in zip(items, checked, strict=True):
-            res = self._decide_one(it, err, refs, found, org.conflict_detection, metas, actors, rows, pending)
+            res = self._decide_one(it, err, refs, lookups, owners, org.conflict_detection, metas, actors, rows, pending)
             results.append(res)
         await self._write(conn, pending, answers(results) if answers else [], stored)
         return results
@@ -190,7 +249,8 @@ class Applier:
         it: ChangeItem,
         err: Any,
         refs: list[LookupRef],
-        found: set[tuple[str, str]],
+        lookups: Lookups,
+        owners: Owners,
         conflict_detection: bool,
         metas: Mapping[str, EntityMeta],
         actors: Mapping[str, Actor],
@@ -205,7 +265,9 @@ class Applier:
         elif actor is None or not actor.enabled:
             res = _reject(ch, "forbidden", "user is unknown or disabled")
         else:
-            res = self._decide_known(it, meta, actor, err, refs, found, conflict_detection, rows, pending)
+            res = self._decide_known(
+                it, meta, actor, err, refs, lookups, owners, conflict_detection, metas, rows, pending
+            )
         if res.result.status == "rejected" or (res.decision is not None and not res.decision.applied_as_sent):
             code = res.result.code or (res.decision.outcome.value if res.decision else "rejected")
             pending.errors.append(
@@ -232,8 +294,10 @@ class Applier:
         actor: Actor,
         err: Any,
         refs: list[LookupRef],
-        found: set[tuple[str, str]],
+        lookups: Lookups,
+        owners: Owners,
         conflict_detection: bool,
+        metas: Mapping[str, EntityMeta],
         rows: dict[tuple[str, str], Row],
         pending: _Pending,
     ) -> ItemResult:
@@ -244,7 +308,10 @@ class Applier:
         if row is None:
             if ch.op != "create":
                 return _reject(ch, "not_found", f"no {ch.entity} record {ch.id}")
-            owner = it.owner or default_ownership(actor, meta.ownership)
+            try:
+                owner = ownership_for_create(actor, meta.ownership, it.owner, owners.units, owners.business_units)
+            except OwnershipRefused as exc:
+                return _reject(ch, "validation", exc.message, exc.field)
             if not may(actor, Operation.CREATE, ch.entity, meta.ownership, owner):
                 return _reject(ch, "forbidden", f"not allowed to create {ch.entity} records for this owner")
         else:
@@ -259,13 +326,9 @@ class Applier:
         if err is not None:
             return _reject(ch, "validation", err.message, err.field)
         for ref in refs:
-            target = rows.get((ref.target, ref.id))
-            exists = (
-                (not target.state.deleted)
-                if target is not None and (ref.target, ref.id) in pending.dirty
-                else ((ref.target, ref.id) in found)
-            )
-            if not exists:
+            # A lookup to a record the user cannot read is answered as if it did not exist:
+            # the same 422 either way, so a write cannot probe for records (docs/conflicts.md).
+            if not lookups.readable(ref, actor, metas, rows, pending):
                 return _reject(ch, "validation", f"{ref.field}: no {ref.target} with id {ref.id}", ref.field)
 
         policy, fallback = effective_policy(conflict_detection, meta.conflict_policy)
@@ -406,7 +469,7 @@ class Applier:
                         version=st.version,
                         deleted=st.deleted,
                         owner_id=owner.owner_id,
-                        owner_type=owner.owner_type,  # type: ignore[arg-type]
+                        owner_type=owner.owner_type,
                         business_unit_id=owner.business_unit_id,
                         attributes=dict(st.attributes),
                         committed_at=now,

@@ -14,9 +14,17 @@ import asyncpg
 import orjson
 
 from conflict_service import directory
-from conflict_service.access import Actor, Operation, Ownership, default_ownership, may
 from conflict_service.applier import SCHEMA, write_outbox
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
+from offsync_shared.domain.org import (
+    Actor,
+    Operation,
+    OwnerRequest,
+    Ownership,
+    OwnershipRefused,
+    may,
+    ownership_for_create,
+)
 from offsync_shared.errors import BadRequest, Forbidden, ValidationFailed
 from offsync_shared.events.records import RecordChanged
 
@@ -44,13 +52,14 @@ async def ndjson_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 @dataclass
 class _Line:
+    lineno: int
     id: str
     attributes: dict[str, Any]
-    owner: Ownership
+    request: OwnerRequest | None
     refs: list[LookupRef]
 
 
-def _parse(raw: bytes, lineno: int, meta: EntityMeta, actor: Actor) -> _Line:
+def _parse(raw: bytes, lineno: int, meta: EntityMeta) -> _Line:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -60,17 +69,35 @@ def _parse(raw: bytes, lineno: int, meta: EntityMeta, actor: Actor) -> _Line:
     rid = obj.get("id") or str(uuid.uuid4())
     if not isinstance(rid, str):
         raise ValidationFailed(f"line {lineno}: id must be a string", field="id")
-    attrs = obj.get("attributes", {})
-    err, refs = check_fields(meta, attrs, creating=True)
+    err, refs, attrs = check_fields(meta, obj.get("attributes", {}), creating=True)
     if err is not None:
         raise ValidationFailed(f"line {lineno}: {err.message}", field=err.field, details={"line": lineno, "id": rid})
-    owner = default_ownership(actor, meta.ownership)
-    if obj.get("owner_id") is not None:
+    request = None
+    owner_id, unit = obj.get("owner_id"), obj.get("business_unit_id")
+    if owner_id is not None or unit is not None:
         owner_type = obj.get("owner_type", "user")
         if owner_type not in ("user", "team"):
             raise ValidationFailed(f"line {lineno}: owner_type must be user or team", field="owner_type")
-        owner = Ownership(str(obj["owner_id"]), owner_type, obj.get("business_unit_id") or owner.business_unit_id)
-    return _Line(rid, attrs, owner, refs)
+        if not isinstance(owner_id, (str, type(None))) or not isinstance(unit, (str, type(None))):
+            raise ValidationFailed(f"line {lineno}: owner_id and business_unit_id are strings", field="owner_id")
+        request = OwnerRequest(owner_id, owner_type, unit)
+    return _Line(lineno, rid, attrs, request, refs)
+
+
+async def _owners(conn: asyncpg.Connection, actor: Actor, meta: EntityMeta, lines: list[_Line]) -> list[Ownership]:
+    """Each line's ownership (the owner's business unit; named owners and units must exist)."""
+    requests = [ln.request for ln in lines if ln.request is not None]
+    units = await directory.owner_units(conn, [(r.owner_type, r.owner_id) for r in requests if r.owner_id is not None])
+    bus = await directory.existing_business_units(conn, [r.business_unit_id for r in requests if r.business_unit_id])
+    out = []
+    for ln in lines:
+        try:
+            out.append(ownership_for_create(actor, meta.ownership, ln.request, units, bus))
+        except OwnershipRefused as exc:
+            raise ValidationFailed(
+                f"line {ln.lineno}: {exc.message}", field=exc.field, details={"line": ln.lineno, "id": ln.id}
+            ) from None
+    return out
 
 
 async def import_records(
@@ -85,7 +112,7 @@ async def import_records(
     The transaction starts once the first chunk is received and checked, so an import of up to
     a chunk holds it (and its row locks) only while writing, not while the client uploads."""
     summary = ImportSummary()
-    chunks = _chunks(lines, meta, actor)
+    chunks = _chunks(lines, meta)
     first = await anext(chunks, None)
     async with conn.transaction():
         if first is not None:
@@ -95,14 +122,14 @@ async def import_records(
     return summary
 
 
-async def _chunks(lines: AsyncIterator[bytes], meta: EntityMeta, actor: Actor) -> AsyncIterator[list[_Line]]:
+async def _chunks(lines: AsyncIterator[bytes], meta: EntityMeta) -> AsyncIterator[list[_Line]]:
     batch: list[_Line] = []
     lineno = 0
     async for raw in lines:
         lineno += 1
         if not raw.strip():
             continue
-        batch.append(_parse(raw, lineno, meta, actor))
+        batch.append(_parse(raw, lineno, meta))
         if len(batch) >= CHUNK:
             yield batch
             batch = []
@@ -122,10 +149,20 @@ async def _flush(
     by_id = {ln.id: ln for ln in batch}  # a later line for the same id replaces an earlier one
     refs = [r for ln in by_id.values() for r in ln.refs]
     if refs:
-        found = await _existing(conn, refs) | await directory.existing_admin_refs(conn, refs)
+        records = await _existing(conn, refs)
+        admin = await directory.existing_admin_refs(conn, refs)
+        metas = await directory.entities(conn, {r.target for r in refs})
         for ln in by_id.values():
             for ref in ln.refs:
-                if (ref.target, ref.id) not in found and not (ref.target == entity and ref.id in by_id):
+                key = (ref.target, ref.id)
+                owner, target = records.get(key), metas.get(ref.target)
+                # Unreadable counts as missing: the same answer, so an import cannot probe for records.
+                readable = (
+                    owner is not None
+                    and target is not None
+                    and may(actor, Operation.READ, ref.target, target.ownership, owner)
+                )
+                if not (key in admin or readable or (ref.target == entity and ref.id in by_id)):
                     raise ValidationFailed(
                         f"record {ln.id}: {ref.field}: no {ref.target} with id {ref.id}", field=ref.field
                     )
@@ -137,16 +174,17 @@ async def _flush(
             list(by_id),
         )
     }
+    lines = list(by_id.values())
+    owners = await _owners(conn, actor, meta, lines)
     checked: set[Ownership] = set()
-    for ln in by_id.values():
+    for ln, owner in zip(lines, owners, strict=True):
         current = existing.get(ln.id)
         if current is not None and not may(actor, Operation.WRITE, entity, meta.ownership, current):
             raise Forbidden(f"record {ln.id}: not allowed to overwrite it")
-        if ln.owner not in checked:
-            if not may(actor, Operation.CREATE, entity, meta.ownership, ln.owner):
-                raise Forbidden(f"record {ln.id}: not allowed to create {entity} records for owner {ln.owner.owner_id}")
-            checked.add(ln.owner)
-    lines = list(by_id.values())
+        if owner not in checked:
+            if not may(actor, Operation.CREATE, entity, meta.ownership, owner):
+                raise Forbidden(f"record {ln.id}: not allowed to create {entity} records for owner {owner.owner_id}")
+            checked.add(owner)
     # Import replaces the attributes of an existing record (owner kept) and revives a tombstone.
     rows = await conn.fetch(
         f"""INSERT INTO {SCHEMA}.records AS r (entity, id, version, owner_id, owner_type, business_unit_id, attributes,
@@ -164,9 +202,9 @@ async def _flush(
         [ln.id for ln in lines],
         [orjson.dumps(ln.attributes).decode() for ln in lines],
         [orjson.dumps(dict.fromkeys(ln.attributes, 1)).decode() for ln in lines],
-        [ln.owner.owner_id for ln in lines],
-        [ln.owner.owner_type for ln in lines],
-        [ln.owner.business_unit_id for ln in lines],
+        [o.owner_id for o in owners],
+        [o.owner_type for o in owners],
+        [o.business_unit_id for o in owners],
     )
     now = time.time()
     source = {"api": actor.user_id}
@@ -194,14 +232,14 @@ async def _flush(
     summary.imported += len(rows)
 
 
-async def _existing(conn: asyncpg.Connection, refs: list[LookupRef]) -> set[tuple[str, str]]:
+async def _existing(conn: asyncpg.Connection, refs: list[LookupRef]) -> dict[tuple[str, str], Ownership]:
     refs = [r for r in refs if r.target not in directory.ADMIN_TARGETS]
     if not refs:
-        return set()
+        return {}
     rows = await conn.fetch(
-        f"""SELECT entity, id FROM {SCHEMA}.records
+        f"""SELECT entity, id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records
              WHERE (entity, id) IN (SELECT DISTINCT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
         [r.target for r in refs],
         [r.id for r in refs],
     )
-    return {(r["entity"], r["id"]) for r in rows}
+    return {(r["entity"], r["id"]): Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"]) for r in rows}

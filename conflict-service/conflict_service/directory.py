@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from conflict_service.access import Actor, bu_subtree, combine_privileges
 from conflict_service.validation import ADMIN_TARGETS, EntityMeta, LookupRef
+from offsync_shared.domain.org import Actor, bu_subtree, combine_privileges
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +27,14 @@ async def org_settings(conn: asyncpg.Connection) -> OrgSettings:
 async def settings_and_entities(
     conn: asyncpg.Connection, names: Iterable[str]
 ) -> tuple[OrgSettings, dict[str, EntityMeta]]:
-    """org_settings and entities in one round trip (the write path reads both in its transaction)."""
+    """org_settings and entities in one round trip (the write path reads both in its transaction),
+    with the entities their lookups point at (a lookup's target must be readable)."""
     rows = await conn.fetch(
         """SELECT (SELECT conflict_detection FROM admin.org_settings ORDER BY org_id = 'default' DESC LIMIT 1) AS flag,
                   e.logical_name, e.ownership, e.attributes, e.conflict_policy
-             FROM (SELECT 1) one LEFT JOIN admin.entities e ON e.logical_name = ANY($1::text[])""",
+             FROM (SELECT 1) one LEFT JOIN admin.entities e ON e.logical_name = ANY($1::text[])
+                  OR e.logical_name IN (SELECT a.value ->> 'target' FROM admin.entities x, jsonb_each(x.attributes) a
+                                         WHERE x.logical_name = ANY($1::text[]) AND a.value ->> 'type' = 'lookup')""",
         list(set(names)),
     )
     metas = {
@@ -107,3 +110,25 @@ async def existing_admin_refs(conn: asyncpg.Connection, refs: Iterable[LookupRef
         rows = await conn.fetch(f"SELECT id FROM admin.{ADMIN_TARGETS[target]} WHERE id = ANY($1::text[])", list(ids))
         found.update((target, r["id"]) for r in rows)
     return found
+
+
+async def owner_units(conn: asyncpg.Connection, owners: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(owner_type, owner_id) → business unit, for the named users and teams that exist."""
+    pairs = set(owners)
+    users = [i for t, i in pairs if t == "user"]
+    teams = [i for t, i in pairs if t == "team"]
+    out: dict[tuple[str, str], str] = {}
+    if users:
+        for r in await conn.fetch("SELECT id, business_unit_id FROM admin.users WHERE id = ANY($1::text[])", users):
+            out[("user", r["id"])] = r["business_unit_id"]
+    if teams:
+        for r in await conn.fetch("SELECT id, business_unit_id FROM admin.teams WHERE id = ANY($1::text[])", teams):
+            out[("team", r["id"])] = r["business_unit_id"]
+    return out
+
+
+async def existing_business_units(conn: asyncpg.Connection, ids: Iterable[str]) -> set[str]:
+    wanted = list(set(ids))
+    if not wanted:
+        return set()
+    return {r["id"] for r in await conn.fetch("SELECT id FROM admin.business_units WHERE id = ANY($1::text[])", wanted)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -48,7 +49,7 @@ class BatchWorker:
         max_records: int = 500,
         apply_concurrency: int = 2,
         relay: OutboxRelay | None = None,
-        **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
+        **tuning: Any,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix), relay)
         self.apply_concurrency = max(1, apply_concurrency)

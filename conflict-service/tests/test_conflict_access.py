@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conflict_service.access import (
+from conflict_service.validation import EntityMeta, check_fields, query_value
+from offsync_shared.domain.org import (
     Actor,
     Depth,
     Operation,
@@ -20,7 +21,6 @@ from conflict_service.access import (
     may,
     read_scope,
 )
-from conflict_service.validation import EntityMeta, check_fields, query_value
 
 # root ─ sales ─ sales-east
 #      └ ops
@@ -147,18 +147,38 @@ VALIDATION = [
     ("datetime-bad", {"born": "yesterday"}, False, "born"),
     ("lookup-not-str", {"account": 5}, False, "account"),
     ("choice-not-allowed", {"tier": 9}, False, "tier"),
+    # bug #14.4: numeric strings are refused on write, never stored and then left unmatched
+    ("decimal-numeric-string", {"score": "1000.00"}, False, "score"),
+    ("choice-numeric-string", {"tier": "1"}, False, "tier"),
+    ("decimal-bool", {"score": False}, False, "score"),
 ]
 
 
 @pytest.mark.parametrize("fields,creating,bad_field", [r[1:] for r in VALIDATION], ids=[r[0] for r in VALIDATION])
 def test_validation_table(fields: dict, creating: bool, bad_field: str | None) -> None:
-    err, _ = check_fields(META, fields, creating=creating)
+    err, _, _ = check_fields(META, fields, creating=creating)
     assert (err.field if err else None) == bad_field
 
 
 def test_validation_lists_lookups() -> None:
-    err, refs = check_fields(META, {"account": "a1"}, creating=False)
+    err, refs, _ = check_fields(META, {"account": "a1"}, creating=False)
     assert err is None and [(r.field, r.target, r.id) for r in refs] == [("account", "account", "a1")]
+
+
+@pytest.mark.parametrize(
+    "raw,stored",
+    [
+        ("2024-01-01T23:00:00-05:00", "2024-01-02T04:00:00.000000Z"),
+        ("2024-01-02T01:00:00Z", "2024-01-02T01:00:00.000000Z"),
+        ("2024-01-02T01:00:00.5+01:00", "2024-01-02T00:00:00.500000Z"),
+        ("2024-01-02", "2024-01-02T00:00:00.000000Z"),  # no offset: UTC
+    ],
+    ids=["offset", "zulu", "fraction", "date-only"],
+)
+def test_datetimes_are_stored_as_utc_instants(raw: str, stored: str) -> None:
+    """Bug #14.4: a custom datetime is normalized on write, so text order is instant order."""
+    err, _, out = check_fields(META, {"born": raw}, creating=False)
+    assert err is None and out == {"born": stored}
 
 
 QUERY_VALUES = [
@@ -170,7 +190,8 @@ QUERY_VALUES = [
     ("bool", "bool", "false", False),
     ("bool-bad", "bool", "yes", ValueError),
     ("string", "string", "Rome", "Rome"),
-    ("choice", "choice", "3", "3"),
+    ("choice", "choice", "3", 3),
+    ("datetime", "datetime", "2024-01-01T23:00:00-05:00", "2024-01-02T04:00:00.000000Z"),
 ]
 
 

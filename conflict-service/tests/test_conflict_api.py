@@ -136,13 +136,23 @@ async def test_lookup_must_exist_and_query_filters_page(api: Api) -> None:
 
 async def test_query_filters_compare_by_attribute_type(api: Api) -> None:
     c = api.client
-    for rid, revenue in (("q1", 1000), ("q2", "1000.00"), ("q3", 999.5), ("q4", None)):
-        attrs = {"name": rid, "revenue": revenue} if revenue is not None else {"name": rid}
+    for rid, revenue in (("q1", 1000), ("q2", 1000.0), ("q3", 999.5), ("q4", None)):
+        attrs = {"name": rid.upper(), "revenue": revenue} if revenue is not None else {"name": rid.upper()}
         assert (
             await c.post("/v1/records/account", json={"id": rid, "attributes": attrs}, headers=api.h(ALICE))
         ).status_code == 201
+    # Bug #14.4: a numeric string is refused on write, not stored to be matched by one reader only.
+    r = await c.post(
+        "/v1/records/account",
+        json={"id": "q5", "attributes": {"name": "q5", "revenue": "1000.00"}},
+        headers=api.h(ALICE),
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == "revenue", r.text
     found = (await c.get("/v1/records/account?attr.revenue=1e3", headers=api.h(ALICE))).json()["items"]
     assert [i["id"] for i in found] == ["q1", "q2"]
+    # Bug #14.5: text compares without regard to case, as in filters.
+    found = (await c.get("/v1/records/account?attr.name=q3", headers=api.h(ALICE))).json()["items"]
+    assert [i["id"] for i in found] == ["q3"]
     found = (await c.get("/v1/records/account?attr.revenue=999.50", headers=api.h(ALICE))).json()["items"]
     assert [i["id"] for i in found] == ["q3"]
     bad = await c.get("/v1/records/account?attr.revenue=lots", headers=api.h(ALICE))
@@ -319,3 +329,83 @@ async def test_batch_authorizes_each_change_without_leaks(api: Api) -> None:
 async def test_batch_request_shape_is_checked(api: Api, body: dict, field: str) -> None:
     r = await api.client.post("/v1/records/account/batch", json=body, headers=api.h(ALICE))
     assert r.status_code in (400, 422) and r.json()["error"]["field"] == field, r.text
+
+
+async def test_a_records_business_unit_follows_its_owner(api: Api) -> None:
+    """Bug #14.2: the owning business unit is the owner's, in the single, batch and import
+    endpoints; a business_unit_id that differs from the owner's is refused, never dropped."""
+    c = api.client
+    r = await c.post(  # admin (root) creates a record owned by Carol (east)
+        "/v1/records/account", json={"id": "o1", "attributes": {"name": "o1"}, "owner_id": CAROL}, headers=api.h(ADMIN)
+    )
+    assert r.status_code == 201 and r.json()["business_unit_id"] == "east", r.text
+    r = await c.post(
+        "/v1/records/account/batch",
+        json={"changes": [{"op": "create", "id": "o2", "attributes": {"name": "o2"}, "owner_id": CAROL}]},
+        headers=api.h(ADMIN),
+    )
+    assert r.status_code == 200, r.text
+    assert (await api.org.record("account", "o2"))["business_unit_id"] == "east"  # type: ignore[index]
+    body = orjson.dumps({"id": "o3", "attributes": {"name": "o3"}, "owner_id": CAROL})
+    assert (await c.post("/v1/records/account/import", content=body, headers=api.h(ADMIN))).status_code == 200
+    assert (await api.org.record("account", "o3"))["business_unit_id"] == "east"  # type: ignore[index]
+    for body_json in (
+        {"id": "o4", "attributes": {"name": "o4"}, "owner_id": CAROL, "business_unit_id": "sales"},
+        {"id": "o5", "attributes": {"name": "o5"}, "business_unit_id": "east"},  # owner defaults to the caller
+    ):
+        r = await c.post("/v1/records/account", json=body_json, headers=api.h(ADMIN))
+        assert r.status_code == 422 and r.json()["error"]["field"] == "business_unit_id", r.text
+    r = await c.post(
+        "/v1/records/account",
+        json={"id": "o6", "attributes": {"name": "o6"}, "business_unit_id": "root"},
+        headers=api.h(ADMIN),
+    )
+    assert r.status_code == 201 and r.json()["owner_id"] == ADMIN, r.text
+
+
+async def test_create_checks_owner_and_business_unit(api: Api) -> None:
+    """Bug #14.3: a user-level creator cannot place their record in another (or a nonexistent)
+    business unit, and a nonexistent owner is refused."""
+    c = api.client
+    for body_json, field in (
+        ({"id": "x1", "attributes": {"name": "x"}, "owner_id": ALICE, "business_unit_id": "east"}, "business_unit_id"),
+        (
+            {"id": "x2", "attributes": {"name": "x"}, "owner_id": ALICE, "business_unit_id": "nowhere"},
+            "business_unit_id",
+        ),
+        ({"id": "x3", "attributes": {"name": "x"}, "owner_id": "ghost"}, "owner_id"),
+        ({"id": "x4", "attributes": {"name": "x"}, "owner_id": "ghost-team", "owner_type": "team"}, "owner_id"),
+    ):
+        r = await c.post("/v1/records/account", json=body_json, headers=api.h(ALICE))
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+        assert await api.org.record("account", body_json["id"]) is None  # type: ignore[arg-type]
+    bad = orjson.dumps({"id": "x5", "attributes": {"name": "x"}, "owner_id": "ghost"})
+    r = await c.post("/v1/records/account/import", content=bad, headers=api.h(ADMIN))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "owner_id", r.text
+
+
+async def test_lookup_to_an_unreadable_record_answers_as_a_missing_one(api: Api) -> None:
+    """Bug #14.7: validation does not reveal whether a record the user cannot read exists."""
+    c = api.client
+    r = await c.post(  # Bob's account: Alice (user depth) cannot read it
+        "/v1/records/account", json={"id": "bobs", "attributes": {"name": "Bob's"}}, headers=api.h(BOB)
+    )
+    assert r.status_code == 201
+    answers = []
+    for target in ("bobs", "does-not-exist"):
+        r = await c.post(
+            "/v1/records/contact",
+            json={"id": f"c-{target}", "attributes": {"lastname": "Li", "account": target}},
+            headers=api.h(ALICE),
+        )
+        answers.append((r.status_code, r.json()["error"]["field"], r.json()["error"]["message"].replace(target, "…")))
+    assert answers[0] == answers[1] and answers[0][:2] == (422, "account"), answers
+    r = await c.post(  # her own account is a valid target
+        "/v1/records/account", json={"id": "alices", "attributes": {"name": "Alice's"}}, headers=api.h(ALICE)
+    )
+    r = await c.post(
+        "/v1/records/contact",
+        json={"id": "c-ok", "attributes": {"lastname": "Li", "account": "alices"}},
+        headers=api.h(ALICE),
+    )
+    assert r.status_code == 201, r.text

@@ -390,12 +390,16 @@ def test_properties_of_every_decision(server, change, pol, fallback) -> None:  #
 
 
 def test_policy_module_is_pure() -> None:
-    for module in ("policy", "access", "validation"):
-        tree = ast.parse(Path(policy_module.__file__).with_name(f"{module}.py").read_text())
+    import offsync_shared.domain
+
+    domain = Path(offsync_shared.domain.__file__).parent
+    paths = [Path(policy_module.__file__).with_name(f"{m}.py") for m in ("policy", "validation")]
+    for path in [*paths, *sorted(domain.glob("*.py"))]:
+        tree = ast.parse(path.read_text())
         imported = {
             (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
             for n in ast.walk(tree)
             if isinstance(n, (ast.Import, ast.ImportFrom))
             for a in (n.names if isinstance(n, ast.Import) else [n])  # type: ignore[attr-defined]
         }
-        assert not {m.split(".")[0] for m in imported} & {"asyncpg", "aiokafka", "faust", "fastapi", "websockets"}
+        assert not {m.split(".")[0] for m in imported} & {"asyncpg", "aiokafka", "faust", "fastapi", "websockets"}, path

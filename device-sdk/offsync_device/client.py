@@ -12,12 +12,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from offsync_device.background import next_sync_at
 from offsync_device.backoff import Backoff, retry_after_from_reason
+from offsync_device.signin import SignInError, SignInRequired
 from offsync_device.store import LocalStore
 from offsync_device.transport import tapped
 from offsync_shared import protocol as p
@@ -76,8 +79,14 @@ class Device:
         on_ops: Callable[[list[p.OpRow]], None] | None = None,
         backoff: Backoff | None = None,
         token_in_header: bool = True,
+        app: str | None = None,
     ) -> None:
+        """``app``: the app module (id or name) this device syncs for; the server then checks that
+        the user's profile is attached to it (close 4006 otherwise). None: no app check."""
         self.url = url
+        self.app = app
+        self.sync_intervals: dict[str, int] = {}  # entity -> minutes, from the last welcome
+        self.last_sync: float | None = None  # wall-clock time of the last completed sync()
         self.store = store
         self._token = token
         self.device_id = device_id or store.device_id()
@@ -99,12 +108,27 @@ class Device:
         v = t()
         if inspect.isawaitable(v):
             v = await v
-        return v  # type: ignore[return-value]
+        return v
 
     # ----------------------------------------------------------------------- public API ----
     async def sync(self, *, timeout: float = 120.0, max_attempts: int = 8) -> SyncReport:
         """Upload pending changes, then download until caught up (retrying with backoff)."""
-        return await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+        report = await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+        self.last_sync = time.time()
+        return report
+
+    async def run_background(self, stop: asyncio.Event) -> SyncReport:
+        """Background / metered mode: no live connection; sync (upload, then catch up, then
+        disconnect) as often as the profile's sync intervals ask — each entity at least every
+        its item's ``sync_interval_minutes`` — until ``stop`` is set."""
+        while not stop.is_set():
+            await self.sync()
+            delay = next_sync_at(self.last_sync, self.sync_intervals, time.time()) - time.time()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
+            except TimeoutError:
+                pass
+        return self.report
 
     async def run(self, stop: asyncio.Event) -> SyncReport:
         """Stay connected: live ops, outbox flushed as soon as edits happen or the link returns."""
@@ -139,6 +163,9 @@ class Device:
             except SyncInterrupted as exc:
                 if exc.code == p.CLOSE_UNAUTHENTICATED and not renewed:
                     renewed = True  # renew the token and resume at once, from the checkpoint
+                    expire = getattr(self._token, "expire", None)
+                    if expire is not None:
+                        expire()  # the server judged the token expired, whatever our clock says
                     continue
                 renewed = False
                 if max_attempts is not None and attempt + 1 >= max_attempts:
@@ -148,8 +175,34 @@ class Device:
                 log.info("sync interrupted; retrying", extra={"code": exc.code, "reason": exc.reason, "wait": wait})
                 await asyncio.sleep(wait)  # jittered backoff between reconnects (failure mode 6)
 
+    async def _fresh_token(self) -> str:
+        try:
+            return await self.token()
+        except SignInRequired:
+            raise
+        except SignInError as exc:  # the sign-in server is unreachable for now: like a lost link
+            raise SyncInterrupted(None, str(exc)) from None
+
+    async def _renewer(self, ws: ClientConnection) -> None:
+        """Renews the access token before it expires and hands it to the open session (an auth
+        frame), so a long-lived connection is never closed for an expired token."""
+        expires_at = getattr(self._token, "expires_at", None)
+        margin = float(getattr(self._token, "margin_s", 60.0))
+        if expires_at is None:
+            return
+        try:
+            while True:
+                at = expires_at()
+                if at is None:
+                    return
+                await asyncio.sleep(max(at - margin - time.time(), 1.0))
+                token = await self._fresh_token()
+                await ws.send(p.encode(p.Auth(token=token)).decode())
+        except (ConnectionClosed, SyncInterrupted, SignInError):
+            pass  # the session ends (or renews on reconnect) on its own
+
     async def _session(self, until_synced: bool) -> None:
-        token = await self.token()
+        token = await self._fresh_token()
         headers = {"Authorization": f"Bearer {token}"} if self.token_in_header else None
         hello = p.Hello(
             device_id=self.device_id,
@@ -157,6 +210,7 @@ class Device:
             checksums=self.store.held_checksums(),
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
+            app=self.app,
             client=CLIENT_NAME,
             records=self.store.count(),
             pending=self.store.pending_count(),
@@ -189,18 +243,24 @@ class Device:
                 max_size=None,
                 open_timeout=10,
                 ping_interval=None,
-                create_connection=tapped(on_text),
-            )  # type: ignore[arg-type]
+                create_connection=tapped(on_text),  # type: ignore[arg-type]
+            )
+        except (InvalidURI, ValueError) as exc:
+            raise SyncRefused(0, describe_connect_failure(self.url, exc)) from None
+        except InvalidStatus as exc:
+            raise SyncRefused(0, describe_connect_failure(self.url, exc)) from None
         except (TimeoutError, OSError, InvalidHandshake) as exc:
-            raise SyncInterrupted(None, f"connect failed: {exc}") from None
+            raise SyncInterrupted(None, describe_connect_failure(self.url, exc)) from None
         self.ws = ws
         self.report.connections += 1
         self.inflight = None
         writer: asyncio.Task[None] | None = None
+        renewer: asyncio.Task[None] | None = None
         closed: asyncio.Future[None] | None = None
         try:
             await ws.send(p.encode(hello).decode())
             writer = asyncio.create_task(self._writer(ws))
+            renewer = asyncio.create_task(self._renewer(ws))
             self._kick.set()  # reconnect alone flushes the outbox (failure mode 4)
             closed = asyncio.ensure_future(ws.wait_closed())
             await asyncio.wait({ended, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -212,6 +272,8 @@ class Device:
         finally:
             if writer is not None:
                 writer.cancel()
+            if renewer is not None:
+                renewer.cancel()
             if closed is not None:
                 closed.cancel()
             if not ended.done():
@@ -282,6 +344,7 @@ class Device:
             return caught_up
         if isinstance(frame, p.Welcome):
             self.max_changes = int(frame.limits.get("max_changes", self.max_changes))
+            self.sync_intervals = dict(frame.sync_intervals)
             self.store.hold_buckets(frame.buckets)
             return False
         if isinstance(frame, p.Drop):
@@ -308,6 +371,31 @@ class Device:
                 asyncio.get_running_loop().call_later(frame.retry_after or 1.0, self._kick.set)
             return caught_up
         return caught_up
+
+
+def describe_connect_failure(url: str, exc: BaseException) -> str:
+    """One sentence a person can act on for a websocket connection that could not be opened."""
+    parts = urlsplit(url)
+    where = parts.netloc or url
+    if parts.scheme in ("http", "https"):
+        return f"{url} is a web address; the device connects to the websocket, like ws://{where}/v1/sync"
+    if isinstance(exc, (InvalidURI, ValueError)) or parts.scheme not in ("ws", "wss"):
+        return f"{url} is not a websocket address like ws://host:8300/v1/sync"
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (401, 403, 404):
+            return (
+                f"{where} has no Offsync device endpoint at {parts.path or '/'}: check the path (/v1/sync) and the port"
+            )
+        return f"{where} answered {status} instead of accepting the device: check the address and the port"
+    if isinstance(exc, InvalidHandshake):
+        return f"{where} does not speak the Offsync device protocol: check the address and the port"
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return f"cannot find the server {parts.hostname}: check the address"
+    if isinstance(exc, TimeoutError):
+        return f"the server at {where} did not answer in time"
+    return f"nothing answers at {where}: the server is down, or the port is wrong"
 
 
 def _ignore_closed(task: asyncio.Future[None]) -> None:

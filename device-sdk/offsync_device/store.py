@@ -9,6 +9,7 @@ written a page at a time in one transaction with executemany.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import time
 import uuid
@@ -116,7 +117,7 @@ _UNHOLD = "DELETE FROM buckets WHERE id = ?"
 @dataclass(frozen=True, slots=True)
 class PendingChange:
     seq: int
-    op: str
+    op: p.ChangeOp
     entity: str
     id: str
     base_version: int | None
@@ -447,7 +448,7 @@ class LocalStore:
         row = self.db.execute("SELECT version FROM records WHERE entity = ? AND id = ?", (entity, rid)).fetchone()
         return int(row[0]) if row else None
 
-    def _rows(self, where: str, args: tuple[Any, ...]) -> list[PendingChange]:
+    def _rows(self, where: str, args: tuple[Any, ...]) -> builtins.list[PendingChange]:
         return [
             PendingChange(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6])
             for r in self.db.execute(
@@ -456,10 +457,10 @@ class LocalStore:
             )
         ]
 
-    def pending(self) -> list[PendingChange]:
+    def pending(self) -> builtins.list[PendingChange]:
         return self._rows("1 = 1", ())
 
-    def pending_for(self, entity: str, rid: str) -> list[PendingChange]:
+    def pending_for(self, entity: str, rid: str) -> builtins.list[PendingChange]:
         return self._rows("entity = ? AND id = ?", (entity, rid))
 
     def pending_count(self) -> int:
@@ -492,18 +493,18 @@ class LocalStore:
         return p.Upload(
             batch_id=batch_id,
             changes=tuple(
-                p.Change(seq=i, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields)  # type: ignore[arg-type]
+                p.Change(seq=i, op=c.op, entity=c.entity, id=c.id, base_version=c.base_version, fields=c.fields)
                 for i, c in enumerate(rows)
             ),
         )
 
-    def apply_result(self, result: p.Result) -> list[p.ChangeResult]:
+    def apply_result(self, result: p.Result) -> builtins.list[p.ChangeResult]:
         """Apply the server's answer to a batch; returns the conflicts and rejections."""
         rows = self._rows("batch_id = ?", (result.batch_id,))
         if not rows:
             return []  # an answer we already applied (e.g. delivered twice)
         by_seq = {r.seq: r for r in result.results}
-        problems: list[p.ChangeResult] = []
+        problems: builtins.list[p.ChangeResult] = []
         db = self.db
         db.execute("BEGIN")
         try:
@@ -572,7 +573,19 @@ class LocalStore:
                     (ch.entity, ch.id, int(rec["version"]), orjson.dumps(rec.get("attributes") or {}).decode()),
                 )
 
-    def conflicts(self) -> list[ConflictEntry]:
+    def clear_conflicts(self, ids: Iterable[str] | None = None) -> int:
+        """Forget logged conflicts/rejections (of these record ids, or all); returns how many.
+
+        The log is for a person to review; clearing it changes no record and no pending change.
+        """
+        if ids is None:
+            cur = self.db.execute("DELETE FROM conflicts")
+        else:
+            wanted = list(ids)
+            cur = self.db.execute(f"DELETE FROM conflicts WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+        return cur.rowcount
+
+    def conflicts(self) -> builtins.list[ConflictEntry]:
         return [
             ConflictEntry(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), orjson.loads(r[7]) if r[7] else None)
             for r in self.db.execute(

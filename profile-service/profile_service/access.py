@@ -1,5 +1,6 @@
 """Who may call the admin API: a bearer token for the admin audience whose user is enabled and
-holds an is_admin role, directly or through one of its teams."""
+holds an is_admin role, directly or through one of its teams (and, when the token names one,
+is still the same incarnation of the user id: see docs/identity.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _bearer = HTTPBearer(auto_error=False, description="JWT for audience offsync-adm
 IS_ADMIN_SQL = """
 SELECT EXISTS (
   SELECT 1 FROM admin.users u
-  WHERE u.id = $1 AND u.enabled AND EXISTS (
+  WHERE u.id = $1 AND u.enabled AND ($2::text IS NULL OR u.generation = $2) AND EXISTS (
     SELECT 1 FROM admin.roles r
     WHERE r.is_admin AND (
       r.id IN (SELECT role_id FROM admin.user_roles WHERE user_id = u.id)
@@ -27,9 +28,10 @@ SELECT EXISTS (
 """
 
 
-async def is_admin(conn: asyncpg.Connection, user_id: str) -> bool:
-    """The one admin rule, shared by the API's bearer check and the console's session check."""
-    return bool(await conn.fetchval(IS_ADMIN_SQL, user_id))
+async def is_admin(conn: asyncpg.Connection, user_id: str, generation: str | None = None) -> bool:
+    """The one admin rule, shared by the API's bearer check and the console's session check;
+    ``generation`` (when the credential names one) must still be the user's current one."""
+    return bool(await conn.fetchval(IS_ADMIN_SQL, user_id, generation))
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ async def require_admin(
     if len(principal.user_id) > 128 or "\x00" in principal.user_id:
         raise Unauthenticated("invalid token: bad subject")
     async with rt.pool.acquire() as conn:
-        if not await is_admin(conn, principal.user_id):
+        if not await is_admin(conn, principal.user_id, principal.generation):
             raise Forbidden("caller is not an enabled user with an administrator role")
     return Admin(principal.user_id)
 

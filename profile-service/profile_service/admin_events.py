@@ -16,6 +16,7 @@ from offsync_shared.events.admin import (
     UserChanged,
 )
 from offsync_shared.topics import ADMIN
+from profile_service import sessions
 
 SCHEMA = "admin"
 ORG_KEY = "default"
@@ -40,6 +41,9 @@ class Emitter:
         )
         if row is not None:
             await self.emit(conn, UserChanged(**dict(row.items())))
+        # Every change to what a user may do passes through here: sign-ins it no longer allows
+        # (disabled, offline privilege or admin role gone) are revoked in the same transaction.
+        await sessions.revoke_lost_access(conn, [user_id])
 
     async def user_deleted(self, conn: asyncpg.Connection, user_id: str, business_unit_id: str) -> None:
         await self.emit(conn, UserChanged(id=user_id, business_unit_id=business_unit_id, deleted=True))
@@ -54,6 +58,7 @@ class Emitter:
         )
         if row is not None:
             await self.emit(conn, TeamChanged(**dict(row.items())))
+            await sessions.revoke_lost_access(conn, list(row["member_ids"]))
 
     async def business_unit(self, conn: asyncpg.Connection, bu_id: str) -> None:
         row = await conn.fetchrow("SELECT id, parent_id, name FROM admin.business_units WHERE id = $1", bu_id)
@@ -66,6 +71,7 @@ class Emitter:
         )
         if row is not None:
             await self.emit(conn, RoleChanged(**dict(row)))
+        await sessions.revoke_lost_access(conn, await _holders(conn, role_id))
 
     async def entity(self, conn: asyncpg.Connection, logical_name: str) -> None:
         row = await conn.fetchrow(
@@ -79,3 +85,14 @@ class Emitter:
         row = await conn.fetchrow("SELECT org_id, conflict_detection FROM admin.org_settings WHERE org_id = 'default'")
         if row is not None:
             await self.emit(conn, OrgSettingsChanged(**dict(row)))
+
+
+async def _holders(conn: asyncpg.Connection, role_id: str) -> list[str]:
+    """Users holding ``role_id`` directly or through a team."""
+    rows = await conn.fetch(
+        """SELECT user_id FROM admin.user_roles WHERE role_id = $1
+           UNION SELECT tm.user_id FROM admin.team_members tm JOIN admin.team_roles tr ON tr.team_id = tm.team_id
+           WHERE tr.role_id = $1""",
+        role_id,
+    )
+    return [r["user_id"] for r in rows]

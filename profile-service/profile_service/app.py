@@ -7,14 +7,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
 from offsync_shared.runtime import Runtime, open_runtime
-from profile_service import console, routes_org, routes_profiles, routes_solutions, routes_tokens
+from profile_service import (
+    console,
+    routes_auth,
+    routes_device_metadata,
+    routes_org,
+    routes_profiles,
+    routes_solutions,
+    routes_tokens,
+)
 from profile_service.admin_events import Emitter
-from profile_service.bootstrap import bootstrap
+from profile_service.bootstrap import bootstrap, ensure_admin_credentials
+from profile_service.oidc import OidcVerifier
 from profile_service.settings import Settings
 
 SCHEMA = "admin"
@@ -25,9 +35,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt:
+        async with (
+            open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt,
+            httpx.AsyncClient(timeout=10) as idp_client,
+        ):
+            oidc = settings.oidc_config()
+            app.state.oidc = None if oidc is None else OidcVerifier(oidc, idp_client)
             emitter = Emitter(settings.topic_prefix)
             await bootstrap(rt.pool, emitter)
+            await ensure_admin_credentials(
+                rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
+            )
             state["rt"] = rt
             app.state.runtime = rt
             app.state.emitter = emitter
@@ -58,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
         return JSONResponse(http.error_body("bad_request", "a value cannot be stored"), status_code=400)
 
-    for module in (routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (routes_auth, routes_device_metadata, routes_tokens, routes_org, routes_profiles, routes_solutions):
         app.include_router(module.router)
     console.install(app)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from offsync_shared.auth import BOOTSTRAP_ADMIN_USER_ID
+from profile_service import identity
 from profile_service.admin_events import Emitter
 from profile_service.catalogue import STANDARD_ENTITIES
 
@@ -68,4 +69,36 @@ async def bootstrap(pool: asyncpg.Pool, emitter: Emitter) -> bool:
         await emitter.user(conn, BOOTSTRAP_ADMIN_USER_ID)
         for ent in STANDARD_ENTITIES:
             await emitter.entity(conn, ent["logical_name"])
+        return True
+
+
+async def ensure_admin_credentials(pool: asyncpg.Pool, username: str, password: str | None, env: str) -> bool:
+    """Give the bootstrap admin ``username`` and ``password`` if it has no password yet.
+
+    Returns whether it did. An admin who already has a password keeps it (and its username): the
+    setting only seeds a fresh organization. A username held by another user is left alone.
+    """
+    if not password:
+        return False
+    async with pool.acquire() as conn:
+        if await conn.fetchval(
+            "SELECT password_hash IS NOT NULL FROM admin.users WHERE id = $1", BOOTSTRAP_ADMIN_USER_ID
+        ) in (None, True):
+            return False
+    password_hash = await identity.hash_new_password(password, env, field="OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD")
+    assert password_hash is not None
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bootstrap:admin'))")
+        row = await conn.fetchrow(
+            "SELECT password_hash FROM admin.users WHERE id = $1 FOR UPDATE", BOOTSTRAP_ADMIN_USER_ID
+        )
+        if row is None or row["password_hash"] is not None:
+            return False
+        if not await conn.fetchval(
+            "SELECT 1 FROM admin.users WHERE lower(username) = lower($1) AND id <> $2",
+            username,
+            BOOTSTRAP_ADMIN_USER_ID,
+        ):
+            await identity.set_username(conn, BOOTSTRAP_ADMIN_USER_ID, username)
+        await identity.store_password_hash(conn, BOOTSTRAP_ADMIN_USER_ID, password_hash)
         return True

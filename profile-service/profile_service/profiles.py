@@ -10,7 +10,7 @@ import asyncpg
 
 from offsync_shared.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
-from profile_service import rules
+from profile_service import validation
 from profile_service.admin_events import Emitter
 from profile_service.estimates import UserContext, estimate, records_table_exists
 
@@ -82,13 +82,13 @@ async def load_profile(conn: asyncpg.Connection, profile_id: str) -> dict[str, A
     return out
 
 
-async def load_metas(conn: asyncpg.Connection, names: Iterable[str] | None = None) -> dict[str, rules.EntityMeta]:
+async def load_metas(conn: asyncpg.Connection, names: Iterable[str] | None = None) -> dict[str, validation.EntityMeta]:
     if names is None:
         rows = await conn.fetch("SELECT * FROM admin.entities")
     else:
         rows = await conn.fetch("SELECT * FROM admin.entities WHERE logical_name = ANY($1::text[])", list(names))
     return {
-        r["logical_name"]: rules.EntityMeta(
+        r["logical_name"]: validation.EntityMeta(
             logical_name=r["logical_name"],
             ownership=r["ownership"],
             attributes=r["attributes"],
@@ -99,7 +99,7 @@ async def load_metas(conn: asyncpg.Connection, names: Iterable[str] | None = Non
     }
 
 
-def raise_problems(problems: list[rules.Problem], *, only_entity: str | None = None) -> None:
+def raise_problems(problems: list[validation.Problem], *, only_entity: str | None = None) -> None:
     """Refuse a write with its problems (422); ``only_entity`` ignores pre-existing problems of other items."""
     if only_entity is not None:
         problems = [p for p in problems if p.entity == only_entity or p.code == "relationship_cycle"]
@@ -110,9 +110,9 @@ def raise_problems(problems: list[rules.Problem], *, only_entity: str | None = N
 
 async def check_items_in_db(
     conn: asyncpg.Connection, items: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[rules.Problem]]:
+) -> tuple[list[dict[str, Any]], list[validation.Problem]]:
     metas = await load_metas(conn)
-    return rules.check_items(items, metas)
+    return validation.check_items(items, metas)
 
 
 async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bool = False) -> dict[str, Any]:

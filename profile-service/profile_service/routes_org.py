@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import BusinessUnitChanged, RoleChanged, TeamChanged
-from profile_service import rules
+from profile_service import identity, validation
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_ID
 from profile_service.context import CtxDep, new_id
 from profile_service.profiles import mark_changed
@@ -271,7 +271,7 @@ async def unassign_team_role(ctx: CtxDep, team_id: PathId, role_id: PathId) -> d
 
 # --- users ------------------------------------------------------------------------------------
 
-USER_SQL = """SELECT u.id, u.name, u.email, u.business_unit_id, u.manager_id, u.language, u.enabled, u.created_at,
+USER_SQL = """SELECT u.id, u.username, u.name, u.email, u.business_unit_id, u.manager_id, u.language, u.enabled, u.created_at,
   COALESCE((SELECT array_agg(team_id ORDER BY team_id) FROM admin.team_members WHERE user_id = u.id), '{}') AS team_ids,
   COALESCE((SELECT array_agg(role_id ORDER BY role_id) FROM admin.user_roles WHERE user_id = u.id), '{}') AS role_ids,
   (SELECT profile_id FROM admin.profile_users WHERE user_id = u.id) AS profile_id
@@ -332,6 +332,7 @@ async def get_user(ctx: CtxDep, user_id: PathId) -> dict[str, Any]:
 @router.post("/users", status_code=201, tags=["users"])
 async def create_user(ctx: CtxDep, body: UserIn) -> dict[str, Any]:
     user_id = new_id(body.id)
+    password_hash = await identity.hash_new_password(body.password, ctx.settings.env)
     async with ctx.tx() as conn:
         await _must(conn, "business_units", "id", body.business_unit_id, "business unit", "business_unit_id")
         if body.manager_id is not None:
@@ -355,6 +356,9 @@ async def create_user(ctx: CtxDep, body: UserIn) -> dict[str, Any]:
         )
         if not ok:
             raise Conflict(f"user {user_id!r} already exists", field="id")
+        await identity.set_username(conn, user_id, body.username or user_id)
+        if password_hash is not None:
+            await identity.store_password_hash(conn, user_id, password_hash)
         await conn.executemany(
             "INSERT INTO admin.team_members(team_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(t, user_id) for t in body.team_ids],
@@ -375,7 +379,7 @@ async def update_user(ctx: CtxDep, user_id: PathId, body: UserPatch) -> dict[str
     async with ctx.tx() as conn:
         cur = await _user(conn, user_id)
         new = {k: cur[k] for k in ("name", "email", "business_unit_id", "manager_id", "language", "enabled")}
-        for k in sent:
+        for k in sent - {"username"}:
             v = getattr(body, k)
             if v is None and k in ("name", "business_unit_id", "enabled"):
                 raise ValidationFailed(f"{k} cannot be null", field=k)
@@ -392,6 +396,8 @@ async def update_user(ctx: CtxDep, user_id: PathId, body: UserPatch) -> dict[str
         )
         if not new["enabled"]:
             await _ensure_an_admin_remains(conn)
+        if body.username is not None:
+            await identity.set_username(conn, user_id, body.username)
         await ctx.emitter.user(conn, user_id)
         return await _user(conn, user_id)
 
@@ -573,7 +579,7 @@ async def validate_entity_attributes(
     conn: asyncpg.Connection, name: str, attrs: dict[str, Any], extra_known: tuple[str, ...] = ()
 ) -> None:
     known = [r["logical_name"] for r in await conn.fetch("SELECT logical_name FROM admin.entities")]
-    problems = rules.check_attributes(name, attrs, [*known, *extra_known])
+    problems = validation.check_attributes(name, attrs, [*known, *extra_known])
     if problems:
         p = problems[0]
         raise ValidationFailed(p.message, field=p.field, details={"problems": [x.as_dict() for x in problems]})

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from offsync_shared.errors import ValidationFailed
 from profile_service import profiles as store
-from profile_service import rules
+from profile_service import validation
 from profile_service.context import CtxDep, new_id
 from profile_service.schemas import ID_PATTERN, EntityIn, ItemIn, ProfileIn, SolutionIn
 
@@ -151,9 +151,9 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
                         "message": f"{e.logical_name} cannot be enabled for mobile offline",
                     }
                 )
-            for p in rules.check_attributes(e.logical_name, attrs, [*current, *ent_names]):
+            for p in validation.check_attributes(e.logical_name, attrs, [*current, *ent_names]):
                 problems.append({**p.as_dict()})
-            metas[e.logical_name] = rules.EntityMeta(e.logical_name, e.ownership, attrs, offline, capable)
+            metas[e.logical_name] = validation.EntityMeta(e.logical_name, e.ownership, attrs, offline, capable)
             entity_rows.append(
                 {
                     "logical_name": e.logical_name,
@@ -167,7 +167,7 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
             )
         checked: list[tuple[ProfileIn, list[dict[str, Any]]]] = []
         for head, items in profiles:
-            normalized, found = rules.check_items(items, metas)
+            normalized, found = validation.check_items(items, metas)
             problems += [{**p.as_dict(), "profile": head.name} for p in found]
             checked.append((head, normalized))
         if problems:

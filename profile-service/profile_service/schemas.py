@@ -8,6 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from offsync_shared.domain.attributes import AttributeTypeName
+from offsync_shared.domain.org import DepthName, OwnershipName, PrivilegeName
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -18,17 +21,33 @@ def _no_nul(v: str) -> str:
     return v
 
 
+def _utf8(v: str) -> str:
+    """Refuse text with lone surrogates (JSON "\\ud800"): nothing downstream can encode it."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return v
+
+
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# Sign-in secrets and names: any Unicode a person can type, no NUL, encodable.
+Secret = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
+Username = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul), AfterValidator(_utf8)
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False), AfterValidator(_no_nul)]
 LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
 LogicalName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="Resource id")]
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="Entity logical name")]
 
-Depth = Literal["none", "user", "business_unit", "parent_child", "organization"]
-Privilege = Literal["create", "read", "write", "delete"]
-Ownership = Literal["user_or_team", "organization", "business", "none"]
-AttributeType = Literal["string", "int", "decimal", "bool", "datetime", "lookup", "choice"]
+Depth = DepthName
+Privilege = PrivilegeName
+Ownership = OwnershipName
+AttributeType = AttributeTypeName
 Language = Annotated[int, Field(ge=0, le=2_147_483_647, description="LCID, e.g. 1033")]
 
 
@@ -70,6 +89,12 @@ class UserIn(Body):
     enabled: bool = True
     team_ids: list[Id] = Field(default_factory=list, max_length=100)
     role_ids: list[Id] = Field(default_factory=list, max_length=100)
+    username: Username | None = Field(
+        None, description="Sign-in name, unique regardless of case (default: the user id)."
+    )
+    password: Secret | None = Field(
+        None, description="Initial password (stored as an argon2id hash, never returned); see docs/identity.md."
+    )
 
 
 class UserPatch(Body):
@@ -79,6 +104,7 @@ class UserPatch(Body):
     manager_id: Id | None = Field(None, description="null clears the manager")
     language: Language | None = None
     enabled: bool | None = None
+    username: Username | None = None
 
 
 class RoleIn(Body):

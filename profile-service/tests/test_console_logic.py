@@ -10,7 +10,7 @@ import pytest
 
 from offsync_shared.auth import ADMIN_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from profile_service import rules
+from profile_service import validation
 from profile_service.console import forms
 from profile_service.console.pages_ops import parse_metrics
 from profile_service.console.session import csrf_ok, open_session, read_session
@@ -24,7 +24,8 @@ def test_a_session_round_trips_and_carries_its_csrf_token() -> None:
     s = read_session(SECRET, cookie)
     assert s is not None and s.user_id == "u1"
     assert csrf_ok(s, s.csrf)
-    assert not csrf_ok(s, "") and not csrf_ok(s, None) and not csrf_ok(s, s.csrf[:-1] + "0")
+    tampered = s.csrf[:-1] + ("1" if s.csrf.endswith("0") else "0")
+    assert not csrf_ok(s, "") and not csrf_ok(s, None) and not csrf_ok(s, tampered)
     other = read_session(SECRET, open_session(SECRET, "u1"))
     assert other is not None
 
@@ -110,8 +111,8 @@ def test_unreadable_fields_name_the_field(form: dict[str, str], field: str) -> N
     assert err.value.field == field
 
 
-def _meta(name: str, attrs: dict[str, dict[str, str]], ownership: str = "user_or_team") -> rules.EntityMeta:
-    return rules.EntityMeta(logical_name=name, ownership=ownership, attributes=attrs)
+def _meta(name: str, attrs: dict[str, dict[str, str]], ownership: str = "user_or_team") -> validation.EntityMeta:
+    return validation.EntityMeta(logical_name=name, ownership=ownership, attributes=attrs)
 
 
 def test_relationships_offered_only_to_entities_in_the_profile() -> None:
@@ -127,8 +128,8 @@ def test_relationships_offered_only_to_entities_in_the_profile() -> None:
 
 def test_the_builder_offers_the_rule_tables_operators() -> None:
     spec = forms.builder_spec(_meta("task", {"subject": {"type": "string"}}))
-    assert spec["max_levels"] == rules.MAX_GROUP_LEVELS
-    assert set(spec["operators"]) == set(rules.OPERATORS)
+    assert spec["max_levels"] == validation.MAX_GROUP_LEVELS
+    assert set(spec["operators"]) == set(validation.OPERATORS)
     assert spec["attributes"]["ownerid"] == {"type": "lookup", "target": "owner"}
 
 

@@ -167,12 +167,12 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
         want, have = wanted_buckets.get(user_id, set()), have_buckets.get(user_id, set())
         if want != have:
             changed.add(user_id)
-            for b in want - have:
+            for bucket_id in want - have:
                 add_u.append(user_id)
-                add_b.append(b)
-            for b in have - want:
+                add_b.append(bucket_id)
+            for bucket_id in have - want:
                 del_u.append(user_id)
-                del_b.append(b)
+                del_b.append(bucket_id)
     if del_u:
         await conn.execute(
             "DELETE FROM sync.user_buckets ub USING unnest($1::text[], $2::text[]) AS d(u, b) WHERE ub.user_id = d.u AND ub.bucket_id = d.b",

@@ -30,9 +30,9 @@ def _route(b: BucketDef) -> tuple[str, Extract] | None:
         return "f_bu", _BU
     if b.access == "bu":
         return "a_bu", _BU
-    if b.access == "owner_user":
+    if b.access in ("owner_user", "owner_user_out"):
         return "a_user", _OWNER_USER
-    if b.access == "owner_team":
+    if b.access in ("owner_team", "owner_team_out"):
         return "a_team", _OWNER_TEAM
     if k == "custom":
         cond = b.filter["cond"]

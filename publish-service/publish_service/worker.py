@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import asyncpg
 
@@ -51,7 +52,7 @@ class PublishWorker:
         prefix: str,
         max_records: int = 500,
         relay: outbox.OutboxRelay | None = None,
-        **tuning: int,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
+        **tuning: Any,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.pool = pool
         self.relay = relay

@@ -42,8 +42,25 @@ INSTANTS = [
     "2026-01-02",
     "2025-12-31T23:59:59Z",
 ]
-VALUES: list[Any] = [None, *NAMES, "A", "u1", "t2", "b1", -1, 0, 2, 2.5, 1033, True, False, [1], {"x": 1}]
+# Case variants and non-ASCII letters: string operators ignore case the same way on both sides
+# (bug #14.5); like patterns with escapes and a trailing backslash.
+CASES = ["Contoso", "CONTOSO Ltd", "contoso", "École", "ÉCOLE", "İstanbul", "ΟΔΟΣ", "οδος", "50%", "a\\b", "a_b"]
+VALUES: list[Any] = [None, *NAMES, *CASES, "A", "u1", "t2", "b1", -1, 0, 2, 2.5, 1033, True, False, [1], {"x": 1}]
 OPERANDS: list[Any] = ["ab", "b", "", "a%", "%b", "_b%", "c\\%", "x_y", "u1", 0, 2, 2.0, True, "A"]
+OPERANDS += [
+    "contoso",
+    "con%",
+    "CON",
+    "%LTD",
+    "c_ntoso%",
+    "école",
+    "ISTANBUL",
+    "οδοσ",
+    "50\\%",
+    "a\\",
+    "a\\\\b",
+    "A\\_B",
+]
 
 
 def records() -> list[Record]:
@@ -75,7 +92,8 @@ def leaves() -> list[dict[str, Any]]:
         if op in ("null", "not-null"):
             out.append({"attribute": attr, "operator": op})
         elif op in ("in", "not-in"):
-            out += [{"attribute": attr, "operator": op, "value": v} for v in ([], ["ab", 2], [True, "u1", 0])]
+            lists = ([], ["ab", 2], [True, "u1", 0], ["CONTOSO", "école", 2.5])
+            out += [{"attribute": attr, "operator": op, "value": v} for v in lists]
         elif op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with"):
             out += [{"attribute": attr, "operator": op, "value": v} for v in OPERANDS if isinstance(v, str)]
         else:

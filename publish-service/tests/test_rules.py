@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from publish_orgs import USERS, orgs, profiles, records
 
+from offsync_shared.domain.org import Ownership, read_scope
 from publish_service.rules import buckets, conditions, reference
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record, Role, Team, User
@@ -26,6 +27,34 @@ def test_bucket_plan_yields_exactly_the_reference_set_for_every_user(
         assert got == reference.user_set(org, items, u, recs), u
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(org=orgs(), items=profiles(), recs=records())
+def test_a_device_receives_what_the_records_api_lets_its_user_read_within_the_filter(
+    org: OrgModel, items: list[ProfileItem], recs: list[Record]
+) -> None:
+    """Issue #14's property: for random orgs, roles and records, the set a device receives
+    equals the records the records API lets the user read (its SQL scope, ``read_scope``),
+    intersected with the profile's filter (items without relationships)."""
+    own_items = [ProfileItem(it.entity, it.filter) for it in items]
+    for u in USERS:
+        defs = buckets.plan_user(org, own_items, u)
+        got = set().union(*buckets.materialize(defs, recs).values()) if defs else set()
+        want: set[tuple[str, str]] = set()
+        if org.can_use_offline(u):
+            actor = org.actor(u)
+            for it in own_items:
+                scope = read_scope(actor, it.entity, org.entity_ownership(it.entity))
+                want |= {
+                    (r.entity, r.id)
+                    for r in recs
+                    if r.entity == it.entity
+                    and not r.deleted
+                    and scope.holds(Ownership(r.owner_id, r.owner_type, r.business_unit_id))
+                    and reference.in_filter(org, u, it.filter, r)
+                }
+        assert got == want, u
+
+
 def _org(depth: str = "organization", ownership: str = "user_or_team") -> OrgModel:
     return OrgModel(
         users={
@@ -41,7 +70,12 @@ def _org(depth: str = "organization", ownership: str = "user_or_team") -> OrgMod
 
 PLAN_CASES = [
     ("all-org-read-one-shared-bucket", {"kind": "all"}, "organization", [("all", "org")]),
-    ("all-bu-read-per-bu-bucket", {"kind": "all"}, "business_unit", [("all", "bu")]),
+    (
+        "all-bu-read-per-bu-bucket-plus-own-records-elsewhere",
+        {"kind": "all"},
+        "business_unit",
+        [("all", "bu"), ("all", "owner_user_out"), ("all", "owner_team_out")],
+    ),
     ("all-user-read-user-and-team-buckets", {"kind": "all"}, "user", [("all", "owner_user"), ("all", "owner_team")]),
     ("user-records-with-user-read-fold", {"kind": "other", "user": True}, "user", [("owner_user", "org")]),
     (
@@ -51,10 +85,10 @@ PLAN_CASES = [
         [("owner_user_not_bu", "org"), ("bu", "org")],
     ),
     (
-        "user-and-bu-records-with-bu-read-drop-empty",
+        "user-and-bu-records-with-bu-read-own-records-elsewhere-in-reach",
         {"kind": "other", "user": True, "business_unit": True},
         "business_unit",
-        [("bu", "org")],
+        [("owner_user_not_bu", "org"), ("bu", "org")],
     ),
     (
         "user-and-bu-records-with-user-read-fold",
@@ -74,6 +108,36 @@ PLAN_CASES = [
 ]
 
 
+OWN_ELSEWHERE = [
+    Record("account", "mine", 1, "u1", "user", "b2"),  # owned by u1, in another business unit
+    Record("account", "team", 1, "t1", "team", "root"),  # owned by u1's team, elsewhere
+    Record("account", "theirs", 1, "u2", "user", "b2"),  # neither: out of reach below parent_child
+]
+
+
+@pytest.mark.parametrize(
+    "depth,expected",
+    [
+        ("user", {"mine", "team"}),
+        ("business_unit", {"mine", "team"}),
+        ("parent_child", {"mine", "team", "theirs"}),  # b2 is below b1
+        ("organization", {"mine", "team", "theirs"}),
+    ],
+)
+@pytest.mark.parametrize("filt", [{"kind": "all"}, {"kind": "other", "user": True, "team": True}], ids=["all", "mine"])
+def test_own_records_outside_the_business_unit_reach_the_device(depth: str, expected: set[str], filt: dict) -> None:
+    """Bug #14.1: the records API lets a user read what they (or their teams) own wherever it
+    sits; the buckets (and the reference evaluator) must deliver exactly that too."""
+    org = _org(depth)
+    wanted = {(r.entity, r.id) for r in OWN_ELSEWHERE if r.id in expected}
+    if filt["kind"] == "other":
+        wanted = {k for k in wanted if k[1] != "theirs"}
+    defs = buckets.plan_user(org, [ProfileItem("account", filt)], "u1")
+    got = set().union(*buckets.materialize(defs, OWN_ELSEWHERE).values())
+    assert got == wanted
+    assert reference.user_set(org, [ProfileItem("account", filt)], "u1", OWN_ELSEWHERE) == wanted
+
+
 @pytest.mark.parametrize("filt,depth,expected", [c[1:] for c in PLAN_CASES], ids=[c[0] for c in PLAN_CASES])
 def test_plan_shapes(filt: dict, depth: str, expected: list[tuple[str, str]]) -> None:
     defs = buckets.plan_user(_org(depth), [ProfileItem("account", filt)], "u1")
@@ -84,7 +148,11 @@ def test_users_with_equal_parameters_share_buckets() -> None:
     org = _org("business_unit")
     org.users["u2"] = User("u2", "b1", role_ids=("r",))
     items = [ProfileItem("account", {"kind": "all"})]
-    assert [b.id for b in buckets.plan_user(org, items, "u1")] == [b.id for b in buckets.plan_user(org, items, "u2")]
+
+    def shared(user: str) -> list[str]:  # the business unit's bucket; own records elsewhere are per user
+        return [b.id for b in buckets.plan_user(org, items, user) if b.access == "bu"]
+
+    assert len(shared("u1")) == 1 and shared("u1") == shared("u2")
 
 
 def test_custom_bucket_parameters_are_only_the_operands_used() -> None:

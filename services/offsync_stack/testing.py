@@ -23,10 +23,15 @@ from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
 
+# The bootstrap admin's password on every test stack (username ``admin``); see offsync_stack.accounts.
+TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    with provide() as i:
+    # The suite's databases are disposable: durability traded for speed (docs/reliability.md).
+    # Tests that crash PostgreSQL start their own durable server (tests/chaos).
+    with provide(durable=False) as i:
         yield i
 
 
@@ -44,6 +49,7 @@ class InfraEnv:
             "OFFSYNC_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": self.topic_prefix,
             "OFFSYNC_TOPIC_PARTITIONS": "4",
+            "OFFSYNC_BOOTSTRAP_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,
             **(EMBEDDED_BROKER_ENV if self.embedded_broker else {}),
         }
 
@@ -92,15 +98,18 @@ class Stack:
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
 
-def start_stack(env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None) -> Stack:
-    # Every service learns every port: the admin console calls the records API and reads the
-    # gateway's metrics.
+def start_stack(
+    env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None, extra_env: dict[str, str] | None = None
+) -> Stack:
+    # Every service learns every port (profile-service tells devices where the websocket is;
+    # its admin console calls the records API and reads the gateway's and publisher's metrics).
     ports = {spec.name: free_port() for spec in SERVICES}
     group = ServiceGroup(
         env={
             **env.as_env(),
             "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_TEST_LOG_LEVEL", "INFO"),
             **{spec.port_env: str(ports[spec.name]) for spec in SERVICES},
+            **(extra_env or {}),
         },
         log_dir=log_dir,
     )
@@ -126,7 +135,7 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
         await asyncio.to_thread(s.group.stop_all)
 
 
-async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     """Wait until ``await check()`` returns a truthy value and return it; fail after ``timeout``.
 
     Tests wait on conditions with a deadline, never on a fixed sleep.

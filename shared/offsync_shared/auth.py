@@ -23,6 +23,12 @@ class Principal:
     audience: str
     expires_at: float
     device_id: str | None = None
+    # The user row's identity generation the token was minted for (claim ``gen``); a service
+    # that reads the user compares it, so a re-created user with the same id is not this one.
+    # None for tokens minted without it (tests, external issuers).
+    generation: str | None = None
+    # The sign-in session (refresh-token chain) the token belongs to (claim ``sid``), if any.
+    session_id: str | None = None
 
 
 def issue_token(
@@ -33,6 +39,8 @@ def issue_token(
     ttl_seconds: int = 3600,
     issuer: str = "offsync",
     device_id: str | None = None,
+    generation: str | None = None,
+    session_id: str | None = None,
     now: float | None = None,
 ) -> str:
     now = time.time() if now is None else now
@@ -45,6 +53,10 @@ def issue_token(
     }
     if device_id is not None:
         claims["did"] = device_id
+    if generation is not None:
+        claims["gen"] = generation
+    if session_id is not None:
+        claims["sid"] = session_id
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -68,7 +80,15 @@ def verify_token(secret: str, token: str, audience: str, *, issuer: str = "offsy
     sub = claims["sub"]
     if not isinstance(sub, str) or not sub:
         raise Unauthenticated("invalid token: bad subject")
-    return Principal(user_id=sub, audience=audience, expires_at=float(claims["exp"]), device_id=claims.get("did"))
+    gen, sid = claims.get("gen"), claims.get("sid")
+    return Principal(
+        user_id=sub,
+        audience=audience,
+        expires_at=float(claims["exp"]),
+        device_id=claims.get("did"),
+        generation=gen if isinstance(gen, str) else None,
+        session_id=sid if isinstance(sid, str) else None,
+    )
 
 
 def bearer(header: str | None) -> str:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 PAST_END_CHECK_S = 2.0  # how often an idle consumer checks it is not beyond a re-created log's end
 
 
-class _NoAutoCreateMetadataRequest(MetadataRequest):
+class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # aiokafka ships no types
     """Metadata requests that never create topics. aiokafka asks the broker to auto-create every
     topic it looks up; the embedded broker (Tansu) then creates it with its own partition count
     (4, not ours), and a restarted one did so from several clients at once while they kept
@@ -41,7 +41,7 @@ class _NoAutoCreateMetadataRequest(MetadataRequest):
         super().__init__(topics, allow_auto_topic_creation)
 
 
-aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest  # type: ignore[misc]
+aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Event, Envelope]]], Awaitable[None]]

@@ -63,6 +63,11 @@ class PayloadTooLarge(OffsyncError):
 class RateLimited(OffsyncError):
     code, status, retriable = "rate_limited", 429, True
 
+    def __init__(self, message: str, *, retry_after: float | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        # Seconds the caller should wait; HTTP answers carry it as the Retry-After header.
+        self.retry_after = retry_after
+
 
 class Unavailable(OffsyncError):
     code, status, retriable = "unavailable", 503, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offsync_shared import apidocs, db, metrics
-from offsync_shared.errors import OffsyncError
+from offsync_shared.errors import OffsyncError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,10 @@ def install(app: FastAPI, service: str, ready: ReadyCheck, *, form_prefixes: tup
         body = error_body(exc.code, exc.message, exc.field)
         if exc.details is not None:
             body["error"]["details"] = exc.details  # type: ignore[index]
-        return JSONResponse(body, status_code=exc.status)
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

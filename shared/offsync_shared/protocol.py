@@ -28,6 +28,7 @@ CLOSE_BAD_HELLO = 4000  # first frame was not a valid hello
 CLOSE_UNAUTHENTICATED = 4001  # missing, forged, expired or wrong-audience token: renew it
 CLOSE_FORBIDDEN = 4003  # disabled user, no read_offline_profile privilege, token for another device
 CLOSE_NO_PROFILE = 4004  # no published mobile offline profile (or it was removed)
+CLOSE_APP_NOT_AVAILABLE = 4006  # hello.app names no offline-enabled app module holding the user's profile
 CLOSE_TIMEOUT = 4008  # no hello in time, or the device went silent
 CLOSE_SUPERSEDED = 4009  # the same device opened a newer connection; this one is closed
 
@@ -40,6 +41,7 @@ CLOSE_CODES: dict[int, str] = {
     CLOSE_UNAUTHENTICATED: "unauthenticated",
     CLOSE_FORBIDDEN: "forbidden",
     CLOSE_NO_PROFILE: "no_profile",
+    CLOSE_APP_NOT_AVAILABLE: "app_not_available",
     CLOSE_TIMEOUT: "timeout",
     CLOSE_SUPERSEDED: "superseded",
 }
@@ -96,6 +98,8 @@ class Hello:
     checksums: dict[str, int] = field(default_factory=dict)
     token: str | None = None  # when the client cannot send an Authorization header
     features: tuple[str, ...] = ()  # FEATURE_* names the device understands
+    # The app module (id or name) the device syncs for; None: no app check (older SDKs).
+    app: str | None = None
     # What the device says of itself, for the admin console's device list (all optional).
     client: str | None = None  # SDK / app name and version, e.g. "offsync-device/0.1.0"
     records: int | None = None  # records the device holds
@@ -158,6 +162,9 @@ class Welcome:
     heartbeat_s: float
     limits: dict[str, int]
     version: int = VERSION
+    # entity -> its profile item's sync interval (minutes): the longest a device that is not
+    # connected live (background / metered mode) may go without syncing that entity.
+    sync_intervals: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,20 @@ def encode_result(batch_id: str, results: Iterable[Mapping[str, Any]]) -> bytes:
     return orjson.dumps({"type": "result", "batch_id": batch_id, "results": [_drop_none(r) for r in results]})
 
 
+def join_op_rows(rows: Iterable[str]) -> bytes:
+    """The ``ops`` array of an Ops frame from op rows each already encoded as a JSON array
+    (the database builds them, see sync-service's bucket reads): joined, never re-encoded."""
+    return ("[" + ",".join(rows) + "]").encode()
+
+
+def encode_ops_with_checkpoint(ops_json: bytes, count: int, checkpoint: Checkpoint) -> bytes:
+    """What ``encode`` makes of ``Ops(ops=Fragment(ops_json), done=count, total=count,
+    checkpoint=checkpoint)``, without building the frame: live fanout encodes one such frame per
+    group of devices per notification. ``test_device_protocol_codec`` holds the two equal."""
+    cp = orjson.dumps({"cursor": checkpoint.cursor, "checksums": checkpoint.checksums})
+    return b'{"type":"ops","ops":%b,"done":%d,"total":%d,"checkpoint":%b}' % (ops_json, count, count, cp)
+
+
 def encode(frame: ClientFrame | ServerFrame) -> bytes:
     """One frame as UTF-8 JSON bytes."""
     if isinstance(frame, Ops):
@@ -275,6 +296,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "checksums": frame.checksums,
                     "token": frame.token,
                     "features": list(frame.features) or None,
+                    "app": frame.app,
                     "client": frame.client,
                     "records": frame.records,
                     "pending": frame.pending,
@@ -340,6 +362,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 "buckets": list(frame.buckets),
                 "heartbeat_s": frame.heartbeat_s,
                 "limits": frame.limits,
+                **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
     if isinstance(frame, Drop):
@@ -360,7 +383,7 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 # ========================================= decoding =========================================
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -463,6 +486,7 @@ def decode_client(raw: bytes | str) -> ClientFrame:
             checksums=checksums,
             token=_str(obj, "token", required=False, max_len=8192),
             features=tuple(f for f in features[:32] if len(f) <= 64),
+            app=_str(obj, "app", required=False),
             client=_str(obj, "client", required=False, max_len=120),
             records=_count(obj, "records"),
             pending=_count(obj, "pending"),
@@ -497,7 +521,7 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
     return Checkpoint(cursor=int(obj["cursor"]), checksums={str(k): int(v) for k, v in obj["checksums"].items()})
 
 
-def decode_server(raw: bytes | str) -> ServerFrame:
+def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
     """Parse one server frame (the SDK's edge); raises FrameError."""
     obj = _load(raw)
     t = obj["type"]
@@ -521,6 +545,7 @@ def decode_server(raw: bytes | str) -> ServerFrame:
                 heartbeat_s=float(obj["heartbeat_s"]),
                 limits=dict(obj["limits"]),
                 version=int(obj["version"]),
+                sync_intervals={str(k): int(v) for k, v in (obj.get("sync_intervals") or {}).items()},
             )
         if t == "result":
             return Result(

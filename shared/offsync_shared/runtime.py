@@ -19,6 +19,7 @@ from offsync_shared import bus, db, heap
 from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
+from offsync_shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Runtime:
     relay: OutboxRelay | None = None
     watch: BrokerWatch | None = None
 
-    def topic(self, t: Any) -> str:
+    def topic(self, t: Topic) -> str:
         return t.full(self.settings.topic_prefix)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

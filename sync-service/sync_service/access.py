@@ -14,6 +14,7 @@ class AccessFacts:
     offline_privilege: bool  # some role of the user or of a team of the user has read_offline_profile
     profile_id: str | None
     profile_version: int | None
+    generation: str | None = None  # the user row's identity generation (changes on delete + re-create)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +23,17 @@ class Refusal:
     reason: str
 
 
-def decide(facts: AccessFacts) -> Refusal | None:
-    """None when the user may sync; otherwise the close code and reason the device gets."""
+def decide(facts: AccessFacts, token_generation: str | None = None) -> Refusal | None:
+    """None when the user may sync; otherwise the close code and reason the device gets.
+
+    ``token_generation`` is the identity generation the device's token was minted for (None when
+    the token names none): a different current generation means the user was deleted and
+    re-created with the same id, and the token belongs to the old one.
+    """
     if not facts.user_exists:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: unknown user")
+    if token_generation is not None and facts.generation is not None and token_generation != facts.generation:
+        return Refusal(protocol.CLOSE_UNAUTHENTICATED, "unauthenticated: token was issued to a deleted user")
     if not facts.enabled:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: user is disabled")
     if not facts.offline_privilege:
@@ -39,4 +47,22 @@ def device_mismatch(token_device_id: str | None, hello_device_id: str) -> Refusa
     """A token minted for one device cannot be used by another."""
     if token_device_id is not None and token_device_id != hello_device_id:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: token was issued for another device")
+    return None
+
+
+def app_refusal(app: str | None, app_profiles: frozenset[str] | None, profile_id: str | None) -> Refusal | None:
+    """An app module decides which profile a device gets for it: the user's profile must be one
+    of the app's (``app_profiles``: None when no offline-enabled app module has that id or name).
+    A hello without ``app`` is not checked, so devices that predate app modules keep working."""
+    if app is None:
+        return None
+    if app_profiles is None:
+        return Refusal(
+            protocol.CLOSE_APP_NOT_AVAILABLE, f"app_not_available: no app module {app!r} enabled for offline"
+        )
+    if profile_id not in app_profiles:
+        return Refusal(
+            protocol.CLOSE_APP_NOT_AVAILABLE,
+            f"app_not_available: this user's mobile offline profile is not attached to app module {app!r}",
+        )
     return None

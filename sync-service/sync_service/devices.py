@@ -33,14 +33,12 @@ HEARTBEAT_S = 10.0  # an online row not refreshed for 3x this is shown as offlin
 class LiveSession(Protocol):
     user_id: str
     device_id: str
-    position: int
+    checkpointed: int  # the last position the device reached a checkpoint at (-1: none yet)
     pending: dict[str, Any]
     sent_ops: int
     answered: int
     last_error: str | None
     hello_info: tuple[str | None, int | None, int | None]
-
-    def at_checkpoint(self) -> bool: ...
 
 
 @dataclass
@@ -116,9 +114,9 @@ class DeviceRegistry:
                 seen.answered = s.answered
                 if not s.pending:  # every batch it sent is answered: its outbox has drained
                     self._put(s.user_id, s.device_id, pending_uploads=0)
-            if s.at_checkpoint() and s.position != seen.position:
-                seen.position = s.position
-                self._put(s.user_id, s.device_id, synced_at=now, cursor=s.position)
+            if s.checkpointed >= 0 and s.checkpointed != seen.position:
+                seen.position = s.checkpointed
+                self._put(s.user_id, s.device_id, synced_at=now, cursor=s.checkpointed)
             if s.last_error is not None and s.last_error != seen.error:
                 seen.error = s.last_error
                 self._put(s.user_id, s.device_id, last_error=s.last_error, last_error_at=now)

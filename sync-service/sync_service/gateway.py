@@ -15,8 +15,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
-from offsync_shared.errors import OffsyncError
-from sync_service.access import decide, device_mismatch
+from offsync_shared.errors import OffsyncError, Unauthenticated
+from sync_service.access import app_refusal, decide, device_mismatch
 from sync_service.devices import DeviceRegistry
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
@@ -127,7 +127,7 @@ class Gateway:
             ws.scope["headers"] = ()
             token = auth.bearer(header) if header else hello.token
             if not token:
-                raise auth.Unauthenticated("missing bearer token (Authorization header or hello.token)")
+                raise Unauthenticated("missing bearer token (Authorization header or hello.token)")
             principal = self.verify(token)
         except OffsyncError as exc:
             # The reason, never the token: enough to tell an expired token from a forged one.
@@ -138,7 +138,10 @@ class Gateway:
         admission = None
         if refusal is None:
             admission = await self.store.admit(principal.user_id)
-            refusal = decide(admission.facts)
+            refusal = decide(admission.facts, principal.generation)
+            if refusal is None and hello.app is not None:
+                profiles = await self.store.app_profiles(hello.app)
+                refusal = app_refusal(hello.app, profiles, admission.facts.profile_id)
         if refusal is not None:
             log.info(
                 "device refused",
@@ -163,6 +166,7 @@ class Gateway:
             hello=hello,
             store=self.store,
             registry=self.hub,
+            shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
             verify_token=self.verify,

@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 from offsync_shared import protocol as p
@@ -62,6 +63,39 @@ class Wakeup:
         await self._waiter
 
 
+class Phase(Enum):
+    """Where a session stands in delivering ops to its device. Only the transitions in
+    ``TRANSITIONS`` happen (``SyncSession._enter`` checks); test_sync_session_phases.py walks each.
+
+    Besides its phase, a session holds requests raised by other tasks and served by its own task
+    at its next turn: ``_dirty`` (new ops may be owed), ``_own`` (the next read is its own, not a
+    shared one), ``_rebucket``, ``_draining``, ``gone``, ``_close``; and ``_busy``, whether its
+    task is running (a sleeping task at a checkpoint lets the hub write live frames directly)."""
+
+    OPENING = "opening"  # welcome and resume plan; not registered with the hub yet
+    CATCHING_UP = "catching_up"  # not at a checkpoint: ops come from the session's own reads
+    AT_CHECKPOINT = "at_checkpoint"  # the device holds every op of its buckets up to ``position``
+    ENROLLED = "enrolled"  # at a checkpoint, waiting for the hub's shared read
+    OFFERED = "offered"  # the shared read's frames wait for the session's task to send them
+    SENDING_LIVE = "sending_live"  # the session's task is sending those frames
+    ENDED = "ended"  # the stream is over; nothing more is sent
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.OPENING: frozenset({Phase.CATCHING_UP, Phase.AT_CHECKPOINT, Phase.ENDED}),
+    Phase.CATCHING_UP: frozenset({Phase.CATCHING_UP, Phase.AT_CHECKPOINT, Phase.ENDED}),
+    # A direct live write (write_live) moves ``position`` but stays at a checkpoint.
+    Phase.AT_CHECKPOINT: frozenset({Phase.AT_CHECKPOINT, Phase.CATCHING_UP, Phase.ENROLLED, Phase.ENDED}),
+    Phase.ENROLLED: frozenset({Phase.AT_CHECKPOINT, Phase.OFFERED, Phase.ENDED}),
+    Phase.OFFERED: frozenset({Phase.SENDING_LIVE, Phase.ENDED}),
+    Phase.SENDING_LIVE: frozenset({Phase.AT_CHECKPOINT, Phase.ENDED}),
+    Phase.ENDED: frozenset(),
+}
+
+_SHAREABLE = (Phase.AT_CHECKPOINT, Phase.ENROLLED)
+_HOLDS_CHECKPOINT = (Phase.AT_CHECKPOINT, Phase.ENROLLED, Phase.OFFERED)
+
+
 @dataclass(frozen=True, slots=True)
 class Close:
     """Not a wire frame: tells the transport to close the websocket with this code and reason."""
@@ -84,7 +118,9 @@ class SessionRegistry(Protocol):
 
 
 class SharedReads(Protocol):
-    """Optional part of a registry: reads new ops once for many sessions (see hub.py)."""
+    """Reads new ops once for many idle sessions (live_fanout.py): ``want_live`` enrols a session
+    at a checkpoint in the next shared read; False when it cannot (the session reads alone). The
+    answer comes back through ``write_live`` / ``offer_live``, or ``read_alone``."""
 
     def want_live(self, session: SyncSession) -> bool: ...
 
@@ -100,6 +136,24 @@ class Encoded:
 Outgoing = p.ServerFrame | Close | Encoded
 
 
+@dataclass(frozen=True, slots=True)
+class PageStates:
+    """From ``_stream``: the buckets' states read with its last page, in the same snapshot."""
+
+    states: dict[str, BucketState] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """From ``_stream``, last: where it stopped (the key of the last op sent) and ops counted."""
+
+    last: OpKey | int
+    done: int
+
+
+StreamItem = Outgoing | PageStates | StreamEnd
+
+
 def result_text(batch_id: str, results: list[dict[str, Any]]) -> Encoded:
     """An upload's answer as the frame the device gets, encoded once from the result mappings."""
     return Encoded(p.encode_result(batch_id, results).decode())
@@ -113,12 +167,14 @@ class SyncSession:
         "_hello",
         "store",
         "registry",
+        "shared",
         "publisher",
         "s",
         "verify_token",
         "clock",
         "wall",
         "expires_at",
+        "generation",
         "buckets",
         "position",
         "key",
@@ -141,13 +197,13 @@ class SyncSession:
         "_last_states",
         "sent_ops",
         "answered",
+        "checkpointed",
         "last_error",
         "hello_info",
         "_admission",
         "_busy",
         "_live",
-        "_synced",
-        "_asked",
+        "phase",
         "_own",
         "_want",
         "combined",
@@ -168,14 +224,12 @@ class SyncSession:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         admission: Admission | None = None,
+        shared: SharedReads | None = None,
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
-        self._busy = True  # streaming (or not started): shared live batches are not for us
-        self._live: tuple[tuple[Encoded, ...], int, int] | None = None
-        # The device holds exactly every op of its buckets up to ``position`` (it got a checkpoint
-        # there, or resumed at one): only then can a shared read (ops above position) serve it.
-        self._synced = False
-        self._asked = False  # waiting for the hub's shared read
+        self.phase = Phase.OPENING
+        self._busy = True  # the session's task is running: shared live frames may not bypass it
+        self._live: tuple[tuple[Encoded, ...], int, int] | None = None  # what OFFERED offers
         self._own = False  # the shared read could not serve us: read alone once
         self._want = 0  # highest op id notified for our buckets
         # The device takes a checkpoint inside the ops frame: one send per live change, not two.
@@ -188,12 +242,14 @@ class SyncSession:
         self._hello: p.Hello | None = hello  # until the resume plan is made
         self.store = store
         self.registry = registry
+        self.shared = shared  # without one, every read is the session's own
         self.publisher = publisher
         self.s = settings
         self.verify_token = verify_token
         self.clock = clock
         self.wall = wall
         self.expires_at = principal.expires_at
+        self.generation = principal.generation  # the user incarnation the token was minted for
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
@@ -218,6 +274,7 @@ class SyncSession:
         self._last_states: dict[str, BucketState] | None = None
         self.sent_ops = 0
         self.answered = 0  # batch answers delivered (the device registry turns these into a rate)
+        self.checkpointed = -1  # the last position the device reached a checkpoint at (device registry)
         self.last_error: str | None = None  # the last error frame sent, for the device registry
         self.hello_info = (hello.client, hello.records, hello.pending)  # what the device said of itself
 
@@ -263,7 +320,8 @@ class SyncSession:
 
     def read_alone(self) -> None:
         """The shared read could not serve us exactly: catch up with our own reads."""
-        self._asked = False
+        if self.phase is Phase.ENROLLED:
+            self._enter(Phase.AT_CHECKPOINT)
         self._own = True
         self._dirty = True
         self._signal.set()
@@ -271,25 +329,25 @@ class SyncSession:
     def shareable(self) -> bool:
         """At a checkpoint and otherwise idle, so ops above ``position`` read for many sessions at
         once are exactly what we owe the device."""
-        return self._synced and not (
+        return self.phase in _SHAREABLE and not (
             self.fresh
             or self._rebucket
             or self._draining
             or self.gone
             or self._own
             or self._close is not None
-            or self._live is not None
             or not self.buckets
         )
 
     def live_eligible(self) -> bool:
         """Idle at a checkpoint and not yet waiting for a shared read: the hub may enrol us."""
-        return not (self._busy or self._dirty or self._asked) and self.shareable()
+        return self.phase is Phase.AT_CHECKPOINT and not (self._busy or self._dirty) and self.shareable()
 
     def ask(self, op_id: int) -> None:
         """The hub enrolled us in its next shared read (for ops up to at least ``op_id``)."""
         self._want = max(self._want, op_id)
-        self._asked = True
+        if self.phase is Phase.AT_CHECKPOINT:
+            self._enter(Phase.ENROLLED)
 
     def offer_live(
         self, expected_position: int, buckets: frozenset[str], frames: tuple[Encoded, ...], count: int, position: int
@@ -297,10 +355,17 @@ class SyncSession:
         """Frames (ops for our buckets above ``expected_position``, then a consistent checkpoint
         at ``position``) the hub built for us and every session like us. If we moved meanwhile,
         fall back to reading ourselves."""
-        self._asked = False
-        if self.shareable() and self.position == expected_position and self.buckets == buckets:
+        if (
+            self.phase is Phase.ENROLLED
+            and self.shareable()
+            and self.position == expected_position
+            and self.buckets == buckets
+        ):
             self._live = (frames, count, position)
+            self._enter(Phase.OFFERED)
         else:
+            if self.phase is Phase.ENROLLED:
+                self._enter(Phase.AT_CHECKPOINT)
             self._dirty = True
         self._signal.set()
 
@@ -315,19 +380,20 @@ class SyncSession:
             return False
         if not self.shareable() or not self.direct(wire):
             return False
-        self._asked = False
+        self._enter(Phase.AT_CHECKPOINT)
         self.sent_ops += count
         self.position = self.key = position
+        self.checkpointed = position  # a direct live write ends at a checkpoint
         self._dirty = False  # what is still owed (``behind``), the hub enrols us for
         return True
 
     def at_checkpoint(self) -> bool:
         """The device holds every op of our buckets up to ``position`` (not mid-download)."""
-        return self._synced and not self.fresh
+        return self.phase in _HOLDS_CHECKPOINT and not self.fresh
 
     def enrolled(self) -> bool:
         """Waiting for the hub's shared read (queued or in flight)."""
-        return self._asked
+        return self.phase is Phase.ENROLLED
 
     def behind(self) -> bool:
         """Notified of ops above what was sent."""
@@ -385,7 +451,7 @@ class SyncSession:
         self._signal.set()
 
     # ------------------------------------------------------------------------ the stream ---
-    async def run(self) -> AsyncIterator[Outgoing]:
+    async def run(self) -> AsyncGenerator[Outgoing, None]:
         if self._admission is not None:
             self.buckets = set(self._admission.buckets)
         else:
@@ -401,6 +467,7 @@ class SyncSession:
                 "frame_rate": int(self.s.sync_frame_rate),
                 "page_size": self.s.sync_page_size,
             },
+            sync_intervals=dict(self._admission.sync_intervals) if self._admission is not None else {},
         )
         async for f in self._resume_plan():
             yield f
@@ -420,20 +487,21 @@ class SyncSession:
                     async for f in self._rebucket_now():
                         yield f
                     continue
-                if self._live is not None:
+                if self.phase is Phase.OFFERED:
+                    assert self._live is not None
                     frames, count, position = self._live
                     self._live = None
                     self.sent_ops += count
-                    self._synced = False
+                    self._enter(Phase.SENDING_LIVE)
                     for f in frames:
                         yield f
                     self.position = self.key = position
-                    self._synced = True
+                    self._enter(Phase.AT_CHECKPOINT)
                     # Notifications while the shared read was in flight only raised ``_want``.
                     self._dirty = self._want > position
                     continue
                 if self._dirty and not self._draining:
-                    if self._asked:
+                    if self.phase is Phase.ENROLLED:
                         pass  # the hub's read in flight covers us; wait for it
                     elif self.shareable() and self._share():
                         self._dirty = False
@@ -449,16 +517,22 @@ class SyncSession:
                 await self._wait()
                 self._busy = True
         finally:
+            self._enter(Phase.ENDED)
             self.registry.unregister(self)
 
+    def _enter(self, phase: Phase) -> None:
+        assert phase in TRANSITIONS[self.phase], f"no transition {self.phase.name} -> {phase.name}"
+        self.phase = phase
+        if phase is Phase.AT_CHECKPOINT and not self.fresh:
+            self.checkpointed = self.position
+
     def _share(self) -> bool:
-        """Ask the registry's shared read (when it has one) for our new ops."""
-        want_live = getattr(self.registry, "want_live", None)
-        if want_live is None:
+        """Ask the shared reads (when the gateway has them) for our new ops."""
+        if self.shared is None:
             return False
-        self._asked = True
-        if not want_live(self):
-            self._asked = False
+        self._enter(Phase.ENROLLED)
+        if not self.shared.want_live(self):
+            self._enter(Phase.AT_CHECKPOINT)
             return False
         return True
 
@@ -487,7 +561,7 @@ class SyncSession:
         self.position = cursor
         self.key = cursor
         self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
-        self._synced = cursor > 0 and not self.fresh
+        self._enter(Phase.AT_CHECKPOINT if cursor > 0 and not self.fresh else Phase.CATCHING_UP)
 
     async def forward_unread_uploads(self) -> None:
         """The device left right after sending a batch: forward it anyway (its answer waits in
@@ -568,7 +642,11 @@ class SyncSession:
             except OffsyncError as exc:
                 self._close = Close(p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
                 return
-            if principal.user_id != self.user_id or (principal.device_id not in (None, self.device_id)):
+            if (
+                principal.user_id != self.user_id
+                or principal.device_id not in (None, self.device_id)
+                or principal.generation not in (None, self.generation)
+            ):
                 self._close = Close(p.CLOSE_FORBIDDEN, "forbidden: renewed token is for another user or device")
                 return
             self.expires_at = principal.expires_at
@@ -666,7 +744,7 @@ class SyncSession:
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False
-        refusal = decide(await self.store.access(self.user_id))
+        refusal = decide(await self.store.access(self.user_id), self.generation)
         if refusal is not None:
             if self.buckets:
                 yield p.Drop(tuple(sorted(self.buckets)), reason=refusal.reason)
@@ -688,14 +766,14 @@ class SyncSession:
 
     async def _stream(
         self, buckets: list[str], after: OpKey | int, done: int, total: int, resumable: bool = False
-    ) -> AsyncIterator[Any]:
-        """Pages of ops after ``after``; yields frames, then finally the last key (a tuple)."""
+    ) -> AsyncIterator[StreamItem]:
+        """Pages of ops after ``after``: yields frames, the last page's PageStates, then StreamEnd."""
         limit = self.s.sync_page_size
         last: OpKey | int = after
         while True:
             page = await self.store.ops_page(self.user_id, buckets, last, limit)
             if page.count == 0:
-                yield ("states", page.states)
+                yield PageStates(page.states)
                 break
             assert page.last is not None
             last = page.last
@@ -711,14 +789,14 @@ class SyncSession:
             if self._close is not None or self._rebucket or self.gone:
                 break
             if page.count < limit:
-                yield ("states", page.states)
+                yield PageStates(page.states)
                 break
-        yield ("end", last, done)
+        yield StreamEnd(last, done)
 
     async def _catch_up(self) -> AsyncIterator[Outgoing]:
         """Send every op the device lacks, in bounded pages, then a checkpoint if consistent."""
         self._dirty = False
-        self._synced = False
+        self._enter(Phase.CATCHING_UP)
         streamed = 0
         fresh = sorted(self.fresh & self.buckets)
         known = sorted(self.buckets - set(fresh))
@@ -731,15 +809,14 @@ class SyncSession:
         snapshot: dict[str, BucketState] | None = None
         if known:
             async for item in self._stream(known, self.key, done, total, resumable=not fresh):
-                if isinstance(item, tuple) and item[0] == "states":
-                    snapshot = item[1]
-                elif isinstance(item, tuple):
-                    _, last, new_done = item
-                    streamed += new_done - done
-                    done = new_done
-                    self.key = last
-                    if isinstance(last, tuple):
-                        self.position = max(self.position, last[0])
+                if isinstance(item, PageStates):
+                    snapshot = item.states
+                elif isinstance(item, StreamEnd):
+                    streamed += item.done - done
+                    done = item.done
+                    self.key = item.last
+                    if isinstance(item.last, tuple):
+                        self.position = max(self.position, item.last[0])
                 else:
                     yield item
             if self._close is not None or self._rebucket or self.gone:
@@ -747,15 +824,14 @@ class SyncSession:
                 return
         if fresh:
             async for item in self._stream(fresh, 0, done, total):
-                if isinstance(item, tuple) and item[0] == "states":
+                if isinstance(item, PageStates):
                     pass
-                elif isinstance(item, tuple):
-                    _, last, new_done = item
-                    streamed += new_done - done
-                    done = new_done
-                    if not known and isinstance(last, tuple):
-                        self.key = last
-                        self.position = max(self.position, last[0])
+                elif isinstance(item, StreamEnd):
+                    streamed += item.done - done
+                    done = item.done
+                    if not known and isinstance(item.last, tuple):
+                        self.key = item.last
+                        self.position = max(self.position, item.last[0])
                 else:
                     yield item
             if self._close is not None or self._rebucket or self.gone:
@@ -779,6 +855,6 @@ class SyncSession:
                 checksums={b: (states[b].checksum if b in states else 0) for b in sorted(self.buckets)},
             )
             self.key = self.position  # every op up to position is sent: resume by op id
-            self._synced = True
+            self._enter(Phase.AT_CHECKPOINT)
         else:
             self._dirty = True  # ops committed while we streamed: one more round

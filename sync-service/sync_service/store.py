@@ -7,7 +7,8 @@ gateway never decodes and re-encodes record payloads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
@@ -51,6 +52,7 @@ class Admission:
     facts: AccessFacts
     buckets: frozenset[str]
     newest_op_id: int
+    sync_intervals: Mapping[str, int] = field(default_factory=dict)  # entity -> minutes, the user's profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class LiveBatch:
 class BucketStore(Protocol):
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
     async def admit(self, user_id: str) -> Admission: ...
+    async def app_profiles(self, app: str) -> frozenset[str] | None: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
     async def bucket_states(self, user_id: str, buckets: list[str]) -> dict[str, BucketState]: ...
@@ -78,7 +81,7 @@ class BucketStore(Protocol):
 
 
 _ACCESS = """
-SELECT u.enabled,
+SELECT u.enabled, u.generation,
        EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
                WHERE ur.user_id = u.id AND r.read_offline_profile)
        OR EXISTS (SELECT 1 FROM admin.team_members tm
@@ -132,7 +135,10 @@ _ADMIT = f"""
 WITH facts AS ({_ACCESS})
 SELECT f.*,
        (SELECT coalesce(array_agg(bucket_id), '{{}}') FROM sync.user_buckets WHERE user_id = $1) AS buckets,
-       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest,
+       (SELECT jsonb_object_agg(i ->> 'entity', coalesce((i ->> 'sync_interval_minutes')::int, 5))::text
+          FROM sync.published_profiles pp, jsonb_array_elements(pp.items) i
+         WHERE pp.profile_id = f.profile_id) AS intervals
 FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
@@ -198,15 +204,42 @@ class PgBucketStore:
             facts = AccessFacts(False, False, False, None, None)
         else:
             facts = AccessFacts(
-                True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"]
+                True,
+                bool(row["enabled"]),
+                bool(row["offline"]),
+                row["profile_id"],
+                row["profile_version"],
+                row["generation"],
             )
-        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]))
+        intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
+        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals)
+
+    async def app_profiles(self, app: str) -> frozenset[str] | None:
+        """Profiles attached to the offline-enabled app module with id or name ``app`` (None: no
+        such module, or not enabled for offline). Reads profile-service's admin schema."""
+        row = await self.pool.fetchrow(
+            """SELECT a.offline_enabled,
+                      coalesce((SELECT array_agg(profile_id) FROM admin.app_module_profiles WHERE app_module_id = a.id),
+                               '{}') AS profiles
+                 FROM admin.app_modules a WHERE a.id = $1 OR a.name = $1 ORDER BY a.id = $1 DESC LIMIT 1""",
+            app,
+        )
+        if row is None or not row["offline_enabled"]:
+            return None
+        return frozenset(row["profiles"])
 
     async def access(self, user_id: str) -> AccessFacts:
         row = await self.pool.fetchrow(_ACCESS, user_id)
         if row is None:
             return AccessFacts(False, False, False, None, None)
-        return AccessFacts(True, bool(row["enabled"]), bool(row["offline"]), row["profile_id"], row["profile_version"])
+        return AccessFacts(
+            True,
+            bool(row["enabled"]),
+            bool(row["offline"]),
+            row["profile_id"],
+            row["profile_version"],
+            row["generation"],
+        )
 
     async def user_buckets(self, user_id: str) -> set[str]:
         rows = await self.pool.fetch("SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1", user_id)

@@ -137,7 +137,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._sh.connections.add(self)
+        self._sh.connections.add(self)  # type: ignore[arg-type]  # uvicorn's union does not name custom protocols
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._put({"type": "websocket.disconnect", "code": 1005 if self._accepted else 1006})

@@ -14,16 +14,12 @@ from sync_service.devices import DeviceRegistry
 class FakeSession:
     user_id: str = "u1"
     device_id: str = "phone"
-    position: int = 0
+    checkpointed: int = -1
     pending: dict[str, Any] = field(default_factory=dict)
     sent_ops: int = 0
     answered: int = 0
     last_error: str | None = None
     hello_info: tuple[str | None, int | None, int | None] = (None, None, None)
-    synced: bool = False
-
-    def at_checkpoint(self) -> bool:
-        return self.synced
 
 
 def registry() -> DeviceRegistry:
@@ -40,10 +36,10 @@ def test_connect_records_what_the_device_reported() -> None:
 
 def test_a_checkpoint_is_a_completed_sync_written_once() -> None:
     r = registry()
-    s = FakeSession(position=5)
+    s = FakeSession()
     r.observe([s])
     assert ("u1", "phone") not in r._rows  # mid-download: not a completed sync
-    s.synced = True
+    s.checkpointed = 5
     r.observe([s])
     assert r._rows.pop(("u1", "phone"))["cursor"] == 5
     r.observe([s])

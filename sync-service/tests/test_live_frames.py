@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
 from offsync_shared import protocol as p
-from sync_service.hub import _LiveFrames
+from sync_service.live_fanout import LiveFrames
 from sync_service.store import BucketState, LiveBatch
 from sync_service.ws_transport import prebuilt_text, text_frame
 
@@ -39,11 +39,11 @@ BATCH = LiveBatch(
 )
 
 
-def _build(since: int, mine: set[str], parts: dict | None = None) -> _LiveFrames | None:
+def _build(since: int, mine: set[str], parts: dict | None = None) -> LiveFrames | None:
     by_bucket: dict[str, list[int]] = {}
     for i, (_, b, _) in enumerate(BATCH.rows):
         by_bucket.setdefault(b, []).append(i)
-    return _LiveFrames.build(BATCH, since, frozenset(mine), by_bucket, {} if parts is None else parts)
+    return LiveFrames.build(BATCH, since, frozenset(mine), by_bucket, {} if parts is None else parts)
 
 
 CASES = [
@@ -81,4 +81,4 @@ def test_a_bucket_ahead_of_the_read_is_not_served() -> None:
     assert _build(11, {"bu-2", "bu-1"}) is not None
     stale = LiveBatch(rows=BATCH.rows[:2], complete=True, states=BATCH.states, members=set())
     by_bucket = {"bu-1": [0], "bu-2": [1]}
-    assert _LiveFrames.build(stale, 10, frozenset({"bu-1"}), by_bucket, {}) is None
+    assert LiveFrames.build(stale, 10, frozenset({"bu-1"}), by_bucket, {}) is None

@@ -120,3 +120,56 @@ async def test_connection_rate_cap_refuses_with_retry_hint_and_sdk_backs_off(gw:
         assert report.checkpoints == 1
     finally:
         gw.gateway.conn_limiter, gw.gateway.come_back = original
+
+
+@pytest.mark.parametrize(
+    "app,code,reason",
+    [
+        (None, None, "welcome"),  # no app named: devices that predate app modules keep working
+        ("field-app", None, "welcome"),  # by id
+        ("Field Service", None, "welcome"),  # by name
+        ("sales-app", p.CLOSE_APP_NOT_AVAILABLE, "not attached to app module"),
+        ("offline-off", p.CLOSE_APP_NOT_AVAILABLE, "no app module"),
+        ("no-such-app", p.CLOSE_APP_NOT_AVAILABLE, "no app module"),
+    ],
+    ids=["no-app", "app-id", "app-name", "profile-not-attached", "app-not-offline", "unknown-app"],
+)
+async def test_app_modules_decide_which_profile_a_device_gets(
+    gw: Any, app: str | None, code: int | None, reason: str
+) -> None:
+    """Bug #14.6: the hello names the device's app; the user's profile must be attached to that
+    offline-enabled app module, else the device is refused with close 4006."""
+    async with gw.pool.acquire() as c:
+        await c.execute(
+            """INSERT INTO admin.profiles(id, name) VALUES ('p1', 'Field'), ('p2', 'Sales') ON CONFLICT DO NOTHING;
+               INSERT INTO admin.app_modules(id, name, offline_enabled) VALUES ('field-app', 'Field Service', true),
+                      ('sales-app', 'Sales Hub', true), ('offline-off', 'Desk', false) ON CONFLICT DO NOTHING;
+               INSERT INTO admin.app_module_profiles VALUES ('field-app', 'p1'), ('sales-app', 'p2'), ('offline-off', 'p1')
+                      ON CONFLICT DO NOTHING"""
+        )
+    user = await gw.user()  # profile p1
+    first = p.encode(p.Hello(device_id="dev-1", app=app))
+    got_code, got_reason = await close_of(gw, header=f"Bearer {gw.token(user, device_id='dev-1')}", first=first)
+    assert (got_code, reason in got_reason) == (code, True), got_reason
+
+
+async def test_welcome_carries_the_profiles_sync_intervals(gw: Any) -> None:
+    """Bug #14.6: each item's sync_interval_minutes reaches the device, which syncs each entity
+    at least that often in background mode (offsync_device.background)."""
+    user = await gw.user()  # profile p1
+    items = [
+        {"entity": "account", "filter": {"kind": "all"}, "relationships": [], "sync_interval_minutes": 60},
+        {"entity": "contact", "filter": {"kind": "related"}, "relationships": [], "sync_interval_minutes": 15},
+    ]
+    async with gw.pool.acquire() as c:
+        await c.execute(
+            """INSERT INTO sync.published_profiles(profile_id, version, items) VALUES ('p1', 1, $1)
+               ON CONFLICT (profile_id) DO UPDATE SET items = EXCLUDED.items""",
+            items,
+        )
+    headers = {"Authorization": f"Bearer {gw.token(user, device_id='dev-1')}"}
+    async with connect(gw.url, additional_headers=headers, compression=None, ping_interval=None) as ws:
+        await ws.send(hello())
+        welcome = p.decode_server(await ws.recv())
+    assert isinstance(welcome, p.Welcome)
+    assert welcome.sync_intervals == {"account": 60, "contact": 15}

@@ -82,8 +82,8 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     )
     assert time.perf_counter() - t0 < 5
     await eventually(lambda: _cursor_at(store, op), timeout=10, message="checkpoint after the live op")
-    assert gw.gateway.hub.shared_deliveries > 0, "idle sessions are served by the shared live read"
-    assert gw.gateway.hub.direct_deliveries > 0, "an idle session's live frame goes straight to its socket"
+    assert gw.gateway.hub.fanout.shared_deliveries > 0, "idle sessions are served by the shared live read"
+    assert gw.gateway.hub.fanout.direct_deliveries > 0, "an idle session's live frame goes straight to its socket"
     stop.set()
     await task
 
@@ -564,7 +564,7 @@ async def test_cli_device_logs_in_syncs_and_edits(gw: Any, tmp_path: Any) -> Non
     assert "1 batch(es) uploaded" in synced.stdout, synced.stdout + synced.stderr
     # the stand-in holds no server copy of these records: the change comes back rejected, shown
     conflicts = await asyncio.to_thread(cli, "conflicts")
-    assert "rejected account cli-00001 code=not_found" in conflicts.stdout
+    assert "rejected account cli-00001 (not_found: " in conflicts.stdout  # with the server's reason
 
 
 async def test_a_notification_that_never_came_is_repaired(gw: Any) -> None:

@@ -17,7 +17,7 @@ from offsync_device.client import Device, SyncRefused
 from offsync_device.store import LocalStore
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.testing import Stack, eventually
+from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, eventually
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 CONSOLE_TIMEOUT_MS = 15_000
@@ -36,12 +36,14 @@ def ok(resp: httpx.Response) -> Any:
     return resp.json() if resp.content else None
 
 
-def sign_in(page: Any, stack: Stack, user_id: str = BOOTSTRAP_ADMIN_USER_ID, landing: str = "/console/") -> None:
-    """Signs in through the console's login page (with an admin token as the password)."""
+def sign_in(
+    page: Any, stack: Stack, username: str = "admin", password: str = TEST_ADMIN_PASSWORD, landing: str = "/console/"
+) -> None:
+    """Signs in through the console's login page (the test stack's bootstrap admin by default)."""
     page.set_default_timeout(CONSOLE_TIMEOUT_MS)
     page.goto(f"{stack.admin_url}{landing}")
-    page.get_by_label("Username").fill(user_id)
-    page.get_by_label("Password").fill(admin_token(user_id))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"**{landing}")
 

@@ -17,6 +17,7 @@ import pytest
 from offsync_stack.testing import Stack
 from tests.browser.console import (
     ROOT_BU,
+    TEST_ADMIN_PASSWORD,
     admin_token,
     api,
     device_sync,
@@ -33,6 +34,8 @@ from tests.browser.console import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
+NORA_PASSWORD = "nora-is-not-an-admin"
+
 
 @pytest.fixture(scope="module")
 def org(stack: Stack) -> None:
@@ -42,11 +45,8 @@ def org(stack: Stack) -> None:
         ok(admin.post("/v1/roles", json=field_role(("account", "contact"))))
         ok(admin.post("/v1/roles", json={"id": "clerk", "name": "Clerk", "privileges": {}}))
         make_users(admin, ("cat", "dan", "eve"))
-        ok(
-            admin.post(
-                "/v1/users", json={"id": "nora", "name": "Nora", "business_unit_id": ROOT_BU, "role_ids": ["clerk"]}
-            )
-        )
+        nora = {"id": "nora", "name": "Nora", "business_unit_id": ROOT_BU, "role_ids": ["clerk"]}
+        ok(admin.post("/v1/users", json={**nora, "username": "nora", "password": NORA_PASSWORD}))
 
 
 @pytest.fixture
@@ -86,6 +86,13 @@ def test_sign_in_refusals_and_csrf(browser: Any, stack: Stack, org: None) -> Non
     page = ctx.new_page()
     page.goto(f"{stack.admin_url}/console/profiles/")
     assert "/console/login" in page.url  # not signed in: sent to sign in, then back
+    # An admin API token for the username works as the password too (operators signing in elsewhere).
+    page.get_by_label("Username").fill("00000000-0000-0000-0000-000000000001")
+    page.get_by_label("Password").fill(admin_token())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/profiles/")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/login")
     shot(page, "login")
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill("not the password")
@@ -93,7 +100,7 @@ def test_sign_in_refusals_and_csrf(browser: Any, stack: Stack, org: None) -> Non
     page.get_by_role("alert").get_by_text("Wrong username or password.").wait_for()
 
     # A signed-in user who is not an administrator gets a clear refusal, not the console.
-    sign_in(page, stack, "nora")
+    sign_in(page, stack, "nora", NORA_PASSWORD)
     page.get_by_role("heading", name="This console is for administrators").wait_for()
     shot(page, "refused")
     page.get_by_text("You are signed in as nora, who holds no administrator role").wait_for()
@@ -302,9 +309,9 @@ def test_keyboard_only(browser: Any, stack: Stack, org: None) -> None:
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(f"{stack.admin_url}/console/entities")
-    page.keyboard.type("00000000-0000-0000-0000-000000000001")  # the username field has focus
+    page.keyboard.type("admin")  # the username field has focus
     page.keyboard.press("Tab")
-    page.keyboard.type(admin_token())
+    page.keyboard.type(TEST_ADMIN_PASSWORD)
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Entities").wait_for()
     target = page.get_by_role("switch", name="Enable Opportunity for mobile offline")

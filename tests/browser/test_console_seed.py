@@ -27,24 +27,24 @@ def org(stack: Stack) -> dict[str, Any]:
     ids: dict[str, Any] = {}
     with api(stack) as admin, api(stack, "conflict-service") as records:
         ok(admin.post("/v1/roles", json=field_role(("account", "contact", "task"))))
-        make_users(admin, USERS)
+        make_users(admin, (*USERS, "olga"))  # olga owns records nobody's profile should bring
 
         def rec(entity: str, owner: str, **attrs: Any) -> str:
             body = {"attributes": attrs, "owner_id": owner, "business_unit_id": ROOT_BU}
             return str(ok(records.post(f"/v1/records/{entity}", json=body))["id"])
 
-        other_account = rec("account", "nobody-owner", name="Not theirs")
-        rec("contact", "nobody-owner", lastname="Orphan", parentcustomerid=other_account)
+        other_account = rec("account", "olga", name="Not theirs")
+        rec("contact", "olga", lastname="Orphan", parentcustomerid=other_account)
         for u in USERS:
             acct = rec("account", u, name=f"{u} account")
-            contact = rec("contact", "nobody-owner", lastname=f"{u} contact", parentcustomerid=acct)
+            contact = rec("contact", "olga", lastname=f"{u} contact", parentcustomerid=acct)
             wanted = [
                 rec("task", u, subject="Urgent", prioritycode=1, statecode=1),  # priority 1
                 rec("task", u, subject="Visit plant", prioritycode=2, statecode=0),  # Visit* and open
             ]
             rec("task", u, subject="Visit closed", prioritycode=2, statecode=1)  # closed: no
             rec("task", u, subject="Call", prioritycode=2, statecode=0)  # not a visit: no
-            rec("task", "nobody-owner", subject="Visit other", prioritycode=1, statecode=0)  # not theirs
+            rec("task", "olga", subject="Visit other", prioritycode=1, statecode=0)  # not theirs
             ids[u] = {"account": {acct}, "contact": {contact}, "task": set(wanted)}
     return ids
 

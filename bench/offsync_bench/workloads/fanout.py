@@ -59,7 +59,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
 
         async def delivered() -> bool:
             for part in await fleet.all("arrivals"):
-                arrivals.extend(tuple(a) for a in part)  # type: ignore[misc]
+                arrivals.extend(tuple(a) for a in part)
             return latency.commit_to_device(commits, arrivals, expected).unmatched == 0
 
         deadline = time.monotonic() + 60
@@ -73,7 +73,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             pass  # reported below as undelivered
         cpu = window.stop()
         for part in await fleet.all("arrivals"):
-            arrivals.extend(tuple(a) for a in part)  # type: ignore[misc]
+            arrivals.extend(tuple(a) for a in part)
     p = latency.commit_to_device(commits, arrivals, expected)
     if not p.latencies_s:
         raise RuntimeError("no delivery measured")

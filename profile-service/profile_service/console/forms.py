@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from profile_service import rules
+from profile_service import validation
 
 FILTER_LABELS = {
     "related": "Download related records only",
@@ -39,7 +39,7 @@ def _flag(form: Mapping[str, Any], name: str) -> bool:
 def filter_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
     kind = str(form.get("kind") or "")
     if kind == "other":
-        return {"kind": "other", **{f: _flag(form, f"other_{f}") for f in rules.OTHER_FLAGS}}
+        return {"kind": "other", **{f: _flag(form, f"other_{f}") for f in validation.OTHER_FLAGS}}
     if kind == "custom":
         raw = str(form.get("condition") or "")
         try:
@@ -80,7 +80,7 @@ def item_body(form: Mapping[str, Any], entity: str) -> dict[str, Any]:
 
 
 def relationship_choices(
-    entity: str, metas: Mapping[str, rules.EntityMeta], in_profile: Sequence[str]
+    entity: str, metas: Mapping[str, validation.EntityMeta], in_profile: Sequence[str]
 ) -> list[dict[str, str]]:
     """Relationships an item on ``entity`` may use: only to entities already in the profile."""
     me = metas.get(entity)
@@ -115,23 +115,23 @@ def relationship_choices(
     return out
 
 
-def builder_spec(meta: rules.EntityMeta) -> dict[str, Any]:
+def builder_spec(meta: validation.EntityMeta) -> dict[str, Any]:
     """What the custom-filter builder may offer for an entity: its attributes with their types,
     and for each operator the types (and lookup targets) it accepts and the value it takes."""
     return {
         "attributes": {name: dict(spec) for name, spec in sorted(meta.filter_attributes().items())},
         "operators": {
             op: {"types": list(s.types), "value": s.value, "targets": list(s.lookup_targets)}
-            for op, s in rules.OPERATORS.items()
+            for op, s in validation.OPERATORS.items()
         },
-        "max_levels": rules.MAX_GROUP_LEVELS,
+        "max_levels": validation.MAX_GROUP_LEVELS,
     }
 
 
 def describe_filter(f: Mapping[str, Any]) -> str:
     kind = f.get("kind")
     if kind == "other":
-        chosen = [OTHER_LABELS[k] for k in rules.OTHER_FLAGS if f.get(k)]
+        chosen = [OTHER_LABELS[k] for k in validation.OTHER_FLAGS if f.get(k)]
         return "Other: " + (", ".join(chosen) or "nothing chosen")
     if kind == "custom":
         return "Custom: " + describe_condition(f.get("condition"))

@@ -38,6 +38,14 @@ def _login_page(
     )
 
 
+def _refusal(reason: str) -> str:
+    """What the person signing in is told: the same words for an unknown user and a wrong
+    password (neither is given away); rate limits and disabled users are said as they are."""
+    if reason.startswith(("too many", "this user is disabled")):
+        return reason[:1].upper() + reason[1:] + ("" if reason.endswith(".") else ".")
+    return "Wrong username or password."
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str = "") -> HTMLResponse:
     return _login_page(request, next_url=next)
@@ -52,26 +60,23 @@ async def login(request: Request) -> Response:
     password = str(form.get("password") or "")[:8192]
     next_url = str(form.get("next") or "")
     rt = request.app.state.runtime
-    async with rt.pool.acquire() as conn:
-        result = await authenticate(
-            conn,
-            username,
-            password,
-            secret=rt.settings.jwt_secret,
-            issuer=rt.settings.jwt_issuer,
-            env=rt.settings.env,
-            client_address=request.client.host if request.client else None,
-        )
+    result = await authenticate(
+        rt.pool,
+        username,
+        password,
+        settings=rt.settings,
+        client_address=request.client.host if request.client else None,
+    )
     if result.user_id is None:
         log.warning("console sign-in failed", extra={"username": username, "reason": result.reason})
-        return _login_page(
-            request, error="Wrong username or password.", next_url=next_url, username=username, status=401
-        )
+        return _login_page(request, error=_refusal(result.reason), next_url=next_url, username=username, status=401)
     log.info("console sign-in", extra={"user_id": result.user_id})
     resp = RedirectResponse(safe_next(next_url), status_code=303)
     resp.set_cookie(
         COOKIE,
-        open_session(rt.settings.jwt_secret, result.user_id, issuer=rt.settings.jwt_issuer),
+        open_session(
+            rt.settings.jwt_secret, result.user_id, issuer=rt.settings.jwt_issuer, generation=result.generation
+        ),
         max_age=SESSION_TTL_S,
         path=PREFIX,
         httponly=True,

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from offsync_shared.errors import Conflict, NotFound, OffsyncError
 from profile_service import profiles as store
-from profile_service import routes_org, routes_profiles, rules
+from profile_service import routes_org, routes_profiles, validation
 from profile_service.console import forms
 from profile_service.console.web import PREFIX, Console, ConsoleDep, back
 from profile_service.schemas import CloneIn, ItemIn, ItemPatch, ProfileIn, ProfilePatch, UsersIn
@@ -190,11 +190,11 @@ async def _item_form(
 
 
 def rules_kinds(ownership: str) -> tuple[str, ...]:
-    return rules.ALLOWED_KINDS.get(ownership, ())
+    return validation.ALLOWED_KINDS.get(ownership, ())
 
 
 def other_flags(ownership: str) -> tuple[str, ...]:
-    return rules.ALLOWED_OTHER.get(ownership, ())
+    return validation.ALLOWED_OTHER.get(ownership, ())
 
 
 @router.get("/{profile_id}/items/{entity}", response_class=HTMLResponse)

@@ -23,11 +23,14 @@ SESSION_TTL_S = 8 * 3600
 class ConsoleSession:
     user_id: str
     csrf: str
+    generation: str | None = None  # the user's incarnation at sign-in (a re-created id is someone else)
 
 
-def open_session(secret: str, user_id: str, *, issuer: str = "offsync", ttl_s: int = SESSION_TTL_S) -> str:
+def open_session(
+    secret: str, user_id: str, *, issuer: str = "offsync", ttl_s: int = SESSION_TTL_S, generation: str | None = None
+) -> str:
     """A new session cookie value for ``user_id`` (its CSRF token is derived from it)."""
-    return issue_token(secret, user_id, CONSOLE_AUDIENCE, ttl_seconds=ttl_s, issuer=issuer)
+    return issue_token(secret, user_id, CONSOLE_AUDIENCE, ttl_seconds=ttl_s, issuer=issuer, generation=generation)
 
 
 def csrf_for(secret: str, cookie: str) -> str:
@@ -44,7 +47,7 @@ def read_session(secret: str, cookie: str | None, *, issuer: str = "offsync") ->
         principal = verify_token(secret, cookie, CONSOLE_AUDIENCE, issuer=issuer)
     except Exception:  # any invalid cookie means "not signed in"
         return None
-    return ConsoleSession(principal.user_id, csrf_for(secret, cookie))
+    return ConsoleSession(principal.user_id, csrf_for(secret, cookie), principal.generation)
 
 
 def csrf_ok(session: ConsoleSession, sent: str | None) -> bool:

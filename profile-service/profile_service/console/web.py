@@ -100,7 +100,7 @@ async def _console(request: Request) -> Console:
     if session is None:
         raise NeedSignIn(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
     async with rt.pool.acquire() as conn:
-        if not await is_admin(conn, session.user_id):
+        if not await is_admin(conn, session.user_id, session.generation):
             raise NotAdmin(session.user_id)
         name = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", session.user_id)
     if request.method not in ("GET", "HEAD"):

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
 
+from offsync_shared.domain.org import Actor, Depth, Operation, scope_at
 from publish_service.rules import conditions
 from publish_service.rules.model import OrgModel, Record
 
@@ -32,6 +34,7 @@ PARAM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("a_team", "text"),
     ("a_bu", "text"),
     ("a_bus", "jsonb"),
+    ("a_out", "jsonb"),
     ("c_user", "text"),
     ("c_teams", "jsonb"),
     ("c_hier", "jsonb"),
@@ -53,12 +56,12 @@ class BucketDef:
     id: str
     entity: str
     filter: Mapping[str, Any]  # {"k": all|owner_user|owner_team|bu|custom|rel, ...}
-    access: str  # org | bu | subtree | owner_user | owner_team
+    access: str  # org | bu | subtree | owner_user | owner_team | owner_user_out | owner_team_out
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def derived(self) -> bool:
-        return self.filter["k"] == "rel"
+        return bool(self.filter["k"] == "rel")
 
     @property
     def family(self) -> str:
@@ -77,7 +80,20 @@ class BucketDef:
         content, not only on the record: see ``materialize`` and the service's derived refresh."""
         if r.deleted or r.entity != self.entity:
             return False
-        return filter_holds(self.filter, self.params, r) and access_holds(self.access, self.params, r)
+        if self.filter["k"] == "custom":
+            holds = self._custom(r, self._custom_params)
+        else:
+            holds = filter_holds(self.filter, self.params, r)
+        return holds and access_holds(self.access, self.params, r)
+
+    @cached_property
+    def _custom(self) -> conditions.Predicate:
+        """The custom condition compiled once per bucket (the incremental path matches per change)."""
+        return conditions.compile_condition(self.filter["cond"])
+
+    @cached_property
+    def _custom_params(self) -> dict[str, Any]:
+        return {name[2:]: v for name, v in self.params.items() if name.startswith("c_")}
 
 
 def _canon(obj: Any) -> str:
@@ -100,7 +116,7 @@ def filter_holds(f: Mapping[str, Any], p: Mapping[str, Any], r: Record) -> bool:
     if k == "owner_team":
         return r.owner_type == "team" and r.owner_id == p["f_team"]
     if k == "bu":
-        return r.business_unit_id == p["f_bu"]
+        return bool(r.business_unit_id == p["f_bu"])
     if k == "custom":
         return conditions.holds(f["cond"], r, {name[2:]: v for name, v in p.items() if name.startswith("c_")})
     raise ValueError(f"filter {k} is not a record predicate")
@@ -110,32 +126,45 @@ def access_holds(access: str, p: Mapping[str, Any], r: Record) -> bool:
     if access == "org":
         return True
     if access == "bu":
-        return r.business_unit_id == p["a_bu"]
+        return bool(r.business_unit_id == p["a_bu"])
     if access == "subtree":
         return r.business_unit_id in p["a_bus"]
     if access == "owner_user":
         return r.owner_type == "user" and r.owner_id == p["a_user"]
     if access == "owner_team":
         return r.owner_type == "team" and r.owner_id == p["a_team"]
+    if access == "owner_user_out":
+        return r.owner_type == "user" and r.owner_id == p["a_user"] and r.business_unit_id not in p["a_out"]
+    if access == "owner_team_out":
+        return r.owner_type == "team" and r.owner_id == p["a_team"] and r.business_unit_id not in p["a_out"]
     raise ValueError(f"unknown access {access}")
 
 
 # ---------------------------------------------------------------- planning
 
 
-def access_atoms(org: OrgModel, user_id: str, entity: str) -> list[tuple[str, dict[str, Any]]]:
-    """The user's read access on an entity as a union of atoms (docs/architecture.md, record access)."""
-    depth = org.read_depth(user_id, entity)
-    if depth == "none":
+def access_atoms(
+    org: OrgModel, user_id: str, entity: str, actor: Actor | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The user's read access on an entity (offsync_shared.domain.org's rule) as a union of atoms.
+
+    At business_unit / parent_child depth the records of the unit (subtree) are one shared atom;
+    the user's and the user's teams' own records that sit outside it are always in reach too, so
+    they come as ``owner_*_out`` atoms (disjoint from the unit atom: no record twice)."""
+    actor = actor or org.actor(user_id)
+    depth = actor.depth(entity, Operation.READ)
+    scope = scope_at(actor, depth, org.entity_ownership(entity))
+    if scope.nothing:
         return []
-    if org.ownership.get(entity, "user_or_team") in ("organization", "none") or depth == "organization":
+    if scope.everything:
         return [("org", {})]
-    user = org.users[user_id]
-    if depth == "parent_child":
-        return [("subtree", {"a_bus": list(org.subtree(user.business_unit_id))})]
-    if depth == "business_unit":
-        return [("bu", {"a_bu": user.business_unit_id})]
-    return [("owner_user", {"a_user": user_id})] + [("owner_team", {"a_team": t}) for t in org.teams_of(user_id)]
+    owners: list[tuple[str, dict[str, Any]]] = [("owner_user", {"a_user": user_id})]
+    owners += [("owner_team", {"a_team": t}) for t in sorted(scope.team_owners)]
+    if depth is Depth.USER:
+        return owners
+    units = sorted(scope.business_units)
+    unit = ("bu", {"a_bu": actor.business_unit_id}) if depth is Depth.BUSINESS_UNIT else ("subtree", {"a_bus": units})
+    return [unit, *((f"{a}_out", {**p, "a_out": units}) for a, p in owners)]
 
 
 def user_params(org: OrgModel, user_id: str, names: Iterable[str]) -> dict[str, Any]:
@@ -187,6 +216,10 @@ def filter_atoms(org: OrgModel, user_id: str, filt: Mapping[str, Any]) -> list[t
     raise conditions.ConditionError(f"unknown filter kind {kind!r}")
 
 
+# Filter atoms that select only the user's or the user's teams' own records.
+OWN_FILTERS = frozenset({"owner_user", "owner_user_not_bu", "owner_team"})
+
+
 def _combine(entity: str, f: dict[str, Any], fp: dict[str, Any], access: str, ap: dict[str, Any]) -> BucketDef | None:
     """Intersect a filter atom with an access atom, folding the access into the parameters; None
     when the intersection is empty whatever the records."""
@@ -202,6 +235,8 @@ def _combine(entity: str, f: dict[str, Any], fp: dict[str, Any], access: str, ap
             if access == "owner_user" or ap["a_team"] != fp["f_team"]:
                 return None
             access, ap = "org", {}
+        elif k == "bu" and access.endswith("_out") and fp["f_bu"] in ap["a_out"]:
+            return None
         elif k == "bu" and access in ("bu", "subtree"):
             if (access == "bu" and ap["a_bu"] != fp["f_bu"]) or (access == "subtree" and fp["f_bu"] not in ap["a_bus"]):
                 return None
@@ -214,11 +249,19 @@ def plan_user(org: OrgModel, items: Sequence[ProfileItem], user_id: str) -> list
     if not org.can_use_offline(user_id):
         return []
     by_entity = {it.entity: it for it in items}
-    access = {e: access_atoms(org, user_id, e) for e in by_entity}
+    actor = org.actor(user_id)
+    access = {e: access_atoms(org, user_id, e, actor) for e in by_entity}
     out: dict[str, BucketDef] = {}
     frontier: list[BucketDef] = []
     for it in items:
         for f, fp in filter_atoms(org, user_id, it.filter):
+            if f["k"] in OWN_FILTERS and access[it.entity]:
+                # The user's and the user's teams' own records are in reach at every depth.
+                own = make_bucket(it.entity, f, "org", fp)
+                if own.id not in out:
+                    out[own.id] = own
+                    frontier.append(own)
+                continue
             for a, ap in access[it.entity]:
                 b = _combine(it.entity, f, fp, a, ap)
                 if b is not None and b.id not in out:
@@ -319,6 +362,8 @@ def _access_sql(access: str) -> str:
         "subtree": "nb.a_bus ? r.business_unit_id",
         "owner_user": "r.owner_type = 'user' AND r.owner_id = nb.a_user",
         "owner_team": "r.owner_type = 'team' AND r.owner_id = nb.a_team",
+        "owner_user_out": "r.owner_type = 'user' AND r.owner_id = nb.a_user AND NOT COALESCE(nb.a_out ? r.business_unit_id, false)",
+        "owner_team_out": "r.owner_type = 'team' AND r.owner_id = nb.a_team AND NOT COALESCE(nb.a_out ? r.business_unit_id, false)",
     }[access]
 
 

@@ -1,73 +1,45 @@
 """Semantics of custom-filter conditions: one Python evaluator and one SQL compiler that agree.
 
-Comparisons are typed like jsonb: a leaf holds only when the attribute has a value of the
-operand's JSON type; every operator (negations included) is false on a missing/null attribute,
-except ``null``. User-dependent operators read bound parameters (see ``PARAMS_OF_OPERATOR``).
+The meaning of each operator is offsync_shared.domain.operators' (``compare``): typed like jsonb
+(a leaf holds only when the attribute has a value of the operand's JSON type; every operator,
+negations included, is false on a missing/null attribute, except ``null``), strings compared
+without regard to case (SQL: ``lower()``), ``like`` matched in linear time (SQL: LIKE over
+``lower()`` with the pattern re-escaped). User-dependent operators read bound parameters
+(see ``PARAMS_OF_OPERATOR``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from functools import lru_cache
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from offsync_shared.domain import attributes, operators
+from offsync_shared.domain.operators import MAX_GROUP_LEVELS, PARAMS_OF_OPERATOR, STATIC_OPERATORS, jtype
 from publish_service.rules.model import Record
 
-MAX_DEPTH = 3
-
-# Parameters a user-dependent operator needs, bound per user when a bucket is planned:
-# user = user id, teams = user's teams, hier = user + users below, hierall = hier + their teams,
-# bu = user's business unit, lang = user's language.
-PARAMS_OF_OPERATOR: dict[str, tuple[str, ...]] = {
-    "eq-userid": ("user",),
-    "ne-userid": ("user",),
-    "eq-userteams": ("teams",),
-    "eq-useroruserteams": ("user", "teams"),
-    "eq-useroruserhierarchy": ("hier",),
-    "eq-useroruserhierarchyandteams": ("hierall",),
-    "eq-businessid": ("bu",),
-    "ne-businessid": ("bu",),
-    "eq-userlanguage": ("lang",),
-}
-STATIC_OPERATORS = frozenset(
-    "eq ne gt ge lt le like not-like in not-in null not-null begins-with not-begin-with ends-with not-end-with".split()
-)
-SYSTEM_COLUMNS = {"ownerid": "owner_id", "owningbusinessunit": "business_unit_id"}
+MAX_DEPTH = MAX_GROUP_LEVELS
+SYSTEM_COLUMNS = attributes.OWNER_ATTRIBUTES
 # Datetime system attributes: compared as instants; operands are ISO 8601 strings.
-DATETIME_COLUMNS = {"createdon": "created_at", "modifiedon": "modified_at"}
+DATETIME_COLUMNS = attributes.DATETIME_ATTRIBUTES
 DATETIME_OPERATORS = frozenset("eq ne gt ge lt le in not-in null not-null".split())
+
+__all__ = ["PARAMS_OF_OPERATOR", "STATIC_OPERATORS", "jtype"]
 
 
 def parse_instant(v: Any) -> datetime:
     if not isinstance(v, str):
         raise ConditionError("datetime operands are ISO 8601 strings")
     try:
-        d = datetime.fromisoformat(v)
-    except ValueError:
+        return attributes.parse_instant(v)
+    except attributes.InvalidValue:
         raise ConditionError(f"not an ISO 8601 datetime: {v!r}") from None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 class ConditionError(ValueError):
     """A condition this compiler cannot evaluate (unknown operator, too deep, bad value)."""
-
-
-def jtype(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
 
 
 def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
@@ -78,7 +50,7 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
     for group in ("and", "or"):
         if group in cond:
             if depth > MAX_DEPTH:
-                raise ConditionError("condition groups nest at most 3 levels")
+                raise ConditionError(f"condition groups nest at most {MAX_DEPTH} levels")
             subs = cond[group]
             if not isinstance(subs, list):
                 raise ConditionError(f"{group} takes a list")
@@ -100,6 +72,8 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
         elif op not in ("null", "not-null"):
             parse_instant(cond.get("value"))
         return frozenset()
+    if not isinstance(op, str):
+        raise ConditionError("leaf needs an operator")
     if op in PARAMS_OF_OPERATOR:
         return frozenset(PARAMS_OF_OPERATOR[op])
     if op not in STATIC_OPERATORS:
@@ -108,14 +82,14 @@ def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
         raise ConditionError(f"{op} takes a list")
     if op not in ("null", "not-null", "in", "not-in") and jtype(cond.get("value")) in ("null", "array", "object"):
         raise ConditionError(f"{op} takes a scalar value")
-    if op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with") and not isinstance(
-        cond.get("value"), str
-    ):
+    if op in operators.STRING_OPERATORS and not isinstance(cond.get("value"), str):
         raise ConditionError(f"{op} takes a string")
     return frozenset()
 
 
 # ---------------------------------------------------------------- Python evaluation
+
+Predicate = Callable[[Record, Mapping[str, Any]], bool]
 
 
 def attribute_value(record: Record, name: str) -> Any:
@@ -126,60 +100,11 @@ def attribute_value(record: Record, name: str) -> Any:
     return record.attributes.get(name)
 
 
-def _eq(a: Any, v: Any) -> bool:
-    return a is not None and jtype(a) == jtype(v) and a == v
-
-
-@lru_cache(maxsize=1024)
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
 def static_leaf_holds(op: str, a: Any, v: Any) -> bool:
     """A non-user operator on attribute value ``a`` with operand ``v``."""
-    if op == "null":
-        return a is None
-    if op == "not-null":
-        return a is not None
-    if a is None:
-        return False
-    if op == "eq":
-        return _eq(a, v)
-    if op == "ne":
-        return not _eq(a, v)
-    if op == "in":
-        return any(_eq(a, x) for x in v)
-    if op == "not-in":
-        return not any(_eq(a, x) for x in v)
-    if op in ("gt", "ge", "lt", "le"):
-        t = jtype(a)
-        if t != jtype(v) or t not in ("number", "string", "boolean"):
-            return False
-        return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[op]
-    if not isinstance(a, str):
-        return False
-    if op == "like":
-        return _like_regex(v).fullmatch(a) is not None
-    if op == "not-like":
-        return _like_regex(v).fullmatch(a) is None
-    if op == "begins-with":
-        return a.startswith(v)
-    if op == "not-begin-with":
-        return not a.startswith(v)
-    if op == "ends-with":
-        return a.endswith(v)
-    if op == "not-end-with":
-        return not a.endswith(v)
-    raise ConditionError(f"unknown operator {op!r}")
+    if op not in STATIC_OPERATORS:
+        raise ConditionError(f"unknown operator {op!r}")
+    return operators.compare(op, a, v)
 
 
 def user_leaf_holds(op: str, a: Any, p: Mapping[str, Any]) -> bool:
@@ -189,9 +114,9 @@ def user_leaf_holds(op: str, a: Any, p: Mapping[str, Any]) -> bool:
     if not isinstance(a, str):
         return False
     if op == "eq-userid":
-        return a == p["user"]
+        return bool(a == p["user"])
     if op == "ne-userid":
-        return a != p["user"]
+        return bool(a != p["user"])
     if op == "eq-userteams":
         return a in p["teams"]
     if op == "eq-useroruserteams":
@@ -201,38 +126,65 @@ def user_leaf_holds(op: str, a: Any, p: Mapping[str, Any]) -> bool:
     if op == "eq-useroruserhierarchyandteams":
         return a in p["hierall"]
     if op == "eq-businessid":
-        return a == p["bu"]
+        return bool(a == p["bu"])
     if op == "ne-businessid":
-        return a != p["bu"]
+        return bool(a != p["bu"])
     raise ConditionError(f"unknown operator {op!r}")
 
 
-def holds(cond: Mapping[str, Any], record: Record, params: Mapping[str, Any]) -> bool:
+def compile_condition(cond: Mapping[str, Any]) -> Predicate:
+    """``cond`` as a predicate over (record, bound parameters), the operand work (folding, like
+    patterns, instants) done once here rather than per record."""
     if "and" in cond:
-        return all(holds(c, record, params) for c in cond["and"])
+        parts = [compile_condition(c) for c in cond["and"]]
+        return lambda r, p: all(f(r, p) for f in parts)
     if "or" in cond:
-        return any(holds(c, record, params) for c in cond["or"])
-    op = cond["operator"]
-    a = attribute_value(record, cond["attribute"])
-    if cond["attribute"] in DATETIME_COLUMNS:
-        return _instant_holds(op, a, cond.get("value"))
+        parts = [compile_condition(c) for c in cond["or"]]
+        return lambda r, p: any(f(r, p) for f in parts)
+    op, name, v = cond["operator"], cond["attribute"], cond.get("value")
+    if name in DATETIME_COLUMNS:
+        column = DATETIME_COLUMNS[name]
+        instant = _instant_test(op, v)
+        return lambda r, p: instant(getattr(r, column))
     if op in PARAMS_OF_OPERATOR:
-        return user_leaf_holds(op, a, params)
-    return static_leaf_holds(op, a, cond.get("value"))
+        return lambda r, p: user_leaf_holds(op, attribute_value(r, name), p)
+    if op not in STATIC_OPERATORS:
+        raise ConditionError(f"unknown operator {op!r}")
+    test = operators.compiled(op, v)
+    if name in SYSTEM_COLUMNS:
+        column = SYSTEM_COLUMNS[name]
+        return lambda r, p: test(getattr(r, column))
+    return lambda r, p: test(r.attributes.get(name))
 
 
-def _instant_holds(op: str, a: datetime | None, v: Any) -> bool:
+def holds(cond: Mapping[str, Any], record: Record, params: Mapping[str, Any]) -> bool:
+    return compile_condition(cond)(record, params)
+
+
+def _instant_test(op: str, v: Any) -> Callable[[datetime | None], bool]:
     if op == "null":
-        return a is None
-    if a is None:
-        return False
+        return lambda a: a is None
     if op == "not-null":
-        return True
+        return lambda a: a is not None
     if op in ("in", "not-in"):
-        hit = any(a == parse_instant(x) for x in v)
-        return hit if op == "in" else not hit
+        instants = frozenset(parse_instant(x) for x in v)
+        if op == "in":
+            return lambda a: a is not None and a in instants
+        return lambda a: a is not None and a not in instants
     w = parse_instant(v)
-    return {"eq": a == w, "ne": a != w, "gt": a > w, "ge": a >= w, "lt": a < w, "le": a <= w}[op]
+    if op == "eq":
+        return lambda a: a is not None and a == w
+    if op == "ne":
+        return lambda a: a is not None and a != w
+    if op == "gt":
+        return lambda a: a is not None and a > w
+    if op == "ge":
+        return lambda a: a is not None and a >= w
+    if op == "lt":
+        return lambda a: a is not None and a < w
+    if op == "le":
+        return lambda a: a is not None and a <= w
+    raise ConditionError(f"{op} does not apply to a datetime")
 
 
 # ---------------------------------------------------------------- SQL compilation
@@ -264,7 +216,8 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
     if "or" in cond:
         parts = [to_sql(c, alias, param) for c in cond["or"]]
         return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
-    op, v = cond["operator"], cond.get("value")
+    op: str = cond["operator"]
+    v: Any = cond.get("value")
     if cond["attribute"] in DATETIME_COLUMNS:
         return _instant_sql(op, f"{alias}.{DATETIME_COLUMNS[cond['attribute']]}", v)
     a = _attr_sql(cond["attribute"], alias)
@@ -301,34 +254,52 @@ def to_sql(cond: Mapping[str, Any], alias: str, param: Mapping[str, str]) -> str
         else:  # ne-businessid
             e = f"{is_str} AND {a} <> to_jsonb({param['bu']})"
         return f"COALESCE({e}, false)"
+    # The string operators read the text once (``->>``, one lookup) and test the JSON type last,
+    # so rows that cannot match cost one extraction and one cheap comparison.
+    name = cond["attribute"]
+    text = (
+        f"{alias}.{SYSTEM_COLUMNS[name]}" if name in SYSTEM_COLUMNS else f"({alias}.attributes ->> {sql_literal(name)})"
+    )
+    low = f"lower({text})"
+
+    def same(x: Any) -> str:
+        """SQL for "the attribute equals x" as a filter sees it (strings: without regard to case;
+        lower-casing keeps the length, so the length test spares most rows the lower())."""
+        if isinstance(x, str):
+            return f"(char_length({text}) = {len(x)} AND {low} = lower({sql_literal(x)}) AND {is_str})"
+        return f"{a} = {sql_jsonb(x)}"
+
     if op == "eq":
-        e = f"{a} = {sql_jsonb(v)}"
+        e = same(v)
     elif op == "ne":
-        e = f"{notnull} AND {a} <> {sql_jsonb(v)}"
-    elif op == "in":
-        e = f"{a} IN ({', '.join(sql_jsonb(x) for x in v)})" if v else "FALSE"
-    elif op == "not-in":
-        e = f"{notnull} AND {a} NOT IN ({', '.join(sql_jsonb(x) for x in v)})" if v else notnull
+        e = f"{notnull} AND NOT COALESCE({same(v)}, false)"
+    elif op in ("in", "not-in"):
+        texts = [x for x in v if isinstance(x, str)]
+        others = [x for x in v if not isinstance(x, str)]
+        hits = []
+        if texts:
+            hits.append(f"({low} IN ({', '.join(f'lower({sql_literal(x)})' for x in texts)}) AND {is_str})")
+        if others:
+            hits.append(f"{a} IN ({', '.join(sql_jsonb(x) for x in others)})")
+        hit = "(" + " OR ".join(hits) + ")" if hits else "FALSE"
+        e = hit if op == "in" else f"{notnull} AND NOT COALESCE({hit}, false)"
     elif op in ("gt", "ge", "lt", "le"):
         cmp = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[op]
         if isinstance(v, str):  # code-point order like Python, whatever the database collation
-            e = f'{is_str} AND {txt} COLLATE "C" {cmp} {sql_literal(v)} COLLATE "C"'
+            e = f'{low} COLLATE "C" {cmp} lower({sql_literal(v)}) COLLATE "C" AND {is_str}'
         elif isinstance(v, bool):
             e = f"jsonb_typeof({a}) = 'boolean' AND {a} {cmp} {sql_jsonb(v)}"
         else:
             e = f"jsonb_typeof({a}) = 'number' AND ({a})::numeric {cmp} {sql_jsonb(v)}::numeric"
-    elif op == "like":
-        e = f"{is_str} AND {txt} LIKE {sql_literal(v)}"
-    elif op == "not-like":
-        e = f"{is_str} AND {txt} NOT LIKE {sql_literal(v)}"
-    elif op == "begins-with":
-        e = f"{is_str} AND left({txt}, {len(v)}) = {sql_literal(v)}"
-    elif op == "not-begin-with":
-        e = f"{is_str} AND left({txt}, {len(v)}) <> {sql_literal(v)}"
-    elif op == "ends-with":
-        e = f"{is_str} AND right({txt}, {len(v)}) = {sql_literal(v)}"
-    elif op == "not-end-with":
-        e = f"{is_str} AND right({txt}, {len(v)}) <> {sql_literal(v)}"
+    elif op in ("like", "not-like"):
+        like = f"{low} LIKE lower({sql_literal(operators.like_sql_pattern(v))})"
+        e = f"{'NOT ' if op == 'not-like' else ''}{like} AND {is_str}"
+    elif op in ("begins-with", "not-begin-with", "ends-with", "not-end-with"):
+        # Only the first (last) len(v) characters are lower-cased: the same under a mapping that
+        # keeps lengths, and far cheaper than the whole value.
+        end = f"{'left' if op in ('begins-with', 'not-begin-with') else 'right'}({text}, {len(v)})"
+        cmp = "<>" if op.startswith("not-") else "="
+        e = f"lower({end}) {cmp} lower({sql_literal(v)}) AND {is_str}"
     else:
         raise ConditionError(f"unknown operator {op!r}")
     return f"COALESCE({e}, false)"

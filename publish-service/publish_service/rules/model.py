@@ -1,4 +1,5 @@
-"""The org model and record shape the rules evaluate: users, teams, BU tree, roles, records."""
+"""The org model and record shape the rules evaluate: users, teams, BU tree, roles, records.
+The access rule itself lives in offsync_shared.domain.org; ``OrgModel.actor`` feeds it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-DEPTHS = ("none", "user", "business_unit", "parent_child", "organization")
-_RANK = {d: i for i, d in enumerate(DEPTHS)}
+from offsync_shared.domain.org import DEPTHS, Actor, Operation, bu_subtree, combine_privileges
+
+__all__ = ["DEPTHS", "OrgModel", "Record", "Role", "Team", "User"]
 
 
 @dataclass(frozen=True)
@@ -84,28 +86,16 @@ class OrgModel:
         seen: set[str] = set()
         stack = list(self._reports.get(user_id, ()))
         while stack:
-            u = stack.pop()
-            if u in seen or u == user_id:
+            uid = stack.pop()
+            if uid in seen or uid == user_id:
                 continue
-            seen.add(u)
-            stack.extend(self._reports.get(u, ()))
+            seen.add(uid)
+            stack.extend(self._reports.get(uid, ()))
         return tuple(sorted(seen))
 
     def subtree(self, bu_id: str) -> tuple[str, ...]:
         """``bu_id`` and every BU below it."""
-        children: dict[str, list[str]] = {}
-        for b, p in self.bu_parent.items():
-            if p is not None:
-                children.setdefault(p, []).append(b)
-        seen: set[str] = set()
-        stack = [bu_id]
-        while stack:
-            b = stack.pop()
-            if b in seen:
-                continue
-            seen.add(b)
-            stack.extend(children.get(b, ()))
-        return tuple(sorted(seen))
+        return tuple(sorted(bu_subtree(self.bu_parent, bu_id)))
 
     def _roles_of(self, user_id: str) -> Iterable[Role]:
         u = self.users[user_id]
@@ -118,11 +108,21 @@ class OrgModel:
         u = self.users.get(user_id)
         return bool(u and u.enabled and any(r.read_offline_profile for r in self._roles_of(user_id)))
 
+    def actor(self, user_id: str) -> Actor:
+        """The user as the access rule (offsync_shared.domain.org) sees them."""
+        u = self.users[user_id]
+        return Actor(
+            user_id=user_id,
+            business_unit_id=u.business_unit_id,
+            team_ids=frozenset(self.teams_of(user_id)),
+            bu_subtree=bu_subtree(self.bu_parent, u.business_unit_id),
+            privileges=combine_privileges(r.privileges for r in self._roles_of(user_id)),
+            enabled=u.enabled,
+        )
+
     def read_depth(self, user_id: str, entity: str) -> str:
         """Max read depth over the roles of the user and of the user's teams."""
-        best = 0
-        for r in self._roles_of(user_id):
-            for key in (entity, "*"):
-                d = r.privileges.get(key, {}).get("read", "none")
-                best = max(best, _RANK.get(d, 0))
-        return DEPTHS[best]
+        return self.actor(user_id).depth(entity, Operation.READ).wire
+
+    def entity_ownership(self, entity: str) -> str:
+        return self.ownership.get(entity, "user_or_team")

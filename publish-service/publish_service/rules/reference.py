@@ -6,25 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from offsync_shared.domain.org import Operation, Ownership, may
 from publish_service.rules import conditions
 from publish_service.rules.buckets import ProfileItem
 from publish_service.rules.model import OrgModel, Record
 
 
 def can_read(org: OrgModel, user_id: str, r: Record) -> bool:
-    depth = org.read_depth(user_id, r.entity)
-    if depth == "none":
-        return False
-    if depth == "organization" or org.ownership.get(r.entity, "user_or_team") in ("organization", "none"):
-        return True
-    user = org.users[user_id]
-    if depth == "parent_child":
-        return r.business_unit_id in org.subtree(user.business_unit_id)
-    if depth == "business_unit":
-        return r.business_unit_id == user.business_unit_id
-    if r.owner_type == "user":
-        return r.owner_id == user_id
-    return r.owner_type == "team" and r.owner_id in org.teams_of(user_id)
+    """The records API's rule (offsync_shared.domain.org), applied record by record."""
+    owner = Ownership(r.owner_id, r.owner_type, r.business_unit_id)
+    return may(org.actor(user_id), Operation.READ, r.entity, org.entity_ownership(r.entity), owner)
 
 
 def _params(org: OrgModel, user_id: str) -> dict[str, Any]:
@@ -62,11 +53,18 @@ def user_set(
     if not org.can_use_offline(user_id):
         return set()
     recs = [r for r in records if not r.deleted]
+    actor = org.actor(user_id)
     by_entity = {it.entity: it for it in items}
 
     def entity_set(entity: str, visited: frozenset[str]) -> list[Record]:
         it = by_entity[entity]
-        readable = [r for r in recs if r.entity == entity and can_read(org, user_id, r)]
+        ownership = org.entity_ownership(entity)
+        readable = [
+            r
+            for r in recs
+            if r.entity == entity
+            and may(actor, Operation.READ, entity, ownership, Ownership(r.owner_id, r.owner_type, r.business_unit_id))
+        ]
         chosen = {r.id for r in readable if in_filter(org, user_id, it.filter, r)}
         for rel in it.relationships:
             other = rel.get("entity")

@@ -3,14 +3,13 @@ thing that changed, so consumers never need the producer's tables to apply it.""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from offsync_shared.domain.org import DepthName as Depth
+from offsync_shared.domain.org import OwnershipName as Ownership
 from offsync_shared.events import Event, register
-
-Depth = Literal["none", "user", "business_unit", "parent_child", "organization"]
-Ownership = Literal["user_or_team", "organization", "business", "none"]
 
 
 @register

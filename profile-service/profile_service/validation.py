@@ -1,5 +1,6 @@
-"""Decides whether a profile item (download filter, custom condition, relationships, sync interval)
-is valid for an entity's metadata and the profile it sits in; pure, no I/O.
+"""Validates a mobile offline profile as an admin writes it: whether a profile item (download
+filter, custom condition, relationships, sync interval) is valid for an entity's metadata and the
+profile it sits in, in the vocabulary of offsync_shared.domain; pure, no I/O.
 
 Every check returns :class:`Problem` values instead of raising, so the validate endpoint can list
 every problem at once and the write endpoints can refuse with the first one.
@@ -7,26 +8,28 @@ every problem at once and the write endpoints can refuse with the first one.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-OWNERSHIPS = ("user_or_team", "organization", "business", "none")
-ATTRIBUTE_TYPES = ("string", "int", "decimal", "bool", "datetime", "lookup", "choice")
-# Lookup targets that are not entities of the catalogue: the org model itself. "owner" = user or team.
-SYSTEM_TARGETS = ("user", "team", "businessunit", "owner")
+from offsync_shared.domain.attributes import (
+    ATTRIBUTE_TYPES,
+    MAX_STRING_VALUE,
+    SYSTEM_TARGETS,
+    InvalidValue,
+    is_literal,
+    operand,
+    system_attributes,
+)
+from offsync_shared.domain.operators import MAX_CONDITIONS, MAX_GROUP_LEVELS, MAX_IN_VALUES, OPERATORS
+from offsync_shared.domain.org import OWNERSHIPS
 
-MAX_GROUP_LEVELS = 3
-MAX_CONDITIONS = 100
-MAX_IN_VALUES = 1000
+__all__ = ["ATTRIBUTE_TYPES", "MAX_GROUP_LEVELS", "OPERATORS", "OWNERSHIPS"]
+
 MAX_RELATIONSHIPS = 15
 MIN_SYNC_INTERVAL_MINUTES = 5
 MAX_SYNC_INTERVAL_MINUTES = 24 * 60
-MAX_STRING_VALUE = 4000
-INT64 = 2**63 - 1
 
 # The seed's table: which download filter each ownership type offers.
 ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
@@ -41,51 +44,6 @@ ALLOWED_OTHER: dict[str, tuple[str, ...]] = {
     "business": ("business_unit",),
 }
 OTHER_FLAGS = ("user", "team", "business_unit")
-
-# Operators: which attribute types each accepts and what value it takes.
-#   "typed": one value of the attribute's type; "list": non-empty list of such values;
-#   "text": a string; "none": no value (null / not-null and the user-context operators).
-COMPARE_TYPES = ("string", "int", "decimal", "datetime", "lookup", "choice", "bool")
-ORDERED_TYPES = ("string", "int", "decimal", "datetime")
-TEXT_TYPES = ("string",)
-LIST_TYPES = ("string", "int", "decimal", "lookup", "choice")
-ANY_TYPE = ATTRIBUTE_TYPES
-
-
-@dataclass(frozen=True)
-class OperatorSpec:
-    types: tuple[str, ...]
-    value: str  # typed | list | text | none
-    lookup_targets: tuple[str, ...] = ()  # lookups only: targets the operator makes sense for
-
-
-OPERATORS: dict[str, OperatorSpec] = {
-    "eq": OperatorSpec(COMPARE_TYPES, "typed"),
-    "ne": OperatorSpec(COMPARE_TYPES, "typed"),
-    "gt": OperatorSpec(ORDERED_TYPES, "typed"),
-    "ge": OperatorSpec(ORDERED_TYPES, "typed"),
-    "lt": OperatorSpec(ORDERED_TYPES, "typed"),
-    "le": OperatorSpec(ORDERED_TYPES, "typed"),
-    "like": OperatorSpec(TEXT_TYPES, "text"),
-    "not-like": OperatorSpec(TEXT_TYPES, "text"),
-    "in": OperatorSpec(LIST_TYPES, "list"),
-    "not-in": OperatorSpec(LIST_TYPES, "list"),
-    "null": OperatorSpec(ANY_TYPE, "none"),
-    "not-null": OperatorSpec(ANY_TYPE, "none"),
-    "begins-with": OperatorSpec(TEXT_TYPES, "text"),
-    "not-begin-with": OperatorSpec(TEXT_TYPES, "text"),
-    "ends-with": OperatorSpec(TEXT_TYPES, "text"),
-    "not-end-with": OperatorSpec(TEXT_TYPES, "text"),
-    "eq-userid": OperatorSpec(("lookup",), "none", ("user", "owner")),
-    "ne-userid": OperatorSpec(("lookup",), "none", ("user", "owner")),
-    "eq-userteams": OperatorSpec(("lookup",), "none", ("team", "owner")),
-    "eq-useroruserteams": OperatorSpec(("lookup",), "none", ("user", "team", "owner")),
-    "eq-useroruserhierarchy": OperatorSpec(("lookup",), "none", ("user", "owner")),
-    "eq-useroruserhierarchyandteams": OperatorSpec(("lookup",), "none", ("user", "team", "owner")),
-    "eq-businessid": OperatorSpec(("lookup",), "none", ("businessunit",)),
-    "ne-businessid": OperatorSpec(("lookup",), "none", ("businessunit",)),
-    "eq-userlanguage": OperatorSpec(("int", "choice"), "none"),
-}
 
 
 @dataclass(frozen=True)
@@ -119,14 +77,7 @@ class EntityMeta:
 
     def filter_attributes(self) -> dict[str, Mapping[str, Any]]:
         """The entity's own attributes plus the system ones a filter may use."""
-        attrs: dict[str, Mapping[str, Any]] = {
-            "createdon": {"type": "datetime"},
-            "modifiedon": {"type": "datetime"},
-        }
-        if self.ownership == "user_or_team":
-            attrs["ownerid"] = {"type": "lookup", "target": "owner"}
-        if self.ownership in ("user_or_team", "business"):
-            attrs["owningbusinessunit"] = {"type": "lookup", "target": "businessunit"}
+        attrs: dict[str, Mapping[str, Any]] = dict(system_attributes(self.ownership))
         attrs.update(self.attributes)
         return attrs
 
@@ -340,25 +291,27 @@ def _is_text(v: Any) -> bool:
 
 def value_matches(atype: str, v: Any) -> bool:
     """Whether JSON value ``v`` is a valid literal of attribute type ``atype``."""
-    if isinstance(v, bool):
-        return atype == "bool"
-    if atype in ("string", "lookup"):
-        return _is_text(v) and (atype == "string" or bool(v))
-    if atype in ("int", "choice"):
-        return isinstance(v, int) and -INT64 <= v <= INT64
-    if atype == "decimal":
-        if isinstance(v, int):
-            return -INT64 <= v <= INT64
-        return isinstance(v, float) and math.isfinite(v)
-    if atype == "datetime":
-        if not _is_text(v):
-            return False
-        try:
-            datetime.fromisoformat(v)
-        except ValueError:
-            return False
-        return True
-    return False
+    return is_literal(atype, v)
+
+
+def normalize_condition(attrs: Mapping[str, Mapping[str, Any]], cond: Any) -> Any:
+    """A valid condition with its operands in the stored form of their attribute's type (custom
+    datetimes as UTC instants), so evaluators compare them with stored values as they are."""
+    if not isinstance(cond, dict):
+        return cond
+    for group in ("and", "or"):
+        if isinstance(cond.get(group), list):
+            return {group: [normalize_condition(attrs, c) for c in cond[group]]}
+    spec = attrs.get(cond.get("attribute"))  # type: ignore[arg-type]
+    if spec is None or spec.get("type") != "datetime" or cond.get("value") is None:
+        return cond
+    atype = str(spec["type"])
+    try:
+        value = cond["value"]
+        norm = [operand(atype, v) for v in value] if isinstance(value, list) else operand(atype, value)
+    except InvalidValue:
+        return cond
+    return {**cond, "value": norm}
 
 
 # --- relationships ---------------------------------------------------------------------------
@@ -648,7 +601,10 @@ def check_items(
                     ent,
                 )
             )
-        problems += check_filter(meta, filt)
+        filter_problems = check_filter(meta, filt)
+        problems += filter_problems
+        if not filter_problems and isinstance(filt, dict) and filt.get("kind") == "custom":
+            out["filter"] = {**filt, "condition": normalize_condition(meta.filter_attributes(), filt["condition"])}
         problems += check_sync_interval(ent, interval)
         rels, rel_problems = resolve_relationships(ent, rels_raw, entities, metas)
         problems += rel_problems

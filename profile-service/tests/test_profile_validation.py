@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profile_service import rules
+from profile_service import validation as rules
 from profile_service.catalogue import STANDARD_ENTITIES
-from profile_service.rules import EntityMeta, check_filter
+from profile_service.validation import EntityMeta, check_filter
 
 METAS = {
     e["logical_name"]: EntityMeta(e["logical_name"], e["ownership"], e["attributes"], offline_enabled=True)
@@ -138,6 +138,11 @@ OPERATOR_TABLE = [
     ("product", "ownerid", "eq-userid", None, "unknown_attribute"),
     ("contact", "parentcustomerid", "eq", "acc-1", None),
     ("contact", "lastname", "eq", None, "invalid_value"),
+    # bug #14.4: in / not-in apply to datetimes (publish-service and docs/buckets.md support them)
+    ("account", "createdon", "in", ["2024-01-01T00:00:00Z", "2024-01-02"], None),
+    ("account", "createdon", "not-in", ["2024-01-01T00:00:00Z"], None),
+    ("account", "createdon", "in", ["soon"], "invalid_value"),
+    ("account", "revenue", "eq", "1000.00", "invalid_value"),  # numbers are JSON numbers
 ]
 
 
@@ -149,6 +154,19 @@ OPERATOR_TABLE = [
 def test_operator_table(entity: str, attr: str, op: str, value: Any, code: str | None) -> None:
     problems = check_filter(METAS[entity], leaf(attr, op, value))
     assert [p.code for p in problems] == ([code] if code else [])
+
+
+def test_datetime_operands_are_stored_as_utc_instants() -> None:
+    """Bug #14.4: a custom datetime attribute is stored normalized (UTC), so its filter operand
+    is normalized too and text order is instant order on both sides."""
+    metas = {"memo": rules.EntityMeta("memo", "organization", {"due": {"type": "datetime"}}, offline_enabled=True)}
+    cond = {"or": [{"attribute": "due", "operator": "lt", "value": "2024-01-01T23:00:00-05:00"}]}
+    items = [{"entity": "memo", "filter": {"kind": "custom", "condition": cond}}]
+    normalized, problems = rules.check_items(items, metas)
+    assert problems == []
+    assert normalized[0]["filter"]["condition"] == {
+        "or": [{"attribute": "due", "operator": "lt", "value": "2024-01-02T04:00:00.000000Z"}]
+    }
 
 
 def test_every_seed_operator_is_known_and_covered() -> None:

@@ -8,14 +8,13 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 ASSETS = "/docs-assets"
 
 
 def install(app: FastAPI) -> None:
     """Replace FastAPI's CDN-backed /docs (and drop /redoc, which has no offline copy here)."""
-    from swagger_ui_bundle import swagger_ui_path
-
     docs_url = app.docs_url or "/docs"
     app.router.routes[:] = [
         r for r in app.router.routes if not (isinstance(r, Route) and r.path in (docs_url, app.redoc_url))

@@ -106,7 +106,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         print("Offsync is up.", flush=True)
         for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
-        print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
+        print(f"  admin sign-in {admin_username} / {admin_password}  (the console, or POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             for name, svc in list(group.running.items()):

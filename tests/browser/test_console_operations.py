@@ -102,15 +102,23 @@ def test_sign_in_refusals_and_csrf(browser: Any, stack: Stack, org: None) -> Non
     # A signed-in user who is not an administrator gets a clear refusal, not the console.
     sign_in(page, stack, "nora", NORA_PASSWORD)
     page.get_by_role("heading", name="This console is for administrators").wait_for()
-    shot(page, "refused")
     page.get_by_text("You are signed in as nora, who holds no administrator role").wait_for()
+    assert page.get_by_role("navigation", name="Console sections").count() == 0  # no console for a non-admin
+    shot(page, "refused")
 
     # The session cookie is HttpOnly and SameSite=Strict, scoped to the console.
     cookie = next(c for c in ctx.cookies() if c["name"] == "offsync_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
 
+    # A sign-in posted from elsewhere (no sign-in form token) is refused too (login CSRF).
+    forged = ctx.request.post(
+        f"{stack.admin_url}/console/login", form={"username": "admin", "password": TEST_ADMIN_PASSWORD}
+    )
+    assert forged.status == 403 and "sign-in form expired" in forged.text()
+
     # A state-changing request without the CSRF token is refused, even with the admin's cookie.
-    ctx.clear_cookies()
+    page.get_by_role("button", name="Sign out and sign in as someone else").click()
+    page.wait_for_url("**/console/login")
     sign_in(page, stack)
     resp = ctx.request.post(f"{stack.admin_url}/console/entities/product", form={"offline_enabled": "true"})
     assert resp.status == 403 and "security token" in resp.text()

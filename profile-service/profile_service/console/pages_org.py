@@ -3,8 +3,10 @@ and solutions (export / import); each action calls the admin API's own route fun
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 from offsync_shared.errors import OffsyncError
 from profile_service import routes_org, routes_profiles, routes_solutions
 from profile_service.console.pages_profiles import problem_text
-from profile_service.console.session import COOKIE, SESSION_TTL_S, open_session
+from profile_service.console.session import COOKIE, SESSION_TTL_S, csrf_ok, open_session, read_session
 from profile_service.console.signin import authenticate
 from profile_service.console.web import PREFIX, ConsoleDep, back, safe_next, templates
 from profile_service.schemas import AppModuleIn, AppModulePatch, EntityPatch, OrgSettingsPatch, SolutionIn
@@ -27,15 +29,30 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 # --- sign in / out ----------------------------------------------------------------------------
 
 
+LOGIN_NONCE = "offsync_console_login"  # double-submit token of the sign-in form (login CSRF)
+
+
 def _login_page(
     request: Request, *, error: str = "", next_url: str = "", username: str = "", status: int = 200
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
+    # Even signing in is a state change: a forged sign-in could put a victim into an attacker's
+    # session. The form carries a nonce that must match the HttpOnly cookie set with it.
+    nonce = secrets.token_urlsafe(24)
+    resp = templates.TemplateResponse(
         request,
         "login.html",
-        {"error": error, "next": safe_next(next_url), "username": username, "user_id": "", "csrf": "", "path": ""},
+        {
+            "error": error,
+            "next": safe_next(next_url),
+            "username": username,
+            "user_id": "",
+            "csrf": nonce,
+            "path": "",
+        },
         status_code=status,
     )
+    resp.set_cookie(LOGIN_NONCE, nonce, max_age=3600, path=f"{PREFIX}/login", httponly=True, samesite="strict")
+    return resp
 
 
 def _refusal(reason: str) -> str:
@@ -53,9 +70,11 @@ async def login_page(request: Request, next: str = "") -> HTMLResponse:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    # Sign-in needs no CSRF token (there is no session to ride yet); SameSite=Strict on the
-    # cookie it sets keeps every later request same-site.
     form = await request.form()
+    sent, expected = str(form.get("csrf") or ""), request.cookies.get(LOGIN_NONCE) or ""
+    if not expected or not hmac.compare_digest(sent, expected):
+        log.warning("console sign-in refused: bad or missing sign-in form token")
+        return _login_page(request, error="The sign-in form expired; please sign in again.", status=403)
     username = str(form.get("username") or "").strip()[:200]
     password = str(form.get("password") or "")[:8192]
     next_url = str(form.get("next") or "")
@@ -72,6 +91,7 @@ async def login(request: Request) -> Response:
         return _login_page(request, error=_refusal(result.reason), next_url=next_url, username=username, status=401)
     log.info("console sign-in", extra={"user_id": result.user_id})
     resp = RedirectResponse(safe_next(next_url), status_code=303)
+    resp.delete_cookie(LOGIN_NONCE, path=f"{PREFIX}/login")
     resp.set_cookie(
         COOKIE,
         open_session(
@@ -87,7 +107,14 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(c: ConsoleDep) -> RedirectResponse:
+async def logout(request: Request) -> Response:
+    """Signing out needs a session and its CSRF token, not an administrator (a refused
+    non-admin signs out here too)."""
+    s = request.app.state.runtime.settings
+    session = read_session(s.jwt_secret, request.cookies.get(COOKIE), issuer=s.jwt_issuer)
+    sent = (await request.form()).get("csrf")
+    if session is not None and not csrf_ok(session, sent if isinstance(sent, str) else None):
+        return back(f"{PREFIX}/", error="Sign-out refused: reload the page and try again.")
     resp = RedirectResponse(f"{PREFIX}/login", status_code=303)
     resp.delete_cookie(COOKIE, path=PREFIX)
     return resp

@@ -33,8 +33,9 @@ class NeedSignIn(Exception):
 
 
 class NotAdmin(Exception):
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: str, csrf: str) -> None:
         self.user_id = user_id
+        self.csrf = csrf  # lets the refusal page offer to sign out
 
 
 class BadCsrf(Exception):
@@ -101,7 +102,7 @@ async def _console(request: Request) -> Console:
         raise NeedSignIn(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
     async with rt.pool.acquire() as conn:
         if not await is_admin(conn, session.user_id, session.generation):
-            raise NotAdmin(session.user_id)
+            raise NotAdmin(session.user_id, session.csrf)
         name = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", session.user_id)
     if request.method not in ("GET", "HEAD"):
         sent = request.headers.get(CSRF_HEADER)
@@ -128,7 +129,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAdmin)
     async def not_admin(request: Request, exc: NotAdmin) -> Response:
         return templates.TemplateResponse(
-            request, "refused.html", {"user_id": exc.user_id, "csrf": "", "path": ""}, status_code=403
+            request,
+            "refused.html",
+            {"user_id": exc.user_id, "csrf": exc.csrf, "path": "", "bare": True},
+            status_code=403,
         )
 
     @app.exception_handler(BadCsrf)

@@ -373,6 +373,12 @@ async def versions_page(c: ConsoleDep, profile_id: str) -> HTMLResponse:
             shown = await routes_profiles.diff_versions(c.ctx, profile_id, int(q["from"]), int(q["to"]))
     except NotFound as exc:
         return c.render("message.html", status_code=404, title="Not found", message=exc.message)
+    names = {u["id"]: u["name"] for u in await routes_org.list_users(c.ctx)}
     return c.render(
-        "versions.html", profile=profile, versions=versions, shown=shown, describe_filter=forms.describe_filter
+        "versions.html",
+        profile=profile,
+        versions=versions,
+        shown=shown,
+        names=names,
+        describe_filter=forms.describe_filter,
     )

@@ -30,6 +30,7 @@ from offsync_shared.errors import (
 )
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import Change
+from offsync_shared.query_types import PG_BIGINT_MAX, IdCursor, Instant
 from offsync_shared.settings import CommonSettings
 
 MAX_PAGE = 500
@@ -330,7 +331,7 @@ def build_router(
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         after: Annotated[str | None, Query(description="Page cursor: the last id of the previous page.")] = None,
         owner_id: str | None = None,
-        modified_since: datetime | None = None,
+        modified_since: Instant | None = None,
         include_deleted: bool = False,
     ) -> dict[str, Any]:
         """Records of ``entity`` the caller may read, by id; ``attr.<name>=<value>`` filters on equality."""
@@ -405,8 +406,8 @@ def build_router(
         device_id: str | None = None,
         outcome: str | None = None,
         policy: str | None = None,
-        since: datetime | None = None,
-        after: int | None = None,
+        since: Instant | None = None,
+        after: IdCursor | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         where, args = page_filters(
@@ -434,8 +435,8 @@ def build_router(
         record_id: str | None = None,
         code: str | None = None,
         status: str | None = None,
-        since: datetime | None = None,
-        after: int | None = None,
+        since: Instant | None = None,
+        after: IdCursor | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         where, args = page_filters(
@@ -460,7 +461,9 @@ def build_router(
         return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
     @router.post("/v1/sync-errors/{error_id}/reapply", tags=["admin"])
-    async def reapply(error_id: int, _: Admin, body: ReapplyIn | None = None) -> dict[str, Any]:
+    async def reapply(
+        error_id: Annotated[int, Path(ge=0, le=PG_BIGINT_MAX)], _: Admin, body: ReapplyIn | None = None
+    ) -> dict[str, Any]:
         """Re-apply a ledgered change as its user, now; the device gets the outcome on batch-results."""
         force = body.force if body else False
         async with pool_of().acquire() as conn:

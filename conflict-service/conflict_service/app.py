@@ -14,10 +14,24 @@ from conflict_service.applier import Topics
 from conflict_service.settings import Settings
 from conflict_service.worker import BatchWorker, topics_for
 from offsync_shared import http
+from offsync_shared.auth import ADMIN_AUDIENCE
+from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.runtime import Runtime, open_runtime, stop_tasks
 
 SCHEMA = "data"
+
+# Bodies: 16 KiB without a valid token; a record write 2 MiB, a batch (up to 1000 changes) 16 MiB;
+# an NDJSON import is streamed (never held whole) and may run to 1 GiB, each line at most
+# bulk_import.MAX_LINE_BYTES. docs/security.md lists them.
+BODY_LIMITS = BodyLimits(
+    preauth_bytes=16 * KIB,
+    default_bytes=2 * MIB,
+    routes=(
+        RouteLimit("POST", r"/v1/records/[^/]+/import", 1024 * MIB, streamed=True),
+        RouteLimit("POST", r"/v1/records/[^/]+/batch", 16 * MIB),
+    ),
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -67,6 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
     def relay() -> OutboxRelay | None:
         return state["rt"].relay
 
-    http.install(app, "conflict-service", ready)
+    http.install(
+        app,
+        "conflict-service",
+        ready,
+        body_limits=BODY_LIMITS,
+        authenticated=bearer_check(settings.jwt_secret, ADMIN_AUDIENCE, settings.jwt_issuer),
+    )
     app.include_router(build_router(settings, pool, topics, relay))
     return app

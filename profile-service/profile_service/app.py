@@ -9,12 +9,16 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from offsync_shared import http
+from offsync_shared.auth import ADMIN_AUDIENCE
+from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
 from offsync_shared.runtime import Runtime, open_runtime
 from profile_service import (
     console,
+    routes_audit,
     routes_auth,
     routes_device_metadata,
     routes_org,
@@ -28,6 +32,14 @@ from profile_service.oidc import OidcVerifier
 from profile_service.settings import Settings
 
 SCHEMA = "admin"
+
+# Bodies: 16 KiB until a valid admin token is shown (sign-in, refresh), 1 MiB per admin change;
+# a solution (a whole profile set) imports up to 8 MiB. docs/security.md lists them.
+BODY_LIMITS = BodyLimits(
+    preauth_bytes=16 * KIB,
+    default_bytes=1 * MIB,
+    routes=(RouteLimit("POST", r"/v1/solutions.*", 8 * MIB),),
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -62,21 +74,41 @@ def create_app(settings: Settings) -> FastAPI:
         rt = state.get("rt")
         return await rt.ready() if rt else {"started": False}
 
-    http.install(app, "profile-service", ready, form_prefixes=("/console/",))
+    http.install(
+        app,
+        "profile-service",
+        ready,
+        body_limits=BODY_LIMITS,
+        authenticated=bearer_check(settings.jwt_secret, ADMIN_AUDIENCE, settings.jwt_issuer),
+        form_prefixes=("/console/",),
+    )
+    # The field app (served by sync-service) signs in here from its own origin; outermost, so a
+    # preflight is answered before the body caps and token checks.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
 
     # Safety nets: racing writers can still hit a constraint after our checks passed; that is a
-    # conflict for the caller, not a server error. Values PostgreSQL cannot store are bad input.
+    # conflict for the caller, not a server error (values PostgreSQL cannot store: offsync_shared.http).
     @app.exception_handler(asyncpg.IntegrityConstraintViolationError)
     async def integrity_error(_: Request, exc: asyncpg.IntegrityConstraintViolationError) -> JSONResponse:
         return JSONResponse(
             http.error_body("conflict", f"conflicting concurrent change: {exc.__class__.__name__}"), status_code=409
         )
 
-    @app.exception_handler(asyncpg.DataError)
-    async def data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
-        return JSONResponse(http.error_body("bad_request", "a value cannot be stored"), status_code=400)
-
-    for module in (routes_auth, routes_device_metadata, routes_tokens, routes_org, routes_profiles, routes_solutions):
+    for module in (
+        routes_auth,
+        routes_device_metadata,
+        routes_tokens,
+        routes_org,
+        routes_profiles,
+        routes_solutions,
+        routes_audit,
+    ):
         app.include_router(module.router)
     console.install(app)
     return app

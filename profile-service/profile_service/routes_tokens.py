@@ -22,7 +22,7 @@ async def mint_token(ctx: CtxDep, body: TokenIn) -> dict[str, Any]:
         raise ValidationFailed("a device token needs a device_id", field="device_id")
     if body.audience == "admin" and body.device_id is not None:
         raise ValidationFailed("device_id is only for device tokens", field="device_id")
-    async with ctx.read() as conn:
+    async with ctx.tx() as conn:  # a transaction for the audit entry: minting a token is recorded
         enabled = await conn.fetchval("SELECT enabled FROM admin.users WHERE id = $1", body.user_id)
     if enabled is None:
         raise NotFound(f"user {body.user_id!r} not found", field="user_id")

@@ -69,6 +69,10 @@ class Settings(CommonSettings):
             )
         return self
 
+    # Browser origins allowed to call the API cross-origin (comma-separated), e.g. where the field
+    # app is served; empty: sync-service's port on 127.0.0.1, localhost and OFFSYNC_HOST.
+    app_origins: str = ""
+
     @property
     def port(self) -> int:
         return self.profile_port
@@ -81,6 +85,14 @@ class Settings(CommonSettings):
 
     def publish_base(self) -> str:
         return self.publish_url or f"http://{self.host}:{self.publish_port}"
+
+    def cors_origins(self) -> list[str]:
+        """The field app signs in from sync-service's origin (/app/ there) with a bearer-token API:
+        no cookies, so allowing that origin exposes nothing a token does not already grant."""
+        if self.app_origins:
+            return [o.strip().rstrip("/") for o in self.app_origins.split(",") if o.strip()]
+        hosts = dict.fromkeys(["127.0.0.1", "localhost", self.host])
+        return [f"http://{h}:{self.sync_port}" for h in hosts if h not in ("0.0.0.0", "::")]
 
     def token_lifetimes(self) -> Lifetimes:
         return Lifetimes(access_s=self.access_token_ttl_s, refresh_s=self.refresh_token_ttl_s)

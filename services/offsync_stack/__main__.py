@@ -31,6 +31,15 @@ def _ports() -> dict[str, int]:
     return {k: int(os.environ.get(k, v)) for k, v in DEFAULT_PORTS.items()}
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600) from the first byte: it holds an admin
+    token, and a file made world-readable first and narrowed after leaks in between."""
+    path.unlink(missing_ok=True)  # an older file keeps its mode through O_TRUNC: start afresh
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def admin_password_for(state_dir: Path) -> str:
     """The bootstrap admin's generated password, kept in ``state_dir`` (mode 0600) so a restart
     on the same database prints the password that database holds."""
@@ -90,6 +99,7 @@ def up(state_dir: Path, fresh: bool) -> int:
             "records_api": f"http://127.0.0.1:{c}",
             "records_docs": f"http://127.0.0.1:{c}/docs",
             "device_ws": f"ws://127.0.0.1:{s}/v1/sync",
+            "field_app": f"http://127.0.0.1:{s}/app/",
             "pg_dsn": settings.pg_dsn,
             "kafka_bootstrap": settings.kafka_bootstrap,
             "admin_token": token,
@@ -102,9 +112,9 @@ def up(state_dir: Path, fresh: bool) -> int:
                 **({"broker": broker.proc.pid} if broker and broker.proc else {}),
             },
         }
-        (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        _write_private(state_dir / "stack.json", json.dumps(info, indent=2))
         print("Offsync is up.", flush=True)
-        for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "logs"):
+        for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
         print(f"  admin sign-in {admin_username} / {admin_password}  (the console, or POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
@@ -133,7 +143,7 @@ def main() -> None:
     p_up.add_argument("--fresh", action="store_true", help="start from an empty database")
     args = parser.parse_args()
     if args.cmd == "up":
-        args.state_dir.mkdir(parents=True, exist_ok=True)
+        args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sys.exit(up(args.state_dir.resolve(), args.fresh))
 
 

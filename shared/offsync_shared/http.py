@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offsync_shared import apidocs, db, metrics
 from offsync_shared.errors import OffsyncError, RateLimited
+from offsync_shared.http_edge import BodyLimits, EdgeGuard, TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,28 @@ def _is_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
-def install(app: FastAPI, service: str, ready: ReadyCheck, *, form_prefixes: tuple[str, ...] = ()) -> None:
-    """Add /healthz, /readyz, /metrics, offline /docs and the error handlers to ``app``;
-    ``form_prefixes``: paths whose POSTs are HTML forms, left as sent."""
+def _nobody(_: str | None) -> bool:
+    return False
+
+
+def install(
+    app: FastAPI,
+    service: str,
+    ready: ReadyCheck,
+    *,
+    body_limits: BodyLimits | None = None,
+    authenticated: TokenCheck = _nobody,
+    form_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Add /healthz, /readyz, /metrics, the error handlers and the edge checks (NUL, body caps:
+    ``authenticated`` tells whether an Authorization header earns the per-route caps; without it
+    every body is held to the pre-authentication cap), offline /docs and per-route request metrics
+    to ``app``; ``form_prefixes``: paths whose POSTs are HTML forms (the admin console), left as sent."""
 
     app.add_middleware(JsonByDefault, form_prefixes=form_prefixes)
     app.add_middleware(RequestMetrics, service=service)
     apidocs.install(app)
+    app.add_middleware(EdgeGuard, limits=body_limits or BodyLimits(), authenticated=authenticated)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -150,6 +166,14 @@ def install(app: FastAPI, service: str, ready: ReadyCheck, *, form_prefixes: tup
             error_body("validation", str(first.get("msg", "invalid request")), ".".join(loc) or None, details=details),
             status_code=422,
         )
+
+    # Values PostgreSQL cannot take (NUL in text, numbers and instants out of a column's range),
+    # whether the server refused them or asyncpg could not encode them: the caller's input.
+    @app.exception_handler(asyncpg.DataError)
+    @app.exception_handler(asyncpg.exceptions._base.DataError)
+    async def data_error(_: Request, exc: Exception) -> JSONResponse:
+        metrics.HTTP_REQUESTS.labels(service, "400").inc()
+        return JSONResponse(error_body("bad_request", "a value in the request cannot be stored or compared"), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -73,16 +73,18 @@ MAX_ID_LEN = 200
 # Optional behaviours a device asks for in hello.features; unknown names are ignored both ways,
 # so old devices and old servers keep working unchanged.
 FEATURE_OPS_CHECKPOINT = "ops_checkpoint"  # a checkpoint may ride inside the ops frame before it
+FEATURE_ENTITY_METADATA = "entity_metadata"  # a `metadata` frame follows `welcome` (and a profile change)
 
 
 class FrameError(ValueError):
     """A frame that does not follow the protocol; ``code`` is one of ERROR_CODES."""
 
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.ref = ref  # the batch id the error is about, when the frame named a usable one
 
 
 # ===================================== client -> server =====================================
@@ -192,6 +194,16 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Metadata:
+    """The entities of the user's profile with their attributes (only to devices that sent
+    FEATURE_ENTITY_METADATA): each ``{"name", "display_name", "attributes": {name: {"type",
+    "required", "max_length"?, "options"?, "target"?}}}``, so a device validates offline edits the
+    way the server will."""
+
+    entities: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """The user no longer has these buckets: delete their records (keep pending local changes)."""
 
@@ -236,7 +248,7 @@ class Error:
         return self.code in RETRIABLE
 
 
-ServerFrame = Welcome | Ops | Checkpoint | Drop | Reset | Result | Error | Ping | Pong
+ServerFrame = Welcome | Ops | Checkpoint | Metadata | Drop | Reset | Result | Error | Ping | Pong
 
 
 # ========================================= encoding =========================================
@@ -365,6 +377,8 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                 **({"sync_intervals": frame.sync_intervals} if frame.sync_intervals else {}),
             }
         )
+    if isinstance(frame, Metadata):
+        return orjson.dumps({"type": "metadata", "entities": list(frame.entities)})
     if isinstance(frame, Drop):
         return orjson.dumps({"type": "drop", "buckets": list(frame.buckets), "reason": frame.reason})
     if isinstance(frame, Reset):
@@ -381,6 +395,17 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 
 
 # ========================================= decoding =========================================
+
+
+def has_nul(obj: Any) -> bool:
+    """True when a string anywhere in ``obj`` (keys included) holds a NUL character."""
+    if isinstance(obj, str):
+        return "\x00" in obj
+    if isinstance(obj, dict):
+        return any("\x00" in k or has_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(has_nul(v) for v in obj)
+    return False
 
 
 def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
@@ -462,9 +487,21 @@ def _count(obj: dict[str, Any], key: str) -> int | None:
     return v
 
 
-def decode_client(raw: bytes | str) -> ClientFrame:
-    """Parse and validate one client frame; raises FrameError with a stable code."""
+def _has_nul_escape(raw: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(raw, str):
+        return "\\u0000" in raw
+    return b"\\u0000" in (raw if isinstance(raw, (bytes, bytearray)) else bytes(raw))
+
+
+def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> ClientFrame:
+    """Parse and validate one client frame; raises FrameError with a stable code. An upload of
+    more than ``max_changes`` changes is refused before any change is validated."""
     obj = _load(raw)
+    # JSON can carry NUL only as the escape \u0000, so one substring scan of the raw frame (C
+    # speed) clears almost every frame; only one that has the escape is walked. PostgreSQL text
+    # cannot hold NUL: such a change could never be stored, and its batch never answered.
+    if _has_nul_escape(raw) and has_nul(obj):
+        raise FrameError(ERR_BAD_FRAME, "text must not contain NUL characters (\\u0000)")
     t = obj["type"]
     if t == "hello":
         version = obj.get("version", VERSION)
@@ -495,6 +532,14 @@ def decode_client(raw: bytes | str) -> ClientFrame:
         changes = obj.get("changes")
         if not isinstance(changes, list):
             raise FrameError(ERR_BAD_FRAME, "'changes' must be a list", "changes")
+        if max_changes is not None and len(changes) > max_changes:
+            bid = obj.get("batch_id")
+            raise FrameError(
+                ERR_BATCH_TOO_LARGE,
+                f"batch has {len(changes)} changes; at most {max_changes} per batch",
+                "changes",
+                ref=bid if isinstance(bid, str) and 0 < len(bid) <= MAX_ID_LEN and "\x00" not in bid else None,
+            )
         parsed = tuple(_change(i, c) for i, c in enumerate(changes))
         return Upload(batch_id=_str(obj, "batch_id"), changes=parsed)
     if t == "refetch":
@@ -568,6 +613,11 @@ def decode_server(raw: bytes | bytearray | memoryview | str) -> ServerFrame:
             return Error(
                 code=obj["code"], message=obj["message"], ref=obj.get("ref"), retry_after=obj.get("retry_after")
             )
+        if t == "metadata":
+            entities = obj["entities"]
+            if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
+                raise FrameError(ERR_BAD_FRAME, "'entities' must be a list of objects", "entities")
+            return Metadata(entities=tuple(entities))
         if t == "drop":
             return Drop(buckets=_buckets(obj), reason=obj.get("reason", "removed"))
         if t == "reset":

@@ -1,15 +1,39 @@
 """Runs a service's FastAPI app under uvicorn with JSON logs; SIGTERM lets in-flight requests
-finish (graceful shutdown) before the lifespan closes the runtime in reverse order."""
+finish (graceful shutdown) before the lifespan closes the runtime in reverse order. Slow clients
+are cut off (read_timeouts), and a stack exposed with the dev secret is shouted about."""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 import uvicorn
 from fastapi import FastAPI
 
 from offsync_shared import logs
+from offsync_shared.read_timeouts import with_read_timeouts
 from offsync_shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def warn_if_exposed(settings: CommonSettings) -> None:
+    """Log (and print to stderr, where an operator looks first) the dev-secret exposure warning."""
+    warning = settings.exposure_warning()
+    if warning is not None:
+        log.error(warning, extra={"security": "dev_secret_exposed"})
+        print(f"\n*** SECURITY WARNING ***\n{warning}\n", file=sys.stderr, flush=True)
 
 
 def serve(service: str, app: FastAPI, settings: CommonSettings, port: int) -> None:
     logs.configure(service, settings.log_level)
-    uvicorn.run(app, host=settings.host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    warn_if_exposed(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        http=with_read_timeouts(settings.http_header_timeout_s, settings.http_body_idle_timeout_s),
+    )

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from offsync_shared.secret_strength import MIN_LENGTH, is_loopback, weakness
+
 DEV_JWT_SECRET = "offsync-dev-secret-change-me-0123456789"
 
 
@@ -41,6 +43,10 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = "offsync"
     log_level: str = "INFO"
     host: str = "127.0.0.1"
+    # A client must send a request's head (line + headers) within this many seconds of its first
+    # byte, and may fall silent mid-body for at most this long (docs/security.md, limits).
+    http_header_timeout_s: float = 10.0
+    http_body_idle_timeout_s: float = 30.0
     pg_pool_min: int = 1
     pg_pool_max: int = 10
     # Each service's HTTP port (health, metrics, and its API if it has one).
@@ -57,10 +63,26 @@ class CommonSettings(BaseSettings):
             "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
         }
 
+    def exposure_warning(self) -> str | None:
+        """A loud warning when this process would listen beyond loopback while signing with the
+        dev secret (anyone who can reach it can mint an admin token), else None."""
+        if self.jwt_secret.strip() == DEV_JWT_SECRET and not is_loopback(self.host):
+            return (
+                f"OFFSYNC_HOST={self.host} is reachable from other machines, but tokens are signed with the "
+                "PUBLIC DEVELOPMENT SECRET: anyone who can reach this port can sign an admin token. "
+                "Set OFFSYNC_JWT_SECRET (see docs/security.md) or bind 127.0.0.1."
+            )
+        return None
+
     @model_validator(mode="after")
-    def _refuse_dev_secret_in_prod(self) -> CommonSettings:
-        if self.env == "prod" and self.jwt_secret == DEV_JWT_SECRET:
-            raise ValueError("OFFSYNC_JWT_SECRET must be set to a real secret when OFFSYNC_ENV=prod")
-        if len(self.jwt_secret) < 32:
-            raise ValueError("OFFSYNC_JWT_SECRET must be at least 32 characters")
+    def _refuse_weak_secret_in_prod(self) -> CommonSettings:
+        if self.env == "prod":
+            why = weakness(self.jwt_secret, DEV_JWT_SECRET)
+            if why is not None:
+                raise ValueError(
+                    f"OFFSYNC_JWT_SECRET is not fit for OFFSYNC_ENV=prod: {why}; "
+                    "generate one with `openssl rand -base64 48` (docs/security.md)"
+                )
+        if len(self.jwt_secret) < MIN_LENGTH:
+            raise ValueError(f"OFFSYNC_JWT_SECRET must be at least {MIN_LENGTH} characters")
         return self

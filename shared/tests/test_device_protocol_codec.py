@@ -99,6 +99,30 @@ INVALID = [
     ("hello-features-not-strings", b'{"type": "hello", "device_id": "d", "features": [1]}', p.ERR_BAD_FRAME),
     ("refetch-not-list", b'{"type": "refetch", "buckets": "b"}', p.ERR_BAD_FRAME),
     ("ping-t-string", b'{"type": "ping", "t": "now"}', p.ERR_BAD_FRAME),
+    # NUL can never be stored (PostgreSQL text): refused at the edge, wherever it hides.
+    ("nul-batch-id", b'{"type": "upload", "batch_id": "b\\u0000", "changes": []}', p.ERR_BAD_FRAME),
+    (
+        "nul-record-id",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "\\u0000"}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    (
+        "nul-field-key",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i",'
+        b' "fields": {"a\\u0000": 1}}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    (
+        "nul-field-value",
+        b'{"type": "upload", "batch_id": "b", "changes": [{"seq": 0, "op": "create", "entity": "e", "id": "i",'
+        b' "fields": {"a": ["x", {"y": "\\u0000"}]}}]}',
+        p.ERR_BAD_FRAME,
+    ),
+    ("nul-device-id", b'{"type": "hello", "device_id": "d\\u0000"}', p.ERR_BAD_FRAME),
+    ("nul-checksum-bucket", b'{"type": "hello", "device_id": "d", "checksums": {"\\u0000": 1}}', p.ERR_BAD_FRAME),
+    ("invalid-utf8-bytes", b'{"type": "hello", "device_id": "\xff\xfe"}', p.ERR_BAD_FRAME),
+    ("overlong-utf8", b'{"type": "hello", "device_id": "\xc0\xaf"}', p.ERR_BAD_FRAME),
+    ("lone-surrogate-escape", b'{"type": "hello", "device_id": "\\ud800"}', p.ERR_BAD_FRAME),
 ]
 
 
@@ -109,16 +133,18 @@ def test_invalid_client_frames(raw: bytes, code: str) -> None:
     assert exc.value.code == code
 
 
-ident = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+# Text a client may send: any Unicode scalar value but NUL (PostgreSQL text cannot hold it).
+chars = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00")
+ident = st.text(chars, min_size=1, max_size=30)
 u63 = st.integers(0, 2**63 - 1)
 json_scalar = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**53), 2**53),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    st.text(chars, max_size=20),
 )
-fields = st.dictionaries(st.text(max_size=10), json_scalar, max_size=5)
+fields = st.dictionaries(st.text(chars, max_size=10), json_scalar, max_size=5)
 change = st.builds(
     lambda seq, op, e, i, b, f: p.Change(seq, op, e, i, b if op != "create" or b is not None else None, f),
     u63,
@@ -236,6 +262,57 @@ def test_decoding_junk_only_ever_raises_frame_error(raw: Any) -> None:
             decode(raw)
         except p.FrameError as exc:
             assert exc.code in p.ERROR_CODES
+
+
+@settings(max_examples=300, deadline=None)
+@given(client_frames, st.data())
+def test_a_nul_anywhere_in_a_client_frame_is_refused(frame: Any, data: st.DataObject) -> None:
+    """Put one NUL into any string of a valid frame: the codec refuses the frame, never passes it on."""
+    obj = orjson.loads(p.encode(frame))
+    paths: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if isinstance(v, str) and k != "type":
+                paths.append((node, k))
+            walk(v)
+
+    walk(obj)
+    if not paths:
+        return
+    node, key = data.draw(st.sampled_from(paths))
+    at = data.draw(st.integers(0, len(node[key])))
+    node[key] = node[key][:at] + "\x00" + node[key][at:]
+    with pytest.raises(p.FrameError) as exc:
+        p.decode_client(orjson.dumps(obj))
+    assert exc.value.code == p.ERR_BAD_FRAME
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    frame = p.decode_client(b'{"type": "hello", "device_id": "d\\\\u0000"}')
+    assert isinstance(frame, p.Hello) and frame.device_id == "d\\u0000"
+
+
+def test_an_oversized_upload_is_refused_before_its_changes_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 5: 20,500 changes in one frame cost the gateway 60-150 ms of validation before
+    it looked at the count. Now the count is checked first: not one change is validated."""
+    validated = 0
+    real = p._change
+
+    def counting(i: int, c: Any) -> p.Change:
+        nonlocal validated
+        validated += 1
+        return real(i, c)
+
+    monkeypatch.setattr(p, "_change", counting)
+    changes = [{"seq": i, "op": "create", "entity": "e", "id": f"r{i}"} for i in range(20_500)]
+    raw = orjson.dumps({"type": "upload", "batch_id": "big", "changes": changes})
+    with pytest.raises(p.FrameError) as exc:
+        p.decode_client(raw, max_changes=500)
+    assert (exc.value.code, exc.value.ref, validated) == (p.ERR_BATCH_TOO_LARGE, "big", 0)
+    p.decode_client(orjson.dumps({"type": "upload", "batch_id": "ok", "changes": changes[:500]}), max_changes=500)
+    assert validated == 500
 
 
 def test_codec_is_pure() -> None:

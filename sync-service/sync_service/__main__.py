@@ -10,6 +10,8 @@ from typing import Any
 import uvicorn
 
 from offsync_shared import heap, logs
+from offsync_shared.read_timeouts import with_read_timeouts
+from offsync_shared.serve import warn_if_exposed
 from sync_service.app import create_app
 from sync_service.settings import Settings
 from sync_service.ws_transport import LeanWebSocketProtocol
@@ -44,8 +46,11 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         port=settings.port,
         log_config=None,
         access_log=False,
+        http=with_read_timeouts(settings.http_header_timeout_s, settings.http_body_idle_timeout_s),
         ws=LeanWebSocketProtocol,  # what an idle device costs: see ws_transport.py
-        ws_max_size=settings.sync_hard_frame_bytes,
+        # Until the device has authenticated, a frame may be no larger than a hello can be; the
+        # gateway raises this to sync_hard_frame_bytes for the connection once the token checks out.
+        ws_max_size=settings.sync_preauth_frame_bytes,
         ws_ping_interval=None,  # heartbeats are protocol frames (see docs/protocol.md)
         timeout_graceful_shutdown=10,
     )
@@ -59,6 +64,7 @@ def build_server(settings: Settings) -> DrainingServer:
 def main() -> None:
     settings = Settings()
     logs.configure("sync-service", settings.log_level)
+    warn_if_exposed(settings)
     server = build_server(settings)
     # Imports and the app are in place: freeze them, so the collector's full passes (which
     # would stall every device of this process) only ever traverse what came later.

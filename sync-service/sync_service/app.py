@@ -18,6 +18,7 @@ from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
 from offsync_shared.runtime import Runtime, open_runtime, stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
+from sync_service import field_app
 from sync_service.devices import SCHEMA as DEVICES_SCHEMA
 from sync_service.devices import DeviceRegistry
 from sync_service.gateway import Gateway
@@ -131,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
         return checks
 
     http.install(app, "sync-service", ready)
+    field_app.mount(app, settings)
 
     @app.websocket(p.PATH)
     async def sync_socket(ws: WebSocket) -> None:

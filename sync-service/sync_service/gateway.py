@@ -113,7 +113,7 @@ class Gateway:
             return None
         raw = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
         try:
-            if raw is None or len(raw) > self.s.sync_max_frame_bytes:
+            if raw is None or len(raw) > self.s.sync_preauth_frame_bytes:
                 raise p.FrameError(p.ERR_FRAME_TOO_LARGE, "hello too large")
             hello = p.decode_client(raw)
             if not isinstance(hello, p.Hello):
@@ -134,6 +134,9 @@ class Gateway:
             log.warning("device authentication failed", extra={"device_id": hello.device_id, "reason": exc.message})
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
             return None
+        lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
+        if lean is not None:  # now (before any await) frames may be as large as the session allows
+            lean.authenticated(self.s.sync_hard_frame_bytes)
         refusal = device_mismatch(principal.device_id, hello.device_id)
         admission = None
         if refusal is None:

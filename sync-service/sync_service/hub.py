@@ -27,24 +27,28 @@ class Hub:
         self.fanout = LiveFanout(store) if store is not None else None
         self.by_bucket: defaultdict[str, set[SyncSession]] = defaultdict(set)
         self.by_user: defaultdict[str, set[SyncSession]] = defaultdict(set)
-        self.by_device: dict[str, SyncSession] = {}
+        # Keyed by (user, device): a device id is the device's own name, unique only within its
+        # user (a token for one user naming another user's device must not knock it off).
+        self.by_device: dict[tuple[str, str], SyncSession] = {}
         self.by_batch: dict[str, SyncSession] = {}
         self._suspects: dict[SyncSession, int] = {}  # behind at the last reconcile -> newest op then
         self.reconciled = 0  # sessions the repair net made read on their own
 
     # -- SessionRegistry ---------------------------------------------------------------------
     def register(self, session: SyncSession) -> None:
-        old = self.by_device.get(session.device_id)
+        key = (session.user_id, session.device_id)
+        old = self.by_device.get(key)
         if old is not None and old is not session:
             old.supersede()
-        self.by_device[session.device_id] = session
+        self.by_device[key] = session
         self.by_user[session.user_id].add(session)
         for b in session.buckets:
             self.by_bucket[b].add(session)
 
     def unregister(self, session: SyncSession) -> None:
-        if self.by_device.get(session.device_id) is session:
-            del self.by_device[session.device_id]
+        key = (session.user_id, session.device_id)
+        if self.by_device.get(key) is session:
+            del self.by_device[key]
         _discard(self.by_user, session.user_id, session)
         for b in session.buckets:
             _discard(self.by_bucket, b, session)
@@ -119,7 +123,7 @@ class Hub:
 
     async def on_batch_applied(self, event: Event, env: Envelope) -> None:
         assert isinstance(event, BatchApplied)
-        s = self.by_batch.pop(event.batch_id, None) or self.by_device.get(event.device_id)
+        s = self.by_batch.pop(event.batch_id, None) or self.by_device.get((event.user_id, event.device_id))
         if s is not None and s.user_id == event.user_id and s.device_id == event.device_id:
             results = env.payload.get("results")
             s.deliver(event, results if isinstance(results, list) else None)

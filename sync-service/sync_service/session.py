@@ -207,6 +207,7 @@ class SyncSession:
         "_own",
         "_want",
         "combined",
+        "metadata",
         "direct",
         "__weakref__",
     )
@@ -234,6 +235,8 @@ class SyncSession:
         self._want = 0  # highest op id notified for our buckets
         # The device takes a checkpoint inside the ops frame: one send per live change, not two.
         self.combined = p.FEATURE_OPS_CHECKPOINT in hello.features
+        # The device wants the profile's entity metadata (after welcome and after a profile change).
+        self.metadata = p.FEATURE_ENTITY_METADATA in hello.features
         # Writes prebuilt wire bytes to the device's socket now, or says it can't (set by the
         # gateway when the transport offers it): live fanout without waking this session's task.
         self.direct: Callable[[bytes], bool] | None = None
@@ -284,19 +287,20 @@ class SyncSession:
         reading the socket, which pushes back on the device)."""
         now = self.clock()
         self._last_in = now
-        if not self._limiter.take(now):
+        # Rate by work, not frames: a frame costs one token per started sync_frame_work_bytes,
+        # so a device cannot buy a large decode at the price of a ping.
+        size = len(raw)
+        if not self._limiter.take(now, min(self._limiter.burst, 1 + size // self.s.sync_frame_work_bytes)):
             self._dropped_for_rate += 1
             self._signal.set()
             return
-        if len(raw) > self.s.sync_max_frame_bytes:
-            self._report(
-                p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {len(raw)} bytes exceeds {self.s.sync_max_frame_bytes}")
-            )
+        if size > self.s.sync_max_frame_bytes:
+            self._report(p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {size} bytes exceeds {self.s.sync_max_frame_bytes}"))
             return
         try:
-            frame = p.decode_client(raw)
+            frame = p.decode_client(raw, max_changes=self.s.sync_max_changes)
         except p.FrameError as exc:
-            self._report(p.Error(exc.code, exc.message))
+            self._report(p.Error(exc.code, exc.message, ref=exc.ref))
             return
         if isinstance(frame, p.Hello):
             self._report(p.Error(p.ERR_BAD_FRAME, "hello was already received on this connection", ref="hello"))
@@ -469,6 +473,8 @@ class SyncSession:
             },
             sync_intervals=dict(self._admission.sync_intervals) if self._admission is not None else {},
         )
+        if self.metadata:
+            yield p.Metadata(tuple(await self.store.entity_metadata(self.user_id)))
         async for f in self._resume_plan():
             yield f
         self.registry.register(self)
@@ -753,6 +759,8 @@ class SyncSession:
             self._close = Close(refusal.close_code, refusal.reason)
             return
         new = await self.store.user_buckets(self.user_id)
+        if self.metadata:  # the profile (and so its entities) may have changed
+            yield p.Metadata(tuple(await self.store.entity_metadata(self.user_id)))
         removed, added = self.buckets - new, new - self.buckets
         if not removed and not added:
             return

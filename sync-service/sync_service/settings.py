@@ -10,15 +10,22 @@ class Settings(CommonSettings):
 
     # Ops per `ops` frame: bounds the memory one catch-up step holds for one device.
     sync_page_size: int = 2000
+    # Where the field app (/app/) signs in; empty: profile-service's port on the host the browser used.
+    app_auth_url: str = ""
     # Application-level frame cap: larger frames get an error frame, the connection stays.
     sync_max_frame_bytes: int = 1024 * 1024
     # Transport hard cap: above it the websocket layer closes with 1009 (cannot be read safely).
     sync_hard_frame_bytes: int = 16 * 1024 * 1024
+    # Before the device has authenticated, the transport reads one message of at most this many
+    # bytes (a hello: device id, token, one checksum per bucket) and nothing more; larger -> 1009.
+    sync_preauth_frame_bytes: int = 64 * 1024
     sync_max_changes: int = 500
     sync_max_pending_batches: int = 4
     # Per-device frame rate (token bucket): refill per second and burst.
     sync_frame_rate: float = 50.0
     sync_frame_burst: int = 100
+    # A frame costs 1 + len // this many tokens of the per-device bucket (a 1 MiB frame: 65).
+    sync_frame_work_bytes: int = 16 * 1024
     # Per-process connection-rate cap (failure mode 6: reconnect storms).
     sync_conn_rate: float = 500.0
     sync_conn_burst: int = 1000

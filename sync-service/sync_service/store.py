@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from sync_service.access import AccessFacts
+from sync_service.metadata import describe_entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,20 @@ class BucketStore(Protocol):
     async def count_ops(self, user_id: str, buckets: list[str], after: int) -> int: ...
     async def ops_page(self, user_id: str, buckets: list[str], after: OpKey | int, limit: int) -> OpsPage: ...
     async def stored_batch(self, batch_id: str) -> StoredBatch | None: ...
+    async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]: ...
+
+
+# The entities of the user's published profile version, with their attributes as admin.entities
+# holds them now (an attribute added after the publish is known to devices at once).
+_ENTITY_METADATA = """
+SELECT e.logical_name, e.display_name, e.attributes::text AS attributes
+FROM sync.user_profiles up
+JOIN admin.profile_versions v ON v.profile_id = up.profile_id AND v.version = up.profile_version
+CROSS JOIN LATERAL jsonb_array_elements(v.snapshot->'items') AS item
+JOIN admin.entities e ON e.logical_name = item->>'entity'
+WHERE up.user_id = $1
+ORDER BY e.logical_name
+"""
 
 
 _ACCESS = """
@@ -303,3 +318,7 @@ class PgBucketStore:
         if isinstance(results, dict):  # tolerate {"results": [...]} as well as a bare list
             results = results.get("results", [])
         return StoredBatch(row["device_id"], row["user_id"], list(results))
+
+    async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(_ENTITY_METADATA, user_id)
+        return [describe_entity(r["logical_name"], r["display_name"], orjson.loads(r["attributes"])) for r in rows]

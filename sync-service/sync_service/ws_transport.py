@@ -105,6 +105,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         "_disconnected",
         "_read_paused",
         "_close_timer",
+        "_preauth",
     )
 
     def __init__(
@@ -133,6 +134,10 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._disconnected = False
         self._read_paused = False
         self._close_timer: asyncio.TimerHandle | None = None
+        # Until the app calls ``authenticated``: messages are capped at the server's (small)
+        # ws_max_size and nothing after the first message is read, so an unauthenticated peer
+        # can make the server hold one small message at most.
+        self._preauth = True
 
     # ------------------------------------------------------------------ asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -311,7 +316,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._waiter = self._sh.loop.create_future()
             await self._waiter
         message = self._inbox.pop(0)
-        if self._read_paused and not self._inbox and not self._close_sent:
+        if self._read_paused and not self._inbox and not self._close_sent and not self._preauth:
             self._read_paused = False
             self.transport.resume_reading()
         return message
@@ -355,6 +360,14 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._close_timer = self._sh.loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}.")
+
+    def authenticated(self, max_size: int) -> None:
+        """The peer proved who it is: accept messages up to ``max_size`` and read on."""
+        self._preauth = False
+        self.conn.max_message_size = max_size
+        if self._read_paused and not self._inbox and not self._close_sent:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     def write_prebuilt(self, wire: bytes) -> bool:
         """Writes messages framed by ``prebuilt_text`` now, if the socket is open and its kernel

@@ -118,7 +118,7 @@ async def _count_sessions(gw: Any, n: int) -> bool:
 
 
 async def _connected(gw: Any, device_id: str) -> bool:
-    return device_id in gw.gateway.hub.by_device
+    return any(did == device_id for _, did in gw.gateway.hub.by_device)
 
 
 async def _value(store: LocalStore, entity: str, rid: str, want: Any) -> bool:

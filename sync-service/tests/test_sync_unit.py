@@ -19,6 +19,7 @@ from offsync_shared.checksum import MOD, op_hash
 from sync_service import access
 from sync_service.access import AccessFacts, decide
 from sync_service.limits import ComeBackSlots, TokenBucket
+from sync_service.metadata import describe_entity, primary_attribute
 from sync_service.session import Close, SyncSession
 from sync_service.settings import Settings
 from sync_service.store import Admission, BucketState, OpsPage, StoredBatch
@@ -121,6 +122,9 @@ class FakeStore:
     async def stored_batch(self, batch_id: str) -> StoredBatch | None:
         return None
 
+    async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]:
+        return [describe_entity("account", "Account", {"name": {"type": "string", "required": True}})]
+
 
 class NullRegistry:
     def register(self, s: Any) -> None: ...
@@ -133,11 +137,13 @@ class NullPublisher:
     async def upload(self, batch: Any) -> None: ...
 
 
-def make_session(store: FakeStore, cursor: int = 0, checksums: dict[str, int] | None = None) -> SyncSession:
+def make_session(
+    store: FakeStore, cursor: int = 0, checksums: dict[str, int] | None = None, features: tuple[str, ...] = ()
+) -> SyncSession:
     settings = Settings(env="test", sync_page_size=100, sync_heartbeat_s=60, sync_idle_timeout_s=120)
     return SyncSession(
         principal=Principal("u", "offsync-device", 4e9, None),
-        hello=p.Hello("d", cursor=cursor, checksums=checksums or {}),
+        hello=p.Hello("d", cursor=cursor, checksums=checksums or {}, features=features),
         store=store,
         registry=NullRegistry(),
         publisher=NullPublisher(),
@@ -225,3 +231,38 @@ async def test_no_direct_write_without_a_transport_that_offers_it() -> None:
     assert session.direct is None and not session.write_live(3, frozenset(session.buckets), b"x", 1, 4)
     session.disconnected()
     await task
+
+
+async def test_entity_metadata_follows_welcome_only_for_devices_that_ask() -> None:
+    """Backwards compatible: a device without the feature (the Python SDK) never sees the frame."""
+    plain = make_session(FakeStore(3)).run()
+    assert isinstance(await anext(plain), p.Welcome)
+    assert isinstance(await anext(plain), p.Ops)
+    await plain.aclose()
+    asking = make_session(FakeStore(3), features=(p.FEATURE_ENTITY_METADATA,)).run()
+    assert isinstance(await anext(asking), p.Welcome)
+    meta = await anext(asking)
+    assert isinstance(meta, p.Metadata)
+    assert meta.entities[0]["name"] == "account" and meta.entities[0]["primary_attribute"] == "name"
+    assert p.decode_server(p.encode(meta)) == meta
+    await asking.aclose()
+
+
+@pytest.mark.parametrize(
+    ("attributes", "primary"),
+    [
+        ({"name": {"type": "string"}, "city": {"type": "string", "required": True}}, "name"),
+        ({"subject": {"type": "string", "required": True}, "n": {"type": "int"}}, "subject"),
+        ({"b": {"type": "string"}, "code": {"type": "string", "required": True}}, "code"),
+        ({"b": {"type": "string"}, "a": {"type": "string"}}, "a"),
+        ({"n": {"type": "int"}}, None),
+        ({}, None),
+    ],
+)
+def test_primary_attribute(attributes: dict[str, Any], primary: str | None) -> None:
+    assert primary_attribute(attributes) == primary
+
+
+def test_describe_entity_passes_unknown_spec_keys_through() -> None:
+    d = describe_entity("x", "X", {"a": {"type": "choice", "options": [1, 2], "future_key": True}, "bad": 5})
+    assert d["attributes"] == {"a": {"type": "choice", "options": [1, 2], "future_key": True}}

@@ -54,6 +54,8 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
     )
     try:
         info = _wait_for_file(state / "stack.json", proc, timeout=60)
+        # It holds an admin token: owner-only (security finding 1).
+        assert (state / "stack.json").stat().st_mode & 0o777 == 0o600
         pids = info["pids"]
         assert set(pids) >= {
             "profile-service",
@@ -77,6 +79,22 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
         login = {"username": info["admin_username"], "password": info["admin_password"], "audience": "admin"}
         signed = httpx.post(f"{info['admin_api']}/v1/auth/login", json=login, timeout=10)
         assert signed.status_code == 200 and signed.json()["is_admin"] is True, signed.text
+        # The field app: its shell, and where it signs in (profile-service, which allows its origin).
+        shell = httpx.get(str(info["field_app"]), timeout=5)
+        assert shell.status_code == 200 and "Offsync field app" in shell.text
+        config = httpx.get(f"{info['field_app']}config.json", timeout=5).json()
+        assert config == {"auth_url": info["admin_api"], "sync_path": "/v1/sync"}
+        origin = str(info["field_app"]).removesuffix("/app/")
+        preflight = httpx.options(
+            f"{config['auth_url']}/v1/auth/login",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+            timeout=5,
+        )
+        assert preflight.headers.get("access-control-allow-origin") == origin
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]

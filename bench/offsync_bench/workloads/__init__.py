@@ -8,6 +8,7 @@ from typing import Any
 
 from offsync_bench.context import BenchContext
 from offsync_bench.workloads import (
+    browser,
     connections,
     fanout,
     incremental,
@@ -29,4 +30,6 @@ WORKLOADS: dict[str, Workload] = {
     "upload": upload.run,
     "connections": connections.run,
     "reconnect": reconnect.run,
+    "browser_initial_sync": browser.run_initial_sync,
+    "browser_live": browser.run_live,
 }

@@ -1,0 +1,119 @@
+"""A device in headless Chromium for the browser workloads: a page on sync-service's origin that
+imports the TypeScript SDK bundle the field app uses (/app/offsync.js), with an IndexedDB store.
+Playwright's async API drives the system's Chromium (offsync_stack.browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from offsync_shared.auth import DEVICE_AUDIENCE, issue_token
+from offsync_stack.browser import CHROMIUM_FLAGS, chromium_path
+
+# Opens the SDK on an IndexedDB database and keeps, per record, when a watch first showed each of
+# its versions (window.seen), so the workloads can time a change to its visibility in db.watch.
+_OPEN = """
+async ([url, token, deviceId, name]) => {
+  const O = await import('/app/offsync.js');
+  const t0 = performance.now();
+  const db = await O.Offsync.open({url, store: new O.IndexedDBStore(name), auth: O.staticToken(token), deviceId});
+  window.db = db;
+  window.seen = new Map();
+  window.waits = new Map();
+  return {open_ms: performance.now() - t0, records: db.replica.count()};
+}
+"""
+
+# Also when the first and the last page arrived: the rest of `ms` is the store catching up.
+_SYNC = """
+async () => {
+  const t0 = performance.now();
+  let first = null, last = null;
+  const off = window.db.onStatus((s) => {
+    if (s.downloading) { const t = performance.now() - t0; first ??= t; last = t; }
+  });
+  window.db.start();
+  await window.db.synced();
+  const ms = performance.now() - t0;
+  off();
+  return {ms, first_page_ms: first, last_page_ms: last, records: window.db.replica.count()};
+}
+"""
+
+_WATCH = """
+(entity) => {
+  window.db.watch(entity, {}, (rows) => {
+    const now = performance.timeOrigin + performance.now();
+    for (const r of rows) {
+      const s = window.seen.get(r.id);
+      if (!s || s.version !== r.version) window.seen.set(r.id, {version: r.version, t: now});
+      const w = window.waits.get(r.id);
+      if (w && r.version >= w.version) { window.waits.delete(r.id); w.resolve(now); }
+    }
+  });
+}
+"""
+
+# Epoch milliseconds when a watch first showed the record at `version` or later.
+_WAIT_FOR = """
+([id, version]) => new Promise((resolve) => {
+  const s = window.seen.get(id);
+  if (s && s.version >= version) return resolve(s.t);
+  window.waits.set(id, {version, resolve});
+})
+"""
+
+
+class BrowserDevice:
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    async def open(self, ws_url: str, token: str, device_id: str, db_name: str) -> dict[str, Any]:
+        return await self.page.evaluate(_OPEN, [ws_url, token, device_id, db_name])
+
+    async def sync(self) -> dict[str, Any]:
+        return await self.page.evaluate(_SYNC)
+
+    async def watch(self, entity: str) -> None:
+        await self.page.evaluate(_WATCH, entity)
+
+    async def seen_at(self, record_id: str, version: int, timeout: float = 10.0) -> float:
+        """Epoch seconds when db.watch first showed this version of the record."""
+        try:
+            t = await asyncio.wait_for(self.page.evaluate(_WAIT_FOR, [record_id, version]), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"{record_id} v{version} not visible through db.watch within {timeout} s") from None
+        return float(t) / 1000.0
+
+    async def close_db(self) -> None:
+        await self.page.evaluate("() => window.db.close()")
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """One headless Chromium (Playwright async API) for a workload."""
+    exe = chromium_path()
+    if exe is None:
+        raise RuntimeError("no Chromium on this machine: `apt-get install chromium` (make browser-deps)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def new_device(browser: Any, http_url: str) -> BrowserDevice:
+    """A fresh context and page on sync-service's origin (so /app/offsync.js and IndexedDB are there)."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{http_url}/app/config.json")
+    return BrowserDevice(page)
+
+
+def device_token(secret: str, user_id: str, device_id: str) -> str:
+    return issue_token(secret, user_id, DEVICE_AUDIENCE, ttl_seconds=4 * 3600, device_id=device_id)

@@ -1,0 +1,64 @@
+"""Two people of the same business unit, each in their own browser: a change one of them makes
+is on the other's screen within a second, and neither ever holds a record outside their set."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from offsync_stack.infra import Infra
+from offsync_stack.testing import Stack
+from tests.browser import field_app_org as app
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def field_stack(infra: Infra) -> Iterator[Stack]:
+    with app.running_stack(infra, "fieldlive") as s:
+        yield s
+
+
+def test_a_change_reaches_a_colleague_live_and_nothing_outside_the_set_does(field_stack: Stack, browser: Any) -> None:
+    org = app.make_org(field_stack, "live-", accounts=3)
+    ana_ctx, ben_ctx = browser.new_context(), browser.new_context()
+    try:
+        ana, ben = ana_ctx.new_page(), ben_ctx.new_page()
+        app.sign_in(ana, org, "ana")
+        app.sign_in(ben, org, "ben")
+        assert set(app.listed(ben)) == set(org.shared)
+
+        # Ana edits in the app; Ben sees it within a second.
+        rid = org.shared[1]
+        t0 = time.monotonic()
+        app.edit_name(ana, rid, "live-Edited by Ana")
+        seen = app.wait_listed(ben, rid, "live-Edited by Ana", timeout_ms=5_000)
+        assert seen - t0 < 1.0, f"Ben saw Ana's edit after {seen - t0:.3f} s"
+
+        # Ana creates one; Ben sees it within a second too.
+        t0 = time.monotonic()
+        app.create_account(ana, "live-New from Ana")
+        ben.wait_for_function(
+            "() => [...document.querySelectorAll('#records li.record')].some(li => li.textContent.includes('live-New from Ana'))",
+            timeout=5_000,
+            polling="raf",
+        )
+        assert time.monotonic() - t0 < 1.0
+
+        # A server-side change inside the set arrives live; one outside it never does.
+        with org.records() as api:
+            app.ok(api.patch(f"/v1/records/account/{org.shared[2]}", json={"attributes": {"name": "live-Server edit"}}))
+            app.ok(api.patch(f"/v1/records/account/{org.other[0]}", json={"attributes": {"name": "live-Outside"}}))
+        app.wait_listed(ben, org.shared[2], "live-Server edit", timeout_ms=5_000)
+        for page in (ana, ben):
+            # The SDK's checksums agreed with the server's at every checkpoint (no repair needed).
+            assert page.evaluate("() => window.offsync.client.refetched") == []
+            held = app.local_ids(page)
+            assert held.isdisjoint(org.other), "a record of another business unit reached the device"
+            assert "live-Outside" not in page.inner_text("#records")
+    finally:
+        ana_ctx.close()
+        ben_ctx.close()

@@ -1,0 +1,64 @@
+"""schemathesis over the admin API, authenticated as the bootstrap admin: every operation of
+profile-service's own OpenAPI document gets generated requests (deterministic: derandomized,
+a fixed number of examples per operation), and none may be answered with a 5xx; every refusal
+is the standard error body. The records API has the same run in test_records_api_fuzz.py."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
+from offsync_shared.settings import DEV_JWT_SECRET
+from offsync_stack.infra import Infra
+from offsync_stack.testing import Stack, make_env, start_stack
+from profile_service.app import create_app
+from profile_service.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+H = {"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)}"}
+
+
+@pytest.fixture(scope="module")
+def admin_stack(infra: Infra) -> Iterator[Stack]:
+    env = asyncio.run(make_env(infra, "afuzz"))
+    s = start_stack(env, Path(tempfile.mkdtemp(prefix="offsync-afuzz-")), services=("profile-service",))
+    try:
+        yield s
+    finally:
+        s.group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as sess:
+        yield sess
+
+
+@schema.parametrize()
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+def test_no_admin_input_gets_a_server_error(
+    case: schemathesis.Case, admin_stack: Stack, session: requests.Session
+) -> None:
+    if case.path_parameters and case.path_parameters.get("user_id") == BOOTSTRAP_ADMIN_USER_ID:
+        case.path_parameters["user_id"] = "not-the-admin"  # keep the caller able to call
+    case.headers = {**(case.headers or {}), **H}
+    response = case.call(base_url=admin_stack.admin_url, session=session, timeout=15)
+    case.validate_response(response, checks=[not_a_server_error])
+    if response.status_code >= 400:
+        assert "error" in response.json(), response.text
+
+
+def test_the_admin_is_still_an_admin_after_the_fuzz(admin_stack: Stack) -> None:
+    r = requests.get(f"{admin_stack.admin_url}/v1/users/{BOOTSTRAP_ADMIN_USER_ID}", headers=H, timeout=10)
+    assert r.status_code == 200, r.text

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
 
-.PHONY: venv browser-deps docs-deps js test-js kafka-deps kafka-fetch lb-deps up test test-unit test-chaos test-kafka bench bench-quick lint compose-config k8s-validate clean
+.PHONY: venv browser-deps docs-deps js test-js kafka-deps kafka-fetch lb-deps up test test-browser console-screenshots test-unit test-chaos test-kafka bench bench-quick lint compose-config k8s-validate clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,14 @@ docs-deps:
 
 test: venv browser-deps docs-deps js test-js
 	$(PY) -m pytest $(ARGS)
+
+# The admin console in headless Chromium (also part of `make test`).
+test-browser: venv browser-deps
+	$(PY) -m pytest tests/browser -m browser $(ARGS)
+
+# Regenerates the screenshots in docs/console/ (the browser tests save them on the way).
+console-screenshots: venv browser-deps
+	OFFSYNC_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest tests/browser -m browser $(ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not e2e" $(ARGS)

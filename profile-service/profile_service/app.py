@@ -18,6 +18,7 @@ from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_ch
 from offsync_shared.runtime import Runtime
 from offsync_shared.service_app import service_app
 from profile_service import (
+    console,
     routes_audit,
     routes_auth,
     routes_device_metadata,
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         parts=seeded,
         title="Offsync profile-service",
         description="Admin API: organization model, entity metadata and mobile offline profiles. See docs/admin-api.md.",
+        form_prefixes=("/console/",),
     )
     # The field app (served by sync-service) signs in here from its own origin; outermost, so a
     # preflight is answered before the body caps and token checks.
@@ -95,4 +97,5 @@ def create_app(settings: Settings) -> FastAPI:
         routes_audit,
     ):
         app.include_router(module.router)
+    console.install(app)
     return app

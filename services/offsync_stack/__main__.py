@@ -119,6 +119,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         token = issue_token(settings.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=30 * 24 * 3600)
         p, c, s = ports["OFFSYNC_PROFILE_PORT"], ports["OFFSYNC_CONFLICT_PORT"], ports["OFFSYNC_SYNC_PORT"]
         info = {
+            "console": f"http://127.0.0.1:{p}/console/",
             "admin_api": f"http://127.0.0.1:{p}",
             "admin_docs": f"http://127.0.0.1:{p}/docs",
             "records_api": f"http://127.0.0.1:{c}",
@@ -142,9 +143,9 @@ def up(state_dir: Path, fresh: bool) -> int:
         _write_private(state_dir / "stack.json.tmp", json.dumps(info, indent=2))
         (state_dir / "stack.json.tmp").replace(state_dir / "stack.json")
         print("Offsync is up.", flush=True)
-        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
+        for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
-        print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
+        print(f"  admin sign-in {admin_username} / {admin_password}  (the console, or POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             for name, svc in list(group.running.items()):

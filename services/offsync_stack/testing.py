@@ -125,7 +125,8 @@ def start_stack(
     env: InfraEnv, log_dir: Path, services: tuple[str, ...] | None = None, extra_env: dict[str, str] | None = None
 ) -> Stack:
     # Every service learns every port (profile-service tells devices where the websocket is; the field
-    # app on sync-service signs in on profile-service).
+    # app on sync-service signs in on profile-service; the admin console calls the records API and
+    # reads the gateway's and publisher's metrics).
     ports = {spec.name: free_port() for spec in SERVICES}
     group = ServiceGroup(
         env={

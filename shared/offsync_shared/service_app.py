@@ -43,10 +43,11 @@ def service_app(
     app_class: type[FastAPI] = FastAPI,
     body_limits: BodyLimits | None = None,
     authenticated: TokenCheck | None = None,
+    form_prefixes: tuple[str, ...] = (),
     **fastapi_args: Any,
 ) -> FastAPI:
-    """The app of service ``name``; ``body_limits`` and ``authenticated`` are the HTTP edge's
-    (``http.install``), ``fastapi_args`` (title, description ...) go to FastAPI."""
+    """The app of service ``name``; ``body_limits``, ``authenticated`` and ``form_prefixes`` are the
+    HTTP edge's (``http.install``), ``fastapi_args`` (title, description ...) go to FastAPI."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +72,9 @@ def service_app(
         return checks
 
     if authenticated is None:
-        http.install(app, name, ready, body_limits=body_limits)
+        http.install(app, name, ready, body_limits=body_limits, form_prefixes=form_prefixes)
     else:
-        http.install(app, name, ready, body_limits=body_limits, authenticated=authenticated)
+        http.install(
+            app, name, ready, body_limits=body_limits, authenticated=authenticated, form_prefixes=form_prefixes
+        )
     return app

@@ -22,11 +22,13 @@ from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
 from sync_service import field_app
 from sync_service.bucket_reads import PgBucketStore
+from sync_service.devices import SCHEMA as DEVICES_SCHEMA
+from sync_service.devices import DeviceRegistry
 from sync_service.gateway import Gateway
 from sync_service.hub import Hub
 from sync_service.settings import Settings
 
-SCHEMA = None  # sync-service owns no schema; it reads sync, admin and data
+SCHEMA = None  # no outbox; sync-service writes only its device registry (gateway) and reads sync, admin, data
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -71,7 +73,10 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(reads.close)
             store = PgBucketStore(reads)
             hub = Hub(store)
-            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
+            # The device registry is the one table this service writes (schema gateway).
+            await db.migrate(rt.pool, DEVICES_SCHEMA, "sync_service.migrations")
+            devices = DeviceRegistry(rt.pool)
+            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt), devices=devices)
             # Group-less consumer read from the end: every gateway process sees every
             # notification and every batch result (it routes those of its own devices).
             consumer = bus.ConsumerLoop(
@@ -94,17 +99,19 @@ def create_app(settings: Settings) -> FastAPI:
             if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
                 rt.watch.on_lost(consumer.rewind)
                 rt.watch.on_lost(hub.resend_unanswered)
-            task = repair = None
+            task = repair = registry = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")
                 repair = rt.spawn(hub.reconcile_forever(settings.sync_reconcile_s), "sync-reconcile")
+                registry = rt.spawn(devices.run(lambda: gateway.sessions), "device-registry")
                 app.state.gateway = gateway
                 app.state.consumer = consumer
                 yield
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
-                await stop_tasks([t for t in (task, repair) if t is not None])
+                await stop_tasks([t for t in (task, repair, registry) if t is not None])
+                await devices.close(gateway.sessions)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from offsync_device.client import Device, SyncRefused
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, eventually

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_stack.balancer import Balancer
 from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +24,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="offsync-bench")
     parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
     parser.add_argument("--only", action="append", choices=list(WORKLOADS), help="run only this workload (repeatable)")
+    parser.add_argument(
+        "--broker",
+        choices=["embedded", "kafka"],
+        default="embedded",
+        help="embedded Tansu (default) or a local Apache Kafka fetched through Maven (needs Java 17+, Maven)",
+    )
+    parser.add_argument("--kafka-brokers", type=int, default=1, help="Apache Kafka nodes with --broker kafka")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes each of conflict/publish/sync-service (2+: HAProxy in front of the gateways)",
+    )
     parser.add_argument(
         "--scale",
         type=float,
@@ -45,11 +59,19 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/performance.png"))
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
+    if args.broker == "kafka":  # read by offsync_stack.infra.provide
+        os.environ["OFFSYNC_TEST_BROKER"] = "kafka"
+        os.environ["OFFSYNC_TEST_KAFKA_BROKERS"] = str(args.kafka_brokers)
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or DEFAULT_WORKLOADS
     scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
-    figures, database = asyncio.run(run(chosen, args.seed, sizes, args.quick, max(1, args.repeat), scale))
-    doc = results.document(args.seed, sizes, args.quick, figures, database)
+    figures, database = asyncio.run(
+        run(chosen, args.seed, sizes, args.quick, args.processes, max(1, args.repeat), scale)
+    )
+    stack: dict[str, Any] = {"broker": args.broker, "processes": args.processes}
+    if args.broker == "kafka":
+        stack["kafka_brokers"] = args.kafka_brokers
+    doc = results.document(args.seed, sizes, args.quick, figures, database, stack)
     args.out.write_bytes(doc)
     print(results.table(figures))
     print(f"written to {args.out}")
@@ -59,12 +81,18 @@ def main() -> None:
 
 
 async def run(
-    chosen: list[str], seed: int, sizes: Sizes, quick: bool, repeats: int = repeat.REPEATS, scale: float = 1.0
+    chosen: list[str],
+    seed: int,
+    sizes: Sizes,
+    quick: bool,
+    processes: int = 1,
+    repeats: int = repeat.REPEATS,
+    scale: float = 1.0,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The figures of each chosen workload, and the database's durability settings they ran under."""
     from offsync_bench.context import bench_context
 
-    async with bench_context(seed, sizes, quick, scale) as ctx:
+    async with bench_context(seed, sizes, quick, processes, scale) as ctx:
         database = await results.durability(ctx.pg_dsn)
         print(f"database durability: {database}", flush=True)
         return await run_workloads(ctx, chosen, WORKLOADS, repeats), database

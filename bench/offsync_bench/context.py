@@ -15,9 +15,12 @@ from typing import Any
 from offsync_bench.orgdata import Sizes
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import EMBEDDED_BROKER_ENV, free_port
+from offsync_stack.balancer import Balancer
+from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra, provide
 from offsync_stack.processes import SERVICES, ServiceGroup
+
+SCALED = ("conflict-service", "publish-service", "sync-service")  # what --processes multiplies
 
 
 @dataclass
@@ -31,6 +34,7 @@ class BenchContext:
     group: ServiceGroup
     log_dir: Path
     scratch: dict[str, Any] = field(default_factory=dict)  # state shared between workloads (e.g. the published org)
+    balancer: Balancer | None = None  # HAProxy in front of the gateways when running several
     scale: float = 1.0  # of the scale workloads (fanout_10k, publish_20k)
 
     @property
@@ -43,6 +47,8 @@ class BenchContext:
 
     @property
     def sync_ws(self) -> str:
+        if self.balancer is not None:
+            return self.balancer.ws_url
         return self.group.running["sync-service"].url.replace("http://", "ws://") + "/v1/sync"
 
     @property
@@ -64,7 +70,11 @@ class BenchContext:
 
 
 @contextlib.asynccontextmanager
-async def bench_context(seed: int, sizes: Sizes, quick: bool, scale: float = 1.0) -> AsyncIterator[BenchContext]:
+async def bench_context(
+    seed: int, sizes: Sizes, quick: bool, processes: int = 1, scale: float = 1.0
+) -> AsyncIterator[BenchContext]:
+    """``processes`` > 1 runs that many of conflict-service, publish-service and sync-service
+    (consumer groups share the partitions) with HAProxy in front of the gateways."""
     with provide() as infra:
         dsn = await infra.create_database("bench")
         prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -77,14 +87,24 @@ async def bench_context(seed: int, sizes: Sizes, quick: bool, scale: float = 1.0
             "OFFSYNC_LOG_LEVEL": "WARNING",
             "OFFSYNC_PG_POOL_MAX": "20",
             "OFFSYNC_TOPIC_PARTITIONS": "4",
-            **(EMBEDDED_BROKER_ENV if infra.broker is not None else {}),
+            **infra.broker_env,
         }
         group = ServiceGroup(env=env, log_dir=log_dir)
+        balancer: Balancer | None = None
         try:
             for spec in SERVICES:
                 group.start(spec, free_port())
+                if spec.name in SCALED:
+                    for k in range(2, processes + 1):
+                        group.start(spec, free_port(), instance=f"{spec.name}-{k}")
             await asyncio.to_thread(group.wait_ready, 90.0)
-            print(f"stack ready ({infra.backend}); service logs in {log_dir}", flush=True)
-            yield BenchContext(seed, sizes, quick, infra, dsn, prefix, group, log_dir, scale=scale)
+            if processes > 1:
+                gateways = [svc.port for name, svc in group.running.items() if name.startswith("sync-service")]
+                balancer = Balancer(log_dir / "lb", gateways)
+                await asyncio.to_thread(balancer.start)
+            print(f"stack ready ({infra.backend}, {processes} process(es) per worker); logs in {log_dir}", flush=True)
+            yield BenchContext(seed, sizes, quick, infra, dsn, prefix, group, log_dir, balancer=balancer, scale=scale)
         finally:
+            if balancer is not None:
+                await asyncio.to_thread(balancer.stop)
             await asyncio.to_thread(group.stop_all)

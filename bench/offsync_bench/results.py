@@ -59,7 +59,9 @@ def document(
     quick: bool,
     workloads: dict[str, dict[str, Any]],
     database: dict[str, Any] | None = None,
+    stack: dict[str, Any] | None = None,
 ) -> bytes:
+    """``stack``: what ran (broker, broker nodes, processes per worker), so runs compare."""
     return orjson.dumps(
         {
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -69,6 +71,7 @@ def document(
             "seed": seed,
             "quick": quick,
             "sizes": asdict(sizes),
+            "stack": stack or {"broker": "embedded", "processes": 1},
             **workloads,
         },
         option=orjson.OPT_INDENT_2,

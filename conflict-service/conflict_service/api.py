@@ -24,7 +24,6 @@ from offsync_shared.errors import (
     Forbidden,
     NotFound,
     OffsyncError,
-    PreconditionFailed,
     Unauthenticated,
     ValidationFailed,
 )
@@ -85,6 +84,11 @@ class ReapplyIn(BaseModel):
     force: bool = Field(False, description="Apply over the current server version (no conflict check).")
 
 
+class DismissedOut(BaseModel):
+    id: int = Field(description="The sync error's id")
+    status: Literal["dismissed"] = Field("dismissed", description="Its status now")
+
+
 def _wire(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "entity": row["entity"],
@@ -107,13 +111,7 @@ def _raise_for(res: ItemResult, index: int | None = None) -> None:
     r = res.result
     if r.status != "rejected":
         return
-    cls: type[OffsyncError] = {
-        "validation": ValidationFailed,
-        "forbidden": Forbidden,
-        "not_found": NotFound,
-        "precondition_failed": PreconditionFailed,
-        "conflict": Conflict,
-    }.get(r.code or "", BadRequest)
+    cls: type[OffsyncError] = res.error or BadRequest
     message = r.message or r.code or "rejected"
     if index is None:
         raise cls(message, field=res.field)
@@ -489,5 +487,26 @@ def build_router(
                     )
                     await write_outbox(conn, [(topics_of().batch_results, answer.envelope(err["device_id"]))])
         return {"status": "reapplied" if ok else "failed_again", "result": resolution}
+
+    @router.post(
+        "/v1/sync-errors/{error_id}/dismiss",
+        tags=["admin"],
+        response_model=DismissedOut,
+        summary="Dismiss a sync error",
+        description="Mark a ledgered change as dismissed: the admin decided not to re-apply it. "
+        "Already re-applied changes cannot be dismissed (409).",
+    )
+    async def dismiss(error_id: Annotated[int, Path(ge=1, le=2**62)], _: Admin) -> DismissedOut:
+        async with pool_of().acquire() as conn:
+            status = await conn.fetchval(
+                f"""UPDATE {SCHEMA}.sync_errors SET status = 'dismissed', resolved_at = now()
+                    WHERE id = $1 AND status <> 'reapplied' RETURNING status""",
+                error_id,
+            )
+            if status is None:
+                if await conn.fetchval(f"SELECT 1 FROM {SCHEMA}.sync_errors WHERE id = $1", error_id):
+                    raise Conflict("this change was already re-applied")
+                raise NotFound(f"no sync error {error_id}")
+        return DismissedOut(id=error_id)
 
     return router

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -32,6 +32,7 @@ from offsync_shared.domain.org import (
     ownership_for_create,
 )
 from offsync_shared.envelope import Envelope
+from offsync_shared.errors import Conflict, Forbidden, NotFound, OffsyncError, PreconditionFailed, ValidationFailed
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded, Change
 from offsync_shared.events.records import RecordChanged
@@ -77,6 +78,8 @@ class ItemResult:
     decision: Decision | None = None
     row: Row | None = None
     field: str | None = None
+    # A rejected change's error class: what the records API raises for it (its code is result.code).
+    error: type[OffsyncError] | None = None
 
 
 @dataclass
@@ -85,24 +88,72 @@ class Topics:
     batch_results: str
 
 
+class RecordEvent(NamedTuple):
+    """A written version whose RecordChanged is built at write time (with the commit's clock)."""
+
+    entity: str
+    id: str
+    state: RecordState
+    owner: Ownership
+    source: dict[str, Any]
+
+
+class ConflictEntry(NamedTuple):
+    """A row of data.conflicts, in its column order (written with one executemany)."""
+
+    entity: str
+    record_id: str
+    user_id: str
+    device_id: str | None
+    batch_id: str | None
+    seq: int
+    op: str
+    policy: str
+    outcome: str
+    base_version: int | None
+    server_version: int
+    server_record: str  # JSON text
+    client_change: str  # JSON text
+    result_record: str  # JSON text
+    lost_fields: list[str]
+
+
+class SyncErrorEntry(NamedTuple):
+    """A row of data.sync_errors, in its column order (written with one executemany)."""
+
+    user_id: str
+    device_id: str | None
+    batch_id: str | None
+    seq: int
+    entity: str
+    record_id: str
+    op: str
+    code: str
+    message: str | None
+    field: str | None
+    change: str  # JSON text
+
+
 @dataclass
 class _Pending:
     """Everything one transaction will write once all changes are decided."""
 
     dirty: dict[tuple[str, str], Row] = field(default_factory=dict)
-    # (entity, id, state, owner, source) per written version; RecordChanged is built at write time
-    events: list[tuple[str, str, RecordState, Ownership, dict[str, Any]]] = field(default_factory=list)
-    conflicts: list[tuple[Any, ...]] = field(default_factory=list)
-    errors: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[RecordEvent] = field(default_factory=list)
+    conflicts: list[ConflictEntry] = field(default_factory=list)
+    errors: list[SyncErrorEntry] = field(default_factory=list)
     modified_by: dict[tuple[str, str], str] = field(default_factory=dict)
     # (batch id, record) -> (base version a change of that batch was sent with, version it produced)
     chain: dict[tuple[str, tuple[str, str]], tuple[int | None, int]] = field(default_factory=dict)
 
 
-def _reject(change: Change, code: str, message: str, field_name: str | None = None) -> ItemResult:
+def _reject(change: Change, error: type[OffsyncError], message: str, field_name: str | None = None) -> ItemResult:
     return ItemResult(
-        ChangeResult(seq=change.seq, entity=change.entity, id=change.id, status="rejected", code=code, message=message),
+        ChangeResult(
+            seq=change.seq, entity=change.entity, id=change.id, status="rejected", code=error.code, message=message
+        ),
         field=field_name,
+        error=error,
     )
 
 
@@ -128,14 +179,14 @@ async def _fetch_rows(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]])
     }
 
 
-async def _existing_records(conn: asyncpg.Connection, refs: Sequence[LookupRef]) -> dict[tuple[str, str], Ownership]:
+async def existing_records(conn: asyncpg.Connection, refs: Sequence[LookupRef]) -> dict[tuple[str, str], Ownership]:
     """The live records the lookups name, with their ownership (a lookup needs read access)."""
     refs = [r for r in refs if r.target not in directory.ADMIN_TARGETS]
     if not refs:
         return {}
     rows = await conn.fetch(
         f"""SELECT entity, id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records
-             WHERE (entity, id) IN (SELECT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
+             WHERE (entity, id) IN (SELECT DISTINCT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
         [r.target for r in refs],
         [r.id for r in refs],
     )
@@ -226,7 +277,7 @@ class Applier:
                 items[n] = replace(it, change=it.change.model_copy(update={"fields": coerced}))
             checked.append((err, refs))
             all_refs.extend(refs)
-        lookups = Lookups(await _existing_records(conn, all_refs), await directory.existing_admin_refs(conn, all_refs))
+        lookups = Lookups(await existing_records(conn, all_refs), await directory.existing_admin_refs(conn, all_refs))
         missing = {r.target for r in all_refs if r.target not in metas and r.target not in directory.ADMIN_TARGETS}
         if missing:
             metas = {**metas, **await directory.entities(conn, missing)}
@@ -261,9 +312,9 @@ class Applier:
         meta = metas.get(ch.entity)
         actor = actors.get(it.user_id)
         if meta is None:
-            res = _reject(ch, "validation", f"unknown entity {ch.entity!r}", "entity")
+            res = _reject(ch, ValidationFailed, f"unknown entity {ch.entity!r}", "entity")
         elif actor is None or not actor.enabled:
-            res = _reject(ch, "forbidden", "user is unknown or disabled")
+            res = _reject(ch, Forbidden, "user is unknown or disabled")
         else:
             res = self._decide_known(
                 it, meta, actor, err, refs, lookups, owners, conflict_detection, metas, rows, pending
@@ -271,18 +322,18 @@ class Applier:
         if res.result.status == "rejected" or (res.decision is not None and not res.decision.applied_as_sent):
             code = res.result.code or (res.decision.outcome.value if res.decision else "rejected")
             pending.errors.append(
-                (
-                    it.user_id,
-                    it.device_id,
-                    it.batch_id,
-                    ch.seq,
-                    ch.entity,
-                    ch.id,
-                    ch.op,
-                    code,
-                    res.result.message,
-                    res.field,
-                    orjson.dumps(ch.model_dump(mode="json")).decode(),
+                SyncErrorEntry(
+                    user_id=it.user_id,
+                    device_id=it.device_id,
+                    batch_id=it.batch_id,
+                    seq=ch.seq,
+                    entity=ch.entity,
+                    record_id=ch.id,
+                    op=ch.op,
+                    code=code,
+                    message=res.result.message,
+                    field=res.field,
+                    change=orjson.dumps(ch.model_dump(mode="json")).decode(),
                 )
             )
         return res
@@ -307,29 +358,29 @@ class Applier:
         # Access first; a record the user may not read is reported as missing (no leak).
         if row is None:
             if ch.op != "create":
-                return _reject(ch, "not_found", f"no {ch.entity} record {ch.id}")
+                return _reject(ch, NotFound, f"no {ch.entity} record {ch.id}")
             try:
                 owner = ownership_for_create(actor, meta.ownership, it.owner, owners.units, owners.business_units)
             except OwnershipRefused as exc:
-                return _reject(ch, "validation", exc.message, exc.field)
+                return _reject(ch, ValidationFailed, exc.message, exc.field)
             if not may(actor, Operation.CREATE, ch.entity, meta.ownership, owner):
-                return _reject(ch, "forbidden", f"not allowed to create {ch.entity} records for this owner")
+                return _reject(ch, Forbidden, f"not allowed to create {ch.entity} records for this owner")
         else:
             owner = row.owner
             if not may(actor, Operation.READ, ch.entity, meta.ownership, owner):
                 if ch.op == "create":
-                    return _reject(ch, "forbidden", f"record id {ch.id} is not available")
-                return _reject(ch, "not_found", f"no {ch.entity} record {ch.id}")
+                    return _reject(ch, Forbidden, f"record id {ch.id} is not available")
+                return _reject(ch, NotFound, f"no {ch.entity} record {ch.id}")
             op = Operation.WRITE if ch.op == "create" else OP_FOR_CHANGE[ch.op]
             if not may(actor, op, ch.entity, meta.ownership, owner):
-                return _reject(ch, "forbidden", f"not allowed to {op.value} this {ch.entity} record")
+                return _reject(ch, Forbidden, f"not allowed to {op.value} this {ch.entity} record")
         if err is not None:
-            return _reject(ch, "validation", err.message, err.field)
+            return _reject(ch, ValidationFailed, err.message, err.field)
         for ref in refs:
             # A lookup to a record the user cannot read is answered as if it did not exist:
             # the same 422 either way, so a write cannot probe for records (docs/conflicts.md).
             if not lookups.readable(ref, actor, metas, rows, pending):
-                return _reject(ch, "validation", f"{ref.field}: no {ref.target} with id {ref.id}", ref.field)
+                return _reject(ch, ValidationFailed, f"{ref.field}: no {ref.target} with id {ref.id}", ref.field)
 
         policy, fallback = effective_policy(conflict_detection, meta.conflict_policy)
         server = row.state if row is not None else None
@@ -342,10 +393,10 @@ class Applier:
         proposed = ProposedChange(ch.op, ch.fields, base, it.user_id)
         decision = decide(server, proposed, policy, fallback)
         if decision.outcome is Outcome.NOT_FOUND:
-            return _reject(ch, "not_found", f"no {ch.entity} record {ch.id}")
+            return _reject(ch, NotFound, f"no {ch.entity} record {ch.id}")
         if decision.conflict and it.strict:
-            code = "conflict" if ch.op == "create" else "precondition_failed"
-            return _reject(ch, code, f"record is at version {server.version if server else 0}")
+            error = Conflict if ch.op == "create" else PreconditionFailed
+            return _reject(ch, error, f"record is at version {server.version if server else 0}")
 
         assert decision.result is not None
         if decision.written:
@@ -361,29 +412,29 @@ class Applier:
             source: dict[str, Any] = (
                 {"device_id": it.device_id, "batch_id": it.batch_id} if it.device_id else {"api": it.user_id}
             )
-            pending.events.append((ch.entity, ch.id, state, owner, source))
+            pending.events.append(RecordEvent(ch.entity, ch.id, state, owner, source))
         current = rows[key] if key in rows else None
         if decision.conflict:
             assert server is not None
             pending.conflicts.append(
-                (
-                    ch.entity,
-                    ch.id,
-                    it.user_id,
-                    it.device_id,
-                    it.batch_id,
-                    ch.seq,
-                    ch.op,
-                    (decision.policy or policy).value,
-                    decision.outcome.value,
-                    ch.base_version,
-                    server.version,
-                    orjson.dumps(
+                ConflictEntry(
+                    entity=ch.entity,
+                    record_id=ch.id,
+                    user_id=it.user_id,
+                    device_id=it.device_id,
+                    batch_id=it.batch_id,
+                    seq=ch.seq,
+                    op=ch.op,
+                    policy=(decision.policy or policy).value,
+                    outcome=decision.outcome.value,
+                    base_version=ch.base_version,
+                    server_version=server.version,
+                    server_record=orjson.dumps(
                         {"version": server.version, "deleted": server.deleted, "attributes": dict(server.attributes)}
                     ).decode(),
-                    orjson.dumps(ch.model_dump(mode="json")).decode(),
-                    orjson.dumps(current.wire() if current else {}).decode(),
-                    list(decision.lost_fields),
+                    client_change=orjson.dumps(ch.model_dump(mode="json")).decode(),
+                    result_record=orjson.dumps(current.wire() if current else {}).decode(),
+                    lost_fields=list(decision.lost_fields),
                 )
             )
             result = ChangeResult(

@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 
 from conflict_service import directory
-from conflict_service.applier import SCHEMA, write_outbox
+from conflict_service.applier import SCHEMA, existing_records, write_outbox
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared.domain.org import (
     Actor,
@@ -176,7 +176,7 @@ async def _flush(
     by_id = {ln.id: ln for ln in batch}  # a later line for the same id replaces an earlier one
     refs = [r for ln in by_id.values() for r in ln.refs]
     if refs:
-        records = await _existing(conn, refs)
+        records = await existing_records(conn, refs)
         admin = await directory.existing_admin_refs(conn, refs)
         metas = await directory.entities(conn, {r.target for r in refs})
         for ln in by_id.values():
@@ -237,7 +237,7 @@ async def _flush(
     source = {"api": actor.user_id}
     events = []
     for r in rows:
-        # model_construct: every field is already typed here; validating 20k events again costs a third of the import.
+        # model_construct: every field is already typed here; validating each event again would be a large share of the import.
         ev = RecordChanged.model_construct(
             deleted=False,
             entity=entity,
@@ -257,16 +257,3 @@ async def _flush(
             summary.updated += 1
     await write_outbox(conn, events)
     summary.imported += len(rows)
-
-
-async def _existing(conn: asyncpg.Connection, refs: list[LookupRef]) -> dict[tuple[str, str], Ownership]:
-    refs = [r for r in refs if r.target not in directory.ADMIN_TARGETS]
-    if not refs:
-        return {}
-    rows = await conn.fetch(
-        f"""SELECT entity, id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records
-             WHERE (entity, id) IN (SELECT DISTINCT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i)) AND NOT deleted""",
-        [r.target for r in refs],
-        [r.id for r in refs],
-    )
-    return {(r["entity"], r["id"]): Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"]) for r in rows}

@@ -1,6 +1,7 @@
-"""The device-batch consumer: one explicit handler table from event type to a set-wise handler,
-wired to a ConsumerLoop in group ``conflict-service``; a batch that cannot be applied even alone
-is dead-lettered so it never blocks its partition."""
+"""The device-batch consumer: its handler table (event type -> set-wise handler) wired to a
+ConsumerLoop in group ``conflict-service``, which failures are waited out, and the answer a batch
+gets when it cannot be applied even alone (the loop dead-letters it, so it never blocks its
+partition, and the device is told ``unprocessable``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ TRANSIENT: tuple[type[BaseException], ...] = db.DATABASE_AWAY
 
 GROUP_ID = "conflict-service"
 
-SetHandler = Callable[[Sequence[tuple[Event, Envelope]]], Awaitable[None]]
+
+async def wait_out_database(attempt: Callable[[], Awaitable[None]], what: str) -> None:
+    await db.while_away(attempt, TRANSIENT, what=what)
 
 
 def topics_for(prefix: str) -> Topics:
@@ -53,7 +56,6 @@ class BatchWorker:
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix), relay)
         self.apply_concurrency = max(1, apply_concurrency)
-        self.handlers: dict[str, SetHandler] = {BatchUploaded.TYPE: self.on_batches_uploaded}
         self.loop = bus.ConsumerLoop(
             bus.ConsumerConfig(
                 bootstrap,
@@ -65,55 +67,35 @@ class BatchWorker:
             ),
             producer,
             name="conflict-service",
-            batch_handler=self.dispatch,
+            set_handlers={BatchUploaded.TYPE: self.on_batches_uploaded},
+            retry=wait_out_database,
+            on_parked=self.refuse,
         )
-
-    async def dispatch(self, decoded: list[tuple[Event, Envelope]]) -> None:
-        by_type: dict[str, list[tuple[Event, Envelope]]] = {}
-        for event, env in decoded:
-            by_type.setdefault(env.type, []).append((event, env))
-        for typ, group in by_type.items():
-            handler = self.handlers.get(typ)
-            if handler is None:
-                for _, env in group:
-                    await self.loop.dead_letter_env(env, f"no handler for {typ} in conflict-service")
-                continue
-            await handler(group)
 
     async def on_batches_uploaded(self, group: Sequence[tuple[Event, Envelope]]) -> None:
         """A poll's batches in ``apply_concurrency`` transactions at once, each holding every
         batch of its devices in poll order (a device's batches stay in order; devices never
         share a transaction across groups): one transaction's Python work overlaps another's
-        wait on PostgreSQL. The next poll starts once all are committed."""
+        wait on PostgreSQL. The next poll starts once all are committed (or failed: the loop
+        then applies the poll's batches one at a time; applying a batch again is a no-op)."""
         parts = split_by_device(group, self.apply_concurrency)
         if len(parts) == 1:
-            await self._apply_group(parts[0])
-        else:
-            await asyncio.gather(*(self._apply_group(part) for part in parts))
-
-    async def _apply_group(self, group: Sequence[tuple[Event, Envelope]]) -> None:
-        batches = [e for e, _ in group if isinstance(e, BatchUploaded)]
-        try:
-            await db.while_away(lambda: self.applier.apply(batches), TRANSIENT, what="device batches")
+            await self.applier.apply(_batches(parts[0]))
             return
-        except Exception:
-            log.warning("set-wise apply failed; applying batches one at a time", exc_info=True)
-        for event, env in group:
-            try:  # the database away is waited out here too: only a batch failing on its own is refused
-                await db.while_away(lambda event=event: self.applier.apply([event]), TRANSIENT, what="device batch")  # type: ignore[misc]
-            except Exception as exc:
-                log.exception("batch could not be applied", extra={"event_id": env.id})
-                await self.loop.dead_letter_env(env, f"apply failed: {type(exc).__name__}: {exc}")
-                try:
-                    await db.while_away(
-                        lambda event=event, exc=exc: self.applier.refuse(
-                            event, "unprocessable", f"the server could not store this batch: {exc}"
-                        ),  # type: ignore[misc]
-                        TRANSIENT,
-                        what="refusal",
-                    )
-                except Exception:
-                    log.exception("could not answer a refused batch", extra={"event_id": env.id})
+        outcomes = await asyncio.gather(*(self.applier.apply(_batches(part)) for part in parts), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def refuse(self, event: Event, env: Envelope, exc: Exception) -> None:
+        """A batch the loop parked: answer its device (every change ``unprocessable``) so it
+        does not wait for an answer that never comes."""
+        assert isinstance(event, BatchUploaded)
+        await db.while_away(
+            lambda: self.applier.refuse(event, "unprocessable", f"the server could not store this batch: {exc}"),
+            TRANSIENT,
+            what="refusal",
+        )
 
     async def start(self) -> None:
         await self.loop.start()
@@ -123,6 +105,10 @@ class BatchWorker:
 
     async def stop(self) -> None:
         await self.loop.stop()
+
+
+def _batches(group: Sequence[tuple[Event, Envelope]]) -> list[BatchUploaded]:
+    return [e for e, _ in group if isinstance(e, BatchUploaded)]
 
 
 def split_by_device(group: Sequence[tuple[Event, Envelope]], parts: int) -> list[list[tuple[Event, Envelope]]]:

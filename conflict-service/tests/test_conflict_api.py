@@ -409,3 +409,27 @@ async def test_lookup_to_an_unreadable_record_answers_as_a_missing_one(api: Api)
         headers=api.h(ALICE),
     )
     assert r.status_code == 201, r.text
+
+
+async def test_a_sync_error_can_be_dismissed_but_not_once_reapplied(api: Api) -> None:
+    c = api.client
+    ap = BatchApplier(api.org.pool, topics_for(api.settings.topic_prefix))
+    await api.org.pool.execute(
+        """UPDATE admin.roles SET privileges = '{"account": {"create": "user", "read": "user", "write": "user"}}'
+            WHERE id = 'salesperson'"""
+    )
+    await ap.apply([batch(BOB, "dev-d", change(0, "create", "contact", "d1", lastname="Li"))])
+    await ap.apply([batch(BOB, "dev-d", change(1, "create", "contact", "d2", lastname="Wu"))])
+    errs = (await c.get("/v1/sync-errors?device_id=dev-d", headers=api.h(ADMIN))).json()["items"]
+    first, second = errs[0]["id"], errs[1]["id"]
+    r = await c.post(f"/v1/sync-errors/{first}/dismiss", headers=api.h(ADMIN))
+    assert r.status_code == 200 and r.json() == {"id": first, "status": "dismissed"}
+    listed = (await c.get("/v1/sync-errors?status=dismissed", headers=api.h(ADMIN))).json()["items"]
+    assert [e["id"] for e in listed] == [first]
+    assert (await c.post(f"/v1/sync-errors/{first}/dismiss", headers=api.h(BOB))).status_code == 403
+    assert (await c.post("/v1/sync-errors/999999/dismiss", headers=api.h(ADMIN))).status_code == 404
+    await api.org.pool.execute(
+        """UPDATE admin.roles SET privileges = privileges || '{"contact": {"create": "user", "read": "user"}}' WHERE id = 'salesperson'"""
+    )
+    assert (await c.post(f"/v1/sync-errors/{second}/reapply", headers=api.h(ADMIN))).json()["status"] == "reapplied"
+    assert (await c.post(f"/v1/sync-errors/{second}/dismiss", headers=api.h(ADMIN))).status_code == 409

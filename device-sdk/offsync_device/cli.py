@@ -25,8 +25,8 @@ import orjson
 
 from offsync_device.client import Device, SyncInterrupted, SyncRefused, SyncReport, describe_connect_failure
 from offsync_device.fields import FieldError, parse
+from offsync_device.local_store import LocalStore
 from offsync_device.signin import Credentials, SignInError, SignInRequired
-from offsync_device.store import LocalStore
 from offsync_shared import protocol as p
 
 EXAMPLES = """examples:

@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from offsync_device.background import next_sync_at
 from offsync_device.backoff import Backoff, retry_after_from_reason
+from offsync_device.local_store import LocalStore
 from offsync_device.signin import SignInError, SignInRequired
-from offsync_device.store import LocalStore
 from offsync_device.transport import tapped
 from offsync_shared import protocol as p
 
@@ -49,6 +49,7 @@ class SyncInterrupted(Exception):
         self.reason = reason
 
 
+CLIENT_NAME = "offsync-device-python/0.1.0"  # what the device list in the admin console shows
 REFUSALS = {p.CLOSE_FORBIDDEN, p.CLOSE_NO_PROFILE, p.CLOSE_BAD_HELLO}
 
 
@@ -210,6 +211,9 @@ class Device:
             token=None if self.token_in_header else token,
             features=(p.FEATURE_OPS_CHECKPOINT,),
             app=self.app,
+            client=CLIENT_NAME,
+            records=self.store.count(),
+            pending=self.store.pending_count(),
         )
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame

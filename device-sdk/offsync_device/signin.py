@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 
 CONFIG_PATH = "/v1/auth/config"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from offsync_device.cli import build_parser, main
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 
 

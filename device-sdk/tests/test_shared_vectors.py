@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conflict_service.validation import EntityMeta, check_fields
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.checksum import combine, op_hash
 from offsync_shared.domain import attributes

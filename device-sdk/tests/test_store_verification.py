@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 

@@ -10,7 +10,6 @@ from offsync_shared.events import Event
 from offsync_shared.events.admin import (
     BusinessUnitChanged,
     EntityChanged,
-    OrgSettingsChanged,
     RoleChanged,
     TeamChanged,
     UserChanged,
@@ -80,11 +79,6 @@ class Emitter:
         )
         if row is not None:
             await self.emit(conn, EntityChanged(**dict(row)))
-
-    async def org_settings(self, conn: asyncpg.Connection) -> None:
-        row = await conn.fetchrow("SELECT org_id, conflict_detection FROM admin.org_settings WHERE org_id = 'default'")
-        if row is not None:
-            await self.emit(conn, OrgSettingsChanged(**dict(row)))
 
 
 async def _holders(conn: asyncpg.Connection, role_id: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""The profile-service application: opens its runtime in the lifespan, seeds an empty
-organization, and wires the admin API routes."""
+"""The profile-service application: the shared service app, which seeds an empty organization as
+it starts, and the admin API routes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from fastapi.responses import JSONResponse
 from offsync_shared import http
 from offsync_shared.auth import ADMIN_AUDIENCE
 from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
-from offsync_shared.runtime import Runtime, open_runtime
+from offsync_shared.runtime import Runtime
+from offsync_shared.service_app import service_app
 from profile_service import (
+    console,
     routes_audit,
     routes_auth,
     routes_device_metadata,
@@ -42,14 +44,9 @@ BODY_LIMITS = BodyLimits(
 
 
 def create_app(settings: Settings) -> FastAPI:
-    state: dict[str, Runtime] = {}
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            open_runtime(settings, schema=SCHEMA, migrations="profile_service.migrations") as rt,
-            httpx.AsyncClient(timeout=10) as idp_client,
-        ):
+    async def seeded(rt: Runtime, app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10) as idp_client:
             oidc = settings.oidc_config()
             app.state.oidc = None if oidc is None else OidcVerifier(oidc, idp_client)
             emitter = Emitter(settings.topic_prefix)
@@ -57,28 +54,20 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin_credentials(
                 rt.pool, settings.bootstrap_admin_username, settings.bootstrap_admin_password, settings.env
             )
-            state["rt"] = rt
-            app.state.runtime = rt
             app.state.emitter = emitter
             yield
 
-    app = FastAPI(
-        title="Offsync profile-service",
-        version="0.1.0",
-        lifespan=lifespan,
-        description="Admin API: organization model, entity metadata and mobile offline profiles. See docs/admin-api.md.",
-    )
-
-    async def ready() -> dict[str, bool]:
-        rt = state.get("rt")
-        return await rt.ready() if rt else {"started": False}
-
-    http.install(
-        app,
-        "profile-service",
-        ready,
+    app = service_app(
+        settings,
+        name="profile-service",
         body_limits=BODY_LIMITS,
         authenticated=bearer_check(settings.jwt_secret, ADMIN_AUDIENCE, settings.jwt_issuer),
+        schema=SCHEMA,
+        migrations="profile_service.migrations",
+        parts=seeded,
+        title="Offsync profile-service",
+        description="Admin API: organization model, entity metadata and mobile offline profiles. See docs/admin-api.md.",
+        form_prefixes=("/console/",),
     )
     # The field app (served by sync-service) signs in here from its own origin; outermost, so a
     # preflight is answered before the body caps and token checks.
@@ -108,4 +97,5 @@ def create_app(settings: Settings) -> FastAPI:
         routes_audit,
     ):
         app.include_router(module.router)
+    console.install(app)
     return app

@@ -63,7 +63,6 @@ async def bootstrap(pool: asyncpg.Pool, emitter: Emitter) -> bool:
                 ent["ownership"],
                 ent["attributes"],
             )
-        await emitter.org_settings(conn)
         await emitter.business_unit(conn, root)
         await emitter.role(conn, role_id)
         await emitter.user(conn, BOOTSTRAP_ADMIN_USER_ID)

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 
 from offsync_shared.settings import CommonSettings
 from profile_service import audit
-from profile_service.access import Admin, AdminDep
+from profile_service.admin_access import Admin, AdminDep
 from profile_service.admin_events import Emitter
 
 

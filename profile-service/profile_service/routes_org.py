@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import BusinessUnitChanged, RoleChanged, TeamChanged
-from profile_service import identity, validation
+from profile_service import identity, rows, validation
 from profile_service.bootstrap import SYSTEM_ADMIN_ROLE_ID
 from profile_service.context import CtxDep, new_id
 from profile_service.profiles import mark_changed
@@ -59,10 +59,7 @@ async def list_business_units(ctx: CtxDep) -> list[dict[str, Any]]:
 @router.get("/business-units/{bu_id}", tags=["business units"])
 async def get_business_unit(ctx: CtxDep, bu_id: PathId) -> dict[str, Any]:
     async with ctx.read() as conn:
-        row = await conn.fetchrow(f"SELECT {BU_COLS} FROM admin.business_units WHERE id = $1", bu_id)
-    if row is None:
-        raise NotFound(f"business unit {bu_id!r} not found")
-    return dict(row)
+        return await rows.one(conn, f"SELECT {BU_COLS} FROM admin.business_units WHERE id = $1", bu_id, "business unit")
 
 
 @router.post("/business-units", status_code=201, tags=["business units"])
@@ -140,16 +137,13 @@ FROM admin.teams t"""
 
 
 async def _team(conn: asyncpg.Connection, team_id: str) -> dict[str, Any]:
-    row = await conn.fetchrow(f"{TEAM_SQL} WHERE t.id = $1", team_id)
-    if row is None:
-        raise NotFound(f"team {team_id!r} not found")
-    return dict(row)
+    return await rows.one(conn, f"{TEAM_SQL} WHERE t.id = $1", team_id, "team")
 
 
 @router.get("/teams", tags=["teams"])
 async def list_teams(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"{TEAM_SQL} ORDER BY t.created_at, t.id")]
+        return await rows.every(conn, f"{TEAM_SQL} ORDER BY t.created_at, t.id")
 
 
 @router.get("/teams/{team_id}", tags=["teams"])
@@ -279,10 +273,7 @@ FROM admin.users u"""
 
 
 async def _user(conn: asyncpg.Connection, user_id: str) -> dict[str, Any]:
-    row = await conn.fetchrow(f"{USER_SQL} WHERE u.id = $1", user_id)
-    if row is None:
-        raise NotFound(f"user {user_id!r} not found")
-    return dict(row)
+    return await rows.one(conn, f"{USER_SQL} WHERE u.id = $1", user_id, "user")
 
 
 ANY_ADMIN_SQL = """
@@ -320,7 +311,7 @@ async def _check_manager(conn: asyncpg.Connection, user_id: str, manager_id: str
 @router.get("/users", tags=["users"])
 async def list_users(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"{USER_SQL} ORDER BY u.created_at, u.id")]
+        return await rows.every(conn, f"{USER_SQL} ORDER BY u.created_at, u.id")
 
 
 @router.get("/users/{user_id}", tags=["users"])
@@ -459,16 +450,13 @@ async def _check_privileges(conn: asyncpg.Connection, privileges: dict[str, Any]
 @router.get("/roles", tags=["security roles"])
 async def list_roles(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"SELECT {ROLE_COLS} FROM admin.roles ORDER BY name")]
+        return await rows.every(conn, f"SELECT {ROLE_COLS} FROM admin.roles ORDER BY name")
 
 
 @router.get("/roles/{role_id}", tags=["security roles"])
 async def get_role(ctx: CtxDep, role_id: PathId) -> dict[str, Any]:
     async with ctx.read() as conn:
-        row = await conn.fetchrow(f"SELECT {ROLE_COLS} FROM admin.roles WHERE id = $1", role_id)
-    if row is None:
-        raise NotFound(f"role {role_id!r} not found")
-    return dict(row)
+        return await rows.one(conn, f"SELECT {ROLE_COLS} FROM admin.roles WHERE id = $1", role_id, "role")
 
 
 @router.post("/roles", status_code=201, tags=["security roles"])
@@ -553,10 +541,7 @@ ENTITY_COLS = "logical_name, display_name, ownership, offline_capable, offline_e
 
 
 async def _entity(conn: asyncpg.Connection, name: str) -> dict[str, Any]:
-    row = await conn.fetchrow(f"SELECT {ENTITY_COLS} FROM admin.entities WHERE logical_name = $1", name)
-    if row is None:
-        raise NotFound(f"entity {name!r} not found")
-    return dict(row)
+    return await rows.one(conn, f"SELECT {ENTITY_COLS} FROM admin.entities WHERE logical_name = $1", name, "entity")
 
 
 def _attributes_json(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -566,7 +551,7 @@ def _attributes_json(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @router.get("/entities", tags=["entities"])
 async def list_entities(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"SELECT {ENTITY_COLS} FROM admin.entities ORDER BY logical_name")]
+        return await rows.every(conn, f"SELECT {ENTITY_COLS} FROM admin.entities ORDER BY logical_name")
 
 
 @router.get("/entities/{name}", tags=["entities"])
@@ -685,5 +670,4 @@ async def update_org_settings(ctx: CtxDep, body: OrgSettingsPatch) -> dict[str, 
             cur["conflict_detection"] if body.conflict_detection is None else body.conflict_detection,
             cur["max_records_per_user"] if body.max_records_per_user is None else body.max_records_per_user,
         )
-        await ctx.emitter.org_settings(conn)
     return dict(row)

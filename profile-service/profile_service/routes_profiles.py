@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import ProfileDeleted
 from profile_service import profiles as store
+from profile_service import rows
 from profile_service.context import CtxDep, new_id
 from profile_service.schemas import (
     AppModuleIn,
@@ -305,16 +306,13 @@ FROM admin.app_modules a"""
 
 
 async def _app(conn: asyncpg.Connection, app_id: str) -> dict[str, Any]:
-    row = await conn.fetchrow(f"{APP_SQL} WHERE a.id = $1", app_id)
-    if row is None:
-        raise NotFound(f"app module {app_id!r} not found")
-    return dict(row)
+    return await rows.one(conn, f"{APP_SQL} WHERE a.id = $1", app_id, "app module")
 
 
 @router.get("/app-modules", tags=["app modules"])
 async def list_app_modules(ctx: CtxDep) -> list[dict[str, Any]]:
     async with ctx.read() as conn:
-        return [dict(r) for r in await conn.fetch(f"{APP_SQL} ORDER BY a.name")]
+        return await rows.every(conn, f"{APP_SQL} ORDER BY a.name")
 
 
 @router.post("/app-modules", status_code=201, tags=["app modules"])

@@ -13,8 +13,15 @@ from profile_service.throttle import LoginLimits
 
 
 class Settings(CommonSettings):
-    """Everything in CommonSettings plus sign-in (docs/identity.md)."""
+    """Everything in CommonSettings plus sign-in (docs/identity.md) and where the console finds
+    the other services (docs/console.md)."""
 
+    # The records API (conflict-service): the console's sync-error and conflict pages call it.
+    records_url: str = ""
+    # sync-service's HTTP address: the console's live figures read its /metrics.
+    sync_url: str = ""
+    # publish-service's HTTP address: the live figures' publish lag comes from its /metrics.
+    publish_url: str = ""
     # Access tokens are short-lived so that a revocation reaches a token already handed out.
     access_token_ttl_s: int = 900
     # A refresh token unused this long expires; each refresh starts a new period.
@@ -69,6 +76,15 @@ class Settings(CommonSettings):
     @property
     def port(self) -> int:
         return self.profile_port
+
+    def records_base(self) -> str:
+        return self.records_url or f"http://{self.host}:{self.conflict_port}"
+
+    def sync_base(self) -> str:
+        return self.sync_url or f"http://{self.host}:{self.sync_port}"
+
+    def publish_base(self) -> str:
+        return self.publish_url or f"http://{self.host}:{self.publish_port}"
 
     def cors_origins(self) -> list[str]:
         """The field app signs in from sync-service's origin (/app/ there) with a bearer-token API:

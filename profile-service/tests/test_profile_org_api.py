@@ -59,7 +59,9 @@ async def test_bootstrap_seeds_an_empty_database_once_even_with_two_replicas(fre
             }
             assert await conn.fetchval("SELECT count(*) FROM admin.org_settings") == 1
             # every seeded thing was announced, once
-            assert await conn.fetchval("SELECT count(*) FROM admin.outbox") == 1 + 1 + 1 + 1 + 6
+            assert (
+                await conn.fetchval("SELECT count(*) FROM admin.outbox") == 1 + 1 + 1 + 6
+            )  # BU, role, admin, entities
     finally:
         await pool.close()
 
@@ -171,15 +173,14 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
             "user.changed",
             "role.changed",
             "team.changed",
-            "org.settings_changed",
             "entity.changed",
         }
         return types if want <= types else None
 
     await eventually(seen, timeout=20, message="admin events on the broker")
     events = await service.admin_events()
-    settings_events = [e for e in events if e.type == "org.settings_changed"]
-    assert settings_events[-1].payload["conflict_detection"] is True and settings_events[-1].key == "default"
+    # Org settings are read from admin.org_settings where they are used (conflict-service), not sent.
+    assert not [e for e in events if e.type == "org.settings_changed"]
     rep = [e.payload for e in events if e.type == "user.changed" and e.payload["id"] == "rep"][-1]
     assert rep["team_ids"] == ["east-team"] and rep["role_ids"] == [role["id"]]
 

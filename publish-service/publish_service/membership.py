@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from offsync_shared.events.admin import ProfileDeleted, ProfilePublished
-from publish_service import store
+from publish_service import bucket_writes
 from publish_service.rules.buckets import BucketDef, ProfileItem, plan_user
 from publish_service.rules.model import OrgModel, Role, Team, User
 
@@ -118,7 +118,7 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     """Bring user_profiles/user_buckets/buckets to what the current org and profiles select.
     Call inside a transaction; takes the ops lock."""
     clock = _Clock()
-    await store.lock_ops(conn)
+    await bucket_writes.lock_ops(conn)
     org = await load_org(conn)
     profiles = {
         r["profile_id"]: (r["version"], _items(r["items"]))
@@ -148,9 +148,9 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     new_defs = [d for i, d in defs.items() if i not in existing]
     result = ReconcileResult(new_buckets=len(new_defs))
     if new_defs:
-        await store.mirror_records(conn, {d.entity for d in new_defs})
+        await bucket_writes.mirror_records(conn, {d.entity for d in new_defs})
         clock.lap("mirror")
-        result.ops_written = await store.materialize(conn, new_defs, clock.laps)
+        result.ops_written = await bucket_writes.materialize(conn, new_defs, clock.laps)
         clock.lap("materialize")
 
     have_buckets: dict[str, set[str]] = {}
@@ -200,10 +200,10 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
         )
 
     unused = sorted(existing - set(defs))
-    await store.drop_buckets(conn, unused)
+    await bucket_writes.drop_buckets(conn, unused)
     result.dropped_buckets = len(unused)
     if new_defs or unused:
-        await store.bump_generation(conn)
+        await bucket_writes.bump_generation(conn)
     advanced = {}
     if new_defs:
         advanced = {
@@ -214,7 +214,7 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
             )
         }
     result.changed_users = sorted(changed)
-    await store.notify(conn, notify_topic, advanced, result.changed_users)
+    await bucket_writes.notify(conn, notify_topic, advanced, result.changed_users)
     clock.lap("subscriptions")
     result.timings = clock.laps
     log.info(

@@ -20,7 +20,7 @@ import asyncpg
 
 from offsync_shared import heap
 from offsync_shared.events.records import RecordChanged
-from publish_service import store
+from publish_service import bucket_writes
 from publish_service.registry import Registry
 from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_family_select
 from publish_service.rules.conditions import sql_literal
@@ -71,15 +71,15 @@ class RecordApplier:
         self.registry = Registry([], generation=-1)
 
     async def _registry(self, conn: asyncpg.Connection) -> Registry:
-        gen = await store.generation(conn)
+        gen = await bucket_writes.generation(conn)
         if gen != self.registry.generation:
-            self.registry = Registry(await store.load_defs(conn), gen)
+            self.registry = Registry(await bucket_writes.load_defs(conn), gen)
             heap.freeze_long_lived()  # the registry lives until the next publish: keep it out of every collection
         return self.registry
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
         """Call inside a transaction."""
-        await store.lock_ops(conn)
+        await bucket_writes.lock_ops(conn)
         reg = await self._registry(conn)
         newest: dict[tuple[str, str], Record] = {}
         for ev in events:
@@ -97,7 +97,7 @@ class RecordApplier:
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}
-        ops: list[store.Op] = []
+        ops: list[bucket_writes.Op] = []
         to_index: list[Record] = []
         for k, rec in newest.items():
             before = indexed.get(k)
@@ -114,12 +114,12 @@ class RecordApplier:
             mine = {b: before.version for b in reg.base_buckets_of(before)} if before is not None else {}
             for b in now:
                 if mine.get(b) != rec.version:
-                    ops.append(store.Op(b, rec.entity, rec.id, "put", rec.version, mine.get(b)))
+                    ops.append(bucket_writes.Op(b, rec.entity, rec.id, "put", rec.version, mine.get(b)))
             for b, v in mine.items():
                 if b not in now:
-                    ops.append(store.Op(b, rec.entity, rec.id, "remove", v, v))
-        await store.upsert_index(conn, to_index)
-        advanced = await store.write_ops(conn, ops)
+                    ops.append(bucket_writes.Op(b, rec.entity, rec.id, "remove", v, v))
+        await bucket_writes.upsert_index(conn, to_index)
+        advanced = await bucket_writes.write_ops(conn, ops)
         result.ops = len(ops)
         if reg.children:
             d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)
@@ -127,7 +127,7 @@ class RecordApplier:
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
         result.advanced = advanced
-        await store.notify(conn, self.notify_topic, advanced)
+        await bucket_writes.notify(conn, self.notify_topic, advanced)
         return result
 
     async def _refresh_derived(
@@ -136,7 +136,7 @@ class RecordApplier:
         reg: Registry,
         current: list[Record],
         old_state: dict[tuple[str, str], Record | None],
-        base_ops: list[store.Op],
+        base_ops: list[bucket_writes.Op],
     ) -> tuple[int, dict[str, int]]:
         """Re-decide derived-bucket membership, depth by depth, for the records whose membership
         can have moved: touched records and records related to those that entered, left or
@@ -154,13 +154,13 @@ class RecordApplier:
             depth = min(depth_of(reg.defs[b]) for b in todo)
             level = sorted((reg.defs[b] for b in todo if depth_of(reg.defs[b]) == depth), key=lambda d: d.family)
             todo -= {d.id for d in level}
-            ops: list[store.Op] = []
+            ops: list[bucket_writes.Op] = []
             for _, fam_iter in groupby(level, key=lambda d: d.family):
                 fam = list(fam_iter)
                 cands = await _candidates(conn, fam, current, old_state, delta)
                 if cands:
                     ops += await _diff_family(conn, fam, sorted(cands))
-            adv = await store.write_ops(conn, ops)
+            adv = await bucket_writes.write_ops(conn, ops)
             total += len(ops)
             advanced.update(adv)
             done.update(d.id for d in level)
@@ -231,7 +231,7 @@ class _Delta:
         self.changed: defaultdict[str, set[str]] = defaultdict(set)
         self.members: defaultdict[str, set[str]] = defaultdict(set)
 
-    def note(self, ops: Iterable[store.Op]) -> None:
+    def note(self, ops: Iterable[bucket_writes.Op]) -> None:
         for o in ops:
             self.changed[o.bucket_id].add(o.record_id)
             if o.op == "remove" or o.old_version is None:
@@ -275,7 +275,7 @@ async def _candidates(
     return cands
 
 
-async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: list[str]) -> list[store.Op]:
+async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: list[str]) -> list[bucket_writes.Op]:
     rows = await conn.fetch(
         f"""
         WITH want AS ({sql_family_select(fam[0], "$1", restrict="$3")}),
@@ -293,7 +293,7 @@ async def _diff_family(conn: asyncpg.Connection, fam: list[BucketDef], cands: li
         cands,
     )
     return [
-        store.Op(
+        bucket_writes.Op(
             r["bucket_id"],
             r["entity"],
             r["record_id"],

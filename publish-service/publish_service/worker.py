@@ -1,11 +1,12 @@
-"""The publish worker's wiring: which event goes to which handler, one transaction per polled
-batch, and the dead-letter fallback that keeps one poison event from blocking a partition."""
+"""The publish worker's wiring: which events it handles (all of a poll in one transaction, the
+consumer loop's fallback parks a poison one) and which failures are waited out."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -14,9 +15,9 @@ from offsync_shared import bus, db, metrics, outbox
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.admin import (
+    RETIRED_TYPES,
     BusinessUnitChanged,
     EntityChanged,
-    OrgSettingsChanged,
     ProfileDeleted,
     ProfilePublished,
     RoleChanged,
@@ -25,7 +26,7 @@ from offsync_shared.events.admin import (
 )
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
-from publish_service import membership, store
+from publish_service import bucket_writes, membership
 from publish_service.records import RecordApplier, latency_ms
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.UndefinedTableError,  # admin/data schema not migrated yet by its owner
 )
+
+
+async def wait_out_database(attempt: Callable[[], Awaitable[None]], what: str) -> None:
+    await db.while_away(attempt, TRANSIENT, what=what)
 
 
 class PublishWorker:
@@ -72,8 +77,10 @@ class PublishWorker:
             ),
             producer,
             name="publish-service",
-            batch_handler=self.handle_batch,
-            ignore=[OrgSettingsChanged.TYPE],
+            # Every type in one set: a poll's record changes and org events share a transaction.
+            set_handlers={t: self.apply for t in (RecordChanged.TYPE, *ORG_EVENTS, *PROFILE_EVENTS)},
+            retry=wait_out_database,
+            ignore=RETIRED_TYPES,
         )
 
     async def run(self) -> None:
@@ -83,29 +90,13 @@ class PublishWorker:
         finally:
             await self.loop.stop()
 
-    async def handle_batch(self, batch: list[tuple[Event, Envelope]]) -> None:
-        # A database away is waited out, at both steps: only an event that fails on its own is parked.
-        try:
-            await db.while_away(lambda: self.apply(batch), TRANSIENT, what="publish batch")
-            return
-        except Exception:  # fall back to one event at a time so only the poison one is parked
-            log.exception("batch failed, retrying event by event", extra={"size": len(batch)})
-        for item in batch:
-            try:
-                await db.while_away(lambda item=item: self.apply([item]), TRANSIENT, what="publish event")  # type: ignore[misc]
-            except Exception as exc:
-                await self.loop.dead_letter_env(item[1], f"handler error: {type(exc).__name__}: {exc}")
-
-    async def apply(self, batch: list[tuple[Event, Envelope]]) -> None:
+    async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
-        unknown = [
-            env for e, env in batch if not isinstance(e, RecordChanged) and env.type not in ORG_EVENTS | PROFILE_EVENTS
-        ]
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:
-            await store.premirror(self.pool, published)
+            await bucket_writes.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
         async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
             async with conn.transaction():
@@ -121,8 +112,3 @@ class PublishWorker:
         for ms in latency_ms(records):
             metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
             self.latencies_ms.append(ms)
-        for _, env in batch:
-            if env.type in ORG_EVENTS | PROFILE_EVENTS or env.type == RecordChanged.TYPE:
-                metrics.EVENTS_HANDLED.labels("publish-service", env.type).inc()
-        for env in unknown:
-            await self.loop.dead_letter_env(env, f"no handler for {env.type} in publish-service")

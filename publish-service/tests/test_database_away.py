@@ -131,9 +131,10 @@ async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(
                 raise away_once.pop()  # the database shuts down just as the good event is retried alone
             await real_apply(items)
 
-        h.worker.apply = apply  # type: ignore[method-assign]
+        loop = h.worker.loop
+        loop.set_handlers = {t: apply for t in loop.set_handlers}  # the same table, the faulty apply
         dead_before = _dead_letters()
-        await h.worker.handle_batch(batch)
+        await loop.handle_decoded(batch)
         assert _dead_letters() == dead_before + 1  # the poison one only
         async with h.pool.acquire() as c:
             assert (

@@ -1,4 +1,4 @@
-"""The first copy of an entity's records into record_index (store.mirror_records): a plain insert
+"""The first copy of an entity's records into record_index (bucket_writes.mirror_records): a plain insert
 of the rows the index lacks, falling back to the upsert when a RecordChanged indexes one of them
 concurrently. Either way rows already indexed keep their (newer) state and every row arrives."""
 
@@ -13,7 +13,7 @@ from publish_harness import create_schemas
 from offsync_shared import db
 from offsync_stack.infra import Infra
 from offsync_stack.testing import eventually
-from publish_service import store
+from publish_service import bucket_writes
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,8 @@ async def test_copy_skips_rows_already_indexed(infra: Infra) -> None:
         async with pool.acquire() as conn:
             await _index_newer(conn, "a3")
             async with conn.transaction():
-                assert await store.mirror_records(conn, ["account"]) == 49
-            assert await store.mirror_records(conn, ["account"]) == 0  # once per entity
+                assert await bucket_writes.mirror_records(conn, ["account"]) == 49
+            assert await bucket_writes.mirror_records(conn, ["account"]) == 0  # once per entity
         index = await _index(pool)
         assert len(index) == 50 and index["a3"] == 7 and index["a4"] == 1
     finally:
@@ -79,7 +79,7 @@ async def test_copy_racing_an_incremental_insert_falls_back_to_the_upsert(infra:
 
 async def _mirror_in_tx(conn: asyncpg.Connection) -> int:
     async with conn.transaction():
-        return await store.mirror_records(conn, ["account"])
+        return await bucket_writes.mirror_records(conn, ["account"])
 
 
 async def _wait_blocked(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:

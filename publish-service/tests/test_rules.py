@@ -221,7 +221,7 @@ def test_leaf_operators(attr: str, op: str, value: object, expected: bool) -> No
     "cond",
     [
         {"attribute": "x", "operator": "bogus"},
-        {"and": [{"or": [{"and": [{"attribute": "x", "operator": "null"}]}]}]},
+        {"and": [{"or": [{"and": [{"or": [{"attribute": "x", "operator": "null"}]}]}]}]},
         {"attribute": "x", "operator": "in", "value": 3},
         {"attribute": "createdon", "operator": "like", "value": "2026%"},
         {"attribute": "modifiedon", "operator": "gt", "value": "yesterday"},
@@ -230,8 +230,17 @@ def test_leaf_operators(attr: str, op: str, value: object, expected: bool) -> No
     ids=["unknown-operator", "four-levels", "in-needs-list", "like-on-datetime", "bad-instant", "user-op-on-datetime"],
 )
 def test_invalid_conditions_are_rejected(cond: dict) -> None:
+    """(Three nested groups with leaves inside are valid: see the test below.)"""
     with pytest.raises(conditions.ConditionError):
         conditions.params_used(cond)
+
+
+def test_three_levels_of_groups_are_accepted() -> None:
+    """The same limit as profile-service's: groups nest 3 deep; leaves do not count as a level."""
+    cond = {
+        "and": [{"attribute": "x", "operator": "null"}, {"or": [{"and": [{"attribute": "x", "operator": "null"}]}]}]
+    }
+    conditions.params_used(cond)
 
 
 def test_rules_package_is_pure() -> None:

@@ -22,6 +22,12 @@ async def test_second_worker_takes_over_partitions(fresh_env: InfraEnv) -> None:
             h.pool, h.producer, fresh_env.kafka_bootstrap, fresh_env.topic_prefix, **fresh_env.group_timeouts
         )
         other_task = asyncio.create_task(other.run())
+
+        async def split() -> bool:  # a real Kafka may form the group with one member first
+            c1, c2 = h.worker.loop.consumer, other.loop.consumer
+            return bool(c1 and c2 and c1.assignment() and c2.assignment())
+
+        await eventually(split, timeout=60, message="both workers own partitions")
         async with h.pool.acquire() as c:
             await seed_org(c)
         await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])

@@ -1,4 +1,7 @@
 """``python -m offsync_stack up``: the whole stack on embedded defaults, until Ctrl-C / SIGTERM.
+``OFFSYNC_BROKER=kafka`` runs it on one local Apache Kafka instead of the embedded broker
+(offsync_stack.kafka; needs Java 17+ and Maven); ``python -m offsync_stack kafka-fetch`` only
+fetches the pinned Kafka into the cache.
 
 Prints where the admin API, its OpenAPI docs, the records API and the device websocket listen,
 and writes the same (with PIDs and an admin token) to ``.offsync/stack.json``.
@@ -17,6 +20,7 @@ import threading
 from pathlib import Path
 
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, rmtree
+from offsync_stack.kafka import KafkaCluster, KafkaUnavailable, fetch
 from offsync_stack.processes import SERVICES, ServiceGroup
 
 DEFAULT_PORTS = {
@@ -65,7 +69,7 @@ def up(state_dir: Path, fresh: bool) -> int:
     if fresh:
         rmtree(state_dir / "pg")
         (state_dir / "admin-password").unlink(missing_ok=True)
-    pg = broker = None
+    pg = broker = kafka = None
     group: ServiceGroup | None = None
     try:
         env: dict[str, str] = {}
@@ -73,13 +77,35 @@ def up(state_dir: Path, fresh: bool) -> int:
             pg = EmbeddedPostgres(state_dir / "pg")
             pg.start()
             env["OFFSYNC_PG_DSN"] = pg.create_database("offsync")
-        if not os.environ.get("OFFSYNC_KAFKA_BOOTSTRAP"):
+        if os.environ.get("OFFSYNC_KAFKA_BOOTSTRAP"):
+            pass
+        elif os.environ.get("OFFSYNC_BROKER", "embedded") == "kafka":
+            # A fresh single-node cluster each time, like the embedded broker (its data is in
+            # the state dir only while it runs).
+            rmtree(state_dir / "kafka")
+            try:
+                kafka = KafkaCluster(state_dir / "kafka", size=1, heap_mb=384)
+                kafka.start()
+            except KafkaUnavailable as exc:
+                print(f"OFFSYNC_BROKER=kafka: {exc}", file=sys.stderr, flush=True)
+                return 2
+            env["OFFSYNC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
+            env.update(kafka.service_env())
+        else:
             broker = EmbeddedBroker(state_dir / "broker")
             broker.start()
             env["OFFSYNC_KAFKA_BOOTSTRAP"] = broker.bootstrap
             env.update(EMBEDDED_BROKER_ENV)
         settings = CommonSettings(**{k.removeprefix("OFFSYNC_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
-        asyncio.run(bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions))
+        asyncio.run(
+            bus.ensure_topics(
+                settings.kafka_bootstrap,
+                settings.topic_prefix,
+                settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                check_existing=True,
+            )
+        )
         ports = _ports()
         env.update({k: str(v) for k, v in ports.items()})
         admin_username = os.environ.get("OFFSYNC_BOOTSTRAP_ADMIN_USERNAME", "admin")
@@ -93,6 +119,7 @@ def up(state_dir: Path, fresh: bool) -> int:
         token = issue_token(settings.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=30 * 24 * 3600)
         p, c, s = ports["OFFSYNC_PROFILE_PORT"], ports["OFFSYNC_CONFLICT_PORT"], ports["OFFSYNC_SYNC_PORT"]
         info = {
+            "console": f"http://127.0.0.1:{p}/console/",
             "admin_api": f"http://127.0.0.1:{p}",
             "admin_docs": f"http://127.0.0.1:{p}/docs",
             "records_api": f"http://127.0.0.1:{c}",
@@ -109,13 +136,16 @@ def up(state_dir: Path, fresh: bool) -> int:
                 **{name: svc.proc.pid for name, svc in group.running.items()},
                 **({"postgres": pg.proc.pid} if pg and pg.proc else {}),
                 **({"broker": broker.proc.pid} if broker and broker.proc else {}),
+                **({f"kafka-{n.node_id}": n.proc.pid for n in kafka.nodes if n.proc} if kafka else {}),
             },
         }
-        _write_private(state_dir / "stack.json", json.dumps(info, indent=2))
+        # Whole or not at all (readers poll for this file), and private from its first byte.
+        _write_private(state_dir / "stack.json.tmp", json.dumps(info, indent=2))
+        (state_dir / "stack.json.tmp").replace(state_dir / "stack.json")
         print("Offsync is up.", flush=True)
-        for k in ("admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
+        for k in ("console", "admin_api", "admin_docs", "records_api", "device_ws", "field_app", "logs"):
             print(f"  {k:<12} {info[k]}", flush=True)
-        print(f"  admin sign-in {admin_username} / {admin_password}  (POST /v1/auth/login)", flush=True)
+        print(f"  admin sign-in {admin_username} / {admin_password}  (the console, or POST /v1/auth/login)", flush=True)
         print(f"  admin token in {state_dir / 'stack.json'} (admin_token)\nCtrl-C stops everything.", flush=True)
         while not stop.wait(1.0):
             for name, svc in list(group.running.items()):
@@ -129,6 +159,8 @@ def up(state_dir: Path, fresh: bool) -> int:
             group.stop_all()
         if broker is not None:
             broker.stop()
+        if kafka is not None:
+            kafka.stop()
         if pg is not None:
             pg.stop()
         (state_dir / "stack.json").unlink(missing_ok=True)
@@ -140,7 +172,14 @@ def main() -> None:
     p_up = sub.add_parser("up", help="start the whole stack in the foreground")
     p_up.add_argument("--state-dir", default=".offsync", type=Path)
     p_up.add_argument("--fresh", action="store_true", help="start from an empty database")
+    sub.add_parser("kafka-fetch", help="fetch the pinned Apache Kafka through Maven into the cache")
     args = parser.parse_args()
+    if args.cmd == "kafka-fetch":
+        try:
+            print(fetch())
+        except KafkaUnavailable as exc:
+            sys.exit(str(exc))
+        return
     if args.cmd == "up":
         args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sys.exit(up(args.state_dir.resolve(), args.fresh))

@@ -2,8 +2,11 @@
 
 Playwright's own browser download cannot work offline, so the tests drive the Chromium that the
 machine's package manager installed (``chromium`` on PATH, or ``OFFSYNC_CHROMIUM``). A test that
-needs a browser asks for the ``browser`` fixture (one Chromium per session) and opens its own
+needs a browser asks for the ``browser`` fixture (one Chromium per test module) and opens its own
 context, so cookies, storage and offline state never leak between tests.
+
+Playwright's sync API holds the main thread's event loop while it runs, so no pytest-asyncio test
+can run beside it: the fixture lives for one module only, and the browser tests run last.
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ def chromium_path() -> str | None:
     return os.environ.get("OFFSYNC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run after every other test (stable order otherwise): see the module's note."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium (a Playwright ``Browser``) for the whole session; tests open their own contexts."""
+    """One headless Chromium (a Playwright ``Browser``) per test module; tests open their own contexts."""
     exe = chromium_path()
     if exe is None:
         pytest.fail("no Chromium on this machine: `apt-get install chromium` (make browser-deps does it)")

@@ -2,8 +2,10 @@
 
 1. existing services, when ``OFFSYNC_TEST_PG_DSN`` / ``OFFSYNC_TEST_KAFKA_BOOTSTRAP`` are set
    (each independently; e.g. the system PostgreSQL with the embedded broker);
-2. testcontainers (PostgreSQL + Apache Kafka), only when a Docker engine answers;
-3. otherwise the embedded PostgreSQL and the embedded Tansu broker.
+2. ``OFFSYNC_TEST_BROKER=kafka``: a local Apache Kafka cluster of ``OFFSYNC_TEST_KAFKA_BROKERS``
+   (default 3) KRaft nodes, fetched through Maven (``make test-kafka``; offsync_stack.kafka);
+3. testcontainers (PostgreSQL + Apache Kafka), only when a Docker engine answers;
+4. otherwise the embedded PostgreSQL and the embedded Tansu broker.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, rmtree
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, rmtree
+from offsync_stack.kafka import KafkaCluster
 
 
 @dataclass
@@ -30,6 +33,9 @@ class Infra:
     _dbs: list[str] = field(default_factory=list)
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
+    kafka: KafkaCluster | None = None
+    # OFFSYNC_* settings the services need on this broker (timeouts, replication factor).
+    broker_env: dict[str, str] = field(default_factory=dict)
 
     def database_dsn(self, name: str) -> str:
         parts = urlsplit(self.pg_server_dsn)
@@ -68,7 +74,15 @@ def provide(durable: bool = True) -> Iterator[Infra]:
         root = Path(tempfile.mkdtemp(prefix="offsync-test-"))
         stack.callback(rmtree, root)
         backends = []
-        pg = broker = None
+        pg = broker = kafka = None
+        broker_env: dict[str, str] = {}
+        if not bootstrap and os.environ.get("OFFSYNC_TEST_BROKER") == "kafka":
+            kafka = KafkaCluster(root / "kafka", size=int(os.environ.get("OFFSYNC_TEST_KAFKA_BROKERS", "3")))
+            stack.callback(kafka.stop)
+            kafka.start()
+            bootstrap = kafka.bootstrap
+            broker_env = kafka.service_env()
+            backends.append(f"kafka:apache-{kafka.size}")
         use_docker = (
             (not pg_dsn or not bootstrap)
             and os.environ.get("OFFSYNC_TEST_BACKEND") != "embedded"
@@ -101,10 +115,19 @@ def provide(durable: bool = True) -> Iterator[Infra]:
                 broker.start()
                 stack.callback(broker.stop)
                 bootstrap = broker.bootstrap
+                broker_env = dict(EMBEDDED_BROKER_ENV)
                 backends.append("kafka:embedded")
-        else:
+        elif kafka is None:
             backends.append("kafka:env")
-        infra = Infra(pg_server_dsn=pg_dsn, kafka_bootstrap=bootstrap, backend=",".join(backends), broker=broker, pg=pg)
+        infra = Infra(
+            pg_server_dsn=pg_dsn,
+            kafka_bootstrap=bootstrap,
+            backend=",".join(backends),
+            broker=broker,
+            pg=pg,
+            kafka=kafka,
+            broker_env=broker_env,
+        )
         try:
             yield infra
         finally:

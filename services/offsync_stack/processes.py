@@ -49,10 +49,15 @@ class ServiceGroup:
     log_dir: Path
     running: dict[str, RunningService] = field(default_factory=dict)
 
-    def start(self, spec: ServiceSpec, port: int, extra_env: dict[str, str] | None = None) -> RunningService:
+    def start(
+        self, spec: ServiceSpec, port: int, extra_env: dict[str, str] | None = None, *, instance: str | None = None
+    ) -> RunningService:
+        """Starts one process of ``spec``; ``instance`` names a second process of the same service
+        (e.g. ``sync-service-2``: scale-out), under which it is kept, logged and stopped."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, spec.port_env: str(port), **(extra_env or {})}
-        log_path = self.log_dir / f"{spec.name}.log"
+        name = instance or spec.name
+        log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", spec.module],
@@ -62,7 +67,7 @@ class ServiceGroup:
             start_new_session=True,  # its own process group: we can signal it and its children
         )
         svc = RunningService(spec, port, proc, log_path)
-        self.running[spec.name] = svc
+        self.running[name] = svc
         return svc
 
     def wait_ready(self, timeout: float = 60.0, names: list[str] | None = None) -> None:

@@ -38,15 +38,17 @@ class BrokerWatch:
         self,
         bootstrap: str,
         prefix: str,
-        partitions: int,
+        partitions: int | None = None,
         *,
         interval: float = 1.0,
         topics: Iterable[Topic] = ALL_TOPICS,
+        replication_factor: int | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.partitions = partitions
         self.interval = interval
+        self.replication_factor = replication_factor
         self.topics = [t.full(prefix) for t in topics]
         self._topic_defs = list(topics)
         self.listeners: list[Listener] = []
@@ -93,7 +95,14 @@ class BrokerWatch:
 
     async def _recover(self) -> None:
         self.losses += 1
-        created = await bus.ensure_topics(self.bootstrap, self.prefix, self.partitions, self._topic_defs, timeout=10.0)
+        created = await bus.ensure_topics(
+            self.bootstrap,
+            self.prefix,
+            self.partitions,
+            self._topic_defs,
+            timeout=10.0,
+            replication_factor=self.replication_factor,
+        )
         log.warning(
             "broker lost its state; recovering", extra={"created_topics": created, "listeners": len(self.listeners)}
         )

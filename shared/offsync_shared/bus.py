@@ -1,6 +1,10 @@
 """The Kafka bus adapter (aiokafka): topic creation, a producer, and a consumer loop that
 decodes, dispatches to one handler table and parks what it cannot handle on the dead-letter topic.
 
+The loop owns the fallback every set-wise consumer needs: a poll's events go to their handler
+together; if that fails, one at a time; an event that fails alone is dead-lettered (and its
+service told, ``on_parked``), so one poison event never blocks its partition.
+
 Offsets are committed only after a batch was handled, so delivery is at-least-once and handlers
 must be idempotent (dedupe on event id or record version).
 """
@@ -11,19 +15,21 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from offsync_shared import metrics
+from offsync_shared import metrics, topic_specs
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
+from offsync_shared.log_ends import past_end
 from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -44,18 +50,40 @@ class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # ai
 aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
-BatchHandler = Callable[[list[tuple[Event, Envelope]]], Awaitable[None]]
+Decoded = tuple[Event, Envelope]
+# Every event of its types in one poll at once, in poll order (several types may share one).
+SetHandler = Callable[[Sequence[Decoded]], Awaitable[None]]
+# Runs one attempt to handle events, waiting out failures that say nothing about the events
+# (e.g. ``db.while_away``: a database restart must not send good events to the dead letters).
+Retry = Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]]
+# Told about an event its handler failed on even alone, after it was dead-lettered.
+Parked = Callable[[Event, Envelope, Exception], Awaitable[None]]
+
+
+async def _once(attempt: Callable[[], Awaitable[None]], what: str) -> None:
+    await attempt()
 
 
 async def ensure_topics(
-    bootstrap: str, prefix: str = "", partitions: int = 8, topics: Iterable[Topic] = ALL_TOPICS, timeout: float = 30.0
+    bootstrap: str,
+    prefix: str = "",
+    partitions: int | None = None,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    timeout: float = 30.0,
+    *,
+    replication_factor: int | None = None,
+    check_existing: bool = False,
 ) -> list[str]:
-    """Create the topics that do not exist yet (the embedded broker forgets them on restart).
-    Returns the names it created. Serialized within a process (several producers and the broker
-    watch may notice a restarted broker at once); across processes the broker refuses all but
-    one CreateTopics per name."""
+    """Create the topics that do not exist yet, as ``topics.yaml`` defines them (fitted to the
+    cluster's broker count; ``partitions`` / ``replication_factor`` override the definition).
+    With ``check_existing``, an existing topic whose settings differ gets a warning (it is never
+    altered: repartitioning would reorder keys). Returns the names it created. Serialized within
+    a process (several producers and the broker watch may notice a restarted embedded broker at
+    once); across processes the broker refuses all but one CreateTopics per name."""
     async with _ensure_lock():
-        return await _ensure_topics(bootstrap, prefix, partitions, topics, timeout)
+        return await _ensure_topics(
+            bootstrap, prefix, partitions, list(topics), timeout, replication_factor, check_existing
+        )
 
 
 _ENSURE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -67,25 +95,51 @@ def _ensure_lock() -> asyncio.Lock:
 
 
 async def _ensure_topics(
-    bootstrap: str, prefix: str, partitions: int, topics: Iterable[Topic], timeout: float
+    bootstrap: str,
+    prefix: str,
+    partitions: int | None,
+    topics: list[Topic],
+    timeout: float,
+    replication_factor: int | None,
+    check_existing: bool,
 ) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             await admin.start()
+            cluster = await admin.describe_cluster()
+            brokers = len(cluster.get("brokers") or ()) or 1
+            fitted = topic_specs.fit_all(
+                [t.name for t in topics],
+                prefix,
+                brokers=brokers,
+                partitions=partitions,
+                replication_factor=replication_factor,
+            )
             existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(t.full(prefix), num_partitions=partitions, replication_factor=1)
-                for t in topics
-                if t.full(prefix) not in existing
-            ]
+            missing = [f for f in fitted if f.full_name not in existing]
+            for f in missing:
+                if f.notes:
+                    log.warning("topic created below its definition", extra={"topic": f.full_name, "why": f.notes})
             if missing:
                 try:
-                    await admin.create_topics(missing)
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                f.full_name,
+                                num_partitions=f.spec.partitions,
+                                replication_factor=f.spec.replication_factor,
+                                topic_configs=f.spec.configs(),
+                            )
+                            for f in missing
+                        ]
+                    )
                 except TopicAlreadyExistsError:
                     pass
-            return [t.name for t in missing]
+            if check_existing:
+                await _warn_on_differences(admin, [f for f in fitted if f.full_name in existing])
+            return [f.spec.name for f in missing]
         except (KafkaError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise
@@ -95,11 +149,50 @@ async def _ensure_topics(
             await admin.close()
 
 
+async def _warn_on_differences(admin: AIOKafkaAdminClient, fitted: list[topic_specs.Fitted]) -> None:
+    if not fitted:
+        return
+    described = {t["topic"]: t for t in await admin.describe_topics([f.full_name for f in fitted])}
+    configs: dict[str, dict[str, str]] = {}
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, f.full_name) for f in fitted]
+        for resp in await admin.describe_configs(resources):
+            for res in resp.to_object()["resources"]:
+                configs[res["resource_name"]] = {
+                    e["config_names"]: e["config_value"] for e in res["config_entries"] if e["config_value"] is not None
+                }
+    except (KafkaError, KeyError, TypeError) as exc:  # the embedded broker answers no DescribeConfigs
+        log.info("topic configs not described; comparing partitions and replicas only", extra={"error": str(exc)})
+    for f in fitted:
+        meta = described.get(f.full_name)
+        if meta is None or not meta.get("partitions"):
+            continue
+        parts = meta["partitions"]
+        observed = topic_specs.Observed(
+            partitions=len(parts),
+            replication_factor=min(len(p["replicas"]) for p in parts),
+            configs=configs.get(f.full_name, {}),
+        )
+        diffs = topic_specs.differences(f.spec, observed)
+        if diffs:
+            log.warning(
+                f"topic {f.full_name} exists with settings that differ from topics.yaml (left as is): "
+                + "; ".join(diffs),
+                extra={"topic": f.full_name, "differences": diffs},
+            )
+
+
 class Producer:
     """A started aiokafka producer; ``send_many`` waits for every acknowledgement."""
 
     def __init__(
-        self, bootstrap: str, *, linger_ms: int = 0, topic_prefix: str | None = None, partitions: int = 8
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int = 0,
+        topic_prefix: str | None = None,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         # acks=all and no idempotence: the embedded broker supports neither idempotent
         # producers nor transactions; duplicates are handled by idempotent consumers.
@@ -111,6 +204,7 @@ class Producer:
         # forgotten them all) before the error reaches the caller, whose retry then succeeds.
         self._topic_prefix = topic_prefix
         self._partitions = partitions
+        self._replication_factor = replication_factor
 
     async def start(self) -> None:
         await self._producer.start()
@@ -137,7 +231,13 @@ class Producer:
         if self._topic_prefix is None:
             return
         try:
-            await ensure_topics(self._bootstrap, self._topic_prefix, self._partitions, timeout=5.0)
+            await ensure_topics(
+                self._bootstrap,
+                self._topic_prefix,
+                self._partitions,
+                timeout=5.0,
+                replication_factor=self._replication_factor,
+            )
         except (KafkaError, OSError) as exc:  # the broker is still away: the caller retries anyway
             log.warning("could not re-create topics", extra={"error": str(exc)})
 
@@ -161,11 +261,13 @@ class ConsumerConfig:
 
 
 class ConsumerLoop:
-    """Reads topics, decodes envelopes and dispatches by event type.
+    """Reads topics, decodes envelopes and dispatches by event type: the service's whole wiring
+    is its handler table.
 
-    ``handlers`` maps event type -> handler for one event; ``batch_handler`` (optional) gets the
-    whole decoded batch instead, for set-wise processing. Unknown types are skipped with a log
-    line only if listed in ``ignore``; anything else undecodable goes to the dead-letter topic.
+    ``handlers`` maps event type -> handler for one event; ``set_handlers`` maps event type ->
+    handler for all the poll's events of the types it is mapped to (see the module docstring for
+    the fallback). ``retry`` wraps every attempt. Types listed in ``ignore`` are skipped;
+    anything undecodable or without a handler goes to the dead-letter topic.
     """
 
     def __init__(
@@ -175,14 +277,19 @@ class ConsumerLoop:
         *,
         name: str,
         handlers: Mapping[str, Handler] | None = None,
-        batch_handler: BatchHandler | None = None,
+        set_handlers: Mapping[str, SetHandler] | None = None,
         ignore: Iterable[str] = (),
+        retry: Retry = _once,
+        on_parked: Parked | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
         self.name = name
         self.handlers = dict(handlers or {})
-        self.batch_handler = batch_handler
+        self.set_handlers = dict(set_handlers or {})
+        assert not self.handlers.keys() & self.set_handlers.keys(), "one handler per event type"
+        self.retry = retry
+        self.on_parked = on_parked
         self.ignore = set(ignore)
         self.consumer: AIOKafkaConsumer | None = None
         self.processed = 0
@@ -233,19 +340,27 @@ class ConsumerLoop:
         """While idle: a position beyond a partition's end means its log was lost and re-created
         (the embedded broker answers such fetches with nothing, so the consumer would wait until
         the new log grew past it). Independent of the broker watch, which can miss a loss that
-        another service's watch repaired first: read those partitions from the start."""
+        another service's watch repaired first: read those partitions from the start. The verdict
+        is :func:`broker_watch.past_end`: the fetch's own high watermark and ListOffsets must
+        both be below the position (ListOffsets alone lags on the embedded broker)."""
         if self.consumer is None:
             return []
         parts = list(self.consumer.assignment())
         if not parts:
             return []
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(parts), 5)
-            past = []
+            # Only partitions whose last fetch answer already put them past the end are worth a
+            # ListOffsets round trip: at rest that is none, and the check costs nothing.
+            suspects = []
             for tp in parts:
                 pos = await asyncio.wait_for(self.consumer.position(tp), 5)
-                if pos > ends.get(tp, pos):
-                    past.append(tp)
+                high = self.consumer.highwater(tp)
+                if high is not None and pos > high:
+                    suspects.append((tp, pos, high))
+            past = []
+            if suspects:
+                ends = await asyncio.wait_for(self.consumer.end_offsets([tp for tp, _, _ in suspects]), 5)
+                past = [tp for tp, pos, high in suspects if past_end(pos, high, ends.get(tp))]
             if past:
                 await self.consumer.seek_to_beginning(*past)
         except (TimeoutError, KafkaError, IllegalStateError) as exc:  # broker away or a rebalance: next time
@@ -264,6 +379,7 @@ class ConsumerLoop:
         assert self.consumer is not None, "start() first"
         while True:
             batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
+            self._measure_lag(batch)
             if not batch:
                 self.caught_up.set()
                 if time.monotonic() - self._end_checked >= PAST_END_CHECK_S:
@@ -287,6 +403,21 @@ class ConsumerLoop:
             if not self.caught_up.is_set() and await self._at_high_watermark():
                 self.caught_up.set()
 
+    def _measure_lag(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Lag per partition from what the last fetch said (no extra round trip): the partition's
+        end minus the offset after the last record taken; an empty poll means caught up."""
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            records = batch.get(tp)
+            if not records:
+                if not batch:
+                    metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(0)
+                continue
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag = max(0, high - records[-1].offset - 1)
+                metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+
     async def _at_high_watermark(self) -> bool:
         """Consumed up to the end the broker last reported on every assigned partition. Under a
         steady flow a poll is never empty, so "an empty poll" alone would never mean caught up."""
@@ -301,7 +432,7 @@ class ConsumerLoop:
         return True
 
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
-        decoded: list[tuple[Event, Envelope]] = []
+        decoded: list[Decoded] = []
         for rec in records:
             try:
                 env = Envelope.decode(rec.value)
@@ -310,21 +441,64 @@ class ConsumerLoop:
                 decoded.append((decode(env), env))
             except EnvelopeError as exc:
                 await self.dead_letter(rec, f"undecodable: {exc}")
-        if self.batch_handler is not None:
-            if decoded:
-                await self.batch_handler(decoded)
-            return
+        await self.handle_decoded(decoded)
+
+    async def handle_decoded(self, decoded: Sequence[Decoded]) -> None:
+        """Dispatch one poll's decoded events through the handler table (per-event handlers in
+        poll order, then each set handler once with its events)."""
+        groups: dict[SetHandler, list[Decoded]] = {}
         for event, env in decoded:
+            set_handler = self.set_handlers.get(env.type)
+            if set_handler is not None:
+                groups.setdefault(set_handler, []).append((event, env))
+                continue
             handler = self.handlers.get(env.type)
             if handler is None:
                 await self.dead_letter_env(env, f"no handler for {env.type} in {self.name}")
                 continue
             try:
-                await handler(event, env)
+                if self.retry is _once:  # the gateway's notifications: no wrapper per event
+                    await handler(event, env)
+                else:
+                    await self.retry(lambda h=handler, e=event, v=env: h(e, v), f"{self.name} {env.type}")  # type: ignore[misc]
                 metrics.EVENTS_HANDLED.labels(self.name, env.type).inc()
             except Exception as exc:  # a poison event must not block the partition
                 log.exception("handler failed", extra={"event_id": env.id, "type": env.type})
-                await self.dead_letter_env(env, f"handler error: {type(exc).__name__}: {exc}")
+                await self._park(event, env, exc)
+        for set_handler, group in groups.items():
+            await self._handle_set(set_handler, group)
+
+    async def _handle_set(self, handler: SetHandler, group: list[Decoded]) -> None:
+        """All together; if that fails, one at a time; what fails alone is parked."""
+        try:
+            await self.retry(lambda: handler(group), f"{self.name} poll of {len(group)}")
+            self._count(group)
+            return
+        except Exception:
+            log.warning(
+                "set-wise handling failed; handling events one at a time",
+                extra={"consumer": self.name, "size": len(group)},
+                exc_info=True,
+            )
+        for item in group:
+            try:
+                await self.retry(lambda item=item: handler([item]), f"{self.name} {item[1].type}")  # type: ignore[misc]
+                self._count([item])
+            except Exception as exc:
+                log.exception("handler failed alone", extra={"event_id": item[1].id, "type": item[1].type})
+                await self._park(item[0], item[1], exc)
+
+    def _count(self, group: Sequence[Decoded]) -> None:
+        for _, env in group:
+            metrics.EVENTS_HANDLED.labels(self.name, env.type).inc()
+
+    async def _park(self, event: Event, env: Envelope, exc: Exception) -> None:
+        await self.dead_letter_env(env, f"handler error: {type(exc).__name__}: {exc}")
+        if self.on_parked is not None:
+            try:
+                await self.on_parked(event, env, exc)
+            except Exception:  # noqa: BLE001 - the event is parked already; say so and go on
+                log.exception("on_parked failed", extra={"consumer": self.name, "event_id": env.id})
 
     async def dead_letter(self, rec: ConsumerRecord, reason: str) -> None:
         metrics.DEAD_LETTERS.labels(self.name).inc()

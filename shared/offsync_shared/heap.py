@@ -35,7 +35,7 @@ def settle(young: int = YOUNG, middle: int = MIDDLE, old: int = OLD) -> tuple[in
 def freeze_long_lived() -> None:
     """Collect once and freeze the survivors, leaving the thresholds alone: for a moment when a
     large structure that lives on has just been built (a service's start-up, publish-service's
-    bucket registry). A full collection walked those 0.4-0.8 s at full bench size, in the change
-    path's tail; frozen objects are skipped by every later collection."""
+    bucket registry). A full collection would walk them again and again, in the change path's
+    tail (docs/performance.md); frozen objects are skipped by every later collection."""
     gc.collect()
     gc.freeze()

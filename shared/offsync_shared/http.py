@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -14,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offsync_shared import db, metrics
+from offsync_shared import apidocs, db, metrics
 from offsync_shared.errors import OffsyncError, RateLimited
 from offsync_shared.http_edge import BodyLimits, EdgeGuard, TokenCheck
 
@@ -37,16 +38,52 @@ class JsonByDefault:
     """Treats a request body sent without a content type, or as an HTML form (curl's ``-d``
     default), as JSON: these APIs take no forms, and an admin's first curl should just work."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, form_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.form_prefixes = form_prefixes  # paths that do take HTML forms (the admin console)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and not scope["path"].startswith(self.form_prefixes)
+        ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             ctype = dict(scope["headers"]).get(b"content-type", b"")
             if not ctype or ctype.startswith(b"application/x-www-form-urlencoded"):
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """Counts every HTTP request by route template and status and times it, so ``/metrics``
+    shows traffic, errors and latency per route (the template, never the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(unmatched)"
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
 
 
 # What a database restart raises in a request: refused/broken sockets, connections the server
@@ -81,12 +118,16 @@ def install(
     *,
     body_limits: BodyLimits | None = None,
     authenticated: TokenCheck = _nobody,
+    form_prefixes: tuple[str, ...] = (),
 ) -> None:
     """Add /healthz, /readyz, /metrics, the error handlers and the edge checks (NUL, body caps:
     ``authenticated`` tells whether an Authorization header earns the per-route caps; without it
-    every body is held to the pre-authentication cap) to ``app``."""
+    every body is held to the pre-authentication cap), offline /docs and per-route request metrics
+    to ``app``; ``form_prefixes``: paths whose POSTs are HTML forms (the admin console), left as sent."""
 
-    app.add_middleware(JsonByDefault)
+    app.add_middleware(JsonByDefault, form_prefixes=form_prefixes)
+    app.add_middleware(RequestMetrics, service=service)
+    apidocs.install(app)
     app.add_middleware(EdgeGuard, limits=body_limits or BodyLimits(), authenticated=authenticated)
 
     @app.get("/healthz", include_in_schema=False)
@@ -105,7 +146,6 @@ def install(
 
     @app.exception_handler(OffsyncError)
     async def offsync_error(_: Request, exc: OffsyncError) -> JSONResponse:
-        metrics.HTTP_REQUESTS.labels(service, str(exc.status)).inc()
         body = error_body(exc.code, exc.message, exc.field)
         if exc.details is not None:
             body["error"]["details"] = exc.details  # type: ignore[index]
@@ -146,12 +186,10 @@ def install(
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if _is_unavailable(exc):  # the database (or a socket under it) is away: retry later
             log.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
-            metrics.HTTP_REQUESTS.labels(service, "503").inc()
             return JSONResponse(
                 error_body("unavailable", "a backing service is unavailable; retry shortly", retriable=True),
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
         log.exception("unhandled error")
-        metrics.HTTP_REQUESTS.labels(service, "500").inc()
         return JSONResponse(error_body("internal", "internal error; see server logs"), status_code=500)

@@ -50,6 +50,7 @@ CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_at) WHERE publi
 """
 
 PENDING = "published_at IS NULL"
+MEASURE_EVERY_S = 5.0
 
 
 class Publisher(Protocol):
@@ -138,6 +139,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.retention_s = retention_s
         self._next_prune = 0.0
+        self._next_measure = 0.0
         self.replayed = 0
         self._wake = asyncio.Event()
         self._listen_conn: asyncpg.Connection | None = None
@@ -179,6 +181,7 @@ class OutboxRelay:
                 if moved >= self.batch_size:
                     continue
                 await self._maybe_prune()
+                await self._maybe_measure()
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -247,6 +250,24 @@ class OutboxRelay:
         log.warning("broker lost its state: replaying the retained outbox", extra={"schema": self.schema, "rows": n})
         self._wake.set()
         return n
+
+    async def _maybe_measure(self) -> None:
+        """Backlog and age of unpublished rows, for /metrics (at most every few seconds)."""
+        now = time.monotonic()
+        if now < self._next_measure:
+            return
+        self._next_measure = now + MEASURE_EVERY_S
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    f"SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
+                    f' FROM "{self.schema}".outbox WHERE {PENDING}'
+                )
+        except Exception as exc:  # noqa: BLE001 - measuring is housekeeping; the next round retries
+            log.info("outbox measure failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        metrics.OUTBOX_BACKLOG.labels(self.schema).set(row["n"])
+        metrics.OUTBOX_OLDEST_AGE.labels(self.schema).set(float(row["age"]))
 
     async def _maybe_prune(self) -> None:
         """Drop published rows older than the retention window (at most every few seconds)."""

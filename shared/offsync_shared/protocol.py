@@ -102,6 +102,10 @@ class Hello:
     features: tuple[str, ...] = ()  # FEATURE_* names the device understands
     # The app module (id or name) the device syncs for; None: no app check (older SDKs).
     app: str | None = None
+    # What the device says of itself, for the admin console's device list (all optional).
+    client: str | None = None  # SDK / app name and version, e.g. "offsync-device/0.1.0"
+    records: int | None = None  # records the device holds
+    pending: int | None = None  # changes waiting to be uploaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +309,9 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
                     "token": frame.token,
                     "features": list(frame.features) or None,
                     "app": frame.app,
+                    "client": frame.client,
+                    "records": frame.records,
+                    "pending": frame.pending,
                 }
             )
         )
@@ -470,6 +477,16 @@ def _change(i: int, c: Any) -> Change:
     return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
+def _count(obj: dict[str, Any], key: str) -> int | None:
+    """An optional non-negative count a device reports about itself (absent: None)."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise FrameError(ERR_BAD_FRAME, f"'{key}' must be a non-negative integer", key)
+    return v
+
+
 def _has_nul_escape(raw: bytes | bytearray | memoryview | str) -> bool:
     if isinstance(raw, str):
         return "\\u0000" in raw
@@ -507,6 +524,9 @@ def decode_client(raw: bytes | str, *, max_changes: int | None = None) -> Client
             token=_str(obj, "token", required=False, max_len=8192),
             features=tuple(f for f in features[:32] if len(f) <= 64),
             app=_str(obj, "app", required=False),
+            client=_str(obj, "client", required=False, max_len=120),
+            records=_count(obj, "records"),
+            pending=_count(obj, "pending"),
         )
     if t == "upload":
         changes = obj.get("changes")

@@ -81,9 +81,18 @@ async def open_runtime(
         stack.push_async_callback(_close_pool, pool)
         if schema and migrations:
             await db.migrate(pool, schema, migrations)
-        await bus.ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, settings.topic_partitions)
+        await bus.ensure_topics(
+            settings.kafka_bootstrap,
+            settings.topic_prefix,
+            settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            check_existing=True,
+        )
         producer = bus.Producer(
-            settings.kafka_bootstrap, topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions
+            settings.kafka_bootstrap,
+            topic_prefix=settings.topic_prefix,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
         )
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -99,6 +108,7 @@ async def open_runtime(
             settings.topic_prefix,
             settings.topic_partitions,
             interval=settings.broker_watch_interval_s,
+            replication_factor=settings.topic_replication_factor,
         )
         if rt.relay is not None:
             rt.watch.on_lost(rt.relay.replay)

@@ -24,8 +24,11 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Prepended to every topic name: isolates test sessions and tenants sharing one broker.
     topic_prefix: str = ""
-    # Default partition count for topics we create; keyed topics keep per-key order.
-    topic_partitions: int = 8
+    # Topics are created as shared/offsync_shared/topics.yaml defines them; these override every
+    # topic's partition count / replication factor when set (tests use fewer partitions; a
+    # cluster with fewer brokers than the definition's replicas gets as many as it has).
+    topic_partitions: int | None = None
+    topic_replication_factor: int | None = None
     # Consumer group liveness. Kafka's defaults; the embedded broker finishes a group join in
     # about half the session timeout, so the embedded stack and tests use 2000/500.
     kafka_session_timeout_ms: int = 10000

@@ -66,3 +66,22 @@ async def test_a_failing_listener_is_called_again_until_it_succeeds() -> None:
         await w._call_owed()
     assert calls == ["flaky", "fine", "flaky", "flaky"]
     assert w._owed == []
+
+
+@pytest.mark.parametrize(
+    ("position", "fetched_high", "listed_end", "past"),
+    [
+        (10, 10, 10, False),  # caught up
+        (10, 10, 1, False),  # the embedded broker's lagging ListOffsets: not a lost log
+        (300, 5, 5, True),  # re-created log, shorter than where the consumer stood
+        (300, 5, 300, False),  # the two answers disagree: look again later
+        (10, None, 1, False),  # no fetch answer yet for this position
+        (10, 3, None, False),  # ListOffsets did not answer for it
+        (0, 0, 0, False),
+    ],
+    ids=["caught-up", "listoffsets-lags", "lost", "disagree", "no-fetch-yet", "no-listed-end", "empty"],
+)
+def test_past_end(position: int, fetched_high: int | None, listed_end: int | None, past: bool) -> None:
+    from offsync_shared.log_ends import past_end
+
+    assert past_end(position, fetched_high, listed_end) is past

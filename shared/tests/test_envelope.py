@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import UnknownEvent, decode
-from offsync_shared.events.admin import OrgSettingsChanged
+from offsync_shared.events.admin import BusinessUnitChanged
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
@@ -56,11 +56,11 @@ def test_random_bytes_never_raise_anything_but_envelope_error(raw: bytes) -> Non
 
 
 def test_decode_typed_event_and_refuse_unknown() -> None:
-    env = OrgSettingsChanged(conflict_detection=True).envelope("default")
-    assert decode(Envelope.decode(env.encode())) == OrgSettingsChanged(conflict_detection=True)
+    env = BusinessUnitChanged(id="b1", parent_id=None).envelope("default")
+    assert decode(Envelope.decode(env.encode())) == BusinessUnitChanged(id="b1", parent_id=None)
     with pytest.raises(UnknownEvent):
         decode(Envelope(type="nope", key="k", payload={}))
     with pytest.raises(UnknownEvent):
-        decode(Envelope(type=OrgSettingsChanged.TYPE, key="k", payload={}, schema_version=99))
+        decode(Envelope(type=BusinessUnitChanged.TYPE, key="k", payload={}, schema_version=99))
     with pytest.raises(EnvelopeError):
-        decode(Envelope(type=OrgSettingsChanged.TYPE, key="k", payload={"conflict_detection": "maybe"}))
+        decode(Envelope(type=BusinessUnitChanged.TYPE, key="k", payload={"id": "b1", "parent_id": ["not", "an", "id"]}))

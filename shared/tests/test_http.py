@@ -86,3 +86,28 @@ UNAVAILABLE = [
 @pytest.mark.parametrize("exc,expected", [r[1:] for r in UNAVAILABLE], ids=[r[0] for r in UNAVAILABLE])
 def test_what_counts_as_a_backing_service_away(exc: BaseException, expected: bool) -> None:
     assert http._is_unavailable(exc) is expected
+
+
+async def test_api_docs_load_swagger_ui_from_this_server_not_a_cdn() -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
+        page = await c.get("/docs")
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower() and "https://" not in page.text
+        assets = [a for a in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css") if a in page.text]
+        assert len(assets) == 2
+        for asset in assets:
+            got = await c.get(asset)
+            assert got.status_code == 200 and len(got.content) > 10_000
+        assert (await c.get("/openapi.json")).status_code == 200
+
+
+async def test_requests_are_counted_by_route_template_and_timed() -> None:
+    from prometheus_client import generate_latest
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
+        await c.post("/echo", json={"name": "x"})
+        await c.get("/nowhere/123")
+    text = generate_latest().decode()
+    assert 'offsync_http_requests_total{method="POST",route="/echo",service="test",status="200"}' in text
+    assert 'route="(unmatched)",service="test",status="404"' in text
+    assert 'offsync_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/echo",service="test"}' in text

@@ -1,5 +1,6 @@
-"""The sync-service application: opens its runtime in the lifespan, wires the notify/batch-result
-consumer to the hub (the one handler table), and mounts the `/v1/sync` websocket."""
+"""The sync-service application: the shared service app, with the gateway as its part (its own
+read pool, the hub, and the notify/batch-result consumer wired to the hub: the one handler
+table), and the `/v1/sync` websocket."""
 
 from __future__ import annotations
 
@@ -11,20 +12,23 @@ import asyncpg
 from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
 
-from offsync_shared import bus, db, http
+from offsync_shared import bus, db
 from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from offsync_shared.runtime import Runtime, open_runtime, stop_tasks
+from offsync_shared.runtime import Runtime, stop_tasks
+from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
 from sync_service import field_app
+from sync_service.bucket_reads import PgBucketStore
+from sync_service.devices import SCHEMA as DEVICES_SCHEMA
+from sync_service.devices import DeviceRegistry
 from sync_service.gateway import Gateway
 from sync_service.hub import Hub
 from sync_service.settings import Settings
-from sync_service.store import PgBucketStore
 
-SCHEMA = None  # sync-service owns no schema; it reads sync, admin and data
+SCHEMA = None  # no outbox; sync-service writes only its device registry (gateway) and reads sync, admin, data
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -60,21 +64,19 @@ class SyncApp(FastAPI):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    state: dict[str, object] = {}
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            open_runtime(settings, schema=SCHEMA, migrations=None, relay=False) as rt,
-            contextlib.AsyncExitStack() as stack,
-        ):
+    async def gateway_parts(rt: Runtime, app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
             reads = await db.create_pool(
                 settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max, reset=_keep_session
             )
             stack.push_async_callback(reads.close)
             store = PgBucketStore(reads)
             hub = Hub(store)
-            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt))
+            # The device registry is the one table this service writes (schema gateway).
+            await db.migrate(rt.pool, DEVICES_SCHEMA, "sync_service.migrations")
+            devices = DeviceRegistry(rt.pool)
+            gateway = Gateway(settings, store, hub, KafkaBatchPublisher(rt), devices=devices)
             # Group-less consumer read from the end: every gateway process sees every
             # notification and every batch result (it routes those of its own devices).
             consumer = bus.ConsumerLoop(
@@ -97,42 +99,48 @@ def create_app(settings: Settings) -> FastAPI:
             if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
                 rt.watch.on_lost(consumer.rewind)
                 rt.watch.on_lost(hub.resend_unanswered)
-            task = repair = None
+            task = repair = registry = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")
                 repair = rt.spawn(hub.reconcile_forever(settings.sync_reconcile_s), "sync-reconcile")
-                state.update(rt=rt, gateway=gateway, consumer=consumer, hub=hub)
-                app.state.runtime = rt
+                registry = rt.spawn(devices.run(lambda: gateway.sessions), "device-registry")
                 app.state.gateway = gateway
                 app.state.consumer = consumer
                 yield
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
-                await stop_tasks([t for t in (task, repair) if t is not None])
+                await stop_tasks([t for t in (task, repair, registry) if t is not None])
+                await devices.close(gateway.sessions)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
-    app = SyncApp(title="Offsync sync-service", version="0.1.0", lifespan=lifespan)
+    def gateway_ready(app: FastAPI) -> dict[str, bool]:
+        return {
+            "consumer_positioned": app.state.consumer.caught_up.is_set(),
+            "accepting": not app.state.gateway.draining,
+        }
 
-    async def ready() -> dict[str, bool]:
-        rt = state.get("rt")
-        if rt is None:
-            return {"started": False}
-        checks = await rt.ready()  # type: ignore[attr-defined]
-        checks["consumer_positioned"] = state["consumer"].caught_up.is_set()  # type: ignore[attr-defined]
-        checks["accepting"] = not state["gateway"].draining  # type: ignore[attr-defined]
-        return checks
-
-    http.install(app, "sync-service", ready)
+    app = service_app(
+        settings,
+        name="sync-service",
+        schema=SCHEMA,
+        migrations=None,
+        relay=False,
+        parts=gateway_parts,
+        extra_ready=gateway_ready,
+        app_class=SyncApp,
+        title="Offsync sync-service",
+    )
+    app.state.gateway = None
     field_app.mount(app, settings)
 
     @app.websocket(p.PATH)
     async def sync_socket(ws: WebSocket) -> None:
-        gateway = state.get("gateway")
+        gateway: Gateway | None = app.state.gateway
         if gateway is None:
             await ws.close(p.CLOSE_TRY_AGAIN_LATER, "try_again_later: starting")
             return
-        await gateway.handle(ws)  # type: ignore[attr-defined]
+        await gateway.handle(ws)
 
     return app

@@ -16,12 +16,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from offsync_shared import auth, metrics
 from offsync_shared import protocol as p
 from offsync_shared.errors import OffsyncError, Unauthenticated
-from sync_service.access import app_refusal, decide, device_mismatch
+from sync_service.bucket_reads import BucketStore
+from sync_service.device_access import app_refusal, decide, device_mismatch
+from sync_service.devices import DeviceRegistry
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
-from sync_service.store import BucketStore
 from sync_service.ws_transport import LEAN_EXTENSION
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ class Gateway:
         hub: Hub,
         publisher: BatchPublisher,
         clock: Callable[[], float] = time.monotonic,
+        devices: DeviceRegistry | None = None,
     ) -> None:
         self.s = settings
+        self.devices = devices or DeviceRegistry(None)
         self.store = store
         self.hub = hub
         self.publisher = publisher
@@ -67,6 +70,7 @@ class Gateway:
 
     async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
+        metrics.SYNC_CLOSES.labels(str(code)).inc()
         with contextlib.suppress(Exception):
             if ws.application_state != WebSocketState.DISCONNECTED:
                 await ws.close(code, reason[:120])
@@ -126,6 +130,8 @@ class Gateway:
                 raise Unauthenticated("missing bearer token (Authorization header or hello.token)")
             principal = self.verify(token)
         except OffsyncError as exc:
+            # The reason, never the token: enough to tell an expired token from a forged one.
+            log.warning("device authentication failed", extra={"device_id": hello.device_id, "reason": exc.message})
             await self._close(ws, p.CLOSE_UNAUTHENTICATED, f"unauthenticated: {exc.message}")
             return None
         lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
@@ -140,8 +146,24 @@ class Gateway:
                 profiles = await self.store.app_profiles(hello.app)
                 refusal = app_refusal(hello.app, profiles, admission.facts.profile_id)
         if refusal is not None:
+            log.info(
+                "device refused",
+                extra={"user_id": principal.user_id, "device_id": hello.device_id, "reason": refusal.reason},
+            )
+            self.devices.refused(principal.user_id, hello.device_id, refusal.reason)
             await self._close(ws, refusal.close_code, refusal.reason)
             return None
+        assert admission is not None
+        log.info("device connected", extra={"user_id": principal.user_id, "device_id": hello.device_id})
+        self.devices.connected(
+            principal.user_id,
+            hello.device_id,
+            client=hello.client,
+            records=hello.records,
+            pending=hello.pending,
+            profile_id=admission.facts.profile_id,
+            profile_version=admission.facts.profile_version,
+        )
         return SyncSession(
             principal=principal,
             hello=hello,
@@ -167,18 +189,26 @@ class Gateway:
         try:
             async for out in stream:
                 if isinstance(out, Close):
+                    if out.code not in (p.CLOSE_GOING_AWAY,):
+                        session.last_error = out.reason[:300]
                     await self._close(ws, out.code, out.reason)
                     break
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
         except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError) as exc:
-            log.info("device connection ended", extra={"device_id": session.device_id, "reason": repr(exc)})
+            log.info(
+                "device connection ended",
+                extra={"user_id": session.user_id, "device_id": session.device_id, "reason": repr(exc)},
+            )
         except Exception:
-            log.exception("session failed", extra={"device_id": session.device_id})
+            log.exception("session failed", extra={"user_id": session.user_id, "device_id": session.device_id})
+            session.last_error = "internal: the session failed on the server"
             await self._close(ws, p.CLOSE_INTERNAL, "internal: see server logs; reconnect and resume")
         finally:
             await stream.aclose()
             self.sessions.discard(session)
+            self.devices.disconnected(session)
+            log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
             # Let the reader take what the device sent before leaving (up to the disconnect).
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(reader), 2.0)

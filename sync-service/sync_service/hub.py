@@ -12,9 +12,9 @@ from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
+from sync_service.bucket_reads import BucketStore
 from sync_service.live_fanout import LiveFanout
 from sync_service.session import SyncSession
-from sync_service.store import BucketStore
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ class ComeBackSlots:
     """When to tell a refused client to come back: one slot per refusal, spaced at the rate the
     bucket admits, so a refused crowd returns as fast as it can be let in. Told only "when the
     next token comes", the whole crowd would return at once and most of it be refused again
-    (a reconnect storm measured 1.9 connections per device that way)."""
+    (the reconnect workload's figures are in docs/performance.md)."""
 
     rate: float  # slots per second: the bucket's refill rate
     horizon: float = 60.0  # never tell anyone to wait longer than this

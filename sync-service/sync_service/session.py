@@ -25,10 +25,10 @@ from offsync_shared.errors import OffsyncError
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.device_batches import Change as EventChange
-from sync_service.access import decide
+from sync_service.bucket_reads import Admission, BucketState, BucketStore, OpKey, StoredBatch
+from sync_service.device_access import decide
 from sync_service.limits import TokenBucket
 from sync_service.settings import Settings
-from sync_service.store import Admission, BucketState, BucketStore, OpKey, StoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,10 @@ class SyncSession:
         "_last_ping",
         "_last_states",
         "sent_ops",
+        "answered",
+        "checkpointed",
+        "last_error",
+        "hello_info",
         "_admission",
         "_busy",
         "_live",
@@ -272,6 +276,10 @@ class SyncSession:
         self._last_ping = clock()
         self._last_states: dict[str, BucketState] | None = None
         self.sent_ops = 0
+        self.answered = 0  # batch answers delivered (the device registry turns these into a rate)
+        self.checkpointed = -1  # the last position the device reached a checkpoint at (device registry)
+        self.last_error: str | None = None  # the last error frame sent, for the device registry
+        self.hello_info = (hello.client, hello.records, hello.pending)  # what the device said of itself
 
     # ------------------------------------------------------------------ inputs (any task) ---
     async def receive(self, raw: bytes | str) -> None:
@@ -379,6 +387,7 @@ class SyncSession:
         self._enter(Phase.AT_CHECKPOINT)
         self.sent_ops += count
         self.position = self.key = position
+        self.checkpointed = position  # a direct live write ends at a checkpoint
         self._dirty = False  # what is still owed (``behind``), the hub enrols us for
         return True
 
@@ -402,6 +411,7 @@ class SyncSession:
         """The answer to one of our batches; ``results``: the same results as they came off the
         bus (already validated into ``event``), which saves dumping them again."""
         self.pending.pop(event.batch_id, None)
+        self.answered += 1
         if self._results is None:
             self._results = deque()
         if results is None:
@@ -438,6 +448,7 @@ class SyncSession:
         self._signal.set()
 
     def _report(self, err: p.Error) -> None:
+        self.last_error = f"{err.code}: {err.message}"[:300]
         if self._errors is None:
             self._errors = deque(maxlen=16)
         self._errors.append(err)
@@ -518,6 +529,8 @@ class SyncSession:
     def _enter(self, phase: Phase) -> None:
         assert phase in TRANSITIONS[self.phase], f"no transition {self.phase.name} -> {phase.name}"
         self.phase = phase
+        if phase is Phase.AT_CHECKPOINT and not self.fresh:
+            self.checkpointed = self.position
 
     def _share(self) -> bool:
         """Ask the shared reads (when the gateway has them) for our new ops."""
@@ -688,7 +701,15 @@ class SyncSession:
         try:
             await self.publisher.upload(event)
         except Exception as exc:  # broker down: the device keeps the batch and resends it
-            log.warning("could not forward batch", extra={"batch_id": up.batch_id, "error": str(exc)})
+            log.warning(
+                "could not forward batch",
+                extra={
+                    "user_id": self.user_id,
+                    "device_id": self.device_id,
+                    "batch_id": up.batch_id,
+                    "error": str(exc),
+                },
+            )
             self.pending.pop(up.batch_id, None)
             yield p.Error(
                 p.ERR_UNAVAILABLE,

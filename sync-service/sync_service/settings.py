@@ -47,7 +47,7 @@ class Settings(CommonSettings):
     sync_token_grace_s: float = 5.0
     sync_drain_timeout_s: float = 5.0
     # Longest wait of the notification consumer's empty fetch: commit -> device latency rides on
-    # it (50 ms, the bus default, made live p99 ~28 ms; 10 ms costs ~100 idle fetches/s).
+    # it, idle fetches grow as it shrinks (figures: docs/performance.md, "The change path").
     sync_notify_fetch_wait_ms: int = 10
 
     @property

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
 from offsync_shared import protocol as p
+from sync_service.bucket_reads import BucketState, LiveBatch
 from sync_service.live_fanout import LiveFrames
-from sync_service.store import BucketState, LiveBatch
 from sync_service.ws_transport import prebuilt_text, text_frame
 
 

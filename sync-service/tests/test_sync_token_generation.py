@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from offsync_shared import protocol as p
-from sync_service.access import AccessFacts, decide
+from sync_service.device_access import AccessFacts, decide
 
 OK = AccessFacts(True, True, True, "p", 1, "gen-2")
 ROWS = [

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from offsync_shared import protocol as p
 from offsync_shared.auth import Principal
 from offsync_shared.checksum import MOD, op_hash
-from sync_service import access
-from sync_service.access import AccessFacts, decide
+from sync_service import device_access
+from sync_service.bucket_reads import Admission, BucketState, OpsPage, StoredBatch
+from sync_service.device_access import AccessFacts, decide
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.metadata import describe_entity, primary_attribute
 from sync_service.session import Close, SyncSession
 from sync_service.settings import Settings
-from sync_service.store import Admission, BucketState, OpsPage, StoredBatch
 
 ACCESS = [
     ("ok", AccessFacts(True, True, True, "p", 1), None),
@@ -41,9 +41,9 @@ def test_access_decision(facts: AccessFacts, code: int | None) -> None:
 
 
 def test_device_mismatch() -> None:
-    assert access.device_mismatch(None, "d") is None
-    assert access.device_mismatch("d", "d") is None
-    assert access.device_mismatch("e", "d").close_code == p.CLOSE_FORBIDDEN  # type: ignore[union-attr]
+    assert device_access.device_mismatch(None, "d") is None
+    assert device_access.device_mismatch("d", "d") is None
+    assert device_access.device_mismatch("e", "d").close_code == p.CLOSE_FORBIDDEN  # type: ignore[union-attr]
 
 
 @given(st.lists(st.floats(0, 10), min_size=1, max_size=50))
@@ -77,8 +77,8 @@ def test_a_refused_crowd_is_spread_over_what_the_bucket_admits() -> None:
 
 
 def test_gateway_pure_modules_import_no_adapters() -> None:
-    root = Path(access.__file__).parent
-    for name in ("access.py", "limits.py", "session.py"):
+    root = Path(device_access.__file__).parent
+    for name in ("device_access.py", "limits.py", "session.py"):
         tree = ast.parse((root / name).read_text())
         mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

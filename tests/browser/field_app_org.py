@@ -158,9 +158,11 @@ def sign_in(page: Any, org: FieldOrg, name: str) -> None:
 
 
 def wait_synced(page: Any, timeout_ms: float = 30_000) -> None:
-    """Caught up with the server and nothing pending (the SDK's own notion, via window.offsync)."""
+    """Caught up with the server and nothing pending: the SDK's own notion (window.offsync) and
+    what the status bar shows."""
     page.wait_for_function(
-        "() => window.offsync && window.offsync.status.caughtUp && window.offsync.status.pending === 0",
+        "() => window.offsync && window.offsync.status.caughtUp && window.offsync.status.pending === 0"
+        " && document.querySelector('#status-pending').dataset.count === '0'",
         timeout=timeout_ms,
     )
 

@@ -1,5 +1,5 @@
-"""The chaos suite's own world: an embedded PostgreSQL and broker and the four services as
-processes (so each can be killed and restarted), an org of field users, a steady load of devices
+"""The chaos suite's own world: an embedded PostgreSQL, a broker (the embedded one, or a local
+Apache Kafka cluster) and the four services as processes (so each can be killed and restarted), an org of field users, a steady load of devices
 editing offline plus server writes, and the invariant checks run after every fault."""
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import asyncpg
 import httpx
 
 from offsync_device.client import Device, SyncRefused
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
+from offsync_stack.infra import Infra
+from offsync_stack.kafka import KafkaCluster
 from offsync_stack.processes import SERVICES, ServiceGroup
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, eventually, make_env
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
@@ -51,22 +53,20 @@ class ChaosStack:
     """Infrastructure and services this suite owns outright, so it may restart any of them."""
 
     root: Path
-    pg: EmbeddedPostgres
-    broker: EmbeddedBroker
+    pg: EmbeddedPostgres | None
+    broker: EmbeddedBroker | None
     env: InfraEnv
     group: ServiceGroup
     ports: dict[str, int]
+    kafka: KafkaCluster | None = None
+    ws_override: str | None = None  # devices connect here instead (a load balancer)
 
     @classmethod
-    async def start(cls, extra_env: dict[str, str]) -> ChaosStack:
-        root = Path(tempfile.mkdtemp(prefix="offsync-chaos-"))
-        pg, broker = EmbeddedPostgres(root / "pg"), EmbeddedBroker(root / "broker")
-        await asyncio.to_thread(pg.start)
-        await asyncio.to_thread(broker.start)
-        conn = await asyncpg.connect(pg.dsn())
-        await conn.execute('CREATE DATABASE "chaos"')
-        await conn.close()
-        env = InfraEnv(pg.dsn("chaos"), broker.bootstrap, "chaos.", True)
+    async def on_infra(cls, infra: Infra, extra_env: dict[str, str]) -> ChaosStack:
+        """The four services on the session's infrastructure (a fresh database and topic
+        prefix); the infrastructure itself is not this stack's to restart."""
+        root = Path(tempfile.mkdtemp(prefix="offsync-stack-"))
+        env = await make_env(infra, "stack")
         group = ServiceGroup(
             env={
                 **env.as_env(),
@@ -76,7 +76,52 @@ class ChaosStack:
             log_dir=root / "logs",
         )
         ports = {name: free_port() for name in SERVICE_NAMES}
-        s = cls(root, pg, broker, env, group, ports)
+        s = cls(root, None, None, env, group, ports)
+        for name in SERVICE_NAMES:
+            group.start(SPECS[name], ports[name])
+        try:
+            await asyncio.to_thread(group.wait_ready, 90)
+        except BaseException:
+            await asyncio.to_thread(group.stop_all)
+            raise
+        return s
+
+    @classmethod
+    async def start(cls, extra_env: dict[str, str], kafka_brokers: int = 0) -> ChaosStack:
+        """``kafka_brokers`` > 0: on a local Apache Kafka cluster of that many nodes instead of
+        the embedded broker."""
+        root = Path(tempfile.mkdtemp(prefix="offsync-chaos-"))
+        pg = EmbeddedPostgres(root / "pg")
+        broker: EmbeddedBroker | None = None
+        kafka: KafkaCluster | None = None
+        await asyncio.to_thread(pg.start)
+        if kafka_brokers:
+            kafka = KafkaCluster(root / "kafka", size=kafka_brokers)
+            try:
+                await asyncio.to_thread(kafka.start)
+            except BaseException:
+                await asyncio.to_thread(kafka.stop)
+                await asyncio.to_thread(pg.stop)
+                raise
+            bootstrap, broker_env = kafka.bootstrap, kafka.service_env()
+        else:
+            broker = EmbeddedBroker(root / "broker")
+            await asyncio.to_thread(broker.start)
+            bootstrap, broker_env = broker.bootstrap, dict(EMBEDDED_BROKER_ENV)
+        conn = await asyncpg.connect(pg.dsn())
+        await conn.execute('CREATE DATABASE "chaos"')
+        await conn.close()
+        env = InfraEnv(pg.dsn("chaos"), bootstrap, "chaos.", broker_env)
+        group = ServiceGroup(
+            env={
+                **env.as_env(),
+                "OFFSYNC_LOG_LEVEL": os.environ.get("OFFSYNC_CHAOS_LOG_LEVEL", "WARNING"),
+                **extra_env,
+            },
+            log_dir=root / "logs",
+        )
+        ports = {name: free_port() for name in SERVICE_NAMES}
+        s = cls(root, pg, broker, env, group, ports, kafka)
         for name in SERVICE_NAMES:
             group.start(SPECS[name], ports[name])
         await asyncio.to_thread(group.wait_ready, 90)
@@ -87,6 +132,8 @@ class ChaosStack:
 
     @property
     def sync_ws(self) -> str:
+        if self.ws_override:
+            return self.ws_override
         return self.url("sync-service").replace("http://", "ws://") + "/v1/sync"
 
     async def kill_and_restart(self, name: str) -> None:
@@ -98,10 +145,12 @@ class ChaosStack:
 
     async def restart_broker(self) -> None:
         """The embedded broker keeps everything in memory: this loses every topic and offset."""
+        assert self.broker is not None
         await asyncio.to_thread(self.broker.stop)
         await asyncio.to_thread(self.broker.start)
 
     async def restart_postgres(self) -> None:
+        assert self.pg is not None
         proc = self.pg.proc
         assert proc is not None
         proc.send_signal(signal.SIGINT)  # fast shutdown: open sessions are cut, not waited for
@@ -126,8 +175,12 @@ class ChaosStack:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.group.stop_all)
-        await asyncio.to_thread(self.broker.stop)
-        await asyncio.to_thread(self.pg.stop)
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+        if self.kafka is not None:
+            await asyncio.to_thread(self.kafka.stop)
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.stop)
         if os.environ.get("OFFSYNC_CHAOS_KEEP") != "1":
             rmtree(self.root)
 

@@ -21,7 +21,7 @@ import pytest
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
+from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
 from offsync_stack.processes import SERVICES, ServiceGroup
 from offsync_stack.testing import InfraEnv
 
@@ -52,7 +52,7 @@ async def test_acknowledged_writes_survive_a_postgres_crash() -> None:
         await conn.execute('CREATE DATABASE "crash"')
         await conn.close()
         assert shown == {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
-        env = InfraEnv(pg.dsn("crash"), broker.bootstrap, "crash.", True)
+        env = InfraEnv(pg.dsn("crash"), broker.bootstrap, "crash.", dict(EMBEDDED_BROKER_ENV))
         group = ServiceGroup(env={**env.as_env(), "OFFSYNC_LOG_LEVEL": "WARNING"}, log_dir=root / "logs")
         port = {s.name: free_port() for s in SERVICES}
         for spec in SERVICES:

@@ -24,8 +24,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from offsync_device.client import Device
+from offsync_device.local_store import LocalStore
 from offsync_device.signin import Credentials, SignInError, SignInRequired
-from offsync_device.store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,8 @@ AFTER: dict[str, Callable[[Stack], Awaitable[None]]] = {"docs/admin-api.md": _af
 
 
 async def test_docs_examples_run_against_a_stack(stack: Stack, tmp_path: Path) -> None:
+    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
+    assert not missing, f"the docs' examples need {missing} (make docs-deps installs them)"
     (tmp_path / ".offsync").mkdir()
     (tmp_path / ".offsync" / "stack.json").write_text(
         json.dumps(

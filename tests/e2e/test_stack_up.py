@@ -73,6 +73,8 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
             assert httpx.get(f"{url}/readyz", timeout=5).json()["ready"] is True
         docs = httpx.get(str(info["admin_docs"]), timeout=5)
         assert docs.status_code == 200
+        console = httpx.get(str(info["console"]), timeout=5, follow_redirects=True)
+        assert console.status_code == 200 and "Sign in to the admin console" in console.text
         # The bootstrap admin signs in with what make up printed and wrote (the same on a restart).
         login = {"username": info["admin_username"], "password": info["admin_password"], "audience": "admin"}
         signed = httpx.post(f"{info['admin_api']}/v1/auth/login", json=login, timeout=10)
@@ -97,6 +99,7 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
         assert f"admin sign-in {info['admin_username']} / {info['admin_password']}" in out.decode(errors="replace")
+        assert f"console      {info['console']}" in out.decode(errors="replace")  # the address is printed
         children = list(pids.values())  # type: ignore[union-attr]
         alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"processes left behind: {alive}"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from offsync_device.client import Device, SyncRefused
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.testing import Stack, eventually

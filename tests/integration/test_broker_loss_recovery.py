@@ -19,11 +19,10 @@ from offsync_shared import bus, db
 from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
-from offsync_shared.events.admin import OrgSettingsChanged
 from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, enqueue
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.embedded import EmbeddedBroker
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, Probe, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(
         bus.ConsumerConfig(broker.bootstrap, [topic], None, DEAD_LETTER.full(prefix)),
         producer,
         name="reader",
-        handlers={OrgSettingsChanged.TYPE: on_settings},
+        handlers={Probe.TYPE: on_settings},
     )
     try:
         await bus.ensure_topics(broker.bootstrap, prefix, PARTITIONS)
@@ -68,7 +67,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(
         tasks += [asyncio.create_task(relay.run()), asyncio.create_task(watch.run()), asyncio.create_task(loop.run())]
 
         # Far more on the old logs than will be on the new ones soon after the restart.
-        direct = [OrgSettingsChanged(conflict_detection=True).envelope(f"direct-{i}") for i in range(300)]
+        direct = [Probe(flag=True).envelope(f"direct-{i}") for i in range(300)]
         await producer.send_many([(topic, e.key, e.encode()) for e in direct])
         before = [await _event(pool, topic, i) for i in range(20)]
         await eventually(lambda: _pending_is(pool, 0), timeout=30, message="first events relayed")
@@ -102,7 +101,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(
 
 
 async def _event(pool: object, topic: str, i: int) -> str:
-    env: Envelope = OrgSettingsChanged(conflict_detection=bool(i % 2)).envelope(f"org-{i}")
+    env: Envelope = Probe(flag=bool(i % 2)).envelope(f"org-{i}")
     async with pool.acquire() as conn:  # type: ignore[attr-defined]
         async with conn.transaction():
             await enqueue(conn, "s", topic, env)

@@ -11,10 +11,9 @@ from aiokafka import AIOKafkaProducer
 from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
-from offsync_shared.events.admin import OrgSettingsChanged
 from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, enqueue
 from offsync_shared.topics import ADMIN, DEAD_LETTER
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, Probe, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +27,8 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_consumer_dis
     received: list[bool] = []
 
     async def on_settings(event: Event, env: Envelope) -> None:
-        assert isinstance(event, OrgSettingsChanged)
-        received.append(event.conflict_detection)
+        assert isinstance(event, Probe)
+        received.append(event.flag)
 
     loop = bus.ConsumerLoop(
         bus.ConsumerConfig(
@@ -41,22 +40,18 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_consumer_dis
         ),
         producer,
         name="test",
-        handlers={OrgSettingsChanged.TYPE: on_settings},
+        handlers={Probe.TYPE: on_settings},
     )
     try:
         async with pool.acquire() as conn:
             await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
             for flag in (True, False, True):
                 async with conn.transaction():
-                    await enqueue(
-                        conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=flag).envelope("default")
-                    )
+                    await enqueue(conn, "s", admin_topic, Probe(flag=flag).envelope("default"))
             # A rolled-back transaction's event never leaves.
             with pytest.raises(RuntimeError):
                 async with conn.transaction():
-                    await enqueue(
-                        conn, "s", admin_topic, OrgSettingsChanged(conflict_detection=False).envelope("default")
-                    )
+                    await enqueue(conn, "s", admin_topic, Probe(flag=False).envelope("default"))
                     raise RuntimeError("abort")
         relay = OutboxRelay(pool, "s", producer)
         assert await relay.drain_once() == 3
@@ -84,7 +79,7 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
     await raw.start()
     producer = bus.Producer(fresh_env.kafka_bootstrap)
     await producer.start()
-    got: list[OrgSettingsChanged] = []
+    got: list[Probe] = []
 
     async def on_settings(event: Event, env: Envelope) -> None:
         got.append(event)  # type: ignore[arg-type]
@@ -93,7 +88,7 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
         bus.ConsumerConfig(fresh_env.kafka_bootstrap, [admin_topic], "g-dl", dl_topic, **fresh_env.group_timeouts),
         producer,
         name="test",
-        handlers={OrgSettingsChanged.TYPE: on_settings},
+        handlers={Probe.TYPE: on_settings},
     )
     bus.ConsumerLoop(
         bus.ConsumerConfig(fresh_env.kafka_bootstrap, [dl_topic], "g-dl-reader", dl_topic, **fresh_env.group_timeouts),
@@ -108,9 +103,7 @@ async def test_junk_goes_to_dead_letter_and_consumer_keeps_going(fresh_env: Infr
     try:
         for junk in (b"not json", b"[1,2]", b'{"id":"x"}', Envelope("nope.unknown", "k", {}).encode()):
             await raw.send_and_wait(admin_topic, key=b"default", value=junk)
-        await raw.send_and_wait(
-            admin_topic, key=b"default", value=OrgSettingsChanged(conflict_detection=True).envelope("default").encode()
-        )
+        await raw.send_and_wait(admin_topic, key=b"default", value=Probe(flag=True).envelope("default").encode())
         await loop.start()
         task = asyncio.create_task(loop.run())
 

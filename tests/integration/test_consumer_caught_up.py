@@ -11,9 +11,8 @@ import contextlib
 import pytest
 
 from offsync_shared import bus
-from offsync_shared.events.admin import OrgSettingsChanged
 from offsync_shared.topics import ADMIN, DEAD_LETTER
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, Probe, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ async def test_caught_up_under_a_steady_flow(fresh_env: InfraEnv, group: str | N
 
     async def flow() -> None:  # a message every few ms: a poll of 500 ms always finds something
         while not stop.is_set():
-            await producer.send(topic, OrgSettingsChanged(conflict_detection=True).envelope("default"))
+            await producer.send(topic, Probe(flag=True).envelope("default"))
             await asyncio.sleep(0.005)  # the flow's pace
 
     seen: list[int] = []
@@ -48,7 +47,7 @@ async def test_caught_up_under_a_steady_flow(fresh_env: InfraEnv, group: str | N
         ),
         producer,
         name="test",
-        handlers={OrgSettingsChanged.TYPE: on_settings},
+        handlers={Probe.TYPE: on_settings},
     )
     try:
         await loop.start()

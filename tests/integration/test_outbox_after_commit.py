@@ -11,10 +11,9 @@ from aiokafka.errors import KafkaError
 
 from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope
-from offsync_shared.events.admin import OrgSettingsChanged
 from offsync_shared.outbox import OUTBOX_DDL, Message, OutboxRelay, enqueue, publish_after_commit
 from offsync_shared.topics import ADMIN
-from offsync_stack.testing import InfraEnv, eventually
+from offsync_stack.testing import InfraEnv, Probe, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ async def _setup(env: InfraEnv) -> tuple[asyncpg.Pool, bus.Producer, str]:
 async def _write(pool: asyncpg.Pool, relay: OutboxRelay, topic: str, flag: bool) -> None:
     async with publish_after_commit(relay), pool.acquire() as conn:
         async with conn.transaction():
-            await enqueue(conn, "s", topic, OrgSettingsChanged(conflict_detection=flag).envelope("default"))
+            await enqueue(conn, "s", topic, Probe(flag=flag).envelope("default"))
 
 
 async def _read_all(bootstrap: str, topic: str, n: int) -> list[bool]:
@@ -57,12 +56,12 @@ async def _read_all(bootstrap: str, topic: str, n: int) -> list[bool]:
 
         async def enough() -> bool:
             for msgs in (await c.getmany(timeout_ms=200)).values():
-                got.extend(Envelope.decode(m.value).payload["conflict_detection"] for m in msgs)
+                got.extend(Envelope.decode(m.value).payload["flag"] for m in msgs)
             return len(got) >= n
 
         await eventually(enough, message=f"{n} events on the topic")
         for msgs in (await c.getmany(timeout_ms=300)).values():  # anything beyond n is a duplicate
-            got.extend(Envelope.decode(m.value).payload["conflict_detection"] for m in msgs)
+            got.extend(Envelope.decode(m.value).payload["flag"] for m in msgs)
     finally:
         await c.stop()
     return got
@@ -81,7 +80,7 @@ async def test_writer_sends_after_commit_and_relay_only_cleans_up(fresh_env: Inf
         with pytest.raises(RuntimeError):  # rolled back: neither sent nor stored
             async with publish_after_commit(relay), pool.acquire() as conn:
                 async with conn.transaction():
-                    await enqueue(conn, "s", topic, OrgSettingsChanged(conflict_detection=True).envelope("default"))
+                    await enqueue(conn, "s", topic, Probe(flag=True).envelope("default"))
                     raise RuntimeError("abort")
         # Sent without the relay running; still in the outbox until the relay's next pass.
         assert await _read_all(fresh_env.kafka_bootstrap, topic, 2) == [True, False]

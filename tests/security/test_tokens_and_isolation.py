@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from offsync_device.client import Device, SyncRefused
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET

@@ -11,6 +11,7 @@ from offsync_bench.workloads import (
     browser,
     connections,
     fanout,
+    idle,
     incremental,
     initial_sync,
     live,
@@ -33,6 +34,7 @@ WORKLOADS: dict[str, Workload] = {
     "reconnect": reconnect.run,
     "browser_initial_sync": browser.run_initial_sync,
     "browser_live": browser.run_live,
+    "idle": idle.run,
     "fanout_10k": scale.run_fanout_10k,
     "publish_20k": scale.run_publish_20k,
 }

@@ -3,7 +3,7 @@
  * the cursor, the outbox of offline changes and the log of conflicts and rejections, held in
  * memory and written through to a Store one atomic transaction per operation.
  *
- * The same rules as the Python SDK's LocalStore (device-sdk/offsync_device/store.py): what the
+ * The same rules as the Python SDK's LocalStore (device-sdk/offsync_device/local_store.py): what the
  * user sees is the server record with pending changes laid on top, so a download never
  * overwrites an offline edit and dropping server data never drops a pending change.
  */
@@ -246,8 +246,9 @@ export class Replica {
       delete this.sums[b];
       this.held.delete(b);
     }
-    await this.write({ ...emptyTx(), putRecords: put, deleteRecords: gone, meta: this.sumsMeta() });
+    const written = this.write({ ...emptyTx(), putRecords: put, deleteRecords: gone, meta: this.sumsMeta() });
     this.emit(entities);
+    await written;
   }
 
   /** The server took the profile away: drop every server record and the cursor; the outbox stays. */
@@ -258,14 +259,16 @@ export class Replica {
     this.sums = {};
     this.held.clear();
     this.cursor = 0;
-    await this.write({ ...emptyTx(), clearRecords: true, meta: this.sumsMeta() });
+    const written = this.write({ ...emptyTx(), clearRecords: true, meta: this.sumsMeta() });
     this.emit(entities);
+    await written;
   }
 
   async setMetadata(entities: EntityMeta[]): Promise<void> {
     this.metadata = entities;
-    await this.write({ ...emptyTx(), meta: { metadata: entities } });
+    const written = this.write({ ...emptyTx(), meta: { metadata: entities } });
     this.emit(new Set(entities.map((e) => e.name)));
+    await written;
   }
 
   // ------------------------------------------------------------------- reading ----
@@ -446,8 +449,9 @@ export class Replica {
     this.removeRows(done);
     tx.deleteOutbox = [...done];
     tx.putRecords = [...putRecs.values()];
-    await this.write(tx);
-    this.emit(entities);
+    const written = this.write(tx);
+    this.emit(entities); // what queries and the status show changed now, not after the disk
+    await written;
     return problems;
   }
 

@@ -43,11 +43,14 @@ class ConditionError(ValueError):
 
 
 def params_used(cond: Mapping[str, Any], depth: int = 1) -> frozenset[str]:
-    """The user-dependent parameters a condition needs; validates its shape on the way."""
-    if depth > MAX_DEPTH:
-        raise ConditionError(f"conditions nest at most {MAX_DEPTH} levels")
+    """The user-dependent parameters a condition needs; validates its shape on the way.
+
+    ``depth`` counts and/or groups (as profile-service does): a leaf inside a third-level group
+    is fine, a fourth group is not."""
     for group in ("and", "or"):
         if group in cond:
+            if depth > MAX_DEPTH:
+                raise ConditionError(f"condition groups nest at most {MAX_DEPTH} levels")
             subs = cond[group]
             if not isinstance(subs, list):
                 raise ConditionError(f"{group} takes a list")

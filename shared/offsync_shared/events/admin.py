@@ -11,14 +11,11 @@ from offsync_shared.domain.org import DepthName as Depth
 from offsync_shared.domain.org import OwnershipName as Ownership
 from offsync_shared.events import Event, register
 
-
-@register
-class OrgSettingsChanged(Event):
-    TYPE = "org.settings_changed"
-    org_id: str = Field("default", description="Organization id.")
-    conflict_detection: bool = Field(
-        description="Mobile client conflict detection: False = client wins, True = server wins."
-    )
+# Types once on this topic and no longer produced; consumers skip them (events of older
+# producers may still be on the topic). ``org.settings_changed`` had no consumer: conflict-service
+# reads ``admin.org_settings`` in the transaction that applies a change, and that shared-table
+# read is the contract (docs/architecture.md).
+RETIRED_TYPES = ("org.settings_changed",)
 
 
 @register

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from offsync_device.backoff import Backoff, retry_after_from_reason
 from offsync_device.cli import main as cli
 from offsync_device.client import Device
-from offsync_device.store import LocalStore
+from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 

@@ -517,6 +517,9 @@ class LocalStore:
     def pending_for(self, entity: str, rid: str) -> builtins.list[PendingChange]:
         return self._rows("entity = ? AND id = ?", (entity, rid))
 
+    def pending_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
     def has_pending(self) -> bool:
         return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
 

@@ -1,7 +1,7 @@
 """Measures publish-service: set-wise publish of a generated org (default 2,000 users, 100k
 records, the workloads.md profile) and incremental record commit -> op latency at a given rate.
 
-    .venv/bin/python publish-service/benchmarks/bench_publish.py --records 100000 --users 2000
+    .venv/bin/python bench/scripts/publish_in_process.py --records 100000 --users 2000
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from offsync_shared import bus, db
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import RECORDS
 from offsync_stack.infra import provide
-from publish_service import membership, store
+from publish_service import bucket_writes, membership
 from publish_service.worker import PublishWorker
 
 PROFILE = [
@@ -130,7 +130,7 @@ async def main() -> None:
                 user_ids=[f"u{i}" for i in range(args.users)],
             )
             t = time.perf_counter()
-            await store.premirror(pool, [i["entity"] for i in PROFILE])
+            await bucket_writes.premirror(pool, [i["entity"] for i in PROFILE])
             async with conn.transaction():
                 await membership.apply_profile_event(conn, ev)
                 res = await membership.reconcile(conn, "bench.notify")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -27,6 +28,12 @@ SELECT EXISTS (
 """
 
 
+async def is_admin(conn: asyncpg.Connection, user_id: str, generation: str | None = None) -> bool:
+    """The one admin rule, shared by the API's bearer check and the console's session check;
+    ``generation`` (when the credential names one) must still be the user's current one."""
+    return bool(await conn.fetchval(IS_ADMIN_SQL, user_id, generation))
+
+
 @dataclass(frozen=True)
 class Admin:
     user_id: str
@@ -42,7 +49,7 @@ async def require_admin(
     if len(principal.user_id) > 128 or "\x00" in principal.user_id:
         raise Unauthenticated("invalid token: bad subject")
     async with rt.pool.acquire() as conn:
-        if not await conn.fetchval(IS_ADMIN_SQL, principal.user_id, principal.generation):
+        if not await is_admin(conn, principal.user_id, principal.generation):
             raise Forbidden("caller is not an enabled user with an administrator role")
     return Admin(principal.user_id)
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from sync_service.access import AccessFacts
+from sync_service.device_access import AccessFacts
 from sync_service.metadata import describe_entity
 
 

@@ -3,7 +3,7 @@
 on batch-results (changes/s) and the p99 batch acknowledgement latency.
 
 Runs conflict-service as a real process on the embedded (or OFFSYNC_TEST_*) PostgreSQL + broker:
-    .venv/bin/python conflict-service/scripts/bench_upload.py [--devices 200] [--changes 50] [--server-wins]
+    .venv/bin/python bench/scripts/upload_conflict_service.py [--devices 200] [--changes 50] [--server-wins]
 """
 
 from __future__ import annotations

@@ -1,0 +1,78 @@
+"""The device registry's bookkeeping (what it would write, and the metrics it feeds), driven by
+fake sessions; the SQL runs in the console's browser tests against the real stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from offsync_shared import metrics
+from sync_service.devices import DeviceRegistry
+
+
+@dataclass
+class FakeSession:
+    user_id: str = "u1"
+    device_id: str = "phone"
+    checkpointed: int = -1
+    pending: dict[str, Any] = field(default_factory=dict)
+    sent_ops: int = 0
+    answered: int = 0
+    last_error: str | None = None
+    hello_info: tuple[str | None, int | None, int | None] = (None, None, None)
+
+
+def registry() -> DeviceRegistry:
+    return DeviceRegistry(None, gateway_id="g1", wall=lambda: 1_700_000_000.0)
+
+
+def test_connect_records_what_the_device_reported() -> None:
+    r = registry()
+    r.connected("u1", "phone", client="sdk/1", records=10, pending=2, profile_id="p", profile_version=3)
+    row = r._rows[("u1", "phone")]
+    assert row["online"] is True and row["gateway"] == "g1"
+    assert (row["client"], row["records_held"], row["pending_uploads"], row["profile_version"]) == ("sdk/1", 10, 2, 3)
+
+
+def test_a_checkpoint_is_a_completed_sync_written_once() -> None:
+    r = registry()
+    s = FakeSession()
+    r.observe([s])
+    assert ("u1", "phone") not in r._rows  # mid-download: not a completed sync
+    s.checkpointed = 5
+    r.observe([s])
+    assert r._rows.pop(("u1", "phone"))["cursor"] == 5
+    r.observe([s])
+    assert ("u1", "phone") not in r._rows  # nothing changed: nothing to write
+
+
+def test_counters_become_metrics_and_answers_drain_pending() -> None:
+    r = registry()
+    s = FakeSession()
+    delivered = metrics.OPS_DELIVERED._value.get()
+    answered = metrics.UPLOADS_ANSWERED._value.get()
+    s.sent_ops, s.answered = 7, 1
+    r.observe([s])
+    s.sent_ops = 9
+    r.observe([s])
+    assert metrics.OPS_DELIVERED._value.get() - delivered == 9
+    assert metrics.UPLOADS_ANSWERED._value.get() - answered == 1
+    assert r._rows[("u1", "phone")]["pending_uploads"] == 0
+
+
+def test_errors_refusals_and_disconnects_are_kept() -> None:
+    r = registry()
+    s = FakeSession(last_error="rate_limited: slow down")
+    r.observe([s])
+    r.disconnected(s)
+    row = r._rows[("u1", "phone")]
+    assert row["last_error"] == "rate_limited: slow down" and row["online"] is False
+    r.refused("u2", "tab", "no_profile: none")
+    assert r._rows[("u2", "tab")]["last_error"] == "no_profile: none"
+
+
+async def test_flush_without_a_database_keeps_nothing_pending() -> None:
+    r = registry()
+    r.refused("u2", "tab", "x")
+    assert await r.flush() == 0
+    assert not r._rows

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from offsync_shared import bus
-from offsync_shared.events.admin import OrgSettingsChanged
+from offsync_shared.events.admin import BusinessUnitChanged
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.testing import InfraEnv, eventually
 
@@ -46,7 +46,7 @@ async def test_a_trickle_is_read_once(fresh_env: InfraEnv, group: str | None, mo
         ),
         producer,
         name="test",
-        handlers={OrgSettingsChanged.TYPE: on_settings},
+        handlers={BusinessUnitChanged.TYPE: on_settings},
     )
     rewinds: list[list[str]] = []
     checks = [0]
@@ -69,7 +69,7 @@ async def test_a_trickle_is_read_once(fresh_env: InfraEnv, group: str | None, mo
         while time.monotonic() < end:
             # Several records in one produce request: after such a batch the embedded broker's
             # ListOffsets names an end short of the one its fetches report.
-            envs = [OrgSettingsChanged(conflict_detection=True).envelope("default") for _ in range(3)]
+            envs = [BusinessUnitChanged(id="bu", parent_id=None).envelope("bu") for _ in range(3)]
             await producer.send_many([(topic, e.key, e.encode()) for e in envs])
             sent.extend(e.id for e in envs)
             await asyncio.sleep(0.3)  # the trickle's pace: the consumer is idle between batches

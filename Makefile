@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PKGS   := shared services profile-service publish-service sync-service conflict-service device-sdk bench
 
-.PHONY: venv browser-deps docs-deps js test-js kafka-deps kafka-fetch lb-deps up test test-fast test-browser console-screenshots test-unit test-chaos test-kafka bench bench-quick lint compose-config k8s-validate clean
+.PHONY: venv browser-deps docs-deps js test-js kafka-deps kafka-fetch lb-deps up test test-fast test-browser console-screenshots test-unit test-chaos test-kafka test-kafka-tiers test-kafka-chaos bench bench-quick lint compose-config k8s-validate clean
 
 venv: $(STAMP)
 
@@ -91,8 +91,12 @@ lb-deps:
 # - a 3 MiB body to the records API ends in a reset connection instead of the 413.
 KAFKA_KNOWN := --deselect tests/security/test_revocation.py::test_revoked_access_ends_the_open_session \
 	--deselect tests/security/test_body_caps.py::test_authenticated_bodies_have_per_route_caps
-test-kafka: venv kafka-fetch lb-deps
+test-kafka: test-kafka-tiers test-kafka-chaos
+
+test-kafka-tiers: venv kafka-fetch lb-deps
 	OFFSYNC_TEST_BROKER=kafka OFFSYNC_TEST_KAFKA_BROKERS=3 $(PY) -m pytest -m "(integration or e2e) and not chaos" -k "not fuzz" $(KAFKA_KNOWN) $(ARGS)
+
+test-kafka-chaos: venv kafka-fetch lb-deps
 	OFFSYNC_TEST_BROKER=kafka $(PY) -m pytest tests/chaos -m "chaos and kafka" $(ARGS)
 
 bench: venv js

@@ -93,7 +93,7 @@ KAFKA_KNOWN := --deselect tests/security/test_revocation.py::test_revoked_access
 	--deselect tests/security/test_body_caps.py::test_authenticated_bodies_have_per_route_caps
 test-kafka: test-kafka-tiers test-kafka-chaos
 
-test-kafka-tiers: venv kafka-fetch lb-deps
+test-kafka-tiers: venv browser-deps js kafka-fetch lb-deps
 	OFFSYNC_TEST_BROKER=kafka OFFSYNC_TEST_KAFKA_BROKERS=3 $(PY) -m pytest -m "(integration or e2e) and not chaos" -k "not fuzz" $(KAFKA_KNOWN) $(ARGS)
 
 test-kafka-chaos: venv kafka-fetch lb-deps

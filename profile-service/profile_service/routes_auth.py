@@ -4,7 +4,7 @@ sign-ins. The rules live in ``identity`` and ``sessions``; these routes validate
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
@@ -80,17 +80,8 @@ async def login(request: Request, body: LoginIn, settings: SettingsDep) -> Token
         limits=settings.login_limits(),
         env=settings.env,
     )
-    async with pool.acquire() as conn, conn.transaction():
-        issued = await sessions.start(
-            conn,
-            who,
-            body.audience,
-            body.device_id,
-            secret=settings.jwt_secret,
-            issuer=settings.jwt_issuer,
-            lifetimes=settings.token_lifetimes(),
-        )
-    return _pair(issued)
+    async with pool.acquire() as conn:
+        return await _sign_in(conn, who, body.audience, body.device_id, settings)
 
 
 @router.post(
@@ -115,17 +106,7 @@ async def oidc_login(request: Request, body: OidcLoginIn, conn: ConnDep, setting
         raise Unauthenticated(f"no Offsync user matches this identity ({verifier.config.user_claim})")
     if not who.enabled:
         raise Forbidden("this user is disabled; ask an administrator")
-    async with conn.transaction():
-        issued = await sessions.start(
-            conn,
-            who,
-            body.audience,
-            body.device_id,
-            secret=settings.jwt_secret,
-            issuer=settings.jwt_issuer,
-            lifetimes=settings.token_lifetimes(),
-        )
-    return _pair(issued)
+    return await _sign_in(conn, who, body.audience, body.device_id, settings)
 
 
 @router.post(
@@ -259,3 +240,24 @@ async def server_config(request: Request, settings: SettingsDep) -> ServerConfig
         scheme = "wss" if request.url.scheme == "https" else "ws"
         sync_url = f"{scheme}://{host}:{settings.sync_port}/v1/sync"
     return ServerConfigOut(sync_url=sync_url, oidc_issuer=settings.oidc_issuer or None)
+
+
+async def _sign_in(
+    conn: asyncpg.Connection,
+    who: identity.Identity,
+    audience: Literal["device", "admin"],
+    device_id: str | None,
+    settings: Settings,
+) -> TokenPairOut:
+    """Start a sign-in (password or identity provider alike) and answer its token pair."""
+    async with conn.transaction():
+        issued = await sessions.start(
+            conn,
+            who,
+            audience,
+            device_id,
+            secret=settings.jwt_secret,
+            issuer=settings.jwt_issuer,
+            lifetimes=settings.token_lifetimes(),
+        )
+    return _pair(issued)

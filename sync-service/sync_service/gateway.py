@@ -180,11 +180,17 @@ class Gateway:
         """Moves frames between the socket and the session until either ends."""
         self.sessions.add(session)
         lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
+        reader: asyncio.Task[None] | None = None
         if lean is not None:
             session.direct = lean.write_prebuilt
+            # Frames reach the session from the transport's read callback: one task per
+            # device (the one running the session), not two.
+            session.on_room = lean.resume_feed
+            lean.attach(session)
+        else:
+            reader = asyncio.create_task(self._read(ws, session))
         if self.draining:  # SIGTERM arrived while this device was being admitted
             session.begin_drain()
-        reader = asyncio.create_task(self._read(ws, session))
         stream = session.run()
         try:
             async for out in stream:
@@ -209,14 +215,17 @@ class Gateway:
             self.sessions.discard(session)
             self.devices.disconnected(session)
             log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
-            # Let the reader take what the device sent before leaving (up to the disconnect).
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(reader), 2.0)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            if reader is not None:
+                # Let the reader take what the device sent before leaving (up to the disconnect).
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(reader), 2.0)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
             with contextlib.suppress(Exception):
                 await session.forward_unread_uploads()
+            if lean is not None:
+                lean.detach()
 
     async def _read(self, ws: WebSocket, session: SyncSession) -> None:
         try:

@@ -181,7 +181,7 @@ class SyncSession:
         "fresh",
         "pending",
         "_inbox",
-        "_room",
+        "on_room",
         "_signal",
         "_errors",
         "_results",
@@ -261,7 +261,8 @@ class SyncSession:
             str, tuple[float, float]
         ] = {}  # batch id -> (when forwarded, when last looked for its answer)
         self._inbox: deque[p.ClientFrame] | None = None  # at most sync_inbox_size frames
-        self._room: asyncio.Event | None = None  # set when a full inbox drains
+        # Called when a full inbox has room again (the transport then offers the frame it holds).
+        self.on_room: Callable[[], None] | None = None
         self._signal = Wakeup()
         self._errors: deque[p.Error] | None = None  # at most 16 error frames
         self._results: deque[Encoded] | None = None  # at most max_pending_batches answers
@@ -285,6 +286,17 @@ class SyncSession:
     async def receive(self, raw: bytes | str) -> None:
         """One frame from the device. Waits while the inbox is full (the transport then stops
         reading the socket, which pushes back on the device)."""
+        while not self.feed(raw):
+            room = asyncio.Event()
+            self.on_room = room.set
+            await room.wait()
+
+    def feed(self, raw: bytes | str) -> bool:
+        """One frame from the device, taken now; False when the inbox is full and nothing was
+        taken (offer the same frame again once ``on_room`` is called). The transport calls this
+        from its read callback, so an idle device needs no task of its own to read its socket."""
+        if self._inbox is not None and len(self._inbox) >= self.s.sync_inbox_size:
+            return False
         now = self.clock()
         self._last_in = now
         # Rate by work, not frames: a frame costs one token per started sync_frame_work_bytes,
@@ -293,28 +305,23 @@ class SyncSession:
         if not self._limiter.take(now, min(self._limiter.burst, 1 + size // self.s.sync_frame_work_bytes)):
             self._dropped_for_rate += 1
             self._signal.set()
-            return
+            return True
         if size > self.s.sync_max_frame_bytes:
             self._report(p.Error(p.ERR_FRAME_TOO_LARGE, f"frame of {size} bytes exceeds {self.s.sync_max_frame_bytes}"))
-            return
+            return True
         try:
             frame = p.decode_client(raw, max_changes=self.s.sync_max_changes)
         except p.FrameError as exc:
             self._report(p.Error(exc.code, exc.message, ref=exc.ref))
-            return
+            return True
         if isinstance(frame, p.Hello):
             self._report(p.Error(p.ERR_BAD_FRAME, "hello was already received on this connection", ref="hello"))
-            return
-        while self._inbox is not None and len(self._inbox) >= self.s.sync_inbox_size:
-            # Full: stop taking frames (the transport stops reading the socket) until it drains.
-            if self._room is None:
-                self._room = asyncio.Event()
-            self._room.clear()
-            await self._room.wait()
+            return True
         if self._inbox is None:
             self._inbox = deque()
         self._inbox.append(frame)
         self._signal.set()
+        return True
 
     def notify_ops(self, bucket: str, op_id: int) -> None:
         if op_id > self.position or bucket in self.fresh:
@@ -593,8 +600,8 @@ class SyncSession:
         """Everything that is not ops: client frames, errors, batch answers, heartbeats, expiry."""
         while self._inbox:
             frame = self._inbox.popleft()
-            if self._room is not None:
-                self._room.set()
+            if self.on_room is not None:
+                self.on_room()
             async for f in self._handle(frame):
                 yield f
         self._inbox = None  # an idle device keeps no empty deque (~600 B)

@@ -23,7 +23,7 @@ import logging
 import struct
 import weakref
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from uvicorn.config import Config
@@ -55,6 +55,19 @@ def text_frame(payload: bytes) -> bytes:
 def prebuilt_text(texts: list[str] | tuple[str, ...]) -> bytes:
     """Text messages framed for the wire (``text_frame``), back to back."""
     return b"".join(text_frame(t.encode()) for t in texts)
+
+
+class Sink(Protocol):
+    """Takes the messages of an attached connection as they are read (``attach``)."""
+
+    def feed(self, raw: str | bytes) -> bool:
+        """One message; False when it cannot be taken now (the transport holds it, stops reading
+        and offers it again on ``resume_feed``)."""
+        ...
+
+    def disconnected(self) -> None:
+        """The peer is gone (or the connection closed): nothing more will be fed."""
+        ...
 
 
 class _Shared:
@@ -106,6 +119,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         "_read_paused",
         "_close_timer",
         "_preauth",
+        "_sink",
+        "_held",
     )
 
     def __init__(
@@ -138,6 +153,11 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         # ws_max_size and nothing after the first message is read, so an unauthenticated peer
         # can make the server hold one small message at most.
         self._preauth = True
+        # Once attached, messages go straight to the sink from the read callback: no task
+        # waits in ``receive`` for an idle device. ``_held``: messages it could not take yet
+        # (the one it refused and any read with it), offered again on ``resume_feed``.
+        self._sink: Sink | None = None
+        self._held: list[str | bytes] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -241,13 +261,28 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             return  # the app is done: keep reading only for the peer's close reply
         if self._text:
             try:
-                self._put({"type": "websocket.receive", "text": data.decode()})
+                raw: str | bytes = data.decode()
             except UnicodeDecodeError:
                 self.conn.send_close(1007)
                 self._parser_failed()
                 return
         else:
-            self._put({"type": "websocket.receive", "bytes": data})
+            raw = data
+        sink = self._sink
+        if sink is not None:
+            if self._held is None:
+                if sink.feed(raw):
+                    return
+                self._held = [raw]
+            else:  # more messages of the same read, behind the one the sink refused
+                self._held.append(raw)
+            if not self._read_paused:  # the sink is full: stop reading until it has room
+                self._read_paused = True
+                self.transport.pause_reading()
+            return
+        self._put(
+            {"type": "websocket.receive", "text": raw} if self._text else {"type": "websocket.receive", "bytes": raw}
+        )
         if not self._read_paused:  # one message at a time: backpressure on the device
             self._read_paused = True
             self.transport.pause_reading()
@@ -380,6 +415,42 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.transport.write(wire)
         return True
 
+    def attach(self, sink: Sink) -> None:
+        """From now on, hand each message to ``sink`` as it is read instead of queueing it for
+        ``receive`` (which the app then no longer calls); a disconnect ends the feed."""
+        self._sink = sink
+        pending, self._inbox = self._inbox, []
+        for message in pending:
+            if message["type"] == "websocket.disconnect":
+                self._put(message)
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes", b"")
+            if self._held is None and sink.feed(raw):
+                continue
+            self._held = (self._held or []) + [raw]
+        self.resume_feed()
+
+    def resume_feed(self) -> None:
+        """The sink has room: offer it the held message, then read on."""
+        sink = self._sink
+        if sink is None:
+            return
+        held = self._held
+        while held:
+            if not sink.feed(held[0]):
+                return
+            held.pop(0)
+        self._held = None
+        if self._read_paused and not self._close_sent and not self._preauth:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def detach(self) -> None:
+        """The app is done with the feed (messages still held are dropped with the socket)."""
+        self._sink = self._held = None
+
     # ------------------------------------------------------------------------- helpers ---
     def _accept(self, message: dict[str, Any]) -> None:
         response, self._response = self._response, None
@@ -412,6 +483,10 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
     def _put(self, message: dict[str, Any]) -> None:
+        sink = self._sink
+        if sink is not None and message["type"] == "websocket.disconnect":
+            self._sink = self._held = None
+            sink.disconnected()
         self._inbox.append(message)
         w = self._waiter
         if w is not None:

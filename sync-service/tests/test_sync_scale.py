@@ -181,3 +181,98 @@ async def test_fanout_latency(gw: Any, tmp_path: Any) -> None:
 
 async def _all(received: dict[int, list[float]], changes: int, devices: int) -> bool:
     return all(len(received.get(v, ())) >= devices for v in range(1, changes + 1))
+
+
+TRACE = int(os.environ.get("OFFSYNC_SYNC_TRACEMALLOC", "0"))
+
+# Runs sync-service under tracemalloc; SIGUSR1 writes a snapshot to the path in OFFSYNC_TRACE_OUT.
+_TRACED_MAIN = """
+import os, runpy, signal, tracemalloc
+tracemalloc.start(int(os.environ.get("OFFSYNC_TRACE_FRAMES", "12")))
+def _dump(*_):
+    import gc
+    gc.collect()
+    tracemalloc.take_snapshot().dump(os.environ["OFFSYNC_TRACE_OUT"])
+    open(os.environ["OFFSYNC_TRACE_OUT"] + ".done", "w").close()
+signal.signal(signal.SIGUSR1, _dump)
+runpy.run_module("sync_service", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(TRACE <= 0, reason="set OFFSYNC_SYNC_TRACEMALLOC=<devices> to run")
+async def test_idle_session_memory_by_line(gw: Any, tmp_path: Any) -> None:
+    """What one idle device holds in the gateway, by allocating line: tracemalloc snapshots of a
+    gateway process with N and with 2N idle devices; the difference / N is the per-device cost.
+    Prints the largest lines and a total (Python heap only: the kernel's socket buffers and
+    allocator overhead are not in it)."""
+    import signal
+    import subprocess
+    import sys
+    import tracemalloc
+
+    port = free_port()
+    log = open(tmp_path / "gw.log", "wb")
+    out = tmp_path / "snap"
+    env = {
+        **os.environ,
+        **gw.env.as_env(),
+        "OFFSYNC_SYNC_PORT": str(port),
+        "OFFSYNC_LOG_LEVEL": "WARNING",
+        "OFFSYNC_SYNC_CONN_RATE": "100000",
+        "OFFSYNC_SYNC_CONN_BURST": "100000",
+        "OFFSYNC_TRACE_OUT": str(out),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", _TRACED_MAIN], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    async def snapshot(name: str) -> tracemalloc.Snapshot:
+        done = tmp_path / "snap.done"
+        done.unlink(missing_ok=True)
+        proc.send_signal(signal.SIGUSR1)
+        await eventually(lambda: _exists(done), timeout=120, interval=0.2, message="snapshot written")
+        return tracemalloc.Snapshot.load(str(out))
+
+    try:
+        await eventually(lambda: ready(port), timeout=60, interval=0.1)
+        url = f"ws://127.0.0.1:{port}/v1/sync"
+        users = [await gw.user() for _ in range(max(1, TRACE // 10))]
+        for u in users:
+            await gw.subscribe(u, f"b-{u}")
+            await gw.subscribe(u, "b-shared-trace")
+            await gw.put(f"b-{u}", "account", {f"{u}-r{i}": {"i": i} for i in range(5)})
+        conns: list[Any] = []
+
+        async def open_more(n: int) -> None:
+            start = len(conns)
+            for k in range(start, start + n, 200):
+                conns.extend(
+                    await asyncio.gather(
+                        *(
+                            open_device(url, gw.token(users[i % len(users)]), f"t{i}", 0, {})
+                            for i in range(k, min(start + n, k + 200))
+                        )
+                    )
+                )
+
+        await open_more(TRACE)
+        first = await snapshot("n")
+        await open_more(TRACE)
+        second = await snapshot("2n")
+        stats = second.compare_to(first, "lineno")
+        total = sum(s.size_diff for s in stats)
+        print(f"\nTRACEMALLOC {TRACE} more idle devices: {total / TRACE:.0f} B per device")
+        for s in stats[:40]:
+            print(f"{s.size_diff / TRACE:8.0f} B {s.count_diff / TRACE:6.2f} blocks  {s.traceback[0]}")
+        for s in second.compare_to(first, "traceback")[:12]:
+            print(f"--- {s.size_diff / TRACE:.0f} B per device")
+            for line in s.traceback.format()[-16:]:
+                print(line)
+        for ws, _, _ in conns:
+            await ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+async def _exists(path: Any) -> bool:
+    return bool(path.exists())

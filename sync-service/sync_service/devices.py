@@ -41,7 +41,7 @@ class LiveSession(Protocol):
     hello_info: tuple[str | None, int | None, int | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     """What was last written for a live session (to write only what changed)."""
 

@@ -187,6 +187,7 @@ class Gateway:
             # device (the one running the session), not two.
             session.on_room = lean.resume_feed
             lean.attach(session)
+            _forget_scope(ws.scope)
         else:
             reader = asyncio.create_task(self._read(ws, session))
         if self.draining:  # SIGTERM arrived while this device was being admitted
@@ -240,6 +241,15 @@ class Gateway:
             pass
         finally:
             session.disconnected()
+
+
+def _forget_scope(scope: Scope) -> None:
+    """Empties the connection's ASGI scope (client and server addresses, state and extension
+    dicts, paths: ~1 KB) once the session runs: nothing reads it again, and it lives as long as
+    the socket. ``clear`` and not ``pop``: a dict keeps its table at its largest size."""
+    kind = scope["type"]
+    scope.clear()
+    scope["type"] = kind
 
 
 def _authorization(scope: Scope) -> str | None:

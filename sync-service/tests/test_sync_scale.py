@@ -221,6 +221,9 @@ async def test_idle_session_memory_by_line(gw: Any, tmp_path: Any) -> None:
         "OFFSYNC_SYNC_CONN_RATE": "100000",
         "OFFSYNC_SYNC_CONN_BURST": "100000",
         "OFFSYNC_TRACE_OUT": str(out),
+        # These clients read nothing (no pongs): keep their sessions open for the whole run.
+        "OFFSYNC_SYNC_IDLE_TIMEOUT_S": "3600",
+        "OFFSYNC_SYNC_HEARTBEAT_S": "1800",
     }
     proc = subprocess.Popen([sys.executable, "-c", _TRACED_MAIN], env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -232,7 +235,7 @@ async def test_idle_session_memory_by_line(gw: Any, tmp_path: Any) -> None:
         return tracemalloc.Snapshot.load(str(out))
 
     try:
-        await eventually(lambda: ready(port), timeout=60, interval=0.1)
+        await eventually(lambda: ready(port), timeout=180, interval=0.2)  # traced: slow start
         url = f"ws://127.0.0.1:{port}/v1/sync"
         users = [await gw.user() for _ in range(max(1, TRACE // 10))]
         for u in users:

@@ -4,14 +4,17 @@ frames answered, non-websocket requests refused — and that it forgets what it 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from typing import Any
 
 import pytest
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
 from offsync_shared import protocol as p
+from offsync_stack.testing import eventually
 from sync_service.ws_transport import LeanWebSocketProtocol
 
 pytestmark = pytest.mark.e2e
@@ -68,3 +71,20 @@ async def test_idle_connection_keeps_no_handshake_state(gw: Any) -> None:
             # ServerProtocol's parser keeps the upgrade request: its headers are emptied.
             request = t.conn.parser.gi_frame.f_locals.get("request")
             assert request is None or not list(request.headers.raw_items())
+        # One task per device (the session's): frames reach it from the transport's read
+        # callback, and the connection's ASGI scope is emptied once the session runs.
+        await eventually(lambda: _session_running(gw), timeout=10, message="session running")
+        readers = [t for t in asyncio.all_tasks() if "Gateway._read" in repr(t.get_coro())]
+        assert not readers
+        scopes = [o for o in gc.get_objects() if type(o) is WebSocket]
+        assert scopes and all(set(w.scope) == {"type"} for w in scopes)
+        await ws.send(p.encode(p.Ping(t=3)))  # and frames still arrive
+        while True:
+            frame = p.decode_server(await ws.recv())
+            if isinstance(frame, p.Pong):
+                assert frame.t == 3
+                break
+
+
+async def _session_running(gw: Any) -> bool:
+    return bool(gw.gateway.sessions)

@@ -1,5 +1,7 @@
 """reconnect: devices that each missed some changes reconnect at the same moment; seconds from
-the first reconnect until the last device has stored its checkpoint (caught up)."""
+the first reconnect until the last device has stored its checkpoint (caught up), and the CPU
+each process spent on the storm (``cpu``; the gateway's per reconnect: ``gateway_cpu_ms_per_device``,
+steadier than the seconds on a shared machine)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 from offsync_bench import fixture, loadgen, setup
 from offsync_bench.context import BenchContext
+from offsync_bench.cpuwait import stack_window
 from offsync_bench.fleet import Fleet, default_processes
 from offsync_stack.testing import eventually
 
@@ -43,7 +46,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             )
         finally:
             await conn.close()
+        window = stack_window(ctx.pid, fleet.pids)
+        window.start()
         res = await fleet.all("resync", timeout=300.0)
+        cpu = window.stop()
     ends = [d for part in res for d in part["devices"]]
     errors = [e for *_, e in ends if e]
     if errors:
@@ -57,7 +63,14 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "changes_behind": sz.reconnect_behind,
         "connections_per_device_mean": round(sum(conns) / max(len(conns), 1), 2),
         "connections_per_device_max": max(conns, default=0),
+        "gateway_cpu_ms_per_device": round(_cpu_s(cpu, "sync-service") * 1000 / max(len(ends), 1), 3),
+        "cpu": cpu,
     }
+
+
+def _cpu_s(cpu: dict[str, Any], group: str) -> float:
+    g = cpu.get(group)
+    return float(g["cpu_s"]) if isinstance(g, dict) else 0.0
 
 
 async def _all_in_store(conn: Any, keys: list[tuple[str, int]]) -> bool:

@@ -11,6 +11,7 @@ flag and wake the session, which then reads what changed from the bucket store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -822,6 +823,10 @@ class SyncSession:
                 total += await self.store.count_ops(self.user_id, known, self.position)
         done = 0
         snapshot: dict[str, BucketState] | None = None
+        # The last ops frame is held back until we know whether a checkpoint follows it: a device
+        # that takes one inside the ops frame then gets one frame (one write, one transaction on
+        # the device) instead of two. Any other frame sends the held one first (order is kept).
+        held: p.Ops | None = None
         if known:
             async for item in self._stream(known, self.key, done, total, resumable=not fresh):
                 if isinstance(item, PageStates):
@@ -832,9 +837,18 @@ class SyncSession:
                     self.key = item.last
                     if isinstance(item.last, tuple):
                         self.position = max(self.position, item.last[0])
+                elif isinstance(item, p.Ops) and self.combined:
+                    if held is not None:
+                        yield held
+                    held = item
                 else:
+                    if held is not None:
+                        yield held
+                        held = None
                     yield item
             if self._close is not None or self._rebucket or self.gone:
+                if held is not None:
+                    yield held
                 self._dirty = True
                 return
         if fresh:
@@ -847,9 +861,18 @@ class SyncSession:
                     if not known and isinstance(item.last, tuple):
                         self.key = item.last
                         self.position = max(self.position, item.last[0])
+                elif isinstance(item, p.Ops) and self.combined:
+                    if held is not None:
+                        yield held
+                    held = item
                 else:
+                    if held is not None:
+                        yield held
+                        held = None
                     yield item
             if self._close is not None or self._rebucket or self.gone:
+                if held is not None:
+                    yield held
                 self._dirty = True
                 return
             self.fresh -= set(fresh)
@@ -865,11 +888,17 @@ class SyncSession:
             self.key = newest
         self._last_states = states
         if newest <= self.position:
-            yield p.Checkpoint(
+            checkpoint = p.Checkpoint(
                 cursor=self.position,
                 checksums={b: (states[b].checksum if b in states else 0) for b in sorted(self.buckets)},
             )
+            if held is not None:
+                yield dataclasses.replace(held, checkpoint=checkpoint)
+            else:
+                yield checkpoint
             self.key = self.position  # every op up to position is sent: resume by op id
             self._enter(Phase.AT_CHECKPOINT)
         else:
+            if held is not None:
+                yield held
             self._dirty = True  # ops committed while we streamed: one more round

@@ -89,16 +89,20 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
 
 
 async def test_live_change_is_one_frame_only_for_devices_that_ask(gw: Any) -> None:
-    """ops_checkpoint: a device that names the feature gets ops + checkpoint in one frame; an
-    older device (no features) still gets the two frames it understands, same content."""
+    """ops_checkpoint: a device that names the feature gets ops + checkpoint in one frame, live
+    and at the end of a catch-up; an older device (no features) still gets the two frames it
+    understands, same content."""
     user = await gw.user()
     bucket = f"b-{user}"
     await gw.subscribe(user, bucket)
     await gw.put(bucket, "account", recs(3))
     old = await raw_client(gw, user)
     new = await raw_client(gw, user, features=(p.FEATURE_OPS_CHECKPOINT,))
-    for ws in (old, new):
-        await until(ws, p.Checkpoint)
+    old_first, _ = await until(old, p.Ops)
+    assert old_first.checkpoint is None
+    old_cp, _ = await until(old, p.Checkpoint)
+    first, _ = await until(new, p.Ops)
+    assert first.checkpoint == old_cp and len(first.ops) == len(old_first.ops) == 3
     await eventually(lambda: _count_sessions(gw, 2), timeout=10)
     op = await gw.put(bucket, "account", {"a-00001": {"name": "live"}})
     await gw.notify({bucket: op})

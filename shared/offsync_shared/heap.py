@@ -1,4 +1,5 @@
-"""Cyclic garbage collector settings for a long-running process that allocates fast.
+"""The heap of a long-running process that allocates fast: cyclic collector settings, and handing
+freed memory back to the OS after a burst (:func:`trim`).
 
 CPython promotes whatever is alive at each young collection toward the oldest generation. In a
 busy event loop that is mostly in-flight frames, coroutines and buffers, which die soon after by
@@ -39,3 +40,25 @@ def freeze_long_lived() -> None:
     tail (docs/performance.md); frozen objects are skipped by every later collection."""
     gc.collect()
     gc.freeze()
+
+
+_libc: object | None = None
+
+
+def trim() -> bool:
+    """Hands the C allocator's free pages back to the OS (glibc ``malloc_trim``): after a burst
+    of short-lived buffers (thousands of handshakes and first downloads at once), the freed
+    memory otherwise stays in the process as RSS. False where there is no glibc."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim  # noqa: B018 - fails here, not at the call, when not glibc
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc is False:
+        return False
+    _libc.malloc_trim(0)  # type: ignore[attr-defined]
+    return True

@@ -28,3 +28,14 @@ def test_settle_freezes_and_raises_thresholds_and_later_cycles_are_still_collect
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_trim_hands_freed_memory_back_and_is_safe_to_repeat() -> None:
+    import platform
+
+    blocks = [bytes(4096) for _ in range(2000)]  # malloc'd (above pymalloc's 512 B)
+    del blocks
+    first, second = heap.trim(), heap.trim()
+    assert first == second  # the allocator is looked up once
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True

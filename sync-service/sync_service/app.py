@@ -99,18 +99,19 @@ def create_app(settings: Settings) -> FastAPI:
             if rt.watch is not None:  # the broker lost its state: re-read its logs, get lost batches resent
                 rt.watch.on_lost(consumer.rewind)
                 rt.watch.on_lost(hub.resend_unanswered)
-            task = repair = registry = None
+            task = repair = registry = trim = None
             try:
                 task = rt.spawn(consumer.run(), "sync-gateway-consumer")
                 repair = rt.spawn(hub.reconcile_forever(settings.sync_reconcile_s), "sync-reconcile")
                 registry = rt.spawn(devices.run(lambda: gateway.sessions), "device-registry")
+                trim = rt.spawn(gateway.trim_after_bursts(), "heap-trim")
                 app.state.gateway = gateway
                 app.state.consumer = consumer
                 yield
                 gateway.begin_drain()
                 await gateway.drained(settings.sync_drain_timeout_s)
             finally:
-                await stop_tasks([t for t in (task, repair, registry) if t is not None])
+                await stop_tasks([t for t in (task, repair, registry, trim) if t is not None])
                 await devices.close(gateway.sessions)
                 with contextlib.suppress(Exception):
                     await consumer.stop()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from offsync_shared import auth, metrics
+from offsync_shared import auth, heap, metrics
 from offsync_shared import protocol as p
 from offsync_shared.errors import OffsyncError, Unauthenticated
 from sync_service.bucket_reads import BucketStore
@@ -50,8 +50,22 @@ class Gateway:
         self.come_back = ComeBackSlots(settings.sync_conn_rate)
         self.sessions: set[SyncSession] = set()
         self.connections = 0
+        self.opened = 0  # connections accepted since start (trim_after_bursts)
         self.draining = False
         self.refused: dict[int, int] = {}
+
+    async def trim_after_bursts(self, every_s: float = 0.5, burst: int = 200) -> None:
+        """Once a burst of connections is over (``burst`` or more since the last trim, none in the
+        last ``every_s``), hands the freed heap back to the OS: the handshakes' and first
+        downloads' buffers of a storm would otherwise stay as RSS for the life of the process."""
+        trimmed = seen = self.opened
+        while True:
+            await asyncio.sleep(every_s)  # a period, not a wait for a condition
+            now = self.opened
+            if now - trimmed >= burst and now == seen:
+                heap.trim()
+                trimmed = now
+            seen = now
 
     def verify(self, token: str) -> auth.Principal:
         return auth.verify_token(self.s.jwt_secret, token, auth.DEVICE_AUDIENCE, issuer=self.s.jwt_issuer)
@@ -77,6 +91,7 @@ class Gateway:
 
     async def handle(self, ws: WebSocket) -> None:
         await ws.accept()
+        self.opened += 1
         self.connections += 1
         metrics.CONNECTED_DEVICES.inc()
         try:

@@ -95,17 +95,14 @@ class Gateway:
         self.connections += 1
         metrics.CONNECTED_DEVICES.inc()
         try:
-            await self._serve(ws)
+            # Admission in its own frame: what it held (the hello text, the token) is not kept
+            # for the life of the connection by this long-lived one.
+            session = await self._admit(ws)
+            if session is not None:
+                await self._run(ws, session)
         finally:
             self.connections -= 1
             metrics.CONNECTED_DEVICES.dec()
-
-    async def _serve(self, ws: WebSocket) -> None:
-        # Admission in its own frame: what it held (the hello text, the token) is not kept for
-        # the life of the connection by this long-lived one.
-        session = await self._admit(ws)
-        if session is not None:
-            await self._run(ws, session)
 
     async def _admit(self, ws: WebSocket) -> SyncSession | None:
         """Rate cap, hello, token, user: a session for the device, or None (socket closed)."""
@@ -217,6 +214,9 @@ class Gateway:
                     break
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
+                # The loop variable would otherwise hold the last frame sent (a whole ops page)
+                # for as long as the device then stays idle.
+                del out
         except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.info(
                 "device connection ended",

@@ -528,6 +528,9 @@ class SyncSession:
                     yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
                     return
                 self._busy = False
+                # Not across the idle wait: the last frame yielded (a whole ops page) and the
+                # shared live frames, which the loop variables would otherwise keep alive.
+                f = frames = None  # type: ignore[assignment]
                 await self._wait()
                 self._busy = True
         finally:

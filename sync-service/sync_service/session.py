@@ -1,6 +1,7 @@
 """One device's sync session as a transport-free async generator of server frames.
 
-The transport (gateway.py) feeds raw client frames to :meth:`SyncSession.receive` and sends
+The transport (gateway.py) feeds raw client frames to :meth:`SyncSession.feed` (from the
+socket's read callback; :meth:`SyncSession.receive` is its awaitable form) and sends
 whatever :meth:`SyncSession.run` yields, awaiting each send; so the session produces the next
 frame only once the device has taken the previous one (backpressure), and everything it holds
 per device is bounded: one page of ops, a bounded inbox, a bounded error list, and at most

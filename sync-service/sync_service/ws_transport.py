@@ -10,6 +10,9 @@ list as the inbox and a future only while someone waits, and it forgets the hand
 it is answered. Behaviour the gateway relies on is unchanged: one message is handed to the app
 at a time and the socket is not read while one waits (backpressure), ``send`` waits while the
 kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as uvicorn does.
+Once the app ``attach``es a sink (the gateway does, after authentication), messages go to it
+from the read callback instead, so no task per connection waits to read; the socket is then not
+read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``.
 
 Deliberately not supported: permessage-deflate (its zlib state alone would cost more than
 everything else an idle device costs; devices send small JSON frames) and server keepalive pings

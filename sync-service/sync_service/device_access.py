@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from offsync_shared import protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The user's effective profile membership as profile-service last published it (the admin
+    schema's current state, which publish-service's bucket store may not have caught up with)."""
+
+    profile_id: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +25,9 @@ class AccessFacts:
     profile_id: str | None
     profile_version: int | None
     generation: str | None = None  # the user row's identity generation (changes on delete + re-create)
+    # The admin's published membership (None: in no published profile). "unchecked": the reader
+    # did not look, so the bucket store's own profile (profile_id) is taken as current.
+    published: Published | None | Literal["unchecked"] = "unchecked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +51,19 @@ def decide(facts: AccessFacts, token_generation: str | None = None) -> Refusal |
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: user is disabled")
     if not facts.offline_privilege:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: no role grants read_offline_profile")
-    if facts.profile_id is None:
+    if facts.profile_id is None or facts.published is None:
         return Refusal(protocol.CLOSE_NO_PROFILE, "no_profile: no published mobile offline profile for this user")
     return None
+
+
+def membership_pending(facts: AccessFacts) -> bool:
+    """The admin published a profile change for this user that publish-service has not applied
+    yet: the user's buckets may still hold what the new publish takes away, so nothing is sent
+    from them until it has (the user.buckets_changed notification that follows ends the wait)."""
+    published = facts.published
+    if not isinstance(published, Published):
+        return False
+    return (published.profile_id, published.version) != (facts.profile_id, facts.profile_version)
 
 
 def device_mismatch(token_device_id: str | None, hello_device_id: str) -> Refusal | None:

@@ -87,7 +87,7 @@ class LiveBatch:
 
 class BucketStore(Protocol):
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
-    async def admit(self, user_id: str) -> Admission: ...
+    async def admit(self, user_id: str, session_id: str | None = None) -> Admission: ...
     async def app_profiles(self, app: str) -> frozenset[str] | None: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
@@ -194,7 +194,8 @@ SELECT f.*,
        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest,
        (SELECT jsonb_object_agg(i ->> 'entity', coalesce((i ->> 'sync_interval_minutes')::int, 5))::text
           FROM sync.published_profiles pp, jsonb_array_elements(pp.items) i
-         WHERE pp.profile_id = f.profile_id) AS intervals
+         WHERE pp.profile_id = f.profile_id) AS intervals,
+       EXISTS (SELECT 1 FROM admin.refresh_tokens t WHERE t.family_id = $2 AND t.revoked_at IS NOT NULL) AS revoked
 FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
@@ -237,7 +238,7 @@ SELECT (SELECT coalesce(array_agg(op_id ORDER BY n), '{}') FROM ops) AS op_ids,
 )
 
 
-def _facts(row: asyncpg.Record) -> AccessFacts:
+def _facts(row: asyncpg.Record, session_revoked: bool = False) -> AccessFacts:
     published = None
     if row["published_profile"] is not None:
         published = Published(row["published_profile"], int(row["published_version"]))
@@ -249,6 +250,7 @@ def _facts(row: asyncpg.Record) -> AccessFacts:
         row["profile_version"],
         row["generation"],
         published,
+        session_revoked,
     )
 
 
@@ -276,13 +278,14 @@ class PgBucketStore:
             cleared=dict(zip(row["cleared_users"], row["cleared_generations"], strict=True)),
         )
 
-    async def admit(self, user_id: str) -> Admission:
-        row = await self.pool.fetchrow(_ADMIT, user_id)
+    async def admit(self, user_id: str, session_id: str | None = None) -> Admission:
+        """``session_id``: the sign-in of the device's token, checked for revocation."""
+        row = await self.pool.fetchrow(_ADMIT, user_id, session_id)
         assert row is not None
         if row["enabled"] is None:
             facts = AccessFacts(False, False, False, None, None)
         else:
-            facts = _facts(row)
+            facts = _facts(row, session_revoked=bool(row["revoked"]))
         intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
         return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals)
 

@@ -177,6 +177,8 @@ class SyncSession:
         "wall",
         "expires_at",
         "generation",
+        "session_id",
+        "_drop_all",
         "buckets",
         "position",
         "key",
@@ -256,6 +258,8 @@ class SyncSession:
         self.wall = wall
         self.expires_at = principal.expires_at
         self.generation = principal.generation  # the user incarnation the token was minted for
+        self.session_id = principal.session_id  # the sign-in the token belongs to (None: minted outside one)
+        self._drop_all = False  # revoked: tell the device to drop every bucket before closing
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
@@ -457,6 +461,14 @@ class SyncSession:
             self._close = Close(p.CLOSE_SUPERSEDED, "superseded: this device opened a newer connection")
         self._signal.set()
 
+    def revoke(self, code: int, reason: str, *, drop: bool) -> None:
+        """The sign-in behind this session was revoked: close now (and with ``drop``, first tell
+        the device to drop what it holds: a revoked device may be lost)."""
+        if self._close is None:
+            self._close = Close(code, reason)
+            self._drop_all = drop
+        self._signal.set()
+
     def begin_drain(self) -> None:
         self._draining = True
         self._signal.set()
@@ -501,6 +513,8 @@ class SyncSession:
                 async for f in self._service():
                     yield f
                 if self._close is not None:
+                    if self._drop_all and self.buckets:
+                        yield p.Drop(tuple(sorted(self.buckets)), reason=self._close.reason)
                     yield self._close
                     return
                 if self._rebucket:

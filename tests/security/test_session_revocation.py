@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from offsync_device.client import Device, SyncRefused
+from offsync_device.local_store import LocalStore
+from offsync_device.signin import Credentials, SignInRequired
 from offsync_shared import protocol as p
 from offsync_stack.accounts import create_user, sign_in
 from offsync_stack.testing import eventually
@@ -134,3 +138,47 @@ async def test_revoking_a_sign_in_closes_its_open_session_promptly(
         finally:
             await phone.close()
             await tablet.close()
+
+
+async def test_the_python_sdk_treats_a_revoked_device_as_signed_out(findings: Findings, tmp_path: Path) -> None:
+    """The SDK's live loop ends with SignInRequired on 4010 and forgets its tokens: no silent
+    reconnect loop with an access token the server will keep refusing."""
+    user = "sr-sdk"
+    async with httpx.AsyncClient(base_url=findings.stack.admin_url, headers=ADMIN_HEADERS, timeout=15) as admin:
+        await create_user(admin, user, password=PASSWORD, role_ids=["field"])
+        ok(await admin.post("/v1/profiles/field/users", json={"user_ids": [user]}))
+        ok(await admin.post("/v1/profiles/field/publish"))
+        store = LocalStore(tmp_path / "device.sqlite")
+        creds = Credentials(store)
+        await creds.login(findings.stack.admin_url, user, PASSWORD)
+        device = Device(findings.stack.sync_ws, store, creds)
+        await eventually(_synced(device), timeout=40, interval=0.3, message="the device synced once")
+        stop = asyncio.Event()
+        live = asyncio.create_task(device.run(stop))
+        try:
+
+            async def connected() -> bool:
+                return device.ws is not None
+
+            await eventually(connected, timeout=20, message="the device is connected live")
+            ok(await admin.post(f"/v1/users/{user}/devices/{device.device_id}/revoke"))
+            with pytest.raises(SignInRequired, match="sign in again"):
+                async with asyncio.timeout(PROMPTLY_S):
+                    await live
+            assert not creds.signed_in
+        finally:
+            stop.set()
+            live.cancel()
+            with contextlib.suppress(BaseException):
+                await live
+
+
+def _synced(device: Device) -> Callable[[], Awaitable[bool]]:
+    async def attempt() -> bool:
+        try:
+            await device.sync(max_attempts=1, timeout=10)
+        except SyncRefused:  # the publish has not reached the buckets yet
+            return False
+        return True
+
+    return attempt

@@ -288,3 +288,23 @@ test("edits are validated against the entity metadata before they reach the outb
   const id = await db.create("account", { name: "x", due: "2024-01-02T03:04:05+01:00" });
   assert.equal(db.get("account", id)?.attributes.due, "2024-01-02T02:04:05.000000Z");
 });
+
+test("4010 (sign-in revoked) stops the client, forgets the sign-in and never reconnects", async () => {
+  let signedOut = 0;
+  const db = await Offsync.open({
+    url: "ws://x/v1/sync",
+    store: new MemoryStore(),
+    auth: { token: async () => "t1", renew: async () => "t2", signOut: () => void signedOut++ },
+    backoff: new Backoff(0.001, 0.005),
+    WebSocket: FakeSocket as unknown as new (url: string) => WebSocket,
+  });
+  opened.push(db);
+  const ws = await connected(db);
+  ws.serverClose(4010, "revoked: an administrator revoked this device; sign in again");
+  await until(() => db.status.signedOut, 2000, "signed out");
+  assert.equal(signedOut, 1);
+  assert.match(db.status.error ?? "", /revoked/);
+  // No reconnect was scheduled (a retry would be a timer), and no new socket was opened.
+  assert.equal((db as unknown as { client: { timer: unknown } }).client.timer, null);
+  assert.equal(FakeSocket.all.length, 1);
+});

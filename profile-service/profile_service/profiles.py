@@ -275,3 +275,178 @@ async def add_users(conn: asyncpg.Connection, profile_id: str, user_ids: list[st
                     field=f"user_ids[{i}]",
                     details={"user_id": uid, "profile_id": other["id"], "profile_name": other["name"]},
                 )
+
+
+# --- the draft: head, items, people, versions ----------------------------------------------------
+
+
+async def summaries(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every profile by name, with how many items and users it has."""
+    rows = await conn.fetch(
+        f"""SELECT {PROFILE_COLS},
+             (SELECT count(*) FROM admin.profile_items i WHERE i.profile_id = p.id) AS item_count,
+             (SELECT count(*) FROM admin.profile_users u WHERE u.profile_id = p.id) AS user_count
+           FROM admin.profiles p ORDER BY name"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def must_exist(conn: asyncpg.Connection, profile_id: str) -> None:
+    if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
+        raise NotFound(f"profile {profile_id!r} not found")
+
+
+async def name_free(conn: asyncpg.Connection, name: str, profile_id: str | None = None) -> None:
+    other = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1", name)
+    if other is not None and other != profile_id:
+        raise Conflict(f"a profile named {name!r} already exists", field="name")
+
+
+async def create(conn: asyncpg.Connection, profile_id: str, name: str, description: str) -> None:
+    await name_free(conn, name)
+    ok = await conn.fetchval(
+        "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+        profile_id,
+        name,
+        description,
+    )
+    if not ok:
+        raise Conflict(f"profile {profile_id!r} already exists", field="id")
+
+
+async def update_head(conn: asyncpg.Connection, cur: asyncpg.Record, name: str | None, description: str | None) -> None:
+    """Rename and/or describe the locked profile ``cur``; ``None`` keeps what is there."""
+    if name is not None:
+        await name_free(conn, name, cur["id"])
+    await conn.execute(
+        "UPDATE admin.profiles SET name = $2, description = $3 WHERE id = $1",
+        cur["id"],
+        name if name is not None else cur["name"],
+        description if description is not None else cur["description"],
+    )
+    await mark_changed(conn, cur["id"])
+
+
+async def delete(conn: asyncpg.Connection, profile_id: str) -> None:
+    """Delete the (locked) profile with its published versions and effective membership."""
+    await conn.execute("DELETE FROM admin.published_profile_users WHERE profile_id = $1", profile_id)
+    await conn.execute("DELETE FROM admin.profile_versions WHERE profile_id = $1", profile_id)
+    await conn.execute("DELETE FROM admin.profiles WHERE id = $1", profile_id)
+
+
+async def insert_items(conn: asyncpg.Connection, profile_id: str, items: list[dict[str, Any]]) -> None:
+    await conn.executemany(
+        """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
+           VALUES ($1, $2, $3, $4, $5)""",
+        [(profile_id, i["entity"], i["filter"], i["relationships"], i["sync_interval_minutes"]) for i in items],
+    )
+
+
+async def save_item(conn: asyncpg.Connection, profile_id: str, items: list[dict[str, Any]], changed: str) -> None:
+    """Check the profile's ``items`` as they will be and store the one for entity ``changed``
+    (only its problems refuse the write)."""
+    normalized, problems = await check_items_in_db(conn, items)
+    raise_problems(problems, only_entity=changed)
+    new = next(i for i in normalized if i["entity"] == changed)
+    await conn.execute(
+        """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile_id, entity) DO UPDATE
+           SET filter = EXCLUDED.filter, relationships = EXCLUDED.relationships, sync_interval_minutes = EXCLUDED.sync_interval_minutes""",
+        profile_id,
+        changed,
+        new["filter"],
+        new["relationships"],
+        new["sync_interval_minutes"],
+    )
+    await mark_changed(conn, profile_id)
+
+
+async def remove_item(conn: asyncpg.Connection, profile_id: str, entity: str) -> None:
+    """Remove entity ``entity``'s item unless another item relates to it (409 naming them)."""
+    items = await load_items(conn, profile_id)
+    if not any(i["entity"] == entity for i in items):
+        raise NotFound(f"{entity} is not in profile {profile_id!r}")
+    dependents = sorted(i["entity"] for i in items if any(r.get("entity") == entity for r in i["relationships"]))
+    if dependents:
+        raise Conflict(
+            f"{', '.join(dependents)} relate(s) to {entity}; remove those relationships first",
+            field="entity",
+            details={"items": dependents},
+        )
+    await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1 AND entity = $2", profile_id, entity)
+    await mark_changed(conn, profile_id)
+
+
+async def remove_user(conn: asyncpg.Connection, profile_id: str, user_id: str) -> None:
+    status = await conn.execute(
+        "DELETE FROM admin.profile_users WHERE profile_id = $1 AND user_id = $2", profile_id, user_id
+    )
+    if status == "DELETE 0":
+        raise NotFound(f"user {user_id!r} is not in profile {profile_id!r}")
+    await mark_changed(conn, profile_id)
+
+
+async def versions(conn: asyncpg.Connection, profile_id: str) -> list[dict[str, Any]]:
+    await must_exist(conn, profile_id)
+    rows = await conn.fetch(
+        "SELECT version, published_at, published_by FROM admin.profile_versions WHERE profile_id = $1 ORDER BY version",
+        profile_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def snapshot(conn: asyncpg.Connection, profile_id: str, version: int) -> dict[str, Any]:
+    snap: dict[str, Any] | None = await conn.fetchval(
+        "SELECT snapshot FROM admin.profile_versions WHERE profile_id = $1 AND version = $2", profile_id, version
+    )
+    if snap is None:
+        raise NotFound(f"profile {profile_id!r} has no published version {version}")
+    return snap
+
+
+async def clone(conn: asyncpg.Connection, source_id: str, new_id: str, name: str, description: str | None) -> None:
+    """A new draft with the source's description (unless given) and items; people stay behind."""
+    src = await load_profile(conn, source_id)
+    await name_free(conn, name)
+    await conn.execute(
+        "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)",
+        new_id,
+        name,
+        description if description is not None else src["description"],
+    )
+    await insert_items(conn, new_id, src["items"])
+
+
+# --- solutions ------------------------------------------------------------------------------------
+
+
+async def ids(conn: asyncpg.Connection, wanted: list[str] | None = None) -> list[str]:
+    """Profile ids by name; with ``wanted``, those of them that exist."""
+    if wanted is None:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles ORDER BY name")]
+    return [r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles WHERE id = ANY($1::text[])", wanted)]
+
+
+async def lock_imports(conn: asyncpg.Connection) -> None:
+    """Serialize solution imports until the caller's transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('admin:solution-import'))")
+
+
+async def replace_draft(
+    conn: asyncpg.Connection, name: str, description: str, items: list[dict[str, Any]], new_id: str
+) -> tuple[str, bool]:
+    """Make the draft of the profile called ``name`` hold ``items`` (creating it as ``new_id``
+    when there is none); answers its id and whether it was created."""
+    pid: str | None = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1 FOR UPDATE", name)
+    created = pid is None
+    if pid is None:
+        pid = new_id
+        await conn.execute(
+            "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)", pid, name, description
+        )
+    else:
+        await conn.execute("UPDATE admin.profiles SET description = $2 WHERE id = $1", pid, description)
+        await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1", pid)
+        await mark_changed(conn, pid)
+    await insert_items(conn, pid, items)
+    return pid, created

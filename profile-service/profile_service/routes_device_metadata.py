@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from offsync_shared.auth import DEVICE_AUDIENCE, verify_token
 from offsync_shared.errors import Forbidden, Unauthenticated
-from profile_service import identity
+from profile_service import entities, identity
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 _bearer = HTTPBearer(auto_error=False, description="A device access token (POST /v1/auth/login)")
@@ -47,8 +47,5 @@ async def device_entities(
             raise Unauthenticated("this token's user no longer exists")
         if not who.enabled:
             raise Forbidden("this user is disabled")
-        rows = await conn.fetch(
-            """SELECT logical_name, display_name, attributes FROM admin.entities
-               WHERE offline_enabled ORDER BY logical_name"""
-        )
-    return [DeviceEntityOut(**dict(r)) for r in rows]
+        rows = await entities.offline_enabled(conn)
+    return [DeviceEntityOut(**r) for r in rows]

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from offsync_shared.errors import ValidationFailed
+from profile_service import entities as entities_store
 from profile_service import profiles as store
 from profile_service import validation
 from profile_service.context import CtxDep, new_id
+from profile_service.responses import ImportResultOut, SolutionOut
 from profile_service.schemas import ID_PATTERN, EntityIn, ItemIn, ProfileIn, SolutionIn
 
 router = APIRouter(prefix="/v1/solutions", tags=["solutions"])
@@ -21,18 +23,25 @@ ProfileIds = Annotated[
 ]
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_model=SolutionOut,
+    summary="Export profiles as a solution file",
+    description=(
+        "The given profiles (all when none given) with the metadata of the entities they use and, "
+        "transitively, of those their lookups target, as one JSON document POST /v1/solutions/import takes."
+    ),
+)
 async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[str, Any]:
-    """Export the given profiles (all when none given) with the metadata of their entities."""
     async with ctx.read() as conn:
         if profile_ids:
             ids = list(dict.fromkeys(profile_ids))
-            found = {r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles WHERE id = ANY($1::text[])", ids)}
+            found = set(await store.ids(conn, ids))
             missing = [i for i in ids if i not in found]
             if missing:
                 raise ValidationFailed(f"unknown profile(s): {', '.join(missing)}", field="profile_id")
         else:
-            ids = [r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles ORDER BY name")]
+            ids = await store.ids(conn)
         profiles = []
         used: set[str] = set()
         for pid in ids:
@@ -42,13 +51,7 @@ async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[s
             ]
             used.update(i["entity"] for i in items)
             profiles.append({"name": p["name"], "description": p["description"], "items": items})
-        every = {
-            r["logical_name"]: r
-            for r in await conn.fetch(
-                """SELECT logical_name, display_name, ownership, offline_capable, offline_enabled, attributes, conflict_policy
-                   FROM admin.entities"""
-            )
-        }
+        every = {r["logical_name"]: r for r in await entities_store.every(conn)}
     # Lookup targets come along (transitively) so the metadata imports into an org lacking them.
     todo = sorted(used)
     while todo:
@@ -69,7 +72,16 @@ def _pydantic_problems(exc: ValidationError, where: str) -> list[dict[str, Any]]
     ]
 
 
-@router.post("/import")
+@router.post(
+    "/import",
+    response_model=ImportResultOut,
+    summary="Import a solution file",
+    description=(
+        "Checks everything before writing anything (422 with every problem): entity metadata merges into "
+        "this org's (attributes added, never retyped), and each profile's draft is created or replaced by "
+        "name. Imported profiles are left to be published."
+    ),
+)
 async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
     problems: list[dict[str, Any]] = []
     entities: list[EntityIn] = []
@@ -111,9 +123,9 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
 
     async with ctx.tx() as conn:
         # One import at a time: the checks below must still hold when the writes happen.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('admin:solution-import'))")
+        await store.lock_imports(conn)
         metas = await store.load_metas(conn)
-        current = {r["logical_name"]: dict(r) for r in await conn.fetch("SELECT * FROM admin.entities")}
+        current = {r["logical_name"]: r for r in await entities_store.every(conn)}
         entity_rows: list[dict[str, Any]] = []
         for e in entities:
             attrs = {k: v.model_dump(exclude_none=True) for k, v in e.attributes.items()}
@@ -128,16 +140,14 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
                         }
                     )
                     continue
-                for k, v in attrs.items():
-                    old = cur["attributes"].get(k)
-                    if old is not None and (old.get("type"), old.get("target")) != (v.get("type"), v.get("target")):
-                        problems.append(
-                            {
-                                "code": "attribute_type_mismatch",
-                                "entity": e.logical_name,
-                                "message": f"{e.logical_name}.{k} has another type here",
-                            }
-                        )
+                for k in entities_store.retyped(cur["attributes"], attrs):
+                    problems.append(
+                        {
+                            "code": "attribute_type_mismatch",
+                            "entity": e.logical_name,
+                            "message": f"{e.logical_name}.{k} has another type here",
+                        }
+                    )
                 attrs = {**cur["attributes"], **attrs}
                 offline = cur["offline_enabled"] or e.offline_enabled
                 capable = cur["offline_capable"]
@@ -175,33 +185,10 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
                 f"solution has {len(problems)} problem(s): {problems[0]['message']}", details={"problems": problems}
             )
         for row in entity_rows:
-            await conn.execute(
-                """INSERT INTO admin.entities(logical_name, display_name, ownership, offline_capable, offline_enabled, attributes, conflict_policy)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (logical_name) DO UPDATE
-                   SET display_name = EXCLUDED.display_name, offline_enabled = EXCLUDED.offline_enabled, attributes = EXCLUDED.attributes""",
-                *row.values(),
-            )
+            await entities_store.upsert(conn, row)
             await ctx.emitter.entity(conn, row["logical_name"])
         result = []
         for head, items in checked:
-            pid = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1 FOR UPDATE", head.name)
-            created = pid is None
-            if created:
-                pid = new_id(None)
-                await conn.execute(
-                    "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)",
-                    pid,
-                    head.name,
-                    head.description,
-                )
-            else:
-                await conn.execute("UPDATE admin.profiles SET description = $2 WHERE id = $1", pid, head.description)
-                await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1", pid)
-                await store.mark_changed(conn, pid)
-            await conn.executemany(
-                """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
-                   VALUES ($1, $2, $3, $4, $5)""",
-                [(pid, i["entity"], i["filter"], i["relationships"], i["sync_interval_minutes"]) for i in items],
-            )
+            pid, created = await store.replace_draft(conn, head.name, head.description, items, new_id(None))
             result.append({"id": pid, "name": head.name, "created": created})
     return {"entities": [r["logical_name"] for r in entity_rows], "profiles": result}

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from offsync_shared.domain.org import DepthName, OwnershipName, PrivilegeName
-from profile_service.filter_schema import Filter
+from profile_service.filter_schema import FilterJson
 
 
 class BusinessUnitOut(BaseModel):
@@ -83,7 +83,7 @@ class OrgSettingsOut(BaseModel):
 
 class ItemOut(BaseModel):
     entity: str
-    filter: Filter
+    filter: FilterJson
     relationships: list[dict[str, Any]] = Field(
         description='Profile item relationships: {"entity", "attribute", "side"?} (docs/admin-api.md).'
     )

@@ -1,4 +1,4 @@
-"""The download filter's shape as OpenAPI shows it: the four kinds, and a custom filter's
+"""The download filter's shape as OpenAPI shows it: the kinds (and the shorthands for other), and a custom filter's
 conditions and and/or groups (three levels at most) with the seed's operators as an enum.
 
 Requests are still checked by ``validation.check_filter``, which knows the entity's attributes and
@@ -88,6 +88,12 @@ class OtherFilter(_Strict):
     business_unit: bool = False
 
 
+class ShorthandFilter(_Strict):
+    """Shorthand for kind other with one choice; stored (and answered) as kind other."""
+
+    kind: Literal["user", "team", "business_unit"]
+
+
 class CustomFilter(_Strict):
     """Records matching a condition or an and/or group of conditions."""
 
@@ -95,7 +101,9 @@ class CustomFilter(_Strict):
     condition: Condition | AndGroup | OrGroup
 
 
-Filter = Annotated[RelatedFilter | AllFilter | OtherFilter | CustomFilter, Field(discriminator="kind")]
+Filter = Annotated[
+    RelatedFilter | AllFilter | OtherFilter | ShorthandFilter | CustomFilter, Field(discriminator="kind")
+]
 FILTER = TypeAdapter(Filter)
 
 

@@ -14,6 +14,7 @@ from offsync_shared.events.admin import ProfileDeleted
 from profile_service import app_modules
 from profile_service import profiles as store
 from profile_service.context import CtxDep, new_id
+from profile_service.documented_route import DocumentedRoute
 from profile_service.responses import (
     AppModuleOut,
     ProfileOut,
@@ -38,12 +39,11 @@ from profile_service.schemas import (
 )
 from profile_service.versions import diff
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=DocumentedRoute)
 
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=200, description="ETag from a previous read")]
-# Every answer with the whole profile carries its ETag; a stale If-Match is a 412.
+# Every answer with the whole profile carries its ETag (send it back as If-Match; a stale one is a 412).
 PROFILE: dict[str, Any] = {"tags": ["profiles"], "response_model": ProfileOut}
-ETAG_NOTE = " Answers the profile with its ETag; a stale If-Match is refused (412)."
 
 
 async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) -> dict[str, Any]:
@@ -52,67 +52,53 @@ async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) 
     return out
 
 
-@router.get(
-    "/profiles",
-    tags=["profiles"],
-    response_model=list[ProfileSummaryOut],
-    summary="List mobile offline profiles",
-    description="Every profile by name, with its item and user counts and whether its draft is unpublished.",
-)
+@router.get("/profiles", tags=["profiles"], response_model=list[ProfileSummaryOut])
 async def list_profiles(ctx: CtxDep) -> list[dict[str, Any]]:
+    """List mobile offline profiles.
+
+    Every profile by name, with its item and user counts and whether its draft is unpublished."""
     async with ctx.read() as conn:
         return await store.summaries(conn)
 
 
-@router.post(
-    "/profiles",
-    status_code=201,
-    **PROFILE,
-    summary="Create a mobile offline profile",
-    description="An empty draft; names are unique (409). Answers the profile with its ETag.",
-)
+@router.post("/profiles", status_code=201, **PROFILE)
 async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> dict[str, Any]:
+    """Create a mobile offline profile.
+
+    An empty draft; names are unique (409). Answers the profile with its ETag."""
     pid = new_id(body.id)
     async with ctx.tx() as conn:
         await store.create(conn, pid, body.name, body.description)
         return await _reply(conn, response, pid)
 
 
-@router.get(
-    "/profiles/{profile_id}",
-    **PROFILE,
-    summary="Read a profile's draft",
-    description="Items, users and app modules, with the ETag to send as If-Match when changing it.",
-)
+@router.get("/profiles/{profile_id}", **PROFILE)
 async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> dict[str, Any]:
+    """Read a profile's draft.
+
+    Items, users and app modules, with the ETag to send as If-Match when changing it."""
     async with ctx.read() as conn:
         return await _reply(conn, response, profile_id)
 
 
-@router.patch(
-    "/profiles/{profile_id}",
-    **PROFILE,
-    summary="Rename or describe a profile",
-    description="Names are unique (409)." + ETAG_NOTE,
-)
+@router.patch("/profiles/{profile_id}", **PROFILE)
 async def update_profile(
     ctx: CtxDep, profile_id: PathId, body: ProfilePatch, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Rename or describe a profile.
+
+    Names are unique (409). Answers the profile with its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         cur = await store.lock_profile(conn, profile_id, if_match)
         await store.update_head(conn, cur, body.name, body.description)
         return await _reply(conn, response, profile_id)
 
 
-@router.delete(
-    "/profiles/{profile_id}",
-    status_code=204,
-    response_class=Response,
-    tags=["profiles"],
-    summary="Delete a profile",
-    description="With its published versions; its users get no offline data until they join another profile.",
-)
+@router.delete("/profiles/{profile_id}", status_code=204, response_class=Response, tags=["profiles"])
 async def delete_profile(ctx: CtxDep, profile_id: PathId, if_match: IfMatch = None) -> Response:
+    """Delete a profile.
+
+    With its published versions; its users get no offline data until they join another profile."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.delete(conn, profile_id)
@@ -123,19 +109,15 @@ async def delete_profile(ctx: CtxDep, profile_id: PathId, if_match: IfMatch = No
 # --- items ------------------------------------------------------------------------------------
 
 
-@router.post(
-    "/profiles/{profile_id}/items",
-    status_code=201,
-    **PROFILE,
-    summary="Add an entity to a profile",
-    description=(
-        "With its download filter, relationships and sync interval, checked against the entity's metadata "
-        "(422 with every problem and its code; docs/admin-api.md)." + ETAG_NOTE
-    ),
-)
+@router.post("/profiles/{profile_id}/items", status_code=201, **PROFILE)
 async def add_item(
     ctx: CtxDep, profile_id: PathId, body: ItemIn, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Add an entity to a profile.
+
+    With its download filter, relationships and sync interval, checked against the entity's metadata (422 with
+    every problem and its code; docs/admin-api.md). Answers the profile with its ETag; a stale If-Match is
+    refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
@@ -145,15 +127,14 @@ async def add_item(
         return await _reply(conn, response, profile_id)
 
 
-@router.patch(
-    "/profiles/{profile_id}/items/{entity}",
-    **PROFILE,
-    summary="Change a profile item",
-    description="Only the fields sent change; checked as when added." + ETAG_NOTE,
-)
+@router.patch("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def update_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, body: ItemPatch, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Change a profile item.
+
+    Only the fields sent change; checked as when added. Answers the profile with its ETag; a stale If-Match is
+    refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
@@ -169,15 +150,14 @@ async def update_item(
         return await _reply(conn, response, profile_id)
 
 
-@router.delete(
-    "/profiles/{profile_id}/items/{entity}",
-    **PROFILE,
-    summary="Remove an entity from a profile",
-    description="Refused while another item relates to it (409 naming them)." + ETAG_NOTE,
-)
+@router.delete("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def remove_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Remove an entity from a profile.
+
+    Refused while another item relates to it (409 naming them). Answers the profile with its ETag; a stale If-
+    Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.remove_item(conn, profile_id, entity)
@@ -187,15 +167,14 @@ async def remove_item(
 # --- people -----------------------------------------------------------------------------------
 
 
-@router.post(
-    "/profiles/{profile_id}/users",
-    **PROFILE,
-    summary="Add users to a profile",
-    description="A user is in one profile only: one already in another is refused (409 naming it)." + ETAG_NOTE,
-)
+@router.post("/profiles/{profile_id}/users", **PROFILE)
 async def add_users(
     ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Add users to a profile.
+
+    A user is in one profile only: one already in another is refused (409 naming it). Answers the profile with
+    its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.add_users(conn, profile_id, list(dict.fromkeys(body.user_ids)))
@@ -203,15 +182,13 @@ async def add_users(
         return await _reply(conn, response, profile_id)
 
 
-@router.delete(
-    "/profiles/{profile_id}/users/{user_id}",
-    **PROFILE,
-    summary="Remove a user from a profile",
-    description="404 when the user is not in it." + ETAG_NOTE,
-)
+@router.delete("/profiles/{profile_id}/users/{user_id}", **PROFILE)
 async def remove_user(
     ctx: CtxDep, profile_id: PathId, user_id: PathId, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Remove a user from a profile.
+
+    404 when the user is not in it. Answers the profile with its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.remove_user(conn, profile_id, user_id)
@@ -226,13 +203,12 @@ async def remove_user(
     tags=["profiles"],
     response_model=ValidationReportOut,
     response_model_exclude_unset=True,
-    summary="Check a profile's draft",
-    description=(
-        "Every problem at once (errors block publishing, warnings do not) and, when records exist, how many "
-        "records each user would carry against the records-per-user cap. Changes nothing."
-    ),
 )
 async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
+    """Check a profile's draft.
+
+    Every problem at once (errors block publishing, warnings do not) and, when records exist, how many records
+    each user would carry against the records-per-user cap. Changes nothing."""
     async with ctx.read() as conn:
         await store.must_exist(conn, profile_id)
         return await store.validate(conn, profile_id)
@@ -243,29 +219,26 @@ async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
     tags=["profiles"],
     response_model=PublishedProfileOut,
     response_model_exclude_unset=True,
-    summary="Publish a profile's draft",
-    description=(
-        "Validates, then makes the draft the next published version: its users' devices pick it up. A draft "
-        "with errors is refused (422 with every problem)." + ETAG_NOTE
-    ),
 )
 async def publish_profile(
     ctx: CtxDep, profile_id: PathId, response: Response, if_match: IfMatch = None
 ) -> dict[str, Any]:
+    """Publish a profile's draft.
+
+    Validates, then makes the draft the next published version: its users' devices pick it up. A draft with
+    errors is refused (422 with every problem). Answers the profile with its ETag; a stale If-Match is refused
+    (412)."""
     async with ctx.tx() as conn:
         result = await store.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
         profile = await _reply(conn, response, profile_id)
     return {**profile, "published": result}
 
 
-@router.get(
-    "/profiles/{profile_id}/versions",
-    tags=["profiles"],
-    response_model=list[VersionOut],
-    summary="List a profile's published versions",
-    description="Oldest first: when and by whom each was published.",
-)
+@router.get("/profiles/{profile_id}/versions", tags=["profiles"], response_model=list[VersionOut])
 async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[dict[str, Any]]:
+    """List a profile's published versions.
+
+    Oldest first: when and by whom each was published."""
     async with ctx.read() as conn:
         return await store.versions(conn, profile_id)
 
@@ -275,8 +248,6 @@ async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[dict[str, Any]]
     tags=["profiles"],
     response_model=VersionDiffOut,
     response_model_exclude_unset=True,
-    summary="Compare two published versions",
-    description="Items added, removed and changed (with each changed setting from → to), users added and removed.",
 )
 async def diff_versions(
     ctx: CtxDep,
@@ -284,22 +255,22 @@ async def diff_versions(
     from_version: Annotated[int, Query(alias="from", ge=1, le=2_147_483_647)],
     to_version: Annotated[int, Query(alias="to", ge=1, le=2_147_483_647)],
 ) -> dict[str, Any]:
+    """Compare two published versions.
+
+    Items added, removed and changed (with each changed setting from → to), users added and removed."""
     async with ctx.read() as conn:
         a = await store.snapshot(conn, profile_id, from_version)
         b = await store.snapshot(conn, profile_id, to_version)
     return {"from": from_version, "to": to_version, **diff(a, b)}
 
 
-@router.get(
-    "/profiles/{profile_id}/versions/{version}",
-    tags=["profiles"],
-    response_model=VersionSnapshotOut,
-    summary="Read a published version",
-    description="The profile as it was published in that version.",
-)
+@router.get("/profiles/{profile_id}/versions/{version}", tags=["profiles"], response_model=VersionSnapshotOut)
 async def get_version(
     ctx: CtxDep, profile_id: PathId, version: Annotated[int, Path(ge=1, le=2_147_483_647)]
 ) -> dict[str, Any]:
+    """Read a published version.
+
+    The profile as it was published in that version."""
     async with ctx.read() as conn:
         return {
             "profile_id": profile_id,
@@ -308,14 +279,11 @@ async def get_version(
         }
 
 
-@router.post(
-    "/profiles/{profile_id}/clone",
-    status_code=201,
-    **PROFILE,
-    summary="Clone a profile",
-    description="Copies name, description and items into a new draft. People are not copied: a user has one profile.",
-)
+@router.post("/profiles/{profile_id}/clone", status_code=201, **PROFILE)
 async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response: Response) -> dict[str, Any]:
+    """Clone a profile.
+
+    Copies name, description and items into a new draft. People are not copied: a user has one profile."""
     async with ctx.tx() as conn:
         new = new_id(None)
         await store.clone(conn, profile_id, new, body.name, body.description)
@@ -327,83 +295,70 @@ async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response
 APP: dict[str, Any] = {"tags": ["app modules"], "response_model": AppModuleOut}
 
 
-@router.get(
-    "/app-modules",
-    tags=["app modules"],
-    response_model=list[AppModuleOut],
-    summary="List app modules",
-    description="Every app module by name, with the profiles attached.",
-)
+@router.get("/app-modules", tags=["app modules"], response_model=list[AppModuleOut])
 async def list_app_modules(ctx: CtxDep) -> list[dict[str, Any]]:
+    """List app modules.
+
+    Every app module by name, with the profiles attached."""
     async with ctx.read() as conn:
         return await app_modules.every(conn)
 
 
-@router.post(
-    "/app-modules",
-    status_code=201,
-    **APP,
-    summary="Create an app module",
-    description="Names are unique (409).",
-)
+@router.post("/app-modules", status_code=201, **APP)
 async def create_app_module(ctx: CtxDep, body: AppModuleIn) -> dict[str, Any]:
+    """Create an app module.
+
+    Names are unique (409)."""
     aid = new_id(body.id)
     async with ctx.tx() as conn:
         await app_modules.create(conn, aid, body.name, body.offline_enabled)
         return await app_modules.get(conn, aid)
 
 
-@router.get("/app-modules/{app_id}", **APP, summary="Read an app module", description="404 when there is none.")
+@router.get("/app-modules/{app_id}", **APP)
 async def get_app_module(ctx: CtxDep, app_id: PathId) -> dict[str, Any]:
+    """Read an app module.
+
+    404 when there is none."""
     async with ctx.read() as conn:
         return await app_modules.get(conn, app_id)
 
 
-@router.patch(
-    "/app-modules/{app_id}",
-    **APP,
-    summary="Rename an app module or switch mobile offline",
-    description="Only the fields sent change; names are unique (409).",
-)
+@router.patch("/app-modules/{app_id}", **APP)
 async def update_app_module(ctx: CtxDep, app_id: PathId, body: AppModulePatch) -> dict[str, Any]:
+    """Rename an app module or switch mobile offline.
+
+    Only the fields sent change; names are unique (409)."""
     async with ctx.tx() as conn:
         await app_modules.update(conn, app_id, body.name, body.offline_enabled)
         return await app_modules.get(conn, app_id)
 
 
-@router.delete(
-    "/app-modules/{app_id}",
-    status_code=204,
-    response_class=Response,
-    tags=["app modules"],
-    summary="Delete an app module",
-    description="The profiles attached stay.",
-)
+@router.delete("/app-modules/{app_id}", status_code=204, response_class=Response, tags=["app modules"])
 async def delete_app_module(ctx: CtxDep, app_id: PathId) -> Response:
+    """Delete an app module.
+
+    The profiles attached stay."""
     async with ctx.tx() as conn:
         await app_modules.delete(conn, app_id)
     return Response(status_code=204)
 
 
-@router.put(
-    "/app-modules/{app_id}/profiles/{profile_id}",
-    **APP,
-    summary="Attach a profile to an app module",
-    description="The module must be enabled for mobile offline (422). Idempotent.",
-)
+@router.put("/app-modules/{app_id}/profiles/{profile_id}", **APP)
 async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+    """Attach a profile to an app module.
+
+    The module must be enabled for mobile offline (422). Idempotent."""
     async with ctx.tx() as conn:
         await app_modules.attach(conn, app_id, profile_id)
         return await app_modules.get(conn, app_id)
 
 
-@router.delete(
-    "/app-modules/{app_id}/profiles/{profile_id}",
-    **APP,
-    summary="Detach a profile from an app module",
-    description="404 when it is not attached.",
-)
+@router.delete("/app-modules/{app_id}/profiles/{profile_id}", **APP)
 async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+    """Detach a profile from an app module.
+
+    404 when it is not attached."""
     async with ctx.tx() as conn:
         await app_modules.detach(conn, app_id, profile_id)
         return await app_modules.get(conn, app_id)

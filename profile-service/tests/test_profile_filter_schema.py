@@ -38,12 +38,23 @@ def test_every_accepted_operator_fits_the_schema(entity: str, attr: str, op: str
         {"kind": "all"},
         {"kind": "other", "user": True},
         {"kind": "other", "team": True, "business_unit": True},
+        {"kind": "team"},
         nest(0),
         nest(1),
         nest(2),
         nest(3),
     ],
-    ids=["related", "all", "other-user", "other-team-bu", "custom-leaf", "1-level", "2-levels", "3-levels"],
+    ids=[
+        "related",
+        "all",
+        "other-user",
+        "other-team-bu",
+        "shorthand-team",
+        "custom-leaf",
+        "1-level",
+        "2-levels",
+        "3-levels",
+    ],
 )
 def test_accepted_filters_fit_the_schema(filt: dict[str, Any]) -> None:
     FILTER.validate_python(filt)

@@ -42,7 +42,7 @@ def test_the_custom_filter_has_a_typed_schema(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     item = schemas["ItemIn"]["properties"]["filter"]
     kinds = {ref["$ref"].rsplit("/", 1)[1] for ref in item["oneOf"]}
-    assert kinds == {"RelatedFilter", "AllFilter", "OtherFilter", "CustomFilter"}
+    assert kinds == {"RelatedFilter", "AllFilter", "OtherFilter", "ShorthandFilter", "CustomFilter"}
     assert "eq-useroruserhierarchyandteams" in schemas["Operator"]["enum"]
     assert {"AndGroup", "OrGroup", "AndLevel2", "OrLevel2", "AndLevel3", "OrLevel3"} <= set(schemas)
     # the third level holds conditions only: a fourth is not expressible

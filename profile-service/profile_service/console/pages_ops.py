@@ -65,26 +65,30 @@ async def devices_page(c: ConsoleDep, user: str = "") -> HTMLResponse:
     return c.render("devices.html", devices=devices, user=user, now=datetime.now(UTC))
 
 
+async def _records_list(c: Console, path: str, filters: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+    """Up to 200 entries of a records API list, with the filters that are set; or why there are none."""
+    params = {k: v for k, v in filters.items() if v}
+    try:
+        async with _records_client(c) as client:
+            resp = await client.get(path, params={**params, "limit": 200})
+    except httpx.HTTPError as exc:
+        return [], f"the records API is unreachable ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return [], _error_text(resp)
+    items: list[dict[str, Any]] = resp.json()["items"]
+    return items, ""
+
+
 @router.get("/sync-errors", response_class=HTMLResponse)
 async def sync_errors_page(
     c: ConsoleDep, user_id: str = "", entity: str = "", code: str = "", status: str = "open"
 ) -> HTMLResponse:
-    params = {k: v for k, v in {"user_id": user_id, "entity": entity, "code": code, "status": status}.items() if v}
-    items: list[dict[str, Any]] = []
-    problem = ""
-    try:
-        async with _records_client(c) as client:
-            resp = await client.get("/v1/sync-errors", params={**params, "limit": 200})
-        if resp.status_code == 200:
-            items = resp.json()["items"]
-        else:
-            problem = _error_text(resp)
-    except httpx.HTTPError as exc:
-        problem = f"the records API is unreachable ({type(exc).__name__})"
+    filters = {"user_id": user_id, "entity": entity, "code": code, "status": status}
+    items, problem = await _records_list(c, "/v1/sync-errors", filters)
     return c.render(
         "sync_errors.html",
         items=list(reversed(items)),
-        filters={"user_id": user_id, "entity": entity, "code": code, "status": status},
+        filters=filters,
         error=problem or c.request.query_params.get("error", ""),
     )
 
@@ -117,21 +121,9 @@ async def dismiss(c: ConsoleDep, error_id: int) -> RedirectResponse:
 
 @router.get("/conflicts", response_class=HTMLResponse)
 async def conflicts_page(c: ConsoleDep, entity: str = "", user_id: str = "") -> HTMLResponse:
-    params = {k: v for k, v in {"entity": entity, "user_id": user_id}.items() if v}
-    items: list[dict[str, Any]] = []
-    problem = ""
-    try:
-        async with _records_client(c) as client:
-            resp = await client.get("/v1/conflicts", params={**params, "limit": 200})
-        if resp.status_code == 200:
-            items = resp.json()["items"]
-        else:
-            problem = _error_text(resp)
-    except httpx.HTTPError as exc:
-        problem = f"the records API is unreachable ({type(exc).__name__})"
-    return c.render(
-        "conflicts.html", items=list(reversed(items)), filters={"entity": entity, "user_id": user_id}, error=problem
-    )
+    filters = {"entity": entity, "user_id": user_id}
+    items, problem = await _records_list(c, "/v1/conflicts", filters)
+    return c.render("conflicts.html", items=list(reversed(items)), filters=filters, error=problem)
 
 
 # --- live figures -----------------------------------------------------------------------------

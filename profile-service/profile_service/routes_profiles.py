@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import ProfileDeleted
-from profile_service import app_modules
+from profile_service import app_modules, publishing
 from profile_service import profiles as store
 from profile_service.context import CtxDep, new_id
 from profile_service.documented_route import DocumentedRoute
@@ -20,6 +20,7 @@ from profile_service.responses import (
     ProfileOut,
     ProfileSummaryOut,
     PublishedProfileOut,
+    PublishResultOut,
     ValidationReportOut,
     VersionDiffOut,
     VersionOut,
@@ -46,23 +47,23 @@ IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=200, descrip
 PROFILE: dict[str, Any] = {"tags": ["profiles"], "response_model": ProfileOut}
 
 
-async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) -> dict[str, Any]:
-    out = await store.load_profile(conn, profile_id)
-    response.headers["ETag"] = store.etag(out["row_version"])
+async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) -> ProfileOut:
+    out = ProfileOut.model_validate(await store.load_profile(conn, profile_id))
+    response.headers["ETag"] = store.etag(out.row_version)
     return out
 
 
 @router.get("/profiles", tags=["profiles"], response_model=list[ProfileSummaryOut])
-async def list_profiles(ctx: CtxDep) -> list[dict[str, Any]]:
+async def list_profiles(ctx: CtxDep) -> list[ProfileSummaryOut]:
     """List mobile offline profiles.
 
     Every profile by name, with its item and user counts and whether its draft is unpublished."""
     async with ctx.read() as conn:
-        return await store.summaries(conn)
+        return [ProfileSummaryOut.model_validate(r) for r in await store.summaries(conn)]
 
 
 @router.post("/profiles", status_code=201, **PROFILE)
-async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> dict[str, Any]:
+async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> ProfileOut:
     """Create a mobile offline profile.
 
     An empty draft; names are unique (409). Answers the profile with its ETag."""
@@ -73,7 +74,7 @@ async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> di
 
 
 @router.get("/profiles/{profile_id}", **PROFILE)
-async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> dict[str, Any]:
+async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> ProfileOut:
     """Read a profile's draft.
 
     Items, users and app modules, with the ETag to send as If-Match when changing it."""
@@ -84,7 +85,7 @@ async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> di
 @router.patch("/profiles/{profile_id}", **PROFILE)
 async def update_profile(
     ctx: CtxDep, profile_id: PathId, body: ProfilePatch, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Rename or describe a profile.
 
     Names are unique (409). Answers the profile with its ETag; a stale If-Match is refused (412)."""
@@ -112,7 +113,7 @@ async def delete_profile(ctx: CtxDep, profile_id: PathId, if_match: IfMatch = No
 @router.post("/profiles/{profile_id}/items", status_code=201, **PROFILE)
 async def add_item(
     ctx: CtxDep, profile_id: PathId, body: ItemIn, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Add an entity to a profile.
 
     With its download filter, relationships and sync interval, checked against the entity's metadata (422 with
@@ -130,7 +131,7 @@ async def add_item(
 @router.patch("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def update_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, body: ItemPatch, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Change a profile item.
 
     Only the fields sent change; checked as when added. Answers the profile with its ETag; a stale If-Match is
@@ -153,7 +154,7 @@ async def update_item(
 @router.delete("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def remove_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Remove an entity from a profile.
 
     Refused while another item relates to it (409 naming them). Answers the profile with its ETag; a stale If-
@@ -170,7 +171,7 @@ async def remove_item(
 @router.post("/profiles/{profile_id}/users", **PROFILE)
 async def add_users(
     ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Add users to a profile.
 
     A user is in one profile only: one already in another is refused (409 naming it). Answers the profile with
@@ -185,7 +186,7 @@ async def add_users(
 @router.delete("/profiles/{profile_id}/users/{user_id}", **PROFILE)
 async def remove_user(
     ctx: CtxDep, profile_id: PathId, user_id: PathId, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
     """Remove a user from a profile.
 
     404 when the user is not in it. Answers the profile with its ETag; a stale If-Match is refused (412)."""
@@ -204,14 +205,14 @@ async def remove_user(
     response_model=ValidationReportOut,
     response_model_exclude_unset=True,
 )
-async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
+async def validate_profile(ctx: CtxDep, profile_id: PathId) -> ValidationReportOut:
     """Check a profile's draft.
 
     Every problem at once (errors block publishing, warnings do not) and, when records exist, how many records
     each user would carry against the records-per-user cap. Changes nothing."""
     async with ctx.read() as conn:
         await store.must_exist(conn, profile_id)
-        return await store.validate(conn, profile_id)
+        return ValidationReportOut.model_validate(await publishing.validate(conn, profile_id))
 
 
 @router.post(
@@ -222,25 +223,25 @@ async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
 )
 async def publish_profile(
     ctx: CtxDep, profile_id: PathId, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> PublishedProfileOut:
     """Publish a profile's draft.
 
     Validates, then makes the draft the next published version: its users' devices pick it up. A draft with
     errors is refused (422 with every problem). Answers the profile with its ETag; a stale If-Match is refused
     (412)."""
     async with ctx.tx() as conn:
-        result = await store.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
+        result = await publishing.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
         profile = await _reply(conn, response, profile_id)
-    return {**profile, "published": result}
+    return PublishedProfileOut(**dict(profile), published=PublishResultOut.model_validate(result))
 
 
 @router.get("/profiles/{profile_id}/versions", tags=["profiles"], response_model=list[VersionOut])
-async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[dict[str, Any]]:
+async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[VersionOut]:
     """List a profile's published versions.
 
     Oldest first: when and by whom each was published."""
     async with ctx.read() as conn:
-        return await store.versions(conn, profile_id)
+        return [VersionOut.model_validate(r) for r in await store.versions(conn, profile_id)]
 
 
 @router.get(
@@ -254,33 +255,35 @@ async def diff_versions(
     profile_id: PathId,
     from_version: Annotated[int, Query(alias="from", ge=1, le=2_147_483_647)],
     to_version: Annotated[int, Query(alias="to", ge=1, le=2_147_483_647)],
-) -> dict[str, Any]:
+) -> VersionDiffOut:
     """Compare two published versions.
 
     Items added, removed and changed (with each changed setting from → to), users added and removed."""
     async with ctx.read() as conn:
         a = await store.snapshot(conn, profile_id, from_version)
         b = await store.snapshot(conn, profile_id, to_version)
-    return {"from": from_version, "to": to_version, **diff(a, b)}
+    return VersionDiffOut.model_validate({"from": from_version, "to": to_version, **diff(a, b)})
 
 
 @router.get("/profiles/{profile_id}/versions/{version}", tags=["profiles"], response_model=VersionSnapshotOut)
 async def get_version(
     ctx: CtxDep, profile_id: PathId, version: Annotated[int, Path(ge=1, le=2_147_483_647)]
-) -> dict[str, Any]:
+) -> VersionSnapshotOut:
     """Read a published version.
 
     The profile as it was published in that version."""
     async with ctx.read() as conn:
-        return {
-            "profile_id": profile_id,
-            "version": version,
-            "snapshot": await store.snapshot(conn, profile_id, version),
-        }
+        return VersionSnapshotOut.model_validate(
+            {
+                "profile_id": profile_id,
+                "version": version,
+                "snapshot": await store.snapshot(conn, profile_id, version),
+            }
+        )
 
 
 @router.post("/profiles/{profile_id}/clone", status_code=201, **PROFILE)
-async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response: Response) -> dict[str, Any]:
+async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response: Response) -> ProfileOut:
     """Clone a profile.
 
     Copies name, description and items into a new draft. People are not copied: a user has one profile."""
@@ -296,42 +299,42 @@ APP: dict[str, Any] = {"tags": ["app modules"], "response_model": AppModuleOut}
 
 
 @router.get("/app-modules", tags=["app modules"], response_model=list[AppModuleOut])
-async def list_app_modules(ctx: CtxDep) -> list[dict[str, Any]]:
+async def list_app_modules(ctx: CtxDep) -> list[AppModuleOut]:
     """List app modules.
 
     Every app module by name, with the profiles attached."""
     async with ctx.read() as conn:
-        return await app_modules.every(conn)
+        return [AppModuleOut.model_validate(r) for r in await app_modules.every(conn)]
 
 
 @router.post("/app-modules", status_code=201, **APP)
-async def create_app_module(ctx: CtxDep, body: AppModuleIn) -> dict[str, Any]:
+async def create_app_module(ctx: CtxDep, body: AppModuleIn) -> AppModuleOut:
     """Create an app module.
 
     Names are unique (409)."""
     aid = new_id(body.id)
     async with ctx.tx() as conn:
         await app_modules.create(conn, aid, body.name, body.offline_enabled)
-        return await app_modules.get(conn, aid)
+        return AppModuleOut.model_validate(await app_modules.get(conn, aid))
 
 
 @router.get("/app-modules/{app_id}", **APP)
-async def get_app_module(ctx: CtxDep, app_id: PathId) -> dict[str, Any]:
+async def get_app_module(ctx: CtxDep, app_id: PathId) -> AppModuleOut:
     """Read an app module.
 
     404 when there is none."""
     async with ctx.read() as conn:
-        return await app_modules.get(conn, app_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
 @router.patch("/app-modules/{app_id}", **APP)
-async def update_app_module(ctx: CtxDep, app_id: PathId, body: AppModulePatch) -> dict[str, Any]:
+async def update_app_module(ctx: CtxDep, app_id: PathId, body: AppModulePatch) -> AppModuleOut:
     """Rename an app module or switch mobile offline.
 
     Only the fields sent change; names are unique (409)."""
     async with ctx.tx() as conn:
         await app_modules.update(conn, app_id, body.name, body.offline_enabled)
-        return await app_modules.get(conn, app_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
 @router.delete("/app-modules/{app_id}", status_code=204, response_class=Response, tags=["app modules"])
@@ -345,20 +348,20 @@ async def delete_app_module(ctx: CtxDep, app_id: PathId) -> Response:
 
 
 @router.put("/app-modules/{app_id}/profiles/{profile_id}", **APP)
-async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> AppModuleOut:
     """Attach a profile to an app module.
 
     The module must be enabled for mobile offline (422). Idempotent."""
     async with ctx.tx() as conn:
         await app_modules.attach(conn, app_id, profile_id)
-        return await app_modules.get(conn, app_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
 @router.delete("/app-modules/{app_id}/profiles/{profile_id}", **APP)
-async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> AppModuleOut:
     """Detach a profile from an app module.
 
     404 when it is not attached."""
     async with ctx.tx() as conn:
         await app_modules.detach(conn, app_id, profile_id)
-        return await app_modules.get(conn, app_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))

@@ -32,7 +32,7 @@ ProfileIds = Annotated[
         "transitively, of those their lookups target, as one JSON document POST /v1/solutions/import takes."
     ),
 )
-async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[str, Any]:
+async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> SolutionOut:
     async with ctx.read() as conn:
         if profile_ids:
             ids = list(dict.fromkeys(profile_ids))
@@ -62,7 +62,9 @@ async def export_solution(ctx: CtxDep, profile_ids: ProfileIds = None) -> dict[s
                 used.add(target)
                 todo.append(target)
     entities = [{k: v for k, v in dict(every[n]).items() if v is not None} for n in sorted(used) if n in every]
-    return {"format": "offsync-solution", "version": 1, "entities": entities, "profiles": profiles}
+    return SolutionOut.model_validate(
+        {"format": "offsync-solution", "version": 1, "entities": entities, "profiles": profiles}
+    )
 
 
 def _pydantic_problems(exc: ValidationError, where: str) -> list[dict[str, Any]]:
@@ -82,7 +84,7 @@ def _pydantic_problems(exc: ValidationError, where: str) -> list[dict[str, Any]]
         "name. Imported profiles are left to be published."
     ),
 )
-async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
+async def import_solution(ctx: CtxDep, body: SolutionIn) -> ImportResultOut:
     problems: list[dict[str, Any]] = []
     entities: list[EntityIn] = []
     for i, raw in enumerate(body.entities):
@@ -191,4 +193,4 @@ async def import_solution(ctx: CtxDep, body: SolutionIn) -> dict[str, Any]:
         for head, items in checked:
             pid, created = await store.replace_draft(conn, head.name, head.description, items, new_id(None))
             result.append({"id": pid, "name": head.name, "created": created})
-    return {"entities": [r["logical_name"] for r in entity_rows], "profiles": result}
+    return ImportResultOut.model_validate({"entities": [r["logical_name"] for r in entity_rows], "profiles": result})

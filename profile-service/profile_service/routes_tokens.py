@@ -4,7 +4,6 @@ device-audience tokens (with a device id) for the sync websocket."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -29,7 +28,7 @@ router = APIRouter(prefix="/v1", tags=["tokens"])
         "in the audit log."
     ),
 )
-async def mint_token(ctx: CtxDep, body: TokenIn) -> dict[str, Any]:
+async def mint_token(ctx: CtxDep, body: TokenIn) -> TokenOut:
     if body.audience == "device" and body.device_id is None:
         raise ValidationFailed("a device token needs a device_id", field="device_id")
     if body.audience == "admin" and body.device_id is not None:
@@ -51,10 +50,12 @@ async def mint_token(ctx: CtxDep, body: TokenIn) -> dict[str, Any]:
         device_id=body.device_id,
         now=now,
     )
-    return {
-        "token": token,
-        "audience": audience,
-        "user_id": body.user_id,
-        "device_id": body.device_id,
-        "expires_at": int(now + body.ttl_seconds),
-    }
+    return TokenOut.model_validate(
+        {
+            "token": token,
+            "audience": audience,
+            "user_id": body.user_id,
+            "device_id": body.device_id,
+            "expires_at": int(now + body.ttl_seconds),
+        }
+    )

@@ -110,6 +110,11 @@ async def delete(conn: asyncpg.Connection, user_id: str) -> dict[str, Any]:
     return cur
 
 
+async def name_of(conn: asyncpg.Connection, user_id: str) -> str | None:
+    name: str | None = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", user_id)
+    return name
+
+
 async def is_enabled(conn: asyncpg.Connection, user_id: str) -> bool | None:
     """Whether the user is enabled; None when there is no such user."""
     enabled: bool | None = await conn.fetchval("SELECT enabled FROM admin.users WHERE id = $1", user_id)

@@ -5,40 +5,18 @@ re-apply and dismiss are the same code an API caller runs), and live figures."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import httpx
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from offsync_shared.auth import ADMIN_AUDIENCE, issue_token
 from profile_service.console.web import PREFIX, Console, ConsoleDep, back
+from profile_service.device_registry import read_devices
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-ONLINE_WITHIN = timedelta(seconds=30)  # three missed gateway heartbeats: its process is gone
-
-DEVICES_SQL = """
-SELECT d.*, u.name AS user_name FROM gateway.devices d LEFT JOIN admin.users u ON u.id = d.user_id
-WHERE ($1::text IS NULL OR d.user_id = $1) ORDER BY d.online DESC, greatest(d.seen_at, d.synced_at) DESC NULLS LAST
-LIMIT 500
-"""
-
-
-async def read_devices(conn: asyncpg.Connection, user_id: str | None = None) -> list[dict[str, Any]]:
-    try:
-        rows = await conn.fetch(DEVICES_SQL, user_id)
-    except asyncpg.UndefinedTableError:  # no gateway has started against this database yet
-        return []
-    now = datetime.now(UTC)
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["online_now"] = bool(d["online"] and d["seen_at"] and now - d["seen_at"] < ONLINE_WITHIN)
-        out.append(d)
-    return out
 
 
 def _records_client(c: Console) -> httpx.AsyncClient:

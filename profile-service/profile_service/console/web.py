@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from profile_service import users
 from profile_service.admin_access import Admin, is_admin
 from profile_service.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, ConsoleSession, csrf_ok, read_session
 from profile_service.context import Ctx
@@ -117,7 +118,7 @@ async def _console(request: Request) -> Console:
     async with rt.pool.acquire() as conn:
         if not await is_admin(conn, session.user_id, session.generation):
             raise NotAdmin(session.user_id, session.csrf)
-        name = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", session.user_id)
+        name = await users.name_of(conn, session.user_id)
     if request.method not in ("GET", "HEAD"):
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and request.headers.get("content-type", "").startswith(

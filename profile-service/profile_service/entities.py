@@ -29,15 +29,6 @@ async def check_attributes(conn: asyncpg.Connection, name: str, attrs: dict[str,
         raise ValidationFailed(p.message, field=p.field, details={"problems": [x.as_dict() for x in problems]})
 
 
-def retyped(old: dict[str, Any], added: dict[str, Any]) -> list[str]:
-    """Attributes of ``added`` that exist in ``old`` with another type or lookup target."""
-    return [
-        k
-        for k, v in added.items()
-        if (o := old.get(k)) is not None and (o.get("type"), o.get("target")) != (v.get("type"), v.get("target"))
-    ]
-
-
 async def create(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
     """``row`` holds every column of ``COLS``, attributes as JSON."""
     if row["offline_enabled"] and not row["offline_capable"]:
@@ -67,7 +58,7 @@ async def update(conn: asyncpg.Connection, name: str, changes: dict[str, Any], a
     if "conflict_policy" in changes:
         new["conflict_policy"] = changes["conflict_policy"]
     if added:
-        bad = retyped(cur["attributes"], added)
+        bad = validation.retyped(cur["attributes"], added)
         if bad:
             raise Conflict(
                 f"attribute {bad[0]!r} exists with another type; attributes cannot change type",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from profile_service.console.web import plain
 from profile_service.documented_route import DocumentedRoute
-from profile_service.entities import retyped
+from profile_service.validation import retyped
 
 
 async def one_line() -> None:

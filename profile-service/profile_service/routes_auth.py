@@ -3,7 +3,6 @@ sign-ins. The rules live in ``identity`` and ``sessions``; these routes validate
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import asyncpg
@@ -27,27 +26,13 @@ from profile_service.auth_schemas import (
     ServerConfigOut,
     TokenPairOut,
 )
-from profile_service.context import CtxDep
+from profile_service.context import ConnDep, CtxDep, SettingsDep
 from profile_service.oidc import OidcVerifier
 from profile_service.schemas import PathId
 from profile_service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["sign-in"])
 _bearer = HTTPBearer(auto_error=False, description="An access token of either audience")
-
-
-async def _conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    async with request.app.state.runtime.pool.acquire() as conn:
-        yield conn
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.runtime.settings
-    return settings
-
-
-ConnDep = Annotated[asyncpg.Connection, Depends(_conn)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _pair(issued: sessions.Issued) -> TokenPairOut:

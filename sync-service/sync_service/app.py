@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
                     group_id=None,
                     dead_letter_topic=rt.topic(DEAD_LETTER),
                     fetch_max_wait_ms=settings.sync_notify_fetch_wait_ms,
+                    fetch_idle_wait_ms=settings.kafka_fetch_idle_wait_ms,
                 ),
                 rt.producer,
                 name="sync-gateway",

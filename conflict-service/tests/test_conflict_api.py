@@ -14,9 +14,8 @@ import pytest_asyncio
 from conflict_org import ADMIN, ALICE, BOB, CAROL, Org, batch, change, migrated_pool, read_topic, seed
 
 from conflict_service.app import create_app
-from conflict_service.applier import BatchApplier
+from conflict_service.applier import BatchApplier, topics_for
 from conflict_service.settings import Settings
-from conflict_service.worker import topics_for
 from offsync_shared import auth
 from offsync_stack.testing import InfraEnv
 

@@ -3,15 +3,14 @@ change met, how the policy settled it and what each side had."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import orjson
 
 from conflict_service.batch_decisions import ConflictEntry
 from conflict_service.data_outbox import SCHEMA
-from offsync_shared.paging import page_filter
+from offsync_shared.paging import Window, fetch_page
 
 
 async def append(conn: asyncpg.Connection, entries: Sequence[ConflictEntry]) -> None:
@@ -48,32 +47,6 @@ def _row(e: ConflictEntry) -> tuple[object, ...]:
     )
 
 
-async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    entity: str | None,
-    record_id: str | None,
-    user_id: str | None,
-    device_id: str | None,
-    outcome: str | None,
-    policy: str | None,
-    since: datetime | None,
-    after: int | None,
-    limit: int,
-) -> list[asyncpg.Record]:
-    where, args = page_filter(
-        {
-            "entity": entity,
-            "record_id": record_id,
-            "user_id": user_id,
-            "device_id": device_id,
-            "outcome": outcome,
-            "policy": policy,
-        },
-        since=since,
-        after=after,
-    )
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT * FROM {SCHEMA}.conflicts WHERE {where} ORDER BY id LIMIT {int(limit)}", *args
-    )
-    return rows
+async def page(conn: asyncpg.Connection, equal: Mapping[str, object | None], window: Window) -> list[asyncpg.Record]:
+    """The entries in ``window`` whose columns equal ``equal``'s, by id."""
+    return await fetch_page(conn, f"{SCHEMA}.conflicts", equal, window)

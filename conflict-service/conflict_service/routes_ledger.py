@@ -3,6 +3,7 @@ ledgered change, dismiss it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -13,6 +14,7 @@ from conflict_service import conflict_log, record_writes, sync_error_ledger
 from conflict_service.context import AdminCtxDep
 from offsync_shared.errors import Conflict, NotFound
 from offsync_shared.events.batch_results import ChangeResult
+from offsync_shared.paging import Window
 from offsync_shared.query_types import PG_BIGINT_MAX, IdCursor, Instant
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -84,11 +86,49 @@ class DismissedOut(BaseModel):
     status: Literal["dismissed"] = Field("dismissed", description="Its status now")
 
 
+def _next_after(items: Sequence[ConflictOut] | Sequence[SyncErrorOut], limit: int) -> int | None:
+    """A full page may have a next one: its cursor is the last id."""
+    return items[-1].id if len(items) == limit else None
+
+
 def _iso(row: asyncpg.Record, *columns: str) -> dict[str, Any]:
     out = dict(row)
     for c in columns:
         out[c] = row[c] and row[c].isoformat()
     return out
+
+
+class PageQuery(BaseModel):
+    """Paging and the time filter every ledger list takes; subclasses add the equality filters."""
+
+    since: Instant | None = Field(None, description="Entries at or after this instant.")
+    after: IdCursor | None = Field(None, description="Entries after this id: the previous page's `next_after`.")
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+
+    def equal(self) -> dict[str, object | None]:
+        """The equality filters, by column."""
+        return self.model_dump(exclude={"since", "after", "limit"})
+
+    def window(self) -> Window:
+        return Window(self.limit, since=self.since, after=self.after)
+
+
+class ConflictQuery(PageQuery):
+    entity: str | None = None
+    record_id: str | None = None
+    user_id: str | None = None
+    device_id: str | None = None
+    outcome: str | None = Field(None, description="client_wins, server_wins or merged.")
+    policy: str | None = Field(None, description="client_wins, server_wins or field_merge.")
+
+
+class SyncErrorQuery(PageQuery):
+    user_id: str | None = None
+    device_id: str | None = None
+    entity: str | None = None
+    record_id: str | None = None
+    code: str | None = None
+    status: str | None = Field(None, description="open, reapplied, failed_again or dismissed.")
 
 
 @router.get(
@@ -98,33 +138,11 @@ def _iso(row: asyncpg.Record, *columns: str) -> dict[str, Any]:
     description="Every concurrent server change a device or API change met, and how the conflict policy "
     "settled it, oldest first. Filter by record, user, device, outcome, policy and time; page with `after`.",
 )
-async def list_conflicts(
-    ctx: AdminCtxDep,
-    entity: str | None = None,
-    record_id: str | None = None,
-    user_id: str | None = None,
-    device_id: str | None = None,
-    outcome: str | None = None,
-    policy: str | None = None,
-    since: Instant | None = None,
-    after: IdCursor | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-) -> ConflictPage:
+async def list_conflicts(ctx: AdminCtxDep, q: Annotated[ConflictQuery, Query()]) -> ConflictPage:
     async with ctx.read() as conn:
-        rows = await conflict_log.page(
-            conn,
-            entity=entity,
-            record_id=record_id,
-            user_id=user_id,
-            device_id=device_id,
-            outcome=outcome,
-            policy=policy,
-            since=since,
-            after=after,
-            limit=limit,
-        )
+        rows = await conflict_log.page(conn, q.equal(), q.window())
     items = [ConflictOut(**_iso(r, "at")) for r in rows]
-    return ConflictPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+    return ConflictPage(items=items, next_after=_next_after(items, q.limit))
 
 
 @router.get(
@@ -134,33 +152,11 @@ async def list_conflicts(
     description="Every change that did not make it as sent (rejected, or lost to a conflict), with why, oldest "
     "first. Filter by user, device, record, code, status and time; page with `after`.",
 )
-async def list_sync_errors(
-    ctx: AdminCtxDep,
-    user_id: str | None = None,
-    device_id: str | None = None,
-    entity: str | None = None,
-    record_id: str | None = None,
-    code: str | None = None,
-    status: str | None = None,
-    since: Instant | None = None,
-    after: IdCursor | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-) -> SyncErrorPage:
+async def list_sync_errors(ctx: AdminCtxDep, q: Annotated[SyncErrorQuery, Query()]) -> SyncErrorPage:
     async with ctx.read() as conn:
-        rows = await sync_error_ledger.page(
-            conn,
-            user_id=user_id,
-            device_id=device_id,
-            entity=entity,
-            record_id=record_id,
-            code=code,
-            status=status,
-            since=since,
-            after=after,
-            limit=limit,
-        )
+        rows = await sync_error_ledger.page(conn, q.equal(), q.window())
     items = [SyncErrorOut(**_iso(r, "at", "resolved_at")) for r in rows]
-    return SyncErrorPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+    return SyncErrorPage(items=items, next_after=_next_after(items, q.limit))
 
 
 @router.post(

@@ -4,7 +4,6 @@ it as sent, and what an admin later did about it (re-applied, failed again, dism
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -12,7 +11,7 @@ import orjson
 
 from conflict_service.batch_decisions import SyncErrorEntry
 from conflict_service.data_outbox import SCHEMA
-from offsync_shared.paging import page_filter
+from offsync_shared.paging import Window, fetch_page
 
 
 async def append(conn: asyncpg.Connection, entries: Sequence[SyncErrorEntry]) -> None:
@@ -42,35 +41,9 @@ def _row(e: SyncErrorEntry) -> tuple[object, ...]:
     )
 
 
-async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    user_id: str | None,
-    device_id: str | None,
-    entity: str | None,
-    record_id: str | None,
-    code: str | None,
-    status: str | None,
-    since: datetime | None,
-    after: int | None,
-    limit: int,
-) -> list[asyncpg.Record]:
-    where, args = page_filter(
-        {
-            "user_id": user_id,
-            "device_id": device_id,
-            "entity": entity,
-            "record_id": record_id,
-            "code": code,
-            "status": status,
-        },
-        since=since,
-        after=after,
-    )
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT * FROM {SCHEMA}.sync_errors WHERE {where} ORDER BY id LIMIT {int(limit)}", *args
-    )
-    return rows
+async def page(conn: asyncpg.Connection, equal: Mapping[str, object | None], window: Window) -> list[asyncpg.Record]:
+    """The entries in ``window`` whose columns equal ``equal``'s, by id."""
+    return await fetch_page(conn, f"{SCHEMA}.sync_errors", equal, window)
 
 
 async def lock_one(conn: asyncpg.Connection, error_id: int) -> asyncpg.Record | None:

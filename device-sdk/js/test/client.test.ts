@@ -288,3 +288,41 @@ test("edits are validated against the entity metadata before they reach the outb
   const id = await db.create("account", { name: "x", due: "2024-01-02T03:04:05+01:00" });
   assert.equal(db.get("account", id)?.attributes.due, "2024-01-02T02:04:05.000000Z");
 });
+
+test("synced() resolves only once the store holds the checkpoint", async () => {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  class SlowStore extends MemoryStore {
+    hold = false;
+    override async commit(tx: Parameters<MemoryStore["commit"]>[0]): Promise<void> {
+      if (this.hold) await gate;
+      return super.commit(tx);
+    }
+  }
+  const store = new SlowStore();
+  const db = await Offsync.open({
+    url: "ws://x/v1/sync",
+    store,
+    auth: { token: async () => "t1" },
+    backoff: new Backoff(0.001, 0.005),
+    WebSocket: FakeSocket as unknown as new (url: string) => WebSocket,
+  });
+  opened.push(db);
+  const ws = await connected(db);
+  store.hold = true;
+  const ops = [[1, "b1", "put", "account", "a1", 1, { name: "A" }]];
+  ws.push({ type: "ops", ops, done: 1, total: 1, checkpoint: { type: "checkpoint", cursor: 1, checksums: { b1: sum(["account", "a1", 1]), b2: 0 } } });
+  let done = false;
+  const synced = db.synced().then(() => (done = true));
+  await until(() => db.status.caughtUp, 2000, "caught up in memory");
+  // The store's commit is held by the gate, so nothing can have resolved synced() yet.
+  assert.equal(done, false, "synced() must wait for the store");
+  release();
+  await synced;
+  const snap = await store.load();
+  assert.equal(snap.meta.cursor, 1);
+  assert.deepEqual(
+    snap.records.map((r) => r.id),
+    ["a1"],
+  );
+});

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
+
+import psutil
 
 from offsync_shared.auth import DEVICE_AUDIENCE, issue_token
 from offsync_stack.browser import CHROMIUM_FLAGS, chromium_path
@@ -114,9 +117,9 @@ class BrowserDevice:
             raise RuntimeError(f"{record_id} v{version} not visible through db.watch within {timeout} s") from None
         return float(t) / 1000.0, float(frame if frame is not None else t) / 1000.0
 
-    async def page_cpu_s(self) -> float:
+    async def page_busy_s(self) -> float:
         """Seconds the page's main thread has spent running tasks so far (CDP Performance
-        metrics): less noisy than wall time on a shared machine."""
+        metrics; wall time inside tasks, so a starved CPU inflates it too)."""
         if self._cdp is None:
             self._cdp = await self.page.context.new_cdp_session(self.page)
             await self._cdp.send("Performance.enable")
@@ -149,6 +152,22 @@ async def new_device(browser: Any, http_url: str) -> BrowserDevice:
     page = await context.new_page()
     await page.goto(f"{http_url}/app/config.json")
     return BrowserDevice(page)
+
+
+def chromium_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by every Chromium process this process started
+    (renderer, browser, network and storage services): what the browser costs, which on a shared
+    machine is steadier than wall time."""
+    total = 0.0
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "chrom" not in proc.name():
+                continue
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue  # exited meanwhile
+    return total
 
 
 def device_token(secret: str, user_id: str, device_id: str) -> str:

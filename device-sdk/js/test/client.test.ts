@@ -289,17 +289,18 @@ test("edits are validated against the entity metadata before they reach the outb
   assert.equal(db.get("account", id)?.attributes.due, "2024-01-02T02:04:05.000000Z");
 });
 
-test("synced() resolves only once the store holds the checkpoint", async () => {
-  let release: () => void = () => undefined;
-  const gate = new Promise<void>((r) => (release = r));
-  class SlowStore extends MemoryStore {
-    hold = false;
-    override async commit(tx: Parameters<MemoryStore["commit"]>[0]): Promise<void> {
-      if (this.hold) await gate;
-      return super.commit(tx);
-    }
+/** A store whose commits wait, once `hold` is set, until the test releases them. */
+class GatedStore extends MemoryStore {
+  hold = false;
+  release: () => void = () => undefined;
+  private gate = new Promise<void>((r) => (this.release = r));
+  override async commit(tx: Parameters<MemoryStore["commit"]>[0]): Promise<void> {
+    if (this.hold) await this.gate;
+    return super.commit(tx);
   }
-  const store = new SlowStore();
+}
+
+async function openOn(store: GatedStore): Promise<Offsync> {
   const db = await Offsync.open({
     url: "ws://x/v1/sync",
     store,
@@ -308,6 +309,12 @@ test("synced() resolves only once the store holds the checkpoint", async () => {
     WebSocket: FakeSocket as unknown as new (url: string) => WebSocket,
   });
   opened.push(db);
+  return db;
+}
+
+test("synced() resolves only once the store holds the checkpoint", async () => {
+  const store = new GatedStore();
+  const db = await openOn(store);
   const ws = await connected(db);
   store.hold = true;
   const ops = [[1, "b1", "put", "account", "a1", 1, { name: "A" }]];
@@ -317,12 +324,31 @@ test("synced() resolves only once the store holds the checkpoint", async () => {
   await until(() => db.status.caughtUp, 2000, "caught up in memory");
   // The store's commit is held by the gate, so nothing can have resolved synced() yet.
   assert.equal(done, false, "synced() must wait for the store");
-  release();
+  store.release();
   await synced;
   const snap = await store.load();
   assert.equal(snap.meta.cursor, 1);
   assert.deepEqual(
     snap.records.map((r) => r.id),
+    ["a1"],
+  );
+});
+
+test("a checkpoint frame does not hold up the next frame while the store writes it", async () => {
+  const store = new GatedStore();
+  const db = await openOn(store);
+  const ws = await connected(db);
+  const seen: string[] = [];
+  db.watch("account", {}, (rows) => seen.splice(0, seen.length, ...rows.map((r) => r.id)));
+  store.hold = true;
+  ws.push({ type: "checkpoint", cursor: 0, checksums: { b1: 0, b2: 0 } });
+  ws.push({ type: "ops", ops: [[1, "b1", "put", "account", "a1", 1, { name: "A" }]], done: 1, total: 1 });
+  // The checkpoint's commit is held by the gate: the ops frame behind it is applied regardless.
+  await until(() => seen.includes("a1"), 2000, "the ops frame after the checkpoint applied");
+  store.release();
+  await db.replica.flushed();
+  assert.deepEqual(
+    (await store.load()).records.map((r) => r.id),
     ["a1"],
   );
 });

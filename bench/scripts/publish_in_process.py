@@ -13,6 +13,7 @@ import random
 import statistics
 import time
 
+from offsync_bench.fixture import MAIN_ITEMS
 from offsync_shared import bus, db
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import RECORDS
@@ -20,28 +21,8 @@ from offsync_stack.infra import provide
 from publish_service import bucket_writes, membership
 from publish_service.worker import PublishWorker
 
-PROFILE = [
-    {"entity": "account", "filter": {"kind": "other", "user": True, "team": False, "business_unit": True}},
-    {
-        "entity": "contact",
-        "filter": {"kind": "related"},
-        "relationships": [{"entity": "account", "attribute": "parentcustomerid", "side": "self"}],
-    },
-    {"entity": "opportunity", "filter": {"kind": "other", "user": False, "team": True, "business_unit": False}},
-    {
-        "entity": "task",
-        "filter": {
-            "kind": "custom",
-            "condition": {
-                "and": [
-                    {"attribute": "ownerid", "operator": "eq-userid"},
-                    {"attribute": "statecode", "operator": "eq", "value": 0},
-                ]
-            },
-        },
-    },
-    {"entity": "product", "filter": {"kind": "all"}},
-]
+# The workloads.md profile, the same one the bench fixture publishes.
+PROFILE = MAIN_ITEMS
 
 
 async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyped-def]
@@ -91,7 +72,7 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
             SELECT '{entity}', '{entity}-' || i, 1, CASE WHEN i % 5 = 0 THEN 't' ELSE 'u' END || k,
                    CASE WHEN i % 5 = 0 THEN 'team' ELSE 'user' END,
                    (SELECT id FROM bu_list WHERE n = k % 21),
-                   jsonb_build_object('name', '{entity} ' || i, {lk} 'statecode', i % 2,
+                   jsonb_build_object('name', '{entity} ' || i, {lk} 'statecode', i % 2, 'prioritycode', i % 3,
                                       'description', repeat(md5(i::text), 10), 'revenue', (random() * 100000)::int)
             FROM generate_series(0, {n - 1}) i,
                  LATERAL (SELECT CASE WHEN i % 5 = 0 THEN i % {n_teams} ELSE floor({users} * random() ^ 2)::int END AS k) o""")

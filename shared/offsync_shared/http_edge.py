@@ -11,6 +11,7 @@ when the cap is passed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,7 +109,37 @@ class EdgeGuard:
         if not complete:
             await _refuse(send, 413, "payload_too_large", f"request body is over {cap} bytes {who}")
             return
+        if _LONG_DIGITS.search(body) and _has_huge_integer(body):
+            await _refuse(send, 400, "bad_request", "integers in the body must fit in 64 bits")
+            return
         await self.app(scope, _replay(body, receive), send)
+
+
+# Python's JSON parser (the routes') keeps any integer; orjson, PostgreSQL bigint and every
+# device cannot. A run of 19+ digits is rare, so the exact check (a second parse) almost never runs.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT64 = range(-(2**63), 2**64)  # orjson (events, sync-error copies) also takes unsigned 64-bit
+
+
+class _HugeInteger(ValueError):
+    pass
+
+
+def _checked_int(token: str) -> int:
+    value = int(token)
+    if value not in _INT64:
+        raise _HugeInteger
+    return value
+
+
+def _has_huge_integer(body: bytes) -> bool:
+    try:
+        json.loads(body, parse_int=_checked_int)
+    except _HugeInteger:
+        return True
+    except (ValueError, RecursionError):
+        return False  # not JSON at all: the route answers that itself
+    return False
 
 
 async def _read_up_to(receive: Receive, cap: int) -> tuple[bytes, bool]:

@@ -100,3 +100,24 @@ async def test_nul_in_path_or_query_is_refused(client: httpx.AsyncClient, url: s
 async def test_ordinary_requests_pass_untouched(client: httpx.AsyncClient) -> None:
     assert (await client.get("/items/a%20b", params={"q": "ü"})).json() == {"item": "a b", "q": "ü"}
     assert (await client.get("/healthz")).status_code == 200
+
+
+INTEGERS = [
+    # (name, JSON body, expected status): integers Python's parser keeps but orjson/bigint cannot
+    ("int64-min", b'{"a": -9223372036854775808}', 200),
+    ("uint64-max", b'{"a": 18446744073709551615}', 200),
+    ("over-uint64", b'{"a": 18446744073709551616}', 400),
+    ("under-int64", b'{"a": [1, -9223372036854775809]}', 400),
+    ("long-digits-in-a-string", b'{"a": "123456789012345678901234567890"}', 200),
+    ("long-digits-not-json", b"{12345678901234567890123", 200),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), [c[1:] for c in INTEGERS], ids=[c[0] for c in INTEGERS])
+async def test_integers_beyond_64_bits_are_refused_at_the_edge(
+    client: httpx.AsyncClient, body: bytes, status: int
+) -> None:
+    r = await client.post("/echo", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["code"] == "bad_request"

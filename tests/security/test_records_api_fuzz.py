@@ -14,13 +14,13 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from conflict_service.app import create_app
 from conflict_service.settings import Settings
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
+from offsync_stack import api_fuzz
 from offsync_stack.infra import Infra
 from offsync_stack.testing import Stack, make_env, start_stack
 
@@ -67,16 +67,20 @@ def _seed_unchanged(s: Stack) -> None:
     assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["attributes"] == {"name": "Seed"}, r.text
 
 
-@schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-def test_no_input_gets_a_server_error(case: schemathesis.Case, records_stack: Stack, session: requests.Session) -> None:
-    if case.path_parameters and case.path_parameters.get("record_id") == "seed":
-        case.path_parameters["record_id"] = "not-the-seed"  # the seed stays untouched, so we can check it
-    case.headers = {**(case.headers or {}), **H}
-    response = case.call(base_url=records_stack.records_url, session=session, timeout=15)
-    case.validate_response(response, checks=[not_a_server_error])
-    if response.status_code >= 400:
-        assert "error" in response.json(), response.text
+@pytest.mark.parametrize("operation", api_fuzz.operations(schema))
+def test_no_input_gets_a_server_error(
+    operation: tuple[str, str], records_stack: Stack, session: requests.Session
+) -> None:
+    def check(case: schemathesis.Case) -> None:
+        if case.path_parameters and case.path_parameters.get("record_id") == "seed":
+            case.path_parameters["record_id"] = "not-the-seed"  # the seed stays untouched, so we can check it
+        case.headers = {**(case.headers or {}), **H}
+        response = case.call(base_url=records_stack.records_url, session=session, timeout=15)
+        case.validate_response(response, checks=[not_a_server_error])
+        if response.status_code >= 400:
+            assert "error" in response.json(), response.text
+
+    api_fuzz.fuzz(schema, operation, check, examples=8)
 
 
 DEEP = "[" * 5000 + "]" * 5000

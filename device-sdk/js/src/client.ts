@@ -306,7 +306,7 @@ export class SyncClient {
         return;
       }
       case "checkpoint":
-        return this.checkpointed(ws, await r.checkpoint(f));
+        return this.checkpointed(ws, r.checkpointNow(f));
       case "result": {
         const problems = await r.applyResult(f);
         if (f.batch_id === this.inflight) this.inflight = null;

@@ -85,16 +85,10 @@ lb-deps:
 
 # The integration, end-to-end and chaos tiers on a 3-node KRaft cluster (RF 3,
 # min.insync.replicas=2, acks=all). API fuzzing never touches the broker: it runs in make test.
-# KNOWN on Kafka, deselected until fixed (they pass on the embedded broker, in make test):
-# - revocation: a record written right after a user lost access reached the still-open session
-#   (the gateway relies on the admin change arriving before the record's notification);
-# - a 3 MiB body to the records API ends in a reset connection instead of the 413.
-KAFKA_KNOWN := --deselect tests/security/test_revocation.py::test_revoked_access_ends_the_open_session \
-	--deselect tests/security/test_body_caps.py::test_authenticated_bodies_have_per_route_caps
 test-kafka: test-kafka-tiers test-kafka-chaos
 
 test-kafka-tiers: venv browser-deps js kafka-fetch lb-deps
-	OFFSYNC_TEST_BROKER=kafka OFFSYNC_TEST_KAFKA_BROKERS=3 $(PY) -m pytest -m "(integration or e2e) and not chaos" -k "not fuzz" $(KAFKA_KNOWN) $(ARGS)
+	OFFSYNC_TEST_BROKER=kafka OFFSYNC_TEST_KAFKA_BROKERS=3 $(PY) -m pytest -m "(integration or e2e) and not chaos" -k "not fuzz" $(ARGS)
 
 test-kafka-chaos: venv kafka-fetch lb-deps
 	OFFSYNC_TEST_BROKER=kafka $(PY) -m pytest tests/chaos -m "chaos and kafka" $(ARGS)

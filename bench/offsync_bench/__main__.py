@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from offsync_bench import plot, repeat, results
+from offsync_bench import compare, plot, repeat, results
 from offsync_bench.fleet import raise_nofile
 from offsync_bench.orgdata import Sizes
 from offsync_bench.workloads import DEFAULT_WORKLOADS, SCALE_WORKLOADS, WORKLOADS
@@ -44,6 +44,14 @@ def main() -> None:
         help=f"size of the scale workloads ({', '.join(SCALE_WORKLOADS)}; run only with --only) "
         "as a fraction of their full size (default 1, 0.1 with --quick)",
     )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="STACKS",
+        help="run the chosen workloads on each of these stacks in turn, e.g. tansu,kafka,kafka-2p,kafka3 "
+        "(broker tansu|kafka[nodes], -<N>p processes per worker), and write one JSON (--out, default "
+        "bench-compare.json) and one markdown table beside it (stacks as columns)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--repeat",
@@ -52,13 +60,24 @@ def main() -> None:
         help=f"repetitions of each latency workload within the run (median and spread reported; "
         f"default {repeat.REPEATS})",
     )
-    parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
+    parser.add_argument("--out", type=Path, default=None, help="default bench-results.json (bench-compare.json)")
     parser.add_argument(
         "--history", type=Path, default=Path("bench-history.jsonl"), help="run history the plot is drawn from"
     )
     parser.add_argument("--plot", type=Path, default=Path("docs/performance.png"))
     args = parser.parse_args()
     sizes = Sizes().scaled(0.1) if args.quick else Sizes()
+    if args.compare is not None:
+        if args.broker != "embedded" or args.processes != 1 or args.kafka_brokers != 1:
+            parser.error("--compare names the stacks itself: drop --broker, --processes and --kafka-brokers")
+        try:
+            specs = compare.parse_stacks(args.compare)
+        except ValueError as exc:
+            parser.error(str(exc))
+        raise_nofile()
+        run_compare(specs, args, sizes)
+        return
+    args.out = args.out or Path("bench-results.json")
     if args.broker == "kafka":  # read by offsync_stack.infra.provide
         os.environ["OFFSYNC_TEST_BROKER"] = "kafka"
         os.environ["OFFSYNC_TEST_KAFKA_BROKERS"] = str(args.kafka_brokers)
@@ -78,6 +97,44 @@ def main() -> None:
     plot.append_history(args.history, orjson.loads(doc))
     if plot.draw(plot.load_history(args.history), args.plot):
         print(f"plot written to {args.plot}")
+
+
+def run_compare(specs: list[compare.StackSpec], args: argparse.Namespace, sizes: Sizes) -> None:
+    """The chosen workloads on each stack in turn; each stack is started fresh and stopped whole
+    (services, balancer, brokers, PostgreSQL) before the next starts."""
+    chosen = args.only or DEFAULT_WORKLOADS
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    out: Path = args.out or Path("bench-compare.json")
+    runs: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        print(f"=== stack {spec.name}: {spec.describe()}", flush=True)
+        for key, value in spec.env().items():  # read by offsync_stack.infra.provide
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        t0 = time.monotonic()
+        try:
+            figures, database = asyncio.run(
+                run(chosen, args.seed, sizes, args.quick, spec.processes, max(1, args.repeat), scale)
+            )
+        except Exception as exc:  # the stack did not start: say why, measure the next one
+            traceback.print_exc()
+            figures = {name: results.failed(f"stack did not run: {type(exc).__name__}: {exc}") for name in chosen}
+            database = {}
+        runs[spec.name] = {
+            "stack": spec.describe(),
+            "database": database,
+            "wall_seconds": round(time.monotonic() - t0, 1),
+            "workloads": figures,
+        }
+        print(results.table(figures), flush=True)
+        # Written after every stack: a later stack that hangs or is interrupted keeps these.
+        doc = compare.document(results.common(args.seed, sizes, args.quick), runs)
+        out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        out.with_suffix(".md").write_text(compare.markdown(doc))
+    print(compare.markdown(doc))
+    print(f"written to {out} and {out.with_suffix('.md')}")
 
 
 async def run(

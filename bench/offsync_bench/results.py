@@ -53,6 +53,18 @@ async def durability(dsn: str) -> dict[str, Any]:
     return {**shown, "durable": durable}
 
 
+def common(seed: int, sizes: Sizes, quick: bool) -> dict[str, Any]:
+    """What every results document opens with: when, which commit, which machine, which sizes."""
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
+        "machine": machine(),
+        "seed": seed,
+        "quick": quick,
+        "sizes": asdict(sizes),
+    }
+
+
 def document(
     seed: int,
     sizes: Sizes,

@@ -6,16 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from fastapi import FastAPI
 
-from conflict_service.api import build_router
-from conflict_service.applier import Topics
+from conflict_service import routes_ledger, routes_records
 from conflict_service.settings import Settings
-from conflict_service.worker import BatchWorker, topics_for
+from conflict_service.worker import BatchWorker
 from offsync_shared.auth import ADMIN_AUDIENCE
 from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
-from offsync_shared.outbox import OutboxRelay
 from offsync_shared.runtime import Runtime, stop_tasks
 from offsync_shared.service_app import service_app
 
@@ -71,18 +68,6 @@ def create_app(settings: Settings) -> FastAPI:
         title="Offsync conflict-service",
     )
 
-    def runtime() -> Runtime:
-        rt: Runtime = app.state.runtime
-        return rt
-
-    def pool() -> asyncpg.Pool:
-        return runtime().pool
-
-    def topics() -> Topics:
-        return topics_for(settings.topic_prefix)
-
-    def relay() -> OutboxRelay | None:
-        return runtime().relay
-
-    app.include_router(build_router(settings, pool, topics, relay))
+    app.include_router(routes_records.router)
+    app.include_router(routes_ledger.router)
     return app

@@ -13,8 +13,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from conflict_service import directory
-from conflict_service.applier import SCHEMA, existing_records, write_outbox
+from conflict_service import directory, record_store
+from conflict_service.applier import record_refs
+from conflict_service.data_outbox import write_outbox
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared.domain.org import (
     Actor,
@@ -176,7 +177,7 @@ async def _flush(
     by_id = {ln.id: ln for ln in batch}  # a later line for the same id replaces an earlier one
     refs = [r for ln in by_id.values() for r in ln.refs]
     if refs:
-        records = await existing_records(conn, refs)
+        records = await record_store.live_owners(conn, record_refs(refs))
         admin = await directory.existing_admin_refs(conn, refs)
         metas = await directory.entities(conn, {r.target for r in refs})
         for ln in by_id.values():
@@ -193,45 +194,20 @@ async def _flush(
                     raise ValidationFailed(
                         f"record {ln.id}: {ref.field}: no {ref.target} with id {ref.id}", field=ref.field
                     )
-    existing = {
-        r["id"]: Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"])
-        for r in await conn.fetch(
-            f"SELECT id, owner_id, owner_type, business_unit_id FROM {SCHEMA}.records WHERE entity = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
-            entity,
-            list(by_id),
-        )
-    }
+    existing = await record_store.lock(conn, [(entity, rid) for rid in sorted(by_id)])
     lines = list(by_id.values())
     owners = await _owners(conn, actor, meta, lines)
     checked: set[Ownership] = set()
     for ln, owner in zip(lines, owners, strict=True):
-        current = existing.get(ln.id)
-        if current is not None and not may(actor, Operation.WRITE, entity, meta.ownership, current):
+        current = existing.get((entity, ln.id))
+        if current is not None and not may(actor, Operation.WRITE, entity, meta.ownership, current.owner):
             raise Forbidden(f"record {ln.id}: not allowed to overwrite it")
         if owner not in checked:
             if not may(actor, Operation.CREATE, entity, meta.ownership, owner):
                 raise Forbidden(f"record {ln.id}: not allowed to create {entity} records for owner {owner.owner_id}")
             checked.add(owner)
-    # Import replaces the attributes of an existing record (owner kept) and revives a tombstone.
-    rows = await conn.fetch(
-        f"""INSERT INTO {SCHEMA}.records AS r (entity, id, version, owner_id, owner_type, business_unit_id, attributes,
-                   field_versions, created_by, modified_by)
-            SELECT $1, s.id, 1, s.owner_id, s.owner_type, s.business_unit_id, s.attributes::jsonb, s.field_versions::jsonb, $2, $2
-              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-                   AS s(id, attributes, field_versions, owner_id, owner_type, business_unit_id)
-            ON CONFLICT (entity, id) DO UPDATE SET version = r.version + 1, attributes = EXCLUDED.attributes,
-                   deleted = false, modified_at = now(), modified_by = EXCLUDED.modified_by,
-                   field_versions = r.field_versions || (SELECT coalesce(jsonb_object_agg(k, r.version + 1), '{{}}'::jsonb)
-                                                          FROM jsonb_object_keys(EXCLUDED.attributes) k)
-            RETURNING id, version, owner_id, owner_type, business_unit_id""",
-        entity,
-        actor.user_id,
-        [ln.id for ln in lines],
-        [orjson.dumps(ln.attributes).decode() for ln in lines],
-        [orjson.dumps(dict.fromkeys(ln.attributes, 1)).decode() for ln in lines],
-        [o.owner_id for o in owners],
-        [o.owner_type for o in owners],
-        [o.business_unit_id for o in owners],
+    rows = await record_store.import_upsert(
+        conn, entity, actor.user_id, [(ln.id, ln.attributes) for ln in lines], owners
     )
     now = time.time()
     source = {"api": actor.user_id}

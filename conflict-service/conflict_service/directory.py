@@ -132,3 +132,9 @@ async def existing_business_units(conn: asyncpg.Connection, ids: Iterable[str]) 
     if not wanted:
         return set()
     return {r["id"] for r in await conn.fetch("SELECT id FROM admin.business_units WHERE id = ANY($1::text[])", wanted)}
+
+
+async def user_generation(conn: asyncpg.Connection, user_id: str) -> str | None:
+    """The identity generation of the user now holding ``user_id`` (docs/identity.md)."""
+    generation: str | None = await conn.fetchval("SELECT generation FROM admin.users WHERE id = $1", user_id)
+    return generation

@@ -12,13 +12,13 @@ from typing import Any
 
 import asyncpg
 
-from conflict_service.applier import BatchApplier, Topics
+from conflict_service.applier import BatchApplier, topics_for
 from offsync_shared import bus, db
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay
-from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, RECORDS
+from offsync_shared.topics import DEAD_LETTER, DEVICE_BATCHES
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ GROUP_ID = "conflict-service"
 
 async def wait_out_database(attempt: Callable[[], Awaitable[None]], what: str) -> None:
     await db.while_away(attempt, TRANSIENT, what=what)
-
-
-def topics_for(prefix: str) -> Topics:
-    return Topics(records=RECORDS.full(prefix), batch_results=BATCH_RESULTS.full(prefix))
 
 
 class BatchWorker:

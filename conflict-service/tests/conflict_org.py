@@ -118,8 +118,12 @@ def batch(user: str, device: str, *changes: Change, batch_id: str | None = None)
     )
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-    """The first ``count`` envelopes on ``topic`` (all partitions, from the start, no group join)."""
+async def read_topic(
+    bootstrap: str, topic: str, count: int, timeout: float = 20.0, distinct: bool = False
+) -> list[dict[str, Any]]:
+    """The first ``count`` envelopes on ``topic`` (all partitions, from the start, no group join).
+    ``distinct``: ``count`` different envelopes, each once in first-seen order (the outbox
+    delivers at least once, so one may come twice)."""
     from aiokafka import AIOKafkaConsumer
 
     from offsync_stack.testing import eventually
@@ -127,11 +131,15 @@ async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     got: list[dict[str, Any]] = []
+    values: set[bytes] = set()
     try:
 
         async def enough() -> bool:
             for msgs in (await consumer.getmany(timeout_ms=100)).values():
-                got.extend(orjson.loads(m.value) for m in msgs)
+                for m in msgs:
+                    if not (distinct and m.value in values):
+                        values.add(m.value)
+                        got.append(orjson.loads(m.value))
             return len(got) >= count
 
         await eventually(enough, timeout=timeout, message=f"{count} messages on {topic}")

@@ -15,7 +15,8 @@ import pytest
 import pytest_asyncio
 from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_topic, seed
 
-from conflict_service.worker import BatchWorker, topics_for
+from conflict_service.applier import topics_for
+from conflict_service.worker import BatchWorker
 from offsync_shared import bus, db
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay

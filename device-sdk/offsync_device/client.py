@@ -282,6 +282,13 @@ class Device:
             self.ws = None
         code = ws.close_code
         reason = ws.close_reason or ""
+        if code == p.CLOSE_REVOKED:
+            # Signed out, device revoked or password changed: the sign-in is over, so renewing
+            # or reconnecting cannot help; the user must sign in again.
+            forget = getattr(self._token, "forget", None)
+            if forget is not None:
+                forget()
+            raise SignInRequired(f"your sign-in has ended ({reason or 'revoked'}); sign in again")
         if code in REFUSALS:
             if code == p.CLOSE_NO_PROFILE:
                 # The server took the profile away: drop server data, keep pending changes (failure mode 8).

@@ -206,5 +206,9 @@ class Credentials:
                     await _call(c, "POST", api + "/v1/auth/logout", json={"refresh_token": refresh})
                 except SignInError:
                     pass  # offline: the refresh token is forgotten anyway and expires on its own
+        self.forget()
+
+    def forget(self) -> None:
+        """Forget the tokens (the server ended this sign-in, or the user signed out)."""
         for key in ("refresh_token", "access_token", "access_expires_at"):
             self.store.set_meta(key, "")

@@ -14,7 +14,8 @@ from offsync_shared.events.admin import (
     TeamChanged,
     UserChanged,
 )
-from offsync_shared.topics import ADMIN
+from offsync_shared.events.sync_notify import SessionsRevoked
+from offsync_shared.topics import ADMIN, SYNC_NOTIFY
 from profile_service import sessions
 
 SCHEMA = "admin"
@@ -26,9 +27,15 @@ class Emitter:
 
     def __init__(self, topic_prefix: str) -> None:
         self.topic = ADMIN.full(topic_prefix)
+        self.notify_topic = SYNC_NOTIFY.full(topic_prefix)
 
     async def emit(self, conn: asyncpg.Connection, event: Event) -> None:
         await outbox.enqueue(conn, SCHEMA, self.topic, event.envelope(ORG_KEY))
+
+    async def sessions_revoked(self, conn: asyncpg.Connection, event: SessionsRevoked) -> None:
+        """Tell the sync gateways (they read sync-notify, not admin) to close the sessions of the
+        sign-ins just revoked in this transaction, instead of letting them run to token expiry."""
+        await outbox.enqueue(conn, SCHEMA, self.notify_topic, event.envelope(event.user_id))
 
     async def user(self, conn: asyncpg.Connection, user_id: str) -> None:
         row = await conn.fetchrow(

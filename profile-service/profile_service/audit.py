@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from offsync_shared.paging import Window, fetch_page
+
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_DETAIL_BYTES = 16 * 1024  # a larger body is recorded by its keys only
 REDACTED = "[redacted]"
@@ -100,22 +102,5 @@ async def read(
     after: int | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    where: list[str] = ["true"]
-    args: list[object] = []
-    for col, value in (("actor_id", actor_id), ("target_kind", target_kind), ("target_id", target_id)):
-        if value is not None:
-            args.append(value)
-            where.append(f"{col} = ${len(args)}")
-    if since is not None:
-        args.append(since)
-        where.append(f"at >= ${len(args)}")
-    if until is not None:
-        args.append(until)
-        where.append(f"at < ${len(args)}")
-    if after is not None:
-        args.append(after)
-        where.append(f"id > ${len(args)}")
-    args.append(limit)
-    return await conn.fetch(
-        f"SELECT * FROM admin.audit_log WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}", *args
-    )
+    equal = {"actor_id": actor_id, "target_kind": target_kind, "target_id": target_id}
+    return await fetch_page(conn, "admin.audit_log", equal, Window(limit, since, until, after))

@@ -1,6 +1,7 @@
 """What every admin route works with: the authenticated admin, the pool, the event emitter and
 the settings, handed over by one dependency so routes never reach into app state themselves.
-Every change made through ``Ctx.tx`` writes its audit entry in the same transaction."""
+Every change made through ``Ctx.tx`` writes its audit entry in the same transaction. Routes
+without an admin (sign-in, a device's metadata) get a connection and the settings the same way."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from offsync_shared.settings import CommonSettings
 from profile_service import audit
 from profile_service.admin_access import Admin, AdminDep
 from profile_service.admin_events import Emitter
+from profile_service.settings import Settings
 
 
 @dataclass
@@ -61,6 +63,28 @@ async def _ctx(request: Request, admin: AdminDep) -> Ctx:
 
 
 CtxDep = Annotated[Ctx, Depends(_ctx)]
+
+
+async def _conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    async with request.app.state.runtime.pool.acquire() as conn:
+        yield conn
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    return pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.runtime.settings
+    return settings
+
+
+# For routes that do not need an admin: a pooled connection for the request (or the pool, for a
+# route that checks its caller before it takes a connection), and the settings.
+ConnDep = Annotated[asyncpg.Connection, Depends(_conn)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def new_id(given: str | None) -> str:

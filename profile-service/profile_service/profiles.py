@@ -1,5 +1,6 @@
-"""Profile state in the admin schema: loading a profile with its items and users, optimistic
-concurrency, whole-profile validation (with per-user estimates) and publishing."""
+"""Stores mobile offline profiles in the admin schema: a profile's draft (head, items, people,
+app modules) with optimistic concurrency, its published versions, and solution drafts.
+Checking a whole draft and publishing it is ``publishing``'s."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from typing import Any
 import asyncpg
 
 from offsync_shared.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
-from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
 from profile_service import validation
-from profile_service.admin_events import Emitter
-from profile_service.estimates import UserContext, estimate, records_table_exists
 
 PROFILE_COLS = "id, name, description, row_version, has_unpublished_changes, published_version, created_at, updated_at"
 
@@ -115,145 +113,6 @@ async def check_items_in_db(
     return validation.check_items(items, metas)
 
 
-async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bool = False) -> dict[str, Any]:
-    """Every problem of the profile at once, plus per-user estimates when records exist.
-
-    ``for_publish``: estimates are only needed for the records-per-user cap, so they are skipped
-    when all live records of the profile's entities together stay under the cap (no user can
-    exceed it); on a large org that saves seconds per publish."""
-    items = await load_items(conn, profile_id)
-    user_ids = await load_user_ids(conn, profile_id)
-    _, found = await check_items_in_db(conn, items)
-    problems = [{**p.as_dict(), "severity": "error"} for p in found]
-    if not items:
-        problems.append(
-            {
-                "code": "profile_empty",
-                "message": "the profile has no entities; its users get no data",
-                "severity": "warning",
-            }
-        )
-    users = await conn.fetch(
-        """SELECT u.id, u.enabled, u.business_unit_id,
-             COALESCE((SELECT array_agg(team_id) FROM admin.team_members WHERE user_id = u.id), '{}') AS team_ids,
-             EXISTS (SELECT 1 FROM admin.roles r WHERE r.read_offline_profile AND (
-                 r.id IN (SELECT role_id FROM admin.user_roles WHERE user_id = u.id)
-                 OR r.id IN (SELECT tr.role_id FROM admin.team_roles tr JOIN admin.team_members tm ON tm.team_id = tr.team_id
-                             WHERE tm.user_id = u.id))) AS can_read
-           FROM admin.users u WHERE u.id = ANY($1::text[]) ORDER BY u.id""",
-        user_ids,
-    )
-    for u in users:
-        if not u["enabled"]:
-            problems.append(
-                {
-                    "code": "user_disabled",
-                    "message": f"user {u['id']} is disabled",
-                    "user_id": u["id"],
-                    "severity": "warning",
-                }
-            )
-        if not u["can_read"]:
-            problems.append(
-                {
-                    "code": "user_cannot_read_profile",
-                    "message": f"user {u['id']} has no role with read access to mobile offline profiles and will get no offline data",
-                    "user_id": u["id"],
-                    "severity": "warning",
-                }
-            )
-    cap = int(
-        await conn.fetchval("SELECT max_records_per_user FROM admin.org_settings WHERE org_id = 'default'") or 3_000_000
-    )
-    estimates: list[dict[str, Any]] | None = None
-    if (
-        items
-        and not found
-        and await records_table_exists(conn)
-        and not (for_publish and await _under_cap(conn, items, cap))
-    ):
-        ctxs = [UserContext(u["id"], u["business_unit_id"], frozenset(u["team_ids"])) for u in users]
-        estimates = await estimate(conn, items, ctxs)
-        for e in estimates:
-            if e["records"] > cap:
-                over = [i["entity"] for i in e["items"] if i["records"] > 0]
-                problems.append(
-                    {
-                        "code": "records_per_user_cap",
-                        "message": f"user {e['user_id']} would carry {e['records']} records, over the cap of {cap}",
-                        "user_id": e["user_id"],
-                        "severity": "error",
-                        "details": {"records": e["records"], "cap": cap, "items": over},
-                    }
-                )
-    return {
-        "valid": not any(p["severity"] == "error" for p in problems),
-        "problems": problems,
-        "max_records_per_user": cap,
-        "estimates": estimates,
-    }
-
-
-async def _under_cap(conn: asyncpg.Connection, items: list[dict[str, Any]], cap: int) -> bool:
-    bound = await conn.fetchval(
-        "SELECT count(*) FROM data.records WHERE entity = ANY($1::text[]) AND NOT deleted", [i["entity"] for i in items]
-    )
-    return int(bound) <= cap
-
-
-async def publish(
-    conn: asyncpg.Connection, emitter: Emitter, profile_id: str, if_match: str | None, by: str
-) -> dict[str, Any]:
-    cur = await lock_profile(conn, profile_id, if_match)
-    report = await validate(conn, profile_id, for_publish=True)
-    errors = [p for p in report["problems"] if p["severity"] == "error"]
-    if errors:
-        raise ValidationFailed(
-            f"profile has {len(errors)} problem(s): {errors[0]['message']}",
-            field=errors[0].get("field"),
-            details={"problems": report["problems"]},
-        )
-    items = await load_items(conn, profile_id)
-    user_ids = await load_user_ids(conn, profile_id)
-    version = (cur["published_version"] or 0) + 1
-    snapshot = {"name": cur["name"], "description": cur["description"], "items": items, "user_ids": user_ids}
-    await conn.execute(
-        "INSERT INTO admin.profile_versions(profile_id, version, snapshot, published_by) VALUES ($1, $2, $3, $4)",
-        profile_id,
-        version,
-        snapshot,
-        by,
-    )
-    await conn.execute(
-        "DELETE FROM admin.published_profile_users WHERE profile_id = $1 AND NOT (user_id = ANY($2::text[]))",
-        profile_id,
-        user_ids,
-    )
-    # A user moved here from another profile leaves that one's effective membership now.
-    await conn.executemany(
-        """INSERT INTO admin.published_profile_users(user_id, profile_id, version) VALUES ($1, $2, $3)
-           ON CONFLICT (user_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, version = EXCLUDED.version""",
-        [(u, profile_id, version) for u in user_ids],
-    )
-    await conn.execute(
-        """UPDATE admin.profiles SET published_version = $2, has_unpublished_changes = false,
-               row_version = row_version + 1, updated_at = now() WHERE id = $1""",
-        profile_id,
-        version,
-    )
-    await emitter.emit(
-        conn,
-        ProfilePublished(
-            profile_id=profile_id,
-            version=version,
-            name=cur["name"],
-            items=[ProfileItemSnapshot(**i) for i in items],
-            user_ids=user_ids,
-        ),
-    )
-    return {"version": version, "validation": report}
-
-
 async def add_users(conn: asyncpg.Connection, profile_id: str, user_ids: list[str]) -> None:
     """Add users; a user already in another profile is a 409 naming it (a user has one profile)."""
     for i, uid in enumerate(user_ids):
@@ -275,3 +134,178 @@ async def add_users(conn: asyncpg.Connection, profile_id: str, user_ids: list[st
                     field=f"user_ids[{i}]",
                     details={"user_id": uid, "profile_id": other["id"], "profile_name": other["name"]},
                 )
+
+
+# --- the draft: head, items, people, versions ----------------------------------------------------
+
+
+async def summaries(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every profile by name, with how many items and users it has."""
+    rows = await conn.fetch(
+        f"""SELECT {PROFILE_COLS},
+             (SELECT count(*) FROM admin.profile_items i WHERE i.profile_id = p.id) AS item_count,
+             (SELECT count(*) FROM admin.profile_users u WHERE u.profile_id = p.id) AS user_count
+           FROM admin.profiles p ORDER BY name"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def must_exist(conn: asyncpg.Connection, profile_id: str) -> None:
+    if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
+        raise NotFound(f"profile {profile_id!r} not found")
+
+
+async def name_free(conn: asyncpg.Connection, name: str, profile_id: str | None = None) -> None:
+    other = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1", name)
+    if other is not None and other != profile_id:
+        raise Conflict(f"a profile named {name!r} already exists", field="name")
+
+
+async def create(conn: asyncpg.Connection, profile_id: str, name: str, description: str) -> None:
+    await name_free(conn, name)
+    ok = await conn.fetchval(
+        "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+        profile_id,
+        name,
+        description,
+    )
+    if not ok:
+        raise Conflict(f"profile {profile_id!r} already exists", field="id")
+
+
+async def update_head(conn: asyncpg.Connection, cur: asyncpg.Record, name: str | None, description: str | None) -> None:
+    """Rename and/or describe the locked profile ``cur``; ``None`` keeps what is there."""
+    if name is not None:
+        await name_free(conn, name, cur["id"])
+    await conn.execute(
+        "UPDATE admin.profiles SET name = $2, description = $3 WHERE id = $1",
+        cur["id"],
+        name if name is not None else cur["name"],
+        description if description is not None else cur["description"],
+    )
+    await mark_changed(conn, cur["id"])
+
+
+async def delete(conn: asyncpg.Connection, profile_id: str) -> None:
+    """Delete the (locked) profile with its published versions and effective membership."""
+    await conn.execute("DELETE FROM admin.published_profile_users WHERE profile_id = $1", profile_id)
+    await conn.execute("DELETE FROM admin.profile_versions WHERE profile_id = $1", profile_id)
+    await conn.execute("DELETE FROM admin.profiles WHERE id = $1", profile_id)
+
+
+async def insert_items(conn: asyncpg.Connection, profile_id: str, items: list[dict[str, Any]]) -> None:
+    await conn.executemany(
+        """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
+           VALUES ($1, $2, $3, $4, $5)""",
+        [(profile_id, i["entity"], i["filter"], i["relationships"], i["sync_interval_minutes"]) for i in items],
+    )
+
+
+async def save_item(conn: asyncpg.Connection, profile_id: str, items: list[dict[str, Any]], changed: str) -> None:
+    """Check the profile's ``items`` as they will be and store the one for entity ``changed``
+    (only its problems refuse the write)."""
+    normalized, problems = await check_items_in_db(conn, items)
+    raise_problems(problems, only_entity=changed)
+    new = next(i for i in normalized if i["entity"] == changed)
+    await conn.execute(
+        """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile_id, entity) DO UPDATE
+           SET filter = EXCLUDED.filter, relationships = EXCLUDED.relationships, sync_interval_minutes = EXCLUDED.sync_interval_minutes""",
+        profile_id,
+        changed,
+        new["filter"],
+        new["relationships"],
+        new["sync_interval_minutes"],
+    )
+    await mark_changed(conn, profile_id)
+
+
+async def remove_item(conn: asyncpg.Connection, profile_id: str, entity: str) -> None:
+    """Remove entity ``entity``'s item unless another item relates to it (409 naming them)."""
+    items = await load_items(conn, profile_id)
+    if not any(i["entity"] == entity for i in items):
+        raise NotFound(f"{entity} is not in profile {profile_id!r}")
+    dependents = sorted(i["entity"] for i in items if any(r.get("entity") == entity for r in i["relationships"]))
+    if dependents:
+        raise Conflict(
+            f"{', '.join(dependents)} relate(s) to {entity}; remove those relationships first",
+            field="entity",
+            details={"items": dependents},
+        )
+    await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1 AND entity = $2", profile_id, entity)
+    await mark_changed(conn, profile_id)
+
+
+async def remove_user(conn: asyncpg.Connection, profile_id: str, user_id: str) -> None:
+    status = await conn.execute(
+        "DELETE FROM admin.profile_users WHERE profile_id = $1 AND user_id = $2", profile_id, user_id
+    )
+    if status == "DELETE 0":
+        raise NotFound(f"user {user_id!r} is not in profile {profile_id!r}")
+    await mark_changed(conn, profile_id)
+
+
+async def versions(conn: asyncpg.Connection, profile_id: str) -> list[dict[str, Any]]:
+    await must_exist(conn, profile_id)
+    rows = await conn.fetch(
+        "SELECT version, published_at, published_by FROM admin.profile_versions WHERE profile_id = $1 ORDER BY version",
+        profile_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def snapshot(conn: asyncpg.Connection, profile_id: str, version: int) -> dict[str, Any]:
+    snap: dict[str, Any] | None = await conn.fetchval(
+        "SELECT snapshot FROM admin.profile_versions WHERE profile_id = $1 AND version = $2", profile_id, version
+    )
+    if snap is None:
+        raise NotFound(f"profile {profile_id!r} has no published version {version}")
+    return snap
+
+
+async def clone(conn: asyncpg.Connection, source_id: str, new_id: str, name: str, description: str | None) -> None:
+    """A new draft with the source's description (unless given) and items; people stay behind."""
+    src = await load_profile(conn, source_id)
+    await name_free(conn, name)
+    await conn.execute(
+        "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)",
+        new_id,
+        name,
+        description if description is not None else src["description"],
+    )
+    await insert_items(conn, new_id, src["items"])
+
+
+# --- solutions ------------------------------------------------------------------------------------
+
+
+async def ids(conn: asyncpg.Connection, wanted: list[str] | None = None) -> list[str]:
+    """Profile ids by name; with ``wanted``, those of them that exist."""
+    if wanted is None:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles ORDER BY name")]
+    return [r["id"] for r in await conn.fetch("SELECT id FROM admin.profiles WHERE id = ANY($1::text[])", wanted)]
+
+
+async def lock_imports(conn: asyncpg.Connection) -> None:
+    """Serialize solution imports until the caller's transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('admin:solution-import'))")
+
+
+async def replace_draft(
+    conn: asyncpg.Connection, name: str, description: str, items: list[dict[str, Any]], new_id: str
+) -> tuple[str, bool]:
+    """Make the draft of the profile called ``name`` hold ``items`` (creating it as ``new_id``
+    when there is none); answers its id and whether it was created."""
+    pid: str | None = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1 FOR UPDATE", name)
+    created = pid is None
+    if pid is None:
+        pid = new_id
+        await conn.execute(
+            "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)", pid, name, description
+        )
+    else:
+        await conn.execute("UPDATE admin.profiles SET description = $2 WHERE id = $1", pid, description)
+        await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1", pid)
+        await mark_changed(conn, pid)
+    await insert_items(conn, pid, items)
+    return pid, created

@@ -3,7 +3,6 @@ sign-ins. The rules live in ``identity`` and ``sessions``; these routes validate
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import asyncpg
@@ -12,7 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, Principal, verify_token
 from offsync_shared.errors import Forbidden, NotFound, OffsyncError, Unauthenticated
+from offsync_shared.events.sync_notify import SessionsRevoked
 from profile_service import identity, passwords, sessions
+from profile_service.admin_events import Emitter
 from profile_service.auth_schemas import (
     LoginIn,
     LogoutIn,
@@ -25,27 +26,13 @@ from profile_service.auth_schemas import (
     ServerConfigOut,
     TokenPairOut,
 )
-from profile_service.context import CtxDep
+from profile_service.context import ConnDep, CtxDep, SettingsDep
 from profile_service.oidc import OidcVerifier
 from profile_service.schemas import PathId
 from profile_service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["sign-in"])
 _bearer = HTTPBearer(auto_error=False, description="An access token of either audience")
-
-
-async def _conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    async with request.app.state.runtime.pool.acquire() as conn:
-        yield conn
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.runtime.settings
-    return settings
-
-
-ConnDep = Annotated[asyncpg.Connection, Depends(_conn)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _pair(issued: sessions.Issued) -> TokenPairOut:
@@ -136,8 +123,21 @@ async def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep) -> Toke
     description="Revokes every token of the sign-in the refresh token belongs to. Unknown tokens revoke nothing.",
     response_model=RevokedOut,
 )
-async def logout(body: LogoutIn, conn: ConnDep) -> RevokedOut:
-    return RevokedOut(revoked=await sessions.logout(conn, body.refresh_token))
+async def logout(request: Request, body: LogoutIn, conn: ConnDep) -> RevokedOut:
+    async with conn.transaction():
+        out = await sessions.logout(conn, body.refresh_token)
+        if out is None:
+            return RevokedOut(revoked=0)
+        user_id, family_id, revoked = out
+        await _emitter(request).sessions_revoked(
+            conn, SessionsRevoked(user_id=user_id, reason="signed_out", session_ids=[family_id])
+        )
+    return RevokedOut(revoked=revoked)
+
+
+def _emitter(request: Request) -> Emitter:
+    emitter: Emitter = request.app.state.emitter
+    return emitter
 
 
 def _caller(settings: Settings, creds: HTTPAuthorizationCredentials | None) -> Principal:
@@ -187,6 +187,15 @@ async def change_password(
     async with pool.acquire() as conn, conn.transaction():
         await identity.store_password_hash(conn, who.user_id, new_hash)
         revoked = await sessions.revoke_user(conn, who.user_id, "password changed", except_family=caller.session_id)
+        await _emitter(request).sessions_revoked(
+            conn,
+            SessionsRevoked(
+                user_id=who.user_id,
+                reason="password_changed",
+                all_sessions=True,
+                except_session_id=caller.session_id,
+            ),
+        )
     return PasswordSetOut(user_id=who.user_id, revoked=revoked)
 
 
@@ -203,6 +212,9 @@ async def set_password(ctx: CtxDep, user_id: PathId, body: PasswordSetIn) -> Pas
     async with ctx.tx() as conn:
         await identity.store_password_hash(conn, user_id, new_hash)
         revoked = await sessions.revoke_user(conn, user_id, "password reset by an administrator")
+        await ctx.emitter.sessions_revoked(
+            conn, SessionsRevoked(user_id=user_id, reason="password_changed", all_sessions=True)
+        )
     return PasswordSetOut(user_id=user_id, revoked=revoked)
 
 
@@ -211,7 +223,8 @@ async def set_password(ctx: CtxDep, user_id: PathId, body: PasswordSetIn) -> Pas
     summary="Revoke a device's sign-ins (admin)",
     description=(
         "Revokes every refresh token the user's device holds: the device cannot renew its access token and "
-        "must sign in again. Its current access token lapses within its lifetime (docs/identity.md)."
+        "must sign in again. Its open websocket sessions are closed at once (close 4010) and its current access "
+        "token opens no new one (docs/identity.md)."
     ),
     response_model=RevokedOut,
     tags=["users"],
@@ -221,6 +234,9 @@ async def revoke_device(ctx: CtxDep, user_id: PathId, device_id: PathId) -> Revo
         if await identity.load(conn, user_id) is None:
             raise NotFound(f"user {user_id!r} not found")
         revoked = await sessions.revoke_device(conn, user_id, device_id, "device revoked by an administrator")
+        await ctx.emitter.sessions_revoked(
+            conn, SessionsRevoked(user_id=user_id, reason="device_revoked", device_id=device_id)
+        )
     return RevokedOut(revoked=revoked)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from offsync_shared.auth import DEVICE_AUDIENCE, verify_token
 from offsync_shared.errors import Forbidden, Unauthenticated
-from profile_service import identity
+from profile_service import entities, identity
+from profile_service.context import PoolDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 _bearer = HTTPBearer(auto_error=False, description="A device access token (POST /v1/auth/login)")
@@ -35,20 +36,16 @@ class DeviceEntityOut(BaseModel):
     response_model=list[DeviceEntityOut],
 )
 async def device_entities(
-    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    pool: PoolDep, settings: SettingsDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> list[DeviceEntityOut]:
     if creds is None or not creds.credentials:
         raise Unauthenticated("missing bearer token")
-    rt = request.app.state.runtime
-    principal = verify_token(rt.settings.jwt_secret, creds.credentials, DEVICE_AUDIENCE, issuer=rt.settings.jwt_issuer)
-    async with rt.pool.acquire() as conn:
+    principal = verify_token(settings.jwt_secret, creds.credentials, DEVICE_AUDIENCE, issuer=settings.jwt_issuer)
+    async with pool.acquire() as conn:
         who = await identity.load(conn, principal.user_id)
         if who is None or (principal.generation is not None and principal.generation != who.generation):
             raise Unauthenticated("this token's user no longer exists")
         if not who.enabled:
             raise Forbidden("this user is disabled")
-        rows = await conn.fetch(
-            """SELECT logical_name, display_name, attributes FROM admin.entities
-               WHERE offline_enabled ORDER BY logical_name"""
-        )
-    return [DeviceEntityOut(**dict(r)) for r in rows]
+        rows = await entities.offline_enabled(conn)
+    return [DeviceEntityOut(**r) for r in rows]

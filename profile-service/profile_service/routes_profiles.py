@@ -1,5 +1,6 @@
 """Admin routes of mobile offline profiles (draft edits with ETag/If-Match, items, people,
-validate, publish, versions, clone) and of app modules that attach profiles."""
+validate, publish, versions, clone) and of app modules that attach profiles. The SQL lives in
+``profiles`` and ``app_modules``; the routes check, call and answer."""
 
 from __future__ import annotations
 
@@ -10,9 +11,21 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from offsync_shared.errors import Conflict, NotFound, ValidationFailed
 from offsync_shared.events.admin import ProfileDeleted
+from profile_service import app_modules, publishing
 from profile_service import profiles as store
-from profile_service import rows
 from profile_service.context import CtxDep, new_id
+from profile_service.documented_route import DocumentedRoute
+from profile_service.responses import (
+    AppModuleOut,
+    ProfileOut,
+    ProfileSummaryOut,
+    PublishedProfileOut,
+    PublishResultOut,
+    ValidationReportOut,
+    VersionDiffOut,
+    VersionOut,
+    VersionSnapshotOut,
+)
 from profile_service.schemas import (
     AppModuleIn,
     AppModulePatch,
@@ -27,82 +40,69 @@ from profile_service.schemas import (
 )
 from profile_service.versions import diff
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=DocumentedRoute)
 
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=200, description="ETag from a previous read")]
+# Every answer with the whole profile carries its ETag (send it back as If-Match; a stale one is a 412).
+PROFILE: dict[str, Any] = {"tags": ["profiles"], "response_model": ProfileOut}
 
 
-async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) -> dict[str, Any]:
-    out = await store.load_profile(conn, profile_id)
-    response.headers["ETag"] = store.etag(out["row_version"])
+async def _reply(conn: asyncpg.Connection, response: Response, profile_id: str) -> ProfileOut:
+    out = ProfileOut.model_validate(await store.load_profile(conn, profile_id))
+    response.headers["ETag"] = store.etag(out.row_version)
     return out
 
 
-async def _name_free(conn: asyncpg.Connection, name: str, profile_id: str | None = None) -> None:
-    other = await conn.fetchval("SELECT id FROM admin.profiles WHERE name = $1", name)
-    if other is not None and other != profile_id:
-        raise Conflict(f"a profile named {name!r} already exists", field="name")
+@router.get("/profiles", tags=["profiles"], response_model=list[ProfileSummaryOut])
+async def list_profiles(ctx: CtxDep) -> list[ProfileSummaryOut]:
+    """List mobile offline profiles.
 
-
-@router.get("/profiles", tags=["profiles"])
-async def list_profiles(ctx: CtxDep) -> list[dict[str, Any]]:
+    Every profile by name, with its item and user counts and whether its draft is unpublished."""
     async with ctx.read() as conn:
-        rows = await conn.fetch(
-            f"""SELECT {store.PROFILE_COLS},
-                 (SELECT count(*) FROM admin.profile_items i WHERE i.profile_id = p.id) AS item_count,
-                 (SELECT count(*) FROM admin.profile_users u WHERE u.profile_id = p.id) AS user_count
-               FROM admin.profiles p ORDER BY name"""
-        )
-    return [dict(r) for r in rows]
+        return [ProfileSummaryOut.model_validate(r) for r in await store.summaries(conn)]
 
 
-@router.post("/profiles", status_code=201, tags=["profiles"])
-async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> dict[str, Any]:
+@router.post("/profiles", status_code=201, **PROFILE)
+async def create_profile(ctx: CtxDep, body: ProfileIn, response: Response) -> ProfileOut:
+    """Create a mobile offline profile.
+
+    An empty draft; names are unique (409). Answers the profile with its ETag."""
     pid = new_id(body.id)
     async with ctx.tx() as conn:
-        await _name_free(conn, body.name)
-        ok = await conn.fetchval(
-            "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
-            pid,
-            body.name,
-            body.description,
-        )
-        if not ok:
-            raise Conflict(f"profile {pid!r} already exists", field="id")
+        await store.create(conn, pid, body.name, body.description)
         return await _reply(conn, response, pid)
 
 
-@router.get("/profiles/{profile_id}", tags=["profiles"])
-async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> dict[str, Any]:
+@router.get("/profiles/{profile_id}", **PROFILE)
+async def get_profile(ctx: CtxDep, profile_id: PathId, response: Response) -> ProfileOut:
+    """Read a profile's draft.
+
+    Items, users and app modules, with the ETag to send as If-Match when changing it."""
     async with ctx.read() as conn:
         return await _reply(conn, response, profile_id)
 
 
-@router.patch("/profiles/{profile_id}", tags=["profiles"])
+@router.patch("/profiles/{profile_id}", **PROFILE)
 async def update_profile(
     ctx: CtxDep, profile_id: PathId, body: ProfilePatch, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Rename or describe a profile.
+
+    Names are unique (409). Answers the profile with its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         cur = await store.lock_profile(conn, profile_id, if_match)
-        if body.name is not None:
-            await _name_free(conn, body.name, profile_id)
-        await conn.execute(
-            "UPDATE admin.profiles SET name = $2, description = $3 WHERE id = $1",
-            profile_id,
-            body.name if body.name is not None else cur["name"],
-            body.description if body.description is not None else cur["description"],
-        )
-        await store.mark_changed(conn, profile_id)
+        await store.update_head(conn, cur, body.name, body.description)
         return await _reply(conn, response, profile_id)
 
 
-@router.delete("/profiles/{profile_id}", status_code=204, tags=["profiles"])
+@router.delete("/profiles/{profile_id}", status_code=204, response_class=Response, tags=["profiles"])
 async def delete_profile(ctx: CtxDep, profile_id: PathId, if_match: IfMatch = None) -> Response:
+    """Delete a profile.
+
+    With its published versions; its users get no offline data until they join another profile."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
-        await conn.execute("DELETE FROM admin.published_profile_users WHERE profile_id = $1", profile_id)
-        await conn.execute("DELETE FROM admin.profile_versions WHERE profile_id = $1", profile_id)
-        await conn.execute("DELETE FROM admin.profiles WHERE id = $1", profile_id)
+        await store.delete(conn, profile_id)
         await ctx.emitter.emit(conn, ProfileDeleted(profile_id=profile_id))
     return Response(status_code=204)
 
@@ -110,40 +110,32 @@ async def delete_profile(ctx: CtxDep, profile_id: PathId, if_match: IfMatch = No
 # --- items ------------------------------------------------------------------------------------
 
 
-async def _save_items(conn: asyncpg.Connection, profile_id: str, items: list[dict[str, Any]], changed: str) -> None:
-    normalized, problems = await store.check_items_in_db(conn, items)
-    store.raise_problems(problems, only_entity=changed)
-    new = next(i for i in normalized if i["entity"] == changed)
-    await conn.execute(
-        """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile_id, entity) DO UPDATE
-           SET filter = EXCLUDED.filter, relationships = EXCLUDED.relationships, sync_interval_minutes = EXCLUDED.sync_interval_minutes""",
-        profile_id,
-        changed,
-        new["filter"],
-        new["relationships"],
-        new["sync_interval_minutes"],
-    )
-    await store.mark_changed(conn, profile_id)
-
-
-@router.post("/profiles/{profile_id}/items", status_code=201, tags=["profiles"])
+@router.post("/profiles/{profile_id}/items", status_code=201, **PROFILE)
 async def add_item(
     ctx: CtxDep, profile_id: PathId, body: ItemIn, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Add an entity to a profile.
+
+    With its download filter, relationships and sync interval, checked against the entity's metadata (422 with
+    every problem and its code; docs/admin-api.md). Answers the profile with its ETag; a stale If-Match is
+    refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
         if any(i["entity"] == body.entity for i in items):
             raise Conflict(f"{body.entity} is already in the profile; update its item instead", field="entity")
-        await _save_items(conn, profile_id, [*items, body.model_dump()], body.entity)
+        await store.save_item(conn, profile_id, [*items, body.model_dump()], body.entity)
         return await _reply(conn, response, profile_id)
 
 
-@router.patch("/profiles/{profile_id}/items/{entity}", tags=["profiles"])
+@router.patch("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def update_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, body: ItemPatch, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Change a profile item.
+
+    Only the fields sent change; checked as when added. Answers the profile with its ETag; a stale If-Match is
+    refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         items = await store.load_items(conn, profile_id)
@@ -155,38 +147,35 @@ async def update_item(
             if v is None:
                 raise ValidationFailed(f"{k} cannot be null", field=k)
             cur[k] = v
-        await _save_items(conn, profile_id, items, entity)
+        await store.save_item(conn, profile_id, items, entity)
         return await _reply(conn, response, profile_id)
 
 
-@router.delete("/profiles/{profile_id}/items/{entity}", tags=["profiles"])
+@router.delete("/profiles/{profile_id}/items/{entity}", **PROFILE)
 async def remove_item(
     ctx: CtxDep, profile_id: PathId, entity: PathName, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Remove an entity from a profile.
+
+    Refused while another item relates to it (409 naming them). Answers the profile with its ETag; a stale If-
+    Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
-        items = await store.load_items(conn, profile_id)
-        if not any(i["entity"] == entity for i in items):
-            raise NotFound(f"{entity} is not in profile {profile_id!r}")
-        dependents = sorted(i["entity"] for i in items if any(r.get("entity") == entity for r in i["relationships"]))
-        if dependents:
-            raise Conflict(
-                f"{', '.join(dependents)} relate(s) to {entity}; remove those relationships first",
-                field="entity",
-                details={"items": dependents},
-            )
-        await conn.execute("DELETE FROM admin.profile_items WHERE profile_id = $1 AND entity = $2", profile_id, entity)
-        await store.mark_changed(conn, profile_id)
+        await store.remove_item(conn, profile_id, entity)
         return await _reply(conn, response, profile_id)
 
 
 # --- people -----------------------------------------------------------------------------------
 
 
-@router.post("/profiles/{profile_id}/users", tags=["profiles"])
+@router.post("/profiles/{profile_id}/users", **PROFILE)
 async def add_users(
     ctx: CtxDep, profile_id: PathId, body: UsersIn, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Add users to a profile.
+
+    A user is in one profile only: one already in another is refused (409 naming it). Answers the profile with
+    its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
         await store.add_users(conn, profile_id, list(dict.fromkeys(body.user_ids)))
@@ -194,201 +183,185 @@ async def add_users(
         return await _reply(conn, response, profile_id)
 
 
-@router.delete("/profiles/{profile_id}/users/{user_id}", tags=["profiles"])
+@router.delete("/profiles/{profile_id}/users/{user_id}", **PROFILE)
 async def remove_user(
     ctx: CtxDep, profile_id: PathId, user_id: PathId, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> ProfileOut:
+    """Remove a user from a profile.
+
+    404 when the user is not in it. Answers the profile with its ETag; a stale If-Match is refused (412)."""
     async with ctx.tx() as conn:
         await store.lock_profile(conn, profile_id, if_match)
-        if (
-            await conn.execute(
-                "DELETE FROM admin.profile_users WHERE profile_id = $1 AND user_id = $2", profile_id, user_id
-            )
-            == "DELETE 0"
-        ):
-            raise NotFound(f"user {user_id!r} is not in profile {profile_id!r}")
-        await store.mark_changed(conn, profile_id)
+        await store.remove_user(conn, profile_id, user_id)
         return await _reply(conn, response, profile_id)
 
 
 # --- validate / publish / versions / clone ------------------------------------------------------
 
 
-@router.post("/profiles/{profile_id}/validate", tags=["profiles"])
-async def validate_profile(ctx: CtxDep, profile_id: PathId) -> dict[str, Any]:
+@router.post(
+    "/profiles/{profile_id}/validate",
+    tags=["profiles"],
+    response_model=ValidationReportOut,
+    response_model_exclude_unset=True,
+)
+async def validate_profile(ctx: CtxDep, profile_id: PathId) -> ValidationReportOut:
+    """Check a profile's draft.
+
+    Every problem at once (errors block publishing, warnings do not) and, when records exist, how many records
+    each user would carry against the records-per-user cap. Changes nothing."""
     async with ctx.read() as conn:
-        if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
-            raise NotFound(f"profile {profile_id!r} not found")
-        return await store.validate(conn, profile_id)
+        await store.must_exist(conn, profile_id)
+        return ValidationReportOut.model_validate(await publishing.validate(conn, profile_id))
 
 
-@router.post("/profiles/{profile_id}/publish", tags=["profiles"])
+@router.post(
+    "/profiles/{profile_id}/publish",
+    tags=["profiles"],
+    response_model=PublishedProfileOut,
+    response_model_exclude_unset=True,
+)
 async def publish_profile(
     ctx: CtxDep, profile_id: PathId, response: Response, if_match: IfMatch = None
-) -> dict[str, Any]:
+) -> PublishedProfileOut:
+    """Publish a profile's draft.
+
+    Validates, then makes the draft the next published version: its users' devices pick it up. A draft with
+    errors is refused (422 with every problem). Answers the profile with its ETag; a stale If-Match is refused
+    (412)."""
     async with ctx.tx() as conn:
-        result = await store.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
+        result = await publishing.publish(conn, ctx.emitter, profile_id, if_match, ctx.admin.user_id)
         profile = await _reply(conn, response, profile_id)
-    return {**profile, "published": result}
+    return PublishedProfileOut(**dict(profile), published=PublishResultOut.model_validate(result))
 
 
-@router.get("/profiles/{profile_id}/versions", tags=["profiles"])
-async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[dict[str, Any]]:
+@router.get("/profiles/{profile_id}/versions", tags=["profiles"], response_model=list[VersionOut])
+async def list_versions(ctx: CtxDep, profile_id: PathId) -> list[VersionOut]:
+    """List a profile's published versions.
+
+    Oldest first: when and by whom each was published."""
     async with ctx.read() as conn:
-        if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
-            raise NotFound(f"profile {profile_id!r} not found")
-        rows = await conn.fetch(
-            "SELECT version, published_at, published_by FROM admin.profile_versions WHERE profile_id = $1 ORDER BY version",
-            profile_id,
-        )
-    return [dict(r) for r in rows]
+        return [VersionOut.model_validate(r) for r in await store.versions(conn, profile_id)]
 
 
-async def _snapshot(conn: asyncpg.Connection, profile_id: str, version: int) -> dict[str, Any]:
-    snap = await conn.fetchval(
-        "SELECT snapshot FROM admin.profile_versions WHERE profile_id = $1 AND version = $2", profile_id, version
-    )
-    if snap is None:
-        raise NotFound(f"profile {profile_id!r} has no published version {version}")
-    return snap
-
-
-Version = Annotated[int, Query(ge=1, le=2_147_483_647)]
-
-
-@router.get("/profiles/{profile_id}/versions/diff", tags=["profiles"])
+@router.get(
+    "/profiles/{profile_id}/versions/diff",
+    tags=["profiles"],
+    response_model=VersionDiffOut,
+    response_model_exclude_unset=True,
+)
 async def diff_versions(
     ctx: CtxDep,
     profile_id: PathId,
     from_version: Annotated[int, Query(alias="from", ge=1, le=2_147_483_647)],
     to_version: Annotated[int, Query(alias="to", ge=1, le=2_147_483_647)],
-) -> dict[str, Any]:
+) -> VersionDiffOut:
+    """Compare two published versions.
+
+    Items added, removed and changed (with each changed setting from → to), users added and removed."""
     async with ctx.read() as conn:
-        a = await _snapshot(conn, profile_id, from_version)
-        b = await _snapshot(conn, profile_id, to_version)
-    return {"from": from_version, "to": to_version, **diff(a, b)}
+        a = await store.snapshot(conn, profile_id, from_version)
+        b = await store.snapshot(conn, profile_id, to_version)
+    return VersionDiffOut.model_validate({"from": from_version, "to": to_version, **diff(a, b)})
 
 
-@router.get("/profiles/{profile_id}/versions/{version}", tags=["profiles"])
+@router.get("/profiles/{profile_id}/versions/{version}", tags=["profiles"], response_model=VersionSnapshotOut)
 async def get_version(
     ctx: CtxDep, profile_id: PathId, version: Annotated[int, Path(ge=1, le=2_147_483_647)]
-) -> dict[str, Any]:
+) -> VersionSnapshotOut:
+    """Read a published version.
+
+    The profile as it was published in that version."""
     async with ctx.read() as conn:
-        return {"profile_id": profile_id, "version": version, "snapshot": await _snapshot(conn, profile_id, version)}
+        return VersionSnapshotOut.model_validate(
+            {
+                "profile_id": profile_id,
+                "version": version,
+                "snapshot": await store.snapshot(conn, profile_id, version),
+            }
+        )
 
 
-@router.post("/profiles/{profile_id}/clone", status_code=201, tags=["profiles"])
-async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response: Response) -> dict[str, Any]:
-    """Copy name/description/items into a new draft profile. People are not copied: a user has one profile."""
+@router.post("/profiles/{profile_id}/clone", status_code=201, **PROFILE)
+async def clone_profile(ctx: CtxDep, profile_id: PathId, body: CloneIn, response: Response) -> ProfileOut:
+    """Clone a profile.
+
+    Copies name, description and items into a new draft. People are not copied: a user has one profile."""
     async with ctx.tx() as conn:
-        src = await store.load_profile(conn, profile_id)
-        await _name_free(conn, body.name)
         new = new_id(None)
-        await conn.execute(
-            "INSERT INTO admin.profiles(id, name, description) VALUES ($1, $2, $3)",
-            new,
-            body.name,
-            body.description if body.description is not None else src["description"],
-        )
-        await conn.executemany(
-            """INSERT INTO admin.profile_items(profile_id, entity, filter, relationships, sync_interval_minutes)
-               VALUES ($1, $2, $3, $4, $5)""",
-            [(new, i["entity"], i["filter"], i["relationships"], i["sync_interval_minutes"]) for i in src["items"]],
-        )
+        await store.clone(conn, profile_id, new, body.name, body.description)
         return await _reply(conn, response, new)
 
 
 # --- app modules ------------------------------------------------------------------------------
 
-APP_SQL = """SELECT a.id, a.name, a.offline_enabled,
-  COALESCE((SELECT array_agg(profile_id ORDER BY profile_id) FROM admin.app_module_profiles WHERE app_module_id = a.id), '{}') AS profile_ids
-FROM admin.app_modules a"""
+APP: dict[str, Any] = {"tags": ["app modules"], "response_model": AppModuleOut}
 
 
-async def _app(conn: asyncpg.Connection, app_id: str) -> dict[str, Any]:
-    return await rows.one(conn, f"{APP_SQL} WHERE a.id = $1", app_id, "app module")
+@router.get("/app-modules", tags=["app modules"], response_model=list[AppModuleOut])
+async def list_app_modules(ctx: CtxDep) -> list[AppModuleOut]:
+    """List app modules.
 
-
-@router.get("/app-modules", tags=["app modules"])
-async def list_app_modules(ctx: CtxDep) -> list[dict[str, Any]]:
+    Every app module by name, with the profiles attached."""
     async with ctx.read() as conn:
-        return await rows.every(conn, f"{APP_SQL} ORDER BY a.name")
+        return [AppModuleOut.model_validate(r) for r in await app_modules.every(conn)]
 
 
-@router.post("/app-modules", status_code=201, tags=["app modules"])
-async def create_app_module(ctx: CtxDep, body: AppModuleIn) -> dict[str, Any]:
+@router.post("/app-modules", status_code=201, **APP)
+async def create_app_module(ctx: CtxDep, body: AppModuleIn) -> AppModuleOut:
+    """Create an app module.
+
+    Names are unique (409)."""
     aid = new_id(body.id)
     async with ctx.tx() as conn:
-        if await conn.fetchval("SELECT 1 FROM admin.app_modules WHERE name = $1", body.name):
-            raise Conflict(f"an app module named {body.name!r} already exists", field="name")
-        if not await conn.fetchval(
-            "INSERT INTO admin.app_modules(id, name, offline_enabled) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
-            aid,
-            body.name,
-            body.offline_enabled,
-        ):
-            raise Conflict(f"app module {aid!r} already exists", field="id")
-        return await _app(conn, aid)
+        await app_modules.create(conn, aid, body.name, body.offline_enabled)
+        return AppModuleOut.model_validate(await app_modules.get(conn, aid))
 
 
-@router.get("/app-modules/{app_id}", tags=["app modules"])
-async def get_app_module(ctx: CtxDep, app_id: PathId) -> dict[str, Any]:
+@router.get("/app-modules/{app_id}", **APP)
+async def get_app_module(ctx: CtxDep, app_id: PathId) -> AppModuleOut:
+    """Read an app module.
+
+    404 when there is none."""
     async with ctx.read() as conn:
-        return await _app(conn, app_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
-@router.patch("/app-modules/{app_id}", tags=["app modules"])
-async def update_app_module(ctx: CtxDep, app_id: PathId, body: AppModulePatch) -> dict[str, Any]:
+@router.patch("/app-modules/{app_id}", **APP)
+async def update_app_module(ctx: CtxDep, app_id: PathId, body: AppModulePatch) -> AppModuleOut:
+    """Rename an app module or switch mobile offline.
+
+    Only the fields sent change; names are unique (409)."""
     async with ctx.tx() as conn:
-        cur = await _app(conn, app_id)
-        if body.name is not None and body.name != cur["name"]:
-            if await conn.fetchval("SELECT 1 FROM admin.app_modules WHERE name = $1", body.name):
-                raise Conflict(f"an app module named {body.name!r} already exists", field="name")
-        await conn.execute(
-            "UPDATE admin.app_modules SET name = $2, offline_enabled = $3 WHERE id = $1",
-            app_id,
-            body.name if body.name is not None else cur["name"],
-            body.offline_enabled if body.offline_enabled is not None else cur["offline_enabled"],
-        )
-        return await _app(conn, app_id)
+        await app_modules.update(conn, app_id, body.name, body.offline_enabled)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
-@router.delete("/app-modules/{app_id}", status_code=204, tags=["app modules"])
+@router.delete("/app-modules/{app_id}", status_code=204, response_class=Response, tags=["app modules"])
 async def delete_app_module(ctx: CtxDep, app_id: PathId) -> Response:
+    """Delete an app module.
+
+    The profiles attached stay."""
     async with ctx.tx() as conn:
-        if await conn.execute("DELETE FROM admin.app_modules WHERE id = $1", app_id) == "DELETE 0":
-            raise NotFound(f"app module {app_id!r} not found")
+        await app_modules.delete(conn, app_id)
     return Response(status_code=204)
 
 
-@router.put("/app-modules/{app_id}/profiles/{profile_id}", tags=["app modules"])
-async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+@router.put("/app-modules/{app_id}/profiles/{profile_id}", **APP)
+async def attach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> AppModuleOut:
+    """Attach a profile to an app module.
+
+    The module must be enabled for mobile offline (422). Idempotent."""
     async with ctx.tx() as conn:
-        cur = await _app(conn, app_id)
-        if not await conn.fetchval("SELECT 1 FROM admin.profiles WHERE id = $1", profile_id):
-            raise NotFound(f"profile {profile_id!r} not found")
-        if not cur["offline_enabled"]:
-            raise ValidationFailed(
-                f"enable mobile offline on app module {cur['name']!r} before attaching profiles",
-                field="offline_enabled",
-            )
-        await conn.execute(
-            "INSERT INTO admin.app_module_profiles(app_module_id, profile_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            app_id,
-            profile_id,
-        )
-        return await _app(conn, app_id)
+        await app_modules.attach(conn, app_id, profile_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))
 
 
-@router.delete("/app-modules/{app_id}/profiles/{profile_id}", tags=["app modules"])
-async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> dict[str, Any]:
+@router.delete("/app-modules/{app_id}/profiles/{profile_id}", **APP)
+async def detach_profile(ctx: CtxDep, app_id: PathId, profile_id: PathId) -> AppModuleOut:
+    """Detach a profile from an app module.
+
+    404 when it is not attached."""
     async with ctx.tx() as conn:
-        await _app(conn, app_id)
-        if (
-            await conn.execute(
-                "DELETE FROM admin.app_module_profiles WHERE app_module_id = $1 AND profile_id = $2", app_id, profile_id
-            )
-            == "DELETE 0"
-        ):
-            raise NotFound(f"profile {profile_id!r} is not attached to app module {app_id!r}")
-        return await _app(conn, app_id)
+        await app_modules.detach(conn, app_id, profile_id)
+        return AppModuleOut.model_validate(await app_modules.get(conn, app_id))

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from offsync_shared.domain.attributes import AttributeTypeName
 from offsync_shared.domain.org import DepthName, OwnershipName, PrivilegeName
+from profile_service.filter_schema import FilterJson
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -179,13 +180,13 @@ class ProfilePatch(Body):
 
 class ItemIn(Body):
     entity: LogicalName
-    filter: dict[str, Any] = Field(description="Download filter, see docs/admin-api.md")
+    filter: FilterJson = Field(description="Download filter: related, all, other or custom (docs/admin-api.md).")
     relationships: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
     sync_interval_minutes: Annotated[int, Field(ge=5, le=1440)] = 5
 
 
 class ItemPatch(Body):
-    filter: dict[str, Any] | None = None
+    filter: FilterJson | None = Field(None, description="Download filter: related, all, other or custom.")
     relationships: list[dict[str, Any]] | None = Field(None, max_length=100)
     sync_interval_minutes: Annotated[int, Field(ge=5, le=1440)] | None = None
 

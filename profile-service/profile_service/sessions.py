@@ -174,10 +174,13 @@ async def revoke_family(conn: asyncpg.Connection, family_id: str, reason: str) -
     return int(result.split()[-1])
 
 
-async def logout(conn: asyncpg.Connection, raw: str) -> int:
-    """Revoke the sign-in ``raw`` belongs to (unknown tokens revoke nothing)."""
-    family = await conn.fetchval("SELECT family_id FROM admin.refresh_tokens WHERE token_hash = $1", _hash(raw))
-    return 0 if family is None else await revoke_family(conn, family, "signed out")
+async def logout(conn: asyncpg.Connection, raw: str) -> tuple[str, str, int] | None:
+    """Revoke the sign-in ``raw`` belongs to: its user, its id and how many tokens were still
+    live (None for an unknown token, which revokes nothing)."""
+    row = await conn.fetchrow("SELECT user_id, family_id FROM admin.refresh_tokens WHERE token_hash = $1", _hash(raw))
+    if row is None:
+        return None
+    return row["user_id"], row["family_id"], await revoke_family(conn, row["family_id"], "signed out")
 
 
 async def revoke_user(conn: asyncpg.Connection, user_id: str, reason: str, *, except_family: str | None = None) -> int:

@@ -102,6 +102,16 @@ def normalize_filter(raw: Any) -> Any:
     return raw
 
 
+def retyped(old: Mapping[str, Mapping[str, Any]], added: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Attributes of ``added`` that exist in ``old`` with another type or lookup target
+    (attributes are added, never retyped)."""
+    return [
+        k
+        for k, v in added.items()
+        if (o := old.get(k)) is not None and (o.get("type"), o.get("target")) != (v.get("type"), v.get("target"))
+    ]
+
+
 def check_filter(meta: EntityMeta, raw: Any) -> list[Problem]:
     """Problems of a download filter for an entity of ``meta``'s ownership (empty = valid)."""
     ent = meta.logical_name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offsync_shared.settings import CommonSettings
+from offsync_shared.settings import CommonSettings, ConsumerTuning
 
 
 class Settings(CommonSettings):
@@ -14,7 +14,7 @@ class Settings(CommonSettings):
     # rides on it (the embedded broker answers a held fetch only when the wait runs out).
     publish_fetch_wait_ms: int | None = None
 
-    def consumer_tuning(self) -> dict[str, int]:
+    def consumer_tuning(self) -> ConsumerTuning:
         tuning = super().consumer_tuning()
         if self.publish_fetch_wait_ms is not None:
             tuning["fetch_max_wait_ms"] = self.publish_fetch_wait_ms

@@ -18,12 +18,17 @@ PG_USER_WHEN_ROOT = "embedded_postgres"
 # It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50; the
 # two fetches every record change rides on (publish's records, the gateway's notifications) wait
 # 5 ms: a record arriving just after a fetch started waits that long, straight into the p99.
+# At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
+# every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
+# (docs/performance.md, idle); the first change after a quiet spell pays the long wait per hop.
 EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS": "10",
     "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
     "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
+    "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
+    "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",
 }
 
 

@@ -29,6 +29,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from offsync_shared import metrics, topic_specs
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
+from offsync_shared.fetch_wait import AdaptiveWait
 from offsync_shared.log_ends import past_end
 from offsync_shared.topics import ALL_TOPICS, Topic
 
@@ -256,6 +257,10 @@ class ConsumerConfig:
     # fetch early when a record arrives, so this bounds delivery latency: latency-critical
     # consumers (the device gateway's notifications) lower it at the cost of more idle fetches.
     fetch_max_wait_ms: int = 50
+    # Set on a broker that answers a held fetch only when its wait runs out (the embedded one):
+    # the wait stretches from fetch_max_wait_ms to this at rest (fetch_wait.AdaptiveWait), so an
+    # idle consumer fetches a few times a second instead of every few ms. None: a fixed wait.
+    fetch_idle_wait_ms: int | None = None
     # A group-less consumer (e.g. a gateway that wants every notification) starts at the end;
     # a partition it meets later (a topic re-created by a restarted broker) it reads from the start.
 
@@ -295,6 +300,7 @@ class ConsumerLoop:
         self.processed = 0
         self.caught_up = asyncio.Event()
         self._end_checked = 0.0  # monotonic time of the last "past the log's end?" check
+        self.fetch_wait: AdaptiveWait | None = None
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -311,6 +317,10 @@ class ConsumerLoop:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )
         await self.consumer.start()
+        if self.config.fetch_idle_wait_ms is not None and hasattr(self.consumer, "_fetcher"):
+            self.fetch_wait = AdaptiveWait(
+                self.config.fetch_max_wait_ms, self.config.fetch_idle_wait_ms, started_at=time.monotonic()
+            )
         if not self.config.group_id and self.consumer.assignment():
             await self.consumer.seek_to_end()
 
@@ -379,6 +389,9 @@ class ConsumerLoop:
         assert self.consumer is not None, "start() first"
         while True:
             batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
+            # Before any await: the fetcher sends its next fetch as soon as this poll took the
+            # records, and it should already carry the short wait.
+            self._adapt_fetch_wait(bool(batch))
             self._measure_lag(batch)
             if not batch:
                 self.caught_up.set()
@@ -402,6 +415,14 @@ class ConsumerLoop:
             self.processed += len(records)
             if not self.caught_up.is_set() and await self._at_high_watermark():
                 self.caught_up.set()
+
+    def _adapt_fetch_wait(self, got_records: bool) -> None:
+        if self.fetch_wait is None:
+            return
+        wait = self.fetch_wait.after_poll(time.monotonic(), got_records)
+        # aiokafka reads the wait from this attribute for each fetch it builds and offers no public
+        # setter (pinned release; start() checked the fetcher exists).
+        self.consumer._fetcher._fetch_max_wait_ms = wait  # type: ignore[union-attr]  # noqa: SLF001
 
     def _measure_lag(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Lag per partition from what the last fetch said (no extra round trip): the partition's

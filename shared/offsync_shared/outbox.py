@@ -2,7 +2,8 @@
 and a relay publishes it afterwards, so a crash between commit and publish loses nothing.
 
 Each owning schema has its own ``outbox`` table (created by :data:`OUTBOX_DDL`). The relay wakes
-on ``NOTIFY`` for low latency and also polls, so a missed notification only delays.
+on ``NOTIFY`` for low latency and also polls (each second while it has work, every few seconds
+at rest), so a missed notification only delays.
 Delivery is at-least-once: a relay that dies after producing but before marking re-sends;
 consumers dedupe on the envelope id or on record versions.
 
@@ -130,6 +131,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        idle_poll_interval: float = 5.0,
         retention_s: float = 0.0,
     ) -> None:
         self.pool = pool
@@ -137,6 +139,11 @@ class OutboxRelay:
         self.publisher = publisher
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        # After a pass that found nothing to send or mark, the relay polls this rarely: writers on
+        # the change path send their rows themselves and other writers NOTIFY, so the poll is a
+        # net for a writer that died mid-send, and at rest it was a wake-up a second per service.
+        self.idle_poll_interval = max(idle_poll_interval, poll_interval)
+        self._busy = True  # the last pass sent or marked rows
         self.retention_s = retention_s
         self._next_prune = 0.0
         self._next_measure = 0.0
@@ -184,7 +191,9 @@ class OutboxRelay:
                 await self._maybe_measure()
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(
+                        self._wake.wait(), self.poll_interval if self._busy else self.idle_poll_interval
+                    )
                 except TimeoutError:
                     pass
         finally:
@@ -203,6 +212,7 @@ class OutboxRelay:
         deleted, without retention) only after the broker acknowledged them. One relay per schema at a time (advisory lock), so events
         leave in commit order even when several replicas of a service run. Rows this process's
         writers publish themselves are skipped (sending them too would only duplicate)."""
+        self._busy = bool(self._acked)
         async with self.pool.acquire() as conn:
             if self._acked:
                 acked, self._acked = self._acked, []
@@ -222,6 +232,7 @@ class OutboxRelay:
                 )
                 if not rows:
                     return 0
+                self._busy = True
                 await self.publisher.send_many([(r["topic"], r["key"], bytes(r["value"])) for r in rows])
                 await self._mark_published(conn, [r["id"] for r in rows])
         self.published += len(rows)

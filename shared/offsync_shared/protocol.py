@@ -29,6 +29,7 @@ CLOSE_UNAUTHENTICATED = 4001  # missing, forged, expired or wrong-audience token
 CLOSE_FORBIDDEN = 4003  # disabled user, no read_offline_profile privilege, token for another device
 CLOSE_NO_PROFILE = 4004  # no published mobile offline profile (or it was removed)
 CLOSE_APP_NOT_AVAILABLE = 4006  # hello.app names no offline-enabled app module holding the user's profile
+CLOSE_REVOKED = 4010  # this sign-in was revoked (signed out, device revoked, password changed): sign in again
 CLOSE_TIMEOUT = 4008  # no hello in time, or the device went silent
 CLOSE_SUPERSEDED = 4009  # the same device opened a newer connection; this one is closed
 
@@ -44,6 +45,7 @@ CLOSE_CODES: dict[int, str] = {
     CLOSE_APP_NOT_AVAILABLE: "app_not_available",
     CLOSE_TIMEOUT: "timeout",
     CLOSE_SUPERSEDED: "superseded",
+    CLOSE_REVOKED: "revoked",
 }
 
 # -- error frame codes (the connection stays open) --------------------------------------------

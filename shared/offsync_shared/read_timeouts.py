@@ -7,6 +7,12 @@ the connection's (or the request's) first byte and is not extended by more bytes
 trickling one header byte at a time is cut off as surely as a silent one. The body limit is on
 silence, not total time: a large import over a slow link keeps going as long as bytes flow, and
 time the app spends not reading (flow control paused the socket) never counts against it.
+
+It also closes gently: a response that ends the connection while the client is still sending
+its body (a 413 refused by its Content-Length) would otherwise close a socket with unread bytes,
+which the kernel answers with a reset, and the client, still writing, never reads the 413. So the
+rest of the body is read and thrown away (up to ``LINGER_MAX_BYTES``, for at most ``LINGER_S``)
+before the socket is closed: the client finishes sending, then reads the answer.
 """
 
 from __future__ import annotations
@@ -20,6 +26,28 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 5.0  # how long a closing connection keeps reading a body it will not use
+LINGER_MAX_BYTES = 64 * 1024 * 1024  # and how much of it, thrown away as it arrives
+
+
+class _LingeringTransport:
+    """The transport as the h11 cycle sees it: its ``close`` lingers while the client is still
+    sending a body (``TimedH11Protocol._linger``); everything else is the real transport's."""
+
+    def __init__(self, real: asyncio.Transport, protocol: TimedH11Protocol) -> None:
+        self._real = real
+        self._protocol = protocol
+
+    def close(self) -> None:
+        if not self._protocol._linger():
+            self._real.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol._lingering or self._real.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
 
 class TimedH11Protocol(H11Protocol):
     """H11Protocol plus the two read timeouts; build a configured subclass with ``with_read_timeouts``."""
@@ -31,16 +59,61 @@ class TimedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._read_timer: asyncio.TimerHandle | None = None
         self._waiting_for: str | None = None  # "head" or "body" while a timer runs
+        self._real_transport: asyncio.Transport | None = None
+        self._lingering = False
+        self._lingered = 0  # body bytes read and thrown away while lingering
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._real_transport = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._start("head", self.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop()
+        self._lingering = False
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The websocket protocol gets the real transport: its writes are the live hot path.
+        assert self._real_transport is not None
+        self.transport = self._real_transport
+        super().handle_websocket_upgrade(event)
+
+    def _linger(self) -> bool:
+        """Asked to close: keep reading instead when the client is still sending its body (True)."""
+        if self._lingering:
+            return True
+        assert self._real_transport is not None
+        if self._real_transport.is_closing():
+            return False
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.get_protocol() is not self:
+            return False
+        self._lingering = True
+        self._lingered = 0
+        self._start("linger", LINGER_S)
+        self.flow.resume_reading()
+        return True
+
+    def _end_linger(self) -> None:
+        self._lingering = False
+        self._stop()
+        assert self._real_transport is not None
+        self._real_transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered += len(data)
+            try:
+                self.conn.receive_data(data)
+                while (event := self.conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                    if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        break
+            except h11.ProtocolError:
+                self._end_linger()
+                return
+            if self.conn.their_state is not h11.SEND_BODY or self._lingered > LINGER_MAX_BYTES:
+                self._end_linger()
+            return
         super().data_received(data)
         if self.transport.get_protocol() is not self:  # upgraded to a websocket: its own rules
             self._stop()
@@ -65,8 +138,15 @@ class TimedH11Protocol(H11Protocol):
         self._read_timer = None
         self._waiting_for = None
 
+    def eof_received(self) -> None:
+        if self._lingering:
+            self._end_linger()
+
     def _expired(self) -> None:
         what, self._read_timer, self._waiting_for = self._waiting_for, None, None
+        if what == "linger":
+            self._end_linger()
+            return
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
         state = self.conn.their_state

@@ -6,7 +6,7 @@ the embedded stack, on system services or on remote ones.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from offsync_shared.secret_strength import MIN_LENGTH, is_loopback, weakness
 
 DEV_JWT_SECRET = "offsync-dev-secret-change-me-0123456789"
+
+
+class ConsumerTuning(TypedDict):
+    """A consumer's group and fetch timeouts for this broker (bus.ConsumerConfig keywords)."""
+
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_wait_ms: int
+    fetch_idle_wait_ms: int | None
 
 
 class CommonSettings(BaseSettings):
@@ -36,6 +45,10 @@ class CommonSettings(BaseSettings):
     # How long a fetch may wait for data. Kafka answers a held fetch as soon as data arrives; the
     # embedded broker only when the wait runs out, so there every hop costs up to this much.
     kafka_fetch_max_wait_ms: int = 50
+    # On such a broker, the wait a consumer stretches to at rest (None: a fixed wait, as on
+    # Kafka). The first record after a quiet spell waits up to this per consumer hop
+    # (shared/offsync_shared/fetch_wait.py; docs/performance.md, live_after_idle).
+    kafka_fetch_idle_wait_ms: int | None = None
     # How long the outbox keeps a published event, to publish it again if the broker loses its
     # state (the embedded broker forgets everything on restart). 0 deletes at once (a replicated
     # Kafka keeps what it acknowledged). See docs/reliability.md.
@@ -58,13 +71,14 @@ class CommonSettings(BaseSettings):
     sync_port: int = 8300
     publish_port: int = 8400
 
-    def consumer_tuning(self) -> dict[str, int]:
+    def consumer_tuning(self) -> ConsumerTuning:
         """ConsumerConfig keyword arguments for this broker's group and fetch timeouts."""
-        return {
-            "session_timeout_ms": self.kafka_session_timeout_ms,
-            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
-            "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
-        }
+        return ConsumerTuning(
+            session_timeout_ms=self.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=self.kafka_fetch_max_wait_ms,
+            fetch_idle_wait_ms=self.kafka_fetch_idle_wait_ms,
+        )
 
     def exposure_warning(self) -> str | None:
         """A loud warning when this process would listen beyond loopback while signing with the

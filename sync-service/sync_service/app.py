@@ -16,7 +16,7 @@ from offsync_shared import bus, db
 from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
-from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
+from offsync_shared.events.sync_notify import BucketsAdvanced, SessionsRevoked, UserBucketsChanged
 from offsync_shared.runtime import Runtime, stop_tasks
 from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
@@ -86,12 +86,14 @@ def create_app(settings: Settings) -> FastAPI:
                     group_id=None,
                     dead_letter_topic=rt.topic(DEAD_LETTER),
                     fetch_max_wait_ms=settings.sync_notify_fetch_wait_ms,
+                    fetch_idle_wait_ms=settings.kafka_fetch_idle_wait_ms,
                 ),
                 rt.producer,
                 name="sync-gateway",
                 handlers={
                     BucketsAdvanced.TYPE: hub.on_buckets_advanced,
                     UserBucketsChanged.TYPE: hub.on_user_buckets_changed,
+                    SessionsRevoked.TYPE: hub.on_sessions_revoked,
                     BatchApplied.TYPE: hub.on_batch_applied,
                 },
             )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from sync_service.device_access import AccessFacts
+from sync_service.device_access import AccessFacts, Published
 from sync_service.metadata import describe_entity
 
 
@@ -37,6 +37,14 @@ class OpsPage:
     # The pages' buckets' states in the same snapshot as the ops: when the page is the last one,
     # they tell whether a checkpoint is consistent without another round trip.
     states: dict[str, BucketState] | None = None
+    # Whether the user may receive ops right now (``_CLEARED``; False: the page must not be
+    # sent, the session re-checks its access instead), and the user's identity generation then.
+    cleared: bool = True
+    generation: str | None = None
+
+    def clears(self, generation: str | None) -> bool:
+        """This page may be sent to a session holding a token of ``generation``."""
+        return self.cleared and (generation is None or self.generation in (None, generation))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +73,21 @@ class LiveBatch:
     complete: bool  # False when the row limit was hit: sessions must catch up on their own
     states: dict[str, BucketState]
     members: set[tuple[str, str]]
+    # user -> identity generation, for the users who may receive ops right now (``_CLEARED``);
+    # None when the reader did not check (every user is taken as cleared).
+    cleared: dict[str, str] | None = None
+
+    def clears(self, user_id: str, generation: str | None) -> bool:
+        """This read may be sent to a session of ``user_id`` holding a token of ``generation``."""
+        if self.cleared is None:
+            return True
+        current = self.cleared.get(user_id)
+        return current is not None and generation in (None, current)
 
 
 class BucketStore(Protocol):
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch: ...
-    async def admit(self, user_id: str) -> Admission: ...
+    async def admit(self, user_id: str, session_id: str | None = None) -> Admission: ...
     async def app_profiles(self, app: str) -> frozenset[str] | None: ...
     async def access(self, user_id: str) -> AccessFacts: ...
     async def user_buckets(self, user_id: str) -> set[str]: ...
@@ -95,17 +113,35 @@ ORDER BY e.logical_name
 """
 
 
-_ACCESS = """
-SELECT u.enabled, u.generation,
-       EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
-               WHERE ur.user_id = u.id AND r.read_offline_profile)
-       OR EXISTS (SELECT 1 FROM admin.team_members tm
-                  JOIN admin.team_roles tr ON tr.team_id = tm.team_id
-                  JOIN admin.roles r ON r.id = tr.role_id
-                  WHERE tm.user_id = u.id AND r.read_offline_profile) AS offline,
-       p.profile_id, p.profile_version
+# Some role of the user, or of a team of the user, grants read_offline_profile.
+_OFFLINE = """(EXISTS (SELECT 1 FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
+                WHERE ur.user_id = u.id AND r.read_offline_profile)
+        OR EXISTS (SELECT 1 FROM admin.team_members tm
+                   JOIN admin.team_roles tr ON tr.team_id = tm.team_id
+                   JOIN admin.roles r ON r.id = tr.role_id
+                   WHERE tm.user_id = u.id AND r.read_offline_profile))"""
+
+_ACCESS = f"""
+SELECT u.enabled, u.generation, {_OFFLINE} AS offline,
+       p.profile_id, p.profile_version, pp.profile_id AS published_profile, pp.version AS published_version
 FROM admin.users u LEFT JOIN sync.user_profiles p ON p.user_id = u.id
+LEFT JOIN admin.published_profile_users pp ON pp.user_id = u.id
 WHERE u.id = $1
+"""
+
+# The users (of ``users``) who may receive ops right now, with their identity generation: the
+# admin schema's current state says so (enabled, offline privilege, in a published profile) and
+# the bucket store has applied that profile's latest publish. Read with the ops, in the same
+# snapshot: publish-service may write an op into a bucket before it applies an admin change that
+# came first (another topic or partition), so the bucket membership alone can be stale
+# (docs/security.md, revocation).
+_CLEARED = f"""
+SELECT u.id, u.generation
+FROM admin.users u
+JOIN sync.user_profiles sp ON sp.user_id = u.id
+JOIN admin.published_profile_users pp
+  ON pp.user_id = u.id AND pp.profile_id = sp.profile_id AND pp.version = sp.profile_version
+WHERE u.id = ANY({{users}}::text[]) AND u.enabled AND {_OFFLINE}
 """
 
 # The join on user_buckets re-checks membership at read time, so a device never receives a
@@ -113,8 +149,11 @@ WHERE u.id = $1
 # Each bucket is read through its (bucket_id, op_id) index with its own LIMIT, the few rows
 # merged, and only the final page joined to record_index: a page costs O(buckets x page), never
 # O(bucket size). A put of a deleted record is sent as a remove.
-_PAGE = """
-WITH mine AS (
+_PAGE = (
+    """
+WITH cleared AS ("""
+    + _CLEARED.format(users="ARRAY[$1::text]")
+    + """), mine AS (
     SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1 AND bucket_id = ANY($2::text[])
 ), page AS (
     SELECT o.op_id, o.bucket_id, o.op, o.entity, o.record_id, o.version
@@ -139,9 +178,11 @@ SELECT coalesce(json_agg(json_build_array(
        count(*) AS n,
        (SELECT json_build_array(op_id, bucket_id, entity, record_id)::text FROM last) AS last,
        (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
-        FROM sync.buckets b JOIN mine ON mine.bucket_id = b.id) AS states
+        FROM sync.buckets b JOIN mine ON mine.bucket_id = b.id) AS states,
+       (SELECT c.generation FROM cleared c) AS cleared_generation
 FROM page p LEFT JOIN sync.record_index r ON r.entity = p.entity AND r.record_id = p.record_id
 """
+)
 _PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")
 _PAGE_AFTER_KEY = _PAGE.format(after="(o.op_id, o.bucket_id, o.entity, o.record_id) > ($3, $5, $6, $7)")
 
@@ -153,14 +194,16 @@ SELECT f.*,
        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest,
        (SELECT jsonb_object_agg(i ->> 'entity', coalesce((i ->> 'sync_interval_minutes')::int, 5))::text
           FROM sync.published_profiles pp, jsonb_array_elements(pp.items) i
-         WHERE pp.profile_id = f.profile_id) AS intervals
+         WHERE pp.profile_id = f.profile_id) AS intervals,
+       EXISTS (SELECT 1 FROM admin.refresh_tokens t WHERE t.family_id = $2 AND t.revoked_at IS NOT NULL) AS revoked
 FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
 
 # One statement, hence one snapshot and one round trip: the new ops (as parallel arrays in op-id
 # order), the buckets' states and the (user, bucket) memberships.
-_LIVE_BATCH = """
+_LIVE_BATCH = (
+    """
 WITH ops AS (
     SELECT o.op_id, o.bucket_id, json_build_array(
                o.op_id, o.bucket_id,
@@ -177,6 +220,9 @@ WITH ops AS (
     SELECT id, checksum, last_op_id FROM sync.buckets WHERE id = ANY($1::text[])
 ), members AS (
     SELECT user_id, bucket_id FROM sync.user_buckets WHERE user_id = ANY($4::text[]) AND bucket_id = ANY($1::text[])
+), cleared AS ("""
+    + _CLEARED.format(users="$4")
+    + """
 )
 SELECT (SELECT coalesce(array_agg(op_id ORDER BY n), '{}') FROM ops) AS op_ids,
        (SELECT coalesce(array_agg(bucket_id ORDER BY n), '{}') FROM ops) AS op_buckets,
@@ -185,8 +231,27 @@ SELECT (SELECT coalesce(array_agg(op_id ORDER BY n), '{}') FROM ops) AS op_ids,
        (SELECT coalesce(array_agg(checksum), '{}') FROM states) AS checksums,
        (SELECT coalesce(array_agg(last_op_id), '{}') FROM states) AS last_op_ids,
        (SELECT coalesce(array_agg(user_id), '{}') FROM members) AS member_users,
-       (SELECT coalesce(array_agg(bucket_id), '{}') FROM members) AS member_buckets
+       (SELECT coalesce(array_agg(bucket_id), '{}') FROM members) AS member_buckets,
+       (SELECT coalesce(array_agg(id), '{}') FROM cleared) AS cleared_users,
+       (SELECT coalesce(array_agg(generation), '{}') FROM cleared) AS cleared_generations
 """
+)
+
+
+def _facts(row: asyncpg.Record, session_revoked: bool = False) -> AccessFacts:
+    published = None
+    if row["published_profile"] is not None:
+        published = Published(row["published_profile"], int(row["published_version"]))
+    return AccessFacts(
+        True,
+        bool(row["enabled"]),
+        bool(row["offline"]),
+        row["profile_id"],
+        row["profile_version"],
+        row["generation"],
+        published,
+        session_revoked,
+    )
 
 
 class PgBucketStore:
@@ -210,22 +275,17 @@ class PgBucketStore:
                 for b, c, last in zip(row["state_ids"], row["checksums"], row["last_op_ids"], strict=True)
             },
             members=set(zip(row["member_users"], row["member_buckets"], strict=True)),
+            cleared=dict(zip(row["cleared_users"], row["cleared_generations"], strict=True)),
         )
 
-    async def admit(self, user_id: str) -> Admission:
-        row = await self.pool.fetchrow(_ADMIT, user_id)
+    async def admit(self, user_id: str, session_id: str | None = None) -> Admission:
+        """``session_id``: the sign-in of the device's token, checked for revocation."""
+        row = await self.pool.fetchrow(_ADMIT, user_id, session_id)
         assert row is not None
         if row["enabled"] is None:
             facts = AccessFacts(False, False, False, None, None)
         else:
-            facts = AccessFacts(
-                True,
-                bool(row["enabled"]),
-                bool(row["offline"]),
-                row["profile_id"],
-                row["profile_version"],
-                row["generation"],
-            )
+            facts = _facts(row, session_revoked=bool(row["revoked"]))
         intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
         return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals)
 
@@ -247,14 +307,7 @@ class PgBucketStore:
         row = await self.pool.fetchrow(_ACCESS, user_id)
         if row is None:
             return AccessFacts(False, False, False, None, None)
-        return AccessFacts(
-            True,
-            bool(row["enabled"]),
-            bool(row["offline"]),
-            row["profile_id"],
-            row["profile_version"],
-            row["generation"],
-        )
+        return _facts(row)
 
     async def user_buckets(self, user_id: str) -> set[str]:
         rows = await self.pool.fetch("SELECT bucket_id FROM sync.user_buckets WHERE user_id = $1", user_id)
@@ -306,7 +359,14 @@ class PgBucketStore:
         states = None
         if row["states"] is not None:
             states = {b: BucketState(int(v[0]) % 2**32, int(v[1])) for b, v in orjson.loads(row["states"]).items()}
-        return OpsPage(orjson.Fragment(row["ops"]), int(row["n"]), last, states if states is not None else {})
+        return OpsPage(
+            orjson.Fragment(row["ops"]),
+            int(row["n"]),
+            last,
+            states if states is not None else {},
+            cleared=row["cleared_generation"] is not None,
+            generation=row["cleared_generation"],
+        )
 
     async def stored_batch(self, batch_id: str) -> StoredBatch | None:
         row = await self.pool.fetchrow(

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from offsync_shared import protocol
+from offsync_shared.events.sync_notify import SessionsRevoked
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The user's effective profile membership as profile-service last published it (the admin
+    schema's current state, which publish-service's bucket store may not have caught up with)."""
+
+    profile_id: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +26,10 @@ class AccessFacts:
     profile_id: str | None
     profile_version: int | None
     generation: str | None = None  # the user row's identity generation (changes on delete + re-create)
+    # The admin's published membership (None: in no published profile). "unchecked": the reader
+    # did not look, so the bucket store's own profile (profile_id) is taken as current.
+    published: Published | None | Literal["unchecked"] = "unchecked"
+    session_revoked: bool = False  # the sign-in the device's token belongs to was revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +47,27 @@ def decide(facts: AccessFacts, token_generation: str | None = None) -> Refusal |
     """
     if not facts.user_exists:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: unknown user")
+    if facts.session_revoked:
+        return Refusal(protocol.CLOSE_REVOKED, "revoked: this sign-in was revoked; sign in again")
     if token_generation is not None and facts.generation is not None and token_generation != facts.generation:
         return Refusal(protocol.CLOSE_UNAUTHENTICATED, "unauthenticated: token was issued to a deleted user")
     if not facts.enabled:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: user is disabled")
     if not facts.offline_privilege:
         return Refusal(protocol.CLOSE_FORBIDDEN, "forbidden: no role grants read_offline_profile")
-    if facts.profile_id is None:
+    if facts.profile_id is None or facts.published is None:
         return Refusal(protocol.CLOSE_NO_PROFILE, "no_profile: no published mobile offline profile for this user")
     return None
+
+
+def membership_pending(facts: AccessFacts) -> bool:
+    """The admin published a profile change for this user that publish-service has not applied
+    yet: the user's buckets may still hold what the new publish takes away, so nothing is sent
+    from them until it has (the user.buckets_changed notification that follows ends the wait)."""
+    published = facts.published
+    if not isinstance(published, Published):
+        return False
+    return (published.profile_id, published.version) != (facts.profile_id, facts.profile_version)
 
 
 def device_mismatch(token_device_id: str | None, hello_device_id: str) -> Refusal | None:
@@ -66,3 +93,23 @@ def app_refusal(app: str | None, app_profiles: frozenset[str] | None, profile_id
             f"app_not_available: this user's mobile offline profile is not attached to app module {app!r}",
         )
     return None
+
+
+REVOKED_REASONS = {
+    "signed_out": "revoked: signed out; sign in again",
+    "device_revoked": "revoked: an administrator revoked this device; sign in again",
+    "password_changed": "revoked: the password was changed; sign in again",
+}
+
+
+def revocation(event: SessionsRevoked, user_id: str, device_id: str, session_id: str | None) -> Refusal | None:
+    """Whether revoking ``event``'s sign-ins ends a session of ``user_id``'s ``device_id``
+    opened with a token of sign-in ``session_id`` (None: a token minted outside a sign-in)."""
+    if user_id != event.user_id:
+        return None
+    ends = (
+        (event.device_id is not None and device_id == event.device_id)
+        or (session_id is not None and session_id in event.session_ids)
+        or (event.all_sessions and (session_id is None or session_id != event.except_session_id))
+    )
+    return Refusal(protocol.CLOSE_REVOKED, REVOKED_REASONS[event.reason]) if ends else None

@@ -152,7 +152,7 @@ class Gateway:
         refusal = device_mismatch(principal.device_id, hello.device_id)
         admission = None
         if refusal is None:
-            admission = await self.store.admit(principal.user_id)
+            admission = await self.store.admit(principal.user_id, principal.session_id)
             refusal = decide(admission.facts, principal.generation)
             if refusal is None and hello.app is not None:
                 profiles = await self.store.app_profiles(hello.app)

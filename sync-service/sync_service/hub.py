@@ -1,6 +1,6 @@
 """Knows which sessions of this process care about a notification: routes BucketsAdvanced to the
-sessions holding those buckets, UserBucketsChanged to the user's sessions, and BatchApplied to
-the device's session. Devices connected to other processes are simply not found here."""
+sessions holding those buckets, UserBucketsChanged to the user's sessions, SessionsRevoked to the
+sessions of the revoked sign-ins, and BatchApplied to the device's session. Devices connected to other processes are simply not found here."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from collections import defaultdict
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.batch_results import BatchApplied
-from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
+from offsync_shared.events.sync_notify import BucketsAdvanced, SessionsRevoked, UserBucketsChanged
 from sync_service.bucket_reads import BucketStore
+from sync_service.device_access import revocation
 from sync_service.live_fanout import LiveFanout
 from sync_service.session import SyncSession
 
@@ -120,6 +121,13 @@ class Hub:
         for user_id in event.user_ids:
             for s in self.by_user.get(user_id, ()):
                 s.notify_rebucket()
+
+    async def on_sessions_revoked(self, event: Event, env: Envelope) -> None:
+        assert isinstance(event, SessionsRevoked)
+        for s in list(self.by_user.get(event.user_id, ())):
+            refusal = revocation(event, s.user_id, s.device_id, s.session_id)
+            if refusal is not None:
+                s.revoke(refusal.close_code, refusal.reason, drop=event.reason == "device_revoked")
 
     async def on_batch_applied(self, event: Event, env: Envelope) -> None:
         assert isinstance(event, BatchApplied)

@@ -28,11 +28,13 @@ from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.device_batches import Change as EventChange
 from sync_service.bucket_reads import Admission, BucketState, BucketStore, OpKey, StoredBatch
-from sync_service.device_access import decide
+from sync_service.device_access import decide, membership_pending
 from sync_service.limits import TokenBucket
 from sync_service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MEMBERSHIP_HOLD_S = 0.5  # how long ops wait before access is read again while a publish is pending
 
 
 class Wakeup:
@@ -177,6 +179,8 @@ class SyncSession:
         "wall",
         "expires_at",
         "generation",
+        "session_id",
+        "_drop_all",
         "buckets",
         "position",
         "key",
@@ -191,6 +195,7 @@ class SyncSession:
         "_dropped_for_rate",
         "_dirty",
         "_rebucket",
+        "_hold_until",
         "_draining",
         "_close",
         "gone",
@@ -255,6 +260,8 @@ class SyncSession:
         self.wall = wall
         self.expires_at = principal.expires_at
         self.generation = principal.generation  # the user incarnation the token was minted for
+        self.session_id = principal.session_id  # the sign-in the token belongs to (None: minted outside one)
+        self._drop_all = False  # revoked: tell the device to drop every bucket before closing
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
@@ -272,6 +279,7 @@ class SyncSession:
         self._dropped_for_rate = 0
         self._dirty = True
         self._rebucket = False
+        self._hold_until = 0.0  # no ops are sent before this (clock): a profile publish is pending
         self._draining = False
         self._close: Close | None = None
         self.gone = False
@@ -336,6 +344,16 @@ class SyncSession:
         if self.phase is Phase.ENROLLED:
             self._enter(Phase.AT_CHECKPOINT)
         self._own = True
+        self._dirty = True
+        self._signal.set()
+
+    def recheck_access(self) -> None:
+        """A read found that the user may not receive ops right now (the admin schema says so,
+        ahead of the bucket store): nothing from it is sent; the session re-reads its access,
+        which ends it, or holds its ops until the bucket store catches up."""
+        if self.phase is Phase.ENROLLED:
+            self._enter(Phase.AT_CHECKPOINT)
+        self._rebucket = True
         self._dirty = True
         self._signal.set()
 
@@ -452,6 +470,14 @@ class SyncSession:
             self._close = Close(p.CLOSE_SUPERSEDED, "superseded: this device opened a newer connection")
         self._signal.set()
 
+    def revoke(self, code: int, reason: str, *, drop: bool) -> None:
+        """The sign-in behind this session was revoked: close now (and with ``drop``, first tell
+        the device to drop what it holds: a revoked device may be lost)."""
+        if self._close is None:
+            self._close = Close(code, reason)
+            self._drop_all = drop
+        self._signal.set()
+
     def begin_drain(self) -> None:
         self._draining = True
         self._signal.set()
@@ -496,6 +522,8 @@ class SyncSession:
                 async for f in self._service():
                     yield f
                 if self._close is not None:
+                    if self._drop_all and self.buckets:
+                        yield p.Drop(tuple(sorted(self.buckets)), reason=self._close.reason)
                     yield self._close
                     return
                 if self._rebucket:
@@ -515,7 +543,7 @@ class SyncSession:
                     # Notifications while the shared read was in flight only raised ``_want``.
                     self._dirty = self._want > position
                     continue
-                if self._dirty and not self._draining:
+                if self._dirty and not self._draining and self.clock() >= self._hold_until:
                     if self.phase is Phase.ENROLLED:
                         pass  # the hub's read in flight covers us; wait for it
                     elif self.shareable() and self._share():
@@ -594,6 +622,8 @@ class SyncSession:
         timeout = min(self.s.sync_heartbeat_s, self.s.sync_result_recheck_s if self.pending else 1e9)
         expiry_in = self.expires_at + self.s.sync_token_grace_s - self.wall()
         timeout = max(0.01, min(timeout, expiry_in + 0.01))
+        if self._dirty and self._hold_until:
+            timeout = max(0.01, min(timeout, self._hold_until - self.clock()))
         # A timer handle, not wait_for: no extra task per idle wait.
         timer = asyncio.get_running_loop().call_later(timeout, self._signal.set)
         try:
@@ -762,7 +792,14 @@ class SyncSession:
 
     async def _rebucket_now(self) -> AsyncIterator[Outgoing]:
         self._rebucket = False
-        refusal = decide(await self.store.access(self.user_id), self.generation)
+        facts = await self.store.access(self.user_id)
+        refusal = decide(facts, self.generation)
+        if refusal is None and membership_pending(facts):
+            # Try again shortly; the user.buckets_changed that follows the publish wakes us sooner.
+            self._hold_until = self.clock() + MEMBERSHIP_HOLD_S
+            self._dirty = True
+            return
+        self._hold_until = 0.0
         if refusal is not None:
             if self.buckets:
                 yield p.Drop(tuple(sorted(self.buckets)), reason=refusal.reason)
@@ -792,6 +829,9 @@ class SyncSession:
         last: OpKey | int = after
         while True:
             page = await self.store.ops_page(self.user_id, buckets, last, limit)
+            if not page.clears(self.generation):
+                self.recheck_access()  # the admin schema is ahead of the buckets: send nothing
+                break
             if page.count == 0:
                 yield PageStates(page.states)
                 break

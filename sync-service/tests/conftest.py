@@ -212,6 +212,10 @@ class Harness:
                     "r-offline" if offline else "r-plain",
                 )
             if profile:
+                # As profile-service publishes it (admin) and publish-service applies it (sync).
+                await c.execute(
+                    "INSERT INTO admin.published_profile_users(user_id, profile_id, version) VALUES ($1, 'p1', 1)", uid
+                )
                 await c.execute(
                     "INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 1)", uid
                 )

@@ -467,7 +467,9 @@ async def test_forced_reset_keeps_pending_changes(gw: Any) -> None:
     assert store.count() == 0
     assert [(c.id, c.fields) for c in store.pending()] == [("fr-00001", {"name": "unsynced"})]
     assert store.get("account", "fr-00001") == {"name": "unsynced"}
-    # the profile comes back: the pending change is uploaded (once), data re-downloaded
+    # the profile comes back (republished, and applied): the pending change is uploaded (once),
+    # data re-downloaded
+    await gw.pool.execute("UPDATE admin.published_profile_users SET version = 2 WHERE user_id = $1", user)
     await gw.pool.execute(
         "INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) VALUES ($1, 'p1', 2)", user
     )

@@ -95,7 +95,7 @@ class FakeStore:
     async def access(self, user_id: str) -> AccessFacts:
         return AccessFacts(True, True, True, "p", 1)
 
-    async def admit(self, user_id: str) -> Admission:
+    async def admit(self, user_id: str, session_id: str | None = None) -> Admission:
         return Admission(
             await self.access(user_id), frozenset(await self.user_buckets(user_id)), await self.newest_op_id()
         )

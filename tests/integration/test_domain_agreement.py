@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conflict_service.api import _attr_equals
+from conflict_service.record_store import attr_equals as _attr_equals
 from conflict_service.validation import EntityMeta as RecordsMeta
 from conflict_service.validation import check_fields
 from offsync_shared import db

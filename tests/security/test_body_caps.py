@@ -94,11 +94,10 @@ async def test_many_unauthenticated_large_posts_cost_no_memory(findings: Finding
 async def test_authenticated_bodies_have_per_route_caps(findings: Findings) -> None:
     async with httpx.AsyncClient(base_url=findings.stack.records_url, headers=ADMIN_HEADERS, timeout=30) as c:
         big = {"id": "too-big", "attributes": {"name": "x" * (3 * MB)}}
-        try:
-            r = await c.post("/v1/records/account", json=big)
-            assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text[:200]
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            pass  # refused by its length and the connection closed while the client was still sending
+        # Refused by its length before it is read; the server reads the rest and throws it away
+        # before closing, so the client, still sending, always gets to read the 413.
+        r = await c.post("/v1/records/account", json=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text[:200]
         assert (await c.get("/v1/records/account/too-big")).status_code == 404
         # A batch may be larger than a single write (its route's cap is 16 MiB).
         changes = [{"op": "create", "attributes": {"name": "y" * 1000}} for _ in range(1000)]
@@ -113,6 +112,33 @@ async def test_authenticated_bodies_have_per_route_caps(findings: Findings) -> N
             headers={"Authorization": f"Bearer {device_token('ann', 'd')}"},
         )
         assert r.status_code == 413, r.text[:200]
+
+
+@pytest.mark.parametrize("authenticated", [True, False], ids=["authenticated", "no-token"])
+@pytest.mark.parametrize("service", ["conflict-service", "profile-service"])
+def test_a_client_still_sending_a_refused_body_reads_the_413(
+    findings: Findings, service: str, authenticated: bool
+) -> None:
+    """The 413 is decided from Content-Length before the body is read; the server then reads
+    the rest and throws it away before it closes, so a client that writes its whole body before
+    reading (most HTTP clients) gets the 413, not a connection reset."""
+    path = "/v1/records/account" if service == "conflict-service" else "/v1/users"
+    body = b'{"attributes": {"name": "' + b"x" * (3 * MB) + b'"}}'
+    auth = f"Authorization: {ADMIN_HEADERS['Authorization']}\r\n" if authenticated else ""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    u = urlsplit(findings.stack.url(service))
+    with socket.create_connection((u.hostname, u.port), timeout=20) as s:
+        s.sendall(head)
+        for i in range(0, len(body), 64 * 1024):
+            s.sendall(body[i : i + 64 * 1024])  # a reset here is the bug
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"payload_too_large"' in answer
 
 
 def _oversized_hello_close_code(ws_url: str, size: int) -> int | None:

@@ -1,14 +1,18 @@
 """Access revoked while a device is connected: the open session ends with the close code a
 new connection would get, the device is told to drop what it holds, and no record written
 afterwards reaches it. Covers disabling the user, taking away the role that grants
-read_offline_profile, and removing the user from the profile (republished)."""
+read_offline_profile, and removing the user from the profile (republished), through the API
+(whatever order the events then take across topics and partitions) and, deterministically, as
+an admin change publish-service has not seen yet (the record reaches the buckets first)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 ADMIN = {"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)}"}
-USERS = ("r-disable", "r-role", "r-profile")
+USERS = ("r-disable", "r-role", "r-profile", "a-disable", "a-role", "a-profile", "a-pending")
 
 
 def _ok(resp: httpx.Response) -> Any:
@@ -53,7 +57,7 @@ async def org(stack: Stack) -> AsyncIterator[Stack]:
             )
         )
         for uid in USERS:  # r-role also holds rv-desk, so it keeps read access to its accounts
-            roles = ["rv-field", "rv-desk"] if uid == "r-role" else ["rv-field"]
+            roles = ["rv-field", "rv-desk"] if uid in ("r-role", "a-role") else ["rv-field"]
             _ok(
                 await admin.post(
                     "/v1/users", json={"id": uid, "name": uid, "business_unit_id": ROOT_BU, "role_ids": roles}
@@ -147,3 +151,91 @@ async def test_revoked_access_ends_the_open_session(org: Stack, user: str, revok
     assert any(isinstance(f, p.Drop) for f in after), after
     leaked = [op for f in after if isinstance(f, p.Ops) for op in f.ops]
     assert not leaked, leaked
+
+
+# Admin changes made in the admin schema only, as profile-service commits them, with no event:
+# publish-service keeps the user's buckets (it has not seen the change), so the record written next
+# lands in a bucket the user still holds: exactly the order a slow admin event produces.
+AHEAD: list[tuple[str, str, int]] = [
+    ("a-disable", "UPDATE admin.users SET enabled = false WHERE id = $1", p.CLOSE_FORBIDDEN),
+    ("a-role", "DELETE FROM admin.user_roles WHERE user_id = $1 AND role_id = 'rv-field'", p.CLOSE_FORBIDDEN),
+    ("a-profile", "DELETE FROM admin.published_profile_users WHERE user_id = $1", p.CLOSE_NO_PROFILE),
+]
+
+
+async def _frames_until_closed(ws: ClientConnection, timeout: float) -> list[Any]:
+    """Frames until the server closes, or until ``timeout`` (the socket then stays open)."""
+    after: list[Any] = []
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(timeout):
+            async for raw in ws:
+                f = p.decode_server(raw)
+                after.append(f)
+                if isinstance(f, p.Ping):
+                    await ws.send(p.encode(p.Pong(t=f.t)).decode())
+    return after
+
+
+@pytest.mark.parametrize(("user", "sql", "close_code"), AHEAD, ids=["user-disabled", "role-removed", "left-profile"])
+async def test_a_record_reaching_the_buckets_before_the_admin_change_is_not_sent(
+    org: Stack, user: str, sql: str, close_code: int
+) -> None:
+    ws = await _connected(org, user)
+    conn = await asyncpg.connect(org.env.pg_dsn)
+    try:
+        await conn.execute(sql, user)
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=org.records_url, headers=ADMIN, timeout=10) as records:
+        _ok(await records.post("/v1/records/account", json={"attributes": {"name": f"{user} after"}, "owner_id": user}))
+    after = await _frames_until_closed(ws, 30)
+    assert ws.close_code == close_code, (ws.close_code, ws.close_reason, after)
+    assert any(isinstance(f, p.Drop) for f in after), after
+    leaked = [op for f in after if isinstance(f, p.Ops) for op in f.ops]
+    assert not leaked, leaked
+
+
+async def test_ops_wait_while_a_publish_is_not_applied_yet(org: Stack) -> None:
+    """The admin published a new version of the user's profile that publish-service has not
+    applied: the old buckets may hold what it takes away, so nothing is sent until it has."""
+    user = "a-pending"
+    ws = await _connected(org, user)
+    conn = await asyncpg.connect(org.env.pg_dsn)
+    try:
+        await conn.execute("UPDATE admin.published_profile_users SET version = version + 1 WHERE user_id = $1", user)
+        async with httpx.AsyncClient(base_url=org.records_url, headers=ADMIN, timeout=10) as records:
+            _ok(
+                await records.post(
+                    "/v1/records/account", json={"attributes": {"name": f"{user} held"}, "owner_id": user}
+                )
+            )
+
+            async def op_written() -> bool:
+                n = await conn.fetchval(
+                    """SELECT count(*) FROM sync.bucket_ops o JOIN sync.user_buckets ub ON ub.bucket_id = o.bucket_id
+                       WHERE ub.user_id = $1 AND o.record_id IN (SELECT id FROM data.records
+                       WHERE attributes->>'name' = $2)""",
+                    user,
+                    f"{user} held",
+                )
+                return bool(n)
+
+            await eventually(op_written, timeout=20, message="the record reached the user's bucket")
+            # Several hold rounds (0.5 s each) pass with the op in the bucket: none of it is sent.
+            held = await _frames_until_closed(ws, 2.5)
+            assert ws.close_code is None, (ws.close_code, ws.close_reason)
+            assert not [op for f in held if isinstance(f, p.Ops) for op in f.ops], held
+        # publish-service "catches up": the versions agree again and the op goes out.
+        await conn.execute("UPDATE admin.published_profile_users SET version = version - 1 WHERE user_id = $1", user)
+        sent = []
+        async with asyncio.timeout(20):
+            while not sent:
+                f = p.decode_server(await ws.recv())
+                if isinstance(f, p.Ping):
+                    await ws.send(p.encode(p.Pong(t=f.t)).decode())
+                if isinstance(f, p.Ops):
+                    sent += [op for op in f.ops if op[2] == "put"]
+        assert sent
+    finally:
+        await conn.close()
+        await ws.close()

@@ -28,6 +28,7 @@ WORKLOADS: dict[str, Workload] = {
     "incremental": incremental.run,
     "initial_sync": initial_sync.run,
     "live": live.run,
+    "live_after_idle": live.run_after_idle,
     "fanout": fanout.run,
     "upload": upload.run,
     "connections": connections.run,

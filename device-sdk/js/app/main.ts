@@ -58,6 +58,12 @@ function show(section: "login" | "workspace"): void {
 function renderStatus(): void {
   if (!db) return;
   const s = db.status;
+  if (s.signedOut) {
+    // The server ended this sign-in (signed out elsewhere, device revoked, password changed):
+    // the SDK forgot it, so the reload shows the sign-in form.
+    location.reload();
+    return;
+  }
   const online = s.online && navigator.onLine;
   $("status").dataset.online = String(online);
   $("status-online").textContent = online ? "online" : s.connecting && navigator.onLine ? "connecting…" : "offline";
@@ -358,7 +364,7 @@ async function main(): Promise<void> {
   $("sign-out").addEventListener("click", async () => {
     db?.close();
     await db?.replica.store.destroy();
-    session?.signOut();
+    await session?.logout();
     location.reload();
   });
   const kept = AuthSession.restore(localStorage);

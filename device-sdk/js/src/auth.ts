@@ -117,8 +117,24 @@ export class AuthSession implements TokenSource {
     this.kv?.setItem(SLOT, JSON.stringify(this.data));
   }
 
+  /** Forget the stored sign-in on this device (the server ended it, or the user signed out). */
   signOut(): void {
     this.kv?.removeItem(SLOT);
+  }
+
+  /** Sign out: revoke this sign-in on the server, which closes its open sessions (best effort:
+   * offline, the refresh token is forgotten anyway and expires on its own), then forget it. */
+  async logout(): Promise<void> {
+    try {
+      await post(
+        `${this.data.authUrl.replace(/\/$/, "")}/v1/auth/logout`,
+        { refresh_token: this.data.refreshToken },
+        this.fetchImpl,
+      );
+    } catch {
+      // offline or already revoked: nothing more to do on the server
+    }
+    this.signOut();
   }
 
   get userId(): string {

@@ -27,6 +27,8 @@ export interface TokenSource {
   renew?(): Promise<string>;
   /** When the current token expires (ms since the epoch), to renew it mid-session. */
   expiresAt?(): number | null;
+  /** Forget the stored sign-in: the server ended it (close 4010). */
+  signOut?(): void;
 }
 
 export interface SyncState {
@@ -42,6 +44,9 @@ export interface SyncState {
   error: string | null;
   /** The server refused this device for good (forbidden, no profile). */
   refused: boolean;
+  /** The sign-in was revoked (signed out elsewhere, device revoked, password changed): the client
+   * stopped and forgot its tokens; the user must sign in again. */
+  signedOut: boolean;
 }
 
 type WebSocketCtor = new (url: string) => WebSocket;
@@ -65,6 +70,7 @@ export class SyncClient {
     caughtUp: false,
     error: null,
     refused: false,
+    signedOut: false,
   };
   private ws: WebSocket | null = null;
   private running = false;
@@ -91,6 +97,7 @@ export class SyncClient {
     if (this.running) return;
     this.running = true;
     this.state.refused = false;
+    this.state.signedOut = false;
     this.attempt = 0;
     this.connect();
   }
@@ -195,6 +202,13 @@ export class SyncClient {
   private async onClosed(code: number, reason: string): Promise<void> {
     this.sessionEnded(code);
     if (!this.running) return;
+    if (code === CLOSE.REVOKED) {
+      // Renewing or reconnecting cannot help: the refresh token is revoked too.
+      this.running = false;
+      this.o.auth.signOut?.();
+      this.setState({ signedOut: true, error: reason || "signed out: sign in again" });
+      return;
+    }
     if (REFUSALS.has(code)) {
       if (code === CLOSE.NO_PROFILE) await this.o.replica.forgetAll(); // keep pending changes
       this.running = false;
@@ -292,7 +306,7 @@ export class SyncClient {
         return;
       }
       case "checkpoint":
-        return this.checkpointed(ws, await r.checkpoint(f));
+        return this.checkpointed(ws, r.checkpointNow(f));
       case "result": {
         const problems = await r.applyResult(f);
         if (f.batch_id === this.inflight) this.inflight = null;

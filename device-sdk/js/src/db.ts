@@ -98,9 +98,13 @@ export class Offsync {
     this.client.stop();
   }
 
-  /** Resolves once caught up with the server and every offline change was answered. */
-  synced(): Promise<void> {
-    return this.client.synced();
+  /** Resolves once caught up with the server, every offline change was answered, and the store
+   * holds all of it (the checkpoint included): what `synced()` promises survives a reload. */
+  async synced(): Promise<void> {
+    await this.client.synced();
+    // Downloaded pages are written behind the frames (applyFrameNow); memory is ahead of the
+    // disk until this resolves.
+    await this.replica.flushed();
   }
 
   close(): void {

@@ -19,6 +19,7 @@ export const CLOSE = {
   APP_NOT_AVAILABLE: 4006,
   TIMEOUT: 4008,
   SUPERSEDED: 4009,
+  REVOKED: 4010,
 } as const;
 
 /** Close codes after which reconnecting cannot help until an admin changes something. */

@@ -288,3 +288,87 @@ test("edits are validated against the entity metadata before they reach the outb
   const id = await db.create("account", { name: "x", due: "2024-01-02T03:04:05+01:00" });
   assert.equal(db.get("account", id)?.attributes.due, "2024-01-02T02:04:05.000000Z");
 });
+
+test("4010 (sign-in revoked) stops the client, forgets the sign-in and never reconnects", async () => {
+  let signedOut = 0;
+  const db = await Offsync.open({
+    url: "ws://x/v1/sync",
+    store: new MemoryStore(),
+    auth: { token: async () => "t1", renew: async () => "t2", signOut: () => void signedOut++ },
+    backoff: new Backoff(0.001, 0.005),
+    WebSocket: FakeSocket as unknown as new (url: string) => WebSocket,
+  });
+  opened.push(db);
+  const ws = await connected(db);
+  ws.serverClose(4010, "revoked: an administrator revoked this device; sign in again");
+  await until(() => db.status.signedOut, 2000, "signed out");
+  assert.equal(signedOut, 1);
+  assert.match(db.status.error ?? "", /revoked/);
+  // No reconnect was scheduled (a retry would be a timer), and no new socket was opened.
+  assert.equal((db as unknown as { client: { timer: unknown } }).client.timer, null);
+  assert.equal(FakeSocket.all.length, 1);
+});
+
+/** A store whose commits wait, once `hold` is set, until the test releases them. */
+class GatedStore extends MemoryStore {
+  hold = false;
+  release: () => void = () => undefined;
+  private gate = new Promise<void>((r) => (this.release = r));
+  override async commit(tx: Parameters<MemoryStore["commit"]>[0]): Promise<void> {
+    if (this.hold) await this.gate;
+    return super.commit(tx);
+  }
+}
+
+async function openOn(store: GatedStore): Promise<Offsync> {
+  const db = await Offsync.open({
+    url: "ws://x/v1/sync",
+    store,
+    auth: { token: async () => "t1" },
+    backoff: new Backoff(0.001, 0.005),
+    WebSocket: FakeSocket as unknown as new (url: string) => WebSocket,
+  });
+  opened.push(db);
+  return db;
+}
+
+test("synced() resolves only once the store holds the checkpoint", async () => {
+  const store = new GatedStore();
+  const db = await openOn(store);
+  const ws = await connected(db);
+  store.hold = true;
+  const ops = [[1, "b1", "put", "account", "a1", 1, { name: "A" }]];
+  ws.push({ type: "ops", ops, done: 1, total: 1, checkpoint: { type: "checkpoint", cursor: 1, checksums: { b1: sum(["account", "a1", 1]), b2: 0 } } });
+  let done = false;
+  const synced = db.synced().then(() => (done = true));
+  await until(() => db.status.caughtUp, 2000, "caught up in memory");
+  // The store's commit is held by the gate, so nothing can have resolved synced() yet.
+  assert.equal(done, false, "synced() must wait for the store");
+  store.release();
+  await synced;
+  const snap = await store.load();
+  assert.equal(snap.meta.cursor, 1);
+  assert.deepEqual(
+    snap.records.map((r) => r.id),
+    ["a1"],
+  );
+});
+
+test("a checkpoint frame does not hold up the next frame while the store writes it", async () => {
+  const store = new GatedStore();
+  const db = await openOn(store);
+  const ws = await connected(db);
+  const seen: string[] = [];
+  db.watch("account", {}, (rows) => seen.splice(0, seen.length, ...rows.map((r) => r.id)));
+  store.hold = true;
+  ws.push({ type: "checkpoint", cursor: 0, checksums: { b1: 0, b2: 0 } });
+  ws.push({ type: "ops", ops: [[1, "b1", "put", "account", "a1", 1, { name: "A" }]], done: 1, total: 1 });
+  // The checkpoint's commit is held by the gate: the ops frame behind it is applied regardless.
+  await until(() => seen.includes("a1"), 2000, "the ops frame after the checkpoint applied");
+  store.release();
+  await db.replica.flushed();
+  assert.deepEqual(
+    (await store.load()).records.map((r) => r.id),
+    ["a1"],
+  );
+});

@@ -5,40 +5,18 @@ re-apply and dismiss are the same code an API caller runs), and live figures."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import httpx
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from offsync_shared.auth import ADMIN_AUDIENCE, issue_token
 from profile_service.console.web import PREFIX, Console, ConsoleDep, back
+from profile_service.device_registry import read_devices
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-ONLINE_WITHIN = timedelta(seconds=30)  # three missed gateway heartbeats: its process is gone
-
-DEVICES_SQL = """
-SELECT d.*, u.name AS user_name FROM gateway.devices d LEFT JOIN admin.users u ON u.id = d.user_id
-WHERE ($1::text IS NULL OR d.user_id = $1) ORDER BY d.online DESC, greatest(d.seen_at, d.synced_at) DESC NULLS LAST
-LIMIT 500
-"""
-
-
-async def read_devices(conn: asyncpg.Connection, user_id: str | None = None) -> list[dict[str, Any]]:
-    try:
-        rows = await conn.fetch(DEVICES_SQL, user_id)
-    except asyncpg.UndefinedTableError:  # no gateway has started against this database yet
-        return []
-    now = datetime.now(UTC)
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["online_now"] = bool(d["online"] and d["seen_at"] and now - d["seen_at"] < ONLINE_WITHIN)
-        out.append(d)
-    return out
 
 
 def _records_client(c: Console) -> httpx.AsyncClient:
@@ -65,26 +43,30 @@ async def devices_page(c: ConsoleDep, user: str = "") -> HTMLResponse:
     return c.render("devices.html", devices=devices, user=user, now=datetime.now(UTC))
 
 
+async def _records_list(c: Console, path: str, filters: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+    """Up to 200 entries of a records API list, with the filters that are set; or why there are none."""
+    params = {k: v for k, v in filters.items() if v}
+    try:
+        async with _records_client(c) as client:
+            resp = await client.get(path, params={**params, "limit": 200})
+    except httpx.HTTPError as exc:
+        return [], f"the records API is unreachable ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return [], _error_text(resp)
+    items: list[dict[str, Any]] = resp.json()["items"]
+    return items, ""
+
+
 @router.get("/sync-errors", response_class=HTMLResponse)
 async def sync_errors_page(
     c: ConsoleDep, user_id: str = "", entity: str = "", code: str = "", status: str = "open"
 ) -> HTMLResponse:
-    params = {k: v for k, v in {"user_id": user_id, "entity": entity, "code": code, "status": status}.items() if v}
-    items: list[dict[str, Any]] = []
-    problem = ""
-    try:
-        async with _records_client(c) as client:
-            resp = await client.get("/v1/sync-errors", params={**params, "limit": 200})
-        if resp.status_code == 200:
-            items = resp.json()["items"]
-        else:
-            problem = _error_text(resp)
-    except httpx.HTTPError as exc:
-        problem = f"the records API is unreachable ({type(exc).__name__})"
+    filters = {"user_id": user_id, "entity": entity, "code": code, "status": status}
+    items, problem = await _records_list(c, "/v1/sync-errors", filters)
     return c.render(
         "sync_errors.html",
         items=list(reversed(items)),
-        filters={"user_id": user_id, "entity": entity, "code": code, "status": status},
+        filters=filters,
         error=problem or c.request.query_params.get("error", ""),
     )
 
@@ -117,21 +99,9 @@ async def dismiss(c: ConsoleDep, error_id: int) -> RedirectResponse:
 
 @router.get("/conflicts", response_class=HTMLResponse)
 async def conflicts_page(c: ConsoleDep, entity: str = "", user_id: str = "") -> HTMLResponse:
-    params = {k: v for k, v in {"entity": entity, "user_id": user_id}.items() if v}
-    items: list[dict[str, Any]] = []
-    problem = ""
-    try:
-        async with _records_client(c) as client:
-            resp = await client.get("/v1/conflicts", params={**params, "limit": 200})
-        if resp.status_code == 200:
-            items = resp.json()["items"]
-        else:
-            problem = _error_text(resp)
-    except httpx.HTTPError as exc:
-        problem = f"the records API is unreachable ({type(exc).__name__})"
-    return c.render(
-        "conflicts.html", items=list(reversed(items)), filters={"entity": entity, "user_id": user_id}, error=problem
-    )
+    filters = {"entity": entity, "user_id": user_id}
+    items, problem = await _records_list(c, "/v1/conflicts", filters)
+    return c.render("conflicts.html", items=list(reversed(items)), filters=filters, error=problem)
 
 
 # --- live figures -----------------------------------------------------------------------------

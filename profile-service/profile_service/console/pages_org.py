@@ -18,7 +18,7 @@ from profile_service import routes_org, routes_profiles, routes_solutions
 from profile_service.console.pages_profiles import problem_text
 from profile_service.console.session import COOKIE, SESSION_TTL_S, csrf_ok, open_session, read_session
 from profile_service.console.signin import authenticate
-from profile_service.console.web import PREFIX, ConsoleDep, back, safe_next, templates
+from profile_service.console.web import PREFIX, ConsoleDep, back, plain, safe_next, templates
 from profile_service.schemas import AppModuleIn, AppModulePatch, EntityPatch, OrgSettingsPatch, SolutionIn
 
 log = logging.getLogger("profile_service.console")
@@ -122,9 +122,9 @@ async def logout(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def home(c: ConsoleDep) -> HTMLResponse:
-    entities = await routes_org.list_entities(c.ctx)
-    profiles = await routes_profiles.list_profiles(c.ctx)
-    settings = await routes_org.get_org_settings(c.ctx)
+    entities = plain(await routes_org.list_entities(c.ctx))
+    profiles = plain(await routes_profiles.list_profiles(c.ctx))
+    settings = plain(await routes_org.get_org_settings(c.ctx))
     return c.render(
         "home.html",
         enabled=[e for e in entities if e["offline_enabled"]],
@@ -139,7 +139,7 @@ async def home(c: ConsoleDep) -> HTMLResponse:
 
 @router.get("/entities", response_class=HTMLResponse)
 async def entities_page(c: ConsoleDep) -> HTMLResponse:
-    entities = await routes_org.list_entities(c.ctx)
+    entities = plain(await routes_org.list_entities(c.ctx))
     return c.render("entities.html", entities=entities)
 
 
@@ -160,8 +160,8 @@ async def toggle_entity(c: ConsoleDep, name: str) -> RedirectResponse:
 
 @router.get("/app-modules", response_class=HTMLResponse)
 async def app_modules_page(c: ConsoleDep) -> HTMLResponse:
-    apps = await routes_profiles.list_app_modules(c.ctx)
-    profiles = await routes_profiles.list_profiles(c.ctx)
+    apps = plain(await routes_profiles.list_app_modules(c.ctx))
+    profiles = plain(await routes_profiles.list_profiles(c.ctx))
     return c.render("app_modules.html", apps=apps, profiles=profiles, names={p["id"]: p["name"] for p in profiles})
 
 
@@ -199,7 +199,7 @@ async def update_app_module(c: ConsoleDep, app_id: str) -> RedirectResponse:
 
 @router.get("/settings", response_class=HTMLResponse)
 async def settings_page(c: ConsoleDep) -> HTMLResponse:
-    return c.render("settings.html", settings=await routes_org.get_org_settings(c.ctx))
+    return c.render("settings.html", settings=plain(await routes_org.get_org_settings(c.ctx)))
 
 
 @router.post("/settings")
@@ -219,13 +219,15 @@ async def save_settings(c: ConsoleDep) -> RedirectResponse:
 
 @router.get("/solutions", response_class=HTMLResponse)
 async def solutions_page(c: ConsoleDep) -> HTMLResponse:
-    return c.render("solutions.html", profiles=await routes_profiles.list_profiles(c.ctx), result=None, problems=[])
+    return c.render(
+        "solutions.html", profiles=plain(await routes_profiles.list_profiles(c.ctx)), result=None, problems=[]
+    )
 
 
 @router.get("/solutions/export")
 async def export(c: ConsoleDep, profile_id: Annotated[list[str] | None, Query()] = None) -> Response:
     try:
-        body = await routes_solutions.export_solution(c.ctx, profile_id or None)
+        body = plain(await routes_solutions.export_solution(c.ctx, profile_id or None))
     except OffsyncError as exc:
         return back(f"{PREFIX}/solutions", error=problem_text(exc))
     return Response(
@@ -248,7 +250,7 @@ async def import_(c: ConsoleDep) -> HTMLResponse:
         if len(raw) > 5_000_000:
             raise ValueError("the file is larger than 5 MB")
         doc = json.loads(raw)
-        result = await routes_solutions.import_solution(c.ctx, SolutionIn.model_validate(doc))
+        result = plain(await routes_solutions.import_solution(c.ctx, SolutionIn.model_validate(doc)))
         if form.get("publish") == "on":
             for p in result["profiles"]:
                 await routes_profiles.publish_profile(c.ctx, p["id"], Response())
@@ -262,7 +264,7 @@ async def import_(c: ConsoleDep) -> HTMLResponse:
     return c.render(
         "solutions.html",
         status_code=422 if problems else 200,
-        profiles=await routes_profiles.list_profiles(c.ctx),
+        profiles=plain(await routes_profiles.list_profiles(c.ctx)),
         result=result,
         problems=problems,
         error="The import was refused: nothing was imported." if problems else "",
@@ -278,7 +280,7 @@ async def publish_all(c: ConsoleDep) -> RedirectResponse:
     done = []
     for pid in ids:
         try:
-            out = await routes_profiles.publish_profile(c.ctx, str(pid), Response())
+            out = plain(await routes_profiles.publish_profile(c.ctx, str(pid), Response()))
             done.append(f"{pid} v{out['published']['version']}")
         except OffsyncError as exc:
             return back(f"{PREFIX}/solutions", error=f"{pid}: {problem_text(exc)}")

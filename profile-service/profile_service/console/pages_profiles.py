@@ -15,7 +15,7 @@ from offsync_shared.errors import Conflict, NotFound, OffsyncError
 from profile_service import profiles as store
 from profile_service import routes_org, routes_profiles, validation
 from profile_service.console import forms
-from profile_service.console.web import PREFIX, Console, ConsoleDep, back
+from profile_service.console.web import PREFIX, Console, ConsoleDep, back, plain
 from profile_service.schemas import CloneIn, ItemIn, ItemPatch, ProfileIn, ProfilePatch, UsersIn
 from profile_service.versions import diff
 
@@ -50,7 +50,7 @@ def _url(profile_id: str, tail: str = "") -> str:
 
 @router.get("/", response_class=HTMLResponse)
 async def list_page(c: ConsoleDep) -> HTMLResponse:
-    profiles = await routes_profiles.list_profiles(c.ctx)
+    profiles = plain(await routes_profiles.list_profiles(c.ctx))
     return c.render("profiles.html", profiles=profiles)
 
 
@@ -59,20 +59,20 @@ async def create(c: ConsoleDep) -> RedirectResponse:
     form = await c.form()
     try:
         body = ProfileIn(name=str(form.get("name") or ""), description=str(form.get("description") or ""))
-        made = await routes_profiles.create_profile(c.ctx, body, Response())
+        made = plain(await routes_profiles.create_profile(c.ctx, body, Response()))
     except (OffsyncError, ValidationError) as exc:
         return back(f"{PREFIX}/profiles/", error=problem_text(exc))
     return back(_url(made["id"]), ok=f"Profile {made['name']} created")
 
 
 async def _everything(c: Console, profile_id: str) -> dict[str, Any]:
-    profile = await routes_profiles.get_profile(c.ctx, profile_id, Response())
+    profile = plain(await routes_profiles.get_profile(c.ctx, profile_id, Response()))
     async with c.ctx.read() as conn:
         metas = await store.load_metas(conn)
-    users = await routes_org.list_users(c.ctx)
-    teams = await routes_org.list_teams(c.ctx)
-    entities = await routes_org.list_entities(c.ctx)
-    profile_names = {p["id"]: p["name"] for p in await routes_profiles.list_profiles(c.ctx)}
+    users = plain(await routes_org.list_users(c.ctx))
+    teams = plain(await routes_org.list_teams(c.ctx))
+    entities = plain(await routes_org.list_entities(c.ctx))
+    profile_names = {p["id"]: p["name"] for p in plain(await routes_profiles.list_profiles(c.ctx))}
     return {
         "profile": profile,
         "metas": metas,
@@ -92,7 +92,7 @@ async def profile_page(c: ConsoleDep, profile_id: str, validate: str = "") -> HT
         return c.render("message.html", status_code=404, title="Not found", message=exc.message)
     report = None
     if validate:
-        report = await routes_profiles.validate_profile(c.ctx, profile_id)
+        report = plain(await routes_profiles.validate_profile(c.ctx, profile_id))
         if report.get("estimates"):
             report["estimates"] = sorted(report["estimates"], key=lambda e: -e["records"])
     in_profile = {i["entity"] for i in data["profile"]["items"]}
@@ -131,7 +131,7 @@ async def clone(c: ConsoleDep, profile_id: str) -> RedirectResponse:
         )
     except (OffsyncError, ValidationError) as exc:
         return back(_url(profile_id), error=problem_text(exc))
-    return back(_url(made["id"]), ok=f"Cloned into {made['name']}")
+    return back(_url(made.id), ok=f"Cloned into {made.name}")
 
 
 @router.post("/{profile_id}/delete")
@@ -183,7 +183,7 @@ async def _item_form(
             {
                 "user": [[u["id"], u["name"]] for u in data["users"]],
                 "team": [[t["id"], t["name"]] for t in data["teams"]],
-                "businessunit": [[b["id"], b["name"]] for b in await routes_org.list_business_units(c.ctx)],
+                "businessunit": [[b["id"], b["name"]] for b in plain(await routes_org.list_business_units(c.ctx))],
             }
         ),
     )
@@ -211,7 +211,7 @@ async def save_item(c: ConsoleDep, profile_id: str, entity: str) -> Response:
     body: dict[str, Any] | None = None
     try:
         body = forms.item_body(form, entity)
-        profile = await routes_profiles.get_profile(c.ctx, profile_id, Response())
+        profile = plain(await routes_profiles.get_profile(c.ctx, profile_id, Response()))
         if any(i["entity"] == entity for i in profile["items"]):
             patch = ItemPatch(
                 filter=body["filter"],
@@ -289,12 +289,12 @@ async def add_user(c: ConsoleDep, profile_id: str) -> RedirectResponse:
 async def add_team(c: ConsoleDep, profile_id: str) -> RedirectResponse:
     form = await c.form()
     try:
-        team = await routes_org.get_team(c.ctx, str(form.get("team_id") or ""))
+        team = plain(await routes_org.get_team(c.ctx, str(form.get("team_id") or "")))
     except OffsyncError as exc:
         return back(_url(profile_id), error=problem_text(exc))
     if not team["member_ids"]:
         return back(_url(profile_id), error=f"team {team['name']} has no members")
-    profile = await routes_profiles.get_profile(c.ctx, profile_id, Response())
+    profile = plain(await routes_profiles.get_profile(c.ctx, profile_id, Response()))
     todo = [u for u in team["member_ids"] if u not in profile["user_ids"]]
     if not todo:
         return back(_url(profile_id), ok=f"Every member of {team['name']} is already in this profile")
@@ -328,7 +328,7 @@ async def move_user(c: ConsoleDep, profile_id: str, user_id: str) -> RedirectRes
 async def _published_snapshot(c: Console, profile: dict[str, Any]) -> dict[str, Any]:
     if not profile["published_version"]:
         return {}
-    got = await routes_profiles.get_version(c.ctx, profile["id"], profile["published_version"])
+    got = plain(await routes_profiles.get_version(c.ctx, profile["id"], profile["published_version"]))
     return dict(got["snapshot"])
 
 
@@ -344,11 +344,11 @@ def draft_snapshot(profile: dict[str, Any]) -> dict[str, Any]:
 @router.get("/{profile_id}/publish", response_class=HTMLResponse)
 async def publish_page(c: ConsoleDep, profile_id: str) -> HTMLResponse:
     try:
-        profile = await routes_profiles.get_profile(c.ctx, profile_id, Response())
+        profile = plain(await routes_profiles.get_profile(c.ctx, profile_id, Response()))
     except NotFound as exc:
         return c.render("message.html", status_code=404, title="Not found", message=exc.message)
     changes = diff(await _published_snapshot(c, profile), draft_snapshot(profile))
-    report = await routes_profiles.validate_profile(c.ctx, profile_id)
+    report = plain(await routes_profiles.validate_profile(c.ctx, profile_id))
     return c.render("publish.html", profile=profile, diff=changes, report=report, describe_filter=forms.describe_filter)
 
 
@@ -356,7 +356,7 @@ async def publish_page(c: ConsoleDep, profile_id: str) -> HTMLResponse:
 async def publish(c: ConsoleDep, profile_id: str) -> RedirectResponse:
     form = await c.form()
     try:
-        out = await routes_profiles.publish_profile(c.ctx, profile_id, Response(), form.get("etag") or None)
+        out = plain(await routes_profiles.publish_profile(c.ctx, profile_id, Response(), form.get("etag") or None))
     except OffsyncError as exc:
         return back(_url(profile_id, "/publish"), error=problem_text(exc))
     return back(_url(profile_id), ok=f"Published version {out['published']['version']}")
@@ -366,14 +366,14 @@ async def publish(c: ConsoleDep, profile_id: str) -> RedirectResponse:
 async def versions_page(c: ConsoleDep, profile_id: str) -> HTMLResponse:
     q = c.request.query_params
     try:
-        profile = await routes_profiles.get_profile(c.ctx, profile_id, Response())
-        versions = await routes_profiles.list_versions(c.ctx, profile_id)
+        profile = plain(await routes_profiles.get_profile(c.ctx, profile_id, Response()))
+        versions = plain(await routes_profiles.list_versions(c.ctx, profile_id))
         shown = None
         if q.get("from") and q.get("to") and q["from"].isdigit() and q["to"].isdigit():
-            shown = await routes_profiles.diff_versions(c.ctx, profile_id, int(q["from"]), int(q["to"]))
+            shown = plain(await routes_profiles.diff_versions(c.ctx, profile_id, int(q["from"]), int(q["to"])))
     except NotFound as exc:
         return c.render("message.html", status_code=404, title="Not found", message=exc.message)
-    names = {u["id"]: u["name"] for u in await routes_org.list_users(c.ctx)}
+    names = {u["id"]: u["name"] for u in plain(await routes_org.list_users(c.ctx))}
     return c.render(
         "versions.html",
         profile=profile,

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 
+from profile_service import users
 from profile_service.admin_access import Admin, is_admin
 from profile_service.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, ConsoleSession, csrf_ok, read_session
 from profile_service.context import Ctx
@@ -25,6 +28,18 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 # Record attributes shown as JSON, readable (the page's autoescape still applies).
 templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
 PREFIX = "/console"
+
+
+@overload
+def plain(answer: BaseModel) -> dict[str, Any]: ...
+@overload
+def plain(answer: Sequence[BaseModel]) -> list[dict[str, Any]]: ...
+def plain(answer: BaseModel | Sequence[BaseModel]) -> dict[str, Any] | list[dict[str, Any]]:
+    """An API route's answer as the JSON-like rows pages and templates index: keys as on the
+    wire (by alias), fields the route left out left out."""
+    if isinstance(answer, BaseModel):
+        return answer.model_dump(by_alias=True, exclude_unset=True)
+    return [a.model_dump(by_alias=True, exclude_unset=True) for a in answer]
 
 
 class NeedSignIn(Exception):
@@ -103,7 +118,7 @@ async def _console(request: Request) -> Console:
     async with rt.pool.acquire() as conn:
         if not await is_admin(conn, session.user_id, session.generation):
             raise NotAdmin(session.user_id, session.csrf)
-        name = await conn.fetchval("SELECT name FROM admin.users WHERE id = $1", session.user_id)
+        name = await users.name_of(conn, session.user_id)
     if request.method not in ("GET", "HEAD"):
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and request.headers.get("content-type", "").startswith(

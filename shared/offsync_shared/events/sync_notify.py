@@ -1,6 +1,9 @@
-"""Payloads of ``offsync.sync-notify.v1``: tells sync gateways which buckets advanced."""
+"""Payloads of ``offsync.sync-notify.v1``: tells sync gateways which buckets advanced (from
+publish-service) and which sign-ins were revoked (from profile-service), so they end sessions."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -18,3 +21,21 @@ class BucketsAdvanced(Event):
 class UserBucketsChanged(Event):
     TYPE = "user.buckets_changed"
     user_ids: list[str] = Field(description="Users whose bucket set changed (republish, move, membership).")
+
+
+RevokedBecause = Literal["signed_out", "device_revoked", "password_changed"]
+
+
+@register
+class SessionsRevoked(Event):
+    """Sign-ins of one user were revoked: the gateways close the open websockets they covered
+    (close 4010). Which sessions: those of a listed sign-in, every one of ``device_id``, or with
+    ``all_sessions`` every one of the user but ``except_session_id``'s."""
+
+    TYPE = "sessions.revoked"
+    user_id: str = Field(description="The user whose sign-ins were revoked.")
+    reason: RevokedBecause = Field(description="Why: the device signed out, an admin revoked it, a password change.")
+    session_ids: list[str] = Field(default_factory=list, description="Sign-ins (token claim sid) revoked.")
+    device_id: str | None = Field(None, description="Every sign-in of this device of the user was revoked.")
+    all_sessions: bool = Field(False, description="Every sign-in of the user was revoked (but except_session_id).")
+    except_session_id: str | None = Field(None, description="The sign-in that stays (the one changing its password).")

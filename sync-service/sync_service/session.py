@@ -871,38 +871,21 @@ class SyncSession:
         # that takes one inside the ops frame then gets one frame (one write, one transaction on
         # the device) instead of two. Any other frame sends the held one first (order is kept).
         held: p.Ops | None = None
-        if known:
-            async for item in self._stream(known, self.key, done, total, resumable=not fresh):
+        # Buckets the device holds resume from its key; fresh ones stream from the start.
+        parts = [(known, self.key, True), (fresh, 0, False)]
+        for part, after, resuming in parts:
+            if not part:
+                continue
+            async for item in self._stream(part, after, done, total, resumable=resuming and not fresh):
                 if isinstance(item, PageStates):
-                    snapshot = item.states
+                    if resuming:
+                        snapshot = item.states
                 elif isinstance(item, StreamEnd):
                     streamed += item.done - done
                     done = item.done
-                    self.key = item.last
-                    if isinstance(item.last, tuple):
-                        self.position = max(self.position, item.last[0])
-                elif isinstance(item, p.Ops) and self.combined:
-                    if held is not None:
-                        yield held
-                    held = item
-                else:
-                    if held is not None:
-                        yield held
-                        held = None
-                    yield item
-            if self._close is not None or self._rebucket or self.gone:
-                if held is not None:
-                    yield held
-                self._dirty = True
-                return
-        if fresh:
-            async for item in self._stream(fresh, 0, done, total):
-                if isinstance(item, PageStates):
-                    pass
-                elif isinstance(item, StreamEnd):
-                    streamed += item.done - done
-                    done = item.done
-                    if not known and isinstance(item.last, tuple):
+                    if resuming and not isinstance(item.last, tuple):
+                        self.key = item.last
+                    elif (resuming or not known) and isinstance(item.last, tuple):
                         self.key = item.last
                         self.position = max(self.position, item.last[0])
                 elif isinstance(item, p.Ops) and self.combined:
@@ -919,7 +902,8 @@ class SyncSession:
                     yield held
                 self._dirty = True
                 return
-            self.fresh -= set(fresh)
+            if not resuming:
+                self.fresh -= set(fresh)
         if fresh or snapshot is None or set(known) != self.buckets:
             states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
         else:

@@ -317,7 +317,12 @@ def test_keyboard_only(browser: Any, stack: Stack, org: None) -> None:
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(f"{stack.admin_url}/console/entities")
-    page.keyboard.type("admin")  # the username field has focus
+    # The username field takes focus itself (autofocus); typing before it has would be lost.
+    until(
+        lambda: page.evaluate("document.activeElement && document.activeElement.id") == "username",
+        message="the username field has focus",
+    )
+    page.keyboard.type("admin")
     page.keyboard.press("Tab")
     page.keyboard.type(TEST_ADMIN_PASSWORD)
     page.keyboard.press("Enter")

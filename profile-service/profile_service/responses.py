@@ -90,7 +90,9 @@ class ItemOut(BaseModel):
     sync_interval_minutes: int
 
 
-class ProfileSummaryOut(BaseModel):
+class _ProfileHead(BaseModel):
+    """What a profile's list row and its full answer share."""
+
     id: str
     name: str
     description: str
@@ -99,19 +101,14 @@ class ProfileSummaryOut(BaseModel):
     published_version: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class ProfileSummaryOut(_ProfileHead):
     item_count: int
     user_count: int
 
 
-class ProfileOut(BaseModel):
-    id: str
-    name: str
-    description: str
-    row_version: int = Field(description="The ETag's value: bumped by every change.")
-    has_unpublished_changes: bool
-    published_version: int | None
-    created_at: datetime
-    updated_at: datetime
+class ProfileOut(_ProfileHead):
     items: list[ItemOut]
     user_ids: list[str]
     app_module_ids: list[str]

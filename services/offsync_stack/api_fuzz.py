@@ -2,7 +2,7 @@
 
 `schema.parametrize()` makes items that pytest-xdist cannot address one by one (every item of a
 function reports under the function's bare name, and a worker asked for any of them runs only
-the first operation), so `make test-fast` silently fuzzed one operation in eleven. Here each
+the first operation), so the parallel `make test` would fuzz one operation in eleven. Here each
 operation is an ordinary parametrized item, and hypothesis drives valid and invalid cases from
 the operation's own strategy, so the serial and the parallel runs fuzz the same thing.
 """

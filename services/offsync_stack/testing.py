@@ -37,9 +37,44 @@ class Probe(Event):
 TEST_ADMIN_PASSWORD = "offsync-test-admin-password"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--serial-tests",
+        choices=("include", "exclude", "only"),
+        default="include",
+        help="tests marked `serial` (they cannot share the machine with other tests): run them with "
+        "the rest (include, the default), leave them out (exclude: make test's parallel pass) or run "
+        "only them (only: make test's serial pass).",
+    )
+    parser.addoption(
+        "--serial-list",
+        metavar="PATH",
+        help="with --serial-tests=exclude: write the node ids of the selected tests left out as `serial` "
+        "to PATH (empty when there are none), so make test runs its serial pass only when needed.",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselected theirs: the serial list holds only what was asked for
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``kafka`` need a local Apache Kafka cluster: they run in ``make test-kafka``
-    (OFFSYNC_TEST_BROKER=kafka) and are skipped elsewhere."""
+    (OFFSYNC_TEST_BROKER=kafka) and are skipped elsewhere. ``--serial-tests`` splits the suite in
+    two for make test: a parallel pass without the ``serial`` tests, then a serial pass of them."""
+    serial = config.getoption("serial_tests")
+    if serial != "include":
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            (keep if (item.get_closest_marker("serial") is not None) == (serial == "only") else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+        listing = config.getoption("serial_list")
+        if listing and serial == "exclude":
+            # Every xdist worker collects the same items and writes the same list: replace, never append.
+            path = Path(listing)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}")
+            tmp.write_text("".join(f"{item.nodeid}\n" for item in drop))
+            os.replace(tmp, path)
     if os.environ.get("OFFSYNC_TEST_BROKER") == "kafka":
         return
     skip = pytest.mark.skip(reason="needs Apache Kafka: make test-kafka")

@@ -49,7 +49,9 @@ docs-deps:
 
 # The suite on XDIST_WORKERS pytest-xdist workers, each with its own embedded PostgreSQL and broker
 # (the session-scoped `infra` fixture runs once per worker); --dist loadscope keeps a module's tests
-# on one worker, so a module-scoped `stack` starts once. Tests marked `serial` (they cannot share
+# on one worker, so a module-scoped `stack` starts once, and modules are handed out slowest kind
+# first (browser, e2e, integration, then unit; offsync_stack.testing) rather than largest first, so
+# no worker is left running the long ones alone at the end. Tests marked `serial` (they cannot share
 # the machine) are left out of that pass and run after it in one process, only when some were
 # selected. XDIST_WORKERS=0 runs the parallel pass in this process too (debugging: pdb, -x, print);
 # `make test-serial` is the whole suite in one process. Three workers on two cores: many tests
@@ -57,7 +59,7 @@ docs-deps:
 XDIST_WORKERS ?= 3
 test: venv browser-deps docs-deps js test-js
 	@serial=$$(mktemp); rc=0; \
-	$(PY) -m pytest -n $(XDIST_WORKERS) --dist loadscope --serial-tests=exclude --serial-list=$$serial $(ARGS) || rc=$$?; \
+	$(PY) -m pytest -n $(XDIST_WORKERS) --dist loadscope --no-loadscope-reorder --serial-tests=exclude --serial-list=$$serial $(ARGS) || rc=$$?; \
 	if [ -s $$serial ]; then \
 	  echo "--- the tests marked serial, in one process: $$(wc -l < $$serial)"; \
 	  r=0; $(PY) -m pytest --serial-tests=only $(ARGS) || r=$$?; \

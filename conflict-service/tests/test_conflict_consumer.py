@@ -20,6 +20,7 @@ from conflict_service.worker import BatchWorker
 from offsync_shared import bus, db
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay
+from offsync_shared.runtime import stop_tasks
 from offsync_shared.topics import DEVICE_BATCHES
 from offsync_stack.testing import InfraEnv, eventually
 
@@ -58,9 +59,7 @@ class Harness:
 
     async def kill_worker(self, name: str) -> None:
         """Stop a worker abruptly: its in-flight transaction rolls back, uncommitted offsets stay."""
-        task = self.tasks.pop(name)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_tasks([self.tasks.pop(name)])
         await self.workers.pop(name).stop()
 
     async def applied_batches(self) -> int:
@@ -79,9 +78,9 @@ async def harness(fresh_env: InfraEnv) -> AsyncIterator[Harness]:
     try:
         yield h
     finally:
-        for t in h.tasks.values():
-            t.cancel()
-        await asyncio.gather(*h.tasks.values(), return_exceptions=True)
+        # Not a plain cancel + gather: a lost cancellation left a task running and this teardown
+        # waiting for ever (runtime.stop_tasks; seen in a parallel make test).
+        await stop_tasks(list(h.tasks.values()))
         for w in h.workers.values():
             await w.stop()
         await producer.stop()

@@ -10,6 +10,7 @@ import pytest
 from publish_harness import harness
 from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
+from offsync_shared.runtime import stop_tasks
 from offsync_stack.testing import InfraEnv, eventually
 from publish_service.worker import PublishWorker
 
@@ -42,8 +43,7 @@ async def test_second_worker_takes_over_partitions(fresh_env: InfraEnv) -> None:
         assert h.worker.loop.processed > 0 and other.loop.processed > 0  # the group split the partitions
         await h.assert_matches_reference()
 
-        other_task.cancel()  # the second worker goes away; its partitions move to the first
-        await asyncio.gather(other_task, return_exceptions=True)
+        await stop_tasks([other_task])  # the second worker goes away; its partitions move to the first
         before = h.worker.loop.processed + other.loop.processed
         for i in range(40):
             rid, owner, bu = ACCOUNTS[(i + 1) % len(ACCOUNTS)]

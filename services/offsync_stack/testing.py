@@ -75,6 +75,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tmp = path.with_name(f"{path.name}.{os.getpid()}")
             tmp.write_text("".join(f"{item.nodeid}\n" for item in drop))
             os.replace(tmp, path)
+    if hasattr(config, "workerinput"):  # an xdist worker: its order is the order modules are handed out
+        _slow_modules_first(items)
     if os.environ.get("OFFSYNC_TEST_BROKER") == "kafka":
         return
     skip = pytest.mark.skip(reason="needs Apache Kafka: make test-kafka")
@@ -89,6 +91,30 @@ def infra() -> Iterator[Infra]:
     # Tests that crash PostgreSQL start their own durable server (tests/chaos).
     with provide(durable=False) as i:
         yield i
+
+
+# Browser modules take longest per module, then process-level (e2e), then integration modules.
+_SLOW_MARKERS = ("browser", "e2e", "integration")
+
+
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    """Whole modules in the order: browser, e2e, integration, the rest (each in collection order).
+
+    With ``--dist loadscope --no-loadscope-reorder`` xdist hands modules to workers in this order,
+    so the long ones start first and the many short unit modules fill the end evenly; in plain
+    collection order (``tests/`` last) one worker ran the slow end alone for minutes. A module's
+    items stay together, so its module-scoped fixtures start once."""
+
+    def rank(item: pytest.Item) -> int:
+        return next(
+            (i for i, m in enumerate(_SLOW_MARKERS) if item.get_closest_marker(m) is not None), len(_SLOW_MARKERS)
+        )
+
+    module_rank: dict[object, int] = {}
+    for item in items:
+        module_rank[item.path] = min(module_rank.get(item.path, len(_SLOW_MARKERS)), rank(item))
+    order = {path: i for i, path in enumerate(module_rank)}
+    items.sort(key=lambda item: (module_rank[item.path], order[item.path]))
 
 
 @dataclass

@@ -9,7 +9,6 @@ orphan batches the broker wrote for produces to the missing topic."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, enqueue
+from offsync_shared.runtime import stop_tasks
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.embedded import EmbeddedBroker
 from offsync_stack.testing import InfraEnv, Probe, eventually
@@ -89,11 +89,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(
         assert watch.losses >= 1 and relay.replayed >= 20
         assert len(await _partitions(broker.bootstrap, topic)) == PARTITIONS
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await stop_tasks(tasks)  # cancels again until they end: a lost cancellation hung a plain await
         await loop.stop()
         await producer.stop()
         await pool.close()

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 PAST_END_CHECK_S = 2.0  # how often an idle consumer checks it is not beyond a re-created log's end
 PAUSED_TICK_S = 1.0  # how often a paused consumer looks for partitions a rebalance left unpaused
+# A safety-net look's fetch wait and poll: short, so a bell that rings meanwhile waits little for
+# the fetch in flight; long enough that the look is one or two fetches, not a burst.
+PROBE_WAIT_MS = 50
+PROBE_POLL_MS = 100
 
 
 class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # aiokafka ships no types
@@ -323,6 +327,7 @@ class ConsumerLoop:
         self.rest: RestPolicy | None = None
         self.wakes: dict[Wake, int] = dict.fromkeys(Wake, 0)
         self._rung = False
+        self._looking_since_ms = 0  # wall clock (aiokafka's fetch answer time) of a safety-net wake
         self._bell_heard = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -346,10 +351,7 @@ class ConsumerLoop:
                 self.config.fetch_max_wait_ms, self.config.fetch_idle_wait_ms, started_at=time.monotonic()
             )
             if self.bell is not None:
-                # A safety-net look lasts one held fetch and a bit (its answer must arrive).
-                self.rest = RestPolicy(
-                    self.config.doorbell_safety_net_s, probe_s=self.config.fetch_idle_wait_ms / 1000 + 0.3
-                )
+                self.rest = RestPolicy(self.config.doorbell_safety_net_s)
                 self._unsubscribe = self.bell.subscribe(self.config.topics, self._on_bell)
         if not self.config.group_id and self.consumer.assignment():
             await self.consumer.seek_to_end()
@@ -425,7 +427,10 @@ class ConsumerLoop:
             if self.rest is not None and self.rest.paused:
                 await self._rest_or_wake()
                 continue
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
+            probing = self.rest is not None and self.rest.probing
+            batch = await self.consumer.getmany(
+                timeout_ms=PROBE_POLL_MS if probing else 500, max_records=self.config.max_records
+            )
             # Before any await: the fetcher sends its next fetch as soon as this poll took the
             # records, and it should already carry the short wait.
             self._adapt_fetch_wait(bool(batch))
@@ -457,7 +462,13 @@ class ConsumerLoop:
     def _adapt_fetch_wait(self, got_records: bool) -> None:
         if self.fetch_wait is None:
             return
-        self._set_fetch_wait(self.fetch_wait.after_poll(time.monotonic(), got_records))
+        wait = self.fetch_wait.after_poll(time.monotonic(), got_records)
+        if self.rest is not None:
+            if got_records:
+                self.rest.records_came()
+            elif self.rest.probing:
+                wait = min(wait, PROBE_WAIT_MS)
+        self._set_fetch_wait(wait)
 
     def _set_fetch_wait(self, wait: int) -> None:
         # aiokafka reads the wait from this attribute for each fetch it builds and offers no public
@@ -473,19 +484,19 @@ class ConsumerLoop:
             self._set_fetch_wait(self.fetch_wait.ring(time.monotonic()))
 
     async def _maybe_pause(self) -> None:
-        """After an empty poll at rest: pause every assigned partition (aiokafka then sends no
-        fetch; its fetcher waits for a resume). Last, a look past the logs' ends with the high
-        watermarks of the fetches just answered (a paused consumer learns of none)."""
+        """After an empty poll past the hot window: pause every assigned partition (aiokafka
+        then sends no fetch; its fetcher waits for a resume). Last, a look past the logs' ends
+        with the high watermarks of the fetches just answered (a paused consumer learns of none)."""
         assert self.consumer is not None
         if self.rest is None or self.fetch_wait is None:
             return
-        if not self.rest.may_pause(time.monotonic(), resting=self.fetch_wait.resting):
+        if not self.rest.may_pause(time.monotonic(), resting=self.fetch_wait.cooling, looked=self._looked()):
             return
         if await self.rewind_if_past_end():
             return
         parts = self.consumer.assignment()
         # A bell may have rung during that look (it put the wait back to short).
-        if not parts or not self.fetch_wait.resting:
+        if not parts or not self.fetch_wait.cooling:
             return
         self._rung = False
         self.consumer.pause(*parts)
@@ -504,10 +515,23 @@ class ConsumerLoop:
             return
         self.wakes[reason] += 1
         self._rung = False
-        if reason is not Wake.SAFETY_NET:
+        if reason is Wake.SAFETY_NET:
+            # One short look (not the hot window): it pauses again once every partition's fetch
+            # was answered, if that found nothing.
+            self._looking_since_ms = int(time.time() * 1000)
+            self._set_fetch_wait(PROBE_WAIT_MS)
+        else:
             self._set_fetch_wait(self.fetch_wait.ring(now))
-        # A safety-net look keeps the idle wait: one held fetch, and it pauses again if empty.
         self.consumer.resume(*self.consumer.paused())
+
+    def _looked(self) -> bool:
+        """Every assigned partition had a fetch answered since the safety net woke the consumer."""
+        assert self.consumer is not None
+        try:
+            stamps = [self.consumer.last_poll_timestamp(tp) for tp in self.consumer.assignment()]
+        except AssertionError:  # a rebalance took a partition meanwhile: look again next poll
+            return False
+        return all(ts is not None and ts >= self._looking_since_ms for ts in stamps)
 
     def _measure_lag(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Lag per partition from what the last fetch said (no extra round trip): the partition's

@@ -60,6 +60,7 @@ class Doorbell:
         self._have_rings = asyncio.Event()
         self._rung_at: dict[str, float] = {}
         self.listening = False
+        self.listener_pid: int | None = None  # the listening connection's server process
         self.rings_sent = 0
         self.rings_heard = 0
         self.reconnects = 0
@@ -131,6 +132,7 @@ class Doorbell:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self.listener_pid = conn.get_server_pid()
                 self.listening = True
                 backoff = 0.2
                 self._ring_everyone()  # rings may have gone unheard while we were not listening

@@ -52,3 +52,9 @@ class AdaptiveWait:
     @property
     def resting(self) -> bool:
         return self.current_ms == self.idle_ms
+
+    @property
+    def cooling(self) -> bool:
+        """Past the hot window: the wait has begun to stretch (a consumer with a doorbell pauses
+        here rather than hold ever longer fetches)."""
+        return self.current_ms > self.active_ms

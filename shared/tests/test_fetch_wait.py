@@ -76,5 +76,7 @@ def test_a_ring_snaps_back_to_short_and_restarts_the_hot_window() -> None:
     assert w.resting
     assert w.ring(3.0) == 5
     assert not w.resting
+    assert not w.cooling
     assert w.after_poll(3.9, False) == 5
     assert w.after_poll(4.0, False) == 20
+    assert w.cooling

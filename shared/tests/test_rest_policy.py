@@ -26,29 +26,42 @@ WAKES = [
     ids=[c[0] for c in WAKES],
 )
 def test_wake(paused_at: float, now: float, rung: bool, unpaused: bool, expected: Wake | None) -> None:
-    p = RestPolicy(safety_net_s=5.0, probe_s=0.8)
+    p = RestPolicy(safety_net_s=5.0)
     p.pause(paused_at)
     assert p.wake(now, rung=rung, unpaused_partitions=unpaused) == expected
     assert p.paused == (expected is None)
 
 
-# (resting, seconds after the wake) -> may it pause again
+# (woken by, resting, looked, seconds after the wake) -> may it pause again
 PAUSES = [
-    ("not resting", Wake.BELL, False, 5.0, False),
-    ("resting after the bell", Wake.BELL, True, 0.0, True),
-    ("resting after new partitions", Wake.NEW_PARTITIONS, True, 0.0, True),
-    ("during the safety net's look", Wake.SAFETY_NET, True, 0.5, False),
-    ("after the safety net's look", Wake.SAFETY_NET, True, 0.8, True),
+    ("not resting", Wake.BELL, False, True, 5.0, False),
+    ("resting after the bell", Wake.BELL, True, False, 0.0, True),
+    ("resting after new partitions", Wake.NEW_PARTITIONS, True, False, 0.0, True),
+    ("the safety net's look not answered yet", Wake.SAFETY_NET, True, False, 0.5, False),
+    ("the safety net's look answered", Wake.SAFETY_NET, True, True, 0.1, True),
+    ("the safety net's look never answered (broker away)", Wake.SAFETY_NET, True, False, 2.0, True),
 ]
 
 
-@pytest.mark.parametrize(("wake", "resting", "after", "expected"), [c[1:] for c in PAUSES], ids=[c[0] for c in PAUSES])
-def test_may_pause_after_a_wake(wake: Wake, resting: bool, after: float, expected: bool) -> None:
-    p = RestPolicy(safety_net_s=5.0, probe_s=0.8)
+@pytest.mark.parametrize(
+    ("wake", "resting", "looked", "after", "expected"), [c[1:] for c in PAUSES], ids=[c[0] for c in PAUSES]
+)
+def test_may_pause_after_a_wake(wake: Wake, resting: bool, looked: bool, after: float, expected: bool) -> None:
+    p = RestPolicy(safety_net_s=5.0, probe_s=2.0)
     p.pause(0.0)
     woke_at = 5.0
     assert p.wake(woke_at, rung=wake is Wake.BELL, unpaused_partitions=wake is Wake.NEW_PARTITIONS) == wake
-    assert p.may_pause(woke_at + after, resting=resting) == expected
+    assert p.probing == (wake is Wake.SAFETY_NET)
+    assert p.may_pause(woke_at + after, resting=resting, looked=looked) == expected
+
+
+def test_records_end_a_look() -> None:
+    p = RestPolicy(safety_net_s=5.0, probe_s=2.0)
+    p.pause(0.0)
+    assert p.wake(5.0, rung=False, unpaused_partitions=False) is Wake.SAFETY_NET
+    p.records_came()
+    assert not p.probing
+    assert p.may_pause(5.1, resting=True, looked=False)
 
 
 def test_never_pauses_twice_or_wakes_unpaused() -> None:

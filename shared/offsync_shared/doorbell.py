@@ -46,7 +46,7 @@ class Doorbell:
         pool: asyncpg.Pool,
         *,
         min_gap_s: float = 0.1,
-        reconnect_max_s: float = 5.0,
+        reconnect_max_s: float = 1.0,
         liveness_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
@@ -150,7 +150,8 @@ class Doorbell:
                     with contextlib.suppress(Exception):
                         conn.terminate()
             self.reconnects += 1
-            await asyncio.sleep(backoff)  # back off from a database that is away
+            # Back off from a database that is away, but not far: bells are unheard until then.
+            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.reconnect_max_s)
 
     async def run(self) -> None:

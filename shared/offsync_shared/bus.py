@@ -490,7 +490,8 @@ class ConsumerLoop:
         assert self.consumer is not None
         if self.rest is None or self.fetch_wait is None:
             return
-        if not self.rest.may_pause(time.monotonic(), resting=self.fetch_wait.cooling, looked=self._looked()):
+        looked = self.rest.probing and self._looked()  # only a safety-net look asks
+        if not self.rest.may_pause(time.monotonic(), resting=self.fetch_wait.cooling, looked=looked):
             return
         if await self.rewind_if_past_end():
             return

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import struct
 import weakref
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -124,6 +125,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         "_preauth",
         "_sink",
         "_held",
+        "_kept",
     )
 
     def __init__(
@@ -161,6 +163,9 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         # (the one it refused and any read with it), offered again on ``resume_feed``.
         self._sink: Sink | None = None
         self._held: list[str | bytes] | None = None
+        # The app returned but keeps the connection (``keep``): it sends, closes and ``finish``es
+        # from tasks of its own, started only when there is something to do.
+        self._kept = False
 
     # ------------------------------------------------------------------ asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -345,8 +350,37 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             if not self._accepted:
                 log.error("ASGI callable returned without completing the websocket handshake")
                 self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
+            elif self._kept:
+                return
+        self.finish()
+
+    def keep(self) -> None:
+        """The app's ASGI call may return without ending the connection: the app now owns it
+        (``send_text``, ``close``, ``spawn``) and ends it with ``finish``. An idle connection
+        then costs no task and no coroutine chain (docs/performance.md, connections)."""
+        self._kept = True
+
+    def finish(self) -> None:
+        """The app is done with the connection: close it (after the close handshake, if one is
+        under way)."""
         if self._close_timer is None:
             self.transport.close()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` for a kept connection as a task the server knows of (shutdown waits
+        for it, as for the ASGI call it replaces)."""
+        tasks = self._sh.tasks
+        task = self._sh.loop.create_task(work)
+        task.add_done_callback(tasks.discard)
+        tasks.add(task)
+
+    async def send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        """Starts the close handshake, unless the connection is closing or gone already."""
+        if not (self._close_sent or self._disconnected or self.transport.is_closing()):
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     async def receive(self) -> dict[str, Any]:
         while not self._inbox:

@@ -31,6 +31,7 @@ from offsync_shared.errors import OffsyncError
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.device_batches import Change as EventChange
+from sync_service import alarms
 from sync_service.bucket_reads import Admission, BucketState, BucketStore, OpKey, StoredBatch
 from sync_service.device_access import decide, membership_pending
 from sync_service.limits import TokenBucket
@@ -39,6 +40,8 @@ from sync_service.settings import Settings
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_HOLD_S = 0.5  # how long ops wait before access is read again while a publish is pending
+# ``SyncSession.fresh`` when empty, as it is for nearly every session: one object, not one each.
+_NONE: frozenset[str] = frozenset()
 # The context idle timers run in: one shared empty one, not a copy of the caller's per timer.
 _QUIET = contextvars.Context()
 
@@ -232,7 +235,7 @@ class SyncSession:
         "metadata",
         "direct",
         "over",
-        "_timer",
+        "alarm_tick",
         "__weakref__",
     )
 
@@ -255,7 +258,7 @@ class SyncSession:
         self.phase = Phase.OPENING
         self._busy = True  # a turn is running: shared live frames may not bypass it
         self.over = False  # the stream ended: the transport closes the connection and calls ``end``
-        self._timer: asyncio.TimerHandle | None = None  # while parked: when the next turn is due
+        self.alarm_tick = 0  # while parked: the tick of alarms.py the next turn is due in
         self._live: tuple[tuple[Encoded, ...], int, int] | None = None  # what OFFERED offers
         self._own = False  # the shared read could not serve us: read alone once
         self._want = 0  # highest op id notified for our buckets
@@ -284,7 +287,7 @@ class SyncSession:
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
-        self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
+        self.fresh: frozenset[str] = _NONE  # buckets to stream from op 0 (new to the device, or refetched)
         self.pending: dict[
             str, tuple[float, float]
         ] = {}  # batch id -> (when forwarded, when last looked for its answer)
@@ -620,14 +623,16 @@ class SyncSession:
         notification, a timer). False (nothing parked) when a wake-up already came meanwhile."""
         if self._signal.is_set() or self.over:
             return False
-        self._timer = asyncio.get_running_loop().call_later(self.idle_timeout(), self._signal.set, context=_QUIET)
+        alarms.for_loop().set(self, self.idle_timeout())
         self._signal.park(wake)
         return True
 
+    def alarm(self) -> None:
+        """The parked session's next turn is due (alarms.py)."""
+        self._signal.set()
+
     def unpark(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        self.alarm_tick = 0
         self._signal.park(None)
 
     def _enter(self, phase: Phase) -> None:
@@ -670,7 +675,7 @@ class SyncSession:
             yield p.Reset(tuple(sorted(resets)))
         self.position = cursor
         self.key = cursor
-        self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
+        self.fresh = frozenset((self.buckets - held) | resets) or _NONE if cursor > 0 else _NONE
         self._enter(Phase.AT_CHECKPOINT if cursor > 0 and not self.fresh else Phase.CATCHING_UP)
 
     async def forward_unread_uploads(self) -> None:
@@ -883,7 +888,7 @@ class SyncSession:
         if not removed and not added:
             return
         self.buckets = new
-        self.fresh -= removed
+        self.fresh = self.fresh - removed or _NONE
         self.registry.resubscribe(self, removed, added)
         if removed:
             yield p.Drop(tuple(sorted(removed)), reason="removed")
@@ -972,7 +977,7 @@ class SyncSession:
                 self._dirty = True
                 return
             if not resuming:
-                self.fresh -= set(fresh)
+                self.fresh = self.fresh - set(fresh) or _NONE
         if fresh or snapshot is None or set(known) != self.buckets:
             states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
         else:
@@ -995,6 +1000,9 @@ class SyncSession:
                 yield checkpoint
             self.key = self.position  # every op up to position is sent: resume by op id
             self._enter(Phase.AT_CHECKPOINT)
+            # States at a checkpoint (every newest op at or below position) can never equal a
+            # later read that finds an op above it: an idle session need not keep them.
+            self._last_states = None
         else:
             if held is not None:
                 yield held

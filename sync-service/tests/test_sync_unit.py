@@ -76,6 +76,25 @@ def test_a_refused_crowd_is_spread_over_what_the_bucket_admits() -> None:
     assert waits[0] == pytest.approx(0.05) and waits[-1] == pytest.approx(0.05 + 999 / 500)
 
 
+# Gateway CPU per reconnect measured by the reconnect workload: ~1.1 ms on a quiet machine,
+# up to ~1.7 ms on a saturated one (docs/performance.md, "reconnect").
+RECONNECT_CPU_S_BUSY = 0.0017
+
+
+def test_default_connection_cap_admits_a_fleet_storm_the_gateway_can_serve() -> None:
+    """The cap protects the gateway from a reconnect storm without making one slower than the
+    gateway itself: the storm admitted at once (the burst) is served well inside the hello
+    timeout even on a busy box, the refill is no faster than one core serves reconnects, and
+    a fleet of 2,000 (the reconnect workload's) is admitted at once, the 2,001st is refused."""
+    s = Settings()
+    assert s.sync_conn_burst * RECONNECT_CPU_S_BUSY < s.sync_hello_timeout_s / 2
+    assert s.sync_conn_rate * RECONNECT_CPU_S_BUSY <= 2.0  # at most the machine's two cores
+    cap = TokenBucket(s.sync_conn_rate, s.sync_conn_burst, updated=0.0)
+    assert all(cap.take(0.0) for _ in range(2000))
+    assert not cap.take(0.0)
+    assert cap.take(1.0 / s.sync_conn_rate)
+
+
 def test_gateway_pure_modules_import_no_adapters() -> None:
     root = Path(device_access.__file__).parent
     for name in ("device_access.py", "limits.py", "session.py"):

@@ -659,14 +659,17 @@ class SyncSession:
         held = set(hello.checksums)
         cursor = hello.cursor
         resets: set[str] = set()
-        newest = self._admission.newest_op_id if self._admission is not None else await self.store.newest_op_id()
-        self._admission = None
+        admission, self._admission = self._admission, None
+        newest = admission.newest_op_id if admission is not None else await self.store.newest_op_id()
         if cursor > newest:
             # The server's op log restarted (restore, wipe): the device's cursor means nothing here.
             resets = held & self.buckets
             cursor = 0
         elif cursor > 0:
-            states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
+            if admission is not None and admission.states is not None:  # read with the admission
+                states = {b: st for b, st in admission.states.items() if b in held}
+            else:
+                states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
             resets = {b for b, st in states.items() if st.last_op_id <= cursor and st.checksum != hello.checksums[b]}
         dropped = held - self.buckets
         if dropped:

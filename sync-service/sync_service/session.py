@@ -267,7 +267,7 @@ class SyncSession:
         # The device wants the profile's entity metadata (after welcome and after a profile change).
         self.metadata = p.FEATURE_ENTITY_METADATA in hello.features
         # Writes prebuilt wire bytes to the device's socket now, or says it can't (set by the
-        # gateway when the transport offers it): live fanout without waking this session's task.
+        # gateway when the transport offers it): live fanout without starting a turn for this session.
         self.direct: Callable[[bytes], bool] | None = None
         self.user_id = principal.user_id
         self.device_id = hello.device_id

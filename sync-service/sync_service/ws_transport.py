@@ -12,7 +12,9 @@ at a time and the socket is not read while one waits (backpressure), ``send`` wa
 kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as uvicorn does.
 Once the app ``attach``es a sink (the gateway does, after authentication), messages go to it
 from the read callback instead, so no task per connection waits to read; the socket is then not
-read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``.
+read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``. Once
+the app ``keep``s the connection, its ASGI call may return with the connection open: the app
+then sends, closes and ``finish``es it from tasks it starts only when there is work.
 
 Deliberately not supported: permessage-deflate (its zlib state alone would cost more than
 everything else an idle device costs; devices send small JSON frames) and server keepalive pings

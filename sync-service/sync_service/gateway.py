@@ -47,6 +47,7 @@ class Gateway:
         self.publisher = publisher
         self.clock = clock
         self.conn_limiter = TokenBucket(settings.sync_conn_rate, settings.sync_conn_burst, updated=clock())
+        self._verify = self.verify  # one bound method for every session, not one each (64 B)
         self.come_back = ComeBackSlots(settings.sync_conn_rate)
         self.sessions: set[SyncSession] = set()
         self.connections = 0
@@ -192,7 +193,7 @@ class Gateway:
             shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
-            verify_token=self.verify,
+            verify_token=self._verify,
             admission=admission,
         )
 
@@ -237,7 +238,7 @@ class Gateway:
                         del out  # not kept alive by this frame while the send below waits
                 if session.over:
                     break
-                if session.park(link.wake):
+                if session.park(link):
                     parked = True
                     return
         except (TimeoutError, OSError, RuntimeError) as exc:
@@ -328,7 +329,8 @@ class _Link:
     def __init__(self, gateway: Gateway, session: SyncSession, lean: LeanWebSocketProtocol) -> None:
         self.gateway, self.session, self.lean = gateway, session, lean
 
-    def wake(self) -> None:
+    def __call__(self) -> None:
+        """The wake-up (called as the parked callback itself: no bound method kept per park)."""
         self.lean.spawn(self.gateway._turns(self))
 
 

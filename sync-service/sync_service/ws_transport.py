@@ -377,6 +377,14 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         tasks.add(task)
 
     async def send_text(self, text: str) -> None:
+        """One text message. While the socket is open with room in its buffer (nearly always),
+        it is framed here (``text_frame``: the bytes ``ServerProtocol`` would make, without its
+        per-frame objects) and written at once; otherwise as any ASGI send, which waits for room
+        or raises as the connection's state says."""
+        if self._drain is None and not (self._close_sent or self._disconnected) and self._accepted:
+            if self.conn.state is State.OPEN and not self.transport.is_closing():
+                self.transport.write(text_frame(text.encode()))
+                return
         await self.send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int, reason: str) -> None:

@@ -234,7 +234,7 @@ class Gateway:
                             await lean.close(out.code, out.reason[:120])
                             break
                         async with asyncio.timeout(SEND_TIMEOUT_S):
-                            await lean.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
+                            await lean.send_text(out.text if isinstance(out, Encoded) else p.encode(out))
                         del out  # not kept alive by this frame while the send below waits
                 if session.over:
                     break

@@ -62,6 +62,9 @@ class Admission:
     buckets: frozenset[str]
     newest_op_id: int
     sync_intervals: Mapping[str, int] = field(default_factory=dict)  # entity -> minutes, the user's profile
+    # The states of the user's buckets in the same snapshot: the resume plan compares a
+    # reconnecting device's checksums with them without another round trip (None: not read).
+    states: Mapping[str, BucketState] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,9 @@ SELECT f.*,
        (SELECT jsonb_object_agg(i ->> 'entity', coalesce((i ->> 'sync_interval_minutes')::int, 5))::text
           FROM sync.published_profiles pp, jsonb_array_elements(pp.items) i
          WHERE pp.profile_id = f.profile_id) AS intervals,
-       EXISTS (SELECT 1 FROM admin.refresh_tokens t WHERE t.family_id = $2 AND t.revoked_at IS NOT NULL) AS revoked
+       EXISTS (SELECT 1 FROM admin.refresh_tokens t WHERE t.family_id = $2 AND t.revoked_at IS NOT NULL) AS revoked,
+       (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
+          FROM sync.buckets b JOIN sync.user_buckets ub ON ub.bucket_id = b.id AND ub.user_id = $1) AS states
 FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
@@ -287,7 +292,8 @@ class PgBucketStore:
         else:
             facts = _facts(row, session_revoked=bool(row["revoked"]))
         intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
-        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals)
+        states = _states(row["states"]) if row["states"] is not None else {}
+        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals, states)
 
     async def app_profiles(self, app: str) -> frozenset[str] | None:
         """Profiles attached to the offline-enabled app module with id or name ``app`` (None: no
@@ -356,14 +362,11 @@ class PgBucketStore:
         if row["last"] is not None:
             lo = orjson.loads(row["last"])
             last = (int(lo[0]), lo[1], lo[2], lo[3])
-        states = None
-        if row["states"] is not None:
-            states = {b: BucketState(int(v[0]) % 2**32, int(v[1])) for b, v in orjson.loads(row["states"]).items()}
         return OpsPage(
             orjson.Fragment(row["ops"]),
             int(row["n"]),
             last,
-            states if states is not None else {},
+            _states(row["states"]) if row["states"] is not None else {},
             cleared=row["cleared_generation"] is not None,
             generation=row["cleared_generation"],
         )
@@ -382,3 +385,8 @@ class PgBucketStore:
     async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(_ENTITY_METADATA, user_id)
         return [describe_entity(r["logical_name"], r["display_name"], orjson.loads(r["attributes"])) for r in rows]
+
+
+def _states(text: str) -> dict[str, BucketState]:
+    """Bucket states from ``json_object_agg(id, [checksum, last_op_id])``."""
+    return {b: BucketState(int(v[0]) % 2**32, int(v[1])) for b, v in orjson.loads(text).items()}

@@ -23,7 +23,7 @@ from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
 from sync_service.settings import Settings
-from sync_service.ws_transport import LEAN_EXTENSION
+from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Gateway:
         self.publisher = publisher
         self.clock = clock
         self.conn_limiter = TokenBucket(settings.sync_conn_rate, settings.sync_conn_burst, updated=clock())
+        self._verify = self.verify  # one bound method for every session, not one each (64 B)
         self.come_back = ComeBackSlots(settings.sync_conn_rate)
         self.sessions: set[SyncSession] = set()
         self.connections = 0
@@ -82,9 +83,12 @@ class Gateway:
             await asyncio.sleep(0.05)  # shutdown path only: polls a counter, bounded by timeout
         return self.connections == 0
 
-    async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
+    def _count_close(self, code: int) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
         metrics.SYNC_CLOSES.labels(str(code)).inc()
+
+    async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
+        self._count_close(code)
         with contextlib.suppress(Exception):
             if ws.application_state != WebSocketState.DISCONNECTED:
                 await ws.close(code, reason[:120])
@@ -94,15 +98,20 @@ class Gateway:
         self.opened += 1
         self.connections += 1
         metrics.CONNECTED_DEVICES.inc()
+        kept = False
         try:
             # Admission in its own frame: what it held (the hello text, the token) is not kept
             # for the life of the connection by this long-lived one.
             session = await self._admit(ws)
             if session is not None:
-                await self._run(ws, session)
+                kept = await self._run(ws, session)
         finally:
-            self.connections -= 1
-            metrics.CONNECTED_DEVICES.dec()
+            if not kept:
+                self._ended()
+
+    def _ended(self) -> None:
+        self.connections -= 1
+        metrics.CONNECTED_DEVICES.dec()
 
     async def _admit(self, ws: WebSocket) -> SyncSession | None:
         """Rate cap, hello, token, user: a session for the device, or None (socket closed)."""
@@ -184,26 +193,85 @@ class Gateway:
             shared=self.hub.fanout,
             publisher=self.publisher,
             settings=self.s,
-            verify_token=self.verify,
+            verify_token=self._verify,
             admission=admission,
         )
 
-    async def _run(self, ws: WebSocket, session: SyncSession) -> None:
-        """Moves frames between the socket and the session until either ends."""
+    async def _run(self, ws: WebSocket, session: SyncSession) -> bool:
+        """Moves frames between the socket and the session until either ends. True when the
+        connection outlives this call: on the lean transport an idle session is parked, with no
+        task, and each later turn runs in a task of its own (``_turns``)."""
         self.sessions.add(session)
-        lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
-        reader: asyncio.Task[None] | None = None
-        if lean is not None:
-            session.direct = lean.write_prebuilt
-            # Frames reach the session from the transport's read callback: one task per
-            # device (the one running the session), not two.
-            session.on_room = lean.resume_feed
-            lean.attach(session)
-            _forget_scope(ws.scope)
-        else:
-            reader = asyncio.create_task(self._read(ws, session))
         if self.draining:  # SIGTERM arrived while this device was being admitted
             session.begin_drain()
+        lean = ws.scope.get("extensions", {}).get(LEAN_EXTENSION)
+        if lean is None:
+            await self._run_with_task(ws, session)
+            return False
+        session.direct = lean.write_prebuilt
+        # Frames reach the session from the transport's read callback.
+        session.on_room = lean.resume_feed
+        lean.attach(session)
+        _forget_scope(ws.scope)
+        lean.keep()
+        await self._turns(_Link(self, session, lean))
+        return True
+
+    async def _turns(self, link: _Link) -> None:
+        """Runs the session's turns, sending what they yield, until it is idle (then parks it:
+        the next wake-up starts this again in a new task) or over (then ends the connection)."""
+        session, lean = link.session, link.lean
+        session.unpark()
+        parked = False
+        try:
+            while True:
+                async with contextlib.aclosing(session.turn()) as turn:
+                    async for out in turn:
+                        if isinstance(out, Close):
+                            if out.code not in (p.CLOSE_GOING_AWAY,):
+                                session.last_error = out.reason[:300]
+                            self._count_close(out.code)
+                            await lean.close(out.code, out.reason[:120])
+                            break
+                        async with asyncio.timeout(SEND_TIMEOUT_S):
+                            await lean.send_text(out.text if isinstance(out, Encoded) else p.encode(out))
+                        del out  # not kept alive by this frame while the send below waits
+                if session.over:
+                    break
+                if session.park(link):
+                    parked = True
+                    return
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            log.info(
+                "device connection ended",
+                extra={"user_id": session.user_id, "device_id": session.device_id, "reason": repr(exc)},
+            )
+        except Exception:
+            log.exception("session failed", extra={"user_id": session.user_id, "device_id": session.device_id})
+            session.last_error = "internal: the session failed on the server"
+            self._count_close(p.CLOSE_INTERNAL)
+            with contextlib.suppress(Exception):
+                await lean.close(p.CLOSE_INTERNAL, "internal: see server logs; reconnect and resume")
+        finally:
+            if not parked:
+                await self._end(session, lean)
+
+    async def _end(self, session: SyncSession, lean: LeanWebSocketProtocol) -> None:
+        try:
+            session.end()
+            self.sessions.discard(session)
+            self.devices.disconnected(session)
+            log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
+            with contextlib.suppress(Exception):
+                await session.forward_unread_uploads()
+        finally:
+            lean.detach()
+            lean.finish()
+            self._ended()
+
+    async def _run_with_task(self, ws: WebSocket, session: SyncSession) -> None:
+        """Any other ASGI server: a reader task and this task for the life of the connection."""
+        reader = asyncio.create_task(self._read(ws, session))
         stream = session.run()
         try:
             async for out in stream:
@@ -214,8 +282,6 @@ class Gateway:
                     break
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await ws.send_text(out.text if isinstance(out, Encoded) else p.encode(out).decode())
-                # The loop variable would otherwise hold the last frame sent (a whole ops page)
-                # for as long as the device then stays idle.
                 del out
         except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.info(
@@ -231,17 +297,14 @@ class Gateway:
             self.sessions.discard(session)
             self.devices.disconnected(session)
             log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
-            if reader is not None:
-                # Let the reader take what the device sent before leaving (up to the disconnect).
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(reader), 2.0)
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+            # Let the reader take what the device sent before leaving (up to the disconnect).
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
             with contextlib.suppress(Exception):
                 await session.forward_unread_uploads()
-            if lean is not None:
-                lean.detach()
 
     async def _read(self, ws: WebSocket, session: SyncSession) -> None:
         try:
@@ -256,6 +319,19 @@ class Gateway:
             pass
         finally:
             session.disconnected()
+
+
+class _Link:
+    """A parked session's way back: what its wake-up runs the next turns with."""
+
+    __slots__ = ("gateway", "session", "lean")
+
+    def __init__(self, gateway: Gateway, session: SyncSession, lean: LeanWebSocketProtocol) -> None:
+        self.gateway, self.session, self.lean = gateway, session, lean
+
+    def __call__(self) -> None:
+        """The wake-up (called as the parked callback itself: no bound method kept per park)."""
+        self.lean.spawn(self.gateway._turns(self))
 
 
 def _forget_scope(scope: Scope) -> None:

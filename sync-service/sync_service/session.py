@@ -2,7 +2,9 @@
 
 The transport (gateway.py) feeds raw client frames to :meth:`SyncSession.feed` (from the
 socket's read callback; :meth:`SyncSession.receive` is its awaitable form) and sends
-whatever :meth:`SyncSession.run` yields, awaiting each send; so the session produces the next
+whatever :meth:`SyncSession.turn` (or :meth:`SyncSession.run`, the same with the waits between
+turns) yields, awaiting each send; an idle session is parked (:meth:`SyncSession.park`): plain
+state with no task, woken by a frame, a notification or its timer. The session produces the next
 frame only once the device has taken the previous one (backpressure), and everything it holds
 per device is bounded: one page of ops, a bounded inbox, a bounded error list, and at most
 ``max_pending_batches`` batches awaiting answers. Notifications never queue: they only raise a
@@ -12,6 +14,8 @@ flag and wake the session, which then reads what changed from the bucket store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import time
@@ -27,6 +31,7 @@ from offsync_shared.errors import OffsyncError
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.device_batches import Change as EventChange
+from sync_service import alarms
 from sync_service.bucket_reads import Admission, BucketState, BucketStore, OpKey, StoredBatch
 from sync_service.device_access import decide, membership_pending
 from sync_service.limits import TokenBucket
@@ -35,23 +40,36 @@ from sync_service.settings import Settings
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_HOLD_S = 0.5  # how long ops wait before access is read again while a publish is pending
+# ``SyncSession.fresh`` when empty, as it is for nearly every session: one object, not one each.
+_NONE: frozenset[str] = frozenset()
+# The context idle timers run in: one shared empty one, not a copy of the caller's per timer.
+_QUIET = contextvars.Context()
 
 
 class Wakeup:
     """asyncio.Event for the one task that runs a session, without the Event's waiter deque
-    (~600 B per idle device): a future exists only while that task waits."""
+    (~600 B per idle device): a future exists only while that task waits. A parked session
+    (``SyncSession.park``) has no task at all: ``set`` then calls the parked callback once."""
 
-    __slots__ = ("_flag", "_waiter")
+    __slots__ = ("_flag", "_waiter", "_wake")
 
     def __init__(self) -> None:
         self._flag = False
         self._waiter: asyncio.Future[None] | None = None
+        self._wake: Callable[[], None] | None = None
 
     def set(self) -> None:
         self._flag = True
         w, self._waiter = self._waiter, None
         if w is not None and not w.done():
             w.set_result(None)
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
+
+    def park(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` (once) at the next ``set`` instead of resolving a waiter."""
+        self._wake = wake
 
     def clear(self) -> None:
         self._flag = False
@@ -71,17 +89,17 @@ class Phase(Enum):
     """Where a session stands in delivering ops to its device. Only the transitions in
     ``TRANSITIONS`` happen (``SyncSession._enter`` checks); test_sync_session_phases.py walks each.
 
-    Besides its phase, a session holds requests raised by other tasks and served by its own task
-    at its next turn: ``_dirty`` (new ops may be owed), ``_own`` (the next read is its own, not a
-    shared one), ``_rebucket``, ``_draining``, ``gone``, ``_close``; and ``_busy``, whether its
-    task is running (a sleeping task at a checkpoint lets the hub write live frames directly)."""
+    Besides its phase, a session holds requests raised by other tasks and served at its next
+    turn: ``_dirty`` (new ops may be owed), ``_own`` (the next read is its own, not a shared
+    one), ``_rebucket``, ``_draining``, ``gone``, ``_close``; and ``_busy``, whether a turn is
+    running (an idle session at a checkpoint lets the hub write live frames directly)."""
 
     OPENING = "opening"  # welcome and resume plan; not registered with the hub yet
     CATCHING_UP = "catching_up"  # not at a checkpoint: ops come from the session's own reads
     AT_CHECKPOINT = "at_checkpoint"  # the device holds every op of its buckets up to ``position``
     ENROLLED = "enrolled"  # at a checkpoint, waiting for the hub's shared read
-    OFFERED = "offered"  # the shared read's frames wait for the session's task to send them
-    SENDING_LIVE = "sending_live"  # the session's task is sending those frames
+    OFFERED = "offered"  # the shared read's frames wait for the session's next turn to send them
+    SENDING_LIVE = "sending_live"  # the session's turn is sending those frames
     ENDED = "ended"  # the stream is over; nothing more is sent
 
 
@@ -216,6 +234,8 @@ class SyncSession:
         "combined",
         "metadata",
         "direct",
+        "over",
+        "alarm_tick",
         "__weakref__",
     )
 
@@ -236,7 +256,9 @@ class SyncSession:
     ) -> None:
         self._admission = admission  # what the gateway read when it let the device in
         self.phase = Phase.OPENING
-        self._busy = True  # the session's task is running: shared live frames may not bypass it
+        self._busy = True  # a turn is running: shared live frames may not bypass it
+        self.over = False  # the stream ended: the transport closes the connection and calls ``end``
+        self.alarm_tick = 0  # while parked: the tick of alarms.py the next turn is due in
         self._live: tuple[tuple[Encoded, ...], int, int] | None = None  # what OFFERED offers
         self._own = False  # the shared read could not serve us: read alone once
         self._want = 0  # highest op id notified for our buckets
@@ -245,7 +267,7 @@ class SyncSession:
         # The device wants the profile's entity metadata (after welcome and after a profile change).
         self.metadata = p.FEATURE_ENTITY_METADATA in hello.features
         # Writes prebuilt wire bytes to the device's socket now, or says it can't (set by the
-        # gateway when the transport offers it): live fanout without waking this session's task.
+        # gateway when the transport offers it): live fanout without starting a turn for this session.
         self.direct: Callable[[bytes], bool] | None = None
         self.user_id = principal.user_id
         self.device_id = hello.device_id
@@ -265,7 +287,7 @@ class SyncSession:
         self.buckets: set[str] = set()
         self.position = 0  # op id: every op of the session's buckets up to here was sent
         self.key: OpKey | int = 0  # exact stream position (op ids are not unique across buckets)
-        self.fresh: set[str] = set()  # buckets to stream from op 0 (new to the device, or refetched)
+        self.fresh: frozenset[str] = _NONE  # buckets to stream from op 0 (new to the device, or refetched)
         self.pending: dict[
             str, tuple[float, float]
         ] = {}  # batch id -> (when forwarded, when last looked for its answer)
@@ -403,7 +425,7 @@ class SyncSession:
     def write_live(
         self, expected_position: int, buckets: frozenset[str], wire: bytes, count: int, position: int
     ) -> bool:
-        """``offer_live`` without the task switch: while this session's task sleeps at a
+        """``offer_live`` without the task switch: while this session is idle at a
         checkpoint, nothing else is being sent, so the hub's frames (already framed for the
         wire) can go straight to the socket. False when that is not so right now (busy, moved,
         socket full or closing): the caller offers the frames the usual way."""
@@ -491,6 +513,79 @@ class SyncSession:
 
     # ------------------------------------------------------------------------ the stream ---
     async def run(self) -> AsyncGenerator[Outgoing, None]:
+        """The whole stream, waiting in between turns: the form for a transport that keeps a
+        task per connection (and for tests). The gateway's lean transport drives ``turn``
+        itself and keeps no task while the session is idle."""
+        try:
+            while True:
+                async with contextlib.aclosing(self.turn()) as turn:
+                    async for f in turn:
+                        yield f
+                if self.over:
+                    return
+                await self._wait()
+        finally:
+            self.end()
+
+    async def turn(self) -> AsyncGenerator[Outgoing, None]:
+        """Everything there is to do now: the opening on the first turn, then client frames,
+        ops, live frames, heartbeats. Returns when the session is idle (``idle_timeout`` says
+        when to run the next turn at the latest; ``_signal`` wakes it sooner) or over
+        (``over``: the transport closes the connection and calls ``end``)."""
+        self._busy = True
+        if self.phase is Phase.OPENING:
+            async for f in self._open():
+                yield f
+        while True:
+            self._signal.clear()
+            if self.gone:
+                self.over = True
+                await self.forward_unread_uploads()
+                return
+            async for f in self._service():
+                yield f
+            if self._close is not None:
+                self.over = True
+                if self._drop_all and self.buckets:
+                    yield p.Drop(tuple(sorted(self.buckets)), reason=self._close.reason)
+                yield self._close
+                return
+            if self._rebucket:
+                async for f in self._rebucket_now():
+                    yield f
+                continue
+            if self.phase is Phase.OFFERED:
+                assert self._live is not None
+                frames, count, position = self._live
+                self._live = None
+                self.sent_ops += count
+                self._enter(Phase.SENDING_LIVE)
+                for f in frames:
+                    yield f
+                self.position = self.key = position
+                self._enter(Phase.AT_CHECKPOINT)
+                # Notifications while the shared read was in flight only raised ``_want``.
+                self._dirty = self._want > position
+                continue
+            if self._dirty and not self._draining and self.clock() >= self._hold_until:
+                if self.phase is Phase.ENROLLED:
+                    pass  # the hub's read in flight covers us; wait for it
+                elif self.shareable() and self._share():
+                    self._dirty = False
+                else:
+                    self._own = False
+                    async for f in self._catch_up():
+                        yield f
+                    continue
+            if self._draining and not self.pending:
+                self.over = True
+                yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
+                return
+            self._busy = False
+            return
+
+    async def _open(self) -> AsyncIterator[Outgoing]:
+        """Welcome, metadata and the resume plan; then the hub may route notifications to us."""
         if self._admission is not None:
             self.buckets = set(self._admission.buckets)
         else:
@@ -513,58 +608,32 @@ class SyncSession:
         async for f in self._resume_plan():
             yield f
         self.registry.register(self)
-        try:
-            while True:
-                self._signal.clear()
-                if self.gone:
-                    await self.forward_unread_uploads()
-                    return
-                async for f in self._service():
-                    yield f
-                if self._close is not None:
-                    if self._drop_all and self.buckets:
-                        yield p.Drop(tuple(sorted(self.buckets)), reason=self._close.reason)
-                    yield self._close
-                    return
-                if self._rebucket:
-                    async for f in self._rebucket_now():
-                        yield f
-                    continue
-                if self.phase is Phase.OFFERED:
-                    assert self._live is not None
-                    frames, count, position = self._live
-                    self._live = None
-                    self.sent_ops += count
-                    self._enter(Phase.SENDING_LIVE)
-                    for f in frames:
-                        yield f
-                    self.position = self.key = position
-                    self._enter(Phase.AT_CHECKPOINT)
-                    # Notifications while the shared read was in flight only raised ``_want``.
-                    self._dirty = self._want > position
-                    continue
-                if self._dirty and not self._draining and self.clock() >= self._hold_until:
-                    if self.phase is Phase.ENROLLED:
-                        pass  # the hub's read in flight covers us; wait for it
-                    elif self.shareable() and self._share():
-                        self._dirty = False
-                    else:
-                        self._own = False
-                        async for f in self._catch_up():
-                            yield f
-                        continue
-                if self._draining and not self.pending:
-                    yield Close(p.CLOSE_GOING_AWAY, "going_away: server draining; reconnect and resume")
-                    return
-                self._busy = False
-                # Not across the idle wait: the last frame yielded (a whole ops page) and the
-                # shared live frames, which the loop variables would otherwise keep alive.
-                f = frames = None  # type: ignore[assignment]
-                await self._wait()
-                self._busy = True
-        finally:
+
+    def end(self) -> None:
+        """The stream is over (closed, device gone, or the transport failed): nothing more is
+        sent and no notification finds this session. Idempotent."""
+        self.over = True
+        self.unpark()
+        if self.phase is not Phase.ENDED:
             self._enter(Phase.ENDED)
             self.registry.unregister(self)
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        """Idle with no task: ``wake`` is called once, when the next turn is due (a frame, a
+        notification, a timer). False (nothing parked) when a wake-up already came meanwhile."""
+        if self._signal.is_set() or self.over:
+            return False
+        alarms.for_loop().set(self, self.idle_timeout())
+        self._signal.park(wake)
+        return True
+
+    def alarm(self) -> None:
+        """The parked session's next turn is due (alarms.py)."""
+        self._signal.set()
+
+    def unpark(self) -> None:
+        self.alarm_tick = 0
+        self._signal.park(None)
 
     def _enter(self, phase: Phase) -> None:
         assert phase in TRANSITIONS[self.phase], f"no transition {self.phase.name} -> {phase.name}"
@@ -590,14 +659,17 @@ class SyncSession:
         held = set(hello.checksums)
         cursor = hello.cursor
         resets: set[str] = set()
-        newest = self._admission.newest_op_id if self._admission is not None else await self.store.newest_op_id()
-        self._admission = None
+        admission, self._admission = self._admission, None
+        newest = admission.newest_op_id if admission is not None else await self.store.newest_op_id()
         if cursor > newest:
             # The server's op log restarted (restore, wipe): the device's cursor means nothing here.
             resets = held & self.buckets
             cursor = 0
         elif cursor > 0:
-            states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
+            if admission is not None and admission.states is not None:  # read with the admission
+                states = {b: st for b, st in admission.states.items() if b in held}
+            else:
+                states = await self.store.bucket_states(self.user_id, sorted(held & self.buckets))
             resets = {b for b, st in states.items() if st.last_op_id <= cursor and st.checksum != hello.checksums[b]}
         dropped = held - self.buckets
         if dropped:
@@ -606,7 +678,7 @@ class SyncSession:
             yield p.Reset(tuple(sorted(resets)))
         self.position = cursor
         self.key = cursor
-        self.fresh = (self.buckets - held) | resets if cursor > 0 else set()
+        self.fresh = frozenset((self.buckets - held) | resets) or _NONE if cursor > 0 else _NONE
         self._enter(Phase.AT_CHECKPOINT if cursor > 0 and not self.fresh else Phase.CATCHING_UP)
 
     async def forward_unread_uploads(self) -> None:
@@ -618,14 +690,19 @@ class SyncSession:
                 async for _ in self._upload(frame):
                     pass
 
-    async def _wait(self) -> None:
+    def idle_timeout(self) -> float:
+        """Seconds until the next turn is due with nothing happening: heartbeat and idle
+        timeout, a pending batch's recheck, the token's expiry, a membership hold."""
         timeout = min(self.s.sync_heartbeat_s, self.s.sync_result_recheck_s if self.pending else 1e9)
         expiry_in = self.expires_at + self.s.sync_token_grace_s - self.wall()
         timeout = max(0.01, min(timeout, expiry_in + 0.01))
         if self._dirty and self._hold_until:
             timeout = max(0.01, min(timeout, self._hold_until - self.clock()))
+        return timeout
+
+    async def _wait(self) -> None:
         # A timer handle, not wait_for: no extra task per idle wait.
-        timer = asyncio.get_running_loop().call_later(timeout, self._signal.set)
+        timer = asyncio.get_running_loop().call_later(self.idle_timeout(), self._signal.set, context=_QUIET)
         try:
             await self._signal.wait()
         finally:
@@ -814,7 +891,7 @@ class SyncSession:
         if not removed and not added:
             return
         self.buckets = new
-        self.fresh -= removed
+        self.fresh = self.fresh - removed or _NONE
         self.registry.resubscribe(self, removed, added)
         if removed:
             yield p.Drop(tuple(sorted(removed)), reason="removed")
@@ -903,7 +980,7 @@ class SyncSession:
                 self._dirty = True
                 return
             if not resuming:
-                self.fresh -= set(fresh)
+                self.fresh = self.fresh - set(fresh) or _NONE
         if fresh or snapshot is None or set(known) != self.buckets:
             states = await self.store.bucket_states(self.user_id, sorted(self.buckets))
         else:
@@ -926,6 +1003,9 @@ class SyncSession:
                 yield checkpoint
             self.key = self.position  # every op up to position is sent: resume by op id
             self._enter(Phase.AT_CHECKPOINT)
+            # States at a checkpoint (every newest op at or below position) can never equal a
+            # later read that finds an op above it: an idle session need not keep them.
+            self._last_states = None
         else:
             if held is not None:
                 yield held

@@ -26,9 +26,15 @@ class Settings(CommonSettings):
     sync_frame_burst: int = 100
     # A frame costs 1 + len // this many tokens of the per-device bucket (a 1 MiB frame: 65).
     sync_frame_work_bytes: int = 16 * 1024
-    # Per-process connection-rate cap (failure mode 6: reconnect storms).
-    sync_conn_rate: float = 500.0
-    sync_conn_burst: int = 1000
+    # Per-process connection-rate cap (failure mode 6: reconnect storms), sized from what a
+    # reconnect costs the gateway: ~1 ms of CPU (docs/performance.md, "reconnect"), so one core
+    # serves ~1,000/s and the refill admits no faster than that. The burst is the storm admitted
+    # at once: a fleet of 2,000 devices (a process's reconnect storm in the bench) is served in
+    # ~2 s of one core, far inside the hello timeout; larger fleets are spread at the rate. A
+    # process that holds more devices may raise the burst to its fleet as long as
+    # burst x ~1.5 ms (a busy box) stays well under sync_hello_timeout_s.
+    sync_conn_rate: float = 1000.0
+    sync_conn_burst: int = 2000
     sync_heartbeat_s: float = 20.0
     sync_idle_timeout_s: float = 60.0
     sync_hello_timeout_s: float = 10.0

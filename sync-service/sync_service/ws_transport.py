@@ -12,7 +12,9 @@ at a time and the socket is not read while one waits (backpressure), ``send`` wa
 kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as uvicorn does.
 Once the app ``attach``es a sink (the gateway does, after authentication), messages go to it
 from the read callback instead, so no task per connection waits to read; the socket is then not
-read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``.
+read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``. Once
+the app ``keep``s the connection, its ASGI call may return with the connection open: the app
+then sends, closes and ``finish``es it from tasks it starts only when there is work.
 
 Deliberately not supported: permessage-deflate (its zlib state alone would cost more than
 everything else an idle device costs; devices send small JSON frames) and server keepalive pings
@@ -25,6 +27,7 @@ import asyncio
 import logging
 import struct
 import weakref
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -124,6 +127,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         "_preauth",
         "_sink",
         "_held",
+        "_kept",
     )
 
     def __init__(
@@ -161,6 +165,9 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         # (the one it refused and any read with it), offered again on ``resume_feed``.
         self._sink: Sink | None = None
         self._held: list[str | bytes] | None = None
+        # The app returned but keeps the connection (``keep``): it sends, closes and ``finish``es
+        # from tasks of its own, started only when there is something to do.
+        self._kept = False
 
     # ------------------------------------------------------------------ asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -345,8 +352,46 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             if not self._accepted:
                 log.error("ASGI callable returned without completing the websocket handshake")
                 self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
+            elif self._kept:
+                return
+        self.finish()
+
+    def keep(self) -> None:
+        """The app's ASGI call may return without ending the connection: the app now owns it
+        (``send_text``, ``close``, ``spawn``) and ends it with ``finish``. An idle connection
+        then costs no task and no coroutine chain (docs/performance.md, connections)."""
+        self._kept = True
+
+    def finish(self) -> None:
+        """The app is done with the connection: close it (after the close handshake, if one is
+        under way)."""
         if self._close_timer is None:
             self.transport.close()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` for a kept connection as a task the server knows of (shutdown waits
+        for it, as for the ASGI call it replaces)."""
+        tasks = self._sh.tasks
+        task = self._sh.loop.create_task(work)
+        task.add_done_callback(tasks.discard)
+        tasks.add(task)
+
+    async def send_text(self, text: str | bytes) -> None:
+        """One text message (``bytes``: already UTF-8, e.g. orjson's output, which saves a
+        decode and an encode of every ops page). While the socket is open with room in its
+        buffer (nearly always), it is framed here (``text_frame``: the bytes ``ServerProtocol``
+        would make, without its per-frame objects) and written at once; otherwise as any ASGI
+        send, which waits for room or raises as the connection's state says."""
+        if self._drain is None and not (self._close_sent or self._disconnected) and self._accepted:
+            if self.conn.state is State.OPEN and not self.transport.is_closing():
+                self.transport.write(text_frame(text if isinstance(text, bytes) else text.encode()))
+                return
+        await self.send({"type": "websocket.send", "text": text.decode() if isinstance(text, bytes) else text})
+
+    async def close(self, code: int, reason: str) -> None:
+        """Starts the close handshake, unless the connection is closing or gone already."""
+        if not (self._close_sent or self._disconnected or self.transport.is_closing()):
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     async def receive(self) -> dict[str, Any]:
         while not self._inbox:

@@ -76,6 +76,25 @@ def test_a_refused_crowd_is_spread_over_what_the_bucket_admits() -> None:
     assert waits[0] == pytest.approx(0.05) and waits[-1] == pytest.approx(0.05 + 999 / 500)
 
 
+# Gateway CPU per reconnect measured by the reconnect workload: ~1.1 ms on a quiet machine,
+# up to ~1.7 ms on a saturated one (docs/performance.md, "reconnect").
+RECONNECT_CPU_S_BUSY = 0.0017
+
+
+def test_default_connection_cap_admits_a_fleet_storm_the_gateway_can_serve() -> None:
+    """The cap protects the gateway from a reconnect storm without making one slower than the
+    gateway itself: the storm admitted at once (the burst) is served well inside the hello
+    timeout even on a busy box, the refill is no faster than one core serves reconnects, and
+    a fleet of 2,000 (the reconnect workload's) is admitted at once, the 2,001st is refused."""
+    s = Settings()
+    assert s.sync_conn_burst * RECONNECT_CPU_S_BUSY < s.sync_hello_timeout_s / 2
+    assert s.sync_conn_rate * RECONNECT_CPU_S_BUSY <= 2.0  # at most the machine's two cores
+    cap = TokenBucket(s.sync_conn_rate, s.sync_conn_burst, updated=0.0)
+    assert all(cap.take(0.0) for _ in range(2000))
+    assert not cap.take(0.0)
+    assert cap.take(1.0 / s.sync_conn_rate)
+
+
 def test_gateway_pure_modules_import_no_adapters() -> None:
     root = Path(device_access.__file__).parent
     for name in ("device_access.py", "limits.py", "session.py"):
@@ -266,3 +285,42 @@ def test_primary_attribute(attributes: dict[str, Any], primary: str | None) -> N
 def test_describe_entity_passes_unknown_spec_keys_through() -> None:
     d = describe_entity("x", "X", {"a": {"type": "choice", "options": [1, 2], "future_key": True}, "bad": 5})
     assert d["attributes"] == {"a": {"type": "choice", "options": [1, 2], "future_key": True}}
+
+
+async def _turn(session: SyncSession) -> list[Any]:
+    return [f async for f in session.turn()]
+
+
+async def test_a_parked_session_has_no_task_and_is_woken_once_per_park() -> None:
+    """The lean transport's way: turns run until idle, then the session is parked (plain state);
+    a frame, a notification or the alarm calls the wake-up once, which runs the next turn."""
+    store = FakeStore(3)
+    states = await store.bucket_states("u", ["b"])
+    session = make_session(store, cursor=3, checksums={"b": states["b"].checksum})
+    first = await _turn(session)
+    assert isinstance(first[0], p.Welcome) and isinstance(first[-1], p.Checkpoint)
+    assert not session.over and session.live_eligible()  # idle at a checkpoint: live may bypass it
+    wakes: list[int] = []
+    assert session.park(lambda: wakes.append(1))
+    assert session.alarm_tick > 0  # the heartbeat's alarm is set
+    session.feed(p.encode(p.Ping(t=7)))
+    session.feed(p.encode(p.Ping(t=8)))
+    assert wakes == [1], "woken once, however many frames came"
+    session.unpark()
+    assert session.alarm_tick == 0
+    assert [f.t for f in await _turn(session) if isinstance(f, p.Pong)] == [7, 8]
+    # A wake-up that came before parking: nothing is parked, the caller runs a turn at once.
+    session.notify_rebucket()
+    assert not session.park(lambda: wakes.append(2)) and wakes == [1]
+    await _turn(session)
+    # Revoked while parked: the next turn ends the session with the close.
+    assert session.park(lambda: wakes.append(3))
+    session.revoke(p.CLOSE_FORBIDDEN, "revoked", drop=False)
+    assert wakes == [1, 3]
+    session.unpark()
+    out = await _turn(session)
+    assert isinstance(out[-1], Close) and out[-1].code == p.CLOSE_FORBIDDEN and session.over
+    assert not session.park(lambda: wakes.append(4))  # over: never parked again
+    session.end()
+    session.end()  # idempotent
+    assert wakes == [1, 3]

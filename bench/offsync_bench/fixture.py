@@ -170,10 +170,16 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
 
 
 async def copy_population(
-    dsn: str, org: Org
+    dsn: str, org: Org, vacuum: bool = True
 ) -> tuple[list[str], dict[str, tuple[str | None, str | None, dict[str, Any]]], int]:
     """COPYs the org's business units, teams, users, role assignments and records (the roles and
-    entities must exist); returns the generated account ids, their rows and the record count."""
+    entities must exist); returns the generated account ids, their rows and the record count.
+
+    ``vacuum``: the records are vacuumed once loaded, as a table whose rows were written over
+    months has long been. Otherwise the first reader of each freshly COPYed page (the publish's
+    copy into record_index) sets its hint bits, which PostgreSQL 18 (data checksums on by default)
+    writes to the WAL as a full page image, ~500 MB at full size, while autovacuum, woken by the
+    load, scans the same table: load aftermath timed as publish."""
     sizes = org.sizes
     gen_root = org.business_units[0]["id"]
     bu_id = lambda b: ROOT_BU if b == gen_root else b  # noqa: E731 — the generated root is the bootstrap root
@@ -267,7 +273,7 @@ async def copy_population(
                     )
             await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
             n += len(rows)
-        await conn.execute("ANALYZE data.records")
+        await conn.execute("VACUUM (ANALYZE) data.records" if vacuum else "ANALYZE data.records")
         await conn.execute("ANALYZE admin.users")
     finally:
         await conn.close()

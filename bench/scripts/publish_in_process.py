@@ -86,7 +86,7 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute("ANALYZE data.records")
 
 
-async def seed_bench(dsn: str, conn, scale: float, seed: int) -> None:  # type: ignore[no-untyped-def]
+async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = True) -> None:  # type: ignore[no-untyped-def]
     """make bench's org (orgdata + fixture.copy_population), with the roles and entity settings
     the bench sets through the admin API written directly."""
     await conn.execute(
@@ -111,7 +111,7 @@ async def seed_bench(dsn: str, conn, scale: float, seed: int) -> None:  # type: 
            VALUES ('bench-bulk', 'Bench bulk', true, '{"account": {"read": "organization"}}')"""
     )
     sizes = Sizes() if scale == 1 else Sizes().scaled(scale)
-    await fixture.copy_population(dsn, make_org(seed, sizes))
+    await fixture.copy_population(dsn, make_org(seed, sizes), vacuum)
 
 
 async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped-def]
@@ -136,6 +136,7 @@ async def main() -> None:
     ap.add_argument("--org", choices=("simple", "bench"), default="simple", help="bench: make bench's own org")
     ap.add_argument("--scale", type=float, default=1.0, help="--org bench: fraction of the full size")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-vacuum", action="store_true", help="--org bench: leave the loaded records unvacuumed")
     ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()
     with provide() as infra:
@@ -150,7 +151,7 @@ async def main() -> None:
         async with pool.acquire() as conn:
             t = time.perf_counter()
             if args.org == "bench":
-                await seed_bench(dsn, conn, args.scale, args.seed)
+                await seed_bench(dsn, conn, args.scale, args.seed, not args.no_vacuum)
                 users = [
                     r["id"]
                     for r in await conn.fetch(
@@ -173,8 +174,19 @@ async def main() -> None:
             pool = await db.create_pool(run_dsn, max_size=4)
             async with pool.acquire() as conn:
                 await conn.execute("CHECKPOINT")
+                wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+                ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
                 publish_s, mirror_s, res = await publish_once(pool, conn, users)
+                wal_mb = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn) / 1e6", wal0)
+                ckpts = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer") - ckpt0
                 buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
+                by_family = {
+                    r["f"]: r["n"]
+                    for r in await conn.fetch(
+                        "SELECT split_part(bucket_id, ':', 1) || ':' || split_part(bucket_id, ':', 2) AS f, count(*) AS n "
+                        "FROM sync.bucket_ops GROUP BY 1 ORDER BY 1"
+                    )
+                }
             if k < args.repeat - 1:
                 await pool.close()
             runs.append(publish_s)
@@ -184,11 +196,14 @@ async def main() -> None:
                 "seed_s": round(seed_s, 2),
                 "publish_s": round(publish_s, 2),
                 "premirror_s": round(mirror_s, 2),
+                "wal_mb": round(float(wal_mb)),
+                "checkpoints": ckpts,
                 "ops_written": res.ops_written,
                 "buckets": buckets,
                 "records_per_s": round(n_records / publish_s),
                 "ops_per_s": round(res.ops_written / publish_s),
                 "phases_s": res.timings,
+                "ops_by_family": by_family,
             }
             print(json.dumps(out), flush=True)
         if args.repeat > 1:

@@ -105,7 +105,14 @@ async def oidc_login(request: Request, body: OidcLoginIn, conn: ConnDep, setting
     ),
     response_model=TokenPairOut,
 )
-async def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+async def refresh(request: Request, body: RefreshIn, conn: ConnDep, settings: SettingsDep) -> TokenPairOut:
+    emitter = _emitter(request)
+
+    async def misused(tx: asyncpg.Connection, user_id: str, family_id: str) -> None:
+        await emitter.sessions_revoked(
+            tx, SessionsRevoked(user_id=user_id, reason="refresh_token_misused", session_ids=[family_id])
+        )
+
     issued = await sessions.rotate(
         conn,
         body.refresh_token,
@@ -113,6 +120,7 @@ async def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep) -> Toke
         secret=settings.jwt_secret,
         issuer=settings.jwt_issuer,
         lifetimes=settings.token_lifetimes(),
+        on_misuse=misused,
     )
     return _pair(issued)
 

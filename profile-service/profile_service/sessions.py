@@ -13,6 +13,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,25 +115,43 @@ async def _issue(
     return Issued(access, lifetimes.access_s, raw, lifetimes.refresh_s, family_id, who)
 
 
+# Called inside the revoking transaction with (conn, user_id, family_id) when a refresh token is
+# misused, so the open websockets of that sign-in close now rather than when their token expires.
+OnMisuse = Callable[[asyncpg.Connection, str, str], Awaitable[None]]
+
+
 async def rotate(
-    conn: asyncpg.Connection, raw: str, device_id: str | None, *, secret: str, issuer: str, lifetimes: Lifetimes
+    conn: asyncpg.Connection,
+    raw: str,
+    device_id: str | None,
+    *,
+    secret: str,
+    issuer: str,
+    lifetimes: Lifetimes,
+    on_misuse: OnMisuse | None = None,
 ) -> Issued:
     """Exchange a refresh token for a new pair, in a transaction of its own (``conn`` must not be
     in one: a revocation decided here is committed before the refusal is raised).
 
     A rotated token presented again, or a token presented for another device, revokes the whole
-    chain (401). So does a token whose user is gone, re-created, disabled or no longer entitled
-    to the audience.
+    chain (401) and calls ``on_misuse``. So does a token whose user is gone, re-created, disabled
+    or no longer entitled to the audience (the gateways' own access check ends those sessions).
     """
     async with conn.transaction():
-        outcome = await _rotate(conn, raw, device_id, secret, issuer, lifetimes)
+        outcome = await _rotate(conn, raw, device_id, secret, issuer, lifetimes, on_misuse)
     if isinstance(outcome, Unauthenticated):
         raise outcome
     return outcome
 
 
 async def _rotate(
-    conn: asyncpg.Connection, raw: str, device_id: str | None, secret: str, issuer: str, lifetimes: Lifetimes
+    conn: asyncpg.Connection,
+    raw: str,
+    device_id: str | None,
+    secret: str,
+    issuer: str,
+    lifetimes: Lifetimes,
+    on_misuse: OnMisuse | None,
 ) -> Issued | Unauthenticated:
     row = await conn.fetchrow(
         """SELECT id, family_id, user_id, generation, audience, device_id, rotated_at, revoked_at, revoked_reason,
@@ -146,11 +165,15 @@ async def _rotate(
         return Unauthenticated(f"this sign-in was revoked ({row['revoked_reason']}); sign in again")
     if row["rotated_at"] is not None:
         await revoke_family(conn, row["family_id"], "a refresh token was used twice (possible theft)")
+        if on_misuse is not None:
+            await on_misuse(conn, row["user_id"], row["family_id"])
         return Unauthenticated("refresh token already used: every token of this sign-in is revoked; sign in again")
     if row["expired"]:
         return Unauthenticated("refresh token expired; sign in again")
     if row["device_id"] != device_id:
         await revoke_family(conn, row["family_id"], "refresh token presented by another device")
+        if on_misuse is not None:
+            await on_misuse(conn, row["user_id"], row["family_id"])
         return Unauthenticated("refresh token belongs to another device: this sign-in is revoked; sign in again")
     who = await identity.load(conn, row["user_id"])
     if who is None or who.generation != row["generation"]:

@@ -99,6 +99,7 @@ REVOKED_REASONS = {
     "signed_out": "revoked: signed out; sign in again",
     "device_revoked": "revoked: an administrator revoked this device; sign in again",
     "password_changed": "revoked: the password was changed; sign in again",
+    "refresh_token_misused": "revoked: this sign-in's refresh token was misused (used twice or by another device); sign in again",
 }
 
 

@@ -1,7 +1,8 @@
 """Revoking a sign-in ends its open websocket sessions promptly (close 4010, through the
 sessions.revoked event on the sync-notify topic), not when the access token runs out: an admin
 revoking a device, the device signing out, the user changing their password (their other
-sign-ins end, the one that changed it stays) and an admin resetting it. The revoked token then
+sign-ins end, the one that changed it stays), an admin resetting it, and a refresh token used
+twice (possible theft). The revoked token then
 opens no new session either."""
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ async def _device_signs_out(admin: httpx.AsyncClient, user: str, mine: dict[str,
     ok(await admin.post("/v1/auth/logout", json={"refresh_token": mine["refresh_token"]}, headers={}))
 
 
+async def _refresh_token_reused(admin: httpx.AsyncClient, user: str, mine: dict[str, Any], _: dict[str, Any]) -> None:
+    # The device refreshes, then someone presents the spent token again: the whole sign-in ends.
+    body = {"refresh_token": mine["refresh_token"], "device_id": f"{user}-phone"}
+    ok(await admin.post("/v1/auth/refresh", json=body, headers={}))
+    again = await admin.post("/v1/auth/refresh", json=body, headers={})
+    assert again.status_code == 401, again.text
+
+
 async def _user_changes_password(admin: httpx.AsyncClient, user: str, _: dict[str, Any], other: dict[str, Any]) -> None:
     # From the user's other device: that sign-in stays, every other one ends.
     body = {"current_password": PASSWORD, "new_password": PASSWORD + "-new"}
@@ -98,6 +107,7 @@ async def _admin_resets_password(admin: httpx.AsyncClient, user: str, _: dict[st
 CASES: list[tuple[str, Revoke, bool, bool]] = [
     ("sr-device", _admin_revokes_device, True, True),
     ("sr-logout", _device_signs_out, True, False),
+    ("sr-reuse", _refresh_token_reused, True, False),
     ("sr-password", _user_changes_password, True, False),
     ("sr-reset", _admin_resets_password, False, False),
 ]
@@ -106,7 +116,7 @@ CASES: list[tuple[str, Revoke, bool, bool]] = [
 @pytest.mark.parametrize(
     ("user", "revoke", "other_stays", "dropped"),
     CASES,
-    ids=["device-revoked", "signed-out", "password-changed", "password-reset"],
+    ids=["device-revoked", "signed-out", "refresh-token-reused", "password-changed", "password-reset"],
 )
 async def test_revoking_a_sign_in_closes_its_open_session_promptly(
     findings: Findings, user: str, revoke: Revoke, other_stays: bool, dropped: bool

@@ -23,7 +23,7 @@ class UserBucketsChanged(Event):
     user_ids: list[str] = Field(description="Users whose bucket set changed (republish, move, membership).")
 
 
-RevokedBecause = Literal["signed_out", "device_revoked", "password_changed"]
+RevokedBecause = Literal["signed_out", "device_revoked", "password_changed", "refresh_token_misused"]
 
 
 @register
@@ -34,7 +34,12 @@ class SessionsRevoked(Event):
 
     TYPE = "sessions.revoked"
     user_id: str = Field(description="The user whose sign-ins were revoked.")
-    reason: RevokedBecause = Field(description="Why: the device signed out, an admin revoked it, a password change.")
+    reason: RevokedBecause = Field(
+        description=(
+            "Why: the device signed out, an admin revoked it, a password change, or a refresh token "
+            "of the sign-in was used twice or by another device (possible theft)."
+        ),
+    )
     session_ids: list[str] = Field(default_factory=list, description="Sign-ins (token claim sid) revoked.")
     device_id: str | None = Field(None, description="Every sign-in of this device of the user was revoked.")
     all_sessions: bool = Field(False, description="Every sign-in of the user was revoked (but except_session_id).")

@@ -177,7 +177,7 @@ async def main() -> None:
                 wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
                 ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
                 publish_s, mirror_s, res = await publish_once(pool, conn, users)
-                wal_mb = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn) / 1e6", wal0)
+                wal_mb = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn) / 1e6", wal0)
                 ckpts = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer") - ckpt0
                 buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
                 by_family = {

@@ -176,10 +176,9 @@ async def copy_population(
     entities must exist); returns the generated account ids, their rows and the record count.
 
     ``vacuum``: the records are vacuumed once loaded, as a table whose rows were written over
-    months has long been. Otherwise the first reader of each freshly COPYed page (the publish's
-    copy into record_index) sets its hint bits, which PostgreSQL 18 (data checksums on by default)
-    writes to the WAL as a full page image, ~500 MB at full size, while autovacuum, woken by the
-    load, scans the same table: load aftermath timed as publish."""
+    months has long been. Otherwise autovacuum, woken by the load, scans the ~60k fresh pages
+    while the first workload runs (the publish, which reads the same table): the load's
+    aftermath would be timed as publish (docs/performance.md, "publish: budget per stage")."""
     sizes = org.sizes
     gen_root = org.business_units[0]["id"]
     bu_id = lambda b: ROOT_BU if b == gen_root else b  # noqa: E731 — the generated root is the bootstrap root

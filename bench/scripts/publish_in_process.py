@@ -136,6 +136,7 @@ async def main() -> None:
     ap.add_argument("--org", choices=("simple", "bench"), default="simple", help="bench: make bench's own org")
     ap.add_argument("--scale", type=float, default=1.0, help="--org bench: fraction of the full size")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-wal-size", help="ALTER SYSTEM SET max_wal_size (e.g. 4GB) before seeding")
     ap.add_argument("--no-vacuum", action="store_true", help="--org bench: leave the loaded records unvacuumed")
     ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()
@@ -149,6 +150,9 @@ async def main() -> None:
         ):
             await db.migrate(pool, schema, pkg)
         async with pool.acquire() as conn:
+            if args.max_wal_size:
+                await conn.execute(f"ALTER SYSTEM SET max_wal_size = '{args.max_wal_size}'")
+                await conn.execute("SELECT pg_reload_conf()")
             t = time.perf_counter()
             if args.org == "bench":
                 await seed_bench(dsn, conn, args.scale, args.seed, not args.no_vacuum)
@@ -177,7 +181,9 @@ async def main() -> None:
                 wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
                 ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
                 publish_s, mirror_s, res = await publish_once(pool, conn, users)
-                wal_mb = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn) / 1e6", wal0)
+                wal_mb = await conn.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn) / 1e6", wal0
+                )
                 ckpts = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer") - ckpt0
                 buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
                 by_family = {

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import random
 import statistics
 import time
+
+import asyncpg
 
 from offsync_bench import fixture
 from offsync_bench.fixture import MAIN_ITEMS
@@ -123,7 +126,9 @@ async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped
     mirrored_s = time.perf_counter() - t
     async with conn.transaction():
         await membership.apply_profile_event(conn, ev)
-        res = await membership.reconcile(conn, "bench.notify", pool)
+        # The code before this round's helper connections took no pool (for A/B runs against it).
+        helpers = (pool,) if "pool" in inspect.signature(membership.reconcile).parameters else ()
+        res = await membership.reconcile(conn, "bench.notify", *helpers)
     return time.perf_counter() - t, mirrored_s, res
 
 
@@ -194,7 +199,11 @@ async def main() -> None:
                     )
                 }
             if k < args.repeat - 1:
+                # Dropped at once: autovacuum of its fresh tables would run into the next publish.
                 await pool.close()
+                server = await asyncpg.connect(infra.pg_server_dsn)
+                await server.execute(f'DROP DATABASE "{run_dsn.rsplit("/", 1)[1]}"')
+                await server.close()
             runs.append(publish_s)
             out = {
                 "records": n_records,

@@ -240,8 +240,10 @@ class _Helpers:
 
     def __init__(self, conn: asyncpg.Connection, pool: asyncpg.Pool | None, parts: int) -> None:
         self.conn = conn
-        self.pool = pool
-        self.parts = parts if pool is not None else 1
+        # The reconcile holds one of the pool's connections: with no other, a helper would wait
+        # for it forever.
+        self.pool = pool if pool is not None and pool.get_max_size() >= 2 else None
+        self.parts = parts if self.pool is not None else 1
 
     async def run(self, sql: str, *args: object) -> None:
         if self.pool is None:

@@ -5,6 +5,8 @@ replaces them with exactly the buckets' content."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from publish_harness import create_schemas
@@ -106,5 +108,18 @@ async def test_a_failed_reconcile_leaves_unreachable_ops_that_the_next_one_repla
                 await pool.fetchval("SELECT max(op_id) FROM sync.bucket_ops WHERE bucket_id = $1", b["id"]) or 0
             )
         assert await pool.fetchval("SELECT count(*) FROM sync.user_profiles") == 9
+    finally:
+        await pool.close()
+
+
+async def test_a_pool_of_one_connection_fills_in_the_reconcile_itself(infra: Infra) -> None:
+    """The reconcile holds the pool's only connection: helpers would wait for it forever."""
+    pool = await db.create_pool(await infra.create_database("helpers_one"), max_size=1)
+    try:
+        await create_schemas(pool)
+        await _org(pool)
+        await asyncio.wait_for(_publish(pool, fail=False), timeout=120)
+        assert await pool.fetchval("SELECT count(*) FROM sync.user_profiles") == 9
+        assert await pool.fetchval("SELECT count(*) FROM sync.bucket_ops") > 0
     finally:
         await pool.close()

@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.topic_prefix,
             max_records=settings.conflict_max_batches_per_poll,
             relay=rt.relay,
+            bell=rt.bell,
             **settings.consumer_tuning(),
         )
         await batches.start()

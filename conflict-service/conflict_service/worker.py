@@ -14,6 +14,7 @@ import asyncpg
 
 from conflict_service.applier import BatchApplier, topics_for
 from offsync_shared import bus, db
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.device_batches import BatchUploaded
@@ -48,6 +49,7 @@ class BatchWorker:
         max_records: int = 500,
         apply_concurrency: int = 2,
         relay: OutboxRelay | None = None,
+        bell: Doorbell | None = None,
         **tuning: Any,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.applier = BatchApplier(pool, topics_for(prefix), relay)
@@ -63,6 +65,7 @@ class BatchWorker:
             ),
             producer,
             name="conflict-service",
+            bell=bell,
             set_handlers={BatchUploaded.TYPE: self.on_batches_uploaded},
             retry=wait_out_database,
             on_parked=self.refuse,

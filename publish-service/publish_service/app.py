@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.topic_prefix,
             settings.batch_max_records,
             relay=rt.relay,
+            bell=rt.bell,
             **settings.consumer_tuning(),
         )
         app.state.worker = publish

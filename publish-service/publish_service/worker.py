@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from offsync_shared import bus, db, metrics, outbox
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.admin import (
@@ -57,6 +58,7 @@ class PublishWorker:
         prefix: str,
         max_records: int = 500,
         relay: outbox.OutboxRelay | None = None,
+        bell: Doorbell | None = None,
         **tuning: Any,  # ConsumerConfig timeouts (CommonSettings.consumer_tuning)
     ) -> None:
         self.pool = pool
@@ -77,6 +79,7 @@ class PublishWorker:
             ),
             producer,
             name="publish-service",
+            bell=bell,
             # Every type in one set: a poll's record changes and org events share a transaction.
             set_handlers={t: self.apply for t in (RecordChanged.TYPE, *ORG_EVENTS, *PROFILE_EVENTS)},
             retry=wait_out_database,

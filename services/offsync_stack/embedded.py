@@ -20,7 +20,9 @@ PG_USER_WHEN_ROOT = "embedded_postgres"
 # 5 ms: a record arriving just after a fetch started waits that long, straight into the p99.
 # At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
 # every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
-# (docs/performance.md, idle); the first change after a quiet spell pays the long wait per hop.
+# (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
+# doorbell every producer rings after a send (offsync_shared.doorbell), so at rest they fetch
+# only every few seconds and the first change after a quiet spell waits for no held fetch.
 EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
@@ -28,6 +30,7 @@ EMBEDDED_BROKER_ENV = {
     "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
     "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
     "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
+    "OFFSYNC_KAFKA_DOORBELL": "true",
     "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",
 }
 

@@ -12,6 +12,7 @@ must be idempotent (dedupe on event id or record version).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -27,15 +28,22 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from offsync_shared import metrics, topic_specs
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
 from offsync_shared.fetch_wait import AdaptiveWait
 from offsync_shared.log_ends import past_end
+from offsync_shared.rest_policy import RestPolicy, Wake
 from offsync_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
 PAST_END_CHECK_S = 2.0  # how often an idle consumer checks it is not beyond a re-created log's end
+PAUSED_TICK_S = 1.0  # how often a paused consumer looks for partitions a rebalance left unpaused
+# A safety-net look's fetch wait and poll: short, so a bell that rings meanwhile waits little for
+# the fetch in flight; long enough that the look is one or two fetches, not a burst.
+PROBE_WAIT_MS = 50
+PROBE_POLL_MS = 100
 
 
 class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # aiokafka ships no types
@@ -194,6 +202,7 @@ class Producer:
         topic_prefix: str | None = None,
         partitions: int | None = None,
         replication_factor: int | None = None,
+        bell: Doorbell | None = None,
     ) -> None:
         # acks=all and no idempotence: the embedded broker supports neither idempotent
         # producers nor transactions; duplicates are handled by idempotent consumers.
@@ -206,6 +215,8 @@ class Producer:
         self._topic_prefix = topic_prefix
         self._partitions = partitions
         self._replication_factor = replication_factor
+        # Rung for the topics of every acknowledged send: consumers paused at rest wake on it.
+        self.bell = bell
 
     async def start(self) -> None:
         await self._producer.start()
@@ -219,6 +230,8 @@ class Producer:
         except KafkaError:
             await self._recreate_topics()
             raise
+        if self.bell is not None:
+            self.bell.ring((topic,))
 
     async def send_many(self, messages: list[tuple[str, str, bytes]]) -> None:
         try:
@@ -227,6 +240,8 @@ class Producer:
         except KafkaError:
             await self._recreate_topics()
             raise
+        if self.bell is not None:
+            self.bell.ring({t for t, _, _ in messages})
 
     async def _recreate_topics(self) -> None:
         if self._topic_prefix is None:
@@ -261,6 +276,10 @@ class ConsumerConfig:
     # the wait stretches from fetch_max_wait_ms to this at rest (fetch_wait.AdaptiveWait), so an
     # idle consumer fetches a few times a second instead of every few ms. None: a fixed wait.
     fetch_idle_wait_ms: int | None = None
+    # With a doorbell (ConsumerLoop's ``bell``) and an idle wait: instead of the idle wait's held
+    # fetches, the consumer pauses its partitions at rest and wakes on the bell, or after this
+    # many seconds without one (the safety net: a missed bell costs latency, never data).
+    doorbell_safety_net_s: float = 5.0
     # A group-less consumer (e.g. a gateway that wants every notification) starts at the end;
     # a partition it meets later (a topic re-created by a restarted broker) it reads from the start.
 
@@ -286,6 +305,7 @@ class ConsumerLoop:
         ignore: Iterable[str] = (),
         retry: Retry = _once,
         on_parked: Parked | None = None,
+        bell: Doorbell | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
@@ -301,6 +321,15 @@ class ConsumerLoop:
         self.caught_up = asyncio.Event()
         self._end_checked = 0.0  # monotonic time of the last "past the log's end?" check
         self.fetch_wait: AdaptiveWait | None = None
+        # Pausing at rest (rest_policy): only with a bell and an idle wait, i.e. on the embedded
+        # broker; Apache Kafka answers a held fetch as soon as data arrives and never pauses.
+        self.bell = bell
+        self.rest: RestPolicy | None = None
+        self.wakes: dict[Wake, int] = dict.fromkeys(Wake, 0)
+        self._rung = False
+        self._looking_since_ms = 0  # wall clock (aiokafka's fetch answer time) of a safety-net wake
+        self._bell_heard = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -321,10 +350,16 @@ class ConsumerLoop:
             self.fetch_wait = AdaptiveWait(
                 self.config.fetch_max_wait_ms, self.config.fetch_idle_wait_ms, started_at=time.monotonic()
             )
+            if self.bell is not None:
+                self.rest = RestPolicy(self.config.doorbell_safety_net_s)
+                self._unsubscribe = self.bell.subscribe(self.config.topics, self._on_bell)
         if not self.config.group_id and self.consumer.assignment():
             await self.consumer.seek_to_end()
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.consumer is not None:
             await self.consumer.stop()
 
@@ -341,6 +376,7 @@ class ConsumerLoop:
                 await self.consumer.seek_to_beginning(*parts)
         except (KafkaError, IllegalStateError) as exc:  # a rebalance took them meanwhile: it resets them itself
             log.warning("could not rewind", extra={"consumer": self.name, "error": str(exc)})
+        self._on_bell()  # paused at rest: wake up and read
         log.warning(
             "broker lost its logs: consumer reads them from the start",
             extra={"consumer": self.name, "partitions": len(parts)},
@@ -388,7 +424,13 @@ class ConsumerLoop:
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"
         while True:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.config.max_records)
+            if self.rest is not None and self.rest.paused:
+                await self._rest_or_wake()
+                continue
+            probing = self.rest is not None and self.rest.probing
+            batch = await self.consumer.getmany(
+                timeout_ms=PROBE_POLL_MS if probing else 500, max_records=self.config.max_records
+            )
             # Before any await: the fetcher sends its next fetch as soon as this poll took the
             # records, and it should already carry the short wait.
             self._adapt_fetch_wait(bool(batch))
@@ -398,6 +440,7 @@ class ConsumerLoop:
                 if time.monotonic() - self._end_checked >= PAST_END_CHECK_S:
                     self._end_checked = time.monotonic()
                     await self.rewind_if_past_end()
+                await self._maybe_pause()
                 continue
             records = [r for part in batch.values() for r in part]
             await self.handle_records(records)
@@ -420,9 +463,76 @@ class ConsumerLoop:
         if self.fetch_wait is None:
             return
         wait = self.fetch_wait.after_poll(time.monotonic(), got_records)
+        if self.rest is not None:
+            if got_records:
+                self.rest.records_came()
+            elif self.rest.probing:
+                wait = min(wait, PROBE_WAIT_MS)
+        self._set_fetch_wait(wait)
+
+    def _set_fetch_wait(self, wait: int) -> None:
         # aiokafka reads the wait from this attribute for each fetch it builds and offers no public
         # setter (pinned release; start() checked the fetcher exists).
         self.consumer._fetcher._fetch_max_wait_ms = wait  # type: ignore[union-attr]  # noqa: SLF001
+
+    def _on_bell(self) -> None:
+        """A producer rang for one of our topics (or we must look again): records are coming.
+        Not paused: back to the short wait at once, before the fetcher builds its next fetch."""
+        self._rung = True
+        self._bell_heard.set()
+        if self.fetch_wait is not None and self.consumer is not None and not (self.rest and self.rest.paused):
+            self._set_fetch_wait(self.fetch_wait.ring(time.monotonic()))
+
+    async def _maybe_pause(self) -> None:
+        """After an empty poll past the hot window: pause every assigned partition (aiokafka
+        then sends no fetch; its fetcher waits for a resume). Last, a look past the logs' ends
+        with the high watermarks of the fetches just answered (a paused consumer learns of none)."""
+        assert self.consumer is not None
+        if self.rest is None or self.fetch_wait is None:
+            return
+        looked = self.rest.probing and self._looked()  # only a safety-net look asks
+        if not self.rest.may_pause(time.monotonic(), resting=self.fetch_wait.cooling, looked=looked):
+            return
+        if await self.rewind_if_past_end():
+            return
+        parts = self.consumer.assignment()
+        # A bell may have rung during that look (it put the wait back to short).
+        if not parts or not self.fetch_wait.cooling:
+            return
+        self._rung = False
+        self.consumer.pause(*parts)
+        self.rest.pause(time.monotonic())
+
+    async def _rest_or_wake(self) -> None:
+        """Paused: sleep until the bell, the next tick or the safety net; resume if one says so."""
+        assert self.consumer is not None and self.rest is not None and self.fetch_wait is not None
+        now = time.monotonic()
+        unpaused = bool(self.consumer.assignment() - self.consumer.paused())
+        reason = self.rest.wake(now, rung=self._rung, unpaused_partitions=unpaused)
+        if reason is None:
+            self._bell_heard.clear()  # no await since _rung was read: no bell can slip between
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._bell_heard.wait(), self.rest.next_look_in(now, PAUSED_TICK_S))
+            return
+        self.wakes[reason] += 1
+        self._rung = False
+        if reason is Wake.SAFETY_NET:
+            # One short look (not the hot window): it pauses again once every partition's fetch
+            # was answered, if that found nothing.
+            self._looking_since_ms = int(time.time() * 1000)
+            self._set_fetch_wait(PROBE_WAIT_MS)
+        else:
+            self._set_fetch_wait(self.fetch_wait.ring(now))
+        self.consumer.resume(*self.consumer.paused())
+
+    def _looked(self) -> bool:
+        """Every assigned partition had a fetch answered since the safety net woke the consumer."""
+        assert self.consumer is not None
+        try:
+            stamps = [self.consumer.last_poll_timestamp(tp) for tp in self.consumer.assignment()]
+        except AssertionError:  # a rebalance took a partition meanwhile: look again next poll
+            return False
+        return all(ts is not None and ts >= self._looking_since_ms for ts in stamps)
 
     def _measure_lag(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Lag per partition from what the last fetch said (no extra round trip): the partition's

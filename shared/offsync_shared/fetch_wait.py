@@ -45,6 +45,16 @@ class AdaptiveWait:
             self.current_ms = min(self.idle_ms, self.current_ms * self.factor)
         return self.current_ms
 
+    def ring(self, now: float) -> int:
+        """A producer rang the doorbell: records are on their way, so wait as if they had come."""
+        return self.after_poll(now, got_records=True)
+
     @property
     def resting(self) -> bool:
         return self.current_ms == self.idle_ms
+
+    @property
+    def cooling(self) -> bool:
+        """Past the hot window: the wait has begun to stretch (a consumer with a doorbell pauses
+        here rather than hold ever longer fetches)."""
+        return self.current_ms > self.active_ms

@@ -17,6 +17,7 @@ import asyncpg
 
 from offsync_shared import bus, db, heap
 from offsync_shared.broker_watch import BrokerWatch
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
 from offsync_shared.topics import Topic
@@ -32,6 +33,9 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     relay: OutboxRelay | None = None
     watch: BrokerWatch | None = None
+    # Rung by the producer after each acknowledged send; consumers paused at rest listen to it
+    # (embedded broker only: settings.kafka_doorbell).
+    bell: Doorbell | None = None
 
     def topic(self, t: Topic) -> str:
         return t.full(self.settings.topic_prefix)
@@ -88,16 +92,20 @@ async def open_runtime(
             replication_factor=settings.topic_replication_factor,
             check_existing=True,
         )
+        bell = Doorbell(settings.pg_dsn, pool) if settings.kafka_doorbell else None
         producer = bus.Producer(
             settings.kafka_bootstrap,
             topic_prefix=settings.topic_prefix,
             partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
+            bell=bell,
         )
         await producer.start()
         stack.push_async_callback(producer.stop)
-        rt = Runtime(settings=settings, pool=pool, producer=producer)
+        rt = Runtime(settings=settings, pool=pool, producer=producer, bell=bell)
         stack.push_async_callback(_cancel_all, rt)
+        if bell is not None:
+            rt.spawn(bell.run(), "doorbell")
         if relay and schema:
             rt.relay = OutboxRelay(pool, schema, producer, retention_s=settings.outbox_retention_s)
             rt.spawn(rt.relay.run(), f"outbox-relay:{schema}")

@@ -49,6 +49,10 @@ class CommonSettings(BaseSettings):
     # Kafka). The first record after a quiet spell waits up to this per consumer hop
     # (shared/offsync_shared/fetch_wait.py; docs/performance.md, live_after_idle).
     kafka_fetch_idle_wait_ms: int | None = None
+    # On such a broker: consumers pause at rest instead of holding fetches, and every producer
+    # rings a doorbell (PostgreSQL NOTIFY) after a send, which wakes them (offsync_shared.doorbell;
+    # docs/performance.md, "Idle CPU"). Needs kafka_fetch_idle_wait_ms.
+    kafka_doorbell: bool = False
     # How long the outbox keeps a published event, to publish it again if the broker loses its
     # state (the embedded broker forgets everything on restart). 0 deletes at once (a replicated
     # Kafka keeps what it acknowledged). See docs/reliability.md.

@@ -67,3 +67,16 @@ def test_always_between_active_and_idle_and_short_right_after_records(
         assert active <= wait <= idle
         if got:
             assert wait == active
+
+
+def test_a_ring_snaps_back_to_short_and_restarts_the_hot_window() -> None:
+    w = AdaptiveWait(active_ms=5, idle_ms=500, started_at=0.0, hot_s=1.0, factor=4)
+    for t in (1.0, 1.5, 2.0, 2.5):
+        w.after_poll(t, False)
+    assert w.resting
+    assert w.ring(3.0) == 5
+    assert not w.resting
+    assert not w.cooling
+    assert w.after_poll(3.9, False) == 5
+    assert w.after_poll(4.0, False) == 20
+    assert w.cooling

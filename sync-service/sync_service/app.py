@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 rt.producer,
                 name="sync-gateway",
+                bell=rt.bell,
                 handlers={
                     BucketsAdvanced.TYPE: hub.on_buckets_advanced,
                     UserBucketsChanged.TYPE: hub.on_user_buckets_changed,

@@ -22,11 +22,13 @@ from aiokafka import AIOKafkaConsumer
 
 from offsync_shared import auth, bus, db
 from offsync_shared.checksum import SQL_OP_HASH
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import decode
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
+from offsync_shared.runtime import stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEVICE_BATCHES, SYNC_NOTIFY
 from offsync_stack.embedded import free_port
 from offsync_stack.testing import InfraEnv, eventually, make_env
@@ -352,7 +354,11 @@ async def gw(infra: Any) -> AsyncIterator[Harness]:
     await db.migrate(pool, "admin", "profile_service.migrations")
     await db.migrate(pool, "data", "conflict_service.migrations")
     await bus.ensure_topics(env.kafka_bootstrap, env.topic_prefix, 4)
-    producer = bus.Producer(env.kafka_bootstrap)
+    # Rings the doorbell after each send, as the services' producers do: the gateway's consumer
+    # pauses at rest on the embedded broker (settings.kafka_doorbell) and wakes on it.
+    bell = Doorbell(env.pg_dsn, pool)
+    ringing = asyncio.create_task(bell.run())
+    producer = bus.Producer(env.kafka_bootstrap, bell=bell)
     await producer.start()
     settings = test_settings(env)
     app, server, task = await start_gateway(settings)
@@ -366,4 +372,5 @@ async def gw(infra: Any) -> AsyncIterator[Harness]:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
         await producer.stop()
+        await stop_tasks([ringing])
         await pool.close()

@@ -24,6 +24,7 @@ from offsync_device.client import Device, SyncRefused
 from offsync_device.local_store import LocalStore
 from offsync_shared import protocol as p
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
+from offsync_shared.doorbell import ring_now
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
 from offsync_stack.infra import Infra
@@ -636,6 +637,13 @@ async def replay_everything_twice_shuffled(s: ChaosStack) -> int:
         await producer.flush()
     finally:
         await producer.stop()
+    # Produced behind the services' backs: ring their doorbell, as their own producers do, so
+    # consumers paused at rest read it now rather than at their safety net.
+    conn = await asyncpg.connect(s.env.pg_dsn)
+    try:
+        await ring_now(conn, partitions)
+    finally:
+        await conn.close()
     return len(messages)
 
 

@@ -170,15 +170,15 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
 
 
 async def copy_population(
-    dsn: str, org: Org, vacuum: bool = True
+    dsn: str, org: Org, vacuum: bool = False
 ) -> tuple[list[str], dict[str, tuple[str | None, str | None, dict[str, Any]]], int]:
     """COPYs the org's business units, teams, users, role assignments and records (the roles and
     entities must exist); returns the generated account ids, their rows and the record count.
 
-    ``vacuum``: the records are vacuumed once loaded, as a table whose rows were written over
-    months has long been. Otherwise autovacuum, woken by the load, scans the ~60k fresh pages
-    while the first workload runs (the publish, which reads the same table): the load's
-    aftermath would be timed as publish (docs/performance.md, "publish: budget per stage")."""
+    ``vacuum``: VACUUM the records once loaded (the in-process publish script's option). Not in
+    make bench: the vacuum's writes leave a checkpoint to land inside the first workload, which
+    measured slower than the autovacuum it spares (docs/performance.md, "publish: budget per
+    stage")."""
     sizes = org.sizes
     gen_root = org.business_units[0]["id"]
     bu_id = lambda b: ROOT_BU if b == gen_root else b  # noqa: E731 — the generated root is the bootstrap root

@@ -89,7 +89,7 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute("ANALYZE data.records")
 
 
-async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = True) -> None:  # type: ignore[no-untyped-def]
+async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = False) -> None:  # type: ignore[no-untyped-def]
     """make bench's org (orgdata + fixture.copy_population), with the roles and entity settings
     the bench sets through the admin API written directly."""
     await conn.execute(
@@ -142,7 +142,8 @@ async def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="--org bench: fraction of the full size")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-wal-size", help="ALTER SYSTEM SET max_wal_size (e.g. 4GB) before seeding")
-    ap.add_argument("--no-vacuum", action="store_true", help="--org bench: leave the loaded records unvacuumed")
+    ap.add_argument("--no-checkpoint", action="store_true", help="publish right after the load, as make bench does")
+    ap.add_argument("--vacuum", action="store_true", help="--org bench: VACUUM the loaded records")
     ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()
     with provide() as infra:
@@ -160,7 +161,7 @@ async def main() -> None:
                 await conn.execute("SELECT pg_reload_conf()")
             t = time.perf_counter()
             if args.org == "bench":
-                await seed_bench(dsn, conn, args.scale, args.seed, not args.no_vacuum)
+                await seed_bench(dsn, conn, args.scale, args.seed, args.vacuum)
                 users = [
                     r["id"]
                     for r in await conn.fetch(
@@ -182,7 +183,8 @@ async def main() -> None:
                 run_dsn = await infra.create_database("run", template=template)
             pool = await db.create_pool(run_dsn, max_size=4)
             async with pool.acquire() as conn:
-                await conn.execute("CHECKPOINT")
+                if not args.no_checkpoint:
+                    await conn.execute("CHECKPOINT")
                 wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
                 ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
                 publish_s, mirror_s, res = await publish_once(pool, conn, users)

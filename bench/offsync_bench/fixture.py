@@ -165,6 +165,21 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
     _ok(await admin.post("/v1/roles", json=role_bulk))
 
     org = make_org(seed, sizes)
+    account_ids, account_rows, n = await copy_population(dsn, org)
+    return Loaded(org, account_ids, account_rows, n, time.perf_counter() - t0)
+
+
+async def copy_population(
+    dsn: str, org: Org, vacuum: bool = False
+) -> tuple[list[str], dict[str, tuple[str | None, str | None, dict[str, Any]]], int]:
+    """COPYs the org's business units, teams, users, role assignments and records (the roles and
+    entities must exist); returns the generated account ids, their rows and the record count.
+
+    ``vacuum``: VACUUM the records once loaded (the in-process publish script's option). Not in
+    make bench: the vacuum's writes leave a checkpoint to land inside the first workload, which
+    measured slower than the autovacuum it spares (docs/performance.md, "publish: budget per
+    stage")."""
+    sizes = org.sizes
     gen_root = org.business_units[0]["id"]
     bu_id = lambda b: ROOT_BU if b == gen_root else b  # noqa: E731 — the generated root is the bootstrap root
     conn = await _connect(dsn)
@@ -257,11 +272,11 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
                     )
             await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
             n += len(rows)
-        await conn.execute("ANALYZE data.records")
+        await conn.execute("VACUUM (ANALYZE) data.records" if vacuum else "ANALYZE data.records")
         await conn.execute("ANALYZE admin.users")
     finally:
         await conn.close()
-    return Loaded(org, account_ids, account_rows, n, time.perf_counter() - t0)
+    return account_ids, account_rows, n
 
 
 async def define_profile(admin: httpx.AsyncClient, pid: str, items: list[dict[str, Any]], user_ids: list[str]) -> None:

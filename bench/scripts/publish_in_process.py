@@ -2,18 +2,26 @@
 records, the workloads.md profile) and incremental record commit -> op latency at a given rate.
 
     .venv/bin/python bench/scripts/publish_in_process.py --records 100000 --users 2000
+    # make bench's own org (orgdata, seed 1) at full size, published 3 times (each on a fresh
+    # copy of the loaded database), no incremental phase:
+    .venv/bin/python bench/scripts/publish_in_process.py --org bench --repeat 3 --seconds 0
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import random
 import statistics
 import time
 
+import asyncpg
+
+from offsync_bench import fixture
 from offsync_bench.fixture import MAIN_ITEMS
+from offsync_bench.orgdata import Sizes, make_org
 from offsync_shared import bus, db
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import RECORDS
@@ -81,12 +89,62 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute("ANALYZE data.records")
 
 
+async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """make bench's org (orgdata + fixture.copy_population), with the roles and entity settings
+    the bench sets through the admin API written directly."""
+    await conn.execute(
+        "INSERT INTO admin.business_units(id, name, parent_id) VALUES ($1, 'Root', NULL) ON CONFLICT DO NOTHING",
+        fixture.ROOT_BU,
+    )
+    await conn.execute("""INSERT INTO admin.entities(logical_name, display_name, ownership, offline_enabled) VALUES
+        ('account', 'a', 'user_or_team', true), ('contact', 'c', 'user_or_team', true),
+        ('opportunity', 'o', 'user_or_team', true), ('task', 't', 'user_or_team', true),
+        ('product', 'p', 'organization', true), ('territory', 'r', 'business', true)
+        ON CONFLICT (logical_name) DO UPDATE SET offline_enabled = true, ownership = EXCLUDED.ownership""")
+    for role in fixture.ROLES:
+        await conn.execute(
+            "INSERT INTO admin.roles(id, name, read_offline_profile, privileges) VALUES ($1, $2, $3, $4)",
+            role["id"],
+            role["name"],
+            role["read_offline_profile"],
+            role["privileges"],
+        )
+    await conn.execute(
+        """INSERT INTO admin.roles(id, name, read_offline_profile, privileges)
+           VALUES ('bench-bulk', 'Bench bulk', true, '{"account": {"read": "organization"}}')"""
+    )
+    sizes = Sizes() if scale == 1 else Sizes().scaled(scale)
+    await fixture.copy_population(dsn, make_org(seed, sizes), vacuum)
+
+
+async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped-def]
+    from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
+
+    ev = ProfilePublished(profile_id="P", version=1, items=[ProfileItemSnapshot(**i) for i in PROFILE], user_ids=users)
+    t = time.perf_counter()
+    await bucket_writes.premirror(pool, [i["entity"] for i in PROFILE])
+    mirrored_s = time.perf_counter() - t
+    async with conn.transaction():
+        await membership.apply_profile_event(conn, ev)
+        # The code before this round's helper connections took no pool (for A/B runs against it).
+        helpers = (pool,) if "pool" in inspect.signature(membership.reconcile).parameters else ()
+        res = await membership.reconcile(conn, "bench.notify", *helpers)
+    return time.perf_counter() - t, mirrored_s, res
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=500)
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=10, help="incremental phase; 0: none")
+    ap.add_argument("--org", choices=("simple", "bench"), default="simple", help="bench: make bench's own org")
+    ap.add_argument("--scale", type=float, default=1.0, help="--org bench: fraction of the full size")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-wal-size", help="ALTER SYSTEM SET max_wal_size (e.g. 4GB) before seeding")
+    ap.add_argument("--no-checkpoint", action="store_true", help="publish right after the load, as make bench does")
+    ap.add_argument("--vacuum", action="store_true", help="--org bench: VACUUM the loaded records")
+    ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()
     with provide() as infra:
         dsn = await infra.create_database("bench")
@@ -98,37 +156,80 @@ async def main() -> None:
         ):
             await db.migrate(pool, schema, pkg)
         async with pool.acquire() as conn:
+            if args.max_wal_size:
+                await conn.execute(f"ALTER SYSTEM SET max_wal_size = '{args.max_wal_size}'")
+                await conn.execute("SELECT pg_reload_conf()")
             t = time.perf_counter()
-            await seed(conn, args.users, args.records)
+            if args.org == "bench":
+                await seed_bench(dsn, conn, args.scale, args.seed, args.vacuum)
+                users = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT user_id AS id FROM admin.user_roles WHERE role_id = 'bench-field'"
+                    )
+                ]
+            else:
+                await seed(conn, args.users, args.records)
+                users = [f"u{i}" for i in range(args.users)]
             n_records = await conn.fetchval("SELECT count(*) FROM data.records")
             seed_s = time.perf_counter() - t
-            from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
-
-            ev = ProfilePublished(
-                profile_id="P",
-                version=1,
-                items=[ProfileItemSnapshot(**i) for i in PROFILE],
-                user_ids=[f"u{i}" for i in range(args.users)],
+        template = dsn.rsplit("/", 1)[1]
+        await pool.close()
+        runs = []
+        for k in range(args.repeat):
+            # Each publish on a fresh copy of the seeded database (the first on the original).
+            run_dsn = dsn
+            if k < args.repeat - 1:
+                run_dsn = await infra.create_database("run", template=template)
+            pool = await db.create_pool(run_dsn, max_size=4)
+            async with pool.acquire() as conn:
+                if not args.no_checkpoint:
+                    await conn.execute("CHECKPOINT")
+                wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+                ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
+                publish_s, mirror_s, res = await publish_once(pool, conn, users)
+                wal_mb = await conn.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn) / 1e6", wal0
+                )
+                ckpts = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer") - ckpt0
+                buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
+                by_family = {
+                    r["f"]: r["n"]
+                    for r in await conn.fetch(
+                        "SELECT split_part(bucket_id, ':', 1) || ':' || split_part(bucket_id, ':', 2) AS f, count(*) AS n "
+                        "FROM sync.bucket_ops GROUP BY 1 ORDER BY 1"
+                    )
+                }
+            if k < args.repeat - 1:
+                # Dropped at once: autovacuum of its fresh tables would run into the next publish.
+                await pool.close()
+                server = await asyncpg.connect(infra.pg_server_dsn)
+                await server.execute(f'DROP DATABASE "{run_dsn.rsplit("/", 1)[1]}"')
+                await server.close()
+            runs.append(publish_s)
+            out = {
+                "records": n_records,
+                "users": len(users),
+                "seed_s": round(seed_s, 2),
+                "publish_s": round(publish_s, 2),
+                "premirror_s": round(mirror_s, 2),
+                "wal_mb": round(float(wal_mb)),
+                "checkpoints": ckpts,
+                "ops_written": res.ops_written,
+                "buckets": buckets,
+                "records_per_s": round(n_records / publish_s),
+                "ops_per_s": round(res.ops_written / publish_s),
+                "phases_s": res.timings,
+                "ops_by_family": by_family,
+            }
+            print(json.dumps(out), flush=True)
+        if args.repeat > 1:
+            print(
+                json.dumps({"publish_s_runs": [round(x, 2) for x in runs], "median": round(statistics.median(runs), 2)})
             )
-            t = time.perf_counter()
-            await bucket_writes.premirror(pool, [i["entity"] for i in PROFILE])
-            async with conn.transaction():
-                await membership.apply_profile_event(conn, ev)
-                res = await membership.reconcile(conn, "bench.notify")
-            publish_s = time.perf_counter() - t
-            buckets = await conn.fetchval("SELECT count(*) FROM sync.buckets")
-        out = {
-            "records": n_records,
-            "users": args.users,
-            "seed_s": round(seed_s, 2),
-            "publish_s": round(publish_s, 2),
-            "ops_written": res.ops_written,
-            "buckets": buckets,
-            "records_per_s": round(n_records / publish_s),
-            "ops_per_s": round(res.ops_written / publish_s),
-            "phases_s": res.timings,
-        }
-        print(json.dumps(out), flush=True)
+        if args.seconds <= 0 or args.org == "bench":  # the incremental phase addresses the simple org's ids
+            await pool.close()
+            return
 
         # Incremental: rate changes/s of account/task updates, commit -> ops committed.
         prefix = f"bench{random.randint(0, 10**6)}."

@@ -35,6 +35,10 @@ SCHEMA = "sync"
 MOD = 2**32
 # Above this many freshly copied rows the planner's statistics are refreshed before joining.
 ANALYZE_AFTER_ROWS = 5000
+# Connections a publish's bulk work (the first copy of records, the fill of new buckets) is split
+# over: the machine's cores (two here), PostgreSQL doing the work.
+PARALLELISM = 2
+WORK_MEM = "256MB"
 _INDEX_COLS = (
     "entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at"
 )
@@ -102,19 +106,29 @@ async def write_ops(conn: asyncpg.Connection, ops: list[Op]) -> dict[str, int]:
     return newest
 
 
-async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], analyze: bool = True) -> int:
-    """Copy the records of ``entities`` into record_index from data.records (read-only), once per
-    entity: afterwards every RecordChanged keeps the index current. Rows already indexed are left
-    alone (they change only through the incremental path, so the index always holds the version
-    every bucket's put refers to); so this is safe outside the ops lock too."""
-    todo = sorted(set(entities) - {r["entity"] for r in await conn.fetch("SELECT entity FROM sync.mirrored_entities")})
-    if not todo:
-        return 0
+async def _unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
+    return sorted(set(entities) - {r["entity"] for r in await conn.fetch("SELECT entity FROM sync.mirrored_entities")})
+
+
+async def _copy_records(
+    conn: asyncpg.Connection, entities: list[str], pages: tuple[int, int | None] | None = None
+) -> int:
+    """Copy the ``entities``' records the index lacks from data.records (only those stored in the
+    heap page range ``pages``, end open when None); returns the number of rows copied."""
+    where = "d.entity = ANY($1::text[])"
+    args: list[object] = [entities]
+    if pages is not None:
+        lo, hi = pages
+        where += " AND d.ctid >= format('(%s,0)', $2::bigint)::tid"
+        args.append(lo)
+        if hi is not None:
+            where += " AND d.ctid < format('(%s,0)', $3::bigint)::tid"
+            args.append(hi)
     copy = f"""
         INSERT INTO sync.record_index({_INDEX_COLS})
         SELECT d.entity, d.id, d.version, d.deleted, d.owner_id, d.owner_type, d.business_unit_id, d.attributes,
                d.created_at, d.modified_at
-        FROM data.records d WHERE d.entity = ANY($1::text[])
+        FROM data.records d WHERE {where}
         """
     try:
         # A plain insert of the rows the index lacks costs about half of an ON CONFLICT insert
@@ -124,33 +138,64 @@ async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], anal
             status = await conn.execute(
                 copy
                 + "AND NOT EXISTS (SELECT 1 FROM sync.record_index x WHERE x.entity = d.entity AND x.record_id = d.id)",
-                todo,
+                *args,
             )
     except asyncpg.UniqueViolationError:
-        status = await conn.execute(copy + "ON CONFLICT (entity, record_id) DO NOTHING", todo)
-    await conn.execute("INSERT INTO sync.mirrored_entities SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", todo)
-    n = int(status.split()[-1])
+        status = await conn.execute(copy + "ON CONFLICT (entity, record_id) DO NOTHING", *args)
+    return int(status.split()[-1])
+
+
+async def _mark_mirrored(conn: asyncpg.Connection, entities: list[str]) -> None:
+    await conn.execute("INSERT INTO sync.mirrored_entities SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", entities)
+
+
+async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], analyze: bool = True) -> int:
+    """Copy the records of ``entities`` into record_index from data.records (read-only), once per
+    entity: afterwards every RecordChanged keeps the index current. Rows already indexed are left
+    alone (they change only through the incremental path, so the index always holds the version
+    every bucket's put refers to); so this is safe outside the ops lock too."""
+    todo = await _unmirrored(conn, entities)
+    if not todo:
+        return 0
+    n = await _copy_records(conn, todo)
+    await _mark_mirrored(conn, todo)
     if analyze and n > ANALYZE_AFTER_ROWS:
         await conn.execute("ANALYZE sync.record_index")
     return n
 
 
-async def premirror(pool: asyncpg.Pool, entities: Iterable[str]) -> None:
-    """Mirror entities concurrently, one connection each, before a publish's transaction: the
-    copy dominates a first publish and parallelizes across cores."""
+async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PARALLELISM) -> None:
+    """Mirror entities before a publish's transaction, split over ``parts`` connections by heap
+    page range of data.records (equal halves whatever the entities' sizes): the copy dominates a
+    first publish and parallelizes across cores.
 
-    async def one(entity: str) -> int:
-        async with pool.acquire() as conn:
-            async with conn.transaction():
-                return await mirror_records(conn, [entity], analyze=False)
-
+    Each part copies from its own snapshot. A record updated between two parts' snapshots can
+    move to a page range already read, and so be copied by neither; its update's RecordChanged
+    indexes it (the incremental path indexes every record it touches), as it would a record
+    updated after a single copy's snapshot. The entities are marked mirrored once every part
+    has committed: a failed part leaves them unmarked and the next publish copies what is missing."""
+    async with pool.acquire() as conn:
+        todo = await _unmirrored(conn, entities)
+        if not todo:
+            return
+        pages = int(
+            await conn.fetchval("SELECT pg_relation_size('data.records') / current_setting('block_size')::bigint")
+        )
     t0 = time.perf_counter()
-    copied = await asyncio.gather(*(one(e) for e in sorted(set(entities))))
-    if sum(copied) > ANALYZE_AFTER_ROWS:
+    step = -(-pages // max(1, parts))
+    ranges = [(k * step, (k + 1) * step if k < parts - 1 else None) for k in range(max(1, parts))]
+
+    async def one(rng: tuple[int, int | None]) -> int:
         async with pool.acquire() as conn:
+            return await _copy_records(conn, todo, rng)
+
+    copied = sum(await asyncio.gather(*(one(r) for r in ranges)))
+    async with pool.acquire() as conn:
+        await _mark_mirrored(conn, todo)
+        if copied > ANALYZE_AFTER_ROWS:
             await conn.execute("ANALYZE sync.record_index")
-    if any(copied):
-        log.info("records mirrored", extra={"rows": sum(copied), "seconds": round(time.perf_counter() - t0, 3)})
+    if copied:
+        log.info("records mirrored", extra={"rows": copied, "seconds": round(time.perf_counter() - t0, 3)})
 
 
 async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
@@ -180,44 +225,105 @@ async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
     )
 
 
-async def materialize(conn: asyncpg.Connection, defs: list[BucketDef], timings: dict[str, float] | None = None) -> int:
+class _Helpers:
+    """Where materialization's statements run: on the reconcile's own connection (inside its
+    transaction), or, with a pool, on helper connections in transactions of their own that
+    commit before the reconcile goes on, so that a family's buckets fill on several cores.
+
+    Helpers run while the reconcile holds the ops lock, so no other op writer runs meanwhile, and
+    they write only ops of buckets that do not exist yet (no sync.buckets row, hence no member,
+    no reader and not in any registry): the reconcile inserts the bucket rows, with the
+    checksums the helpers computed, in its own transaction. If the reconcile then fails, the
+    ops stay behind unreachable; the next materialization of those ids deletes them first.
+    Helpers must not wait for anything the reconcile's transaction holds, so they only run
+    when it has written nothing they touch (no bucket_ops row, no record_index row)."""
+
+    def __init__(self, conn: asyncpg.Connection, pool: asyncpg.Pool | None, parts: int) -> None:
+        self.conn = conn
+        # The reconcile holds one of the pool's connections: with no other, a helper would wait
+        # for it forever.
+        self.pool = pool if pool is not None and pool.get_max_size() >= 2 else None
+        self.parts = parts if self.pool is not None else 1
+
+    async def run(self, sql: str, *args: object) -> None:
+        if self.pool is None:
+            await self.conn.execute(sql, *args)
+            return
+        async with self.pool.acquire() as c:
+            await c.execute(sql, *args)
+
+    async def fill(self, fam: list[BucketDef]) -> list[asyncpg.Record]:
+        if self.pool is None:
+            return await _fill_family(self.conn, fam)
+        pool = self.pool
+        # Round-robin over the family's buckets (sorted by id: sizes are unrelated to the order).
+        chunks = [c for c in (fam[k :: self.parts] for k in range(self.parts)) if c]
+
+        async def one(chunk: list[BucketDef]) -> list[asyncpg.Record]:
+            async with pool.acquire() as c, c.transaction():
+                await c.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+                return await _fill_family(c, chunk)
+
+        return [r for rows in await asyncio.gather(*(one(c) for c in chunks)) for r in rows]
+
+
+async def materialize(
+    conn: asyncpg.Connection,
+    defs: list[BucketDef],
+    timings: dict[str, float] | None = None,
+    pool: asyncpg.Pool | None = None,
+    parts: int = PARALLELISM,
+) -> int:
     """Create new buckets and fill them set-wise (one statement per bucket family, base buckets
-    before the buckets derived from them). Returns the number of ops written."""
+    before the buckets derived from them; with ``pool``, each family split over ``parts``
+    helper connections, see :class:`_Helpers`). Returns the number of ops written."""
     if not defs:
         return 0
-    await conn.execute(
-        "INSERT INTO sync.buckets(id, definition) SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT DO NOTHING",
-        [d.id for d in defs],
-        [d.definition() for d in defs],
-    )
+    helpers = _Helpers(conn, pool, parts)
     # Big set-wise joins and sorts: keep them in memory for this transaction only.
-    await conn.execute("SET LOCAL work_mem = '256MB'")
+    await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    # Ops a failed earlier materialization of these ids left behind (see _Helpers).
+    await helpers.run("DELETE FROM sync.bucket_ops WHERE bucket_id = ANY($1::text[])", [d.id for d in defs])
     for ddl in link_indexes(defs).values():
-        await conn.execute(ddl)
+        await helpers.run(ddl)
     written = 0
-    ordered = sorted(defs, key=lambda d: (depth_of(d), d.family))
+    stats: dict[str, tuple[int, int, int]] = {}
+    ordered = sorted(defs, key=lambda d: (depth_of(d), d.family, d.id))
     for depth, at_depth in groupby(ordered, key=depth_of):
         if depth > 0:
             # Built over the parents' fresh puts (cheaper than maintaining it row by row); a no-op
             # once it exists.
             for ddl in parent_indexes(defs).values():
-                await conn.execute(ddl)
+                await helpers.run(ddl)
         if depth > 0 and written > ANALYZE_AFTER_ROWS:
-            await conn.execute("ANALYZE sync.bucket_ops")
+            await helpers.run("ANALYZE sync.bucket_ops")
         for _, fam_iter in groupby(at_depth, key=lambda d: d.family):
             fam = list(fam_iter)
             t0 = time.perf_counter()
-            written += await _fill_family(conn, fam)
+            for r in await helpers.fill(fam):
+                stats[r["bucket_id"]] = (int(r["checksum"]), int(r["n"]), int(r["last_op"]))
+                written += int(r["n"])
             if timings is not None:
                 timings[f"{fam[0].entity}:{fam[0].filter['k']}:{fam[0].access}"] = round(time.perf_counter() - t0, 3)
+    empty = (0, 0, 0)
+    await conn.execute(
+        """INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           SELECT * FROM unnest($1::text[], $2::jsonb[], $3::bigint[], $4::bigint[], $5::bigint[])
+           ON CONFLICT DO NOTHING""",
+        [d.id for d in defs],
+        [d.definition() for d in defs],
+        [stats.get(d.id, empty)[0] for d in defs],
+        [stats.get(d.id, empty)[1] for d in defs],
+        [stats.get(d.id, empty)[2] for d in defs],
+    )
     return written
 
 
-async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> int:
-    """Insert the puts of a family's new buckets and set their checksum, count and last op id
-    from the inserted rows in the same statement (no second pass over the ops)."""
+async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> list[asyncpg.Record]:
+    """Insert the puts of a family's new buckets; returns each non-empty bucket's checksum, count
+    and last op id, computed from the inserted rows in the same statement (no second pass)."""
     h = SQL_OP_HASH.format(entity="i.entity", id="i.record_id", version="i.version")
-    rows = await conn.fetch(
+    return await conn.fetch(
         f"""
         WITH i AS (
             INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
@@ -225,15 +331,11 @@ async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> int:
             FROM ({sql_family_select(fam[0], "$1")} ORDER BY 1, 2, 3) s
             RETURNING bucket_id, entity, record_id, op_id, version
         )
-        UPDATE sync.buckets b SET checksum = s.checksum, record_count = s.n, last_op_id = s.last_op
-        FROM (SELECT i.bucket_id, sum({h}) % 4294967296 AS checksum, count(*) AS n, max(i.op_id) AS last_op
-              FROM i GROUP BY i.bucket_id) s
-        WHERE b.id = s.bucket_id
-        RETURNING s.n
+        SELECT i.bucket_id, sum({h}) % 4294967296 AS checksum, count(*) AS n, max(i.op_id) AS last_op
+        FROM i GROUP BY i.bucket_id
         """,
         param_rows(fam),
     )
-    return sum(r["n"] for r in rows)
 
 
 async def drop_buckets(conn: asyncpg.Connection, ids: list[str]) -> None:

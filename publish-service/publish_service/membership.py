@@ -114,9 +114,10 @@ def _items(raw: Sequence[dict]) -> list[ProfileItem]:
     return [ProfileItem(i["entity"], i["filter"], tuple(i.get("relationships") or ())) for i in raw]
 
 
-async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileResult:
+async def reconcile(conn: asyncpg.Connection, notify_topic: str, pool: asyncpg.Pool | None = None) -> ReconcileResult:
     """Bring user_profiles/user_buckets/buckets to what the current org and profiles select.
-    Call inside a transaction; takes the ops lock."""
+    Call inside a transaction, which must not have written ops or index rows yet; takes the ops
+    lock. With ``pool``, new buckets are filled over helper connections (bucket_writes._Helpers)."""
     clock = _Clock()
     await bucket_writes.lock_ops(conn)
     org = await load_org(conn)
@@ -148,9 +149,11 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str) -> ReconcileRes
     new_defs = [d for i, d in defs.items() if i not in existing]
     result = ReconcileResult(new_buckets=len(new_defs))
     if new_defs:
-        await bucket_writes.mirror_records(conn, {d.entity for d in new_defs})
+        copied = await bucket_writes.mirror_records(conn, {d.entity for d in new_defs})
         clock.lap("mirror")
-        result.ops_written = await bucket_writes.materialize(conn, new_defs, clock.laps)
+        # Helpers cannot see index rows this transaction copied: then it fills alone.
+        helpers = pool if not copied else None
+        result.ops_written = await bucket_writes.materialize(conn, new_defs, clock.laps, helpers)
         clock.lap("materialize")
 
     have_buckets: dict[str, set[str]] = {}

@@ -108,7 +108,7 @@ class PublishWorker:
                         if isinstance(e, (ProfilePublished, ProfileDeleted)):
                             await membership.apply_profile_event(conn, e)
                     with metrics.LATENCY.labels("publish_reconcile").time():
-                        await membership.reconcile(conn, self.notify_topic)
+                        await membership.reconcile(conn, self.notify_topic, self.pool)
                 if records:
                     await self.applier.apply(conn, records)
         self.batch_ms.append((time.perf_counter() - started) * 1000)

@@ -27,7 +27,7 @@ from offsync_shared.checksum import op_hash
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
 from offsync_shared.events.records import RecordChanged
 from offsync_stack.infra import Infra
-from publish_service import membership
+from publish_service import bucket_writes, membership
 from publish_service.records import RecordApplier
 from publish_service.rules import reference
 from publish_service.rules.buckets import ProfileItem
@@ -180,8 +180,16 @@ async def check(conn: asyncpg.Connection, items: list[ProfileItem], members: lis
 
 
 async def scenario(
-    pool: asyncpg.Pool, org: OrgModel, items: list[ProfileItem], recs: list[Record], steps: list[tuple[Any, ...]]
+    pool: asyncpg.Pool,
+    org: OrgModel,
+    items: list[ProfileItem],
+    recs: list[Record],
+    steps: list[tuple[Any, ...]],
+    helpers: bool = False,
 ) -> None:
+    """``helpers``: as the worker does, mirror before the publish's transaction and fill new
+    buckets over helper connections of the pool; otherwise all in the reconcile's transaction."""
+    helper_pool = pool if helpers else None
     applier = RecordApplier("n")  # a fresh registry cache: the generation counter restarts per example
     members = USERS[:3]
     async with pool.acquire() as conn:
@@ -197,9 +205,11 @@ async def scenario(
                 for i in items
             ],
         )
+        if helpers:
+            await bucket_writes.premirror(pool, {i.entity for i in items}, parts=3)
         async with conn.transaction():
             await membership.apply_profile_event(conn, ev)
-            await membership.reconcile(conn, "n")
+            await membership.reconcile(conn, "n", helper_pool)
         await check(conn, items, members)
         for step in steps:
             if step[0] == "record":
@@ -230,7 +240,7 @@ async def scenario(
                     await conn.execute("DELETE FROM admin.user_roles WHERE user_id = $1", step[1])
                     await conn.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", step[1], step[2])
                 async with conn.transaction():
-                    await membership.reconcile(conn, "n")
+                    await membership.reconcile(conn, "n", helper_pool)
             await check(conn, items, members)
 
 
@@ -239,13 +249,14 @@ async def scenario(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(org=orgs(), items=profiles(), recs=records(), steps=st.lists(changes(), max_size=8))
+@given(org=orgs(), items=profiles(), recs=records(), steps=st.lists(changes(), max_size=8), helpers=st.booleans())
 def test_incremental_maintenance_equals_reference_after_every_step(
     database: tuple[Run, asyncpg.Pool],
     org: OrgModel,
     items: list[ProfileItem],
     recs: list[Record],
     steps: list[tuple[Any, ...]],
+    helpers: bool,
 ) -> None:
     run, pool = database
-    run(scenario(pool, org, items, recs, steps))
+    run(scenario(pool, org, items, recs, steps, helpers))

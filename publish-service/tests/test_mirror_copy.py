@@ -89,3 +89,25 @@ async def _wait_blocked(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         return bool(await pool.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid))
 
     await eventually(waiting_on_lock, timeout=30, message="the copy waits on the racing insert")
+
+
+async def test_premirror_split_over_page_ranges_copies_every_row_once(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_split")
+    try:
+        # Enough rows for several heap pages, so that every part has rows to copy.
+        await pool.execute(
+            """INSERT INTO data.records(entity, id, version, attributes)
+               SELECT 'account', 'b' || i, 1, jsonb_build_object('pad', repeat('x', 200)) FROM generate_series(1, 2000) i"""
+        )
+        pages = await pool.fetchval("SELECT pg_relation_size('data.records') / 8192")
+        assert pages >= 6
+        async with pool.acquire() as conn:
+            await _index_newer(conn, "a3")
+        await bucket_writes.premirror(pool, ["account"], parts=3)
+        index = await _index(pool)
+        assert len(index) == 2050 and index["a3"] == 7 and index["b2000"] == 1
+        assert await pool.fetchval("SELECT count(*) FROM sync.mirrored_entities WHERE entity = 'account'") == 1
+        await bucket_writes.premirror(pool, ["account"], parts=3)  # once per entity
+        assert len(await _index(pool)) == 2050
+    finally:
+        await pool.close()

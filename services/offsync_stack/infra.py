@@ -41,14 +41,16 @@ class Infra:
         parts = urlsplit(self.pg_server_dsn)
         return urlunsplit(parts._replace(path=f"/{name}"))
 
-    async def create_database(self, prefix: str = "t") -> str:
-        """A fresh, empty database; dropped when the session ends."""
+    async def create_database(self, prefix: str = "t", template: str | None = None) -> str:
+        """A fresh database, empty or a file copy of ``template`` (which must have no open
+        connection); dropped when the session ends."""
         import asyncpg
 
         name = f"offsync_{prefix}_{uuid.uuid4().hex[:10]}"
         conn = await asyncpg.connect(self.pg_server_dsn)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+            await conn.execute(f'CREATE DATABASE "{name}"{copy}')
         finally:
             await conn.close()
         self._dbs.append(name)

@@ -21,7 +21,7 @@ from offsync_shared.runtime import Runtime, stop_tasks
 from offsync_shared.service_app import service_app
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
 from sync_service import field_app
-from sync_service.bucket_reads import PgBucketStore
+from sync_service.bucket_reads import READ_SETTINGS, PgBucketStore
 from sync_service.devices import SCHEMA as DEVICES_SCHEMA
 from sync_service.devices import DeviceRegistry
 from sync_service.gateway import Gateway
@@ -68,7 +68,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def gateway_parts(rt: Runtime, app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             reads = await db.create_pool(
-                settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max, reset=_keep_session
+                settings.pg_dsn,
+                min_size=settings.pg_pool_min,
+                max_size=settings.pg_pool_max,
+                reset=_keep_session,
+                server_settings=READ_SETTINGS,
             )
             stack.push_async_callback(reads.close)
             store = PgBucketStore(reads)

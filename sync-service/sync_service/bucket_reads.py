@@ -17,6 +17,12 @@ import orjson
 from sync_service.device_access import AccessFacts, Published
 from sync_service.metadata import describe_entity
 
+# Settings of the connections the store reads through. Every read walks an index for a few rows.
+# A bucket filled after the last ANALYZE looks tiny to the planner, which then bitmap-scans and
+# sorts the whole rest of the bucket for each ops page (O(bucket) per page, so O(bucket^2) per
+# download) instead of walking (bucket_id, op_id) for one page: no bitmap scans here.
+READ_SETTINGS = {"enable_bitmapscan": "off"}
+
 
 @dataclass(frozen=True, slots=True)
 class BucketState:

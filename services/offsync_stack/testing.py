@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -235,3 +236,21 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.02, messa
         if loop.time() > deadline:
             raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+async def profiles_materialized(stack: Stack, *user_ids: str, timeout: float = 40.0) -> None:
+    """Wait until publish-service has committed each user's published profile (their
+    ``sync.user_profiles`` row): before that a device's sync is refused with 4004 no_profile,
+    because publishing is asynchronous (slower on a replicated Kafka than on the embedded broker)."""
+
+    async def all_there() -> bool:
+        conn = await asyncpg.connect(stack.env.pg_dsn)
+        try:
+            n = await conn.fetchval("SELECT count(*) FROM sync.user_profiles WHERE user_id = ANY($1::text[])", user_ids)
+        finally:
+            await conn.close()
+        return n == len(set(user_ids))
+
+    await eventually(
+        all_there, timeout=timeout, interval=0.2, message=f"profiles of {', '.join(user_ids)} materialized"
+    )

@@ -23,7 +23,7 @@ from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_t
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.accounts import ROOT_BUSINESS_UNIT_ID
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack, make_env, start_stack
+from offsync_stack.testing import Stack, make_env, profiles_materialized, start_stack
 
 PASSWORD = "field-app-pass-0123"
 CHILD_BU = "field-app-child-bu"
@@ -119,6 +119,9 @@ def make_org(stack: Stack, prefix: str, accounts: int = 6) -> FieldOrg:
 
         shared = [account(f"{prefix}Shared {i}", f"{prefix}ana", ROOT_BUSINESS_UNIT_ID) for i in range(accounts)]
         other = [account(f"{prefix}Other {i}", f"{prefix}cid", CHILD_BU) for i in range(2)]
+    # Publishing is asynchronous: until it lands, the app's first sync is refused (no_profile).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, profiles_materialized(stack, *members["user_ids"])).result()
     return FieldOrg(stack, prefix, shared, other)
 
 

@@ -32,7 +32,7 @@ from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.accounts import create_user
 from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack, eventually, make_env, start_stack
+from offsync_stack.testing import Stack, eventually, make_env, profiles_materialized, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,7 @@ async def org(infra: Infra) -> AsyncIterator[Org]:
             for user in ("ada", "ben", "cli", "eve"):
                 account = {"id": f"{user}-1", "attributes": {"name": f"{user} first"}, "owner_id": user}
                 _ok(await records.post("/v1/records/account", json=account))
+        await profiles_materialized(stack, "ada", "ben", "cli", "eve")
         yield Org(stack)
     finally:
         await asyncio.to_thread(stack.group.stop_all)

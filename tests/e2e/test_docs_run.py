@@ -18,12 +18,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
-from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, eventually
+from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, profiles_materialized
 
 pytestmark = pytest.mark.e2e
 
@@ -64,17 +63,9 @@ def test_blocks_are_found_and_skips_are_marked() -> None:
     assert any(not skipped for _, _, skipped in shell_blocks((REPO / "docs/admin-api.md").read_text()))
 
 
-async def _profile_published(stack: Stack, user_id: str) -> bool:
-    conn = await asyncpg.connect(stack.env.pg_dsn)
-    try:
-        return bool(await conn.fetchval("SELECT 1 FROM sync.user_profiles WHERE user_id = $1", user_id))
-    finally:
-        await conn.close()
-
-
 async def _after_admin_api(stack: Stack) -> None:
     # A reader whose first `sync` is refused with no_profile runs it again; the test waits instead.
-    await eventually(lambda: _profile_published(stack, "ana"), timeout=30, message="ana's profile materialized")
+    await profiles_materialized(stack, "ana", timeout=30)
 
 
 # What a reader would wait for between two documents, before the next one's example.

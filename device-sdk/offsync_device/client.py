@@ -7,16 +7,24 @@ outbox on its own (failure mode 4) and resumes from the last checkpoint (failure
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
+
+try:  # websockets >= 15 connects through the environment's proxy (HTTPS_PROXY, NO_PROXY ...)
+    from websockets.proxy import get_proxy
+except ImportError:  # pragma: no cover - an older websockets: no proxy support to configure
+    get_proxy = None
 
 from offsync_device.background import next_sync_at
 from offsync_device.backoff import Backoff, retry_after_from_reason
@@ -98,7 +106,9 @@ class Device:
         self.inflight: str | None = None
         self.ws: ClientConnection | None = None
         self._kick = asyncio.Event()
-        store.on_local_change = self._kick.set
+        # Sends the outbox while connected; started only when there is something to send.
+        self._writer_task: asyncio.Task[None] | None = None
+        store.on_local_change = self._local_change
         self.report = SyncReport()
 
     async def token(self) -> str:
@@ -113,7 +123,9 @@ class Device:
     # ----------------------------------------------------------------------- public API ----
     async def sync(self, *, timeout: float = 120.0, max_attempts: int = 8) -> SyncReport:
         """Upload pending changes, then download until caught up (retrying with backoff)."""
-        report = await asyncio.wait_for(self._with_retries(until_synced=True, max_attempts=max_attempts), timeout)
+        # A deadline on this task (no task of its own, as wait_for would make per sync).
+        async with asyncio.timeout(timeout):
+            report = await self._with_retries(until_synced=True, max_attempts=max_attempts)
         self.last_sync = time.time()
         return report
 
@@ -244,6 +256,7 @@ class Device:
                 open_timeout=10,
                 ping_interval=None,
                 create_connection=tapped(on_text),  # type: ignore[arg-type]
+                **_proxy_option(self.url),
             )
         except (InvalidURI, ValueError) as exc:
             raise SyncRefused(0, describe_connect_failure(self.url, exc)) from None
@@ -254,15 +267,17 @@ class Device:
         self.ws = ws
         self.report.connections += 1
         self.inflight = None
-        writer: asyncio.Task[None] | None = None
         renewer: asyncio.Task[None] | None = None
-        closed: asyncio.Future[None] | None = None
         try:
             await ws.send(p.encode(hello).decode())
-            writer = asyncio.create_task(self._writer(ws))
-            renewer = asyncio.create_task(self._renewer(ws))
-            self._kick.set()  # reconnect alone flushes the outbox (failure mode 4)
-            closed = asyncio.ensure_future(ws.wait_closed())
+            if self.store.has_pending():
+                self._kick.set()  # reconnect alone flushes the outbox (failure mode 4)
+                self._start_writer(ws)
+            if getattr(self._token, "expires_at", None) is not None:
+                renewer = asyncio.create_task(self._renewer(ws))
+            # websockets' own future for the end of the connection (what wait_closed awaits):
+            # waited on directly, with no task wrapped around it, and never cancelled here.
+            closed = ws.connection_lost_waiter
             await asyncio.wait({ended, closed}, return_when=asyncio.FIRST_COMPLETED)
             if ended.done():
                 ended.result()  # caught up: done; a bad frame or a store failure: raised
@@ -270,12 +285,11 @@ class Device:
         except ConnectionClosed:
             pass
         finally:
+            writer, self._writer_task = self._writer_task, None
             if writer is not None:
                 writer.cancel()
             if renewer is not None:
                 renewer.cancel()
-            if closed is not None:
-                closed.cancel()
             if not ended.done():
                 ended.cancel()
             await ws.close()
@@ -295,6 +309,21 @@ class Device:
                 self.store.forget_all()
             raise SyncRefused(code, reason)
         raise SyncInterrupted(code, reason)
+
+    def _local_change(self) -> None:
+        """An offline edit (the store's ``on_local_change``): send it now if connected."""
+        self._kick.set()
+        if self.ws is not None:
+            self._start_writer(self.ws)
+
+    def _start_writer(self, ws: ClientConnection) -> None:
+        if self._writer_task is not None and not self._writer_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # an edit from another thread: the next session (or edit here) sends it
+            return
+        self._writer_task = loop.create_task(self._writer(ws))
 
     async def _writer(self, ws: ClientConnection) -> None:
         """Sends the outbox, one batch at a time, whenever there is something and none in flight."""
@@ -403,6 +432,19 @@ def describe_connect_failure(url: str, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"the server at {where} did not answer in time"
     return f"nothing answers at {where}: the server is down, or the port is wrong"
+
+
+@functools.lru_cache(maxsize=32)
+def _proxy_option(url: str) -> dict[str, Any]:
+    """The proxy websockets would use for ``url``, looked up once per URL and process: left to
+    websockets, the environment is scanned on every connect (~60 µs of a ~1 ms reconnect).
+    An invalid URL gets no option (``connect`` then refuses it with its own error)."""
+    if get_proxy is None:
+        return {}
+    try:
+        return {"proxy": get_proxy(parse_uri(url))}
+    except (InvalidURI, ValueError):
+        return {}
 
 
 def _ignore_closed(task: asyncio.Future[None]) -> None:

@@ -7,6 +7,7 @@ gateway never decodes and re-encodes record payloads.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -211,6 +212,29 @@ FROM (SELECT 1) one LEFT JOIN facts f ON true
 """
 
 
+# ``_ADMIT`` for many devices at once, one row per request (``n``: its position in the arrays):
+# a reconnect storm costs a few statements instead of one round trip per device.
+_ADMIT_MANY = f"""
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(user_id, session_id, n)
+)
+SELECT req.n, f.*,
+       (SELECT coalesce(array_agg(ub.bucket_id), '{{}}') FROM sync.user_buckets ub WHERE ub.user_id = req.user_id)
+           AS buckets,
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sync.op_id_seq) AS newest,
+       (SELECT jsonb_object_agg(i ->> 'entity', coalesce((i ->> 'sync_interval_minutes')::int, 5))::text
+          FROM sync.published_profiles pp, jsonb_array_elements(pp.items) i
+         WHERE pp.profile_id = f.profile_id) AS intervals,
+       EXISTS (SELECT 1 FROM admin.refresh_tokens t WHERE t.family_id = req.session_id AND t.revoked_at IS NOT NULL)
+           AS revoked,
+       (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
+          FROM sync.buckets b JOIN sync.user_buckets ub ON ub.bucket_id = b.id AND ub.user_id = req.user_id) AS states
+FROM req LEFT JOIN LATERAL ({_ACCESS.replace("$1", "req.user_id")} LIMIT 1) f ON true
+"""
+# Admissions read by one statement at most (a bigger storm takes several, back to back).
+ADMIT_BATCH = 500
+
+
 # One statement, hence one snapshot and one round trip: the new ops (as parallel arrays in op-id
 # order), the buckets' states and the (user, bucket) memberships.
 _LIVE_BATCH = (
@@ -270,6 +294,11 @@ class PgBucketStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Admissions waiting for the next shared read (user, sign-in, the connecting device's
+        # future), and the task reading them: requests that arrive while a read is in flight
+        # join the next one, as live_fanout does for ops.
+        self._admits: list[tuple[str, str | None, asyncio.Future[Admission]]] = []
+        self._admitter: asyncio.Task[None] | None = None
 
     async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch:
         # One statement: the states and memberships describe exactly the ops read.
@@ -290,16 +319,40 @@ class PgBucketStore:
         )
 
     async def admit(self, user_id: str, session_id: str | None = None) -> Admission:
-        """``session_id``: the sign-in of the device's token, checked for revocation."""
+        """``session_id``: the sign-in of the device's token, checked for revocation. Devices
+        connecting together are admitted by one statement (``_ADMIT_MANY``); each gets the row
+        of its own request."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Admission] = loop.create_future()
+        self._admits.append((user_id, session_id, fut))
+        if self._admitter is None or self._admitter.done():
+            self._admitter = loop.create_task(self._admit_waiting(), name="admission-reads")
+        return await fut
+
+    async def admit_one(self, user_id: str, session_id: str | None = None) -> Admission:
+        """One device's admission in a statement of its own (``_ADMIT``)."""
         row = await self.pool.fetchrow(_ADMIT, user_id, session_id)
         assert row is not None
-        if row["enabled"] is None:
-            facts = AccessFacts(False, False, False, None, None)
-        else:
-            facts = _facts(row, session_revoked=bool(row["revoked"]))
-        intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
-        states = _states(row["states"]) if row["states"] is not None else {}
-        return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals, states)
+        return _admission(row)
+
+    async def _admit_waiting(self) -> None:
+        while self._admits:
+            batch, self._admits = self._admits[:ADMIT_BATCH], self._admits[ADMIT_BATCH:]
+            live = [r for r in batch if not r[2].done()]  # done: the device left meanwhile
+            if not live:
+                continue
+            try:
+                rows = await self.pool.fetch(_ADMIT_MANY, [r[0] for r in live], [r[1] for r in live])
+                by_n = {int(row["n"]): row for row in rows}
+                out = [_admission(by_n[n]) for n in range(1, len(live) + 1)]
+            except Exception as exc:  # noqa: BLE001 - each waiting device fails as its own read would
+                for _, _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), admission in zip(live, out, strict=True):
+                if not fut.done():
+                    fut.set_result(admission)
 
     async def app_profiles(self, app: str) -> frozenset[str] | None:
         """Profiles attached to the offline-enabled app module with id or name ``app`` (None: no
@@ -391,6 +444,16 @@ class PgBucketStore:
     async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(_ENTITY_METADATA, user_id)
         return [describe_entity(r["logical_name"], r["display_name"], orjson.loads(r["attributes"])) for r in rows]
+
+
+def _admission(row: asyncpg.Record) -> Admission:
+    if row["enabled"] is None:
+        facts = AccessFacts(False, False, False, None, None)
+    else:
+        facts = _facts(row, session_revoked=bool(row["revoked"]))
+    intervals = orjson.loads(row["intervals"]) if row["intervals"] else {}
+    states = _states(row["states"]) if row["states"] is not None else {}
+    return Admission(facts, frozenset(row["buckets"]), int(row["newest"]), intervals, states)
 
 
 def _states(text: str) -> dict[str, BucketState]:

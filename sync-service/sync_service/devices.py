@@ -168,7 +168,8 @@ class DeviceRegistry:
 
 
 def _jsonable(values: dict[str, Any]) -> str:
-    return orjson.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}).decode()
+    # orjson writes an aware datetime as isoformat() does (RFC 3339, offset included).
+    return orjson.dumps(values).decode()
 
 
 # Each row's changes travel as a JSON object; a column keeps its value unless the object names it.

@@ -21,9 +21,10 @@ from sync_service.device_access import app_refusal, decide, device_mismatch
 from sync_service.devices import DeviceRegistry
 from sync_service.hub import Hub
 from sync_service.limits import ComeBackSlots, TokenBucket
-from sync_service.session import BatchPublisher, Close, Encoded, SyncSession
+from sync_service.session import BatchPublisher, Close, Encoded, Phase, SyncSession
 from sync_service.settings import Settings
-from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol
+from sync_service.token_check import TokenChecker
+from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Gateway:
         self.publisher = publisher
         self.clock = clock
         self.conn_limiter = TokenBucket(settings.sync_conn_rate, settings.sync_conn_burst, updated=clock())
+        self.tokens = TokenChecker(settings.jwt_secret, auth.DEVICE_AUDIENCE, issuer=settings.jwt_issuer)
         self._verify = self.verify  # one bound method for every session, not one each (64 B)
         self.come_back = ComeBackSlots(settings.sync_conn_rate)
         self.sessions: set[SyncSession] = set()
@@ -69,7 +71,7 @@ class Gateway:
             seen = now
 
     def verify(self, token: str) -> auth.Principal:
-        return auth.verify_token(self.s.jwt_secret, token, auth.DEVICE_AUDIENCE, issuer=self.s.jwt_issuer)
+        return self.tokens.verify(token)
 
     def begin_drain(self) -> None:
         """SIGTERM: refuse new devices; sessions finish awaited batch answers, then close 1001."""
@@ -126,7 +128,8 @@ class Gateway:
             )
             return None
         try:
-            msg = await asyncio.wait_for(ws.receive(), self.s.sync_hello_timeout_s)
+            async with asyncio.timeout(self.s.sync_hello_timeout_s):  # no task of its own, as wait_for's
+                msg = await ws.receive()
         except TimeoutError:
             await self._close(ws, p.CLOSE_TIMEOUT, "timeout: no hello")
             return None
@@ -208,13 +211,14 @@ class Gateway:
         if lean is None:
             await self._run_with_task(ws, session)
             return False
-        session.direct = lean.write_prebuilt
+        link = _Link(self, session, lean)
+        session.direct = link.write_direct
         # Frames reach the session from the transport's read callback.
         session.on_room = lean.resume_feed
         lean.attach(session)
         _forget_scope(ws.scope)
         lean.keep()
-        await self._turns(_Link(self, session, lean))
+        await self._turns(link)
         return True
 
     async def _turns(self, link: _Link) -> None:
@@ -231,13 +235,27 @@ class Gateway:
                             if out.code not in (p.CLOSE_GOING_AWAY,):
                                 session.last_error = out.reason[:300]
                             self._count_close(out.code)
+                            if link.held is not None:
+                                await link.flush()
                             await lean.close(out.code, out.reason[:120])
                             break
-                        async with asyncio.timeout(SEND_TIMEOUT_S):
-                            await lean.send_text(out.text if isinstance(out, Encoded) else p.encode(out))
+                        data = out.text if isinstance(out, Encoded) else p.encode(out)
                         del out  # not kept alive by this frame while the send below waits
+                        if session.phase is Phase.OPENING:
+                            # Welcome (and metadata, drop, reset): written with the first frame
+                            # after them, one write instead of two (docs/performance.md, reconnect).
+                            link.hold(data)
+                        elif link.held is not None:
+                            await link.flush(data)
+                        else:
+                            async with asyncio.timeout(SEND_TIMEOUT_S):
+                                await lean.send_text(data)
+                        del data
                 if session.over:
                     break
+                # Waiting for the shared read: its frames take what is held (``write_direct``).
+                if link.held is not None and session.phase is not Phase.ENROLLED:
+                    await link.flush()
                 if session.park(link):
                     parked = True
                     return
@@ -258,16 +276,31 @@ class Gateway:
 
     async def _end(self, session: SyncSession, lean: LeanWebSocketProtocol) -> None:
         try:
-            session.end()
-            self.sessions.discard(session)
-            self.devices.disconnected(session)
-            log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
+            self._retire(session)
             with contextlib.suppress(Exception):
                 await session.forward_unread_uploads()
         finally:
-            lean.detach()
-            lean.finish()
-            self._ended()
+            self._release(lean)
+
+    def _end_parked(self, link: _Link) -> None:
+        """``_end`` of a parked session whose device left with nothing to forward: no task and
+        no turn needed (one per disconnect, so one per reconnect of a storm)."""
+        try:
+            self._retire(link.session)
+        finally:
+            self._release(link.lean)
+
+    def _retire(self, session: SyncSession) -> None:
+        session.end()
+        session.direct = None  # the link's bound method: no cycle left to the collector
+        self.sessions.discard(session)
+        self.devices.disconnected(session)
+        log.info("device disconnected", extra={"user_id": session.user_id, "device_id": session.device_id})
+
+    def _release(self, lean: LeanWebSocketProtocol) -> None:
+        lean.detach()
+        lean.finish()
+        self._ended()
 
     async def _run_with_task(self, ws: WebSocket, session: SyncSession) -> None:
         """Any other ASGI server: a reader task and this task for the life of the connection."""
@@ -322,16 +355,61 @@ class Gateway:
 
 
 class _Link:
-    """A parked session's way back: what its wake-up runs the next turns with."""
+    """A parked session's way back: what its wake-up runs the next turns with, and the frames
+    of its opening not written yet (``held``)."""
 
-    __slots__ = ("gateway", "session", "lean")
+    __slots__ = ("gateway", "session", "lean", "held")
 
     def __init__(self, gateway: Gateway, session: SyncSession, lean: LeanWebSocketProtocol) -> None:
         self.gateway, self.session, self.lean = gateway, session, lean
+        # Encoded frames that go out before anything else, with the next write: the welcome of
+        # a reconnecting device waits for the shared read's ops, so both leave in one write.
+        self.held: list[str | bytes] | None = None
 
     def __call__(self) -> None:
         """The wake-up (called as the parked callback itself: no bound method kept per park)."""
+        if self.session.leaves_quietly():
+            # Soon, not now: this runs inside the transport's read callback, which still has
+            # the close handshake to answer before the connection may be closed.
+            asyncio.get_running_loop().call_soon(self.gateway._end_parked, self)
+            return
         self.lean.spawn(self.gateway._turns(self))
+
+    def hold(self, data: str | bytes) -> None:
+        if self.held is None:
+            self.held = []
+        self.held.append(data)
+
+    async def flush(self, then: str | bytes | None = None) -> None:
+        """Writes what is held (and ``then``) in one write; as separate sends when the socket
+        cannot take it now (they wait for room, or fail as the connection's state says)."""
+        held, self.held = self.held or [], None
+        if then is not None:
+            held.append(then)
+        if not held or self.lean.write_prebuilt(_framed(held)):
+            return
+        self.held = []  # until they are sent, nothing may overtake them (``write_direct``)
+        try:
+            for t in held:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self.lean.send_text(t)
+        finally:
+            self.held = None
+
+    def write_direct(self, wire: bytes) -> bool:
+        """``SyncSession.direct``: prebuilt frames straight to the socket, after what is held."""
+        held = self.held
+        if held is None:
+            return self.lean.write_prebuilt(wire)
+        if not held or not self.lean.write_prebuilt(_framed(held) + wire):
+            return False  # a flush is under way, or no room: the session's turn sends them
+        self.held = None
+        return True
+
+
+def _framed(texts: list[str | bytes]) -> bytes:
+    """Encoded frames as one run of websocket text frames (one write)."""
+    return b"".join(text_frame(t if isinstance(t, bytes) else t.encode()) for t in texts)
 
 
 def _forget_scope(scope: Scope) -> None:

@@ -482,6 +482,11 @@ class SyncSession:
                 )
             )
 
+    def leaves_quietly(self) -> bool:
+        """The device is gone and sent nothing that must still be forwarded: what the next turn
+        would do is only to end (the transport may end the session without running it)."""
+        return self.gone and not (self._inbox and any(isinstance(f, p.Upload) for f in self._inbox))
+
     def disconnected(self) -> None:
         """The transport lost the device: end the stream without sending anything more."""
         self.gone = True

@@ -19,15 +19,18 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.http11 import USER_AGENT
 from websockets.uri import parse_uri
 
 try:  # websockets >= 15 connects through the environment's proxy (HTTPS_PROXY, NO_PROXY ...)
-    from websockets.proxy import get_proxy
+    from websockets.proxy import get_proxy as _get_proxy
 except ImportError:  # pragma: no cover - an older websockets: no proxy support to configure
-    get_proxy = None
+    _get_proxy = None  # type: ignore[assignment]
 
+from offsync_device import lean_socket
 from offsync_device.background import next_sync_at
 from offsync_device.backoff import Backoff, retry_after_from_reason
+from offsync_device.lean_socket import LeanSocket
 from offsync_device.local_store import LocalStore
 from offsync_device.signin import SignInError, SignInRequired
 from offsync_device.transport import tapped
@@ -36,6 +39,8 @@ from offsync_shared import protocol as p
 log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+# The session's websocket: the lean client, or websockets' (a proxy, credentials in the URL).
+Socket = LeanSocket | ClientConnection
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -104,7 +109,7 @@ class Device:
         self.token_in_header = token_in_header
         self.max_changes = 500
         self.inflight: str | None = None
-        self.ws: ClientConnection | None = None
+        self.ws: Socket | None = None
         self._kick = asyncio.Event()
         # Sends the outbox while connected; started only when there is something to send.
         self._writer_task: asyncio.Task[None] | None = None
@@ -195,7 +200,7 @@ class Device:
         except SignInError as exc:  # the sign-in server is unreachable for now: like a lost link
             raise SyncInterrupted(None, str(exc)) from None
 
-    async def _renewer(self, ws: ClientConnection) -> None:
+    async def _renewer(self, ws: Socket) -> None:
         """Renews the access token before it expires and hands it to the open session (an auth
         frame), so a long-lived connection is never closed for an expired token."""
         expires_at = getattr(self._token, "expires_at", None)
@@ -230,7 +235,7 @@ class Device:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()  # caught up (until_synced) or a bad frame
         caught_up = False
-        ws: ClientConnection | None = None
+        ws: Socket | None = None
 
         def on_text(raw: bytes | bytearray | memoryview) -> None:
             # Runs in the socket's read callback: each frame is stored as it arrives, and nothing
@@ -248,16 +253,20 @@ class Device:
                 ended.set_exception(exc)
 
         try:
-            ws = await connect(
-                self.url,
-                additional_headers=headers,
-                compression=None,
-                max_size=None,
-                open_timeout=10,
-                ping_interval=None,
-                create_connection=tapped(on_text),  # type: ignore[arg-type]
-                **_proxy_option(self.url),
-            )
+            options = _proxy_option(self.url)
+            if lean_socket.supports(self.url, options.get("proxy")):
+                ws = await lean_socket.connect(self.url, on_text, headers=headers, user_agent=USER_AGENT)
+            else:
+                ws = await connect(
+                    self.url,
+                    additional_headers=headers,
+                    compression=None,
+                    max_size=None,
+                    open_timeout=10,
+                    ping_interval=None,
+                    create_connection=tapped(on_text),  # type: ignore[arg-type]
+                    **options,
+                )
         except (InvalidURI, ValueError) as exc:
             raise SyncRefused(0, describe_connect_failure(self.url, exc)) from None
         except InvalidStatus as exc:
@@ -275,9 +284,9 @@ class Device:
                 self._start_writer(ws)
             if getattr(self._token, "expires_at", None) is not None:
                 renewer = asyncio.create_task(self._renewer(ws))
-            # websockets' own future for the end of the connection (what wait_closed awaits):
-            # waited on directly, with no task wrapped around it, and never cancelled here.
-            closed = ws.connection_lost_waiter
+            # The socket's own future for the end of the connection (websockets': what
+            # wait_closed awaits): waited on directly, no task around it, never cancelled here.
+            closed = ws.lost if isinstance(ws, LeanSocket) else ws.connection_lost_waiter
             await asyncio.wait({ended, closed}, return_when=asyncio.FIRST_COMPLETED)
             if ended.done():
                 ended.result()  # caught up: done; a bad frame or a store failure: raised
@@ -316,7 +325,7 @@ class Device:
         if self.ws is not None:
             self._start_writer(self.ws)
 
-    def _start_writer(self, ws: ClientConnection) -> None:
+    def _start_writer(self, ws: Socket) -> None:
         if self._writer_task is not None and not self._writer_task.done():
             return
         try:
@@ -325,7 +334,7 @@ class Device:
             return
         self._writer_task = loop.create_task(self._writer(ws))
 
-    async def _writer(self, ws: ClientConnection) -> None:
+    async def _writer(self, ws: Socket) -> None:
         """Sends the outbox, one batch at a time, whenever there is something and none in flight."""
         try:
             while True:
@@ -339,13 +348,13 @@ class Device:
         except ConnectionClosed:
             pass  # the reader sees the close and decides what happens next
 
-    def _send_soon(self, ws: ClientConnection, frame: p.ClientFrame) -> None:
+    def _send_soon(self, ws: Socket, frame: p.ClientFrame) -> None:
         """Send from a read callback (a refetch, a pong): queued as a task; a connection that
         closed meanwhile is the session's end, seen by the session itself."""
         task = asyncio.ensure_future(ws.send(p.encode(frame).decode()))
         task.add_done_callback(_ignore_closed)
 
-    def _checkpointed(self, ws: ClientConnection, cp: p.Checkpoint, bad: list[str]) -> bool:
+    def _checkpointed(self, ws: Socket, cp: p.Checkpoint, bad: list[str]) -> bool:
         """After the store checked a checkpoint: caught up, or ask for the disagreeing buckets."""
         r = self.report
         if bad:
@@ -356,7 +365,7 @@ class Device:
         r.cursor = cp.cursor
         return True
 
-    def _on_frame(self, ws: ClientConnection, frame: p.ServerFrame, caught_up: bool) -> bool:
+    def _on_frame(self, ws: Socket, frame: p.ServerFrame, caught_up: bool) -> bool:
         """One frame from the server, handled as it is read; returns whether the device is caught up."""
         r = self.report
         if isinstance(frame, p.Ops):
@@ -439,10 +448,10 @@ def _proxy_option(url: str) -> dict[str, Any]:
     """The proxy websockets would use for ``url``, looked up once per URL and process: left to
     websockets, the environment is scanned on every connect (~60 µs of a ~1 ms reconnect).
     An invalid URL gets no option (``connect`` then refuses it with its own error)."""
-    if get_proxy is None:
+    if _get_proxy is None:
         return {}
     try:
-        return {"proxy": get_proxy(parse_uri(url))}
+        return {"proxy": _get_proxy(parse_uri(url))}
     except (InvalidURI, ValueError):
         return {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -173,3 +174,40 @@ async def test_welcome_carries_the_profiles_sync_intervals(gw: Any) -> None:
         welcome = p.decode_server(await ws.recv())
     assert isinstance(welcome, p.Welcome)
     assert welcome.sync_intervals == {"account": 60, "contact": 15}
+
+
+async def test_devices_admitted_together_each_get_their_own_users_facts(gw: Any) -> None:
+    """Admissions that arrive together are read by one statement (``_ADMIT_MANY``): each device
+    gets exactly what its own read (``_ADMIT``) would give, whoever shares the statement."""
+    from sync_service.bucket_reads import PgBucketStore
+
+    ok = await gw.user()
+    await gw.subscribe(ok, f"b-{ok}", "b-shared-admission")
+    kinds = {
+        "ok": ok,
+        "team": await gw.user(via_team=True),
+        "disabled": await gw.user(enabled=False),
+        "no-privilege": await gw.user(offline=False),
+        "no-profile": await gw.user(profile=False),
+        "unknown": f"ghost-{uuid.uuid4().hex[:6]}",
+    }
+    family = f"fam-{uuid.uuid4().hex[:8]}"
+    await gw.pool.execute(
+        "INSERT INTO admin.refresh_tokens(id, family_id, user_id, generation, audience, token_hash, expires_at, revoked_at) "
+        "SELECT $1, $2, $3, coalesce(generation, ''), 'device', $4, now() + interval '1 hour', now() "
+        "FROM admin.users WHERE id = $3",
+        f"rt-{family}",
+        family,
+        ok,
+        uuid.uuid4().bytes,
+    )
+    requests = [(uid, None) for uid in kinds.values()] + [(ok, family), (ok, "fam-not-revoked")]
+    store = PgBucketStore(gw.pool)
+    together = await asyncio.gather(*(store.admit(u, s) for u, s in requests))
+    alone = [await store.admit_one(u, s) for u, s in requests]
+    assert together == alone
+    by_kind = dict(zip(kinds, together, strict=False))
+    assert by_kind["ok"].buckets == {f"b-{ok}", "b-shared-admission"}
+    assert set(by_kind["ok"].states or {}) == {f"b-{ok}", "b-shared-admission"}
+    assert not by_kind["unknown"].facts.user_exists and not by_kind["disabled"].facts.enabled
+    assert together[-2].facts.session_revoked and not together[-1].facts.session_revoked

@@ -294,6 +294,7 @@ class Device:
         except ConnectionClosed:
             pass
         finally:
+            self.ws = None  # before the close handshake: no writer starts for this socket now
             writer, self._writer_task = self._writer_task, None
             if writer is not None:
                 writer.cancel()
@@ -302,7 +303,6 @@ class Device:
             if not ended.done():
                 ended.cancel()
             await ws.close()
-            self.ws = None
         code = ws.close_code
         reason = ws.close_reason or ""
         if code == p.CLOSE_REVOKED:

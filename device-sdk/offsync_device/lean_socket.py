@@ -5,10 +5,11 @@ in one ``asyncio.Protocol``.
 
 Why not ``websockets``' client: a reconnect is one short connection, and its machinery (the
 request and response objects and their header parsing, the generator-based parsers, the send
-context and its futures, ~17 event-loop steps) cost ~450 µs of a device's CPU per connection,
-about half of what a reconnect costs the device (docs/performance.md, reconnect); this costs a
-few steps and ~100 µs. ``websockets`` still serves what this does not: a proxy from the
-environment and ``user:pass@`` in the URL (``client.Device`` picks; ``connect`` here refuses).
+context and its futures, ~17 event-loop steps) were about half of what a reconnect cost the
+device: against a trivial server in one process, 430 µs per connect, send, receive and close,
+215 µs with this one, server and kernel included (docs/performance.md, reconnect). ``websockets``
+still serves what this does not: a proxy from the environment and ``user:pass@`` in the URL
+(``supports`` tells; ``client.Device`` picks).
 The errors raised are ``websockets``' own (``InvalidStatus``, ``InvalidHandshake``,
 ``ConnectionClosed``), so callers handle both clients alike.
 """

@@ -18,7 +18,7 @@ from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra
 from offsync_stack.processes import SERVICES, ServiceGroup
-from offsync_stack.testing import InfraEnv, Stack, make_env
+from offsync_stack.testing import InfraEnv, Stack, make_env, profiles_materialized
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 ADMIN_TOKEN = issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)
@@ -87,6 +87,9 @@ async def findings(infra: Infra) -> AsyncIterator[Findings]:
             ok(await admin.post("/v1/profiles/field/publish"))
             rec = {"attributes": {"name": "Ann's"}, "owner_id": "ann", "business_unit_id": ROOT_BU}
             account = ok(await records.post("/v1/records/account", json=rec))["id"]
+        # Publishing is asynchronous: a device connecting before publish-service has committed
+        # the profile is refused 4004 no_profile (the first test here did, now and then).
+        await profiles_materialized(stack, "ann", "bob")
         yield Findings(stack, account)
     finally:
         await asyncio.to_thread(stack.group.stop_all)

@@ -24,7 +24,8 @@ from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.session import BatchPublisher, Close, Encoded, Phase, SyncSession
 from sync_service.settings import Settings
 from sync_service.token_check import TokenChecker
-from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol, text_frame
+from sync_service.ws_frames import text_frame
+from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol
 
 log = logging.getLogger(__name__)
 

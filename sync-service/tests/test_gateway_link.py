@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from sync_service.gateway import _Link
-from sync_service.ws_transport import text_frame
+from sync_service.ws_frames import text_frame
 
 
 class FakeLean:

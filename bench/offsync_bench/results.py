@@ -37,20 +37,29 @@ def failed(reason: str) -> dict[str, Any]:
 
 
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
+# Not durability, but they move the figures (docs/performance.md, "publish: budget per stage"):
+# how reads are done, and the collation every text key is compared with.
+COST_SETTINGS = ("io_method",)
 
 
 async def durability(dsn: str) -> dict[str, Any]:
     """The durability settings the measured PostgreSQL runs with, as the server reports them
-    (SHOW), and whether they are PostgreSQL's durable defaults."""
+    (SHOW), and whether they are PostgreSQL's durable defaults; also its io_method and the
+    database's collation (provider and locale)."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
-        shown = {name: await conn.fetchval(f"SHOW {name}") for name in DURABILITY_SETTINGS}
+        shown = {name: await conn.fetchval(f"SHOW {name}") for name in DURABILITY_SETTINGS + COST_SETTINGS}
+        provider, locale = await conn.fetchrow(
+            """SELECT CASE datlocprovider WHEN 'b' THEN 'builtin' WHEN 'i' THEN 'icu' ELSE 'libc' END,
+                      coalesce(datlocale, datcollate)
+               FROM pg_database WHERE datname = current_database()"""
+        )
     finally:
         await conn.close()
     durable = shown["fsync"] == "on" and shown["synchronous_commit"] != "off" and shown["full_page_writes"] == "on"
-    return {**shown, "durable": durable}
+    return {**shown, "collation": f"{provider} {locale}", "durable": durable}
 
 
 def common(seed: int, sizes: Sizes, quick: bool) -> dict[str, Any]:

@@ -93,11 +93,11 @@ def tree_cpu_s(root: int, proc: Path = PROC) -> float:
     todo = [root]
     while todo:
         pid = todo.pop()
-        rest = fields.get(pid)
-        if rest is None:
+        own = fields.get(pid)
+        if own is None:
             continue
         # utime, stime, cutime, cstime: fields 14-17 of /proc/<pid>/stat (11-14 after the name)
-        total += sum(int(x) for x in rest[11:15]) / tick
+        total += sum(int(x) for x in own[11:15]) / tick
         todo.extend(c for c, p in parent.items() if p == pid)
     return total
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offsync_bench.cpuwait import CpuWindow, parse_schedstat, sample
+from offsync_bench.cpuwait import CpuWindow, parse_schedstat, postgres_cpu_s, sample, tree_cpu_s
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,23 @@ def test_window_over_this_process() -> None:
     out = w.stop()
     assert out["me"]["cpu_s"] > 0 and out["me"]["runqueue_wait_s"] >= 0  # type: ignore[index]
     assert set(out["loadavg_1m"]) == {"start", "end"}  # type: ignore[arg-type]
+
+
+def _proc(root: Path, pid: int, comm: str, ppid: int, ticks: tuple[int, int, int, int]) -> None:
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime ...
+    u, s, cu, cs = ticks
+    (d / "stat").write_text(f"{pid} ({comm}) S {ppid} 1 1 0 -1 0 0 0 0 0 {u} {s} {cu} {cs} 20 0 1 0\n")
+
+
+def test_postgres_cpu_counts_every_backend_and_the_reaped_ones(tmp_path: Path) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    _proc(tmp_path, 1, "python", 0, (999, 0, 0, 0))  # the harness: not counted
+    # the postmaster: its reaped children (exited backends, parallel workers) are in cutime/cstime
+    _proc(tmp_path, 10, "postgres", 1, (tick, 0, 2 * tick, tick))
+    _proc(tmp_path, 11, "postgres", 10, (tick, tick, 0, 0))  # a live backend
+    _proc(tmp_path, 12, "postgres", 10, (0, tick, 0, 0))  # another
+    _proc(tmp_path, 20, "tansu", 1, (5 * tick, 0, 0, 0))  # the broker: not PostgreSQL
+    assert tree_cpu_s(11, proc=tmp_path) == pytest.approx(2.0)
+    assert postgres_cpu_s(1, proc=tmp_path) == pytest.approx(7.0)

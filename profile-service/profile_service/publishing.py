@@ -75,23 +75,46 @@ async def validate(conn: asyncpg.Connection, profile_id: str, *, for_publish: bo
         ctxs = [UserContext(u["id"], u["business_unit_id"], frozenset(u["team_ids"])) for u in users]
         estimates = await estimate(conn, items, ctxs)
         for e in estimates:
-            if e["records"] > cap:
-                over = [i["entity"] for i in e["items"] if i["records"] > 0]
-                problems.append(
-                    {
-                        "code": "records_per_user_cap",
-                        "message": f"user {e['user_id']} would carry {e['records']} records, over the cap of {cap}",
-                        "user_id": e["user_id"],
-                        "severity": "error",
-                        "details": {"records": e["records"], "cap": cap, "items": over},
-                    }
-                )
+            problems.extend(_cap_problems(e, cap))
     return {
         "valid": not any(p["severity"] == "error" for p in problems),
         "problems": problems,
         "max_records_per_user": cap,
         "estimates": estimates,
     }
+
+
+def _cap_problems(e: dict[str, Any], cap: int) -> list[dict[str, Any]]:
+    """A user over the cap on exact counts alone is an error. A user over it only through an upper
+    bound (custom filters and relationships count every record of their entity) is a warning:
+    refusing the publish on a bound would block large orgs whose real sets are far smaller."""
+    if e["records"] <= cap:
+        return []
+    over = [i["entity"] for i in e["items"] if i["records"] > 0]
+    exact = sum(i["records"] for i in e["items"] if i["exact"])
+    if exact > cap:
+        return [
+            {
+                "code": "records_per_user_cap",
+                "message": f"user {e['user_id']} would carry {e['records']} records, over the cap of {cap}",
+                "user_id": e["user_id"],
+                "severity": "error",
+                "details": {"records": e["records"], "cap": cap, "items": over},
+            }
+        ]
+    bounded = [i["entity"] for i in e["items"] if not i["exact"] and i["records"] > 0]
+    return [
+        {
+            "code": "records_per_user_cap_possible",
+            "message": (
+                f"user {e['user_id']} could carry up to {e['records']} records, over the cap of {cap}: "
+                f"{', '.join(bounded)} counted as every record of the entity (custom filter or relationship)"
+            ),
+            "user_id": e["user_id"],
+            "severity": "warning",
+            "details": {"records": e["records"], "exact_records": exact, "cap": cap, "items": over, "bounded": bounded},
+        }
+    ]
 
 
 async def _under_cap(conn: asyncpg.Connection, items: list[dict[str, Any]], cap: int) -> bool:

@@ -8,15 +8,20 @@ from typing import Any
 from offsync_bench import fixture, setup
 from offsync_bench.context import BenchContext
 
+_WAL = """SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS lsn,
+                  (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints"""
+
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
     loaded = await setup.org(ctx)
     if fixture.MAIN_PROFILE in loaded.published:
         raise RuntimeError("the main profile was already published in this run; publish must run first")
     users = [u["id"] for u in loaded.org.users]
-    t = await setup.publish_profile(ctx, fixture.MAIN_PROFILE, fixture.MAIN_ITEMS, users)
     conn = await setup.pg(ctx)
     try:
+        before = await conn.fetchrow(_WAL)
+        t = await setup.publish_profile(ctx, fixture.MAIN_PROFILE, fixture.MAIN_ITEMS, users)
+        after = await conn.fetchrow(_WAL)
         buckets = int(await conn.fetchval("SELECT count(*) FROM sync.buckets"))
         rows = int(await conn.fetchval("SELECT count(*) FROM sync.bucket_ops"))
         index = int(await conn.fetchval("SELECT count(*) FROM sync.record_index"))
@@ -33,4 +38,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "api_seconds": round(t["api_seconds"], 2),
         "users": len(users),
         "records": loaded.record_count,
+        # What the database wrote meanwhile (the publish, and any autovacuum of the load): WAL
+        # volume and the checkpoints it called for (each one makes the next write of every page
+        # a full-page image), to tell whether a bigger org costs more than its share.
+        "wal_mb": round((after["lsn"] - before["lsn"]) / 2**20),
+        "checkpoints": int(after["checkpoints"] - before["checkpoints"]),
     }

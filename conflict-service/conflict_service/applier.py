@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -32,6 +33,7 @@ from offsync_shared.domain.org import Actor
 from offsync_shared.envelope import Envelope
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded
+from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import BATCH_RESULTS, RECORDS
 
 
@@ -122,8 +124,15 @@ class Applier:
         await conflict_log.append(conn, effects.conflicts)
         await sync_error_ledger.append(conn, effects.sync_errors)
         now = time.time()  # the commit follows right after these writes
-        topic = self.topics.records
-        records = [(topic, e.event(now).envelope(f"{e.record.entity}:{e.record.id}")) for e in effects.events]
+        occurred_at = datetime.fromtimestamp(now, UTC).isoformat()
+        topic, kind, version = self.topics.records, RecordChanged.TYPE, RecordChanged.VERSION
+        records = [
+            (
+                topic,
+                Envelope(kind, f"{e.record.entity}:{e.record.id}", e.payload(now), version, occurred_at=occurred_at),
+            )
+            for e in effects.events
+        ]
         await write_outbox(conn, first + records)
 
 
@@ -138,7 +147,9 @@ class BatchApplier:
         self.relay = relay  # answers and record events are sent right after the commit
 
     async def apply(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
-        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
+        # Answers go out before the poll's record events (one send each): the devices' acks
+        # do not wait for the broker to take thousands of RecordChanged.
+        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay, (self.topics.batch_results,)):
             async with conn.transaction():
                 return await self.apply_in(conn, batches)
 
@@ -182,6 +193,7 @@ class BatchApplier:
             for ch in sorted(b.changes, key=lambda c: c.seq)
         ]
         new_answers: list[BatchApplied] = []
+        sent: dict[str, Envelope] = {}  # batch id -> its answer's envelope (its results stored as sent)
 
         def answer(results: list[ItemResult]) -> list[tuple[str, Envelope]]:
             by_batch: dict[str, list[ChangeResult]] = {b.batch_id: [] for b in fresh}
@@ -193,11 +205,12 @@ class BatchApplier:
                 )
                 for b in fresh
             )
-            return [(self.topics.batch_results, a.envelope(a.device_id)) for a in answers + new_answers]
+            sent.update((a.batch_id, a.envelope(a.device_id)) for a in answers + new_answers)
+            return [(self.topics.batch_results, sent[a.batch_id]) for a in answers + new_answers]
 
         if items:
             await self.applier.apply_items(conn, items, answer)
         else:
             await write_outbox(conn, answer([]))
-        await batch_answers.store(conn, new_answers)
+        await batch_answers.store(conn, new_answers, [sent[a.batch_id].payload["results"] for a in new_answers])
         return answers + new_answers

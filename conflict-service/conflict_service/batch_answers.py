@@ -4,6 +4,7 @@ answered as it was the first time, and serializes a device's batches across work
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import orjson
@@ -41,17 +42,21 @@ def _results(a: BatchApplied) -> str:
     return orjson.dumps([r.model_dump(mode="json") for r in a.results]).decode()
 
 
-async def store(conn: asyncpg.Connection, answers: Sequence[BatchApplied]) -> None:
-    """Store new answers in one statement (their batch ids are new: checked under the device lock)."""
+async def store(
+    conn: asyncpg.Connection, answers: Sequence[BatchApplied], results: Sequence[list[Any]] | None = None
+) -> None:
+    """Store new answers in one statement (their batch ids are new: checked under the device lock);
+    ``results``: each answer's results already dumped (its envelope's), saving a second dump."""
     if not answers:
         return
+    dumped = [orjson.dumps(r).decode() for r in results] if results is not None else [_results(a) for a in answers]
     await conn.execute(
         f"""INSERT INTO {SCHEMA}.batches(batch_id, device_id, user_id, results)
             SELECT b, d, u, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(b, d, u, r)""",
         [a.batch_id for a in answers],
         [a.device_id for a in answers],
         [a.user_id for a in answers],
-        [_results(a) for a in answers],
+        dumped,
     )
 
 

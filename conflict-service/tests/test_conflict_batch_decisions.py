@@ -481,3 +481,36 @@ def test_decide_batch_matches_the_reference(
     assert [e.item.change.seq for e in effects.sync_errors] == [r.result.seq for r in results if not r.applied_as_sent]
     if not detection:  # client wins: nothing is lost to a conflict
         assert all(r.result.status != "conflict" or r.result.code == "client_wins" for r in results)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attrs=st.dictionaries(st.text(min_size=1, max_size=8), JSON_VALUES, max_size=5),
+    deleted=st.booleans(),
+    owner=st.sampled_from([BOBS, Ownership("t1", "team", "sales"), Ownership(None, None, None)]),
+    source=st.sampled_from([{"device_id": "d1", "batch_id": "b1"}, {"api": "alice"}]),
+    committed_at=st.floats(0, 4e9),
+)
+def test_record_event_payload_is_what_the_event_model_dumps(
+    attrs: dict, deleted: bool, owner: Ownership, source: dict, committed_at: float
+) -> None:
+    """The applier writes RecordChanged payloads without building the model: the dict must be
+    exactly what RecordChanged(...).model_dump(mode="json") gives, so the wire bytes match."""
+    from conflict_service.batch_decisions import RecordEvent
+    from offsync_shared.events.records import RecordChanged
+
+    event = RecordEvent(StoredRecord("account", "a1", RecordState(7, deleted, attrs), owner), source)
+    payload = event.payload(committed_at)
+    assert RecordChanged.model_validate(payload).model_dump(mode="json") == payload
+    assert list(RecordChanged.model_validate(payload).model_dump(mode="json")) == list(payload)

@@ -91,11 +91,15 @@ async def estimate(
     return out
 
 
+def is_exact(item: Mapping[str, Any]) -> bool:
+    """Whether an item's estimate is an exact count (else every live record of its entity)."""
+    return not item.get("relationships") and (item.get("filter") or {}).get("kind") != "custom"
+
+
 def _item_estimate(item: Mapping[str, Any], groups: _Groups, u: UserContext) -> tuple[int, int, bool]:
     f = item.get("filter") or {}
     kind = f.get("kind")
-    rels = item.get("relationships") or []
-    if rels or kind == "custom":
+    if not is_exact(item):
         return groups.total[0], groups.total[1], False
     if kind == "all":
         return groups.total[0], groups.total[1], True

@@ -203,7 +203,8 @@ async def test_validate_lists_every_problem_with_estimates_and_cap(
                     {"subject": "s"},
                 )
                 for i in range(4)
-            ],
+            ]
+            + [("account", f"a{i}", "x", "user", org["root"], {"name": f"A{i}", "revenue": 5000}) for i in range(2)],
         )
     p = await new_profile(admin, "Validate me")
     pid = p["id"]
@@ -234,6 +235,28 @@ async def test_validate_lists_every_problem_with_estimates_and_cap(
         assert [p["user_id"] for p in cap] == ["dave"] and cap[0]["details"]["items"] == ["task", "territory"]
         r = await admin.post(f"/v1/profiles/{pid}/publish")
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation"
+        # over the cap only through an upper bound (a custom filter counts every account): a
+        # warning naming the bounded items, and the profile still publishes
+        await admin.patch("/v1/org-settings", json={"max_records_per_user": 5})
+        await admin.post(
+            f"/v1/profiles/{pid}/items",
+            json={
+                "entity": "account",
+                "filter": {"kind": "custom", "condition": {"attribute": "revenue", "operator": "ge", "value": 1000}},
+            },
+        )
+        report = (await admin.post(f"/v1/profiles/{pid}/validate")).json()
+        assert report["valid"] is True
+        possible = [p for p in report["problems"] if p["code"] == "records_per_user_cap_possible"]
+        assert [(p["user_id"], p["severity"]) for p in possible] == [("dave", "warning")]
+        assert possible[0]["details"] | {"items": None} == {
+            "records": 7,
+            "exact_records": 5,
+            "cap": 5,
+            "items": None,
+            "bounded": ["account"],
+        }
+        assert (await admin.post(f"/v1/profiles/{pid}/publish")).status_code == 200
     finally:
         await admin.patch("/v1/org-settings", json={"max_records_per_user": 3000000})
 

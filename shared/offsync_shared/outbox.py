@@ -25,7 +25,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,6 +64,7 @@ Message = tuple[str, str, bytes]  # topic, key, encoded envelope
 @dataclass
 class _AfterCommit:
     relay: OutboxRelay
+    first_topics: frozenset[str] = frozenset()
     ids: list[int] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
 
@@ -72,21 +73,23 @@ _AFTER_COMMIT: contextvars.ContextVar[_AfterCommit | None] = contextvars.Context
 
 
 @contextlib.asynccontextmanager
-async def publish_after_commit(relay: OutboxRelay | None) -> AsyncIterator[None]:
+async def publish_after_commit(relay: OutboxRelay | None, first_topics: Iterable[str] = ()) -> AsyncIterator[None]:
     """Wrap a transaction (``async with conn.transaction()`` inside): what it enqueues in the
     relay's schema is published as soon as the block ends normally, i.e. after the commit. On an
-    exception nothing is sent (a rolled-back row does not exist; a committed one is the relay's)."""
+    exception nothing is sent (a rolled-back row does not exist; a committed one is the relay's).
+    Messages for ``first_topics`` are sent (and acknowledged) before the others: a device's
+    batch answer then does not wait for the broker to take every record event of its poll."""
     if relay is None:
         yield
         return
-    pending = _AfterCommit(relay)
+    pending = _AfterCommit(relay, frozenset(first_topics))
     token = _AFTER_COMMIT.set(pending)
     try:
         yield
     finally:
         _AFTER_COMMIT.reset(token)
     if pending.ids:
-        await relay.publish_committed(pending.ids, pending.messages)
+        await relay.publish_committed(pending.ids, pending.messages, pending.first_topics)
 
 
 async def insert_rows(conn: asyncpg.Connection, schema: str, messages: list[Message]) -> None:
@@ -118,6 +121,21 @@ async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelo
 
 async def enqueue_many(conn: asyncpg.Connection, schema: str, rows: list[tuple[str, Envelope]]) -> None:
     await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows])
+
+
+def _first_then_rest(
+    ids: list[int], messages: list[Message], first_topics: Collection[str]
+) -> list[tuple[list[int], list[Message]]]:
+    """The rows in at most two sends: those for ``first_topics``, then the others (each part
+    in the order given)."""
+    if not first_topics:
+        return [(ids, messages)]
+    first = [i for i, m in enumerate(messages) if m[0] in first_topics]
+    if not first or len(first) == len(messages):
+        return [(ids, messages)]
+    chosen = set(first)
+    rest = [i for i in range(len(messages)) if i not in chosen]
+    return [([ids[i] for i in part], [messages[i] for i in part]) for part in (first, rest)]
 
 
 class OutboxRelay:
@@ -156,21 +174,28 @@ class OutboxRelay:
         self._claimed: set[int] = set()
         self._acked: list[int] = []
 
-    async def publish_committed(self, ids: list[int], messages: list[Message]) -> None:
-        """Send committed outbox rows now (see :func:`publish_after_commit`). Never raises: on
-        failure the rows are left to the relay, which is woken to retry them."""
+    async def publish_committed(
+        self, ids: list[int], messages: list[Message], first_topics: Collection[str] = ()
+    ) -> None:
+        """Send committed outbox rows now (see :func:`publish_after_commit`), those for
+        ``first_topics`` first. Never raises: on failure the rows not yet acknowledged are left
+        to the relay, which is woken to retry them."""
         self._claimed.update(ids)
         try:
-            await self.publisher.send_many(messages)
-        except Exception as exc:  # noqa: BLE001 - the rows are still in the outbox: the relay retries
-            log.warning("direct publish failed; the relay will send", extra={"error": f"{type(exc).__name__}: {exc}"})
-            self._wake.set()
-            return
+            for part_ids, part in _first_then_rest(ids, messages, first_topics):
+                try:
+                    await self.publisher.send_many(part)
+                except Exception as exc:  # noqa: BLE001 - the rows are still in the outbox: the relay retries
+                    log.warning(
+                        "direct publish failed; the relay will send", extra={"error": f"{type(exc).__name__}: {exc}"}
+                    )
+                    self._wake.set()
+                    return
+                self._acked.extend(part_ids)
+                self.published += len(part_ids)
+                metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(part_ids))
         finally:
             self._claimed.difference_update(ids)
-        self._acked.extend(ids)
-        self.published += len(ids)
-        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(ids))
 
     async def run(self) -> None:
         self._listen_conn = await self.pool.acquire()

@@ -64,3 +64,17 @@ def test_decode_typed_event_and_refuse_unknown() -> None:
         decode(Envelope(type=BusinessUnitChanged.TYPE, key="k", payload={}, schema_version=99))
     with pytest.raises(EnvelopeError):
         decode(Envelope(type=BusinessUnitChanged.TYPE, key="k", payload={"id": "b1", "parent_id": ["not", "an", "id"]}))
+
+
+def test_new_ids_are_random_version_4_uuids_in_canonical_text() -> None:
+    import uuid
+
+    from offsync_shared.envelope import new_id
+
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, text)
+    # every variant nibble (8, 9, a, b) shows up: the two random bits below the variant are kept
+    assert {text[19] for text in ids} == set("89ab")

@@ -13,7 +13,7 @@ import builtins
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,13 @@ from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 
 _SCHEMA = """
+-- A rowid table with its key in an index, not a WITHOUT ROWID table clustered on the key: ids
+-- come in random order and a record is ~0.5 KB, so a clustered table inserted in key order
+-- rewrites ~one 4 KB page per record in every page of a download (docs/performance.md,
+-- initial_sync); here rows append and only the ~60-byte index entries land at random.
 CREATE TABLE IF NOT EXISTS records (
     entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, attributes TEXT NOT NULL,
-    PRIMARY KEY (entity, id)) WITHOUT ROWID;
+    UNIQUE (entity, id));
 CREATE TABLE IF NOT EXISTS membership (
     entity TEXT NOT NULL, id TEXT NOT NULL, bucket TEXT NOT NULL, version INTEGER NOT NULL,
     hash INTEGER NOT NULL, PRIMARY KEY (entity, id, bucket)) WITHOUT ROWID;
@@ -43,8 +47,9 @@ CREATE TABLE IF NOT EXISTS conflicts (
     status TEXT, code TEXT, message TEXT, local TEXT, server TEXT, at REAL);
 """
 
-# PRAGMA user_version of a store file with the current schema; older files are upgraded on open.
-_SCHEMA_VERSION = 1
+# PRAGMA user_version of a store file with the current schema; older files are upgraded on open
+# (1: the trigger-kept bucket sums; 2: records as a rowid table).
+_SCHEMA_VERSION = 2
 
 # Per-bucket sum (kept reduced mod 2**32 so any hash a raw write puts in cannot overflow; the sign
 # may be negative, readers reduce once more) and member count (a bucket with none left is not
@@ -72,16 +77,23 @@ WHEN NEW.bucket IS NOT OLD.bucket BEGIN
 END;
 """
 
-# Brings a store of any older version up to date; refilling bucket_sums from membership makes it
-# idempotent (two processes opening one old file both end with the right sums).
-_UPGRADE = f"""
-BEGIN IMMEDIATE;
+# Version 1: the sums. Refilling bucket_sums from membership makes it idempotent (two processes
+# opening one old file both end with the right sums).
+_UPGRADE_SUMS = f"""
 {_SUMS_SCHEMA}
 DELETE FROM bucket_sums;
 INSERT INTO bucket_sums(bucket, total, n)
     SELECT bucket, SUM(hash % {MOD}) % {MOD}, count(*) FROM membership GROUP BY bucket;
-PRAGMA user_version = {_SCHEMA_VERSION};
-COMMIT;
+"""
+# Version 2: a records table of the clustered (WITHOUT ROWID) form is rebuilt as a rowid table.
+# An older SDK opening the rebuilt file finds what its statements need: the unique (entity, id).
+_UPGRADE_RECORDS = """
+CREATE TABLE records_rowid (
+    entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, attributes TEXT NOT NULL,
+    UNIQUE (entity, id));
+INSERT INTO records_rowid(entity, id, version, attributes) SELECT entity, id, version, attributes FROM records;
+DROP TABLE records;
+ALTER TABLE records_rowid RENAME TO records;
 """
 
 # The statements of the download path, shared by the bulk pages (apply_ops) and live frames.
@@ -111,11 +123,13 @@ _SET_CURSOR = (
 # The sums and the held buckets in one statement (half the per-statement overhead of two).
 _SUMS_AND_HELD = "SELECT bucket, total, 0 FROM bucket_sums UNION ALL SELECT id, 0, 1 FROM buckets"
 _HOLD = "INSERT OR IGNORE INTO buckets(id, checksum) VALUES (?, 0)"
-# The full verification: every bucket's sum recomputed from its member rows, each hash derived
-# afresh from (entity, id, version) by the registered op_hash, next to the trigger-kept sum, and
-# how many rows hold a stored hash that is not their own (later trigger runs would drift on it).
+# The full verification: per bucket, the sum of its member rows' stored hashes next to the
+# trigger-kept sum, and how many rows hold a stored hash that is not their own, derived afresh
+# from (entity, id, version) by the registered op_hash. A bucket passes only with none of those:
+# then every stored hash is the recomputed one, so the stored sum is the recomputed sum, and
+# op_hash runs once per row, not twice (it is most of the verification's cost).
 _FULL_SUMS = (
-    f"SELECT m.bucket, SUM(op_hash(m.entity, m.id, m.version) % {MOD}) % {MOD}, count(*), "
+    f"SELECT m.bucket, SUM(m.hash % {MOD}) % {MOD}, count(*), "
     f"coalesce(s.total, 0) % {MOD}, coalesce(s.n, 0), "
     "SUM(m.hash != op_hash(m.entity, m.id, m.version)) "
     "FROM membership m LEFT JOIN bucket_sums s ON s.bucket = m.bucket GROUP BY m.bucket"
@@ -171,11 +185,21 @@ class LocalStore:
         self.on_local_change: Callable[[], None] | None = None
 
     def _upgrade(self) -> None:
+        """Brings a store of any older version up to date in one transaction. Each step is
+        idempotent: two processes opening one old file may both run it."""
+        db = self.db
+        steps = ["BEGIN IMMEDIATE;"]
+        if db.execute("PRAGMA user_version").fetchone()[0] < 1:
+            steps.append(_UPGRADE_SUMS)
+        row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
+        if row is not None and "WITHOUT ROWID" in row[0].upper():
+            steps.append(_UPGRADE_RECORDS)
+        steps.append(f"PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
         try:
-            self.db.executescript(_UPGRADE)
+            db.executescript("\n".join(steps))
         except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -217,10 +241,20 @@ class LocalStore:
         """Store one ops frame, and verify the checkpoint riding along with it, in one transaction.
         The ops commit whatever the checkpoint says; its cursor and checksums are stored only if
         every bucket agrees. Returns (ops applied, buckets that disagree)."""
+        return self.apply_pages([(ops, resume)], checkpoint)
+
+    def apply_pages(
+        self, pages: Sequence[tuple[Iterable[p.OpRow], int | None]], checkpoint: p.Checkpoint | None = None
+    ) -> tuple[int, list[str]]:
+        """``apply_frame`` for several ops frames in order, (ops, resume) each, in one transaction:
+        a download's pages cost one commit for several (each commit rewrites every index page the
+        page's random keys touched). The last resume cursor given is stored with them."""
         db = self.db
         db.execute("BEGIN")
         try:
-            n = self._store_ops(db, ops, resume)
+            n = 0
+            for ops, resume in pages:
+                n += self._store_ops(db, ops, resume)
             bad = self._verify_checkpoint(db, checkpoint.cursor, checkpoint.checksums) if checkpoint is not None else []
             db.execute("COMMIT")
         except BaseException:

@@ -16,7 +16,8 @@ SQL_OP_HASH = "('x' || substr(md5({entity} || ':' || {id} || ':' || {version}::t
 
 
 def op_hash(entity: str, record_id: str, version: int) -> int:
-    return int(hashlib.md5(f"{entity}:{record_id}:{version}".encode()).hexdigest()[:8], 16)
+    # The first 4 bytes of the digest, big-endian: the first 8 hex digits, without the hex text.
+    return int.from_bytes(hashlib.md5(f"{entity}:{record_id}:{version}".encode()).digest()[:4], "big")
 
 
 def combine(checksum: int, add: int = 0, remove: int = 0) -> int:

@@ -66,10 +66,10 @@ CLIENT_NAME = "offsync-device-python/0.1.0"  # what the device list in the admin
 REFUSALS = {p.CLOSE_FORBIDDEN, p.CLOSE_NO_PROFILE, p.CLOSE_BAD_HELLO}
 # Ops frames without a checkpoint (a download's pages) are held back and stored together, in one
 # transaction, once this many ops are held, a checkpoint or any other frame comes, the
-# connection ends, or no frame came for HOLD_IDLE_S: a commit per 2,000-op page rewrote every
-# index page its random keys touched, most of what a download cost the device
-# (docs/performance.md, initial_sync). A crash loses at most the held ops, fetched again from the
-# resume cursor of the last stored page.
+# connection ends, or no frame came for HOLD_IDLE_S: each commit rewrites (in the WAL) every
+# b-tree page its ops touched, so a page of ops arriving in random key order cost about twice
+# the CPU when committed alone (docs/performance.md, initial_sync). A crash loses at most the
+# held ops, fetched again from the resume cursor of the last stored page.
 HOLD_OPS = 10_000
 HOLD_IDLE_S = 0.2
 

@@ -24,13 +24,9 @@ from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 
 _SCHEMA = """
--- A rowid table with its key in an index, not a WITHOUT ROWID table clustered on the key: ids
--- come in random order and a record is ~0.5 KB, so a clustered table inserted in key order
--- rewrites ~one 4 KB page per record in every page of a download (docs/performance.md,
--- initial_sync); here rows append and only the ~60-byte index entries land at random.
 CREATE TABLE IF NOT EXISTS records (
     entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, attributes TEXT NOT NULL,
-    UNIQUE (entity, id));
+    PRIMARY KEY (entity, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS membership (
     entity TEXT NOT NULL, id TEXT NOT NULL, bucket TEXT NOT NULL, version INTEGER NOT NULL,
     hash INTEGER NOT NULL, PRIMARY KEY (entity, id, bucket)) WITHOUT ROWID;
@@ -47,9 +43,8 @@ CREATE TABLE IF NOT EXISTS conflicts (
     status TEXT, code TEXT, message TEXT, local TEXT, server TEXT, at REAL);
 """
 
-# PRAGMA user_version of a store file with the current schema; older files are upgraded on open
-# (1: the trigger-kept bucket sums; 2: records as a rowid table).
-_SCHEMA_VERSION = 2
+# PRAGMA user_version of a store file with the current schema; older files are upgraded on open.
+_SCHEMA_VERSION = 1
 
 # Per-bucket sum (kept reduced mod 2**32 so any hash a raw write puts in cannot overflow; the sign
 # may be negative, readers reduce once more) and member count (a bucket with none left is not
@@ -77,23 +72,16 @@ WHEN NEW.bucket IS NOT OLD.bucket BEGIN
 END;
 """
 
-# Version 1: the sums. Refilling bucket_sums from membership makes it idempotent (two processes
-# opening one old file both end with the right sums).
-_UPGRADE_SUMS = f"""
+# Brings a store of any older version up to date; refilling bucket_sums from membership makes it
+# idempotent (two processes opening one old file both end with the right sums).
+_UPGRADE = f"""
+BEGIN IMMEDIATE;
 {_SUMS_SCHEMA}
 DELETE FROM bucket_sums;
 INSERT INTO bucket_sums(bucket, total, n)
     SELECT bucket, SUM(hash % {MOD}) % {MOD}, count(*) FROM membership GROUP BY bucket;
-"""
-# Version 2: a records table of the clustered (WITHOUT ROWID) form is rebuilt as a rowid table.
-# An older SDK opening the rebuilt file finds what its statements need: the unique (entity, id).
-_UPGRADE_RECORDS = """
-CREATE TABLE records_rowid (
-    entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, attributes TEXT NOT NULL,
-    UNIQUE (entity, id));
-INSERT INTO records_rowid(entity, id, version, attributes) SELECT entity, id, version, attributes FROM records;
-DROP TABLE records;
-ALTER TABLE records_rowid RENAME TO records;
+PRAGMA user_version = {_SCHEMA_VERSION};
+COMMIT;
 """
 
 # The statements of the download path, shared by the bulk pages (apply_ops) and live frames.
@@ -185,21 +173,11 @@ class LocalStore:
         self.on_local_change: Callable[[], None] | None = None
 
     def _upgrade(self) -> None:
-        """Brings a store of any older version up to date in one transaction. Each step is
-        idempotent: two processes opening one old file may both run it."""
-        db = self.db
-        steps = ["BEGIN IMMEDIATE;"]
-        if db.execute("PRAGMA user_version").fetchone()[0] < 1:
-            steps.append(_UPGRADE_SUMS)
-        row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
-        if row is not None and "WITHOUT ROWID" in row[0].upper():
-            steps.append(_UPGRADE_RECORDS)
-        steps.append(f"PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
         try:
-            db.executescript("\n".join(steps))
+            self.db.executescript(_UPGRADE)
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:

@@ -1,12 +1,10 @@
 """A download's ops frames are stored several at a time (client.HOLD_OPS): one transaction for the
 pages held and the frame that ends them, in the order they came; never lost when the connection
-ends or the stream pauses; and a store file of the clustered records form is rebuilt on open."""
+ends or the stream pauses."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -140,35 +138,3 @@ async def test_frames_held_when_the_connection_ends_are_kept_and_the_download_re
         report = await device.sync(timeout=10, max_attempts=1)
     assert hellos[1]["cursor"] == 20
     assert s.count() == 30 and s.cursor == 30 and report.checkpoints == 1
-
-
-def test_a_store_file_with_clustered_records_is_rebuilt_on_open(tmp_path: Path) -> None:
-    path = tmp_path / "v1.sqlite"
-    s = LocalStore(path)
-    s.apply_ops(page(1, 5))
-    s.close()
-    old = sqlite3.connect(path, isolation_level=None)  # the file as SDKs before schema 2 left it
-    old.executescript(
-        """BEGIN;
-        CREATE TABLE r1 (entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, attributes TEXT NOT NULL,
-                         PRIMARY KEY (entity, id)) WITHOUT ROWID;
-        INSERT INTO r1 SELECT entity, id, version, attributes FROM records;
-        DROP TABLE records; ALTER TABLE r1 RENAME TO records; PRAGMA user_version = 1; COMMIT;"""
-    )
-    old.close()
-
-    s = LocalStore(path)
-    (sql,) = s.db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()
-    assert "WITHOUT ROWID" not in sql.upper() and s.db.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert s.count() == 5 and s.server_record("account", "a000003") == {"version": 1, "attributes": {"name": "n3"}}
-    s.apply_ops([(6, "b1", "put", "account", "a000003", 2, {"name": "v2"})])  # the upsert's unique key is there
-    assert s.count() == 5 and s.server_record("account", "a000003") == {"version": 2, "attributes": {"name": "v2"}}
-    s.close()
-
-    older = sqlite3.connect(path, isolation_level=None)  # an older SDK's upsert works on the rebuilt file
-    older.execute(
-        "INSERT INTO records(entity, id, version, attributes) VALUES ('account', 'a000004', 3, '{}') "
-        "ON CONFLICT(entity, id) DO UPDATE SET version = excluded.version WHERE excluded.version >= records.version"
-    )
-    assert older.execute("SELECT version FROM records WHERE id = 'a000004'").fetchone() == (3,)
-    older.close()

@@ -670,6 +670,9 @@ async def interrupted_download(s: ChaosStack, tmp: Path, drops: int) -> tuple[in
     times); returns (cuts, connections used, records held) once it has caught up."""
     did = f"{BULK}-{uuid.uuid4().hex[:6]}"
     d = TrackedDevice(s.sync_ws, LocalStore(tmp / f"{did}.sqlite"), device_token(BULK, did), device_id=did, user=BULK)
+    # Two pages (of 200) held per transaction: the progress that triggers a cut comes once they
+    # are stored, still mid-download (the default, 10,000 ops, would hold the whole download).
+    d.hold_ops = 400
     cut = 0
 
     def on_progress(done: int, total: int) -> None:

@@ -674,12 +674,15 @@ async def interrupted_download(s: ChaosStack, tmp: Path, drops: int) -> tuple[in
     # are stored, still mid-download (the default, 10,000 ops, would hold the whole download).
     d.hold_ops = 400
     cut = 0
+    cut_on = 0  # the connection last cut: the pages stored together report progress one by one
 
     def on_progress(done: int, total: int) -> None:
-        nonlocal cut
-        if cut < drops and 0 < done < total and d.ws is not None and d.ws.transport is not None:
-            cut += 1
-            d.ws.transport.abort()
+        nonlocal cut, cut_on
+        if cut < drops and 0 < done < total and cut_on != d.report.connections and d.ws is not None:
+            if d.ws.transport is not None:
+                cut += 1
+                cut_on = d.report.connections
+                d.ws.transport.abort()
 
     d.on_progress = on_progress
     try:

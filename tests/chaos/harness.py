@@ -670,13 +670,19 @@ async def interrupted_download(s: ChaosStack, tmp: Path, drops: int) -> tuple[in
     times); returns (cuts, connections used, records held) once it has caught up."""
     did = f"{BULK}-{uuid.uuid4().hex[:6]}"
     d = TrackedDevice(s.sync_ws, LocalStore(tmp / f"{did}.sqlite"), device_token(BULK, did), device_id=did, user=BULK)
+    # Two pages (of 200) held per transaction: the progress that triggers a cut comes once they
+    # are stored, still mid-download (the default, 10,000 ops, would hold the whole download).
+    d.hold_ops = 400
     cut = 0
+    cut_on = 0  # the connection last cut: the pages stored together report progress one by one
 
     def on_progress(done: int, total: int) -> None:
-        nonlocal cut
-        if cut < drops and 0 < done < total and d.ws is not None and d.ws.transport is not None:
-            cut += 1
-            d.ws.transport.abort()
+        nonlocal cut, cut_on
+        if cut < drops and 0 < done < total and cut_on != d.report.connections and d.ws is not None:
+            if d.ws.transport is not None:
+                cut += 1
+                cut_on = d.report.connections
+                d.ws.transport.abort()
 
     d.on_progress = on_progress
     try:

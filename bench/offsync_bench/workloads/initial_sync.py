@@ -1,5 +1,7 @@
 """initial_sync: one device (SDK, SQLite file store, its own process) of a user whose set holds
-every generated account, from an empty store until its first checkpoint is stored."""
+every generated account, from an empty store until its first checkpoint is stored. ``cpu``: the
+on-CPU and run-queue seconds of each process group over the download (the stage budget in
+docs/performance.md starts from it)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from offsync_bench import fixture, setup
 from offsync_bench.context import BenchContext
+from offsync_bench.cpuwait import stack_window
 from offsync_bench.fleet import Fleet
 
 
@@ -17,7 +20,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     store = Path(tempfile.mkdtemp(prefix="offsync-bench-initial-")) / "device.sqlite"
     async with Fleet(ctx.sync_ws, ctx.jwt_secret, 1) as fleet:
         await fleet.each("open", [{"specs": [], "timeout": 1}])  # worker warm (imports done) before timing
+        window = stack_window(ctx.pid, fleet.pids)
+        window.start()
         res = await fleet.one(0, "initial_sync", spec=("bench-initial", fixture.BULK_USER, str(store)), timeout=600.0)
+        cpu = window.stop()
     if res["error"]:
         raise RuntimeError(res["error"])
     return {
@@ -26,4 +32,5 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "records_per_s": round(res["records"] / res["seconds"]),
         "store_bytes": store.stat().st_size,
         "expected_records": ctx.sizes.accounts,
+        "cpu": cpu,
     }

@@ -26,11 +26,10 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 # It also answers a held fetch only when the wait runs out, so there every consumer hop cost up to
 # its fetch wait: 10 ms, and 5 ms for the two every record change rides on (publish's records, the
 # gateway's notifications). With the doorbell below the wait is held on the consumer's side and a
-# producer's ring ends it (offsync_shared.fetch_gate). They still hold 5 ms: on a machine whose
-# cores are saturated the ring's three process hand-offs (producer, PostgreSQL, listener) can take
-# longer than that (2-5 ms at the median, 10-20 at p99, load 7-10), and the hold bounds a hop to
-# about what the held fetch cost. A 50 ms hold was tried: fewer fetches between rings, but a slow
-# or missed ring then cost up to 50 ms.
+# producer's ring ends it (offsync_shared.fetch_gate): it bounds only a record nobody rang for, so
+# those two hold 50 ms. Shorter, a consumer between rings fetches more often for nothing, and a
+# fetch that lands while a producer's send of many records is half acknowledged splits them
+# over two batches downstream (seen as 14 records per publish batch instead of ~40, incremental).
 # At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
 # every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
@@ -40,8 +39,8 @@ EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS": "10",
-    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
-    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
+    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "50",
+    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "50",
     "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
     "OFFSYNC_KAFKA_DOORBELL": "true",
     "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",

@@ -1,6 +1,6 @@
-"""Holds a consumer's next fetch until the doorbell rings (or a hold runs out), so that on the
-embedded broker a record is fetched as soon as its producer rang instead of when a held fetch's
-wait runs out.
+"""Holds a consumer's next fetch after an empty answer until the doorbell rings (or a hold runs
+out), so that on the embedded broker a record is fetched as soon as its producer rang instead of
+when a held fetch's wait runs out.
 
 The embedded broker (Tansu) answers a fetch only once its wait has passed, even when records were
 there from the start or arrived meanwhile, and a fetch it holds cannot be cut short: every
@@ -14,11 +14,7 @@ heard normally finds the record it announced. The gate counts rings and holds on
 heard since the empty fetch was sent; otherwise it fetches again at once. A fetch that a ring asked
 for and that still came back empty (the embedded broker now and then shows an acknowledged record
 a moment late: 1 first answer in 150 lacked some, on a quiet broker) is retried after ``retry_s``
-rather than after the whole hold, so such a miss costs a few ms, not the hold. After an answer with
-records the next fetch also waits, up to ``retry_s``: a producer's send of many records (an import's
-50) is acknowledged over a few ms and rings once at the end, so a fetch sent at once would take
-half of them and leave the rest to a second batch downstream (publish-service's batches held 14
-records instead of ~40 in a traced incremental run). A consumer slower than that loses nothing.
+rather than after the whole hold, so such a miss costs a few ms, not the hold.
 
 It wraps aiokafka's per-fetch coroutine (``Fetcher._proc_fetch_request``, pinned release): the
 fetcher sends no new fetch to a broker while the previous one's coroutine runs, so holding that
@@ -44,10 +40,10 @@ class FetchGate:
     """Rings counted and one event to wake holders; ``install`` puts it in front of a fetcher."""
 
     def __init__(self, hold_s: float, retry_s: float = 0.005) -> None:
-        if hold_s <= 0 or retry_s <= 0:
+        if hold_s <= 0 or not 0 < retry_s <= hold_s:
             raise ValueError(f"bad fetch hold: {hold_s} s (retry {retry_s} s)")
         self.hold_s = hold_s
-        self.retry_s = min(retry_s, hold_s)
+        self.retry_s = retry_s
         self.rings = 0
         self.holds = 0  # empty answers after which the next fetch was held
         self.cut_short = 0  # of those, holds a ring ended early
@@ -60,22 +56,22 @@ class FetchGate:
         self.rings += 1
         self._rung.set()
 
-    async def hold(self, rings_before: int, rung_for: bool = False, got: bool = False) -> None:
-        """After the answer to a fetch sent when ``rings_before`` rings had been heard: wait for
-        the next ring, at most ``hold_s``, or ``retry_s`` if the answer had records (``got``) or a
-        ring asked for that fetch; not at all if one came while the fetch was out."""
+    async def hold(self, rings_before: int, rung_for: bool = False) -> None:
+        """After an empty answer to a fetch sent when ``rings_before`` rings had been heard: wait
+        for the next ring, at most ``hold_s`` (``retry_s`` if a ring asked for that fetch); not
+        at all if one came while the fetch was out."""
         if self.rings != rings_before:
             return
         self._rung.clear()  # no await since the count was read: no ring can slip between
         self.holds += 1
-        self.misses += rung_for and not got
+        self.misses += rung_for
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rung.wait(), self.retry_s if rung_for or got else self.hold_s)
+            await asyncio.wait_for(self._rung.wait(), self.retry_s if rung_for else self.hold_s)
             self.cut_short += 1
 
     def install(self, fetcher: Any) -> bool:
-        """Hold ``fetcher``'s next fetch after each answer. False (nothing installed) if this
-        aiokafka has no per-fetch coroutine to wrap: the consumer then keeps held fetches."""
+        """Hold ``fetcher``'s next fetch after each empty answer. False (nothing installed) if
+        this aiokafka has no per-fetch coroutine to wrap: the consumer then keeps held fetches."""
         original: FetchOnce | None = getattr(fetcher, "_proc_fetch_request", None)
         if original is None or not callable(original):
             return False
@@ -86,10 +82,10 @@ class FetchGate:
             self._rings_at_last_fetch = rings_before
             got = await original(assignment, node_id, request)
             task = asyncio.current_task()
-            if not assignment.active or (task is not None and task.cancelling()):
+            if got or not assignment.active or (task is not None and task.cancelling()):
                 return got
             try:
-                await self.hold(rings_before, rung_for, got)
+                await self.hold(rings_before, rung_for)
             except asyncio.CancelledError:
                 # Closing, or the partitions were unassigned: aiokafka's own fetch coroutine
                 # returns False on cancellation too (its close() awaits it unguarded).

@@ -9,12 +9,9 @@ shortest wait that broker honours (``BROKER_WAIT_MS``: a wait of 0 makes it answ
 partition at all) and waits on its own side, where a ring ends the wait at once; the hold
 (``hold_s``) bounds what a record whose producer did not ring waits, as the fetch wait did.
 
-Producers ring only after the broker acknowledged their records, so a fetch sent after a ring was
-heard normally finds the record it announced. The gate counts rings and holds only when none was
-heard since the empty fetch was sent; otherwise it fetches again at once. A fetch that a ring asked
-for and that still came back empty (the embedded broker now and then shows an acknowledged record
-a moment late: 1 first answer in 150 lacked some, on a quiet broker) is retried after ``retry_s``
-rather than after the whole hold, so such a miss costs a few ms, not the hold.
+No ring can be missed: producers ring only after the broker acknowledged their records, so a fetch
+sent after a ring was heard finds the record it announced. The gate counts rings and holds only
+when none was heard since the empty fetch was sent; otherwise it fetches again at once.
 
 It wraps aiokafka's per-fetch coroutine (``Fetcher._proc_fetch_request``, pinned release): the
 fetcher sends no new fetch to a broker while the previous one's coroutine runs, so holding that
@@ -39,34 +36,29 @@ FetchOnce = Callable[[Any, int, Any], Awaitable[bool]]
 class FetchGate:
     """Rings counted and one event to wake holders; ``install`` puts it in front of a fetcher."""
 
-    def __init__(self, hold_s: float, retry_s: float = 0.005) -> None:
-        if hold_s <= 0 or not 0 < retry_s <= hold_s:
-            raise ValueError(f"bad fetch hold: {hold_s} s (retry {retry_s} s)")
+    def __init__(self, hold_s: float) -> None:
+        if hold_s <= 0:
+            raise ValueError(f"bad fetch hold: {hold_s} s")
         self.hold_s = hold_s
-        self.retry_s = retry_s
         self.rings = 0
         self.holds = 0  # empty answers after which the next fetch was held
-        self.cut_short = 0  # of those, holds a ring ended early
-        self.misses = 0  # empty answers to fetches a ring asked for (retried after retry_s)
+        self.cut_short = 0  # of those, holds a ring ended before hold_s
         self._rung = asyncio.Event()
-        self._rings_at_last_fetch = 0
 
     def ring(self) -> None:
         """Records are (or may be) waiting: end any hold now, and the next one before it starts."""
         self.rings += 1
         self._rung.set()
 
-    async def hold(self, rings_before: int, rung_for: bool = False) -> None:
+    async def hold(self, rings_before: int) -> None:
         """After an empty answer to a fetch sent when ``rings_before`` rings had been heard: wait
-        for the next ring, at most ``hold_s`` (``retry_s`` if a ring asked for that fetch); not
-        at all if one came while the fetch was out."""
+        for the next ring, at most ``hold_s``; not at all if one came while the fetch was out."""
         if self.rings != rings_before:
             return
         self._rung.clear()  # no await since the count was read: no ring can slip between
         self.holds += 1
-        self.misses += rung_for
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rung.wait(), self.retry_s if rung_for else self.hold_s)
+            await asyncio.wait_for(self._rung.wait(), self.hold_s)
             self.cut_short += 1
 
     def install(self, fetcher: Any) -> bool:
@@ -78,14 +70,12 @@ class FetchGate:
 
         async def gated(assignment: Any, node_id: int, request: Any) -> bool:
             rings_before = self.rings
-            rung_for = rings_before != self._rings_at_last_fetch  # a ring came since the last fetch
-            self._rings_at_last_fetch = rings_before
             got = await original(assignment, node_id, request)
             task = asyncio.current_task()
             if got or not assignment.active or (task is not None and task.cancelling()):
                 return got
             try:
-                await self.hold(rings_before, rung_for)
+                await self.hold(rings_before)
             except asyncio.CancelledError:
                 # Closing, or the partitions were unassigned: aiokafka's own fetch coroutine
                 # returns False on cancellation too (its close() awaits it unguarded).

@@ -1,6 +1,6 @@
 """The fetch gate: after an empty answer the next fetch waits for a ring (at most the hold), not at
-all if a ring came while the fetch was out, only briefly if a ring asked for the fetch that came
-back empty, and never after records, a dropped assignment or a cancellation. A stand-in fetcher plays aiokafka's per-fetch coroutine (the real one is covered by
+all if a ring came while the fetch was out, and never after records, a dropped assignment or a
+cancellation. A stand-in fetcher plays aiokafka's per-fetch coroutine (the real one is covered by
 tests/integration/test_consumer_fetch_gate.py)."""
 
 from __future__ import annotations
@@ -96,19 +96,6 @@ async def test_a_cancelled_hold_returns_like_aiokafkas_own_fetch() -> None:
     assert await task is False
 
 
-async def test_an_empty_answer_to_a_rung_for_fetch_is_retried_soon_then_held() -> None:
-    gate, fetcher = FetchGate(5.0, retry_s=0.05), _Fetcher([False, False])
-    gate.install(fetcher)
-    gate.ring()  # rung before the fetch went out: the record should be there, yet is not
-    _, took = await _timed_fetch(fetcher)
-    assert took < 1.0, "a miss waited for the whole hold"
-    assert (gate.misses, gate.cut_short) == (1, 0)
-    asyncio.get_running_loop().call_later(0.3, gate.ring)
-    _, took = await _timed_fetch(fetcher)  # nothing rang since: back to the hold (a ring ends it)
-    assert 0.25 < took < 1.0
-    assert (gate.misses, gate.cut_short) == (1, 1)
-
-
 def test_nothing_to_wrap_installs_nothing() -> None:
     assert FetchGate(1.0).install(object()) is False
 
@@ -116,5 +103,3 @@ def test_nothing_to_wrap_installs_nothing() -> None:
 def test_a_hold_must_be_positive() -> None:
     with pytest.raises(ValueError, match="bad fetch hold"):
         FetchGate(0.0)
-    with pytest.raises(ValueError, match="bad fetch hold"):
-        FetchGate(0.01, retry_s=0.02)

@@ -23,13 +23,10 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 
 # The embedded broker completes a consumer-group join in about half the session timeout; real
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
-# It also answers a held fetch only when the wait runs out, so there every consumer hop cost up to
-# its fetch wait: 10 ms, and 5 ms for the two every record change rides on (publish's records, the
-# gateway's notifications). With the doorbell below the wait is held on the consumer's side and a
-# producer's ring ends it (offsync_shared.fetch_gate): it bounds only a record nobody rang for, so
-# those two hold 50 ms. Shorter, a consumer between rings fetches more often for nothing, and a
-# fetch that lands while a producer's send of many records is half acknowledged splits them
-# over two batches downstream (seen as 14 records per publish batch instead of ~40, incremental).
+# It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50; the
+# two fetches every record change rides on (publish's records, the gateway's notifications) wait
+# 5 ms. With the doorbell below, those waits are held on the consumer's side and a producer's
+# ring ends them (offsync_shared.fetch_gate): they bound only a record nobody rang for.
 # At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
 # every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
@@ -39,8 +36,8 @@ EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS": "10",
-    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "50",
-    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "50",
+    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
+    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
     "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
     "OFFSYNC_KAFKA_DOORBELL": "true",
     "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",

@@ -31,7 +31,6 @@ from offsync_shared import metrics, topic_specs
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
-from offsync_shared.fetch_gate import BROKER_WAIT_MS, FetchGate
 from offsync_shared.fetch_wait import AdaptiveWait
 from offsync_shared.log_ends import past_end
 from offsync_shared.rest_policy import RestPolicy, Wake
@@ -272,8 +271,6 @@ class ConsumerConfig:
     # How long the broker may hold an empty fetch. The embedded broker does not answer a held
     # fetch early when a record arrives, so this bounds delivery latency: latency-critical
     # consumers (the device gateway's notifications) lower it at the cost of more idle fetches.
-    # With a doorbell (embedded broker) the wait is held on our side instead, where a ring ends it
-    # (fetch_gate.FetchGate): it then bounds only what a record nobody rang for waits.
     fetch_max_wait_ms: int = 50
     # Set on a broker that answers a held fetch only when its wait runs out (the embedded one):
     # the wait stretches from fetch_max_wait_ms to this at rest (fetch_wait.AdaptiveWait), so an
@@ -333,9 +330,6 @@ class ConsumerLoop:
         self._looking_since_ms = 0  # wall clock (aiokafka's fetch answer time) of a safety-net wake
         self._bell_heard = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
-        # With a bell: fetches wait BROKER_WAIT_MS at the broker and the rest on our side, until a
-        # ring (fetch_gate). None: the broker holds each fetch for the whole wait.
-        self.gate: FetchGate | None = None
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -353,16 +347,9 @@ class ConsumerLoop:
         )
         await self.consumer.start()
         if self.config.fetch_idle_wait_ms is not None and hasattr(self.consumer, "_fetcher"):
-            active_ms = self.config.fetch_max_wait_ms
-            if self.bell is not None:
-                gate = FetchGate(self.config.fetch_max_wait_ms / 1000)
-                if gate.install(self.consumer._fetcher):  # noqa: SLF001 - see fetch_gate
-                    self.gate = gate
-                    active_ms = BROKER_WAIT_MS
             self.fetch_wait = AdaptiveWait(
-                active_ms, max(active_ms, self.config.fetch_idle_wait_ms), started_at=time.monotonic()
+                self.config.fetch_max_wait_ms, self.config.fetch_idle_wait_ms, started_at=time.monotonic()
             )
-            self._set_fetch_wait(active_ms)
             if self.bell is not None:
                 self.rest = RestPolicy(self.config.doorbell_safety_net_s)
                 self._unsubscribe = self.bell.subscribe(self.config.topics, self._on_bell)
@@ -422,8 +409,6 @@ class ConsumerLoop:
                 past = [tp for tp, pos, high in suspects if past_end(pos, high, ends.get(tp))]
             if past:
                 await self.consumer.seek_to_beginning(*past)
-                if self.gate is not None:
-                    self.gate.ring()  # the fetch under way was for the old positions: fetch again now
         except (TimeoutError, KafkaError, IllegalStateError) as exc:  # broker away or a rebalance: next time
             log.info(
                 "past-the-end check skipped", extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"}
@@ -482,14 +467,8 @@ class ConsumerLoop:
             if got_records:
                 self.rest.records_came()
             elif self.rest.probing:
-                wait = min(wait, self._probe_wait_ms)
+                wait = min(wait, PROBE_WAIT_MS)
         self._set_fetch_wait(wait)
-
-    @property
-    def _probe_wait_ms(self) -> int:
-        # With the gate, a look's fetch is answered after the broker's shortest wait and the gate
-        # holds the next one; a ring ends that hold, so the look needs no wait of its own.
-        return BROKER_WAIT_MS if self.gate is not None else PROBE_WAIT_MS
 
     def _set_fetch_wait(self, wait: int) -> None:
         # aiokafka reads the wait from this attribute for each fetch it builds and offers no public
@@ -501,8 +480,6 @@ class ConsumerLoop:
         Not paused: back to the short wait at once, before the fetcher builds its next fetch."""
         self._rung = True
         self._bell_heard.set()
-        if self.gate is not None:
-            self.gate.ring()
         if self.fetch_wait is not None and self.consumer is not None and not (self.rest and self.rest.paused):
             self._set_fetch_wait(self.fetch_wait.ring(time.monotonic()))
 
@@ -543,7 +520,7 @@ class ConsumerLoop:
             # One short look (not the hot window): it pauses again once every partition's fetch
             # was answered, if that found nothing.
             self._looking_since_ms = int(time.time() * 1000)
-            self._set_fetch_wait(self._probe_wait_ms)
+            self._set_fetch_wait(PROBE_WAIT_MS)
         else:
             self._set_fetch_wait(self.fetch_wait.ring(now))
         self.consumer.resume(*self.consumer.paused())

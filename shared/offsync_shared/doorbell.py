@@ -1,17 +1,13 @@
 """The doorbell: producers ring it (PostgreSQL ``NOTIFY offsync_bell, '<topic>'``) after the
-broker acknowledged records on a topic, and consumers listen for it: paused at rest
-(``rest_policy``), so an idle consumer on the embedded broker sends no fetch at all, and while
-records flow, between fetches (``fetch_gate``), so a record is fetched as soon as it is rung for.
+broker acknowledged records on a topic, and consumers paused at rest listen for it
+(``rest_policy``), so an idle consumer on the embedded broker sends no fetch at all.
 
 Every record a consumer reads on the embedded stack is produced by a service's ``bus.Producer``
 (outbox relays, writers that send after their commit, the gateway's device batches), which rings
 through this object; the bell is rung only after the send was acknowledged, so a woken consumer
 finds the record. Ringing is best effort and never blocks or fails a send: a bell lost to a
-database away costs the consumers latency (their hold or safety-net timer), never data. Every
-acknowledged send rings (a consumer between fetches waits for exactly that ring); rings that come
-while one is being sent go out together in the next, so a busy producer sends one ``NOTIFY`` per
-round trip, not one per send. A ring commits asynchronously: it changes nothing durable, so it
-need not wait for a WAL flush.
+database away costs the consumers latency (their safety-net timer), never data. A topic rung
+less than ``min_gap_s`` ago is not rung again: its consumers are still on the short wait then.
 
 Listening uses one dedicated connection per process, opened when the first consumer subscribes;
 when it is lost (a database restart) it is opened again, and every subscriber is rung, since a
@@ -23,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import asyncpg
@@ -30,11 +27,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 CHANNEL = "offsync_bell"
-# A NOTIFY makes its transaction take an xid and write a commit record; synchronous_commit off
-# (for this transaction only) lets the ring return without waiting for that record's flush.
-RING_SQL = (
-    f"SELECT pg_notify('{CHANNEL}', t) FROM set_config('synchronous_commit', 'off', true), unnest($1::text[]) AS t"
-)
+RING_SQL = f"SELECT pg_notify('{CHANNEL}', t) FROM unnest($1::text[]) AS t"
 
 OnRing = Callable[[], None]
 
@@ -52,17 +45,20 @@ class Doorbell:
         dsn: str,
         pool: asyncpg.Pool,
         *,
+        min_gap_s: float = 0.1,
         reconnect_max_s: float = 1.0,
         liveness_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
         self.pool = pool
+        self.min_gap_s = min_gap_s
         self.reconnect_max_s = reconnect_max_s
         self.liveness_s = liveness_s
         self._subscribers: dict[str, list[OnRing]] = {}
         self._wanted = asyncio.Event()  # someone subscribed: open the listening connection
         self._to_ring: set[str] = set()
         self._have_rings = asyncio.Event()
+        self._rung_at: dict[str, float] = {}
         self.listening = False
         self.listener_pid: int | None = None  # the listening connection's server process
         self.rings_sent = 0
@@ -72,7 +68,11 @@ class Doorbell:
     # -- ringing ------------------------------------------------------------------------------
     def ring(self, topics: Iterable[str]) -> None:
         """Queue a ring for ``topics`` (their records are acknowledged). Never blocks, never raises."""
-        self._to_ring.update(topics)
+        now = time.monotonic()
+        for t in topics:
+            if now - self._rung_at.get(t, -1e9) >= self.min_gap_s:
+                self._rung_at[t] = now
+                self._to_ring.add(t)
         if self._to_ring:
             self._have_rings.set()
 
@@ -85,8 +85,10 @@ class Doorbell:
                 async with self.pool.acquire(timeout=5) as conn:
                     await ring_now(conn, topics)
                 self.rings_sent += len(topics)
-            except Exception as exc:  # noqa: BLE001 - a lost bell costs latency only (hold, safety net)
+            except Exception as exc:  # noqa: BLE001 - a lost bell costs latency only (the safety net)
                 log.info("doorbell not rung", extra={"topics": topics, "error": f"{type(exc).__name__}: {exc}"})
+                for t in topics:
+                    self._rung_at.pop(t, None)
 
     # -- listening ----------------------------------------------------------------------------
     def subscribe(self, topics: Iterable[str], on_ring: OnRing) -> Callable[[], None]:

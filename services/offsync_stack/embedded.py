@@ -25,8 +25,7 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
 # It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50; the
 # two fetches every record change rides on (publish's records, the gateway's notifications) wait
-# 5 ms. With the doorbell below, those waits are held on the consumer's side and a producer's
-# ring ends them (offsync_shared.fetch_gate): they bound only a record nobody rang for.
+# 5 ms: a record arriving just after a fetch started waits that long, straight into the p99.
 # At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
 # every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a

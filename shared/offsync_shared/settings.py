@@ -43,8 +43,7 @@ class CommonSettings(BaseSettings):
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
     # How long a fetch may wait for data. Kafka answers a held fetch as soon as data arrives; the
-    # embedded broker only when the wait runs out, so there every hop cost up to this much: with
-    # its doorbell the wait is held on the consumer's side instead, and a ring ends it.
+    # embedded broker only when the wait runs out, so there every hop costs up to this much.
     kafka_fetch_max_wait_ms: int = 50
     # On such a broker, the wait a consumer stretches to at rest (None: a fixed wait, as on
     # Kafka). The first record after a quiet spell waits up to this per consumer hop

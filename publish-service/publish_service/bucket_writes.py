@@ -58,38 +58,29 @@ async def lock_ops(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
 
 
-# Ops upserted with fresh ids, their buckets' checksums, counts and newest op id moved, and (when
-# the caller passes records) the record index brought to those records: one round trip, since
-# every write on the change path stands in its latency. Data-modifying CTEs all run to
-# completion whether or not the final SELECT reads them.
-_WRITE_OPS = """
-WITH ins AS (
-    INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-    SELECT b, e, r, nextval('sync.op_id_seq'), o, v
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(b, e, r, o, v)
-    ON CONFLICT (bucket_id, entity, record_id)
-    DO UPDATE SET op_id = EXCLUDED.op_id, op = EXCLUDED.op, version = EXCLUDED.version
-    RETURNING bucket_id, op_id
-), newest AS (
-    SELECT bucket_id, max(op_id) AS op_id FROM ins GROUP BY bucket_id
-), counted AS (
-    UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
-           record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, n.op_id)
-    FROM unnest($6::text[], $7::bigint[], $8::bigint[]) AS d(id, delta, dc) JOIN newest n ON n.bucket_id = d.id
-    WHERE b.id = d.id
-){index}
-SELECT bucket_id, op_id FROM newest
-"""
-
-
-async def write_ops(conn: asyncpg.Connection, ops: list[Op], index: list[Record] | None = None) -> dict[str, int]:
-    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas; with
-    ``index``, upsert those records into the record index in the same statement.
+async def write_ops(conn: asyncpg.Connection, ops: list[Op]) -> dict[str, int]:
+    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas.
     Returns bucket id -> newest op id."""
     if not ops:
-        if index:
-            await upsert_index(conn, index)
         return {}
+    rows = await conn.fetch(
+        """
+        INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+        SELECT b, e, r, nextval('sync.op_id_seq'), o, v
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(b, e, r, o, v)
+        ON CONFLICT (bucket_id, entity, record_id)
+        DO UPDATE SET op_id = EXCLUDED.op_id, op = EXCLUDED.op, version = EXCLUDED.version
+        RETURNING bucket_id, op_id
+        """,
+        [o.bucket_id for o in ops],
+        [o.entity for o in ops],
+        [o.record_id for o in ops],
+        [o.op for o in ops],
+        [o.version for o in ops],
+    )
+    newest: dict[str, int] = {}
+    for r in rows:
+        newest[r["bucket_id"]] = max(newest.get(r["bucket_id"], 0), r["op_id"])
     delta: dict[str, int] = defaultdict(int)
     count: dict[str, int] = defaultdict(int)
     for o in ops:
@@ -99,23 +90,20 @@ async def write_ops(conn: asyncpg.Connection, ops: list[Op], index: list[Record]
         if o.op == "put":
             delta[o.bucket_id] += op_hash(o.entity, o.record_id, o.version)
             count[o.bucket_id] += 1
-    ids = sorted({o.bucket_id for o in ops})
-    args: list[object] = [
-        [o.bucket_id for o in ops],
-        [o.entity for o in ops],
-        [o.record_id for o in ops],
-        [o.op for o in ops],
-        [o.version for o in ops],
+    ids = sorted(newest)
+    await conn.execute(
+        """
+        UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
+               record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, d.maxop)
+        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, delta, dc, maxop)
+        WHERE b.id = d.id
+        """,
         ids,
         [delta[i] % MOD for i in ids],
         [count[i] for i in ids],
-    ]
-    sql = _WRITE_OPS.format(index="")
-    if index:
-        sql = _WRITE_OPS.format(index=f", indexed AS ({_upsert_index_sql(first_param=len(args) + 1)})")
-        args += _index_args(index)
-    rows = await conn.fetch(sql, *args)
-    return {r["bucket_id"]: r["op_id"] for r in rows}
+        [newest[i] for i in ids],
+    )
+    return newest
 
 
 async def _unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
@@ -210,23 +198,20 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PA
         log.info("records mirrored", extra={"rows": copied, "seconds": round(time.perf_counter() - t0, 3)})
 
 
-def _upsert_index_sql(first_param: int = 1) -> str:
-    n = first_param
-    return f"""
+async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
+    if not recs:
+        return
+    await conn.execute(
+        f"""
         INSERT INTO sync.record_index({_INDEX_COLS})
-        SELECT * FROM unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::bool[], ${n + 4}::text[],
-                             ${n + 5}::text[], ${n + 6}::text[], ${n + 7}::jsonb[], ${n + 8}::timestamptz[],
-                             ${n + 9}::timestamptz[])
+        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::jsonb[],
+                             $9::timestamptz[], $10::timestamptz[])
         ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
             owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
             business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
             created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
         WHERE sync.record_index.version < EXCLUDED.version
-        """
-
-
-def _index_args(recs: list[Record]) -> list[object]:
-    return [
+        """,
         [r.entity for r in recs],
         [r.id for r in recs],
         [r.version for r in recs],
@@ -237,12 +222,7 @@ def _index_args(recs: list[Record]) -> list[object]:
         [dict(r.attributes) for r in recs],
         [r.created_at for r in recs],
         [r.modified_at for r in recs],
-    ]
-
-
-async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
-    if recs:
-        await conn.execute(_upsert_index_sql(), *_index_args(recs))
+    )
 
 
 class _Helpers:
@@ -366,6 +346,10 @@ async def drop_buckets(conn: asyncpg.Connection, ids: list[str]) -> None:
 
 async def bump_generation(conn: asyncpg.Connection) -> None:
     await conn.execute("UPDATE sync.registry_generation SET generation = generation + 1")
+
+
+async def generation(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT generation FROM sync.registry_generation"))
 
 
 async def load_defs(conn: asyncpg.Connection) -> list[BucketDef]:

@@ -30,14 +30,10 @@ _REC_COLS = (
     "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
 )
 _KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-# The touched records as data.records has them and as the index has them, and the registry's
-# generation (in the version column), in one round trip. It runs after the ops lock, so the
-# generation is the one the batch's ops are written under.
+# The touched records as data.records has them and as the index has them, in one round trip.
 _READ_STATES = (
     f"SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM data.records WHERE {_KEYS.format(id='id')} "
     f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')}"
-    " UNION ALL SELECT 'generation', NULL, NULL, generation, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM sync.registry_generation"
 )
 
 
@@ -74,7 +70,8 @@ class RecordApplier:
         self.notify_topic = notify_topic
         self.registry = Registry([], generation=-1)
 
-    async def _registry(self, conn: asyncpg.Connection, gen: int) -> Registry:
+    async def _registry(self, conn: asyncpg.Connection) -> Registry:
+        gen = await bucket_writes.generation(conn)
         if gen != self.registry.generation:
             self.registry = Registry(await bucket_writes.load_defs(conn), gen)
             heap.freeze_long_lived()  # the registry lives until the next publish: keep it out of every collection
@@ -83,6 +80,7 @@ class RecordApplier:
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
         """Call inside a transaction."""
         await bucket_writes.lock_ops(conn)
+        reg = await self._registry(conn)
         newest: dict[tuple[str, str], Record] = {}
         for ev in events:
             k = (ev.entity, ev.id)
@@ -90,18 +88,12 @@ class RecordApplier:
                 newest[k] = _from_event(ev)
         ents, ids = [k[0] for k in newest], [k[1] for k in newest]
         indexed: dict[tuple[str, str], Record] = {}
-        gen: int | None = None
         for row in await conn.fetch(_READ_STATES, ents, ids):
-            if row["src"] == "generation":
-                gen = int(row["version"])
-                continue
             r = _record(row)
             if row["src"] == "index":
                 indexed[(r.entity, r.id)] = r
             elif r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
                 newest[(r.entity, r.id)] = r
-        assert gen is not None, "sync.registry_generation holds one row (migration 002)"
-        reg = await self._registry(conn, gen)
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}
@@ -126,7 +118,8 @@ class RecordApplier:
             for b, v in mine.items():
                 if b not in now:
                     ops.append(bucket_writes.Op(b, rec.entity, rec.id, "remove", v, v))
-        advanced = await bucket_writes.write_ops(conn, ops, index=to_index)
+        await bucket_writes.upsert_index(conn, to_index)
+        advanced = await bucket_writes.write_ops(conn, ops)
         result.ops = len(ops)
         if reg.children:
             d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)

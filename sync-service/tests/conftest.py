@@ -32,6 +32,7 @@ from offsync_shared.runtime import stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEVICE_BATCHES, SYNC_NOTIFY
 from offsync_stack.embedded import free_port
 from offsync_stack.testing import InfraEnv, eventually, make_env
+from sync_service import bucket_reads
 from sync_service.__main__ import uvicorn_config
 from sync_service.app import create_app
 from sync_service.settings import Settings
@@ -374,3 +375,24 @@ async def gw(infra: Any) -> AsyncIterator[Harness]:
         await producer.stop()
         await stop_tasks([ringing])
         await pool.close()
+
+
+@pytest_asyncio.fixture
+async def store_db(infra: Any) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
+    """A fresh database with the schemas the bucket store reads, as (setup, reads): ``setup``
+    writes fixtures, ``reads`` runs with the store's read settings (``READ_SETTINGS``) as the
+    gateway's pool does."""
+    dsn = await infra.create_database("storedb")
+    setup = await db.create_pool(dsn, max_size=1)
+    reads = await db.create_pool(dsn, max_size=1, server_settings=bucket_reads.READ_SETTINGS)
+    try:
+        for schema, pkg in (
+            ("admin", "profile_service.migrations"),
+            ("data", "conflict_service.migrations"),
+            ("sync", "publish_service.migrations"),
+        ):
+            await db.migrate(setup, schema, pkg)
+        yield setup, reads
+    finally:
+        await reads.close()
+        await setup.close()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
-from offsync_shared import db
-from offsync_stack.infra import Infra
 from sync_service import bucket_reads
 
 pytestmark = pytest.mark.integration
@@ -23,47 +22,37 @@ def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
 
 
-async def test_the_live_reads_access_check_probes_each_user_once(infra: Infra) -> None:
-    dsn = await infra.create_database("liveplan")
-    setup = await db.create_pool(dsn, max_size=1)
-    reads = await db.create_pool(dsn, max_size=1, server_settings=bucket_reads.READ_SETTINGS)
-    try:
-        for schema, pkg in (
-            ("admin", "profile_service.migrations"),
-            ("data", "conflict_service.migrations"),
-            ("sync", "publish_service.migrations"),
-        ):
-            await db.migrate(setup, schema, pkg)
-        users = [f"u{i:04d}" for i in range(USERS)]
-        await setup.execute(
-            """INSERT INTO admin.business_units(id, name) VALUES ('bu', 'BU');
-               INSERT INTO admin.roles(id, name, read_offline_profile) VALUES ('r', 'R', true);
-               INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-               SELECT 'b', 'account', 'a' || g, g, 'put', 1 FROM generate_series(1, 5) g"""
-        )
-        await setup.execute(
-            """WITH u AS (SELECT unnest($1::text[]) AS id)
-               , a AS (INSERT INTO admin.users(id, name, business_unit_id) SELECT id, id, 'bu' FROM u RETURNING id)
-               , b AS (INSERT INTO admin.user_roles(user_id, role_id) SELECT id, 'r' FROM a RETURNING 1)
-               , c AS (INSERT INTO admin.published_profile_users(user_id, profile_id, version)
-                       SELECT id, 'p', 1 FROM u RETURNING 1)
-               , d AS (INSERT INTO sync.user_buckets(user_id, bucket_id) SELECT id, 'b' FROM u RETURNING 1)
-               INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) SELECT id, 'p', 1 FROM u""",
-            users,
-        )
-        # No ANALYZE: as in the fanout run, the planner has no statistics for these small tables
-        # and chose a nested loop over the users' primary key.
-        batch = await bucket_reads.PgBucketStore(reads).live_batch(["b"], users, 0, 100)
-        assert len(batch.rows) == 5 and batch.cleared is not None and set(batch.cleared) == set(users)
-        plan = await reads.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + bucket_reads._LIVE_BATCH, ["b"], 0, 100, users)
-        (doc,) = orjson.loads(plan) if isinstance(plan, str | bytes) else plan  # the pool may decode json
-        looped = [
-            n
-            for n in _nodes(doc["Plan"])
-            if n.get("Actual Loops", 1) > 1 and users[0] in (n.get("Index Cond", "") + n.get("Filter", ""))
-        ]
-        # No node run once per user applies the whole users array.
-        assert not looped, [(n["Node Type"], n.get("Index Cond"), n["Actual Loops"]) for n in looped]
-    finally:
-        await reads.close()
-        await setup.close()
+async def test_the_live_reads_access_check_probes_each_user_once(
+    store_db: tuple[asyncpg.Pool, asyncpg.Pool],
+) -> None:
+    setup, reads = store_db
+    users = [f"u{i:04d}" for i in range(USERS)]
+    await setup.execute(
+        """INSERT INTO admin.business_units(id, name) VALUES ('bu', 'BU');
+           INSERT INTO admin.roles(id, name, read_offline_profile) VALUES ('r', 'R', true);
+           INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           SELECT 'b', 'account', 'a' || g, g, 'put', 1 FROM generate_series(1, 5) g"""
+    )
+    await setup.execute(
+        """WITH u AS (SELECT unnest($1::text[]) AS id)
+           , a AS (INSERT INTO admin.users(id, name, business_unit_id) SELECT id, id, 'bu' FROM u RETURNING id)
+           , b AS (INSERT INTO admin.user_roles(user_id, role_id) SELECT id, 'r' FROM a RETURNING 1)
+           , c AS (INSERT INTO admin.published_profile_users(user_id, profile_id, version)
+                   SELECT id, 'p', 1 FROM u RETURNING 1)
+           , d AS (INSERT INTO sync.user_buckets(user_id, bucket_id) SELECT id, 'b' FROM u RETURNING 1)
+           INSERT INTO sync.user_profiles(user_id, profile_id, profile_version) SELECT id, 'p', 1 FROM u""",
+        users,
+    )
+    # No ANALYZE: as in the fanout run, the planner has no statistics for these small tables
+    # and chose a nested loop over the users' primary key.
+    batch = await bucket_reads.PgBucketStore(reads).live_batch(["b"], users, 0, 100)
+    assert len(batch.rows) == 5 and batch.cleared is not None and set(batch.cleared) == set(users)
+    plan = await reads.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + bucket_reads._LIVE_BATCH, ["b"], 0, 100, users)
+    (doc,) = orjson.loads(plan) if isinstance(plan, str | bytes) else plan  # the pool may decode json
+    looped = [
+        n
+        for n in _nodes(doc["Plan"])
+        if n.get("Actual Loops", 1) > 1 and users[0] in (n.get("Index Cond", "") + n.get("Filter", ""))
+    ]
+    # No node run once per user applies the whole users array.
+    assert not looped, [(n["Node Type"], n.get("Index Cond"), n["Actual Loops"]) for n in looped]

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from offsync_shared import db
-from offsync_stack.infra import Infra
 from sync_service import bucket_reads
 
 pytestmark = pytest.mark.integration
@@ -27,33 +25,23 @@ async def _plan(pool: asyncpg.Pool, after_key: bool) -> str:
 
 
 @pytest.mark.parametrize("after_key", [False, True])
-async def test_a_page_of_an_unanalyzed_bucket_walks_the_op_index(infra: Infra, after_key: bool) -> None:
-    dsn = await infra.create_database("pageplan")
-    setup = await db.create_pool(dsn, max_size=1)
-    reads = await db.create_pool(dsn, max_size=1, server_settings=bucket_reads.READ_SETTINGS)
-    try:
-        for schema, pkg in (
-            ("admin", "profile_service.migrations"),
-            ("data", "conflict_service.migrations"),
-            ("sync", "publish_service.migrations"),
-        ):
-            await db.migrate(setup, schema, pkg)
-        # Many small buckets, analyzed; then one big bucket the statistics have never seen.
-        await setup.execute(
-            """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-               SELECT 'small-' || (g % 500), 'account', 's' || g, g, 'put', 1 FROM generate_series(1, 5000) g"""
-        )
-        await setup.execute("ANALYZE sync.bucket_ops")
-        await setup.execute(
-            """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-               SELECT 'big', 'account', 'r' || g, 10000 + g, 'put', 1 FROM generate_series(1, 50000) g"""
-        )
-        await setup.execute("INSERT INTO sync.user_buckets VALUES ('u1', 'big')")
-        plan = await _plan(reads, after_key)
-        assert "Bitmap" not in plan, plan
-        assert "bucket_ops_by_op" in plan, plan
-        # The index walk stops after the page: a few hundred rows read, not the bucket's 50,000.
-        assert "rows=50000" not in plan.replace(".00", ""), plan
-    finally:
-        await reads.close()
-        await setup.close()
+async def test_a_page_of_an_unanalyzed_bucket_walks_the_op_index(
+    store_db: tuple[asyncpg.Pool, asyncpg.Pool], after_key: bool
+) -> None:
+    setup, reads = store_db
+    # Many small buckets, analyzed; then one big bucket the statistics have never seen.
+    await setup.execute(
+        """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           SELECT 'small-' || (g % 500), 'account', 's' || g, g, 'put', 1 FROM generate_series(1, 5000) g"""
+    )
+    await setup.execute("ANALYZE sync.bucket_ops")
+    await setup.execute(
+        """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           SELECT 'big', 'account', 'r' || g, 10000 + g, 'put', 1 FROM generate_series(1, 50000) g"""
+    )
+    await setup.execute("INSERT INTO sync.user_buckets VALUES ('u1', 'big')")
+    plan = await _plan(reads, after_key)
+    assert "Bitmap" not in plan, plan
+    assert "bucket_ops_by_op" in plan, plan
+    # The index walk stops after the page: a few hundred rows read, not the bucket's 50,000.
+    assert "rows=50000" not in plan.replace(".00", ""), plan

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from offsync_bench import compare, plot, repeat, results
+from offsync_bench import calibration, compare, plot, repeat, results
 from offsync_bench.fleet import raise_nofile
 from offsync_bench.orgdata import Sizes
 from offsync_bench.workloads import DEFAULT_WORKLOADS, SCALE_WORKLOADS, WORKLOADS
@@ -84,13 +84,17 @@ def main() -> None:
     raise_nofile()  # before the stack starts: the services and device workers inherit it
     chosen = args.only or DEFAULT_WORKLOADS
     scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    speed = {"before": calibration.probe()}
+    print(f"machine before: {speed['before']}", flush=True)
     figures, database = asyncio.run(
         run(chosen, args.seed, sizes, args.quick, args.processes, max(1, args.repeat), scale)
     )
+    speed["after"] = calibration.probe()
+    print(f"machine after: {speed['after']}", flush=True)
     stack: dict[str, Any] = {"broker": args.broker, "processes": args.processes}
     if args.broker == "kafka":
         stack["kafka_brokers"] = args.kafka_brokers
-    doc = results.document(args.seed, sizes, args.quick, figures, database, stack)
+    doc = results.document(args.seed, sizes, args.quick, figures, database, stack, speed)
     args.out.write_bytes(doc)
     print(results.table(figures))
     print(f"written to {args.out}")
@@ -113,6 +117,7 @@ def run_compare(specs: list[compare.StackSpec], args: argparse.Namespace, sizes:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        speed = {"before": calibration.probe()}
         t0 = time.monotonic()
         try:
             figures, database = asyncio.run(
@@ -126,6 +131,7 @@ def run_compare(specs: list[compare.StackSpec], args: argparse.Namespace, sizes:
             "stack": spec.describe(),
             "database": database,
             "wall_seconds": round(time.monotonic() - t0, 1),
+            "calibration": {**speed, "after": calibration.probe()},
             "workloads": figures,
         }
         print(results.table(figures), flush=True)

@@ -81,13 +81,16 @@ def document(
     workloads: dict[str, dict[str, Any]],
     database: dict[str, Any] | None = None,
     stack: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> bytes:
-    """``stack``: what ran (broker, broker nodes, processes per worker), so runs compare."""
+    """``stack``: what ran (broker, broker nodes, processes per worker), so runs compare;
+    ``calibration``: the machine's speed before and after (offsync_bench.calibration)."""
     return orjson.dumps(
         {
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "commit": git_commit(),
             "machine": machine(),
+            "calibration": calibration or {},
             "database": database or {},
             "seed": seed,
             "quick": quick,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 
 from offsync_bench import calibration, results
@@ -13,6 +15,9 @@ def test_probe_measures_each_figure() -> None:
     assert speed["interpreter_ms"] > 0
     assert speed["memory_read_ns"] >= 0
     assert 0 < speed["handoff_p50_us"] <= speed["handoff_p99_us"]
+    assert speed["handoff_cpu_us"] > 0
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert 0 < speed["cross_cpu_handoff_p50_us"] <= speed["cross_cpu_handoff_p99_us"]
     assert len(speed["load_average"]) == 3
 
 

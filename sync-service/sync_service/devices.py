@@ -4,7 +4,11 @@ itself, and its last error. It also turns the sessions' counters into the ops-de
 uploads-answered metrics.
 
 Nothing here runs per frame: the gateway reports connects, disconnects and refusals, and a loop
-looks at the live sessions once a second and writes what changed in one round trip.
+looks at the live sessions once a second and writes what changed in one round trip. A connected
+device's progress (cursor, synced_at) is written at its session's first checkpoint, then at most
+every SYNCED_EVERY_S and when it disconnects: with live changes flowing every device reaches a
+checkpoint every second, and rewriting each one's row every second was a quarter of
+PostgreSQL's work in the fanout workload (1,000 rows a second; ten times that at 10,000 devices).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "gateway"
 HEARTBEAT_S = 10.0  # an online row not refreshed for 3x this is shown as offline (its gateway died)
+SYNCED_EVERY_S = 15.0  # a live device's cursor and synced_at, after its session's first checkpoint
 
 
 class LiveSession(Protocol):
@@ -45,7 +50,10 @@ class LiveSession(Protocol):
 class _Seen:
     """What was last written for a live session (to write only what changed)."""
 
-    position: int = -1
+    position: int = -1  # the checkpoint position last written
+    latest: int = -1  # the checkpoint position last seen, and when it was first seen
+    latest_at: float = 0.0
+    written_at: float = float("-inf")
     sent_ops: int = 0
     answered: int = 0
     error: str | None = None
@@ -93,7 +101,7 @@ class DeviceRegistry:
         )
 
     def disconnected(self, session: LiveSession) -> None:
-        self.observe([session])
+        self.observe([session], final=True)
         self._seen.pop(id(session), None)
         self._put(session.user_id, session.device_id, online=False, disconnected_at=self._now())
 
@@ -101,9 +109,11 @@ class DeviceRegistry:
         now = self._now()
         self._put(user_id, device_id, last_error=reason[:300], last_error_at=now, seen_at=now)
 
-    def observe(self, sessions: Iterable[LiveSession]) -> None:
-        """Notes what changed in each live session since the last look."""
-        now = self._now()
+    def observe(self, sessions: Iterable[LiveSession], final: bool = False) -> None:
+        """Notes what changed in each live session since the last look (``final``: the session
+        ends, so its progress is written whatever the interval)."""
+        wall = self.wall()
+        now = datetime.fromtimestamp(wall, UTC)
         for s in sessions:
             seen = self._seen.setdefault(id(s), _Seen(sent_ops=0, answered=0))
             if s.sent_ops > seen.sent_ops:
@@ -114,9 +124,16 @@ class DeviceRegistry:
                 seen.answered = s.answered
                 if not s.pending:  # every batch it sent is answered: its outbox has drained
                     self._put(s.user_id, s.device_id, pending_uploads=0)
-            if s.checkpointed >= 0 and s.checkpointed != seen.position:
-                seen.position = s.checkpointed
-                self._put(s.user_id, s.device_id, synced_at=now, cursor=s.checkpointed)
+            if s.checkpointed != seen.latest:
+                seen.latest, seen.latest_at = s.checkpointed, wall
+            if (
+                seen.latest >= 0
+                and seen.latest != seen.position
+                and (final or seen.position < 0 or wall - seen.written_at >= SYNCED_EVERY_S)
+            ):
+                seen.position, seen.written_at = seen.latest, wall
+                synced_at = datetime.fromtimestamp(seen.latest_at, UTC)
+                self._put(s.user_id, s.device_id, synced_at=synced_at, cursor=seen.latest)
             if s.last_error is not None and s.last_error != seen.error:
                 seen.error = s.last_error
                 self._put(s.user_id, s.device_id, last_error=s.last_error, last_error_at=now)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offsync_shared import metrics
-from sync_service.devices import DeviceRegistry
+from sync_service.devices import SYNCED_EVERY_S, DeviceRegistry
 
 
 @dataclass
@@ -76,3 +76,31 @@ async def test_flush_without_a_database_keeps_nothing_pending() -> None:
     r.refused("u2", "tab", "x")
     assert await r.flush() == 0
     assert not r._rows
+
+
+def test_a_live_devices_progress_is_written_at_most_every_interval_and_at_disconnect() -> None:
+    clock = [1_700_000_000.0]
+    r = DeviceRegistry(None, gateway_id="g1", wall=lambda: clock[0])
+    s = FakeSession(checkpointed=5)
+    r.observe([s])
+    assert r._rows.pop(("u1", "phone"))["cursor"] == 5  # the session's first checkpoint: at once
+    clock[0] += 1
+    s.checkpointed = 6
+    r.observe([s])
+    clock[0] += 1
+    s.checkpointed = 7
+    r.observe([s])
+    assert ("u1", "phone") not in r._rows  # live changes every second: not a row each time
+    clock[0] += SYNCED_EVERY_S
+    r.observe([s])
+    row = r._rows.pop(("u1", "phone"))
+    # The newest position, stamped when the device reached it, not when it was written.
+    assert row["cursor"] == 7
+    assert row["synced_at"].timestamp() == 1_700_000_002.0
+    clock[0] += 1
+    s.checkpointed = 8
+    r.observe([s])
+    assert ("u1", "phone") not in r._rows
+    r.disconnected(s)
+    row = r._rows[("u1", "phone")]
+    assert row["cursor"] == 8 and row["online"] is False  # the last position is never lost

@@ -5,6 +5,13 @@ uploads-answered metrics.
 
 Nothing here runs per frame: the gateway reports connects, disconnects and refusals, and a loop
 looks at the live sessions once a second and writes what changed in one round trip.
+
+A connected device's row is rewritten at most once per heartbeat (HEARTBEAT_S): its progress
+(cursor, synced_at) is written at its session's first checkpoint, then with its heartbeat and
+when it disconnects. With live changes flowing every device reaches a checkpoint every second,
+and rewriting each one's row every second was a quarter of PostgreSQL's work in the fanout
+workload (1,000 rows a second; ten times that at 10,000 devices). Each session beats on a phase of
+its own, so the rows are spread over the seconds instead of all written in one statement.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -45,7 +53,10 @@ class LiveSession(Protocol):
 class _Seen:
     """What was last written for a live session (to write only what changed)."""
 
-    position: int = -1
+    position: int = -1  # the checkpoint position last written
+    latest: int = -1  # the checkpoint position last seen, and when it was first seen
+    latest_at: float = 0.0
+    beat_at: float = 0.0  # when its next heartbeat is due
     sent_ops: int = 0
     answered: int = 0
     error: str | None = None
@@ -58,7 +69,6 @@ class DeviceRegistry:
     wall: Callable[[], float] = time.time
     _rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _seen: dict[int, _Seen] = field(default_factory=dict)
-    _last_beat: float = 0.0
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.wall(), UTC)
@@ -93,7 +103,7 @@ class DeviceRegistry:
         )
 
     def disconnected(self, session: LiveSession) -> None:
-        self.observe([session])
+        self.observe([session], final=True)
         self._seen.pop(id(session), None)
         self._put(session.user_id, session.device_id, online=False, disconnected_at=self._now())
 
@@ -101,11 +111,19 @@ class DeviceRegistry:
         now = self._now()
         self._put(user_id, device_id, last_error=reason[:300], last_error_at=now, seen_at=now)
 
-    def observe(self, sessions: Iterable[LiveSession]) -> None:
-        """Notes what changed in each live session since the last look."""
-        now = self._now()
+    def observe(self, sessions: Iterable[LiveSession], final: bool = False) -> None:
+        """Notes what changed in each live session since the last look, and beats for those
+        whose heartbeat is due (``final``: the session ends, so its progress is written now)."""
+        wall = self.wall()
+        now = datetime.fromtimestamp(wall, UTC)
         for s in sessions:
-            seen = self._seen.setdefault(id(s), _Seen(sent_ops=0, answered=0))
+            seen = self._seen.get(id(s))
+            if seen is None:  # its connect wrote seen_at: the first beat comes at a phase of its own
+                seen = self._seen[id(s)] = _Seen(beat_at=wall + HEARTBEAT_S * random.uniform(0.5, 1.0))
+            beat = wall >= seen.beat_at
+            if beat:
+                seen.beat_at = wall + HEARTBEAT_S
+                self._put(s.user_id, s.device_id, online=True, gateway=self.gateway_id, seen_at=now)
             if s.sent_ops > seen.sent_ops:
                 metrics.OPS_DELIVERED.inc(s.sent_ops - seen.sent_ops)
                 seen.sent_ops = s.sent_ops
@@ -114,17 +132,15 @@ class DeviceRegistry:
                 seen.answered = s.answered
                 if not s.pending:  # every batch it sent is answered: its outbox has drained
                     self._put(s.user_id, s.device_id, pending_uploads=0)
-            if s.checkpointed >= 0 and s.checkpointed != seen.position:
-                seen.position = s.checkpointed
-                self._put(s.user_id, s.device_id, synced_at=now, cursor=s.checkpointed)
+            if s.checkpointed != seen.latest:
+                seen.latest, seen.latest_at = s.checkpointed, wall
+            if seen.latest >= 0 and seen.latest != seen.position and (final or beat or seen.position < 0):
+                seen.position = seen.latest
+                synced_at = datetime.fromtimestamp(seen.latest_at, UTC)
+                self._put(s.user_id, s.device_id, synced_at=synced_at, cursor=seen.latest)
             if s.last_error is not None and s.last_error != seen.error:
                 seen.error = s.last_error
                 self._put(s.user_id, s.device_id, last_error=s.last_error, last_error_at=now)
-
-    def beat(self, sessions: Iterable[LiveSession]) -> None:
-        now = self._now()
-        for s in sessions:
-            self._put(s.user_id, s.device_id, online=True, gateway=self.gateway_id, seen_at=now)
 
     async def flush(self) -> int:
         """Writes every pending change in one statement; returns how many rows it touched."""
@@ -150,11 +166,7 @@ class DeviceRegistry:
     async def run(self, sessions: Callable[[], Iterable[LiveSession]], interval: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval)  # a periodic writer, not a test wait
-            live = list(sessions())
-            self.observe(live)
-            if self.wall() - self._last_beat >= HEARTBEAT_S:
-                self._last_beat = self.wall()
-                self.beat(live)
+            self.observe(sessions())
             try:
                 await self.flush()
             except Exception:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offsync_shared import metrics
-from sync_service.devices import DeviceRegistry
+from sync_service.devices import HEARTBEAT_S, DeviceRegistry
 
 
 @dataclass
@@ -76,3 +76,44 @@ async def test_flush_without_a_database_keeps_nothing_pending() -> None:
     r.refused("u2", "tab", "x")
     assert await r.flush() == 0
     assert not r._rows
+
+
+def test_a_live_devices_row_is_written_at_its_first_checkpoint_then_with_its_heartbeat() -> None:
+    clock = [1_700_000_000.0]
+    r = DeviceRegistry(None, gateway_id="g1", wall=lambda: clock[0])
+    s = FakeSession(checkpointed=5)
+    r.observe([s])
+    assert r._rows.pop(("u1", "phone"))["cursor"] == 5  # the session's first checkpoint: at once
+    for position in (6, 7):  # live changes every second: not a row each time
+        clock[0] += 1
+        s.checkpointed = position
+        r.observe([s])
+        assert ("u1", "phone") not in r._rows
+    clock[0] += HEARTBEAT_S
+    r.observe([s])
+    row = r._rows.pop(("u1", "phone"))
+    assert row["online"] is True and row["seen_at"].timestamp() == clock[0]
+    # The newest position, stamped when the device reached it, not when it was written.
+    assert row["cursor"] == 7 and row["synced_at"].timestamp() == 1_700_000_002.0
+    clock[0] += 1
+    s.checkpointed = 8
+    r.observe([s])
+    assert ("u1", "phone") not in r._rows
+    r.disconnected(s)
+    row = r._rows[("u1", "phone")]
+    assert row["cursor"] == 8 and row["online"] is False  # the last position is never lost
+
+
+def test_heartbeats_of_devices_that_connected_together_are_spread_over_the_interval() -> None:
+    clock = [1_700_000_000.0]
+    r = DeviceRegistry(None, gateway_id="g1", wall=lambda: clock[0])
+    sessions = [FakeSession(device_id=f"d{i}") for i in range(200)]
+    r.observe(sessions)
+    per_second = []
+    for _ in range(int(HEARTBEAT_S) * 2):
+        clock[0] += 1
+        r.observe(sessions)
+        per_second.append(len(r._rows))
+        r._rows.clear()
+    assert sum(per_second) == 200 * 2  # each device beat twice in two intervals…
+    assert max(per_second) < 100  # …but never all of them in one statement

@@ -66,7 +66,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A pool's ``reset``: release a connection without asyncpg's reset query (``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), one more round trip at every
+    release, i.e. per request and per consumer batch. Our code leaves no session state on a
+    pooled connection: advisory locks are transaction-scoped, settings are ``SET LOCAL``, a
+    listener removes itself (``remove_listener`` unlistens); asyncpg still rolls back a
+    transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> asyncpg.Pool:
+    kw.setdefault("reset", keep_session)
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw)
     assert pool is not None
     return pool

@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
 
@@ -29,12 +28,6 @@ from sync_service.hub import Hub
 from sync_service.settings import Settings
 
 SCHEMA = None  # no outbox; sync-service writes only its device registry (gateway) and reads sync, admin, data
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release without asyncpg's reset query (RESET ALL, UNLISTEN, unlock...): the gateway's
-    reads change no session state, and asyncpg still rolls back a transaction left open. That
-    query was one extra round trip per read, i.e. per device on connect and catch-up."""
 
 
 class KafkaBatchPublisher:
@@ -71,7 +64,6 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.pg_dsn,
                 min_size=settings.pg_pool_min,
                 max_size=settings.pg_pool_max,
-                reset=_keep_session,
                 server_settings=READ_SETTINGS,
             )
             stack.push_async_callback(reads.close)

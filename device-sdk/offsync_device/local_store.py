@@ -126,8 +126,7 @@ _FULL_SUMS = (
 # live change costs O(changed rows); every this many, one costs O(held rows) as well...
 FULL_VERIFY_EVERY = 200
 # ...and at least this long apart: counted in checkpoints alone, a device receiving 25 changes a
-# second recomputed every row it holds every 8 s (a third of the fanout workload's device CPU once
-# the stores held ~800 rows).
+# second recomputed every row it holds every 8 s (5-25 % of a fanout device worker's samples).
 FULL_VERIFY_MIN_S = 60.0
 _UNHOLD = "DELETE FROM buckets WHERE id = ?"
 

@@ -1,11 +1,13 @@
 """The live checkpoint's cost and its corruption detection: a live change costs O(changed rows)
-(the trigger-kept sums, whatever the rows held), and every ``full_verify_every``-th checkpoint
-recomputes every held row, so a row corrupted behind the triggers' back is still noticed."""
+(the trigger-kept sums, whatever the rows held), and every ``full_verify_every``-th checkpoint, at
+least ``full_verify_min_s`` after the last, recomputes every held row, so a row corrupted behind
+the triggers' back is still noticed."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +16,8 @@ from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 
 
-def held(n: int, every: int = 1000, path: str | Path = ":memory:") -> LocalStore:
-    s = LocalStore(path, full_verify_every=every)
+def held(n: int, every: int = 1000, path: str | Path = ":memory:", **kw: Any) -> LocalStore:
+    s = LocalStore(path, full_verify_every=every, **kw)
     s.apply_ops([(i + 1, "b1", "put", "account", f"a{i}", 1, {"name": f"n{i}"}) for i in range(n)])
     return s
 
@@ -68,13 +70,30 @@ def test_a_live_change_does_the_same_work_whatever_the_rows_held() -> None:
 
 
 def test_every_nth_checkpoint_recomputes_every_row() -> None:
-    s = held(50, every=4)
+    s = held(50, every=4, full_verify_min_s=0)
     assert s.checkpoint(0, server_sums(s)) == [] and s.full_verifications == 1
     work = [live_change(s, v)[1] for v in range(2, 10)]
     full = [any("op_hash(" in q for q in w.statements) for w in work]
     assert full == [False, False, False, True, False, False, False, True]
     assert s.full_verifications == 3
     assert min(w.steps for w, f in zip(work, full, strict=True) if f) > 50, "the full one visits every row"
+
+
+def test_full_verifications_are_at_least_the_interval_apart() -> None:
+    """Counted in checkpoints alone, a device receiving many changes a second would recompute
+    its rows every few seconds; the interval bounds that by time."""
+    now = [1000.0]
+    s = held(50, every=2, full_verify_min_s=60.0, clock=lambda: now[0])
+    assert s.checkpoint(0, server_sums(s)) == [] and s.full_verifications == 1  # the first: full
+    for v in range(2, 12):  # ten live changes within a second: the count is passed, the time not
+        now[0] += 0.1
+        live_change(s, v)
+    assert s.full_verifications == 1
+    now[0] += 60.0
+    live_change(s, 12)
+    assert s.full_verifications == 2
+    live_change(s, 13)
+    assert s.full_verifications == 2
 
 
 @pytest.mark.parametrize(
@@ -91,7 +110,7 @@ def test_every_nth_checkpoint_recomputes_every_row() -> None:
 )
 def test_a_row_corrupted_while_connected_is_noticed_by_the_next_full_verification(tmp_path: Path, corrupt: str) -> None:
     path = tmp_path / "s.sqlite"
-    s = held(20, every=3, path=path)
+    s = held(20, every=3, path=path, full_verify_min_s=0)
     truth = server_sums(s)
     assert s.checkpoint(1, truth) == []
     other = sqlite3.connect(path, isolation_level=None)  # another writer: a bad migration, a tool
@@ -104,7 +123,7 @@ def test_a_row_corrupted_while_connected_is_noticed_by_the_next_full_verificatio
 
 def test_the_refetch_of_a_drifted_bucket_repairs_it(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    s = held(5, every=1, path=path)
+    s = held(5, every=1, path=path, full_verify_min_s=0)
     truth = server_sums(s)
     s.db.execute("UPDATE membership SET version = 9 WHERE id = 'a1'")
     assert s.verify_all() == ["b1"] and s.checkpoint(5, truth) == ["b1"]

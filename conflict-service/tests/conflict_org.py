@@ -4,6 +4,7 @@ SQL, and builders for device batches."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,11 +120,17 @@ def batch(user: str, device: str, *changes: Change, batch_id: str | None = None)
 
 
 async def read_topic(
-    bootstrap: str, topic: str, count: int, timeout: float = 20.0, distinct: bool = False
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout: float = 20.0,
+    distinct: bool = False,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """The first ``count`` envelopes on ``topic`` (all partitions, from the start, no group join).
     ``distinct``: ``count`` different envelopes, each once in first-seen order (the outbox
-    delivers at least once, so one may come twice)."""
+    delivers at least once, so one may come twice). ``until``: read on (past ``count``) until
+    it holds for what was read."""
     from aiokafka import AIOKafkaConsumer
 
     from offsync_stack.testing import eventually
@@ -140,7 +147,7 @@ async def read_topic(
                     if not (distinct and m.value in values):
                         values.add(m.value)
                         got.append(orjson.loads(m.value))
-            return len(got) >= count
+            return len(got) >= count and (until is None or until(got))
 
         await eventually(enough, timeout=timeout, message=f"{count} messages on {topic}")
     finally:

@@ -4,6 +4,7 @@ PostgreSQL and broker, with the app running in-process."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -166,8 +167,12 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
     # cannot remove the last admin
     assert (await admin.delete(f"/v1/users/{BOOTSTRAP_ADMIN_USER_ID}")).status_code in (409,)
 
+    def rep_now(payload: dict[str, Any]) -> bool:
+        return payload["id"] == "rep" and payload["team_ids"] == ["east-team"] and payload["role_ids"] == [role["id"]]
+
     async def seen() -> set[str] | None:
-        types = {e.type for e in await service.admin_events()}
+        events = await service.admin_events()
+        types = {e.type for e in events}
         want = {
             "business_unit.changed",
             "user.changed",
@@ -175,14 +180,15 @@ async def test_org_model_crud_and_events_reach_the_broker(service: Service, admi
             "team.changed",
             "entity.changed",
         }
-        return types if want <= types else None
+        # Every type is on the broker well before the last call's events are: wait for rep's
+        # state after the team membership itself (it once was not there yet on a slow cluster).
+        rep = any(e.type == "user.changed" and rep_now(e.payload) for e in events)
+        return types if want <= types and rep else None
 
-    await eventually(seen, timeout=20, message="admin events on the broker")
+    await eventually(seen, timeout=20, message="admin events on the broker, rep's team among them")
     events = await service.admin_events()
     # Org settings are read from admin.org_settings where they are used (conflict-service), not sent.
     assert not [e for e in events if e.type == "org.settings_changed"]
-    rep = [e.payload for e in events if e.type == "user.changed" and e.payload["id"] == "rep"][-1]
-    assert rep["team_ids"] == ["east-team"] and rep["role_ids"] == [role["id"]]
 
 
 async def test_entity_metadata(admin: httpx.AsyncClient) -> None:

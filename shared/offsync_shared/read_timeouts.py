@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 import h11
@@ -32,18 +33,26 @@ LINGER_MAX_BYTES = 64 * 1024 * 1024  # and how much of it, thrown away as it arr
 
 class _LingeringTransport:
     """The transport as the h11 cycle sees it: its ``close`` lingers while the client is still
-    sending a body (``TimedH11Protocol._linger``); everything else is the real transport's."""
+    sending a body (``TimedH11Protocol._linger``); everything else is the real transport's.
+
+    It refers to its protocol weakly: the protocol (and its flow control) refer to it, and a
+    strong reference back made every connection a reference cycle, freed only by a full garbage
+    collection. A storm of websocket upgrades left thousands of them (h11 state, buffers, flow
+    control: ~14 objects each) in the old generation, where they pinned the allocator's pools
+    (docs/performance.md, connections)."""
 
     def __init__(self, real: asyncio.Transport, protocol: TimedH11Protocol) -> None:
         self._real = real
-        self._protocol = protocol
+        self._protocol = weakref.ref(protocol)
 
     def close(self) -> None:
-        if not self._protocol._linger():
+        protocol = self._protocol()
+        if protocol is None or not protocol._linger():
             self._real.close()
 
     def is_closing(self) -> bool:
-        return self._protocol._lingering or self._real.is_closing()
+        protocol = self._protocol()
+        return (protocol is not None and protocol._lingering) or self._real.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

@@ -6,6 +6,8 @@ ways), and a refused or failed app before the handshake answer. No database or b
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +22,16 @@ from offsync_stack.testing import eventually
 from sync_service.ws_transport import LEAN_EXTENSION, LeanWebSocketProtocol
 
 PREAUTH = 1024
+
+
+class CountedH11(with_read_timeouts(10, 30)):  # type: ignore[misc]
+    """The HTTP protocol the services run, each instance remembered weakly (freed or not)."""
+
+    made: list[weakref.ref[Any]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        CountedH11.made.append(weakref.ref(self))
 
 
 class App:
@@ -69,7 +81,7 @@ async def served() -> AsyncIterator[tuple[str, App]]:
         port=free_port(),
         log_config=None,
         lifespan="off",
-        http=with_read_timeouts(10, 30),
+        http=CountedH11,
         ws=LeanWebSocketProtocol,
         ws_max_size=PREAUTH,
         ws_ping_interval=None,
@@ -147,3 +159,33 @@ async def test_no_handshake_answer_but_an_http_error(served: tuple[str, App], pa
 
 async def _disconnected(app: App, code: int, reason: str | None = None) -> bool:
     return any(d["code"] == code and (reason is None or d.get("reason") == reason) for d in app.disconnects)
+
+
+async def test_connections_leave_no_reference_cycles(served: tuple[str, App]) -> None:
+    """An upgraded connection's HTTP protocol, and a closed HTTP connection's, are freed by
+    reference counting alone: a cycle would keep each (h11 state, buffers, flow control) until a
+    full collection, and a storm of upgrades left thousands of them pinning the allocator's
+    pools (docs/performance.md, connections)."""
+    url, _ = served
+    host, port = url.removeprefix("ws://").split(":")
+    CountedH11.made.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        async with connect(url + "/echo", ping_interval=None) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            assert len(CountedH11.made) == 1
+            await eventually(lambda: _all_freed(), timeout=5, message="the upgraded HTTP protocol freed")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 500")  # the app answers no HTTP
+        writer.close()
+        assert len(CountedH11.made) == 2
+        await eventually(lambda: _all_freed(), timeout=5, message="the closed HTTP connection's protocol freed")
+    finally:
+        gc.enable()
+
+
+async def _all_freed() -> bool:
+    return all(ref() is None for ref in CountedH11.made)

@@ -17,7 +17,7 @@ from itertools import groupby
 
 import asyncpg
 
-from offsync_shared import outbox
+from offsync_shared import ops_hint, outbox
 from offsync_shared.checksum import SQL_OP_HASH, op_hash
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
 from publish_service.rules.buckets import (
@@ -376,3 +376,4 @@ async def notify(conn: asyncpg.Connection, topic: str, advanced: Mapping[str, in
     if user_ids:
         rows.append((topic, UserBucketsChanged(user_ids=user_ids).envelope(user_ids[0])))
     await outbox.enqueue_many(conn, SCHEMA, rows)
+    await ops_hint.send(conn, advanced)

@@ -30,6 +30,7 @@ CHANNEL = "offsync_bell"
 RING_SQL = f"SELECT pg_notify('{CHANNEL}', t) FROM unnest($1::text[]) AS t"
 
 OnRing = Callable[[], None]
+OnPayload = Callable[[str], None]
 
 
 async def ring_now(conn: asyncpg.Connection, topics: Iterable[str]) -> None:
@@ -55,6 +56,7 @@ class Doorbell:
         self.reconnect_max_s = reconnect_max_s
         self.liveness_s = liveness_s
         self._subscribers: dict[str, list[OnRing]] = {}
+        self._channels: dict[str, OnPayload] = {}  # other channels heard on the same connection
         self._wanted = asyncio.Event()  # someone subscribed: open the listening connection
         self._to_ring: set[str] = set()
         self._have_rings = asyncio.Event()
@@ -106,6 +108,12 @@ class Doorbell:
 
         return unsubscribe
 
+    def listen(self, channel: str, on_payload: OnPayload) -> None:
+        """Also hear ``channel`` on the listening connection (one per process): ``on_payload``
+        gets each payload, in the event loop, so it must not block (e.g. ops_hint)."""
+        self._channels[channel] = on_payload
+        self._wanted.set()
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.rings_heard += 1
         for on_ring in list(self._subscribers.get(payload, ())):
@@ -132,6 +140,8 @@ class Doorbell:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                for channel, on_payload in self._channels.items():
+                    await conn.add_listener(channel, _payload_listener(on_payload))
                 self.listener_pid = conn.get_server_pid()
                 self.listening = True
                 backoff = 0.2
@@ -156,3 +166,13 @@ class Doorbell:
 
     async def run(self) -> None:
         await asyncio.gather(self._ring_loop(), self._listen_loop())
+
+
+def _payload_listener(on_payload: OnPayload) -> Callable[[object, int, str, str], None]:
+    def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            on_payload(payload)
+        except Exception:  # noqa: BLE001 - a listener's bug must not close the connection
+            log.exception("listener of %s failed", _channel)
+
+    return heard

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from starlette.types import Receive, Scope, Send
 
-from offsync_shared import bus, db
+from offsync_shared import bus, db, ops_hint
 from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
@@ -69,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(reads.close)
             store = PgBucketStore(reads)
             hub = Hub(store)
+            if rt.bell is not None:  # publish-service's commits, heard a broker hop before sync-notify
+                rt.bell.listen(ops_hint.CHANNEL, hub.on_ops_hint)
             # The device registry is the one table this service writes (schema gateway).
             await db.migrate(rt.pool, DEVICES_SCHEMA, "sync_service.migrations")
             devices = DeviceRegistry(rt.pool)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 
+from offsync_shared import ops_hint
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.events.batch_results import BatchApplied
@@ -32,6 +34,7 @@ class Hub:
         # user (a token for one user naming another user's device must not knock it off).
         self.by_device: dict[tuple[str, str], SyncSession] = {}
         self.by_batch: dict[str, SyncSession] = {}
+        self.hints = 0  # ops hints heard (ops_hint)
         self._suspects: dict[SyncSession, int] = {}  # behind at the last reconcile -> newest op then
         self.reconciled = 0  # sessions the repair net made read on their own
 
@@ -69,8 +72,23 @@ class Hub:
     # -- event handlers (wired in app.py) ----------------------------------------------------
     async def on_buckets_advanced(self, event: Event, env: Envelope) -> None:
         assert isinstance(event, BucketsAdvanced)
+        self.advanced(event.buckets)
+
+    def on_ops_hint(self, payload: str) -> None:
+        """publish-service's NOTIFY at its commit (offsync_shared.ops_hint): the same news as the
+        BucketsAdvanced event that follows it on the broker, heard a hop sooner."""
+        buckets = ops_hint.decode(payload)
+        if buckets is None:
+            log.warning("ops hint ignored: not a bucket map", extra={"payload": payload[:200]})
+            return
+        self.hints += 1
+        self.advanced(buckets)
+
+    def advanced(self, buckets: Mapping[str, int]) -> None:
+        """New ops up to these op ids in these buckets. Idempotent: a session at or past an op id
+        ignores it, and one already waiting for a read only raises what it asks for."""
         fanout = self.fanout
-        for bucket, op_id in event.buckets.items():
+        for bucket, op_id in buckets.items():
             for s in self.by_bucket.get(bucket, ()):
                 if fanout is not None and op_id > s.position:
                     if s.live_eligible():

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from offsync_device import Device, LocalStore
 from offsync_device.client import SyncRefused
+from offsync_shared import ops_hint
 from offsync_shared import protocol as p
 from offsync_stack.testing import eventually
 
@@ -86,6 +87,28 @@ async def test_initial_download_then_live_delta(gw: Any) -> None:
     assert gw.gateway.hub.fanout.direct_deliveries > 0, "an idle session's live frame goes straight to its socket"
     stop.set()
     await task
+
+
+async def test_a_live_change_announced_only_by_the_ops_hint(gw: Any) -> None:
+    """publish-service's ops hint (a NOTIFY sent at its commit, offsync_shared.ops_hint) alone
+    wakes the session: no BucketsAdvanced goes to the broker here, so this is the hint's path
+    from the commit to the device."""
+    if not gw.settings.kafka_doorbell:
+        pytest.skip("the gateway hears ops hints on its doorbell's connection: embedded broker only")
+    user = await gw.user()
+    bucket = f"b-{user}"
+    await gw.subscribe(user, bucket)
+    await gw.put(bucket, "account", recs(3))
+    ws = await raw_client(gw, user)
+    await until(ws, p.Checkpoint)
+    hints = gw.gateway.hub.hints
+    op = await gw.put(bucket, "account", {"a-00001": {"name": "hinted"}})
+    async with gw.pool.acquire() as c, c.transaction():
+        await ops_hint.send(c, {bucket: op})
+    ops, _ = await until(ws, p.Ops)
+    assert [r[4] for r in ops.ops] == ["a-00001"]
+    assert gw.gateway.hub.hints == hints + 1
+    await ws.close()
 
 
 async def test_live_change_is_one_frame_only_for_devices_that_ask(gw: Any) -> None:

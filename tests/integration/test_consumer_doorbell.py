@@ -6,6 +6,7 @@ embedded PostgreSQL and broker (aiokafka's pause/resume and fetch wait, asyncpg'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from offsync_shared import bus, db
+from offsync_shared import bus, db, ops_hint
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.rest_policy import Wake
 from offsync_shared.runtime import stop_tasks
@@ -159,3 +160,43 @@ async def _listening(bell: Doorbell) -> bool:
 
 async def _listening_again(bell: Doorbell, old_pid: int | None) -> bool:
     return bell.listening and bell.listener_pid != old_pid and bell.reconnects >= 1
+
+
+async def test_ops_hints_are_heard_at_the_commit_and_after_a_lost_connection(fresh_env: InfraEnv) -> None:
+    """publish-service's ops hint (offsync_shared.ops_hint) reaches a listener on the bell's
+    connection when the transaction that queued it commits, never from a rolled-back one, and
+    again once the listening connection was cut and reopened."""
+    heard: list[dict[str, int] | None] = []
+    pool = await db.create_pool(fresh_env.pg_dsn)
+    bell = Doorbell(fresh_env.pg_dsn, pool, reconnect_max_s=0.2)
+    bell.listen(ops_hint.CHANNEL, lambda payload: heard.append(ops_hint.decode(payload)))
+    running = asyncio.create_task(bell.run())
+    try:
+        await eventually(lambda: _listening(bell), timeout=10, message="the bell listening")
+        async with pool.acquire() as conn:
+            with contextlib.suppress(RuntimeError):
+                async with conn.transaction():
+                    await ops_hint.send(conn, {"b-lost": 1})
+                    raise RuntimeError("rolled back")
+            async with conn.transaction():
+                await ops_hint.send(conn, {"b-1": 7, "b-2": 9})
+                await ops_hint.send(conn, {f"b-{i:06}": i for i in range(1_000)})  # too large: not sent
+                assert heard == [], "heard before the commit"
+        await eventually(lambda: _count(heard, 1), timeout=10, message="the committed hint")
+        assert heard == [{"b-1": 7, "b-2": 9}]
+
+        listener = bell.listener_pid
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_terminate_backend($1)", listener)
+        await eventually(lambda: _listening_again(bell, listener), timeout=10, message="listening again")
+        async with pool.acquire() as conn:
+            await ops_hint.send(conn, {"b-3": 11})  # outside a transaction: sent at once
+        await eventually(lambda: _count(heard, 2), timeout=10, message="the hint after the reconnect")
+        assert heard[-1] == {"b-3": 11}
+    finally:
+        await stop_tasks([running])
+        await pool.close()
+
+
+async def _count(heard: list[dict[str, int] | None], n: int) -> bool:
+    return len(heard) >= n

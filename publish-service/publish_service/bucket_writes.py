@@ -367,8 +367,12 @@ async def load_defs(conn: asyncpg.Connection) -> list[BucketDef]:
     ]
 
 
-async def notify(conn: asyncpg.Connection, topic: str, advanced: Mapping[str, int], users: Iterable[str] = ()) -> None:
-    """Tell sync gateways, in this transaction, which buckets advanced and whose bucket set changed."""
+async def notify(
+    conn: asyncpg.Connection, topic: str, advanced: Mapping[str, int], users: Iterable[str] = (), *, hint: bool = False
+) -> None:
+    """Tell sync gateways, in this transaction, which buckets advanced and whose bucket set changed;
+    with ``hint`` also by an ops hint at the commit (gateways listen for it where the stack has
+    the doorbell, so a stack without one does not pay its round trip)."""
     rows = []
     if advanced:
         rows.append((topic, BucketsAdvanced(buckets=dict(advanced), committed_at=time.time()).envelope(min(advanced))))
@@ -376,4 +380,5 @@ async def notify(conn: asyncpg.Connection, topic: str, advanced: Mapping[str, in
     if user_ids:
         rows.append((topic, UserBucketsChanged(user_ids=user_ids).envelope(user_ids[0])))
     await outbox.enqueue_many(conn, SCHEMA, rows)
-    await ops_hint.send(conn, advanced)
+    if hint:
+        await ops_hint.send(conn, advanced)

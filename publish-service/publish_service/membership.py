@@ -114,7 +114,9 @@ def _items(raw: Sequence[dict]) -> list[ProfileItem]:
     return [ProfileItem(i["entity"], i["filter"], tuple(i.get("relationships") or ())) for i in raw]
 
 
-async def reconcile(conn: asyncpg.Connection, notify_topic: str, pool: asyncpg.Pool | None = None) -> ReconcileResult:
+async def reconcile(
+    conn: asyncpg.Connection, notify_topic: str, pool: asyncpg.Pool | None = None, *, hint: bool = False
+) -> ReconcileResult:
     """Bring user_profiles/user_buckets/buckets to what the current org and profiles select.
     Call inside a transaction, which must not have written ops or index rows yet; takes the ops
     lock. With ``pool``, new buckets are filled over helper connections (bucket_writes._Helpers)."""
@@ -217,7 +219,7 @@ async def reconcile(conn: asyncpg.Connection, notify_topic: str, pool: asyncpg.P
             )
         }
     result.changed_users = sorted(changed)
-    await bucket_writes.notify(conn, notify_topic, advanced, result.changed_users)
+    await bucket_writes.notify(conn, notify_topic, advanced, result.changed_users, hint=hint)
     clock.lap("subscriptions")
     result.timings = clock.laps
     log.info(

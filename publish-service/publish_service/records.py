@@ -66,8 +66,9 @@ class BatchResult:
 
 
 class RecordApplier:
-    def __init__(self, notify_topic: str) -> None:
+    def __init__(self, notify_topic: str, *, hint: bool = False) -> None:
         self.notify_topic = notify_topic
+        self.hint = hint  # send ops hints (bucket_writes.notify)
         self.registry = Registry([], generation=-1)
 
     async def _registry(self, conn: asyncpg.Connection) -> Registry:
@@ -127,7 +128,7 @@ class RecordApplier:
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
         result.advanced = advanced
-        await bucket_writes.notify(conn, self.notify_topic, advanced)
+        await bucket_writes.notify(conn, self.notify_topic, advanced, hint=self.hint)
         return result
 
     async def _refresh_derived(

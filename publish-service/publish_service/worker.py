@@ -64,7 +64,9 @@ class PublishWorker:
         self.pool = pool
         self.relay = relay
         self.notify_topic = SYNC_NOTIFY.full(prefix)
-        self.applier = RecordApplier(self.notify_topic)
+        # Ops hints only where gateways hear them: on the doorbell's connection (sync_service.app).
+        self.hint = bell is not None
+        self.applier = RecordApplier(self.notify_topic, hint=self.hint)
         # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.batch_ms: deque[float] = deque(maxlen=100_000)
@@ -108,7 +110,7 @@ class PublishWorker:
                         if isinstance(e, (ProfilePublished, ProfileDeleted)):
                             await membership.apply_profile_event(conn, e)
                     with metrics.LATENCY.labels("publish_reconcile").time():
-                        await membership.reconcile(conn, self.notify_topic, self.pool)
+                        await membership.reconcile(conn, self.notify_topic, self.pool, hint=self.hint)
                 if records:
                     await self.applier.apply(conn, records)
         self.batch_ms.append((time.perf_counter() - started) * 1000)

@@ -123,10 +123,13 @@ class Doorbell:
         for on_ring in {id(f): f for fs in self._subscribers.values() for f in fs}.values():
             self._call(on_ring)
 
+    def _heard(self, on_payload: OnPayload) -> Callable[[object, int, str, str], None]:
+        return lambda _conn, _pid, _channel, payload: self._call(on_payload, payload)
+
     @staticmethod
-    def _call(on_ring: OnRing) -> None:
+    def _call(subscriber: Callable[..., None], *args: object) -> None:
         try:
-            on_ring()
+            subscriber(*args)
         except Exception:  # noqa: BLE001 - one subscriber's bug must not silence the others
             log.exception("doorbell subscriber failed")
 
@@ -141,7 +144,7 @@ class Doorbell:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 for channel, on_payload in self._channels.items():
-                    await conn.add_listener(channel, _payload_listener(on_payload))
+                    await conn.add_listener(channel, self._heard(on_payload))
                 self.listener_pid = conn.get_server_pid()
                 self.listening = True
                 backoff = 0.2
@@ -166,13 +169,3 @@ class Doorbell:
 
     async def run(self) -> None:
         await asyncio.gather(self._ring_loop(), self._listen_loop())
-
-
-def _payload_listener(on_payload: OnPayload) -> Callable[[object, int, str, str], None]:
-    def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            on_payload(payload)
-        except Exception:  # noqa: BLE001 - a listener's bug must not close the connection
-            log.exception("listener of %s failed", _channel)
-
-    return heard

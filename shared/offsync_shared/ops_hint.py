@@ -25,8 +25,8 @@ def encode(advanced: Mapping[str, int]) -> str | None:
     """The payload for ``advanced`` (bucket id -> newest op id), or None when it is too large."""
     if not advanced:
         return None
-    payload = orjson.dumps(dict(advanced)).decode()
-    return payload if len(payload.encode()) <= MAX_PAYLOAD else None
+    raw = orjson.dumps(dict(advanced))
+    return raw.decode() if len(raw) <= MAX_PAYLOAD else None
 
 
 def decode(payload: str) -> dict[str, int] | None:

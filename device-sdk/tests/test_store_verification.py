@@ -16,10 +16,13 @@ from offsync_shared import protocol as p
 from offsync_shared.checksum import MOD, op_hash
 
 
-def held(n: int, every: int = 1000, path: str | Path = ":memory:", **kw: Any) -> LocalStore:
-    s = LocalStore(path, full_verify_every=every, **kw)
-    s.apply_ops([(i + 1, "b1", "put", "account", f"a{i}", 1, {"name": f"n{i}"}) for i in range(n)])
-    return s
+def held(n: int, path: Path, every: int = 1000, **kw: Any) -> LocalStore:
+    """A store file holding ``n`` rows, opened afresh (as an app start finds it): its first
+    checkpoint is a full verification."""
+    first = LocalStore(path, full_verify_every=every)
+    first.apply_ops([(i + 1, "b1", "put", "account", f"a{i}", 1, {"name": f"n{i}"}) for i in range(n)])
+    first.close()
+    return LocalStore(path, full_verify_every=every, **kw)
 
 
 def server_sums(s: LocalStore) -> dict[str, int]:
@@ -57,8 +60,8 @@ def live_change(s: LocalStore, version: int) -> tuple[list[str], Work]:
     return bad, work
 
 
-def test_a_live_change_does_the_same_work_whatever_the_rows_held() -> None:
-    small, big = held(10), held(20_000)
+def test_a_live_change_does_the_same_work_whatever_the_rows_held(tmp_path: Path) -> None:
+    small, big = held(10, tmp_path / "small.sqlite"), held(20_000, tmp_path / "big.sqlite")
     for s in (small, big):
         assert s.checkpoint(0, server_sums(s)) == []  # the store's first checkpoint: a full one
     (bad_small, w_small), (bad_big, w_big) = live_change(small, 2), live_change(big, 2)
@@ -69,8 +72,8 @@ def test_a_live_change_does_the_same_work_whatever_the_rows_held() -> None:
     assert w_big.steps < 2 * w_small.steps + 200, (w_small.steps, w_big.steps)
 
 
-def test_every_nth_checkpoint_recomputes_every_row() -> None:
-    s = held(50, every=4, full_verify_min_s=0)
+def test_every_nth_checkpoint_recomputes_every_row(tmp_path: Path) -> None:
+    s = held(50, tmp_path / "s.sqlite", every=4, full_verify_min_s=0)
     assert s.checkpoint(0, server_sums(s)) == [] and s.full_verifications == 1
     work = [live_change(s, v)[1] for v in range(2, 10)]
     full = [any("op_hash(" in q for q in w.statements) for w in work]
@@ -79,11 +82,11 @@ def test_every_nth_checkpoint_recomputes_every_row() -> None:
     assert min(w.steps for w, f in zip(work, full, strict=True) if f) > 50, "the full one visits every row"
 
 
-def test_full_verifications_are_at_least_the_interval_apart() -> None:
+def test_full_verifications_are_at_least_the_interval_apart(tmp_path: Path) -> None:
     """Counted in checkpoints alone, a device receiving many changes a second would recompute
     its rows every few seconds; the interval bounds that by time."""
     now = [1000.0]
-    s = held(50, every=2, full_verify_min_s=60.0, clock=lambda: now[0])
+    s = held(50, tmp_path / "s.sqlite", every=2, full_verify_min_s=60.0, clock=lambda: now[0])
     assert s.checkpoint(0, server_sums(s)) == [] and s.full_verifications == 1  # the first: full
     for v in range(2, 12):  # ten live changes within a second: the count is passed, the time not
         now[0] += 0.1
@@ -110,7 +113,7 @@ def test_full_verifications_are_at_least_the_interval_apart() -> None:
 )
 def test_a_row_corrupted_while_connected_is_noticed_by_the_next_full_verification(tmp_path: Path, corrupt: str) -> None:
     path = tmp_path / "s.sqlite"
-    s = held(20, every=3, path=path, full_verify_min_s=0)
+    s = held(20, path, every=3, full_verify_min_s=0)
     truth = server_sums(s)
     assert s.checkpoint(1, truth) == []
     other = sqlite3.connect(path, isolation_level=None)  # another writer: a bad migration, a tool
@@ -123,10 +126,25 @@ def test_a_row_corrupted_while_connected_is_noticed_by_the_next_full_verificatio
 
 def test_the_refetch_of_a_drifted_bucket_repairs_it(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    s = held(5, every=1, path=path, full_verify_min_s=0)
+    s = held(5, path, every=1, full_verify_min_s=0)
     truth = server_sums(s)
     s.db.execute("UPDATE membership SET version = 9 WHERE id = 'a1'")
     assert s.verify_all() == ["b1"] and s.checkpoint(5, truth) == ["b1"]
     s.reset_buckets(["b1"])
     s.apply_ops([(6 + i, "b1", "put", "account", f"a{i}", 1, {"name": f"n{i}"}) for i in range(5)])
     assert s.verify_all() == [] and s.checkpoint(10, truth) == [] and s.cursor == 10
+
+
+def test_a_store_opened_empty_skips_the_first_full_verification(tmp_path: Path) -> None:
+    """A first download: every row was hashed by this process a moment ago, so its first
+    checkpoint trusts the sums; the periodic full verification still comes, and still catches a
+    row corrupted behind the triggers' back."""
+    now = [1000.0]
+    s = LocalStore(tmp_path / "s.sqlite", full_verify_every=2, full_verify_min_s=60.0, clock=lambda: now[0])
+    s.apply_ops([(i + 1, "b1", "put", "account", f"a{i}", 1, {"name": f"n{i}"}) for i in range(20)])
+    truth = server_sums(s)
+    assert s.checkpoint(1, truth) == [] and s.full_verifications == 0
+    s.db.execute("UPDATE membership SET version = version + 7 WHERE id = 'a3'")
+    assert s.checkpoint(2, truth) == [] and s.full_verifications == 0, "not yet the interval"
+    now[0] += 60.0
+    assert s.checkpoint(3, truth) == ["b1"] and s.full_verifications == 1

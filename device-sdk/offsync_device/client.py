@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +121,9 @@ class Device:
         self._held: list[p.Ops] = []  # ops frames waiting to be stored together (HOLD_OPS)
         self._held_n = 0
         self._hold_timer: asyncio.TimerHandle | None = None
+        # Held frames being written by the store's writer thread (store_soon), with the future
+        # that ends it: every other store use of a session waits for it first (``_settle``).
+        self._writing: tuple[Future[int], list[p.Ops]] | None = None
         # Ends the current session with a failure of the store from outside a frame's callback
         # (the idle timer storing held frames); None outside a session (the failure is raised).
         self._fail: Callable[[BaseException], None] | None = None
@@ -390,14 +394,48 @@ class Device:
 
     def _store_frames(self, frames: list[p.Ops], cp: p.Checkpoint | None) -> list[str]:
         """Stores ops frames (and verifies ``cp``) in one transaction; returns the disagreeing buckets."""
+        self._settle()
         n, bad = self.store.apply_pages([(f.ops, f.resume) for f in frames], cp)
+        self._stored(frames, n)
+        return bad
+
+    def _stored(self, frames: list[p.Ops], n: int) -> None:
         self.report.ops += n
         for f in frames:  # once the ops are stored
             if self.on_ops is not None:
                 self.on_ops(f.ops)
             if self.on_progress is not None:
                 self.on_progress(f.done, f.total)
-        return bad
+
+    def _store_soon(self, frames: list[p.Ops]) -> None:
+        """Held frames (no checkpoint among them) go to the store's writer thread: the socket's
+        next frames are parsed while SQLite writes these (initial_sync, docs/performance.md)."""
+        self._settle()
+        future = self.store.store_soon([(f.ops, f.resume) for f in frames])
+        if future.done():  # a store in memory writes at once
+            self._stored(frames, future.result())
+            return
+        job = (future, frames)
+        self._writing = job
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._settle_job, job))
+
+    def _settle_job(self, job: tuple[Future[int], list[p.Ops]]) -> None:
+        """The writer finished ``job``: report it, unless a store use has settled it already."""
+        if self._writing is not job:
+            return
+        try:
+            self._settle()
+        except Exception as exc:
+            if self._fail is None:
+                raise
+            self._fail(exc)
+
+    def _settle(self) -> None:
+        """Waits for the frames on the writer thread (if any), reports them, raises its failure."""
+        job, self._writing = self._writing, None
+        if job is not None:
+            self._stored(job[1], job[0].result())
 
     def _hold(self, frame: p.Ops) -> None:
         self._held.append(frame)
@@ -414,8 +452,12 @@ class Device:
         return held
 
     def _store_held(self) -> None:
+        """Stores the held frames now, after whatever the writer thread has (every other frame
+        and the session's end come after the ops before them)."""
         if self._held:
             self._store_frames(self._take_held(), None)
+        else:
+            self._settle()
 
     def _held_idle(self) -> None:
         """No frame for HOLD_IDLE_S: the held frames are stored now."""
@@ -435,6 +477,9 @@ class Device:
             cp = frame.checkpoint
             if cp is None and self._held_n + len(frame.ops) < self.hold_ops:
                 self._hold(frame)
+                return False
+            if cp is None:
+                self._store_soon([*self._take_held(), frame])
                 return False
             bad = self._store_frames([*self._take_held(), frame], cp)
             return False if cp is None else self._checkpointed(ws, cp, bad)

@@ -15,6 +15,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,7 @@ class LocalStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.create_function("op_hash", 3, op_hash, deterministic=True)
+        self.db = self._connect()
         # None: checkpoints trust the trigger-kept sums alone (verify_all() still recomputes).
         self.full_verify_every = None if full_verify_every is None else max(1, full_verify_every)
         # Checkpoints verified since the last full verification; the first one of a store opened
@@ -203,11 +203,6 @@ class LocalStore:
         self._full_at = float("-inf")
         self.full_verifications = 0
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA cache_size=-65536")
-        # So an INSERT OR REPLACE into membership over this connection (raw SQL, say) fires the
-        # delete trigger for the row it replaces and bucket_sums stays right.
-        self.db.execute("PRAGMA recursive_triggers=ON")
         self.db.executescript(_SCHEMA)
         if self.db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
             self._upgrade()
@@ -217,6 +212,19 @@ class LocalStore:
             self._since_full = 0
             self._full_at = clock()
         self.on_local_change: Callable[[], None] | None = None
+        # The background writer (store_soon): a thread and a connection of its own, made on first use.
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._writer_db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.create_function("op_hash", 3, op_hash, deterministic=True)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA cache_size=-65536")
+        # So an INSERT OR REPLACE into membership over this connection (raw SQL, say) fires the
+        # delete trigger for the row it replaces and bucket_sums stays right.
+        db.execute("PRAGMA recursive_triggers=ON")
+        return db
 
     def _upgrade(self) -> None:
         try:
@@ -227,7 +235,16 @@ class LocalStore:
             raise
 
     def close(self) -> None:
+        if self._writer_pool is not None:
+            self._writer_pool.submit(self._close_writer).result()
+            self._writer_pool.shutdown()
+            self._writer_pool = None
         self.db.close()
+
+    def _close_writer(self) -> None:
+        if self._writer_db is not None:
+            self._writer_db.close()
+            self._writer_db = None
 
     # ------------------------------------------------------------------------------ meta ----
     def meta(self, key: str, default: str | None = None) -> str | None:
@@ -285,6 +302,36 @@ class LocalStore:
             db.execute("ROLLBACK")
             raise
         return n, bad
+
+    def store_soon(self, pages: Sequence[tuple[Iterable[p.OpRow], int | None]]) -> Future[int]:
+        """``apply_pages`` without a checkpoint, on a writer thread with a connection of its own:
+        SQLite writes (without the GIL) while the caller parses the next frames. The caller
+        waits for the returned future before its next write that must follow these pages.
+        Other connections' writes wait for this one's commit as SQLite's lock decides; a
+        store in memory (one connection only) is written here and now."""
+        if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
+            done: Future[int] = Future()
+            try:
+                done.set_result(self.apply_pages(pages)[0])
+            except Exception as exc:  # noqa: BLE001 - the caller sees it from the future, as below
+                done.set_exception(exc)
+            return done
+        if self._writer_pool is None:
+            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="offsync-store")
+        return self._writer_pool.submit(self._write_pages, pages)
+
+    def _write_pages(self, pages: Sequence[tuple[Iterable[p.OpRow], int | None]]) -> int:
+        if self._writer_db is None:
+            self._writer_db = self._connect()
+        db = self._writer_db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n = sum(self._store_ops(db, ops, resume) for ops, resume in pages)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
 
     @staticmethod
     def _store_ops(db: sqlite3.Connection, ops: Iterable[p.OpRow], resume: int | None) -> int:

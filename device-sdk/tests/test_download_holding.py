@@ -5,6 +5,7 @@ ends or the stream pauses."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import orjson
@@ -138,3 +139,57 @@ async def test_frames_held_when_the_connection_ends_are_kept_and_the_download_re
         report = await device.sync(timeout=10, max_attempts=1)
     assert hellos[1]["cursor"] == 20
     assert s.count() == 30 and s.cursor == 30 and report.checkpoints == 1
+
+
+async def test_a_file_store_writes_held_runs_on_its_writer_thread(tmp_path: Any) -> None:
+    """A download into a store file: each held run is written by the store's writer thread while
+    the next frames are parsed; the checkpoint after them waits for it and sees every row, and
+    on_ops still reports the frames in order, once stored."""
+    s = LocalStore(tmp_path / "d.sqlite")
+    stored: list[int] = []
+    device = Device("ws://x", s, "t", device_id="d", on_ops=lambda ops: stored.append(ops[0][0]))
+    device.hold_ops = 4
+    ws = FakeSocket()
+    rows = page(1, 12)
+    for k in range(5):  # frames of two: runs of 1-4 and 5-8 go to the writer, 9-10 is held
+        device._on_frame(ws, p.Ops(ops=rows[2 * k : 2 * k + 2], done=2 * k + 2, total=12, resume=2 * k + 2), False)  # type: ignore[arg-type]
+    async with asyncio.timeout(5):  # the writer's run is reported on the loop once written
+        while stored != [1, 3, 5, 7]:
+            await asyncio.sleep(0.01)
+    assert s._writer_pool is not None and s.cursor == 8
+    cp = p.Checkpoint(12, sums(rows))
+    assert device._on_frame(ws, p.Ops(ops=rows[10:12], done=12, total=12, checkpoint=cp), False)  # type: ignore[arg-type]
+    assert s.count() == 12 and s.cursor == 12 and device.report.ops == 12 and device.report.checkpoints == 1
+    assert stored == [1, 3, 5, 7, 9, 11]
+    s.close()
+    assert LocalStore(tmp_path / "d.sqlite").count() == 12
+
+
+async def test_the_next_frame_waits_for_the_writer_and_an_app_edit_meanwhile_is_kept(tmp_path: Any) -> None:
+    s = LocalStore(tmp_path / "d.sqlite")
+    device = Device("ws://x", s, "t", device_id="d")
+    device.hold_ops = 1
+    ws = FakeSocket()
+    rows = page(1, 2000)
+    device._on_frame(ws, p.Ops(ops=rows, done=2000, total=2000, resume=2000), False)  # type: ignore[arg-type]
+    rid = s.create("account", {"name": "made offline during the download"})  # the app's own connection
+    device._on_frame(ws, p.Drop(("b2",), reason="removed"), False)  # type: ignore[arg-type]
+    assert device._writing is None and device.report.ops == 2000 and s.count() == 2000
+    assert s.get("account", rid) == {"name": "made offline during the download"} and s.has_pending()
+
+
+async def test_a_failed_write_on_the_writer_thread_ends_the_session(tmp_path: Any) -> None:
+    s = LocalStore(tmp_path / "d.sqlite")
+    failures: list[BaseException] = []
+    device = Device("ws://x", s, "t", device_id="d")
+    device._fail = failures.append
+    device.hold_ops = 1
+    s.db.execute("DROP TABLE records")  # what a broken store file would do to the writer
+    try:  # raised here when the writer has failed already, else handed to the session's _fail
+        device._on_frame(FakeSocket(), p.Ops(ops=page(1, 3), done=3, total=9, resume=3), False)  # type: ignore[arg-type]
+    except sqlite3.OperationalError as exc:
+        failures.append(exc)
+    async with asyncio.timeout(5):
+        while not failures:
+            await asyncio.sleep(0.01)
+    assert "records" in str(failures[0]) and device._writing is None

@@ -168,6 +168,7 @@ class OutboxRelay:
         self.replayed = 0
         self._wake = asyncio.Event()
         self._listen_conn: asyncpg.Connection | None = None
+        self._lost = False  # the LISTEN connection died (asyncpg has already taken it back)
         self.published = 0
         # Rows writers of this process are sending after their commit (the relay skips them)
         # and rows they got acknowledged (deleted on the relay's next pass).
@@ -198,11 +199,11 @@ class OutboxRelay:
             self._claimed.difference_update(ids)
 
     async def run(self) -> None:
-        self._listen_conn = await self.pool.acquire()
-        await self._listen_conn.add_listener(f"{self.schema}_outbox", self._on_notify)
         try:
             while True:
                 try:
+                    if self._listen_conn is None or self._lost:
+                        await self._listen()
                     moved = await self.drain_once()
                 except Exception as exc:  # noqa: BLE001 - a relay that dies stops every event of its service
                     # Seen on a PostgreSQL restart: asyncpg's InternalClientError while a broken
@@ -222,14 +223,48 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
         finally:
-            try:
-                await self._listen_conn.remove_listener(f"{self.schema}_outbox", self._on_notify)
-            except Exception:  # noqa: BLE001 - the connection may be gone with a restarted database
-                pass
-            finally:
-                await self.pool.release(self._listen_conn)
+            await self._unlisten()
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process of the LISTEN connection (None while there is none)."""
+        conn = self._listen_conn
+        return None if conn is None or self._lost else conn.get_server_pid()
+
+    async def _listen(self) -> None:
+        """(Re)opens the LISTEN connection. One lost with a database restart is replaced on the
+        relay's next turn (its loss wakes the relay), and a pass follows at once: a NOTIFY may
+        have come while nobody listened. Without this the relay fell back to its idle poll."""
+        await self._unlisten()
+        conn = await self.pool.acquire()
+        try:
+            await conn.add_listener(f"{self.schema}_outbox", self._on_notify)
+            conn.add_termination_listener(self._on_lost)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        self._listen_conn, self._lost = conn, False
+        self._wake.set()
+
+    async def _unlisten(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is None or self._lost:
+            return  # a lost connection went back to the pool by itself (asyncpg): nothing to undo
+        try:
+            conn.remove_termination_listener(self._on_lost)
+            await conn.remove_listener(f"{self.schema}_outbox", self._on_notify)
+        except Exception:  # noqa: BLE001 - the connection may be gone with a restarted database
+            pass
+        try:
+            await self.pool.release(conn)
+        except Exception:  # noqa: BLE001 - a broken connection: the pool opens a new one when asked
+            pass
 
     def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    def _on_lost(self, *_: object) -> None:
+        self._lost = True
         self._wake.set()
 
     async def drain_once(self) -> int:

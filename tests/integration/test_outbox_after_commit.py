@@ -4,6 +4,9 @@ deletes them once acknowledged, and takes over whatever the writer could not sen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -103,5 +106,43 @@ async def test_relay_sends_what_the_writer_could_not(fresh_env: InfraEnv) -> Non
         assert await _read_all(fresh_env.kafka_bootstrap, topic, 1) == [True]
         assert await _outbox_rows(pool) == 0
     finally:
+        await producer.stop()
+        await pool.close()
+
+
+async def test_the_relay_listens_again_after_its_connection_is_lost(fresh_env: InfraEnv) -> None:
+    """A database restart cuts the relay's LISTEN connection. It listens on a new one at once,
+    and a row whose NOTIFY came while nobody listened is sent then, not at the next poll (60 s
+    here; 5 s idle in the services)."""
+    pool, producer, topic = await _setup(fresh_env)
+    relay = OutboxRelay(pool, "s", producer, poll_interval=60.0, idle_poll_interval=60.0)
+    task = asyncio.create_task(relay.run())
+
+    async def write(flag: bool) -> None:  # a writer outside publish_after_commit: row + NOTIFY
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, "s", topic, Probe(flag=flag).envelope("default"))
+
+    async def published(n: int) -> bool:
+        return relay.published >= n
+
+    async def listening() -> int | None:  # the backend whose last statement was the relay's LISTEN
+        return await pool.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %s_outbox%' AND state = 'idle'"
+        )
+
+    try:
+        first = await eventually(listening, message="the relay listening")
+        await write(True)
+        await eventually(lambda: published(1), message="the notified row sent")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", first)
+        await write(False)  # its NOTIFY may reach nobody: the relay is not listening yet
+        await eventually(lambda: published(2), message="the row sent once the relay listens again")
+        assert await listening() not in (None, first) and relay.listener_pid == await listening()
+        assert await _read_all(fresh_env.kafka_bootstrap, topic, 2) == [True, False]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await producer.stop()
         await pool.close()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from conflict_service import routes_ledger, routes_records
+from conflict_service import data_outbox, routes_ledger, routes_records
 from conflict_service.settings import Settings
 from conflict_service.worker import BatchWorker
 from offsync_shared.auth import ADMIN_AUDIENCE
@@ -34,6 +34,8 @@ BODY_LIMITS = BodyLimits(
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def worker(rt: Runtime, app: FastAPI) -> AsyncIterator[None]:
+        # Records hints where publish-service hears them: on the doorbell's connection.
+        data_outbox.HINT_RECORDS = rt.bell is not None
         if not settings.conflict_consumer:
             yield
             return

@@ -7,12 +7,20 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from offsync_shared import outbox
+from offsync_shared import outbox, records_hint
 from offsync_shared.envelope import Envelope
 
 SCHEMA = "data"
+# Records hints only where publish-service hears them: with the doorbell (conflict_service.app).
+HINT_RECORDS = False
 
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]]) -> None:
     """Add events to the data outbox in one statement."""
     await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows])
+
+
+async def hint_records(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
+    """Name the records this transaction wrote (offsync_shared.records_hint), if hints are on."""
+    if HINT_RECORDS and keys:
+        await records_hint.send(conn, keys)

@@ -447,3 +447,52 @@ async def test_a_sync_error_can_be_dismissed_but_not_once_reapplied(api: Api) ->
     )
     assert (await c.post(f"/v1/sync-errors/{second}/reapply", headers=api.h(ADMIN))).json()["status"] == "reapplied"
     assert (await c.post(f"/v1/sync-errors/{second}/dismiss", headers=api.h(ADMIN))).status_code == 409
+
+
+async def test_writes_name_their_records_in_a_hint_where_the_doorbell_is(fresh_env: InfraEnv) -> None:
+    """With the doorbell (the embedded stack) every transaction that writes records also sends a
+    records hint naming them (publish-service starts on them before their events arrive); without
+    it, none."""
+    import asyncio
+
+    from conflict_service import data_outbox
+    from offsync_shared import records_hint
+
+    pool = await migrated_pool(fresh_env.pg_dsn)
+    await seed(pool)
+    heard: asyncio.Queue[list[tuple[str, str]] | None] = asyncio.Queue()
+    listener = await pool.acquire()
+
+    def hear(*args: object) -> None:
+        heard.put_nowait(records_hint.decode(str(args[3])))
+
+    await listener.add_listener(records_hint.CHANNEL, hear)
+    try:
+        for bell in (True, False):
+            settings = Settings(**{**fresh_env.settings_kwargs(), "kafka_doorbell": bell}, conflict_consumer=False)  # type: ignore[arg-type]
+            app = create_app(settings)
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+            ):
+                api = Api(c, settings, Org(pool))
+                assert data_outbox.HINT_RECORDS is bell
+                rid = f"hinted-{bell}"
+                r = await c.post(
+                    "/v1/records/account", json={"id": rid, "attributes": {"name": "A"}}, headers=api.h(ALICE)
+                )
+                assert r.status_code == 201
+                body = b"".join(
+                    orjson.dumps({"id": f"{rid}-{i}", "attributes": {"name": "I"}}) + b"\n" for i in range(3)
+                )
+                r = await c.post("/v1/records/account/import", content=body, headers=api.h(ADMIN))
+                assert r.status_code == 200
+                if bell:
+                    assert await asyncio.wait_for(heard.get(), 10) == [("account", rid)]
+                    assert await asyncio.wait_for(heard.get(), 10) == [("account", f"{rid}-{i}") for i in range(3)]
+        await listener.fetchval("SELECT 1")  # a round trip: any notification sent before it is in
+        assert heard.empty(), "no hint without the doorbell"
+    finally:
+        await listener.remove_listener(records_hint.CHANNEL, hear)
+        await pool.release(listener)
+        await pool.close()

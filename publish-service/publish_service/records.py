@@ -63,6 +63,8 @@ class BatchResult:
     ops: int = 0
     advanced: dict[str, int] | None = None
     skipped_stale: int = 0
+    # The version each record's buckets are now at (the records hint's apply_keys only).
+    versions: dict[tuple[str, str], int] | None = None
 
 
 class RecordApplier:
@@ -80,21 +82,34 @@ class RecordApplier:
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
         """Call inside a transaction."""
-        await bucket_writes.lock_ops(conn)
-        reg = await self._registry(conn)
-        newest: dict[tuple[str, str], Record] = {}
+        newest: dict[tuple[str, str], Record | None] = {}
         for ev in events:
             k = (ev.entity, ev.id)
-            if k not in newest or newest[k].version < ev.version:
+            seen = newest.get(k)
+            if seen is None or seen.version < ev.version:
                 newest[k] = _from_event(ev)
-        ents, ids = [k[0] for k in newest], [k[1] for k in newest]
+        return await self._apply(conn, newest)
+
+    async def apply_keys(self, conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]) -> BatchResult:
+        """A records hint (offsync_shared.records_hint): the named records as ``data.records``
+        has them now; one that is not there is left to its event. Call inside a transaction."""
+        return await self._apply(conn, dict.fromkeys(keys))
+
+    async def _apply(self, conn: asyncpg.Connection, known: dict[tuple[str, str], Record | None]) -> BatchResult:
+        await bucket_writes.lock_ops(conn)
+        reg = await self._registry(conn)
+        ents, ids = [k[0] for k in known], [k[1] for k in known]
         indexed: dict[tuple[str, str], Record] = {}
         for row in await conn.fetch(_READ_STATES, ents, ids):
             r = _record(row)
+            k = (r.entity, r.id)
             if row["src"] == "index":
-                indexed[(r.entity, r.id)] = r
-            elif r.version >= newest[(r.entity, r.id)].version:  # the row also carries createdon/modifiedon
-                newest[(r.entity, r.id)] = r
+                indexed[k] = r
+            else:
+                seen = known[k]
+                if seen is None or r.version >= seen.version:  # the row also carries createdon/modifiedon
+                    known[k] = r
+        newest = {k: r for k, r in known.items() if r is not None}
         result = BatchResult()
         current: list[Record] = []
         old_state: dict[tuple[str, str], Record | None] = {}
@@ -128,6 +143,7 @@ class RecordApplier:
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
         result.advanced = advanced
+        result.versions = {(r.entity, r.id): r.version for r in current}
         await bucket_writes.notify(conn, self.notify_topic, advanced, hint=self.hint)
         return result
 

@@ -3,6 +3,7 @@ consumer loop's fallback parks a poison one) and which failures are waited out."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -11,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from offsync_shared import bus, db, metrics, outbox
+from offsync_shared import bus, db, metrics, outbox, records_hint
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
@@ -31,6 +32,9 @@ from publish_service import bucket_writes, membership
 from publish_service.records import RecordApplier, latency_ms
 
 log = logging.getLogger(__name__)
+
+HINTED_PER_TRANSACTION = 500  # records of hints applied in one transaction (a hint names <= ~150)
+HINT_VERSIONS_KEPT = 100_000  # hinted versions remembered for their events (one entry per record)
 
 GROUP = "publish-service"
 # Org events that can change which buckets a user selects; all are handled by one reconcile.
@@ -67,6 +71,16 @@ class PublishWorker:
         # Ops hints only where gateways hear them: on the doorbell's connection (sync_service.app).
         self.hint = bell is not None
         self.applier = RecordApplier(self.notify_topic, hint=self.hint)
+        # Records hints heard and not applied yet, and the task applying them (_apply_hinted).
+        self._hinted: dict[tuple[str, str], None] = {}
+        self._hint_task: asyncio.Task[None] | None = None
+        self.hints_applied = 0
+        # The version each hinted record's buckets were brought to (committed): its event, when
+        # it comes at that version or an older one, has nothing left to do and is skipped.
+        self._hint_versions: dict[tuple[str, str], int] = {}
+        self.events_skipped = 0
+        if bell is not None:
+            bell.listen(records_hint.CHANNEL, self.on_records_hint)
         # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.batch_ms: deque[float] = deque(maxlen=100_000)
@@ -93,11 +107,62 @@ class PublishWorker:
         try:
             await self.loop.run()
         finally:
+            if self._hint_task is not None:
+                self._hint_task.cancel()
             await self.loop.stop()
+
+    def on_records_hint(self, payload: str) -> None:
+        """Records committed a moment ago (offsync_shared.records_hint): their buckets are brought
+        up to date now, by one task, hints heard meanwhile in its next transaction."""
+        keys = records_hint.decode(payload)
+        if not keys:
+            return
+        self._hinted.update(dict.fromkeys(keys))
+        if self._hint_task is None or self._hint_task.done():
+            self._hint_task = asyncio.get_running_loop().create_task(self._apply_hinted(), name="records-hints")
+
+    async def _apply_hinted(self) -> None:
+        while self._hinted:
+            keys = list(self._hinted)[:HINTED_PER_TRANSACTION]
+            for k in keys:
+                del self._hinted[k]
+            try:
+                async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
+                    async with conn.transaction():
+                        result = await self.applier.apply_keys(conn, keys)
+            except Exception as exc:  # noqa: BLE001 - a hint is an early start only: the events follow
+                log.info("records hint not applied; their events will be", extra={"error": repr(exc)})
+                self._hinted.clear()
+                return
+            self.hints_applied += len(keys)
+            versions = self._hint_versions
+            versions.update(result.versions or {})
+            while len(versions) > HINT_VERSIONS_KEPT:  # events that never came: forget the oldest
+                del versions[next(iter(versions))]
+
+    def _not_hinted(self, records: list[RecordChanged]) -> list[RecordChanged]:
+        """The events a records hint has not already applied (state-based: the buckets of a
+        record are at its hinted version, so its event at that version or older writes no op)."""
+        versions = self._hint_versions
+        kept = []
+        for e in records:
+            k = (e.entity, e.id)
+            v = versions.get(k)
+            if v is None or e.version > v:
+                kept.append(e)
+                continue
+            self.events_skipped += 1
+            if e.version == v:
+                del versions[k]
+        return kept
 
     async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
+        if self._hint_versions:
+            records = self._not_hinted(records)
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]
+        if not records and not admin:
+            return
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:

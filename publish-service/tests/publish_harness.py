@@ -15,6 +15,7 @@ import asyncpg
 
 from offsync_shared import bus, db
 from offsync_shared.checksum import op_hash
+from offsync_shared.doorbell import Doorbell
 from offsync_shared.events import Event
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished, TeamChanged, UserChanged
 from offsync_shared.events.records import RecordChanged
@@ -220,18 +221,25 @@ async def create_schemas(pool: asyncpg.Pool) -> None:
 
 
 @asynccontextmanager
-async def harness(env: InfraEnv, max_records: int = 500) -> AsyncIterator[Harness]:
+async def harness(env: InfraEnv, max_records: int = 500, bell: bool = False) -> AsyncIterator[Harness]:
+    """``bell``: the worker gets a doorbell (as on the embedded stack), so it hears records hints."""
     await bus.ensure_topics(env.kafka_bootstrap, env.topic_prefix, 4)
     pool = await db.create_pool(env.pg_dsn, max_size=4)
     await create_schemas(pool)
     producer = bus.Producer(env.kafka_bootstrap)
     await producer.start()
-    worker = PublishWorker(pool, producer, env.kafka_bootstrap, env.topic_prefix, max_records, **env.group_timeouts)
-    task = asyncio.create_task(worker.run())
+    doorbell = Doorbell(env.pg_dsn, pool) if bell else None
+    worker = PublishWorker(
+        pool, producer, env.kafka_bootstrap, env.topic_prefix, max_records, bell=doorbell, **env.group_timeouts
+    )
+    tasks = [asyncio.create_task(worker.run())]
+    if doorbell is not None:
+        tasks.append(asyncio.create_task(doorbell.run()))
     try:
         yield Harness(env, pool, producer, worker)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
         await pool.close()

@@ -1,0 +1,48 @@
+"""The records hint: a transaction that writes records (the records API, an import, a device
+batch) also names them with a PostgreSQL ``NOTIFY offsync_records`` (delivered when, and only
+if, it commits). publish-service hears it on its doorbell's connection (the embedded stack) and
+brings those records' buckets up to date from ``data.records`` at once, a produce and a held
+fetch before their ``RecordChanged`` events arrive. The events still follow and stay the
+guarantee: publish-service's work is state-based (docs/buckets.md), so the event of a record the
+hint already applied writes no op. A hint too large for a ``NOTIFY`` is not sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+import orjson
+
+CHANNEL = "offsync_records"
+MAX_PAYLOAD = 7_900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
+
+Key = tuple[str, str]  # (entity, record id)
+
+
+def encode(keys: Iterable[Key]) -> str | None:
+    """The payload naming ``keys``, or None when there is none or it is too large."""
+    raw = orjson.dumps([[e, i] for e, i in dict.fromkeys(keys)])
+    return raw.decode() if 2 < len(raw) <= MAX_PAYLOAD else None
+
+
+def decode(payload: str) -> list[Key] | None:
+    """The keys of a payload; None for anything that is not one (never raises)."""
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, list):
+        return None
+    keys: list[Key] = []
+    for k in value:
+        if not (isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and isinstance(k[1], str)):
+            return None
+        keys.append((k[0], k[1]))
+    return keys
+
+
+async def send(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Queue the hint in ``conn``'s transaction (PostgreSQL sends it at the commit)."""
+    payload = encode(keys)
+    if payload is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)

@@ -126,18 +126,33 @@ def _py_spy() -> str | None:
 class CpuWindow:
     """``start()`` then ``stop()`` -> {group: {"cpu_s", "runqueue_wait_s"}} for the window.
 
+    Counted per process: one that starts within the window counts whole (schedstat starts at its
+    birth), one that exits within it counts nothing after its start (its threads are gone). So a
+    group whose processes come and go (PostgreSQL's backends: a pool opens a connection
+    mid-window) is found again at ``stop()`` by ``discover``, and its on-CPU seconds can come from
+    ``totals`` instead (e.g. :func:`postgres_cpu_s`, which includes the exited ones).
+
     With ``OFFSYNC_BENCH_PROFILE=<dir>`` and py-spy installed, each process is also sampled over
     exactly the window (``<dir>/<group>-<pid>.txt``, py-spy's raw collapsed stacks): where the
     CPU of a workload went, not of the set-up around it."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(
+        self,
+        groups: dict[str, list[int]],
+        discover: Callable[[], dict[str, list[int]]] | None = None,
+        totals: dict[str, Callable[[], float]] | None = None,
+    ) -> None:
         self.groups = groups
-        self._start: dict[str, tuple[float, float]] = {}
+        self.discover = discover
+        self.totals = totals or {}
+        self._start: dict[str, dict[int, tuple[float, float]]] = {}
+        self._start_totals: dict[str, float] = {}
         self._load: float | None = None
         self._profilers: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        self._start = {g: sample(p) for g, p in self.groups.items()}
+        self._start = {g: {pid: sample([pid]) for pid in pids} for g, pids in self.groups.items()}
+        self._start_totals = {g: total() for g, total in self.totals.items()}
         self._load = os.getloadavg()[0]
         out, spy = os.environ.get(PROFILE_ENV), _py_spy()
         if out and spy:
@@ -171,10 +186,20 @@ class CpuWindow:
 
     def stop(self) -> dict[str, object]:
         out: dict[str, object] = {}
+        found = self.discover() if self.discover is not None else {}
         for g, pids in self.groups.items():
-            c, w = sample(pids)
-            c0, w0 = self._start.get(g, (0.0, 0.0))
-            out[g] = {"cpu_s": round(c - c0, 2), "runqueue_wait_s": round(w - w0, 2)}
+            before = self._start.get(g, {})
+            cpu = wait = 0.0
+            for pid in dict.fromkeys([*pids, *found.get(g, [])]):
+                c, w = sample([pid])
+                if c == 0.0 and w == 0.0:
+                    continue  # gone: nothing of it is known past the start
+                c0, w0 = before.get(pid, (0.0, 0.0))
+                cpu += c - c0
+                wait += w - w0
+            if g in self.totals:
+                cpu = self.totals[g]() - self._start_totals.get(g, 0.0)
+            out[g] = {"cpu_s": round(cpu, 2), "runqueue_wait_s": round(wait, 2)}
         out["loadavg_1m"] = {"start": round(self._load or 0.0, 2), "end": round(os.getloadavg()[0], 2)}
         self._stop_profilers()
         return out
@@ -186,4 +211,8 @@ SERVICES = ("conflict-service", "publish-service", "sync-service")
 def stack_window(service_pid: Callable[[str], int], fleet_pids: list[int]) -> CpuWindow:
     """A window over what a device workload exercises: the three services on its path, the
     device fleet, and the embedded broker and PostgreSQL."""
-    return CpuWindow({**{s: [service_pid(s)] for s in SERVICES}, "device_fleet": fleet_pids, **infra_pids()})
+    return CpuWindow(
+        {**{s: [service_pid(s)] for s in SERVICES}, "device_fleet": fleet_pids, **infra_pids()},
+        discover=infra_pids,
+        totals={"postgres": postgres_cpu_s},
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,3 +68,39 @@ def test_postgres_cpu_counts_every_backend_and_the_reaped_ones(tmp_path: Path) -
     _proc(tmp_path, 20, "tansu", 1, (5 * tick, 0, 0, 0))  # the broker: not PostgreSQL
     assert tree_cpu_s(11, proc=tmp_path) == pytest.approx(2.0)
     assert postgres_cpu_s(1, proc=tmp_path) == pytest.approx(7.0)
+
+
+def _busy(seconds: float) -> subprocess.Popen[bytes]:
+    """A process that burns ``seconds`` of CPU, then waits for its stdin to close."""
+    code = (
+        f"import sys, time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\nsys.stdin.read()"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+
+
+def _burnt(pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + 30
+    while sample([pid])[0] < seconds:
+        assert time.monotonic() < deadline, "the busy process never got its CPU"
+        time.sleep(0.01)
+
+
+def test_a_process_that_comes_or_goes_within_the_window_counts_right() -> None:
+    """A backend opened mid-window counts whole (found again at stop); one that exits counts
+    nothing (never less than nothing: before, its start value was subtracted from the group)."""
+    leaving, arriving = _busy(0.05), None
+    try:
+        _burnt(leaving.pid, 0.05)
+        group = {"g": [leaving.pid]}
+        w = CpuWindow(group, discover=lambda: {"g": [arriving.pid] if arriving else []})
+        w.start()
+        leaving.communicate(b"")  # exits within the window
+        arriving = _busy(0.05)
+        _burnt(arriving.pid, 0.05)
+        out = w.stop()
+        assert out["g"]["cpu_s"] >= 0.04  # type: ignore[index]
+        assert CpuWindow({"g": []}, totals={"g": lambda: 7.5}).stop()["g"]["cpu_s"] == 7.5  # type: ignore[index]
+    finally:
+        for p in (leaving, arriving):
+            if p is not None and p.poll() is None:
+                p.communicate(b"")

@@ -904,15 +904,9 @@ class SyncSession:
         self._dirty = True
 
     async def _stream(
-        self,
-        buckets: list[str],
-        after: OpKey | int,
-        done: int,
-        total: int | asyncio.Future[int],
-        resumable: bool = False,
+        self, buckets: list[str], after: OpKey | int, done: int, total: int, resumable: bool = False
     ) -> AsyncIterator[StreamItem]:
-        """Pages of ops after ``after``: yields frames, the last page's PageStates, then StreamEnd.
-        ``total`` may still be being counted: the first frame waits for it."""
+        """Pages of ops after ``after``: yields frames, the last page's PageStates, then StreamEnd."""
         limit = self.s.sync_page_size
         last: OpKey | int = after
         while True:
@@ -930,8 +924,6 @@ class SyncSession:
             # Op ids may repeat across the rows of one op, so only ops below the page's last op id
             # are certainly complete: that is the resume point.
             resume = page.last[0] - 1 if resumable and page.last[0] > 1 else None
-            if not isinstance(total, int):
-                total = await total
             yield p.Ops(ops=page.ops, done=done, total=max(total, done), resume=resume)
             # Between pages: answer pings and uploads, so a long download never starves them.
             async for f in self._service():
@@ -947,32 +939,14 @@ class SyncSession:
         """Send every op the device lacks, in bounded pages, then a checkpoint if consistent."""
         self._dirty = False
         self._enter(Phase.CATCHING_UP)
+        streamed = 0
         fresh = sorted(self.fresh & self.buckets)
         known = sorted(self.buckets - set(fresh))
-        # The count only labels progress (done / total): it runs while the first page is read.
-        total: int | asyncio.Future[int] = 0
+        total = 0
         if fresh or self.position == 0:
-            total = asyncio.ensure_future(self._count(fresh, known, self.position))
-        try:
-            async for out in self._catch_up_counted(fresh, known, total):
-                yield out
-        finally:
-            if isinstance(total, asyncio.Future):
-                if not total.done():
-                    total.cancel()
-                elif not total.cancelled():
-                    total.exception()  # a failed count ends the stream at its first page, or not at all
-
-    async def _count(self, fresh: list[str], known: list[str], position: int) -> int:
-        total = await self.store.count_ops(self.user_id, fresh, 0) if fresh else 0
-        if known:
-            total += await self.store.count_ops(self.user_id, known, position)
-        return total
-
-    async def _catch_up_counted(
-        self, fresh: list[str], known: list[str], total: int | asyncio.Future[int]
-    ) -> AsyncIterator[Outgoing]:
-        streamed = 0
+            total = await self.store.count_ops(self.user_id, fresh, 0) if fresh else 0
+            if known:
+                total += await self.store.count_ops(self.user_id, known, self.position)
         done = 0
         snapshot: dict[str, BucketState] | None = None
         # The last ops frame is held back until we know whether a checkpoint follows it: a device
@@ -980,6 +954,8 @@ class SyncSession:
         # the device) instead of two. Any other frame sends the held one first (order is kept).
         # A page the count says is not the last goes at once (the first page of a download no
         # longer waits for the second one's read; a count that falls short only means holding).
+        # The count itself stays before the first read: run beside it, as a task per catch-up,
+        # it cost ~2 KB per idle device (connections: 7.0-7.3 -> 9.3-9.5 KB) for ~3 % of initial_sync.
         held: p.Ops | None = None
         # Buckets the device holds resume from its key; fresh ones stream from the start.
         parts = [(known, self.key, True), (fresh, 0, False)]

@@ -204,32 +204,6 @@ async def test_a_combined_download_sends_each_page_the_count_says_is_not_the_las
     await stream.aclose()
 
 
-async def test_the_download_is_counted_while_its_first_page_is_read() -> None:
-    """The count (progress only) does not delay the first page: here it cannot finish before a
-    page has been read, and the download still starts."""
-
-    class CountsAfterAPage(FakeStore):
-        def __init__(self, n: int) -> None:
-            super().__init__(n)
-            self.page_started = asyncio.Event()
-
-        async def count_ops(self, user_id: str, buckets: list[str], after: int) -> int:
-            await self.page_started.wait()
-            return await super().count_ops(user_id, buckets, after)
-
-        async def ops_page(self, user_id: str, buckets: list[str], after: Any, limit: int) -> OpsPage:
-            self.page_started.set()
-            await asyncio.sleep(0)  # the count runs meanwhile
-            return await super().ops_page(user_id, buckets, after, limit)
-
-    stream = make_session(CountsAfterAPage(150), features=(p.FEATURE_OPS_CHECKPOINT,)).run()
-    async with asyncio.timeout(5):
-        assert isinstance(await anext(stream), p.Welcome)
-        first = await anext(stream)
-    assert isinstance(first, p.Ops) and (first.done, first.total) == (100, 150)
-    await stream.aclose()
-
-
 async def test_session_resumes_from_cursor_and_closes_on_token_expiry() -> None:
     store = FakeStore(250)
     session = make_session(store, cursor=200, checksums={"b": 12345})  # b not complete at 200: not judged

@@ -79,6 +79,11 @@ class PublishWorker:
         # it comes at that version or an older one, has nothing left to do and is skipped.
         self._hint_versions: dict[tuple[str, str], int] = {}
         self.events_skipped = 0
+        # The records the hint transaction under way applies, and its end: their events wait for
+        # it instead of racing it with a transaction of their own (_after_hints_in_flight).
+        self._in_flight: frozenset[tuple[str, str]] = frozenset()
+        self._in_flight_done: asyncio.Future[None] | None = None
+        self.events_waited = 0
         if bell is not None:
             bell.listen(records_hint.CHANNEL, self.on_records_hint)
         # Recent record commit -> ops committed latencies (ms), for /metrics-independent reporting.
@@ -126,19 +131,34 @@ class PublishWorker:
             keys = list(self._hinted)[:HINTED_PER_TRANSACTION]
             for k in keys:
                 del self._hinted[k]
+            done = asyncio.get_running_loop().create_future()
+            self._in_flight, self._in_flight_done = frozenset(keys), done
             try:
                 async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
                     async with conn.transaction():
                         result = await self.applier.apply_keys(conn, keys)
+                self.hints_applied += len(keys)
+                versions = self._hint_versions
+                versions.update(result.versions or {})
+                while len(versions) > HINT_VERSIONS_KEPT:  # events that never came: forget the oldest
+                    del versions[next(iter(versions))]
             except Exception as exc:  # noqa: BLE001 - a hint is an early start only: the events follow
                 log.info("records hint not applied; their events will be", extra={"error": repr(exc)})
                 self._hinted.clear()
                 return
-            self.hints_applied += len(keys)
-            versions = self._hint_versions
-            versions.update(result.versions or {})
-            while len(versions) > HINT_VERSIONS_KEPT:  # events that never came: forget the oldest
-                del versions[next(iter(versions))]
+            finally:  # the versions are known (or the hint failed): waiting events go on
+                self._in_flight, self._in_flight_done = frozenset(), None
+                done.set_result(None)
+
+    async def _after_hints_in_flight(self, records: list[RecordChanged]) -> None:
+        """Events usually arrive while their hint's transaction is still under way (the broker
+        hop is slower than the NOTIFY). Applied at once, each would run a second transaction that
+        queues for the ops lock and then writes nothing, on the cores the change's delivery needs;
+        waiting for the hint's commit lets ``_not_hinted`` skip it."""
+        done = self._in_flight_done
+        if done is not None and any((e.entity, e.id) in self._in_flight for e in records):
+            self.events_waited += 1
+            await asyncio.shield(done)
 
     def _not_hinted(self, records: list[RecordChanged]) -> list[RecordChanged]:
         """The events a records hint has not already applied (state-based: the buckets of a
@@ -158,6 +178,8 @@ class PublishWorker:
 
     async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
+        if records and self._in_flight_done is not None:
+            await self._after_hints_in_flight(records)
         if self._hint_versions:
             records = self._not_hinted(records)
         admin = [(e, env) for e, env in batch if env.type in ORG_EVENTS | PROFILE_EVENTS]

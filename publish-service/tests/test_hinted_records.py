@@ -81,3 +81,34 @@ async def test_a_hinted_record_reaches_its_buckets_before_its_event(fresh_env: I
 
 async def _is(h: Harness, rid: str, version: int) -> bool:
     return await _op_version(h, rid) == version
+
+
+async def test_an_event_that_comes_while_its_hint_is_applied_waits_for_it_and_is_skipped(fresh_env: InfraEnv) -> None:
+    """The event usually arrives while its hint's transaction is still under way; it waits for
+    that commit and is skipped, instead of a second transaction for the same record."""
+    async with harness(fresh_env, bell=True) as h:
+        async with h.pool.acquire() as c:
+            await seed_org(c)
+        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
+        await h.caught_up()
+
+        async with h.pool.acquire() as blocker, blocker.transaction():
+            # The ops lock held elsewhere: the hint's transaction stays under way until it is let go.
+            await blocker.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
+            event = await _write_hinted(h, "raced-1", "u1", "b1", "v1")
+            await eventually(lambda: _lock_waiters(h, 1), message="the hint's transaction waits for the ops lock")
+            await h.send(RECORDS.full(fresh_env.topic_prefix), "account:raced-1", event)
+            await eventually(lambda: _event_waited(h), message="the event waits for the hint in flight")
+            assert await _lock_waiters(h, 1), "the event started no transaction of its own"
+        await h.caught_up()
+        assert h.worker.events_skipped == 1
+        assert await _op_version(h, "raced-1") == 1
+        await h.assert_matches_reference()
+
+
+async def _lock_waiters(h: Harness, n: int) -> bool:
+    return await h.pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == n
+
+
+async def _event_waited(h: Harness) -> bool:
+    return h.worker.events_waited == 1

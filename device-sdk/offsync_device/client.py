@@ -422,10 +422,14 @@ class Device:
 
     def _settle_job(self, job: tuple[Future[int], list[p.Ops]]) -> None:
         """The writer finished ``job``: report it, unless a store use has settled it already."""
-        if self._writing is not job:
-            return
+        if self._writing is job:
+            self._outside_a_frame(self._settle)
+
+    def _outside_a_frame(self, store: Callable[[], None]) -> None:
+        """A store use from a timer or the writer's callback: its failure ends the session
+        (``_fail``), or is raised outside one."""
         try:
-            self._settle()
+            store()
         except Exception as exc:
             if self._fail is None:
                 raise
@@ -462,12 +466,7 @@ class Device:
     def _held_idle(self) -> None:
         """No frame for HOLD_IDLE_S: the held frames are stored now."""
         self._hold_timer = None
-        try:
-            self._store_held()
-        except Exception as exc:
-            if self._fail is None:
-                raise
-            self._fail(exc)
+        self._outside_a_frame(self._store_held)
 
     def _on_frame(self, ws: Socket, frame: p.ServerFrame, caught_up: bool) -> bool:
         """One frame from the server, handled as it is read; returns whether the device is caught up."""
@@ -482,7 +481,7 @@ class Device:
                 self._store_soon([*self._take_held(), frame])
                 return False
             bad = self._store_frames([*self._take_held(), frame], cp)
-            return False if cp is None else self._checkpointed(ws, cp, bad)
+            return self._checkpointed(ws, cp, bad)
         self._store_held()  # every other frame comes after the ops before it
         if isinstance(frame, p.Checkpoint):
             return self._checkpointed(ws, frame, self.store.checkpoint(frame.cursor, frame.checksums))

@@ -290,8 +290,16 @@ class LocalStore:
         """``apply_frame`` for several ops frames in order, (ops, resume) each, in one transaction:
         a download's pages cost one commit for several (each commit rewrites every index page the
         page's random keys touched). The last resume cursor given is stored with them."""
-        db = self.db
-        db.execute("BEGIN")
+        return self._pages_in(self.db, "BEGIN", pages, checkpoint)
+
+    def _pages_in(
+        self,
+        db: sqlite3.Connection,
+        begin: str,
+        pages: Sequence[tuple[Iterable[p.OpRow], int | None]],
+        checkpoint: p.Checkpoint | None,
+    ) -> tuple[int, list[str]]:
+        db.execute(begin)
         try:
             n = 0
             for ops, resume in pages:
@@ -323,15 +331,7 @@ class LocalStore:
     def _write_pages(self, pages: Sequence[tuple[Iterable[p.OpRow], int | None]]) -> int:
         if self._writer_db is None:
             self._writer_db = self._connect()
-        db = self._writer_db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            n = sum(self._store_ops(db, ops, resume) for ops, resume in pages)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return n
+        return self._pages_in(self._writer_db, "BEGIN IMMEDIATE", pages, None)[0]
 
     @staticmethod
     def _store_ops(db: sqlite3.Connection, ops: Iterable[p.OpRow], resume: int | None) -> int:

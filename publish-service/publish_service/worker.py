@@ -81,8 +81,7 @@ class PublishWorker:
         self.events_skipped = 0
         # The records the hint transaction under way applies, and its end: their events wait for
         # it instead of racing it with a transaction of their own (_after_hints_in_flight).
-        self._in_flight: frozenset[tuple[str, str]] = frozenset()
-        self._in_flight_done: asyncio.Future[None] | None = None
+        self._in_flight: tuple[frozenset[tuple[str, str]], asyncio.Future[None]] | None = None
         self.events_waited = 0
         if bell is not None:
             bell.listen(records_hint.CHANNEL, self.on_records_hint)
@@ -132,7 +131,7 @@ class PublishWorker:
             for k in keys:
                 del self._hinted[k]
             done = asyncio.get_running_loop().create_future()
-            self._in_flight, self._in_flight_done = frozenset(keys), done
+            self._in_flight = (frozenset(keys), done)
             try:
                 async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
                     async with conn.transaction():
@@ -147,7 +146,7 @@ class PublishWorker:
                 self._hinted.clear()
                 return
             finally:  # the versions are known (or the hint failed): waiting events go on
-                self._in_flight, self._in_flight_done = frozenset(), None
+                self._in_flight = None
                 done.set_result(None)
 
     async def _after_hints_in_flight(self, records: list[RecordChanged]) -> None:
@@ -155,8 +154,10 @@ class PublishWorker:
         hop is slower than the NOTIFY). Applied at once, each would run a second transaction that
         queues for the ops lock and then writes nothing, on the cores the change's delivery needs;
         waiting for the hint's commit lets ``_not_hinted`` skip it."""
-        done = self._in_flight_done
-        if done is not None and any((e.entity, e.id) in self._in_flight for e in records):
+        if self._in_flight is None:
+            return
+        keys, done = self._in_flight
+        if any((e.entity, e.id) in keys for e in records):
             self.events_waited += 1
             await asyncio.shield(done)
 
@@ -178,7 +179,7 @@ class PublishWorker:
 
     async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
         records = [e for e, _ in batch if isinstance(e, RecordChanged)]
-        if records and self._in_flight_done is not None:
+        if records:
             await self._after_hints_in_flight(records)
         if self._hint_versions:
             records = self._not_hinted(records)

@@ -16,25 +16,24 @@ from collections.abc import Mapping
 import asyncpg
 import orjson
 
+from offsync_shared.notify_hint import MAX_PAYLOAD, fitting, parse
+from offsync_shared.notify_hint import send as notify
+
+__all__ = ["CHANNEL", "MAX_PAYLOAD", "decode", "encode", "send"]
+
 CHANNEL = "offsync_ops"
-# PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more; a larger hint is not sent.
-MAX_PAYLOAD = 7_900
 
 
 def encode(advanced: Mapping[str, int]) -> str | None:
     """The payload for ``advanced`` (bucket id -> newest op id), or None when it is too large."""
     if not advanced:
         return None
-    raw = orjson.dumps(dict(advanced))
-    return raw.decode() if len(raw) <= MAX_PAYLOAD else None
+    return fitting(orjson.dumps(dict(advanced)))
 
 
 def decode(payload: str) -> dict[str, int] | None:
     """The buckets of a payload; None for anything that is not one (never raises)."""
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
+    value = parse(payload)
     if not isinstance(value, dict):
         return None
     if not all(isinstance(k, str) and type(v) is int for k, v in value.items()):
@@ -44,6 +43,4 @@ def decode(payload: str) -> dict[str, int] | None:
 
 async def send(conn: asyncpg.Connection, advanced: Mapping[str, int]) -> None:
     """Queue the hint in ``conn``'s transaction (PostgreSQL sends it at the commit)."""
-    payload = encode(advanced)
-    if payload is not None:
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    await notify(conn, CHANNEL, encode(advanced))

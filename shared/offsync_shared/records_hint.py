@@ -13,8 +13,12 @@ from collections.abc import Iterable
 import asyncpg
 import orjson
 
+from offsync_shared.notify_hint import MAX_PAYLOAD, fitting, parse
+from offsync_shared.notify_hint import send as notify
+
+__all__ = ["CHANNEL", "MAX_PAYLOAD", "Key", "decode", "encode", "send"]
+
 CHANNEL = "offsync_records"
-MAX_PAYLOAD = 7_900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
 
 Key = tuple[str, str]  # (entity, record id)
 
@@ -22,15 +26,12 @@ Key = tuple[str, str]  # (entity, record id)
 def encode(keys: Iterable[Key]) -> str | None:
     """The payload naming ``keys``, or None when there is none or it is too large."""
     raw = orjson.dumps([[e, i] for e, i in dict.fromkeys(keys)])
-    return raw.decode() if 2 < len(raw) <= MAX_PAYLOAD else None
+    return fitting(raw) if raw != b"[]" else None
 
 
 def decode(payload: str) -> list[Key] | None:
     """The keys of a payload; None for anything that is not one (never raises)."""
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
+    value = parse(payload)
     if not isinstance(value, list):
         return None
     keys: list[Key] = []
@@ -43,6 +44,4 @@ def decode(payload: str) -> list[Key] | None:
 
 async def send(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
     """Queue the hint in ``conn``'s transaction (PostgreSQL sends it at the commit)."""
-    payload = encode(keys)
-    if payload is not None:
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    await notify(conn, CHANNEL, encode(keys))

@@ -37,9 +37,10 @@ def failed(reason: str) -> dict[str, Any]:
 
 
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
-# Not durability, but they move the figures (docs/performance.md, "publish: budget per stage"):
-# how reads are done, and the collation every text key is compared with.
-COST_SETTINGS = ("io_method",)
+# Not durability, but they move the figures (docs/performance.md, "publish: budget per stage" and
+# "The change path"): how reads are done, whether new WAL segments are zero-filled, and the
+# collation every text key is compared with.
+COST_SETTINGS = ("io_method", "wal_init_zero")
 
 
 async def durability(dsn: str) -> dict[str, Any]:

@@ -181,6 +181,14 @@ class EmbeddedPostgres:
                 # stage"). Durability is unaffected (writes and fsyncs do not change).
                 "-c",
                 "io_method=sync",
+                # A new WAL segment is created sparse instead of zero-filled: filling 16 MB and
+                # its fsync stalled the commit that needed the segment for 13-42 ms, every 16 MB
+                # of WAL until the first checkpoints leave segments to recycle (a fresh cluster,
+                # the bench's). Sparse, each first write into a block costs the commit's fsync
+                # ~0.06-0.1 ms more; recycled segments cost nothing either way. Durability is the
+                # same (fdatasync persists the blocks' allocation). docs/performance.md.
+                "-c",
+                "wal_init_zero=off",
             ],
             user=user,
             stdout=log,

@@ -26,7 +26,7 @@ from conflict_service.batch_decisions import (
     check_items,
     decide_batch,
 )
-from conflict_service.data_outbox import hint_records, write_outbox
+from conflict_service.data_outbox import write_outbox
 from conflict_service.validation import ADMIN_TARGETS, LookupRef
 from offsync_shared import outbox
 from offsync_shared.domain.org import Actor
@@ -133,8 +133,7 @@ class Applier:
             )
             for e in effects.events
         ]
-        await write_outbox(conn, first + records)
-        await hint_records(conn, [(e.record.entity, e.record.id) for e in effects.events])
+        await write_outbox(conn, first + records, [(e.record.entity, e.record.id) for e in effects.events])
 
 
 class BatchApplier:

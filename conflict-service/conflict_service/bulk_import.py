@@ -15,7 +15,7 @@ import orjson
 
 from conflict_service import directory, record_store
 from conflict_service.applier import record_refs
-from conflict_service.data_outbox import hint_records, write_outbox
+from conflict_service.data_outbox import write_outbox
 from conflict_service.validation import EntityMeta, LookupRef, check_fields
 from offsync_shared.domain.org import (
     Actor,
@@ -231,6 +231,5 @@ async def _flush(
             summary.created += 1
         else:
             summary.updated += 1
-    await write_outbox(conn, events)
-    await hint_records(conn, [(entity, r["id"]) for r in rows])
+    await write_outbox(conn, events, [(entity, r["id"]) for r in rows])
     summary.imported += len(rows)

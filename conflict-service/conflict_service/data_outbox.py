@@ -15,12 +15,10 @@ SCHEMA = "data"
 HINT_RECORDS = False
 
 
-async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]]) -> None:
-    """Add events to the data outbox in one statement."""
-    await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows])
-
-
-async def hint_records(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
-    """Name the records this transaction wrote (offsync_shared.records_hint), if hints are on."""
-    if HINT_RECORDS and keys:
-        await records_hint.send(conn, keys)
+async def write_outbox(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]], hinted: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Add events to the data outbox in one statement, which also names the records ``hinted``
+    (those this transaction wrote: offsync_shared.records_hint) if hints are on."""
+    notices = [records_hint.notice(hinted)] if HINT_RECORDS and hinted else []
+    await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows], notices)

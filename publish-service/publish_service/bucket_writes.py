@@ -8,10 +8,11 @@ reader never skips an op that commits later (docs/architecture.md, failure mode 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -62,30 +63,62 @@ class Op:
     old_version: int | None  # version of the put it replaces, None if the record was not in the bucket
 
 
+_LOCK_OPS = "SELECT pg_advisory_xact_lock(hashtext('sync:ops'))"
+
+
 async def lock_ops(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
+    await conn.execute(_LOCK_OPS)
 
 
-async def write_ops(conn: asyncpg.Connection, ops: list[Op]) -> dict[str, int]:
-    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas.
+@contextlib.asynccontextmanager
+async def ops_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that holds the ops lock from its start, committed when the block ends
+    normally: ``BEGIN`` and the lock in one round trip, where ``conn.transaction()`` and
+    :func:`lock_ops` take two (a live change's path counts them: docs/performance.md). Inside it
+    ``conn.transaction()`` is refused, as in any transaction asyncpg did not start."""
+    try:
+        await conn.execute(f"BEGIN; {_LOCK_OPS}")
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(Exception):  # a broken connection: the pool's reset ends it
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+_OPS_UPSERT = """
+    INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+    SELECT b, e, r, nextval('sync.op_id_seq'), o, v
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(b, e, r, o, v)
+    ON CONFLICT (bucket_id, entity, record_id)
+    DO UPDATE SET op_id = EXCLUDED.op_id, op = EXCLUDED.op, version = EXCLUDED.version
+    RETURNING bucket_id, op_id
+"""
+
+
+async def write_ops(conn: asyncpg.Connection, ops: list[Op], index: list[Record] | None = None) -> dict[str, int]:
+    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas; with
+    ``index``, upsert those records' index rows in the same statement (one round trip less).
     Returns bucket id -> newest op id."""
     if not ops:
+        if index:
+            await upsert_index(conn, index)
         return {}
-    rows = await conn.fetch(
-        """
-        INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-        SELECT b, e, r, nextval('sync.op_id_seq'), o, v
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(b, e, r, o, v)
-        ON CONFLICT (bucket_id, entity, record_id)
-        DO UPDATE SET op_id = EXCLUDED.op_id, op = EXCLUDED.op, version = EXCLUDED.version
-        RETURNING bucket_id, op_id
-        """,
+    args = [
         [o.bucket_id for o in ops],
         [o.entity for o in ops],
         [o.record_id for o in ops],
         [o.op for o in ops],
         [o.version for o in ops],
-    )
+    ]
+    if index:
+        # Two tables, no reads between them: a data-modifying CTE runs to completion either way.
+        sql = f"WITH i AS ({_index_upsert(6)}) {_OPS_UPSERT}"
+        args += _index_args(index)
+    else:
+        sql = _OPS_UPSERT
+    rows = await conn.fetch(sql, *args)
     newest: dict[str, int] = {}
     for r in rows:
         newest[r["bucket_id"]] = max(newest.get(r["bucket_id"], 0), r["op_id"])
@@ -206,20 +239,23 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PA
         log.info("records mirrored", extra={"rows": copied, "seconds": round(time.perf_counter() - t0, 3)})
 
 
-async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
-    if not recs:
-        return
-    await conn.execute(
-        f"""
+def _index_upsert(first: int) -> str:
+    """The index upsert, its ten parameters numbered from ``first`` (see :func:`_index_args`)."""
+    p = [f"${first + i}" for i in range(10)]
+    return f"""
         INSERT INTO sync.record_index({_INDEX_COLS})
-        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::jsonb[],
-                             $9::timestamptz[], $10::timestamptz[])
+        SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::bigint[], {p[3]}::bool[], {p[4]}::text[],
+                             {p[5]}::text[], {p[6]}::text[], {p[7]}::jsonb[], {p[8]}::timestamptz[], {p[9]}::timestamptz[])
         ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
             owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
             business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
             created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
         WHERE sync.record_index.version < EXCLUDED.version
-        """,
+        """
+
+
+def _index_args(recs: list[Record]) -> list[list[object]]:
+    return [
         [r.entity for r in recs],
         [r.id for r in recs],
         [r.version for r in recs],
@@ -230,7 +266,12 @@ async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
         [dict(r.attributes) for r in recs],
         [r.created_at for r in recs],
         [r.modified_at for r in recs],
-    )
+    ]
+
+
+async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
+    if recs:
+        await conn.execute(_index_upsert(1), *_index_args(recs))
 
 
 class _Helpers:
@@ -379,6 +420,4 @@ async def notify(
     user_ids = sorted(set(users))
     if user_ids:
         rows.append((topic, UserBucketsChanged(user_ids=user_ids).envelope(user_ids[0])))
-    await outbox.enqueue_many(conn, SCHEMA, rows)
-    if hint:
-        await ops_hint.send(conn, advanced)
+    await outbox.enqueue_many(conn, SCHEMA, rows, [ops_hint.notice(advanced)] if hint else [])

@@ -30,10 +30,12 @@ _REC_COLS = (
     "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
 )
 _KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-# The touched records as data.records has them and as the index has them, in one round trip.
+# The touched records as data.records has them and as the index has them, and the registry's
+# generation (in ``version``), in one round trip: read under the ops lock, like the index.
 _READ_STATES = (
     f"SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM data.records WHERE {_KEYS.format(id='id')} "
-    f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')}"
+    f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')} "
+    "UNION ALL SELECT 'generation', '', '', generation, NULL, NULL, NULL, NULL, false, NULL, NULL FROM sync.registry_generation"
 )
 
 
@@ -73,34 +75,44 @@ class RecordApplier:
         self.hint = hint  # send ops hints (bucket_writes.notify)
         self.registry = Registry([], generation=-1)
 
-    async def _registry(self, conn: asyncpg.Connection) -> Registry:
-        gen = await bucket_writes.generation(conn)
+    async def _registry(self, conn: asyncpg.Connection, gen: int) -> Registry:
         if gen != self.registry.generation:
             self.registry = Registry(await bucket_writes.load_defs(conn), gen)
             heap.freeze_long_lived()  # the registry lives until the next publish: keep it out of every collection
         return self.registry
 
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordChanged]) -> BatchResult:
-        """Call inside a transaction."""
+    async def apply(
+        self, conn: asyncpg.Connection, events: Sequence[RecordChanged], *, locked: bool = False
+    ) -> BatchResult:
+        """Call inside a transaction; ``locked``: it holds the ops lock already."""
         newest: dict[tuple[str, str], Record | None] = {}
         for ev in events:
             k = (ev.entity, ev.id)
             seen = newest.get(k)
             if seen is None or seen.version < ev.version:
                 newest[k] = _from_event(ev)
-        return await self._apply(conn, newest)
+        return await self._apply(conn, newest, locked)
 
-    async def apply_keys(self, conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]) -> BatchResult:
+    async def apply_keys(
+        self, conn: asyncpg.Connection, keys: Iterable[tuple[str, str]], *, locked: bool = False
+    ) -> BatchResult:
         """A records hint (offsync_shared.records_hint): the named records as ``data.records``
-        has them now; one that is not there is left to its event. Call inside a transaction."""
-        return await self._apply(conn, dict.fromkeys(keys))
+        has them now; one that is not there is left to its event. Call inside a transaction;
+        ``locked``: it holds the ops lock already (bucket_writes.ops_transaction)."""
+        return await self._apply(conn, dict.fromkeys(keys), locked)
 
-    async def _apply(self, conn: asyncpg.Connection, known: dict[tuple[str, str], Record | None]) -> BatchResult:
-        await bucket_writes.lock_ops(conn)
-        reg = await self._registry(conn)
+    async def _apply(
+        self, conn: asyncpg.Connection, known: dict[tuple[str, str], Record | None], locked: bool
+    ) -> BatchResult:
+        if not locked:
+            await bucket_writes.lock_ops(conn)
         ents, ids = [k[0] for k in known], [k[1] for k in known]
         indexed: dict[tuple[str, str], Record] = {}
-        for row in await conn.fetch(_READ_STATES, ents, ids):
+        rows = await conn.fetch(_READ_STATES, ents, ids)
+        reg = await self._registry(conn, next(r["version"] for r in rows if r["src"] == "generation"))
+        for row in rows:
+            if row["src"] == "generation":
+                continue
             r = _record(row)
             k = (r.entity, r.id)
             if row["src"] == "index":
@@ -134,8 +146,7 @@ class RecordApplier:
             for b, v in mine.items():
                 if b not in now:
                     ops.append(bucket_writes.Op(b, rec.entity, rec.id, "remove", v, v))
-        await bucket_writes.upsert_index(conn, to_index)
-        advanced = await bucket_writes.write_ops(conn, ops)
+        advanced = await bucket_writes.write_ops(conn, ops, index=to_index)
         result.ops = len(ops)
         if reg.children:
             d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)

@@ -134,8 +134,8 @@ class PublishWorker:
             self._in_flight = (frozenset(keys), done)
             try:
                 async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
-                    async with conn.transaction():
-                        result = await self.applier.apply_keys(conn, keys)
+                    async with bucket_writes.ops_transaction(conn):
+                        result = await self.applier.apply_keys(conn, keys, locked=True)
                 self.hints_applied += len(keys)
                 versions = self._hint_versions
                 versions.update(result.versions or {})
@@ -192,15 +192,21 @@ class PublishWorker:
             await bucket_writes.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
         async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
-            async with conn.transaction():
-                if admin:
+            if admin:
+                async with conn.transaction():
                     for e, _ in admin:
                         if isinstance(e, (ProfilePublished, ProfileDeleted)):
                             await membership.apply_profile_event(conn, e)
                     with metrics.LATENCY.labels("publish_reconcile").time():
                         await membership.reconcile(conn, self.notify_topic, self.pool, hint=self.hint)
-                if records:
-                    await self.applier.apply(conn, records)
+                    if records:
+                        await self.applier.apply(conn, records)
+            else:
+                async with bucket_writes.ops_transaction(conn):
+                    await self.applier.apply(conn, records, locked=True)
+        self._observe(records, started)
+
+    def _observe(self, records: list[RecordChanged], started: float) -> None:
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         for ms in latency_ms(records):
             metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)

@@ -19,7 +19,7 @@ import orjson
 from offsync_shared.notify_hint import MAX_PAYLOAD, fitting, parse
 from offsync_shared.notify_hint import send as notify
 
-__all__ = ["CHANNEL", "MAX_PAYLOAD", "decode", "encode", "send"]
+__all__ = ["CHANNEL", "MAX_PAYLOAD", "decode", "encode", "notice", "send"]
 
 CHANNEL = "offsync_ops"
 
@@ -39,6 +39,12 @@ def decode(payload: str) -> dict[str, int] | None:
     if not all(isinstance(k, str) and type(v) is int for k, v in value.items()):
         return None
     return value
+
+
+def notice(advanced: Mapping[str, int]) -> tuple[str, str | None]:
+    """The hint as a (channel, payload) pair for a statement that queues it with other work
+    (offsync_shared.outbox.insert_rows); payload None when there is nothing to send."""
+    return CHANNEL, encode(advanced)
 
 
 async def send(conn: asyncpg.Connection, advanced: Mapping[str, int]) -> None:

@@ -59,6 +59,7 @@ class Publisher(Protocol):
 
 
 Message = tuple[str, str, bytes]  # topic, key, encoded envelope
+Notice = tuple[str, str | None]  # a NOTIFY channel and its payload (None: nothing to send)
 
 
 @dataclass
@@ -92,26 +93,40 @@ async def publish_after_commit(relay: OutboxRelay | None, first_topics: Iterable
         await relay.publish_committed(pending.ids, pending.messages, pending.first_topics)
 
 
-async def insert_rows(conn: asyncpg.Connection, schema: str, messages: list[Message]) -> None:
+async def insert_rows(
+    conn: asyncpg.Connection, schema: str, messages: list[Message], notices: Iterable[Notice] = ()
+) -> None:
     """Add events to ``schema``'s outbox in one statement; call inside the transaction that made
-    the change. Inside :func:`publish_after_commit` the writer sends them itself, so no NOTIFY."""
-    if not messages:
-        return
+    the change. Inside :func:`publish_after_commit` the writer sends them itself, so no NOTIFY for
+    the relay. ``notices`` ((channel, payload) pairs, the hints) are queued by the same statement:
+    on a change's path every round trip counts (docs/performance.md, the change path)."""
     pending = _AFTER_COMMIT.get()
     direct = pending is not None and pending.relay.schema == schema
-    ids = await conn.fetch(
-        f'INSERT INTO "{schema}".outbox(topic, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])'
-        + (" RETURNING id" if direct else ""),
-        [t for t, _, _ in messages],
-        [k for _, k, _ in messages],
-        [v for _, _, v in messages],
+    notes = [n for n in notices if n[1] is not None]
+    if messages and not direct:
+        notes.append((f"{schema}_outbox", ""))
+    if not messages and not notes:
+        return
+    args: list[object] = []
+    cols = []
+    if messages:
+        args += [[t for t, _, _ in messages], [k for _, k, _ in messages], [v for _, _, v in messages]]
+    for channel, payload in notes:
+        args += [channel, payload]
+        cols.append(f"pg_notify(${len(args) - 1}, ${len(args)})")
+    if not messages:
+        await conn.execute("SELECT " + ", ".join(cols), *args)
+        return
+    ids: list[int] = await conn.fetchval(
+        f'WITH o AS (INSERT INTO "{schema}".outbox(topic, key, value) '
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) RETURNING id) "
+        "SELECT ARRAY(SELECT id FROM o ORDER BY id)" + "".join(f", {c}" for c in cols),
+        *args,
     )
     if direct:
         assert pending is not None
-        pending.ids.extend(r["id"] for r in ids)
+        pending.ids.extend(ids)
         pending.messages.extend(messages)
-    else:
-        await conn.execute("SELECT pg_notify($1, '')", f"{schema}_outbox")
 
 
 async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelope) -> None:
@@ -119,8 +134,10 @@ async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelo
     await insert_rows(conn, schema, [(topic, env.key, env.encode())])
 
 
-async def enqueue_many(conn: asyncpg.Connection, schema: str, rows: list[tuple[str, Envelope]]) -> None:
-    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows])
+async def enqueue_many(
+    conn: asyncpg.Connection, schema: str, rows: list[tuple[str, Envelope]], notices: Iterable[Notice] = ()
+) -> None:
+    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows], notices)
 
 
 def _first_then_rest(

@@ -16,7 +16,7 @@ import orjson
 from offsync_shared.notify_hint import MAX_PAYLOAD, fitting, parse
 from offsync_shared.notify_hint import send as notify
 
-__all__ = ["CHANNEL", "MAX_PAYLOAD", "Key", "decode", "encode", "send"]
+__all__ = ["CHANNEL", "MAX_PAYLOAD", "Key", "decode", "encode", "notice", "send"]
 
 CHANNEL = "offsync_records"
 
@@ -40,6 +40,12 @@ def decode(payload: str) -> list[Key] | None:
             return None
         keys.append((k[0], k[1]))
     return keys
+
+
+def notice(keys: Iterable[Key]) -> tuple[str, str | None]:
+    """The hint as a (channel, payload) pair for a statement that queues it with other work
+    (offsync_shared.outbox.insert_rows); payload None when there is nothing to send."""
+    return CHANNEL, encode(keys)
 
 
 async def send(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:

@@ -1,0 +1,112 @@
+"""The outbox insert that also queues hints (``insert_rows(..., notices)``) over a real
+PostgreSQL: one statement writes the rows and queues each notice, which a listener hears at the
+commit and never for a rolled-back transaction; the rows stay in order for the writer's own send."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from offsync_shared import db, ops_hint, outbox, records_hint
+from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, insert_rows, publish_after_commit
+from offsync_stack.testing import InfraEnv
+
+pytestmark = pytest.mark.integration
+
+CHANNELS = (records_hint.CHANNEL, ops_hint.CHANNEL, "s_outbox")
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    def __call__(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        self.items.put_nowait((channel, payload))
+
+    async def next(self) -> tuple[str, str]:
+        return await asyncio.wait_for(self.items.get(), 10)
+
+
+async def _setup(env: InfraEnv) -> tuple[asyncpg.Pool, asyncpg.Connection, Heard]:
+    pool = await db.create_pool(env.pg_dsn)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
+    listener = await db.connect(env.pg_dsn)
+    heard = Heard()
+    for ch in CHANNELS:
+        await listener.add_listener(ch, heard)
+    return pool, listener, heard
+
+
+async def _marker(pool: asyncpg.Pool) -> None:
+    """A committed notice after the case under test: notices arrive in commit order, so whatever
+    the case queued is heard before it or never."""
+    await pool.execute("SELECT pg_notify($1, 'marker')", ops_hint.CHANNEL)
+
+
+async def test_rows_and_hints_in_one_statement_heard_at_the_commit_in_order(fresh_env: InfraEnv) -> None:
+    pool, listener, heard = await _setup(fresh_env)
+    try:
+        relay = OutboxRelay(pool, "s", publisher=None)  # type: ignore[arg-type]  # never sends here
+        messages = [("t", f"k{i}", f"v{i}".encode()) for i in range(5)]
+        async with publish_after_commit(relay), pool.acquire() as conn:
+            async with conn.transaction():
+                await insert_rows(
+                    conn,
+                    "s",
+                    messages,
+                    [records_hint.notice([("account", "a1")]), ops_hint.notice({"b": 7}), ops_hint.notice({})],
+                )
+                pending = outbox._AFTER_COMMIT.get()
+                assert pending is not None
+                ids = list(pending.ids)
+            relay_rows = await conn.fetch("SELECT id, key FROM s.outbox ORDER BY id")
+            pending.ids.clear()  # the test's relay has no producer: nothing to send afterwards
+        assert [r["id"] for r in relay_rows] == ids
+        assert [r["key"] for r in relay_rows] == [k for _, k, _ in messages]
+        # The writer sends its rows itself: no wake-up for the relay; an empty hint is not sent.
+        assert await heard.next() == (records_hint.CHANNEL, '[["account","a1"]]')
+        assert await heard.next() == (ops_hint.CHANNEL, '{"b":7}')
+        await _marker(pool)
+        assert await heard.next() == (ops_hint.CHANNEL, "marker")
+    finally:
+        await listener.close()
+        await pool.close()
+
+
+async def test_without_the_writers_send_the_relay_is_woken_and_a_rollback_sends_nothing(
+    fresh_env: InfraEnv,
+) -> None:
+    pool, listener, heard = await _setup(fresh_env)
+    try:
+        with pytest.raises(RuntimeError):
+            async with pool.acquire() as conn, conn.transaction():
+                await insert_rows(conn, "s", [("t", "gone", b"x")], [records_hint.notice([("account", "gone")])])
+                raise RuntimeError("rolled back")
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_rows(conn, "s", [("t", "kept", b"x")], [records_hint.notice([("account", "kept")])])
+        got = {await heard.next(), await heard.next()}
+        assert got == {(records_hint.CHANNEL, '[["account","kept"]]'), ("s_outbox", "")}
+        await _marker(pool)
+        assert await heard.next() == (ops_hint.CHANNEL, "marker")
+        assert [r["key"] for r in await pool.fetch("SELECT key FROM s.outbox")] == ["kept"]
+    finally:
+        await listener.close()
+        await pool.close()
+
+
+async def test_a_hint_without_rows_is_still_sent_and_nothing_at_all_is_no_statement(fresh_env: InfraEnv) -> None:
+    pool, listener, heard = await _setup(fresh_env)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_rows(conn, "s", [], [ops_hint.notice({"b": 1})])
+            await insert_rows(conn, "s", [], [ops_hint.notice({})])  # nothing to queue
+        assert await heard.next() == (ops_hint.CHANNEL, '{"b":1}')
+        await _marker(pool)
+        assert await heard.next() == (ops_hint.CHANNEL, "marker")
+        assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 0
+    finally:
+        await listener.close()
+        await pool.close()

@@ -97,10 +97,68 @@ _OPS_UPSERT = """
 """
 
 
-async def write_ops(conn: asyncpg.Connection, ops: list[Op], index: list[Record] | None = None) -> dict[str, int]:
-    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas; with
-    ``index``, upsert those records' index rows in the same statement (one round trip less).
-    Returns bucket id -> newest op id."""
+def _buckets_update(first: int) -> str:
+    d, c, n = (f"${first + i}" for i in range(1, 4))
+    return f"""
+        UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
+               record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, d.maxop)
+        FROM unnest(${first}::text[], {d}::bigint[], {c}::bigint[], {n}::bigint[]) AS d(id, delta, dc, maxop)
+        WHERE b.id = d.id
+        """
+
+
+class BucketMoves:
+    """What a transaction's ops do to their buckets' rows: checksum and count deltas and the
+    newest op id, per bucket, written by one ``UPDATE sync.buckets`` (:meth:`write`, or inside
+    :func:`notify`'s statement, one round trip less)."""
+
+    def __init__(self) -> None:
+        self.delta: defaultdict[str, int] = defaultdict(int)
+        self.count: defaultdict[str, int] = defaultdict(int)
+        self.newest: dict[str, int] = {}
+
+    def add(self, ops: list[Op], written: Iterable[asyncpg.Record]) -> dict[str, int]:
+        """Note ``ops`` and their rows as the upsert returned them; the newest op id of each
+        bucket they touched."""
+        newest: dict[str, int] = {}
+        for r in written:
+            newest[r["bucket_id"]] = max(newest.get(r["bucket_id"], 0), r["op_id"])
+        for b, op_id in newest.items():
+            self.newest[b] = max(self.newest.get(b, 0), op_id)
+        delta, count = self.delta, self.count
+        for o in ops:
+            if o.old_version is not None:
+                delta[o.bucket_id] -= op_hash(o.entity, o.record_id, o.old_version)
+                count[o.bucket_id] -= 1
+            if o.op == "put":
+                delta[o.bucket_id] += op_hash(o.entity, o.record_id, o.version)
+                count[o.bucket_id] += 1
+        return newest
+
+    def update(self) -> outbox.Also | None:
+        """The ``UPDATE`` as a statement for another to run (outbox.insert_rows); None if empty."""
+        if not self.newest:
+            return None
+        ids = sorted(self.newest)
+        return _buckets_update, [
+            ids,
+            [self.delta[i] % MOD for i in ids],
+            [self.count[i] for i in ids],
+            [self.newest[i] for i in ids],
+        ]
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        stmt = self.update()
+        if stmt is not None:
+            await conn.execute(stmt[0](1), *stmt[1])
+
+
+async def write_ops(
+    conn: asyncpg.Connection, ops: list[Op], index: list[Record] | None = None, moves: BucketMoves | None = None
+) -> dict[str, int]:
+    """Upsert compacted ops with fresh op ids and apply their checksum/count deltas (to ``moves``
+    when given, for the caller to write later); with ``index``, upsert those records' index rows
+    in the same statement (one round trip less). Returns bucket id -> newest op id."""
     if not ops:
         if index:
             await upsert_index(conn, index)
@@ -119,31 +177,11 @@ async def write_ops(conn: asyncpg.Connection, ops: list[Op], index: list[Record]
     else:
         sql = _OPS_UPSERT
     rows = await conn.fetch(sql, *args)
-    newest: dict[str, int] = {}
-    for r in rows:
-        newest[r["bucket_id"]] = max(newest.get(r["bucket_id"], 0), r["op_id"])
-    delta: dict[str, int] = defaultdict(int)
-    count: dict[str, int] = defaultdict(int)
-    for o in ops:
-        if o.old_version is not None:
-            delta[o.bucket_id] -= op_hash(o.entity, o.record_id, o.old_version)
-            count[o.bucket_id] -= 1
-        if o.op == "put":
-            delta[o.bucket_id] += op_hash(o.entity, o.record_id, o.version)
-            count[o.bucket_id] += 1
-    ids = sorted(newest)
-    await conn.execute(
-        """
-        UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
-               record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, d.maxop)
-        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, delta, dc, maxop)
-        WHERE b.id = d.id
-        """,
-        ids,
-        [delta[i] % MOD for i in ids],
-        [count[i] for i in ids],
-        [newest[i] for i in ids],
-    )
+    if moves is not None:
+        return moves.add(ops, rows)
+    mine = BucketMoves()
+    newest = mine.add(ops, rows)
+    await mine.write(conn)
     return newest
 
 
@@ -409,15 +447,23 @@ async def load_defs(conn: asyncpg.Connection) -> list[BucketDef]:
 
 
 async def notify(
-    conn: asyncpg.Connection, topic: str, advanced: Mapping[str, int], users: Iterable[str] = (), *, hint: bool = False
+    conn: asyncpg.Connection,
+    topic: str,
+    advanced: Mapping[str, int],
+    users: Iterable[str] = (),
+    *,
+    hint: bool = False,
+    moves: BucketMoves | None = None,
 ) -> None:
     """Tell sync gateways, in this transaction, which buckets advanced and whose bucket set changed;
     with ``hint`` also by an ops hint at the commit (gateways listen for it where the stack has
-    the doorbell, so a stack without one does not pay its round trip)."""
+    the doorbell, so a stack without one does not pay its round trip). ``moves``, the ops'
+    effect on their bucket rows not yet written, is written by the same statement."""
     rows = []
     if advanced:
         rows.append((topic, BucketsAdvanced(buckets=dict(advanced), committed_at=time.time()).envelope(min(advanced))))
     user_ids = sorted(set(users))
     if user_ids:
         rows.append((topic, UserBucketsChanged(user_ids=user_ids).envelope(user_ids[0])))
-    await outbox.enqueue_many(conn, SCHEMA, rows, [ops_hint.notice(advanced)] if hint else [])
+    also = moves.update() if moves is not None else None
+    await outbox.enqueue_many(conn, SCHEMA, rows, [ops_hint.notice(advanced)] if hint else [], also)

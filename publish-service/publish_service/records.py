@@ -146,16 +146,18 @@ class RecordApplier:
             for b, v in mine.items():
                 if b not in now:
                     ops.append(bucket_writes.Op(b, rec.entity, rec.id, "remove", v, v))
-        advanced = await bucket_writes.write_ops(conn, ops, index=to_index)
+        # The bucket rows' checksums, counts and newest ops are written with the notification.
+        moves = bucket_writes.BucketMoves()
+        advanced = await bucket_writes.write_ops(conn, ops, index=to_index, moves=moves)
         result.ops = len(ops)
         if reg.children:
-            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops)
+            d_ops, d_adv = await self._refresh_derived(conn, reg, current, old_state, ops, moves)
             result.ops += d_ops
             for b, op_id in d_adv.items():
                 advanced[b] = max(advanced.get(b, 0), op_id)
         result.advanced = advanced
         result.versions = {(r.entity, r.id): r.version for r in current}
-        await bucket_writes.notify(conn, self.notify_topic, advanced, hint=self.hint)
+        await bucket_writes.notify(conn, self.notify_topic, advanced, hint=self.hint, moves=moves)
         return result
 
     async def _refresh_derived(
@@ -165,6 +167,7 @@ class RecordApplier:
         current: list[Record],
         old_state: dict[tuple[str, str], Record | None],
         base_ops: list[bucket_writes.Op],
+        moves: bucket_writes.BucketMoves,
     ) -> tuple[int, dict[str, int]]:
         """Re-decide derived-bucket membership, depth by depth, for the records whose membership
         can have moved: touched records and records related to those that entered, left or
@@ -188,7 +191,7 @@ class RecordApplier:
                 cands = await _candidates(conn, fam, current, old_state, delta)
                 if cands:
                     ops += await _diff_family(conn, fam, sorted(cands))
-            adv = await bucket_writes.write_ops(conn, ops)
+            adv = await bucket_writes.write_ops(conn, ops, moves=moves)
             total += len(ops)
             advanced.update(adv)
             done.update(d.id for d in level)

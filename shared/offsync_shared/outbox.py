@@ -25,7 +25,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,6 +60,9 @@ class Publisher(Protocol):
 
 Message = tuple[str, str, bytes]  # topic, key, encoded envelope
 Notice = tuple[str, str | None]  # a NOTIFY channel and its payload (None: nothing to send)
+# A data-modifying statement for insert_rows to run in its own: its SQL given the number of its
+# first parameter, and its parameters.
+Also = tuple[Callable[[int], str], Sequence[object]]
 
 
 @dataclass
@@ -94,36 +97,44 @@ async def publish_after_commit(relay: OutboxRelay | None, first_topics: Iterable
 
 
 async def insert_rows(
-    conn: asyncpg.Connection, schema: str, messages: list[Message], notices: Iterable[Notice] = ()
+    conn: asyncpg.Connection,
+    schema: str,
+    messages: list[Message],
+    notices: Iterable[Notice] = (),
+    also: Also | None = None,
 ) -> None:
     """Add events to ``schema``'s outbox in one statement; call inside the transaction that made
     the change. Inside :func:`publish_after_commit` the writer sends them itself, so no NOTIFY for
-    the relay. ``notices`` ((channel, payload) pairs, the hints) are queued by the same statement:
-    on a change's path every round trip counts (docs/performance.md, the change path)."""
+    the relay. ``notices`` ((channel, payload) pairs, the hints) are queued by the same statement,
+    and ``also`` runs in it: on a change's path every round trip counts (docs/performance.md, the
+    change path)."""
     pending = _AFTER_COMMIT.get()
     direct = pending is not None and pending.relay.schema == schema
     notes = [n for n in notices if n[1] is not None]
     if messages and not direct:
         notes.append((f"{schema}_outbox", ""))
-    if not messages and not notes:
-        return
     args: list[object] = []
-    cols = []
+    ctes = []
     if messages:
         args += [[t for t, _, _ in messages], [k for _, k, _ in messages], [v for _, _, v in messages]]
+        ctes.append(
+            f'o AS (INSERT INTO "{schema}".outbox(topic, key, value) '
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) RETURNING id)"
+        )
+    if also is not None:
+        sql, also_args = also
+        ctes.append(f"a AS ({sql(len(args) + 1)})")
+        args += also_args
+    cols = ["ARRAY(SELECT id FROM o ORDER BY id)"] if messages else []
     for channel, payload in notes:
         args += [channel, payload]
         cols.append(f"pg_notify(${len(args) - 1}, ${len(args)})")
-    if not messages:
-        await conn.execute("SELECT " + ", ".join(cols), *args)
+    if not ctes and not cols:
         return
-    ids: list[int] = await conn.fetchval(
-        f'WITH o AS (INSERT INTO "{schema}".outbox(topic, key, value) '
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) RETURNING id) "
-        "SELECT ARRAY(SELECT id FROM o ORDER BY id)" + "".join(f", {c}" for c in cols),
-        *args,
-    )
-    if direct:
+    # A data-modifying CTE runs to completion whether or not the query reads it.
+    query = ("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + (", ".join(cols) or "1")
+    ids: list[int] = await conn.fetchval(query, *args)
+    if direct and messages:
         assert pending is not None
         pending.ids.extend(ids)
         pending.messages.extend(messages)
@@ -135,9 +146,13 @@ async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelo
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, schema: str, rows: list[tuple[str, Envelope]], notices: Iterable[Notice] = ()
+    conn: asyncpg.Connection,
+    schema: str,
+    rows: list[tuple[str, Envelope]],
+    notices: Iterable[Notice] = (),
+    also: Also | None = None,
 ) -> None:
-    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows], notices)
+    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows], notices, also)
 
 
 def _first_then_rest(

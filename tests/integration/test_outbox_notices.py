@@ -110,3 +110,24 @@ async def test_a_hint_without_rows_is_still_sent_and_nothing_at_all_is_no_statem
     finally:
         await listener.close()
         await pool.close()
+
+
+async def test_another_write_runs_in_the_same_statement_with_its_own_parameters(fresh_env: InfraEnv) -> None:
+    pool, listener, heard = await _setup(fresh_env)
+    try:
+        await pool.execute("CREATE TABLE s.other (k text, v int)")
+
+        def other(first: int) -> str:
+            return f"INSERT INTO s.other SELECT * FROM unnest(${first}::text[], ${first + 1}::int[])"
+
+        also = (other, [["x", "y"], [1, 2]])
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_rows(conn, "s", [("t", "k", b"v")], [ops_hint.notice({"b": 2})], also)
+            await insert_rows(conn, "s", [], [], (other, [["z"], [3]]))  # the other write alone
+        assert await heard.next() in {(ops_hint.CHANNEL, '{"b":2}'), ("s_outbox", "")}
+        rows = await pool.fetch("SELECT k, v FROM s.other ORDER BY k")
+        assert [(r["k"], r["v"]) for r in rows] == [("x", 1), ("y", 2), ("z", 3)]
+        assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 1
+    finally:
+        await listener.close()
+        await pool.close()

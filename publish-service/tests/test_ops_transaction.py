@@ -1,8 +1,10 @@
 """bucket_writes.ops_transaction over a real PostgreSQL: BEGIN and the ops lock in one round
 trip; the lock is held for the whole transaction, which commits when the block ends and rolls
-back when it raises."""
+back when it raises or its task is cancelled."""
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 import pytest
@@ -53,5 +55,28 @@ async def test_rolls_back_and_releases_the_lock_when_the_block_raises(fresh_env:
             assert not conn.is_in_transaction()
         assert await pool.fetchval("SELECT count(*) FROM t") == 0
         assert await _other_gets_the_lock(pool)
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_block_leaves_no_transaction_and_no_lock(fresh_env: InfraEnv) -> None:
+    pool = await db.create_pool(fresh_env.pg_dsn, min_size=2)
+    try:
+        entered = asyncio.Event()
+
+        async def slow() -> None:
+            async with pool.acquire() as conn, bucket_writes.ops_transaction(conn):
+                entered.set()
+                await conn.execute("SELECT pg_sleep(30)")
+
+        task = asyncio.create_task(slow())
+        await asyncio.wait_for(entered.wait(), 10)
+        assert not await _other_gets_the_lock(pool)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _other_gets_the_lock(pool)
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
     finally:
         await pool.close()

@@ -172,7 +172,7 @@ async def write_ops(
     ]
     if index:
         # Two tables, no reads between them: a data-modifying CTE runs to completion either way.
-        sql = f"WITH i AS ({_index_upsert(6)}) {_OPS_UPSERT}"
+        sql = f"WITH i AS ({_index_upsert(len(args) + 1)}) {_OPS_UPSERT}"
         args += _index_args(index)
     else:
         sql = _OPS_UPSERT
@@ -433,10 +433,6 @@ async def drop_buckets(conn: asyncpg.Connection, ids: list[str]) -> None:
 
 async def bump_generation(conn: asyncpg.Connection) -> None:
     await conn.execute("UPDATE sync.registry_generation SET generation = generation + 1")
-
-
-async def generation(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT generation FROM sync.registry_generation"))
 
 
 async def load_defs(conn: asyncpg.Connection) -> list[BucketDef]:

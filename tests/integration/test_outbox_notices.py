@@ -5,6 +5,7 @@ commit and never for a rolled-back transaction; the rows stay in order for the w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -29,15 +30,22 @@ class Heard:
         return await asyncio.wait_for(self.items.get(), 10)
 
 
-async def _setup(env: InfraEnv) -> tuple[asyncpg.Pool, asyncpg.Connection, Heard]:
-    pool = await db.create_pool(env.pg_dsn)
-    async with pool.acquire() as conn:
-        await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
-    listener = await db.connect(env.pg_dsn)
-    heard = Heard()
-    for ch in CHANNELS:
-        await listener.add_listener(ch, heard)
-    return pool, listener, heard
+@pytest.fixture
+async def stack(fresh_env: InfraEnv) -> AsyncIterator[tuple[asyncpg.Pool, Heard]]:
+    """A pool on a database with an outbox in schema ``s``, and what a listener on every
+    channel hears."""
+    pool = await db.create_pool(fresh_env.pg_dsn)
+    listener = await db.connect(fresh_env.pg_dsn)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE SCHEMA s; SET search_path TO s;" + OUTBOX_DDL)
+        heard = Heard()
+        for ch in CHANNELS:
+            await listener.add_listener(ch, heard)
+        yield pool, heard
+    finally:
+        await listener.close()
+        await pool.close()
 
 
 async def _marker(pool: asyncpg.Pool) -> None:
@@ -46,88 +54,76 @@ async def _marker(pool: asyncpg.Pool) -> None:
     await pool.execute("SELECT pg_notify($1, 'marker')", ops_hint.CHANNEL)
 
 
-async def test_rows_and_hints_in_one_statement_heard_at_the_commit_in_order(fresh_env: InfraEnv) -> None:
-    pool, listener, heard = await _setup(fresh_env)
-    try:
-        relay = OutboxRelay(pool, "s", publisher=None)  # type: ignore[arg-type]  # never sends here
-        messages = [("t", f"k{i}", f"v{i}".encode()) for i in range(5)]
-        async with publish_after_commit(relay), pool.acquire() as conn:
-            async with conn.transaction():
-                await insert_rows(
-                    conn,
-                    "s",
-                    messages,
-                    [records_hint.notice([("account", "a1")]), ops_hint.notice({"b": 7}), ops_hint.notice({})],
-                )
-                pending = outbox._AFTER_COMMIT.get()
-                assert pending is not None
-                ids = list(pending.ids)
-            relay_rows = await conn.fetch("SELECT id, key FROM s.outbox ORDER BY id")
-            pending.ids.clear()  # the test's relay has no producer: nothing to send afterwards
-        assert [r["id"] for r in relay_rows] == ids
-        assert [r["key"] for r in relay_rows] == [k for _, k, _ in messages]
-        # The writer sends its rows itself: no wake-up for the relay; an empty hint is not sent.
-        assert await heard.next() == (records_hint.CHANNEL, '[["account","a1"]]')
-        assert await heard.next() == (ops_hint.CHANNEL, '{"b":7}')
-        await _marker(pool)
-        assert await heard.next() == (ops_hint.CHANNEL, "marker")
-    finally:
-        await listener.close()
-        await pool.close()
+async def test_rows_and_hints_in_one_statement_heard_at_the_commit_in_order(stack: tuple[asyncpg.Pool, Heard]) -> None:
+    pool, heard = stack
+    relay = OutboxRelay(pool, "s", publisher=None)  # type: ignore[arg-type]  # never sends here
+    messages = [("t", f"k{i}", f"v{i}".encode()) for i in range(5)]
+    async with publish_after_commit(relay), pool.acquire() as conn:
+        async with conn.transaction():
+            await insert_rows(
+                conn,
+                "s",
+                messages,
+                [records_hint.notice([("account", "a1")]), ops_hint.notice({"b": 7}), ops_hint.notice({})],
+            )
+            pending = outbox._AFTER_COMMIT.get()
+            assert pending is not None
+            ids = list(pending.ids)
+        relay_rows = await conn.fetch("SELECT id, key FROM s.outbox ORDER BY id")
+        pending.ids.clear()  # the test's relay has no producer: nothing to send afterwards
+    assert [r["id"] for r in relay_rows] == ids
+    assert [r["key"] for r in relay_rows] == [k for _, k, _ in messages]
+    # The writer sends its rows itself: no wake-up for the relay; an empty hint is not sent.
+    assert await heard.next() == (records_hint.CHANNEL, '[["account","a1"]]')
+    assert await heard.next() == (ops_hint.CHANNEL, '{"b":7}')
+    await _marker(pool)
+    assert await heard.next() == (ops_hint.CHANNEL, "marker")
 
 
 async def test_without_the_writers_send_the_relay_is_woken_and_a_rollback_sends_nothing(
-    fresh_env: InfraEnv,
+    stack: tuple[asyncpg.Pool, Heard],
 ) -> None:
-    pool, listener, heard = await _setup(fresh_env)
-    try:
-        with pytest.raises(RuntimeError):
-            async with pool.acquire() as conn, conn.transaction():
-                await insert_rows(conn, "s", [("t", "gone", b"x")], [records_hint.notice([("account", "gone")])])
-                raise RuntimeError("rolled back")
+    pool, heard = stack
+    with pytest.raises(RuntimeError):
         async with pool.acquire() as conn, conn.transaction():
-            await insert_rows(conn, "s", [("t", "kept", b"x")], [records_hint.notice([("account", "kept")])])
-        got = {await heard.next(), await heard.next()}
-        assert got == {(records_hint.CHANNEL, '[["account","kept"]]'), ("s_outbox", "")}
-        await _marker(pool)
-        assert await heard.next() == (ops_hint.CHANNEL, "marker")
-        assert [r["key"] for r in await pool.fetch("SELECT key FROM s.outbox")] == ["kept"]
-    finally:
-        await listener.close()
-        await pool.close()
+            await insert_rows(conn, "s", [("t", "gone", b"x")], [records_hint.notice([("account", "gone")])])
+            raise RuntimeError("rolled back")
+    async with pool.acquire() as conn, conn.transaction():
+        await insert_rows(conn, "s", [("t", "kept", b"x")], [records_hint.notice([("account", "kept")])])
+    got = {await heard.next(), await heard.next()}
+    assert got == {(records_hint.CHANNEL, '[["account","kept"]]'), ("s_outbox", "")}
+    await _marker(pool)
+    assert await heard.next() == (ops_hint.CHANNEL, "marker")
+    assert [r["key"] for r in await pool.fetch("SELECT key FROM s.outbox")] == ["kept"]
 
 
-async def test_a_hint_without_rows_is_still_sent_and_nothing_at_all_is_no_statement(fresh_env: InfraEnv) -> None:
-    pool, listener, heard = await _setup(fresh_env)
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            await insert_rows(conn, "s", [], [ops_hint.notice({"b": 1})])
-            await insert_rows(conn, "s", [], [ops_hint.notice({})])  # nothing to queue
-        assert await heard.next() == (ops_hint.CHANNEL, '{"b":1}')
-        await _marker(pool)
-        assert await heard.next() == (ops_hint.CHANNEL, "marker")
-        assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 0
-    finally:
-        await listener.close()
-        await pool.close()
+async def test_a_hint_without_rows_is_still_sent_and_nothing_at_all_is_no_statement(
+    stack: tuple[asyncpg.Pool, Heard],
+) -> None:
+    pool, heard = stack
+    async with pool.acquire() as conn, conn.transaction():
+        await insert_rows(conn, "s", [], [ops_hint.notice({"b": 1})])
+        await insert_rows(conn, "s", [], [ops_hint.notice({})])  # nothing to queue
+    assert await heard.next() == (ops_hint.CHANNEL, '{"b":1}')
+    await _marker(pool)
+    assert await heard.next() == (ops_hint.CHANNEL, "marker")
+    assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 0
 
 
-async def test_another_write_runs_in_the_same_statement_with_its_own_parameters(fresh_env: InfraEnv) -> None:
-    pool, listener, heard = await _setup(fresh_env)
-    try:
-        await pool.execute("CREATE TABLE s.other (k text, v int)")
+async def test_another_write_runs_in_the_same_statement_with_its_own_parameters(
+    stack: tuple[asyncpg.Pool, Heard],
+) -> None:
+    pool, heard = stack
+    await pool.execute("CREATE TABLE s.other (k text, v int)")
 
-        def other(first: int) -> str:
-            return f"INSERT INTO s.other SELECT * FROM unnest(${first}::text[], ${first + 1}::int[])"
+    def other(first: int) -> str:
+        return f"INSERT INTO s.other SELECT * FROM unnest(${first}::text[], ${first + 1}::int[])"
 
-        also = (other, [["x", "y"], [1, 2]])
-        async with pool.acquire() as conn, conn.transaction():
-            await insert_rows(conn, "s", [("t", "k", b"v")], [ops_hint.notice({"b": 2})], also)
-            await insert_rows(conn, "s", [], [], (other, [["z"], [3]]))  # the other write alone
-        assert await heard.next() in {(ops_hint.CHANNEL, '{"b":2}'), ("s_outbox", "")}
-        rows = await pool.fetch("SELECT k, v FROM s.other ORDER BY k")
-        assert [(r["k"], r["v"]) for r in rows] == [("x", 1), ("y", 2), ("z", 3)]
-        assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 1
-    finally:
-        await listener.close()
-        await pool.close()
+    also = (other, [["x", "y"], [1, 2]])
+    async with pool.acquire() as conn, conn.transaction():
+        await insert_rows(conn, "s", [("t", "k", b"v")], [ops_hint.notice({"b": 2})], also)
+        await insert_rows(conn, "s", [], [], (other, [["z"], [3]]))  # the other write alone
+    assert await heard.next() in {(ops_hint.CHANNEL, '{"b":2}'), ("s_outbox", "")}
+    rows = await pool.fetch("SELECT k, v FROM s.other ORDER BY k")
+    assert [(r["k"], r["v"]) for r in rows] == [("x", 1), ("y", 2), ("z", 3)]
+    assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 1

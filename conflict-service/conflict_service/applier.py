@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -52,6 +53,19 @@ def record_refs(refs: Sequence[LookupRef]) -> list[tuple[str, str]]:
     return [(r.target, r.id) for r in refs if r.target not in ADMIN_TARGETS]
 
 
+class Answers(NamedTuple):
+    """What a caller of :meth:`Applier.apply_items` adds for the results: events sent ahead of
+    the record events, and the statements storing them (run in the transaction's write)."""
+
+    events: list[tuple[str, Envelope]]
+    writes: list[outbox.Also | None]
+
+
+class Applied(NamedTuple):
+    results: list[ItemResult]  # one per item, in order
+    at: datetime | None  # the transaction's now(): the modified_at of every row written (None: no items)
+
+
 class Applier:
     """Reads, decides and writes changes; one instance per worker, stateless between transactions."""
 
@@ -62,22 +76,24 @@ class Applier:
         self,
         conn: asyncpg.Connection,
         items: Sequence[ChangeItem],
-        answers: Callable[[list[ItemResult]], list[tuple[str, Envelope]]] | None = None,
+        answers: Callable[[list[ItemResult]], Answers] | None = None,
         known_actors: Mapping[str, Actor] | None = None,
-        stored: dict[tuple[str, str], asyncpg.Record] | None = None,
-    ) -> list[ItemResult]:
-        """Apply ``items`` in order inside the caller's transaction; returns one result per item.
+        stored: dict[tuple[str, str], Mapping[str, Any]] | None = None,
+    ) -> Applied:
+        """Apply ``items`` in order inside the caller's transaction.
 
         ``answers`` turns the results into events that go to the outbox ahead of the record
         events, so a device's acknowledgement is not queued behind every record it changed.
         ``known_actors`` (the records API's caller, just read) saves reading them again;
         ``stored``, when given, receives every written row as stored (all columns)."""
         if not items:
-            return []
+            return Applied([], None)
         facts, checked = await self._read(conn, items, known_actors)
         decided = decide_batch(checked, facts)
-        await self._perform(conn, decided.effects, answers(decided.results) if answers else [], stored)
-        return decided.results
+        at = await self._perform(
+            conn, decided.effects, answers(decided.results) if answers else Answers([], []), stored
+        )
+        return Applied(decided.results, at)
 
     async def _read(
         self, conn: asyncpg.Connection, items: Sequence[ChangeItem], known_actors: Mapping[str, Actor] | None
@@ -115,14 +131,11 @@ class Applier:
         self,
         conn: asyncpg.Connection,
         effects: Effects,
-        first: list[tuple[str, Envelope]],
-        stored: dict[tuple[str, str], asyncpg.Record] | None,
-    ) -> None:
-        written = await record_store.upsert(conn, effects.writes, returning=stored is not None)
-        if stored is not None:
-            stored.update(((r["entity"], r["id"]), r) for r in written)
-        await conflict_log.append(conn, effects.conflicts)
-        await sync_error_ledger.append(conn, effects.sync_errors)
+        first: Answers,
+        stored: dict[tuple[str, str], Mapping[str, Any]] | None,
+    ) -> datetime:
+        """Every write of the transaction in one statement (the outbox insert's): records,
+        conflicts log, sync error ledger, the caller's answers. Returns the transaction's now()."""
         now = time.time()  # the commit follows right after these writes
         occurred_at = datetime.fromtimestamp(now, UTC).isoformat()
         topic, kind, version = self.topics.records, RecordChanged.TYPE, RecordChanged.VERSION
@@ -133,7 +146,22 @@ class Applier:
             )
             for e in effects.events
         ]
-        await write_outbox(conn, first + records, [(e.record.entity, e.record.id) for e in effects.events])
+        returning = stored is not None and bool(effects.writes)
+        done = await write_outbox(
+            conn,
+            first.events + records,
+            [(e.record.entity, e.record.id) for e in effects.events],
+            [
+                record_store.upsert(effects.writes, returning=returning),
+                conflict_log.append(effects.conflicts),
+                sync_error_ledger.append(effects.sync_errors),
+                *first.writes,
+            ],
+        )
+        if stored is not None and returning:
+            rows = [record_store.stored_row(r) for r in done.returned[0]]
+            stored.update(((r["entity"], r["id"]), r) for r in rows)
+        return done.now
 
 
 class BatchApplier:
@@ -195,7 +223,7 @@ class BatchApplier:
         new_answers: list[BatchApplied] = []
         sent: dict[str, Envelope] = {}  # batch id -> its answer's envelope (its results stored as sent)
 
-        def answer(results: list[ItemResult]) -> list[tuple[str, Envelope]]:
+        def answer(results: list[ItemResult]) -> Answers:
             by_batch: dict[str, list[ChangeResult]] = {b.batch_id: [] for b in fresh}
             for it, res in zip(items, results, strict=True):
                 by_batch[it.batch_id or ""].append(res.result)
@@ -206,11 +234,14 @@ class BatchApplier:
                 for b in fresh
             )
             sent.update((a.batch_id, a.envelope(a.device_id)) for a in answers + new_answers)
-            return [(self.topics.batch_results, sent[a.batch_id]) for a in answers + new_answers]
+            return Answers(
+                [(self.topics.batch_results, sent[a.batch_id]) for a in answers + new_answers],
+                [batch_answers.store(new_answers, [sent[a.batch_id].payload["results"] for a in new_answers])],
+            )
 
         if items:
             await self.applier.apply_items(conn, items, answer)
         else:
-            await write_outbox(conn, answer([]))
-        await batch_answers.store(conn, new_answers, [sent[a.batch_id].payload["results"] for a in new_answers])
+            repeated = answer([])  # no change to apply: answers given before, or to empty batches
+            await write_outbox(conn, repeated.events, also=repeated.writes)
         return answers + new_answers

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from conflict_service.data_outbox import SCHEMA
+from offsync_shared import outbox
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 
 
@@ -42,21 +43,17 @@ def _results(a: BatchApplied) -> str:
     return orjson.dumps([r.model_dump(mode="json") for r in a.results]).decode()
 
 
-async def store(
-    conn: asyncpg.Connection, answers: Sequence[BatchApplied], results: Sequence[list[Any]] | None = None
-) -> None:
-    """Store new answers in one statement (their batch ids are new: checked under the device lock);
-    ``results``: each answer's results already dumped (its envelope's), saving a second dump."""
+def store(answers: Sequence[BatchApplied], results: Sequence[list[Any]] | None = None) -> outbox.Also | None:
+    """New answers in one statement (their batch ids are new: checked under the device lock), for
+    the outbox's to run (outbox.insert_rows); ``results``: each answer's results already dumped
+    (its envelope's), saving a second dump. None when there are none."""
     if not answers:
-        return
+        return None
     dumped = [orjson.dumps(r).decode() for r in results] if results is not None else [_results(a) for a in answers]
-    await conn.execute(
+    return outbox.statement(
         f"""INSERT INTO {SCHEMA}.batches(batch_id, device_id, user_id, results)
             SELECT b, d, u, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(b, d, u, r)""",
-        [a.batch_id for a in answers],
-        [a.device_id for a in answers],
-        [a.user_id for a in answers],
-        dumped,
+        [[a.batch_id for a in answers], [a.device_id for a in answers], [a.user_id for a in answers], dumped],
     )
 
 

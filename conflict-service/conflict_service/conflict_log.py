@@ -10,16 +10,18 @@ import orjson
 
 from conflict_service.batch_decisions import ConflictEntry
 from conflict_service.data_outbox import SCHEMA
+from offsync_shared import outbox
 from offsync_shared.paging import Window, fetch_page
 
 
-async def append(conn: asyncpg.Connection, entries: Sequence[ConflictEntry]) -> None:
+def append(entries: Sequence[ConflictEntry]) -> outbox.Also | None:
     """All entries in one statement, ids in the order given (a poll of an upload storm logs
-    hundreds: one execution per row cost PostgreSQL a plan-and-execute each)."""
+    hundreds: one execution per row cost PostgreSQL a plan-and-execute each), for the outbox's
+    to run (outbox.insert_rows); None when there are none."""
     if not entries:
-        return
+        return None
     rows = [_row(e) for e in entries]
-    await conn.execute(
+    return outbox.statement(
         f"""INSERT INTO {SCHEMA}.conflicts(entity, record_id, user_id, device_id, batch_id, seq, op, policy,
                outcome, base_version, server_version, server_record, client_change, result_record, lost_fields)
             SELECT e, r, u, d, b, s, o, p, oc, bv, sv, sr::jsonb, cc::jsonb, rr::jsonb,
@@ -29,7 +31,7 @@ async def append(conn: asyncpg.Connection, entries: Sequence[ConflictEntry]) -> 
                           $14::text[], $15::text[]) WITH ORDINALITY
                    AS t(e, r, u, d, b, s, o, p, oc, bv, sv, sr, cc, rr, lf, n)
              ORDER BY n""",
-        *([row[i] for row in rows] for i in range(15)),
+        [[row[i] for row in rows] for i in range(15)],
     )
 
 

@@ -51,12 +51,8 @@ async def _actor(rt: Runtime, authorization: str | None) -> Actor:
         settings.jwt_secret, auth.bearer(authorization), auth.ADMIN_AUDIENCE, issuer=settings.jwt_issuer
     )
     async with rt.pool.acquire() as conn:
-        actor = (await directory.actors(conn, [principal.user_id])).get(principal.user_id)
-        # A token naming an identity generation is only good for that incarnation of the id
-        # (a user deleted and re-created with the same id is another person): docs/identity.md.
-        if actor is not None and principal.generation is not None:
-            if await directory.user_generation(conn, principal.user_id) != principal.generation:
-                actor = None
+        # A token naming an identity generation is only good for that incarnation of the id.
+        actor = await directory.actor(conn, principal.user_id, principal.generation)
     if actor is None:
         raise Unauthenticated("unknown user")
     if not actor.enabled:

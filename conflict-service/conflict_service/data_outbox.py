@@ -16,9 +16,17 @@ HINT_RECORDS = False
 
 
 async def write_outbox(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, Envelope]], hinted: Sequence[tuple[str, str]] = ()
-) -> None:
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[str, Envelope]],
+    hinted: Sequence[tuple[str, str]] = (),
+    also: Sequence[outbox.Also | None] = (),
+) -> outbox.Inserted:
     """Add events to the data outbox in one statement, which also names the records ``hinted``
-    (those this transaction wrote: offsync_shared.records_hint) if hints are on."""
+    (those this transaction wrote: offsync_shared.records_hint) if hints are on, and runs the
+    transaction's other writes (``also``; None entries skipped). Returns the transaction's now()
+    and what the writes returned."""
     notices = [records_hint.notice(hinted)] if HINT_RECORDS and hinted else []
-    await outbox.insert_rows(conn, SCHEMA, [(topic, env.key, env.encode()) for topic, env in rows], notices)
+    messages = [(topic, env.key, env.encode()) for topic, env in rows]
+    done = await outbox.insert_rows(conn, SCHEMA, messages, notices, [a for a in also if a], always=True)
+    assert done is not None
+    return done

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from conflict_service.validation import ADMIN_TARGETS, EntityMeta, LookupRef
-from offsync_shared.domain.org import Actor, bu_subtree, combine_privileges
+from offsync_shared.domain.org import Actor, combine_privileges
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,47 +56,67 @@ async def entities(conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, 
     }
 
 
+# Each user with everything the access rule needs, in one statement: teams, the business-unit
+# subtree (walked here, not by reading every unit), the roles' privilege maps (the user's and
+# their teams'), whether any is an administrator's, and the identity generation.
+_ACTORS = """
+WITH RECURSIVE u AS (
+    SELECT id, business_unit_id, enabled, generation FROM admin.users WHERE id = ANY($1::text[])
+), sub(user_id, bu) AS (
+    SELECT id, business_unit_id FROM u
+    UNION
+    SELECT sub.user_id, b.id FROM admin.business_units b JOIN sub ON b.parent_id = sub.bu
+), roles AS (
+    SELECT ur.user_id, r.privileges, r.is_admin FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
+     WHERE ur.user_id IN (SELECT id FROM u)
+    UNION ALL
+    SELECT tm.user_id, r.privileges, r.is_admin FROM admin.team_members tm
+      JOIN admin.team_roles tr ON tr.team_id = tm.team_id JOIN admin.roles r ON r.id = tr.role_id
+     WHERE tm.user_id IN (SELECT id FROM u)
+)
+SELECT u.id, u.business_unit_id, u.enabled, u.generation,
+       ARRAY(SELECT tm.team_id FROM admin.team_members tm WHERE tm.user_id = u.id) AS teams,
+       ARRAY(SELECT sub.bu FROM sub WHERE sub.user_id = u.id) AS subtree,
+       (SELECT coalesce(jsonb_agg(coalesce(r.privileges, '{}')), '[]') FROM roles r WHERE r.user_id = u.id) AS privileges,
+       EXISTS(SELECT 1 FROM roles r WHERE r.user_id = u.id AND r.is_admin) AS is_admin
+  FROM u
+"""
+
+
 async def actors(conn: asyncpg.Connection, user_ids: Iterable[str]) -> dict[str, Actor]:
-    """The actors for ``user_ids`` in a handful of queries, whatever their number."""
+    """The actors for ``user_ids`` in one query, whatever their number."""
+    return {uid: actor for uid, (actor, _) in (await _actors(conn, user_ids)).items()}
+
+
+async def actor(conn: asyncpg.Connection, user_id: str, generation: str | None) -> Actor | None:
+    """The actor for ``user_id``, if the user exists and, when ``generation`` is given, is still
+    that incarnation of the id (a user deleted and re-created with the same id is another
+    person: docs/identity.md)."""
+    found = (await _actors(conn, [user_id])).get(user_id)
+    if found is None or (generation is not None and found[1] != generation):
+        return None
+    return found[0]
+
+
+async def _actors(conn: asyncpg.Connection, user_ids: Iterable[str]) -> dict[str, tuple[Actor, str]]:
     ids = list(set(user_ids))
     if not ids:
         return {}
-    users = await conn.fetch("SELECT id, business_unit_id, enabled FROM admin.users WHERE id = ANY($1::text[])", ids)
-    teams = await conn.fetch("SELECT user_id, team_id FROM admin.team_members WHERE user_id = ANY($1::text[])", ids)
-    roles = await conn.fetch(
-        """
-        SELECT ur.user_id, r.privileges, r.is_admin FROM admin.user_roles ur JOIN admin.roles r ON r.id = ur.role_id
-         WHERE ur.user_id = ANY($1::text[])
-        UNION ALL
-        SELECT tm.user_id, r.privileges, r.is_admin FROM admin.team_members tm
-          JOIN admin.team_roles tr ON tr.team_id = tm.team_id JOIN admin.roles r ON r.id = tr.role_id
-         WHERE tm.user_id = ANY($1::text[])
-        """,
-        ids,
-    )
-    parents = {r["id"]: r["parent_id"] for r in await conn.fetch("SELECT id, parent_id FROM admin.business_units")}
-    team_map: dict[str, set[str]] = {}
-    for r in teams:
-        team_map.setdefault(r["user_id"], set()).add(r["team_id"])
-    role_map: dict[str, list[dict]] = {}
-    admin: set[str] = set()
-    for r in roles:
-        role_map.setdefault(r["user_id"], []).append(r["privileges"] or {})
-        if r["is_admin"]:
-            admin.add(r["user_id"])
-    out: dict[str, Actor] = {}
-    for u in users:
-        uid = u["id"]
-        out[uid] = Actor(
-            user_id=uid,
-            business_unit_id=u["business_unit_id"],
-            team_ids=frozenset(team_map.get(uid, ())),
-            bu_subtree=bu_subtree(parents, u["business_unit_id"]),
-            privileges=combine_privileges(role_map.get(uid, [])),
-            enabled=bool(u["enabled"]),
-            is_admin=uid in admin,
+    return {
+        u["id"]: (
+            Actor(
+                user_id=u["id"],
+                business_unit_id=u["business_unit_id"],
+                team_ids=frozenset(u["teams"]),
+                bu_subtree=frozenset(u["subtree"]),
+                privileges=combine_privileges(u["privileges"]),
+                enabled=bool(u["enabled"]),
+                is_admin=u["is_admin"],
+            ),
+            u["generation"],
         )
-    return out
+        for u in await conn.fetch(_ACTORS, ids)
+    }
 
 
 async def existing_admin_refs(conn: asyncpg.Connection, refs: Iterable[LookupRef]) -> set[tuple[str, str]]:
@@ -132,9 +152,3 @@ async def existing_business_units(conn: asyncpg.Connection, ids: Iterable[str]) 
     if not wanted:
         return set()
     return {r["id"] for r in await conn.fetch("SELECT id FROM admin.business_units WHERE id = ANY($1::text[])", wanted)}
-
-
-async def user_generation(conn: asyncpg.Connection, user_id: str) -> str | None:
-    """The identity generation of the user now holding ``user_id`` (docs/identity.md)."""
-    generation: str | None = await conn.fetchval("SELECT generation FROM admin.users WHERE id = $1", user_id)
-    return generation

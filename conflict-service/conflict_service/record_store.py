@@ -5,6 +5,7 @@ of a query and the import's upsert."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,7 @@ from conflict_service.batch_decisions import RecordKey, RecordWrite, StoredRecor
 from conflict_service.data_outbox import SCHEMA
 from conflict_service.policy import RecordState
 from conflict_service.validation import query_value
+from offsync_shared import outbox
 from offsync_shared.domain.org import Ownership, Scope
 from offsync_shared.errors import ValidationFailed
 
@@ -59,14 +61,14 @@ async def live_owners(conn: asyncpg.Connection, keys: Sequence[RecordKey]) -> di
     return {(r["entity"], r["id"]): Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"]) for r in rows}
 
 
-async def upsert(
-    conn: asyncpg.Connection, writes: Sequence[RecordWrite], *, returning: bool = False
-) -> list[asyncpg.Record]:
-    """Write each record's decided state in one statement; with ``returning``, the rows as stored."""
+def upsert(writes: Sequence[RecordWrite], *, returning: bool = False) -> outbox.Also | None:
+    """Each record's decided state in one statement, for the outbox's to run (outbox.insert_rows);
+    with ``returning``, it returns each row as stored (as JSON text: :func:`stored_row` reads
+    it). None when there is nothing to write."""
     if not writes:
-        return []
+        return None
     recs = [w.record for w in writes]
-    return await conn.fetch(
+    return outbox.statement(
         f"""INSERT INTO {SCHEMA}.records AS r ({_COLUMNS}, modified_by)
             SELECT e, i, v, o, ot, bu, a::jsonb, d, fv::jsonb, cb, mb
               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
@@ -77,19 +79,33 @@ async def upsert(
                field_versions = EXCLUDED.field_versions, owner_id = EXCLUDED.owner_id,
                owner_type = EXCLUDED.owner_type, business_unit_id = EXCLUDED.business_unit_id,
                modified_at = now(), modified_by = EXCLUDED.modified_by"""
-        + (" RETURNING *" if returning else ""),
-        [r.entity for r in recs],
-        [r.id for r in recs],
-        [r.state.version for r in recs],
-        [r.owner.owner_id for r in recs],
-        [r.owner.owner_type for r in recs],
-        [r.owner.business_unit_id for r in recs],
-        [orjson.dumps(dict(r.state.attributes)).decode() for r in recs],
-        [r.state.deleted for r in recs],
-        [orjson.dumps(dict(r.state.field_versions)).decode() for r in recs],
-        [r.state.created_by for r in recs],
-        [w.modified_by for w in writes],
+        # JSON text, as a composite would need binary codecs for every column (jsonb's is text).
+        + (" RETURNING to_jsonb(r)::text" if returning else ""),
+        [
+            [r.entity for r in recs],
+            [r.id for r in recs],
+            [r.state.version for r in recs],
+            [r.owner.owner_id for r in recs],
+            [r.owner.owner_type for r in recs],
+            [r.owner.business_unit_id for r in recs],
+            [orjson.dumps(dict(r.state.attributes)).decode() for r in recs],
+            [r.state.deleted for r in recs],
+            [orjson.dumps(dict(r.state.field_versions)).decode() for r in recs],
+            [r.state.created_by for r in recs],
+            [w.modified_by for w in writes],
+        ],
+        returns=returning,
     )
+
+
+def stored_row(returned: object) -> dict[str, Any]:
+    """A row :func:`upsert` returned, with the same values a read of it gives (timestamps as
+    UTC datetimes)."""
+    assert isinstance(returned, str)
+    row: dict[str, Any] = orjson.loads(returned)
+    for column in ("created_at", "modified_at"):
+        row[column] = datetime.fromisoformat(row[column]).astimezone(UTC)
+    return row
 
 
 async def get(conn: asyncpg.Connection, entity: str, record_id: str) -> asyncpg.Record | None:

@@ -5,10 +5,10 @@ re-apply of a ledgered change as its user."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
@@ -36,13 +36,15 @@ def _raise_if_rejected(res: ItemResult, index: int | None = None) -> None:
         raise res.rejection.exception(index, res.result.id)
 
 
-async def write_one(ctx: Ctx, item: ChangeItem) -> asyncpg.Record:
+async def write_one(ctx: Ctx, item: ChangeItem) -> Mapping[str, Any]:
     """Apply one change as the caller; the record as stored afterwards."""
     async with _text_checked(), ctx.write() as conn:
-        stored: dict[tuple[str, str], asyncpg.Record] = {}
-        [res] = await Applier(ctx.topics).apply_items(
-            conn, [item], known_actors={ctx.actor.user_id: ctx.actor}, stored=stored
-        )
+        stored: dict[tuple[str, str], Mapping[str, Any]] = {}
+        [res] = (
+            await Applier(ctx.topics).apply_items(
+                conn, [item], known_actors={ctx.actor.user_id: ctx.actor}, stored=stored
+            )
+        ).results
         _raise_if_rejected(res)
         key = (item.change.entity, item.change.id)
         row = stored.get(key) or await record_store.get(conn, *key)  # nothing written (no change): read it
@@ -60,11 +62,11 @@ async def write_batch(ctx: Ctx, items: Sequence[ChangeItem]) -> BatchWritten:
     """Every change in one transaction, in order, or none: the first rejected change aborts
     the batch with its 4xx. One commit time (``modified_at``) for all of them."""
     async with _text_checked(), ctx.write() as conn:
-        results = await Applier(ctx.topics).apply_items(conn, items)
-        for i, res in enumerate(results):
+        done = await Applier(ctx.topics).apply_items(conn, items, known_actors={ctx.actor.user_id: ctx.actor})
+        for i, res in enumerate(done.results):
             _raise_if_rejected(res, i)
-        modified_at: datetime = await conn.fetchval("SELECT now()")
-    return BatchWritten(modified_at, results)
+        modified_at: datetime = done.at or await conn.fetchval("SELECT now()")
+    return BatchWritten(modified_at, done.results)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,11 @@ async def reapply(ctx: Ctx, error_id: int, force: bool) -> Reapplied:
         if force:
             change = change.model_copy(update={"base_version": None})
         batch_id = f"{err['batch_id'] or 'api'}:reapply:{error_id}"
-        [res] = await Applier(ctx.topics).apply_items(
-            conn, [ChangeItem(err["user_id"], change, err["device_id"], batch_id)]
-        )
+        [res] = (
+            await Applier(ctx.topics).apply_items(
+                conn, [ChangeItem(err["user_id"], change, err["device_id"], batch_id)]
+            )
+        ).results
         status: Literal["reapplied", "failed_again"] = "reapplied" if res.applied_as_sent else "failed_again"
         await sync_error_ledger.resolve(conn, error_id, status, res.result.model_dump(mode="json"))
         if err["device_id"]:

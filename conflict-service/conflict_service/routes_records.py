@@ -4,6 +4,7 @@ NDJSON imports of records, each under the caller's security roles."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -107,7 +108,7 @@ class ImportOut(BaseModel):
     updated: int
 
 
-def _record_out(row: asyncpg.Record) -> RecordOut:
+def _record_out(row: Mapping[str, Any]) -> RecordOut:
     return RecordOut(
         entity=row["entity"],
         id=row["id"],
@@ -124,7 +125,7 @@ def _record_out(row: asyncpg.Record) -> RecordOut:
     )
 
 
-def _etag(response: Response, row: asyncpg.Record) -> RecordOut:
+def _etag(response: Response, row: Mapping[str, Any]) -> RecordOut:
     response.headers["ETag"] = f'"{row["version"]}"'
     return _record_out(row)
 

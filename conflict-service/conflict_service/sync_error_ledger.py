@@ -11,16 +11,18 @@ import orjson
 
 from conflict_service.batch_decisions import SyncErrorEntry
 from conflict_service.data_outbox import SCHEMA
+from offsync_shared import outbox
 from offsync_shared.paging import Window, fetch_page
 
 
-async def append(conn: asyncpg.Connection, entries: Sequence[SyncErrorEntry]) -> None:
+def append(entries: Sequence[SyncErrorEntry]) -> outbox.Also | None:
     """All entries in one statement, ids in the order given (one execution per row cost
-    PostgreSQL a plan-and-execute each: a server-wins poll of an upload storm ledgers hundreds)."""
+    PostgreSQL a plan-and-execute each: a server-wins poll of an upload storm ledgers hundreds),
+    for the outbox's to run (outbox.insert_rows); None when there are none."""
     if not entries:
-        return
+        return None
     rows = [_row(e) for e in entries]
-    await conn.execute(
+    return outbox.statement(
         f"""INSERT INTO {SCHEMA}.sync_errors(user_id, device_id, batch_id, seq, entity, record_id, op, code,
                message, field, change)
             SELECT u, d, b, s, e, r, o, c, m, f, ch::jsonb
@@ -28,7 +30,7 @@ async def append(conn: asyncpg.Connection, entries: Sequence[SyncErrorEntry]) ->
                           $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
                    AS t(u, d, b, s, e, r, o, c, m, f, ch, n)
              ORDER BY n""",
-        *([row[i] for row in rows] for i in range(11)),
+        [[row[i] for row in rows] for i in range(11)],
     )
 
 

@@ -111,7 +111,7 @@ async def test_interleavings_converge_and_the_policy_picks_the_winner(
 
     async def server_write(ch: Change) -> None:
         async with org.pool.acquire() as conn, conn.transaction():
-            [res] = await applier.apply_items(conn, [ChangeItem(ADMIN, ch)])
+            [res] = (await applier.apply_items(conn, [ChangeItem(ADMIN, ch)])).results
         expected = model_apply(server, [ch], client_wins)[0]
         assert (res.result.status, res.result.version) == expected[:2]
 

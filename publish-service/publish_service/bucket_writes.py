@@ -140,17 +140,15 @@ class BucketMoves:
         if not self.newest:
             return None
         ids = sorted(self.newest)
-        return _buckets_update, [
-            ids,
-            [self.delta[i] % MOD for i in ids],
-            [self.count[i] for i in ids],
-            [self.newest[i] for i in ids],
-        ]
+        return outbox.Also(
+            _buckets_update,
+            [ids, [self.delta[i] % MOD for i in ids], [self.count[i] for i in ids], [self.newest[i] for i in ids]],
+        )
 
     async def write(self, conn: asyncpg.Connection) -> None:
         stmt = self.update()
         if stmt is not None:
-            await conn.execute(stmt[0](1), *stmt[1])
+            await conn.execute(stmt.sql(1), *stmt.args)
 
 
 async def write_ops(
@@ -461,5 +459,7 @@ async def notify(
     user_ids = sorted(set(users))
     if user_ids:
         rows.append((topic, UserBucketsChanged(user_ids=user_ids).envelope(user_ids[0])))
-    also = moves.update() if moves is not None else None
-    await outbox.enqueue_many(conn, SCHEMA, rows, [ops_hint.notice(advanced)] if hint else [], also)
+    update = moves.update() if moves is not None else None
+    await outbox.enqueue_many(
+        conn, SCHEMA, rows, [ops_hint.notice(advanced)] if hint else [], [update] if update else []
+    )

@@ -24,9 +24,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
@@ -60,9 +62,37 @@ class Publisher(Protocol):
 
 Message = tuple[str, str, bytes]  # topic, key, encoded envelope
 Notice = tuple[str, str | None]  # a NOTIFY channel and its payload (None: nothing to send)
-# A data-modifying statement for insert_rows to run in its own: its SQL given the number of its
-# first parameter, and its parameters.
-Also = tuple[Callable[[int], str], Sequence[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Also:
+    """A data-modifying statement for :func:`insert_rows` to run in its own: its SQL given the
+    number of its first parameter, and its parameters. With ``returns`` the statement has a
+    one-column ``RETURNING`` whose values come back in ``Inserted.returned`` (in no promised
+    order: key them by what they hold)."""
+
+    sql: Callable[[int], str]
+    args: Sequence[object]
+    returns: bool = False
+
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def statement(sql: str, args: Sequence[object], *, returns: bool = False) -> Also:
+    """An :class:`Also` from SQL whose parameters are numbered from ``$1`` (renumbered to follow
+    the statement it joins)."""
+
+    def numbered(first: int) -> str:
+        return _PARAM.sub(lambda m: f"${int(m.group(1)) + first - 1}", sql)
+
+    return Also(numbered, args, returns)
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    now: datetime  # the transaction's now(): every row it wrote with a default now() has it
+    returned: list[list[object]]  # per ``Also`` with ``returns``, in order: its RETURNING values
 
 
 @dataclass
@@ -101,13 +131,17 @@ async def insert_rows(
     schema: str,
     messages: list[Message],
     notices: Iterable[Notice] = (),
-    also: Also | None = None,
-) -> None:
+    also: Sequence[Also] = (),
+    *,
+    always: bool = False,
+) -> Inserted | None:
     """Add events to ``schema``'s outbox in one statement; call inside the transaction that made
     the change. Inside :func:`publish_after_commit` the writer sends them itself, so no NOTIFY for
     the relay. ``notices`` ((channel, payload) pairs, the hints) are queued by the same statement,
-    and ``also`` runs in it: on a change's path every round trip counts (docs/performance.md, the
-    change path)."""
+    and the ``also`` statements run in it: on a change's path every round trip counts
+    (docs/performance.md, the change path). With nothing to do no statement runs (None), unless
+    ``always``: a caller that needs the transaction's ``now()`` gets it here, not in a round trip
+    of its own."""
     pending = _AFTER_COMMIT.get()
     direct = pending is not None and pending.relay.schema == schema
     notes = [n for n in notices if n[1] is not None]
@@ -115,29 +149,33 @@ async def insert_rows(
         notes.append((f"{schema}_outbox", ""))
     args: list[object] = []
     ctes = []
+    cols = ["now() AS now"]
     if messages:
         args += [[t for t, _, _ in messages], [k for _, k, _ in messages], [v for _, _, v in messages]]
         ctes.append(
             f'o AS (INSERT INTO "{schema}".outbox(topic, key, value) '
             "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) RETURNING id)"
         )
-    if also is not None:
-        sql, also_args = also
-        ctes.append(f"a AS ({sql(len(args) + 1)})")
-        args += also_args
-    cols = ["ARRAY(SELECT id FROM o ORDER BY id)"] if messages else []
+        cols.append("ARRAY(SELECT id FROM o ORDER BY id) AS ids")
+    for n, stmt in enumerate(also):
+        ctes.append(f"a{n} AS ({stmt.sql(len(args) + 1)})")
+        args += stmt.args
+        if stmt.returns:
+            cols.append(f"ARRAY(SELECT * FROM a{n}) AS a{n}")
     for channel, payload in notes:
         args += [channel, payload]
         cols.append(f"pg_notify(${len(args) - 1}, ${len(args)})")
-    if not ctes and not cols:
-        return
+    if not ctes and len(cols) == 1 and not always:
+        return None
     # A data-modifying CTE runs to completion whether or not the query reads it.
-    query = ("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + (", ".join(cols) or "1")
-    ids: list[int] = await conn.fetchval(query, *args)
+    query = ("WITH " + ", ".join(ctes) + " " if ctes else "") + "SELECT " + ", ".join(cols)
+    row = await conn.fetchrow(query, *args)
+    assert row is not None
     if direct and messages:
         assert pending is not None
-        pending.ids.extend(ids)
+        pending.ids.extend(row["ids"])
         pending.messages.extend(messages)
+    return Inserted(row["now"], [list(row[f"a{n}"]) for n, stmt in enumerate(also) if stmt.returns])
 
 
 async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, env: Envelope) -> None:
@@ -150,9 +188,9 @@ async def enqueue_many(
     schema: str,
     rows: list[tuple[str, Envelope]],
     notices: Iterable[Notice] = (),
-    also: Also | None = None,
-) -> None:
-    await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows], notices, also)
+    also: Sequence[Also] = (),
+) -> Inserted | None:
+    return await insert_rows(conn, schema, [(topic, env.key, env.encode()) for topic, env in rows], notices, also)
 
 
 def _first_then_rest(

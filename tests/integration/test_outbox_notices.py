@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from offsync_shared import db, ops_hint, outbox, records_hint
-from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, insert_rows, publish_after_commit
+from offsync_shared.outbox import OUTBOX_DDL, Also, OutboxRelay, insert_rows, publish_after_commit
 from offsync_stack.testing import InfraEnv
 
 pytestmark = pytest.mark.integration
@@ -119,11 +119,35 @@ async def test_another_write_runs_in_the_same_statement_with_its_own_parameters(
     def other(first: int) -> str:
         return f"INSERT INTO s.other SELECT * FROM unnest(${first}::text[], ${first + 1}::int[])"
 
-    also = (other, [["x", "y"], [1, 2]])
+    also = [Also(other, [["x", "y"], [1, 2]])]
     async with pool.acquire() as conn, conn.transaction():
         await insert_rows(conn, "s", [("t", "k", b"v")], [ops_hint.notice({"b": 2})], also)
-        await insert_rows(conn, "s", [], [], (other, [["z"], [3]]))  # the other write alone
+        await insert_rows(conn, "s", [], [], [Also(other, [["z"], [3]])])  # the other write alone
     assert await heard.next() in {(ops_hint.CHANNEL, '{"b":2}'), ("s_outbox", "")}
     rows = await pool.fetch("SELECT k, v FROM s.other ORDER BY k")
     assert [(r["k"], r["v"]) for r in rows] == [("x", 1), ("y", 2), ("z", 3)]
     assert await pool.fetchval("SELECT count(*) FROM s.outbox") == 1
+
+
+async def test_a_write_returns_its_rows_and_the_transaction_time_comes_back(
+    stack: tuple[asyncpg.Pool, Heard],
+) -> None:
+    pool, _ = stack
+    await pool.execute("CREATE TABLE s.kept (k text PRIMARY KEY, v int)")
+    upsert = outbox.statement(
+        "INSERT INTO s.kept SELECT * FROM unnest($1::text[], $2::int[]) RETURNING k || '=' || v",
+        [["a", "b"], [1, 2]],
+        returns=True,
+    )
+    quiet = outbox.statement("UPDATE s.kept SET v = v + $1 WHERE k = $2", [10, "a"])
+    async with pool.acquire() as conn, conn.transaction():
+        began = await conn.fetchval("SELECT now()")
+        done = await insert_rows(conn, "s", [], [], [upsert, quiet])
+        assert done is not None and done.now == began
+        assert sorted(done.returned[0]) == ["a=1", "b=2"]
+        assert await insert_rows(conn, "s", [], []) is None  # nothing to do: no statement
+        idle = await insert_rows(conn, "s", [], [], always=True)
+        assert idle is not None and idle.now == began and idle.returned == []
+    # One statement, one snapshot: the update did not see the row inserted beside it. Writes
+    # joined this way must touch different tables.
+    assert await pool.fetchval("SELECT v FROM s.kept WHERE k = 'a'") == 1

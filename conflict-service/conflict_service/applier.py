@@ -152,14 +152,14 @@ class Applier:
             first.events + records,
             [(e.record.entity, e.record.id) for e in effects.events],
             [
-                record_store.upsert(effects.writes, returning=returning),
+                *record_store.write(effects.writes, returning=returning),
                 conflict_log.append(effects.conflicts),
                 sync_error_ledger.append(effects.sync_errors),
                 *first.writes,
             ],
         )
         if stored is not None and returning:
-            rows = [record_store.stored_row(r) for r in done.returned[0]]
+            rows = [record_store.stored_row(r) for part in done.returned for r in part]  # only the records return
             stored.update(((r["entity"], r["id"]), r) for r in rows)
         return done.now
 

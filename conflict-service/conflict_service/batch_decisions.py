@@ -90,10 +90,14 @@ class ItemResult:
 
 @dataclass(frozen=True, slots=True)
 class RecordWrite:
-    """A record's last state in the batch, to upsert into data.records."""
+    """A record's last state in the batch, to write into data.records."""
 
     record: StoredRecord
     modified_by: str
+    # No row at all when the transaction locked the records it touches (not even a tombstone):
+    # inserted, so a concurrent creator of the same id fails the insert instead of being
+    # overwritten at the same version.
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,7 @@ class _Batch:
             state = decision.result if row is not None else replace(decision.result, created_by=it.user_id)
             row = StoredRecord(ch.entity, ch.id, state, owner)
             self.rows[key] = row
-            self.dirty[key] = RecordWrite(row, it.user_id)
+            self.dirty[key] = RecordWrite(row, it.user_id, new=key not in self.facts.records)
             if chain_key is not None:
                 self.chain[chain_key] = (ch.base_version, state.version)
             source: dict[str, str | None] = (

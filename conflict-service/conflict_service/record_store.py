@@ -61,41 +61,49 @@ async def live_owners(conn: asyncpg.Connection, keys: Sequence[RecordKey]) -> di
     return {(r["entity"], r["id"]): Ownership(r["owner_id"], r["owner_type"], r["business_unit_id"]) for r in rows}
 
 
-def upsert(writes: Sequence[RecordWrite], *, returning: bool = False) -> outbox.Also | None:
-    """Each record's decided state in one statement, for the outbox's to run (outbox.insert_rows);
-    with ``returning``, it returns each row as stored (as JSON text: :func:`stored_row` reads
-    it). None when there is nothing to write."""
-    if not writes:
-        return None
+def write(writes: Sequence[RecordWrite], *, returning: bool = False) -> list[outbox.Also]:
+    """Each record's decided state, for the outbox's statement to run (outbox.insert_rows): one
+    ``UPDATE`` for the records the transaction holds locked, one ``INSERT`` for those that had no
+    row. A concurrent creator of a new id makes the insert fail (unique violation, after its
+    commit): the caller's transaction rolls back and nothing is overwritten at the same version.
+    With ``returning``, each row comes back as stored (JSON text: :func:`stored_row` reads it)."""
+    out = []
+    for new in (True, False):
+        part = [w for w in writes if w.new is new]
+        if part:
+            sql = (_INSERT if new else _UPDATE) + (_RETURNING if returning else "")
+            out.append(outbox.statement(sql, _columns(part), returns=returning))
+    return out
+
+
+_UNNEST = """unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[],
+                    $9::text[], $10::text[], $11::text[]) AS t(e, i, v, o, ot, bu, a, d, fv, cb, mb)"""
+_INSERT = f"""INSERT INTO {SCHEMA}.records AS r ({_COLUMNS}, modified_by)
+    SELECT e, i, v, o, ot, bu, a::jsonb, d, fv::jsonb, cb, mb FROM {_UNNEST}"""
+# created_by stays: it is the creator's, whoever writes later.
+_UPDATE = f"""UPDATE {SCHEMA}.records AS r SET version = t.v, attributes = t.a::jsonb, deleted = t.d,
+           field_versions = t.fv::jsonb, owner_id = t.o, owner_type = t.ot, business_unit_id = t.bu,
+           modified_at = now(), modified_by = t.mb
+      FROM {_UNNEST} WHERE r.entity = t.e AND r.id = t.i"""
+# JSON text, as a composite would need binary codecs for every column (jsonb's is text).
+_RETURNING = " RETURNING to_jsonb(r)::text"
+
+
+def _columns(writes: Sequence[RecordWrite]) -> list[list[Any]]:
     recs = [w.record for w in writes]
-    return outbox.statement(
-        f"""INSERT INTO {SCHEMA}.records AS r ({_COLUMNS}, modified_by)
-            SELECT e, i, v, o, ot, bu, a::jsonb, d, fv::jsonb, cb, mb
-              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                          $7::text[], $8::bool[], $9::text[], $10::text[], $11::text[])
-                   AS t(e, i, v, o, ot, bu, a, d, fv, cb, mb)
-            ON CONFLICT (entity, id) DO UPDATE SET version = EXCLUDED.version,
-               attributes = EXCLUDED.attributes, deleted = EXCLUDED.deleted,
-               field_versions = EXCLUDED.field_versions, owner_id = EXCLUDED.owner_id,
-               owner_type = EXCLUDED.owner_type, business_unit_id = EXCLUDED.business_unit_id,
-               modified_at = now(), modified_by = EXCLUDED.modified_by"""
-        # JSON text, as a composite would need binary codecs for every column (jsonb's is text).
-        + (" RETURNING to_jsonb(r)::text" if returning else ""),
-        [
-            [r.entity for r in recs],
-            [r.id for r in recs],
-            [r.state.version for r in recs],
-            [r.owner.owner_id for r in recs],
-            [r.owner.owner_type for r in recs],
-            [r.owner.business_unit_id for r in recs],
-            [orjson.dumps(dict(r.state.attributes)).decode() for r in recs],
-            [r.state.deleted for r in recs],
-            [orjson.dumps(dict(r.state.field_versions)).decode() for r in recs],
-            [r.state.created_by for r in recs],
-            [w.modified_by for w in writes],
-        ],
-        returns=returning,
-    )
+    return [
+        [r.entity for r in recs],
+        [r.id for r in recs],
+        [r.state.version for r in recs],
+        [r.owner.owner_id for r in recs],
+        [r.owner.owner_type for r in recs],
+        [r.owner.business_unit_id for r in recs],
+        [orjson.dumps(dict(r.state.attributes)).decode() for r in recs],
+        [r.state.deleted for r in recs],
+        [orjson.dumps(dict(r.state.field_versions)).decode() for r in recs],
+        [r.state.created_by for r in recs],
+        [w.modified_by for w in writes],
+    ]
 
 
 def stored_row(returned: object) -> dict[str, Any]:

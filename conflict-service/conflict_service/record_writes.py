@@ -23,12 +23,19 @@ from offsync_shared.events.device_batches import Change
 
 
 @contextlib.asynccontextmanager
-async def _text_checked() -> AsyncIterator[None]:
+async def _write_errors() -> AsyncIterator[None]:
+    """The database's refusals that are the request's fault or a race it lost, as their 4xx."""
     try:
         yield
     except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
         # PostgreSQL text cannot hold NUL: bad input, not a server error.
         raise ValidationFailed("text must not contain NUL characters", field="attributes") from None
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "records_pkey":
+            raise
+        # Another request created a record with the same id while this one was creating it
+        # (record_store.write): nothing was written; the other's record stands.
+        raise Conflict("a record with this id was created at the same time; read it before writing") from None
 
 
 def _raise_if_rejected(res: ItemResult, index: int | None = None) -> None:
@@ -38,7 +45,7 @@ def _raise_if_rejected(res: ItemResult, index: int | None = None) -> None:
 
 async def write_one(ctx: Ctx, item: ChangeItem) -> Mapping[str, Any]:
     """Apply one change as the caller; the record as stored afterwards."""
-    async with _text_checked(), ctx.write() as conn:
+    async with _write_errors(), ctx.write() as conn:
         stored: dict[tuple[str, str], Mapping[str, Any]] = {}
         [res] = (
             await Applier(ctx.topics).apply_items(
@@ -61,7 +68,7 @@ class BatchWritten:
 async def write_batch(ctx: Ctx, items: Sequence[ChangeItem]) -> BatchWritten:
     """Every change in one transaction, in order, or none: the first rejected change aborts
     the batch with its 4xx. One commit time (``modified_at``) for all of them."""
-    async with _text_checked(), ctx.write() as conn:
+    async with _write_errors(), ctx.write() as conn:
         done = await Applier(ctx.topics).apply_items(conn, items, known_actors={ctx.actor.user_id: ctx.actor})
         for i, res in enumerate(done.results):
             _raise_if_rejected(res, i)

@@ -55,6 +55,14 @@ class Org:
         return [orjson.loads(bytes(r["value"])) for r in rows]
 
 
+async def lock_waits(pool: asyncpg.Pool) -> int:
+    """Sessions of this database waiting for a lock (a race a test holds open)."""
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return n
+
+
 async def migrated_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     pool = await db.create_pool(dsn, **kw)
     await db.migrate(pool, "admin", "profile_service.migrations")

@@ -4,6 +4,7 @@ listing and re-apply."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -11,13 +12,13 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-from conflict_org import ADMIN, ALICE, BOB, CAROL, Org, batch, change, migrated_pool, read_topic, seed
+from conflict_org import ADMIN, ALICE, BOB, CAROL, Org, batch, change, lock_waits, migrated_pool, read_topic, seed
 
 from conflict_service.app import create_app
 from conflict_service.applier import BatchApplier, topics_for
 from conflict_service.settings import Settings
 from offsync_shared import auth
-from offsync_stack.testing import InfraEnv
+from offsync_stack.testing import InfraEnv, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,25 @@ async def test_crud_with_if_match_and_events(api: Api) -> None:
         (2, False, {"api": ALICE}),
         (3, True, {"api": ALICE}),
     ]
+
+
+async def test_a_create_that_loses_a_race_for_its_id_is_a_409_and_writes_nothing(api: Api) -> None:
+    async with api.org.pool.acquire() as other, other.transaction():
+        await other.execute(
+            """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes, created_by)
+               VALUES ('account', 'raced', 1, $1, 'user', 'sales', '{"name": "First"}', $1)""",
+            ALICE,
+        )
+        post = asyncio.create_task(
+            api.client.post(
+                "/v1/records/account", json={"id": "raced", "attributes": {"name": "Second"}}, headers=api.h(ALICE)
+            )
+        )
+        await eventually(lambda: lock_waits(api.org.pool), message="the create waiting for the other's row")
+    r = await post
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
+    r = await api.client.get("/v1/records/account/raced", headers=api.h(ALICE))
+    assert (r.json()["version"], r.json()["attributes"]) == (1, {"name": "First"})
 
 
 async def test_auth_and_no_leak(api: Api) -> None:

@@ -3,14 +3,16 @@ conflicts log, the sync error ledger, batch dedupe and the events written to the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 import pytest_asyncio
-from conflict_org import ALICE, BOB, CAROL, DAVE, Org, batch, change, migrated_pool, seed
+from conflict_org import ALICE, BOB, CAROL, DAVE, Org, batch, change, lock_waits, migrated_pool, seed
 
 from conflict_service.applier import BatchApplier, Topics
-from offsync_stack.testing import InfraEnv
+from offsync_stack.testing import InfraEnv, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +188,30 @@ async def test_batch_seen_before_is_answered_from_store(org: Org) -> None:
     [retry] = await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a2", name="B"))])
     [retry2] = await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a2", name="B"))])
     assert (retry.results[0].version, retry2.results[0].code, retry2.results[0].version) == (1, "duplicate", 1)
+
+
+async def test_a_create_racing_another_of_the_same_id_fails_instead_of_writing_over_it(org: Org) -> None:
+    """Neither transaction sees the other's new row when it locks the records it touches; the
+    second's insert waits for the first's commit and then fails, so the first's version 1 is
+    never overwritten by another version 1. Applied again (as the consumer does, alone), the
+    second create meets the first's record as a conflict (client wins: version 2)."""
+    ap = BatchApplier(org.pool, TOPICS)
+    second = batch(ALICE, "d2", change(0, "create", "account", "same", name="Second"))
+    async with org.pool.acquire() as conn:
+        async with conn.transaction():
+            await ap.apply_in(conn, [batch(ALICE, "d1", change(0, "create", "account", "same", name="First"))])
+            racing = asyncio.create_task(ap.apply([second]))
+            await eventually(lambda: lock_waits(org.pool), message="the second insert waiting for the first")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await racing
+    row = await org.record("account", "same")
+    assert row is not None and (row["version"], row["attributes"]) == (1, {"name": "First"})
+    [ans] = await ap.apply([second])
+    assert [(r.status, r.version) for r in ans.results] == [("conflict", 2)]
+    row = await org.record("account", "same")
+    assert row is not None and (row["version"], row["attributes"]) == (2, {"name": "Second"})
+    events = await org.outbox("records.v1")
+    assert [(e["payload"]["version"], e["payload"]["attributes"]) for e in events] == [
+        (1, {"name": "First"}),
+        (2, {"name": "Second"}),
+    ]

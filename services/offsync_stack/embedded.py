@@ -23,9 +23,13 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 
 # The embedded broker completes a consumer-group join in about half the session timeout; real
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
-# It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50; the
-# two fetches every record change rides on (publish's records, the gateway's notifications) wait
-# 5 ms: a record arriving just after a fetch started waits that long, straight into the p99.
+# It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50. A
+# record change no longer rides on publish-service's records fetch nor the gateway's
+# notifications fetch: the records hint and the ops hint (PostgreSQL NOTIFYs at the commits,
+# with the doorbell) carry it, and those fetches only catch what a lost hint missed. At 5 ms they
+# fetched ~160 times a second each while records flowed, a third of publish-service's CPU and
+# much of the broker's; at 50 ms fanout's p99 fell 493 -> 327 ms (docs/performance.md, "The
+# change path", round eight).
 # At rest those waits stretch to 500 ms (offsync_shared.fetch_wait), and the broker watch looks
 # every 2 s, not every second: together the idle stack's CPU went from ~30 % of a core to ~3 %
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
@@ -35,8 +39,8 @@ EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS": "10",
-    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "5",
-    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "5",
+    "OFFSYNC_PUBLISH_FETCH_WAIT_MS": "50",
+    "OFFSYNC_SYNC_NOTIFY_FETCH_WAIT_MS": "50",
     "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
     "OFFSYNC_KAFKA_DOORBELL": "true",
     "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",

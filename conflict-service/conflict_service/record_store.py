@@ -1,6 +1,6 @@
 """Stores and reads the records themselves (``data.records``): the touched records locked for a
-write, the owners of lookup targets, the set-wise upsert of decided writes, one record, a page
-of a query and the import's upsert."""
+write, the owners of lookup targets, the decided writes (set-wise, as statements for the outbox
+insert to run), one record, a page of a query and the import's upsert."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def _columns(writes: Sequence[RecordWrite]) -> list[list[Any]]:
 
 
 def stored_row(returned: object) -> dict[str, Any]:
-    """A row :func:`upsert` returned, with the same values a read of it gives (timestamps as
+    """A row :func:`write` returned, with the same values a read of it gives (timestamps as
     UTC datetimes)."""
     assert isinstance(returned, str)
     row: dict[str, Any] = orjson.loads(returned)

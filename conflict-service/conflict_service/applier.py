@@ -9,6 +9,7 @@ and both reach devices as RecordChanged events.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import BATCH_RESULTS, RECORDS
+
+log = logging.getLogger(__name__)
+
+# Each retry needs another creator of one of the poll's new ids to commit in between.
+CREATE_RACE_RETRIES = 3
 
 
 @dataclass
@@ -175,6 +181,19 @@ class BatchApplier:
         self.relay = relay  # answers and record events are sent right after the commit
 
     async def apply(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
+        """Apply the batches in one transaction. One that lost a race to create a record id
+        (record_store.write: the other creator committed first) rolled back whole and is run
+        again: its lock then sees the winner's row and the create is decided against it."""
+        for attempt in range(CREATE_RACE_RETRIES + 1):
+            try:
+                return await self._apply_once(batches)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "records_pkey" or attempt == CREATE_RACE_RETRIES:
+                    raise
+                log.info("a create lost a race for its record id; applying the batches again")
+        raise AssertionError("unreachable")
+
+    async def _apply_once(self, batches: Sequence[BatchUploaded]) -> list[BatchApplied]:
         # Answers go out before the poll's record events (one send each): the devices' acks
         # do not wait for the broker to take thousands of RecordChanged.
         async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay, (self.topics.batch_results,)):

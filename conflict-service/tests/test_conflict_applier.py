@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from conflict_org import ALICE, BOB, CAROL, DAVE, Org, batch, change, lock_waits, migrated_pool, seed
@@ -190,23 +189,20 @@ async def test_batch_seen_before_is_answered_from_store(org: Org) -> None:
     assert (retry.results[0].version, retry2.results[0].code, retry2.results[0].version) == (1, "duplicate", 1)
 
 
-async def test_a_create_racing_another_of_the_same_id_fails_instead_of_writing_over_it(org: Org) -> None:
+async def test_a_create_racing_another_of_the_same_id_is_decided_against_it_not_written_over_it(org: Org) -> None:
     """Neither transaction sees the other's new row when it locks the records it touches; the
-    second's insert waits for the first's commit and then fails, so the first's version 1 is
-    never overwritten by another version 1. Applied again (as the consumer does, alone), the
-    second create meets the first's record as a conflict (client wins: version 2)."""
+    second's insert waits for the first's commit and then fails (unique violation), so the
+    first's version 1 is never overwritten by another version 1. The applier runs the second
+    again: its create meets the first's record as a conflict (client wins: version 2)."""
     ap = BatchApplier(org.pool, TOPICS)
-    second = batch(ALICE, "d2", change(0, "create", "account", "same", name="Second"))
     async with org.pool.acquire() as conn:
         async with conn.transaction():
             await ap.apply_in(conn, [batch(ALICE, "d1", change(0, "create", "account", "same", name="First"))])
-            racing = asyncio.create_task(ap.apply([second]))
+            racing = asyncio.create_task(
+                ap.apply([batch(ALICE, "d2", change(0, "create", "account", "same", name="Second"))])
+            )
             await eventually(lambda: lock_waits(org.pool), message="the second insert waiting for the first")
-    with pytest.raises(asyncpg.UniqueViolationError):
-        await racing
-    row = await org.record("account", "same")
-    assert row is not None and (row["version"], row["attributes"]) == (1, {"name": "First"})
-    [ans] = await ap.apply([second])
+    [ans] = await racing
     assert [(r.status, r.version) for r in ans.results] == [("conflict", 2)]
     row = await org.record("account", "same")
     assert row is not None and (row["version"], row["attributes"]) == (2, {"name": "Second"})
@@ -215,3 +211,5 @@ async def test_a_create_racing_another_of_the_same_id_fails_instead_of_writing_o
         (1, {"name": "First"}),
         (2, {"name": "Second"}),
     ]
+    [conflict] = await org.pool.fetch("SELECT outcome, server_version FROM data.conflicts WHERE record_id = 'same'")
+    assert (conflict["outcome"], conflict["server_version"]) == ("client_wins", 1)

@@ -152,19 +152,18 @@ class Applier:
             )
             for e in effects.events
         ]
-        returning = stored is not None and bool(effects.writes)
         done = await write_outbox(
             conn,
             first.events + records,
             [(e.record.entity, e.record.id) for e in effects.events],
             [
-                *record_store.write(effects.writes, returning=returning),
+                *record_store.write(effects.writes, returning=stored is not None),
                 conflict_log.append(effects.conflicts),
                 sync_error_ledger.append(effects.sync_errors),
                 *first.writes,
             ],
         )
-        if stored is not None and returning:
+        if stored is not None:
             rows = [record_store.stored_row(r) for part in done.returned for r in part]  # only the records return
             stored.update(((r["entity"], r["id"]), r) for r in rows)
         return done.now

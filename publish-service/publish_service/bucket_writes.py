@@ -97,14 +97,12 @@ _OPS_UPSERT = """
 """
 
 
-def _buckets_update(first: int) -> str:
-    d, c, n = (f"${first + i}" for i in range(1, 4))
-    return f"""
-        UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
-               record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, d.maxop)
-        FROM unnest(${first}::text[], {d}::bigint[], {c}::bigint[], {n}::bigint[]) AS d(id, delta, dc, maxop)
-        WHERE b.id = d.id
-        """
+_BUCKETS_UPDATE = """
+    UPDATE sync.buckets b SET checksum = ((b.checksum + d.delta) % 4294967296 + 4294967296) % 4294967296,
+           record_count = b.record_count + d.dc, last_op_id = GREATEST(b.last_op_id, d.maxop)
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(id, delta, dc, maxop)
+    WHERE b.id = d.id
+    """
 
 
 class BucketMoves:
@@ -140,8 +138,8 @@ class BucketMoves:
         if not self.newest:
             return None
         ids = sorted(self.newest)
-        return outbox.Also(
-            _buckets_update,
+        return outbox.statement(
+            _BUCKETS_UPDATE,
             [ids, [self.delta[i] % MOD for i in ids], [self.count[i] for i in ids], [self.newest[i] for i in ids]],
         )
 
@@ -170,7 +168,7 @@ async def write_ops(
     ]
     if index:
         # Two tables, no reads between them: a data-modifying CTE runs to completion either way.
-        sql = f"WITH i AS ({_index_upsert(len(args) + 1)}) {_OPS_UPSERT}"
+        sql = f"WITH i AS ({outbox.renumbered(_INDEX_UPSERT, len(args) + 1)}) {_OPS_UPSERT}"
         args += _index_args(index)
     else:
         sql = _OPS_UPSERT
@@ -275,19 +273,17 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PA
         log.info("records mirrored", extra={"rows": copied, "seconds": round(time.perf_counter() - t0, 3)})
 
 
-def _index_upsert(first: int) -> str:
-    """The index upsert, its ten parameters numbered from ``first`` (see :func:`_index_args`)."""
-    p = [f"${first + i}" for i in range(10)]
-    return f"""
-        INSERT INTO sync.record_index({_INDEX_COLS})
-        SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::bigint[], {p[3]}::bool[], {p[4]}::text[],
-                             {p[5]}::text[], {p[6]}::text[], {p[7]}::jsonb[], {p[8]}::timestamptz[], {p[9]}::timestamptz[])
-        ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
-            owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
-            business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
-            created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
-        WHERE sync.record_index.version < EXCLUDED.version
-        """
+# The index upsert; its ten parameters are :func:`_index_args`.
+_INDEX_UPSERT = f"""
+    INSERT INTO sync.record_index({_INDEX_COLS})
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[],
+                         $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::timestamptz[])
+    ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
+        owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
+        business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
+        created_at = COALESCE(EXCLUDED.created_at, sync.record_index.created_at), modified_at = EXCLUDED.modified_at
+    WHERE sync.record_index.version < EXCLUDED.version
+    """
 
 
 def _index_args(recs: list[Record]) -> list[list[object]]:
@@ -307,7 +303,7 @@ def _index_args(recs: list[Record]) -> list[list[object]]:
 
 async def upsert_index(conn: asyncpg.Connection, recs: list[Record]) -> None:
     if recs:
-        await conn.execute(_index_upsert(1), *_index_args(recs))
+        await conn.execute(_INDEX_UPSERT, *_index_args(recs))
 
 
 class _Helpers:

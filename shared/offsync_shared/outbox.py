@@ -79,14 +79,16 @@ class Also:
 _PARAM = re.compile(r"\$(\d+)")
 
 
+def renumbered(sql: str, first: int) -> str:
+    """``sql``, written with its parameters numbered from ``$1``, numbered from ``first``: to
+    run it inside another statement, after that one's parameters."""
+    return _PARAM.sub(lambda m: f"${int(m.group(1)) + first - 1}", sql)
+
+
 def statement(sql: str, args: Sequence[object], *, returns: bool = False) -> Also:
     """An :class:`Also` from SQL whose parameters are numbered from ``$1`` (renumbered to follow
     the statement it joins)."""
-
-    def numbered(first: int) -> str:
-        return _PARAM.sub(lambda m: f"${int(m.group(1)) + first - 1}", sql)
-
-    return Also(numbered, args, returns)
+    return Also(lambda first: renumbered(sql, first), args, returns)
 
 
 @dataclass(frozen=True, slots=True)

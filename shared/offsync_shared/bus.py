@@ -23,7 +23,7 @@ import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -50,6 +50,12 @@ PROBE_POLL_MS = 100
 # buffer). The default 16 KB split a poll's ~5,000 outbox events of an upload storm into ~50
 # batches per partition, each waiting for the one before it to be drained into a request.
 MAX_BATCH_BYTES = 512 * 1024
+# How often a starting consumer asks again for topics its broker does not know yet.
+TOPICS_RETRY_S = 0.2
+
+
+class TopicsMissing(RuntimeError):
+    """A consumer's topics were still unknown to the broker at its start's deadline."""
 
 
 class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]  # aiokafka ships no types
@@ -324,6 +330,14 @@ class ConsumerConfig:
     # fetches, the consumer pauses its partitions at rest and wakes on the bell, or after this
     # many seconds without one (the safety net: a missed bell costs latency, never data).
     doorbell_safety_net_s: float = 5.0
+    # How long start() waits for topics the broker does not know yet. On a cluster, a topic just
+    # created through one broker reaches the others' metadata a moment later, and a group-less
+    # consumer asking one of those fails its start; a service started before whoever creates the
+    # topics waits for them the same way.
+    topics_wait_s: float = 30.0
+    # aiokafka's bound on one request, and on its start's own wait for unknown topics (its
+    # default; tests lower it to reach the retry above quickly).
+    request_timeout_ms: int = 40000
     # A group-less consumer (e.g. a gateway that wants every notification) starts at the end;
     # a partition it meets later (a topic re-created by a restarted broker) it reads from the start.
 
@@ -374,9 +388,10 @@ class ConsumerLoop:
         self._looking_since_ms = 0  # wall clock (aiokafka's fetch answer time) of a safety-net wake
         self._bell_heard = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
+        self.topic_waits = 0  # starts that found a topic unknown to the broker
 
-    async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             *self.config.topics,
             bootstrap_servers=self.config.bootstrap,
             group_id=self.config.group_id,
@@ -388,8 +403,38 @@ class ConsumerLoop:
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            request_timeout_ms=self.config.request_timeout_ms,
         )
-        await self.consumer.start()
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        """A started consumer, once the broker knows every topic, or :class:`TopicsMissing` at the
+        deadline. aiokafka's start waits for unknown topics itself (up to its request timeout),
+        but a group-less consumer then asks for metadata once more and fails if that answer lacks
+        one: on a cluster, a broker that has not yet heard of a topic just created elsewhere."""
+        deadline = time.monotonic() + self.config.topics_wait_s
+        while True:
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+                return consumer
+            except UnknownTopicOrPartitionError:
+                await consumer.stop()
+            self.topic_waits += 1
+            if time.monotonic() >= deadline:
+                raise TopicsMissing(
+                    f"consumer {self.name}: the broker at {self.config.bootstrap} still does not know "
+                    f"{', '.join(self.config.topics)} after {self.config.topics_wait_s:g} s; "
+                    "are the topics created (the services create them at start) and is the prefix right?"
+                )
+            if self.topic_waits == 1:
+                log.warning(
+                    "topics not known to the broker yet: waiting for them",
+                    extra={"consumer": self.name, "topics": self.config.topics},
+                )
+            await asyncio.sleep(TOPICS_RETRY_S)  # a retry interval while the cluster's metadata settles
+
+    async def start(self) -> None:
+        self.consumer = await self._started_consumer()
         if self.config.fetch_idle_wait_ms is not None and hasattr(self.consumer, "_fetcher"):
             self.fetch_wait = AdaptiveWait(
                 self.config.fetch_max_wait_ms, self.config.fetch_idle_wait_ms, started_at=time.monotonic()

@@ -1,7 +1,8 @@
 """A shared live read costs O(sessions), not O(sessions^2): its read-time access check
 (``_CLEARED``) probes each user once. Written as ``u.id = ANY(users)`` on the users table, the
 planner re-applied the whole array at every probe of a nested loop, and one read for the 1,000
-devices of the fanout workload took ~0.3 s of PostgreSQL time."""
+devices of the fanout workload took ~0.3 s of PostgreSQL time. And it looks for ops only in the
+buckets that moved past the position, not in every bucket of every enrolled session."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ async def test_the_live_reads_access_check_probes_each_user_once(
         """INSERT INTO admin.business_units(id, name) VALUES ('bu', 'BU');
            INSERT INTO admin.roles(id, name, read_offline_profile) VALUES ('r', 'R', true);
            INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-           SELECT 'b', 'account', 'a' || g, g, 'put', 1 FROM generate_series(1, 5) g"""
+           SELECT 'b', 'account', 'a' || g, g, 'put', 1 FROM generate_series(1, 5) g;
+           INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           VALUES ('b', '{}', 0, 5, 5)"""
     )
     await setup.execute(
         """WITH u AS (SELECT unnest($1::text[]) AS id)
@@ -56,3 +59,37 @@ async def test_the_live_reads_access_check_probes_each_user_once(
     ]
     # No node run once per user applies the whole users array.
     assert not looped, [(n["Node Type"], n.get("Index Cond"), n["Actual Loops"]) for n in looped]
+
+
+async def test_the_live_read_probes_only_the_buckets_that_moved_past_the_position(
+    store_db: tuple[asyncpg.Pool, asyncpg.Pool],
+) -> None:
+    setup, reads = store_db
+    still = [f"still-{i:03d}" for i in range(200)]
+    await setup.execute(
+        """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           SELECT b, 'account', b || '-old', 1 + ordinality, 'put', 1
+           FROM unnest($1::text[]) WITH ORDINALITY AS t(b);
+           INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           SELECT b, '{}', 0, 1, 1 + ordinality FROM unnest($1::text[]) WITH ORDINALITY AS t(b);
+           INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           VALUES ('moved', 'account', 'new', 1000, 'put', 1);
+           INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           VALUES ('moved', '{}', 0, 1, 1000)""".replace(
+            "$1::text[]", "ARRAY[" + ",".join(f"'{b}'" for b in still) + "]"
+        )
+    )
+    buckets = [*still, "moved"]
+    batch = await bucket_reads.PgBucketStore(reads).live_batch(buckets, [], 500, 100)
+    assert [r[:2] for r in batch.rows] == [(1000, "moved")]
+    assert len(batch.states) == len(buckets)  # every bucket's checkpoint state is still read
+    plan = await reads.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + bucket_reads._LIVE_BATCH, buckets, 500, 100, [])
+    (doc,) = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
+    probes = [
+        n
+        for n in _nodes(doc["Plan"])
+        if n.get("Relation Name") == "bucket_ops" or "bucket_ops" in n.get("Index Name", "")
+    ]
+    assert probes and max(n.get("Actual Loops", 1) for n in probes) == 1, [
+        (n["Node Type"], n.get("Actual Loops")) for n in probes
+    ]

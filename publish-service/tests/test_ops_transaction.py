@@ -12,7 +12,7 @@ import pytest
 
 from offsync_shared import db
 from offsync_stack.testing import InfraEnv
-from publish_service import bucket_writes
+from publish_service import bucket_writes, worker
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +78,25 @@ async def test_a_cancelled_block_leaves_no_transaction_and_no_lock(pool: asyncpg
     assert await _other_gets_the_lock(pool)
     async with pool.acquire() as conn:
         assert not conn.is_in_transaction()
+
+
+async def test_a_connection_that_died_inside_the_block_raises_an_error_the_worker_waits_out(
+    pool: asyncpg.Pool,
+) -> None:
+    """The ROLLBACK after a failure is best effort: on a connection the server ended (a restart,
+    an administrator's terminate) it cannot run. The error that ended the block reaches the
+    caller, and it must be one the worker retries (``worker.TRANSIENT``): asyncpg raises
+    ``InternalClientError`` for a statement on a session the server has just terminated. The
+    workers did not count it as the database being away: a poll failing with it went to the
+    one-event-at-a-time fallback, and an event failing the same way there went to the dead
+    letters. The lock went with the server's session."""
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+        with pytest.raises(Exception) as raised:
+            async with bucket_writes.ops_transaction(conn):
+                await conn.execute("INSERT INTO t VALUES (1)")
+                assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await conn.execute("INSERT INTO t VALUES (2)")
+    assert isinstance(raised.value, worker.TRANSIENT), repr(raised.value)
+    assert await pool.fetchval("SELECT count(*) FROM t") == 0
+    assert await _other_gets_the_lock(pool)

@@ -22,7 +22,9 @@ T = TypeVar("T")
 # The database (or the socket to it) is away: restarting, refusing, or out of connections. What
 # callers do about it differs (retry a batch, answer 503), so each adds its own cases to these.
 # A shutdown terminates the sessions it finds busy (class 57P01/57P02): a query running at that
-# moment fails with those, not with a connection error.
+# moment fails with those, not with a connection error. A statement sent on a session the server
+# has just terminated, before asyncpg noticed the socket close, fails with asyncpg's
+# InternalClientError ("cannot switch to state ...": test_ops_transaction.py).
 DATABASE_AWAY: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -31,6 +33,7 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.InternalClientError,
 )
 
 RETRY_FIRST_S = 0.2

@@ -88,11 +88,10 @@ class RequestMetrics:
 
 # What a database restart raises in a request: refused/broken sockets, connections the server
 # terminated (class 57: admin/crash shutdown, starting up), and asyncpg's own errors about a
-# connection that died under it.
+# connection that died under it (db.DATABASE_AWAY has them all but the timeout and class 57's rest).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     *db.DATABASE_AWAY,
     asyncio.TimeoutError,
-    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
 )
 

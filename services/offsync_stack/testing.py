@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +55,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --serial-tests=exclude: write the node ids of the selected tests left out as `serial` "
         "to PATH (empty when there are none), so make test runs its serial pass only when needed.",
     )
+
+
+def _ended(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"ended by signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run ended by SIGTERM (a CI job's time limit, ``timeout``, a closed terminal) unwinds as
+    Ctrl-C does, so the session's fixtures stop the embedded PostgreSQL and broker they started:
+    those run in sessions of their own and nothing else ends them. Without this, each such run
+    left both behind (services/tests/test_terminated_run_stops_its_servers.py)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _ended)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselected theirs: the serial list holds only what was asked for

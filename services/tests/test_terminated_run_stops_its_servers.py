@@ -1,0 +1,89 @@
+"""A test run ended by SIGTERM (a CI job's time limit, ``timeout``, a closed terminal) stops the
+embedded PostgreSQL and broker it started. They run in sessions of their own (a Ctrl-C in the
+terminal must not kill them under a test), so nothing else ends them: each such run left a
+PostgreSQL and a Tansu behind (five pairs here, from runs ended by ``timeout``). Under xdist the
+workers already ended theirs with the controller; that case is kept as a guard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import pytest
+
+T = TypeVar("T")
+
+_WAITING_TEST = """
+import pathlib
+import signal
+
+
+def test_waits_for_its_end(infra):
+    pathlib.Path({marker!r}).write_text(infra.pg_server_dsn + "\\n" + infra.kafka_bootstrap)
+    signal.pause()
+"""
+
+
+def _until(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+        time.sleep(0.05)  # polling a condition under a deadline
+
+
+def _servers_on(ports: list[str]) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [
+        line for line in out.splitlines() if ("postgres" in line or "tansu" in line) and any(p in line for p in ports)
+    ]
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["one-process", "xdist"])
+def test_a_run_ended_by_sigterm_stops_the_servers_it_started(tmp_path: Path, workers: list[str]) -> None:
+    marker = tmp_path / "servers"
+    test_file = tmp_path / "test_waiting.py"
+    test_file.write_text(_WAITING_TEST.format(marker=str(marker)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFSYNC_TEST_")}
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "offsync_stack.testing",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *workers,
+            str(test_file),
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def started() -> list[str] | None:
+            assert run.poll() is None, run.communicate()[0].decode()  # the run ended before its test waited
+            return marker.read_text().splitlines() if marker.exists() else None
+
+        dsn, bootstrap = _until(started, 120, "the run's servers started")
+        ports = [f"-p {urlparse(dsn).port} ", bootstrap.rsplit(":", 1)[1]]
+        assert len(_servers_on(ports)) == 2
+        run.send_signal(signal.SIGTERM)
+        output = run.communicate(timeout=60)[0].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert not _servers_on(ports), output

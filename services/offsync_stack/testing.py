@@ -13,6 +13,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -254,6 +255,19 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.02, messa
         if loop.time() > deadline:
             raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+def until(check, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+    """:func:`eventually` for a plain ``check()`` (outside an event loop: a page, a process):
+    its truthy value, or a failure after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
+        time.sleep(interval)  # between polls of a condition with a deadline
 
 
 async def profiles_materialized(stack: Stack, *user_ids: str, timeout: float = 40.0) -> None:

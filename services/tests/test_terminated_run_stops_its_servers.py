@@ -10,15 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlparse
 
 import pytest
 
-T = TypeVar("T")
+from offsync_stack.testing import until
 
 _WAITING_TEST = """
 import pathlib
@@ -29,16 +26,6 @@ def test_waits_for_its_end(infra):
     pathlib.Path({marker!r}).write_text(infra.pg_server_dsn + "\\n" + infra.kafka_bootstrap)
     signal.pause()
 """
-
-
-def _until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
-        time.sleep(0.05)  # polling a condition under a deadline
 
 
 def _servers_on(ports: list[str]) -> list[str]:
@@ -78,7 +65,7 @@ def test_a_run_ended_by_sigterm_stops_the_servers_it_started(tmp_path: Path, wor
             assert run.poll() is None, run.communicate()[0].decode()  # the run ended before its test waited
             return marker.read_text().splitlines() if marker.exists() else None
 
-        dsn, bootstrap = _until(started, 120, "the run's servers started")
+        dsn, bootstrap = until(started, timeout=120, message="the run's servers started")
         ports = [f"-p {urlparse(dsn).port} ", bootstrap.rsplit(":", 1)[1]]
         assert len(_servers_on(ports)) == 2
         run.send_signal(signal.SIGTERM)

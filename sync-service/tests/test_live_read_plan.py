@@ -69,15 +69,19 @@ async def test_the_live_read_probes_only_the_buckets_that_moved_past_the_positio
     await setup.execute(
         """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
            SELECT b, 'account', b || '-old', 1 + ordinality, 'put', 1
-           FROM unnest($1::text[]) WITH ORDINALITY AS t(b);
-           INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
-           SELECT b, '{}', 0, 1, 1 + ordinality FROM unnest($1::text[]) WITH ORDINALITY AS t(b);
-           INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+           FROM unnest($1::text[]) WITH ORDINALITY AS t(b)""",
+        still,
+    )
+    await setup.execute(
+        """INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           SELECT b, '{}', 0, 1, 1 + ordinality FROM unnest($1::text[]) WITH ORDINALITY AS t(b)""",
+        still,
+    )
+    await setup.execute(
+        """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
            VALUES ('moved', 'account', 'new', 1000, 'put', 1);
            INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
-           VALUES ('moved', '{}', 0, 1, 1000)""".replace(
-            "$1::text[]", "ARRAY[" + ",".join(f"'{b}'" for b in still) + "]"
-        )
+           VALUES ('moved', '{}', 0, 1, 1000)"""
     )
     buckets = [*still, "moved"]
     batch = await bucket_reads.PgBucketStore(reads).live_batch(buckets, [], 500, 100)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from offsync_device.client import Device, SyncRefused
 from offsync_device.local_store import LocalStore
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
+from offsync_stack import testing
 from offsync_stack.testing import TEST_ADMIN_PASSWORD, Stack, eventually
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
@@ -111,16 +112,8 @@ def held(dev: Device, entity: str) -> set[str]:
     return {rid for rid, _ in dev.store.list(entity)}
 
 
-def until(check: Any, timeout: float = 20.0, message: str = "condition") -> Any:
-    """Polls ``check()`` (which may reload a page) until it is truthy; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        time.sleep(0.3)  # between polls of a condition with a deadline, like offsync_stack.testing.eventually
+# Polls ``check()`` (which may reload a page) until it is truthy, less often than the default.
+until = functools.partial(testing.until, timeout=20.0, interval=0.3)
 
 
 def nav(page: Any, section: str) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,15 +137,6 @@ def running_stack(infra: Infra, label: str) -> Iterator[Stack]:
         yield s
     finally:
         s.group.stop_all()
-
-
-def until(check: Callable[[], bool], timeout: float = 10.0, message: str = "condition") -> None:
-    """Wait (with a deadline) until ``check()`` holds; for checks outside the page."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        time.sleep(0.05)  # polling a server-side condition; bounded by the deadline
 
 
 # ---------------------------------------------------------------- driving the app -------

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack
+from offsync_stack.testing import Stack, until
 from tests.browser import field_app_org as app
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -86,7 +86,7 @@ def test_offline_edits_survive_reload_and_reopen_and_reach_the_server(field_stac
                 for i, rid in enumerate(edited)
             )
 
-        app.until(server_has_them, timeout=10, message="the 3 edits on the server")
+        until(server_has_them, timeout=10, message="the 3 edits on the server")
         assert org.server_record(deleted) is None
         new = org.server_record(created[0])
         assert new is not None and new["attributes"] == {"name": "off-Created offline"}

@@ -59,15 +59,6 @@ async def while_away(
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-# The array types our statements bind (unnest of columns; a test holds every ``::T[]`` cast of
-# the services to this list). asyncpg knows text[] but looks up the others the first time a
-# connection's statement uses one: a recursive catalog query between two JIT switches, three
-# round trips and ~10 ms on a fresh backend, paid by whichever request or event first used that
-# connection. One statement naming them all, at connect, pays it there instead.
-WARM_TYPES = ("text[]", "bigint[]", "int[]", "bool[]", "jsonb[]", "timestamptz[]", "bytea[]")
-_WARM = "SELECT " + ", ".join(f"${i}::{t} IS NULL" for i, t in enumerate(WARM_TYPES, 1))
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -76,7 +67,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             decoder=orjson.loads,
             schema="pg_catalog",
         )
-    await conn.fetchrow(_WARM, *(None for _ in WARM_TYPES))
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

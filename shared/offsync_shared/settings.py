@@ -67,10 +67,7 @@ class CommonSettings(BaseSettings):
     # byte, and may fall silent mid-body for at most this long (docs/security.md, limits).
     http_header_timeout_s: float = 10.0
     http_body_idle_timeout_s: float = 30.0
-    # Connections each pool opens (and warms, offsync_shared.db) at start and keeps: with one,
-    # the first concurrent requests or events after a start paid a connection and its type
-    # lookups (~15 ms) on their path (docs/performance.md, round ten).
-    pg_pool_min: int = 4
+    pg_pool_min: int = 1
     pg_pool_max: int = 10
     # Each service's HTTP port (health, metrics, and its API if it has one).
     profile_port: int = 8100

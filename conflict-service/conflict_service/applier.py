@@ -4,7 +4,7 @@ memory, then performs the effects (records, conflicts log, sync error ledger, ou
 a few statements. It only reads and writes: every decision is batch_decisions'.
 
 Device batches and server API writes both come through here, so both bump versions the same way
-and both reach devices as RecordChanged events.
+and both reach devices as RecordsChanged events.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from conflict_service.validation import ADMIN_TARGETS, LookupRef
 from offsync_shared import outbox
 from offsync_shared.domain.org import Actor
 from offsync_shared.envelope import Envelope
+from offsync_shared.events import records as record_events
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded
-from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import BATCH_RESULTS, RECORDS
 
 log = logging.getLogger(__name__)
@@ -144,13 +144,9 @@ class Applier:
         conflicts log, sync error ledger, the caller's answers. Returns the transaction's now()."""
         now = time.time()  # the commit follows right after these writes
         occurred_at = datetime.fromtimestamp(now, UTC).isoformat()
-        topic, kind, version = self.topics.records, RecordChanged.TYPE, RecordChanged.VERSION
+        topic = self.topics.records
         records = [
-            (
-                topic,
-                Envelope(kind, f"{e.record.entity}:{e.record.id}", e.payload(now), version, occurred_at=occurred_at),
-            )
-            for e in effects.events
+            (topic, env) for env in record_events.envelopes((e.payload(now) for e in effects.events), occurred_at)
         ]
         done = await write_outbox(
             conn,

@@ -1,5 +1,5 @@
 """Bulk import: streams NDJSON records into ``data.records`` with one set-wise upsert per chunk
-(the chunk passed as arrays), writing the RecordChanged events into the outbox. All or nothing:
+(the chunk passed as arrays), writing the RecordsChanged events into the outbox. All or nothing:
 the first bad line aborts the import with its line number and field."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ from offsync_shared.domain.org import (
     ownership_for_create,
 )
 from offsync_shared.errors import BadRequest, Forbidden, PayloadTooLarge, ValidationFailed
-from offsync_shared.events.records import RecordChanged
+from offsync_shared.events import records as record_events
 from offsync_shared.protocol import MAX_ID_LEN
 from offsync_shared.protocol import has_nul as _has_nul
 
@@ -211,25 +212,28 @@ async def _flush(
     )
     now = time.time()
     source = {"api": actor.user_id}
-    events = []
+    payloads = []
     for r in rows:
-        # model_construct: every field is already typed here; validating each event again would be a large share of the import.
-        ev = RecordChanged.model_construct(
-            deleted=False,
-            entity=entity,
-            id=r["id"],
-            version=r["version"],
-            owner_id=r["owner_id"],
-            owner_type=r["owner_type"],
-            business_unit_id=r["business_unit_id"],
-            attributes=by_id[r["id"]].attributes,
-            committed_at=now,
-            source=source,
+        # The RecordChanged payload as model_dump(mode="json") gives it: every value is already typed here.
+        payloads.append(
+            {
+                "entity": entity,
+                "id": r["id"],
+                "version": r["version"],
+                "deleted": False,
+                "owner_id": r["owner_id"],
+                "owner_type": r["owner_type"],
+                "business_unit_id": r["business_unit_id"],
+                "attributes": by_id[r["id"]].attributes,
+                "committed_at": now,
+                "source": source,
+            }
         )
-        events.append((topic, ev.envelope(f"{entity}:{r['id']}")))
         if r["version"] == 1:
             summary.created += 1
         else:
             summary.updated += 1
+    occurred_at = datetime.fromtimestamp(now, UTC).isoformat()
+    events = [(topic, env) for env in record_events.envelopes(payloads, occurred_at)]
     await write_outbox(conn, events, [(entity, r["id"]) for r in rows])
     summary.imported += len(rows)

@@ -54,6 +54,10 @@ class Org:
         )
         return [orjson.loads(bytes(r["value"])) for r in rows]
 
+    async def record_changes(self) -> list[dict[str, Any]]:
+        """The record changes (RecordChanged payloads) of the records events in the outbox, in order."""
+        return record_changes(await self.outbox("records.v1"))
+
 
 async def lock_waits(pool: asyncpg.Pool) -> int:
     """Sessions of this database waiting for a lock (a race a test holds open)."""
@@ -161,3 +165,22 @@ async def read_topic(
     finally:
         await consumer.stop()
     return got
+
+
+def record_changes(envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The record changes (RecordChanged payloads) that records-topic envelopes carry, in order."""
+    out: list[dict[str, Any]] = []
+    for e in envelopes:
+        out.extend(e["payload"]["records"] if e["type"] == "records.changed" else [e["payload"]])
+    return out
+
+
+async def read_record_changes(
+    bootstrap: str, topic: str, count: int, timeout: float = 20.0, distinct: bool = False
+) -> list[dict[str, Any]]:
+    """At least ``count`` record changes from the records topic, flattened (``distinct``: each
+    envelope once, as :func:`read_topic`)."""
+    got = await read_topic(
+        bootstrap, topic, 1, timeout=timeout, distinct=distinct, until=lambda got: len(record_changes(got)) >= count
+    )
+    return record_changes(got)

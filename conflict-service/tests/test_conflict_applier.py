@@ -56,16 +56,18 @@ async def test_creates_updates_deletes_bump_versions_and_emit_events(org: Org) -
     )
     c1 = await org.record("contact", "c1")
     assert c1 is not None and c1["deleted"] and c1["version"] == 2  # a tombstone
-    events = await org.outbox("records.v1")
-    assert [(e["key"], e["payload"]["version"], e["payload"]["deleted"]) for e in events] == [
-        ("account:a1", 1, False),
-        ("account:a1", 2, False),
-        ("contact:c1", 1, False),
-        ("contact:c1", 2, True),
+    [event] = await org.outbox("records.v1")  # one transaction's records: one event
+    assert (event["type"], event["key"]) == ("records.changed", "account:a1")
+    changes = event["payload"]["records"]
+    assert [(c["entity"], c["id"], c["version"], c["deleted"]) for c in changes] == [
+        ("account", "a1", 1, False),
+        ("account", "a1", 2, False),
+        ("contact", "c1", 1, False),
+        ("contact", "c1", 2, True),
     ]
-    assert events[1]["payload"]["attributes"] == {"name": "Acme", "city": "Oslo"}
-    assert events[0]["payload"]["source"] == {"device_id": "d1", "batch_id": ans.batch_id}
-    assert events[0]["payload"]["committed_at"] > 0
+    assert changes[1]["attributes"] == {"name": "Acme", "city": "Oslo"}
+    assert changes[0]["source"] == {"device_id": "d1", "batch_id": ans.batch_id}
+    assert changes[0]["committed_at"] > 0
     [res] = await org.outbox("batch-results.v1")
     assert res["key"] == "d1" and res["payload"]["batch_id"] == ans.batch_id
 
@@ -182,7 +184,7 @@ async def test_batch_seen_before_is_answered_from_store(org: Org) -> None:
     assert first.results == again.results == also.results
     a1 = await org.record("account", "a1")
     assert a1 is not None and a1["version"] == 2
-    assert len(await org.outbox("records.v1")) == 2 and len(await org.outbox("batch-results.v1")) == 3
+    assert len(await org.record_changes()) == 2 and len(await org.outbox("batch-results.v1")) == 3
     # Same creates re-sent under a new batch id (device lost its batch id) are no-ops too.
     [retry] = await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a2", name="B"))])
     [retry2] = await ap.apply([batch(ALICE, "d1", change(0, "create", "account", "a2", name="B"))])
@@ -206,8 +208,8 @@ async def test_a_create_racing_another_of_the_same_id_is_decided_against_it_not_
     assert [(r.status, r.version) for r in ans.results] == [("conflict", 2)]
     row = await org.record("account", "same")
     assert row is not None and (row["version"], row["attributes"]) == (2, {"name": "Second"})
-    events = await org.outbox("records.v1")
-    assert [(e["payload"]["version"], e["payload"]["attributes"]) for e in events] == [
+    changes = await org.record_changes()
+    assert [(c["version"], c["attributes"]) for c in changes] == [
         (1, {"name": "First"}),
         (2, {"name": "Second"}),
     ]

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_topic, seed
+from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_record_changes, read_topic, seed
 
 from conflict_service.applier import topics_for
 from conflict_service.worker import BatchWorker
@@ -112,8 +112,8 @@ async def test_batches_through_the_topic_duplicate_and_poison(harness: Harness) 
     assert by_id[b3.batch_id][0][0]["status"] == "applied"
     a1 = await h.org.record("account", "a1")
     assert a1 is not None and (a1["version"], a1["attributes"]["city"]) == (4, "z")
-    events = await read_topic(h.env.kafka_bootstrap, h.topics.records, 4, distinct=True)  # at least once
-    assert sorted(e["payload"]["version"] for e in events) == [1, 2, 3, 4]
+    changes = await read_record_changes(h.env.kafka_bootstrap, h.topics.records, 4, distinct=True)  # at least once
+    assert sorted(c["version"] for c in changes) == [1, 2, 3, 4]
 
 
 async def test_redelivery_after_rebalance_applies_nothing_twice(harness: Harness) -> None:
@@ -164,8 +164,8 @@ async def test_redelivery_after_rebalance_applies_nothing_twice(harness: Harness
     assert {a["payload"]["batch_id"] for a in answers} == ids
     versions = await h.org.pool.fetch("SELECT id, version FROM data.records")
     assert {r["version"] for r in versions} == {2} and len(versions) == 12
-    events = await read_topic(h.env.kafka_bootstrap, h.topics.records, 24)
-    assert max(Counter((e["payload"]["id"], e["payload"]["version"]) for e in events).values()) == 1
+    changes = await read_record_changes(h.env.kafka_bootstrap, h.topics.records, 24)
+    assert max(Counter((c["id"], c["version"]) for c in changes).values()) == 1
 
 
 async def test_two_workers_share_the_load_and_one_dies_mid_way(harness: Harness) -> None:

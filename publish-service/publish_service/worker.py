@@ -26,7 +26,7 @@ from offsync_shared.events.admin import (
     TeamChanged,
     UserChanged,
 )
-from offsync_shared.events.records import RecordChanged
+from offsync_shared.events.records import RecordChanged, RecordsChanged, changes_of
 from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
 from publish_service import bucket_writes, membership
 from publish_service.records import RecordApplier, latency_ms
@@ -40,6 +40,10 @@ GROUP = "publish-service"
 # Org events that can change which buckets a user selects; all are handled by one reconcile.
 ORG_EVENTS = {UserChanged.TYPE, TeamChanged.TYPE, BusinessUnitChanged.TYPE, RoleChanged.TYPE, EntityChanged.TYPE}
 PROFILE_EVENTS = {ProfilePublished.TYPE, ProfileDeleted.TYPE}
+RECORD_EVENTS = {RecordsChanged.TYPE, RecordChanged.TYPE}  # the second from producers of earlier versions
+# Records applied in one transaction: a poll of RecordsChanged can carry 500 x 500 records, and
+# the ops lock is held for a transaction's length (state-based, so a retried poll redoes nothing).
+RECORDS_PER_TRANSACTION = 2000
 # Failures that say nothing about the event: retried with backoff instead of dead-lettering.
 TRANSIENT: tuple[type[BaseException], ...] = (
     *db.DATABASE_AWAY,
@@ -101,7 +105,7 @@ class PublishWorker:
             name="publish-service",
             bell=bell,
             # Every type in one set: a poll's record changes and org events share a transaction.
-            set_handlers={t: self.apply for t in (RecordChanged.TYPE, *ORG_EVENTS, *PROFILE_EVENTS)},
+            set_handlers={t: self.apply for t in (*RECORD_EVENTS, *ORG_EVENTS, *PROFILE_EVENTS)},
             retry=wait_out_database,
             ignore=RETIRED_TYPES,
         )
@@ -178,7 +182,7 @@ class PublishWorker:
         return kept
 
     async def apply(self, batch: Sequence[tuple[Event, Envelope]]) -> None:
-        records = [e for e, _ in batch if isinstance(e, RecordChanged)]
+        records = changes_of(e for e, _ in batch)
         if records:
             await self._after_hints_in_flight(records)
         if self._hint_versions:
@@ -191,8 +195,9 @@ class PublishWorker:
         if published:
             await bucket_writes.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
-        async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
-            if admin:
+        rest = records
+        if admin:
+            async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
                 async with conn.transaction():
                     for e, _ in admin:
                         if isinstance(e, (ProfilePublished, ProfileDeleted)):
@@ -200,10 +205,12 @@ class PublishWorker:
                     with metrics.LATENCY.labels("publish_reconcile").time():
                         await membership.reconcile(conn, self.notify_topic, self.pool, hint=self.hint)
                     if records:
-                        await self.applier.apply(conn, records)
-            else:
+                        await self.applier.apply(conn, records[:RECORDS_PER_TRANSACTION])
+            rest = records[RECORDS_PER_TRANSACTION:]
+        for i in range(0, len(rest), RECORDS_PER_TRANSACTION):
+            async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):
                 async with bucket_writes.ops_transaction(conn):
-                    await self.applier.apply(conn, records, locked=True)
+                    await self.applier.apply(conn, rest[i : i + RECORDS_PER_TRANSACTION], locked=True)
         self._observe(records, started)
 
     def _observe(self, records: list[RecordChanged], started: float) -> None:

@@ -18,7 +18,7 @@ from offsync_shared.checksum import op_hash
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.events import Event
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished, TeamChanged, UserChanged
-from offsync_shared.events.records import RecordChanged
+from offsync_shared.events.records import RecordChanged, RecordsChanged
 from offsync_shared.topics import ADMIN, RECORDS
 from offsync_stack.testing import InfraEnv, eventually
 from publish_service import membership
@@ -59,7 +59,9 @@ class Harness:
         bu: str | None = None,
         attrs: dict[str, Any] | None = None,
         deleted: bool = False,
+        send: bool = True,
     ) -> RecordChanged:
+        """Write the record as conflict-service would and, with ``send``, its RecordChanged."""
         async with self.pool.acquire() as c:
             row = await c.fetchrow(
                 """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted)
@@ -86,8 +88,16 @@ class Harness:
             attributes=attrs or {},
             committed_at=time.time(),
         )
-        await self.send(RECORDS.full(self.env.topic_prefix), f"{entity}:{rid}", ev)
+        if send:
+            await self.send(RECORDS.full(self.env.topic_prefix), f"{entity}:{rid}", ev)
         return ev
+
+    async def send_changes(self, changes: list[RecordChanged]) -> None:
+        """One RecordsChanged carrying ``changes``, as a transaction of conflict-service sends it."""
+        first = changes[0]
+        await self.send(
+            RECORDS.full(self.env.topic_prefix), f"{first.entity}:{first.id}", RecordsChanged(records=changes)
+        )
 
     async def publish(self, profile_id: str, version: int, items: list[dict[str, Any]], user_ids: list[str]) -> None:
         snap = [ProfileItemSnapshot(**i) for i in items]

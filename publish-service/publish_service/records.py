@@ -26,15 +26,15 @@ from publish_service.rules.buckets import BucketDef, depth_of, param_rows, sql_f
 from publish_service.rules.conditions import sql_literal
 from publish_service.rules.model import Record
 
-_REC_COLS = (
-    "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
-)
-_KEYS = "(entity, {id}) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+# Probed in key order (the caller sorts): neighbouring keys share index pages, where an IN (...)
+# list is hashed and probed in hash order.
+_KEYS = "unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(e, i, n) JOIN {table} t ON t.entity = k.e AND t.{id} = k.i"
+_T_COLS = "t.entity, t.{id} AS id, t.version, t.owner_id, t.owner_type, t.business_unit_id, t.attributes, t.deleted, t.created_at, t.modified_at"
 # The touched records as data.records has them and as the index has them, and the registry's
 # generation (in ``version``), in one round trip: read under the ops lock, like the index.
 _READ_STATES = (
-    f"SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM data.records WHERE {_KEYS.format(id='id')} "
-    f"UNION ALL SELECT 'index', {_REC_COLS.format(id='record_id')} FROM sync.record_index WHERE {_KEYS.format(id='record_id')} "
+    f"(SELECT 'data' AS src, {_T_COLS.format(id='id')} FROM {_KEYS.format(table='data.records', id='id')} ORDER BY k.n) "
+    f"UNION ALL (SELECT 'index', {_T_COLS.format(id='record_id')} FROM {_KEYS.format(table='sync.record_index', id='record_id')} ORDER BY k.n) "
     "UNION ALL SELECT 'generation', '', '', generation, NULL, NULL, NULL, NULL, false, NULL, NULL FROM sync.registry_generation"
 )
 
@@ -106,7 +106,8 @@ class RecordApplier:
     ) -> BatchResult:
         if not locked:
             await bucket_writes.lock_ops(conn)
-        ents, ids = [k[0] for k in known], [k[1] for k in known]
+        keys = sorted(known)
+        ents, ids = [k[0] for k in keys], [k[1] for k in keys]
         indexed: dict[tuple[str, str], Record] = {}
         rows = await conn.fetch(_READ_STATES, ents, ids)
         reg = await self._registry(conn, next(r["version"] for r in rows if r["src"] == "generation"))

@@ -44,6 +44,7 @@ RECORD_EVENTS = {RecordsChanged.TYPE, RecordChanged.TYPE}  # the second from pro
 # Records applied in one transaction: a poll of RecordsChanged can carry 500 x 500 records, and
 # the ops lock is held for a transaction's length (state-based, so a retried poll redoes nothing).
 RECORDS_PER_TRANSACTION = 2000
+_COMMIT_TO_OP = metrics.LATENCY.labels("record_commit_to_op")
 # Failures that say nothing about the event: retried with backoff instead of dead-lettering.
 TRANSIENT: tuple[type[BaseException], ...] = (
     *db.DATABASE_AWAY,
@@ -215,6 +216,7 @@ class PublishWorker:
 
     def _observe(self, records: list[RecordChanged], started: float) -> None:
         self.batch_ms.append((time.perf_counter() - started) * 1000)
+        stage = _COMMIT_TO_OP  # the labelled child looked up once: labels() costs as much as observe()
         for ms in latency_ms(records):
-            metrics.LATENCY.labels("record_commit_to_op").observe(ms / 1000)
+            stage.observe(ms / 1000)
             self.latencies_ms.append(ms)

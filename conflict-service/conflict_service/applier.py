@@ -110,7 +110,7 @@ class Applier:
             actors: Mapping[str, Actor] = known_actors
         else:
             actors = await directory.actors(conn, user_ids)
-        records = await record_store.lock(conn, sorted({(it.change.entity, it.change.id) for it in items}))
+        records = await record_store.lock(conn, {(it.change.entity, it.change.id) for it in items})
         checked = check_items(items, metas, records.keys())
         refs = [r for c in checked for r in c.refs]
         missing = {r.target for r in refs if r.target not in metas and r.target not in ADMIN_TARGETS}

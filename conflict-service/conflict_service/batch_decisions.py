@@ -24,6 +24,7 @@ from offsync_shared.domain.org import (
 from offsync_shared.errors import Conflict, Forbidden, NotFound, OffsyncError, PreconditionFailed, ValidationFailed
 from offsync_shared.events.batch_results import ChangeResult
 from offsync_shared.events.device_batches import Change
+from offsync_shared.events.records import change_payload
 
 RecordKey = tuple[str, str]  # (entity, id)
 
@@ -108,22 +109,20 @@ class RecordEvent:
     source: Mapping[str, str | None]
 
     def payload(self, committed_at: float) -> dict[str, Any]:
-        """The RecordChanged payload, as ``RecordChanged(...).model_dump(mode="json")`` would give
-        it, built directly: every value is already of its field's JSON type (attributes are JSON
-        values in their stored form), and an upload storm writes one per change."""
+        """The RecordChanged payload (attributes are JSON values in their stored form)."""
         r = self.record
-        return {
-            "entity": r.entity,
-            "id": r.id,
-            "version": r.state.version,
-            "deleted": r.state.deleted,
-            "owner_id": r.owner.owner_id,
-            "owner_type": r.owner.owner_type,
-            "business_unit_id": r.owner.business_unit_id,
-            "attributes": dict(r.state.attributes),
-            "committed_at": committed_at,
-            "source": dict(self.source),
-        }
+        return change_payload(
+            r.entity,
+            r.id,
+            r.state.version,
+            r.state.deleted,
+            r.owner.owner_id,
+            r.owner.owner_type,
+            r.owner.business_unit_id,
+            dict(r.state.attributes),
+            committed_at,
+            dict(self.source),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,7 +195,7 @@ async def _flush(
                     raise ValidationFailed(
                         f"record {ln.id}: {ref.field}: no {ref.target} with id {ref.id}", field=ref.field
                     )
-    existing = await record_store.lock(conn, [(entity, rid) for rid in sorted(by_id)])
+    existing = await record_store.lock(conn, [(entity, rid) for rid in by_id])
     lines = list(by_id.values())
     owners = await _owners(conn, actor, meta, lines)
     checked: set[Ownership] = set()
@@ -214,20 +214,19 @@ async def _flush(
     source = {"api": actor.user_id}
     payloads = []
     for r in rows:
-        # The RecordChanged payload as model_dump(mode="json") gives it: every value is already typed here.
         payloads.append(
-            {
-                "entity": entity,
-                "id": r["id"],
-                "version": r["version"],
-                "deleted": False,
-                "owner_id": r["owner_id"],
-                "owner_type": r["owner_type"],
-                "business_unit_id": r["business_unit_id"],
-                "attributes": by_id[r["id"]].attributes,
-                "committed_at": now,
-                "source": source,
-            }
+            record_events.change_payload(
+                entity,
+                r["id"],
+                r["version"],
+                False,
+                r["owner_id"],
+                r["owner_type"],
+                r["business_unit_id"],
+                by_id[r["id"]].attributes,
+                now,
+                source,
+            )
         )
         if r["version"] == 1:
             summary.created += 1

@@ -28,13 +28,15 @@ from publish_service.rules.model import Record
 
 # Probed in key order (the caller sorts): neighbouring keys share index pages, where an IN (...)
 # list is hashed and probed in hash order.
-_KEYS = "unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(e, i, n) JOIN {table} t ON t.entity = k.e AND t.{id} = k.i"
-_T_COLS = "t.entity, t.{id} AS id, t.version, t.owner_id, t.owner_type, t.business_unit_id, t.attributes, t.deleted, t.created_at, t.modified_at"
+_KEYS = "unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(e, i, n) JOIN {table} ON entity = k.e AND {id} = k.i"
+_REC_COLS = (
+    "entity, {id} AS id, version, owner_id, owner_type, business_unit_id, attributes, deleted, created_at, modified_at"
+)
 # The touched records as data.records has them and as the index has them, and the registry's
 # generation (in ``version``), in one round trip: read under the ops lock, like the index.
 _READ_STATES = (
-    f"(SELECT 'data' AS src, {_T_COLS.format(id='id')} FROM {_KEYS.format(table='data.records', id='id')} ORDER BY k.n) "
-    f"UNION ALL (SELECT 'index', {_T_COLS.format(id='record_id')} FROM {_KEYS.format(table='sync.record_index', id='record_id')} ORDER BY k.n) "
+    f"(SELECT 'data' AS src, {_REC_COLS.format(id='id')} FROM {_KEYS.format(table='data.records', id='id')} ORDER BY k.n) "
+    f"UNION ALL (SELECT 'index', {_REC_COLS.format(id='record_id')} FROM {_KEYS.format(table='sync.record_index', id='record_id')} ORDER BY k.n) "
     "UNION ALL SELECT 'generation', '', '', generation, NULL, NULL, NULL, NULL, false, NULL, NULL FROM sync.registry_generation"
 )
 

@@ -44,6 +44,35 @@ class RecordsChanged(Event):
     records: list[RecordChanged] = Field(description="Records written by one transaction, each as RecordChanged.")
 
 
+def change_payload(
+    entity: str,
+    record_id: str,
+    version: int,
+    deleted: bool,
+    owner_id: str | None,
+    owner_type: str | None,
+    business_unit_id: str | None,
+    attributes: dict[str, Any],
+    committed_at: float,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """A RecordChanged payload as ``RecordChanged(...).model_dump(mode="json")`` gives it (keys in
+    its order), built without the model: an upload poll or an import builds one per record, and
+    every value is already of its field's JSON type there."""
+    return {
+        "entity": entity,
+        "id": record_id,
+        "version": version,
+        "deleted": deleted,
+        "owner_id": owner_id,
+        "owner_type": owner_type,
+        "business_unit_id": business_unit_id,
+        "attributes": attributes,
+        "committed_at": committed_at,
+        "source": source,
+    }
+
+
 def changes_of(events: Iterable[Event]) -> list[RecordChanged]:
     """Every record change the events carry, in order (either event type)."""
     out: list[RecordChanged] = []
@@ -67,27 +96,20 @@ def envelopes(
     record JSON in each (a record larger than that alone). Each record is encoded once, here;
     the envelope embeds those bytes."""
     chunk: list[orjson.Fragment] = []
-    first: dict[str, Any] | None = None
+    key = ""  # the chunk's first record's
     size = 0
     for p in payloads:
         raw = orjson.dumps(p)
         if chunk and (len(chunk) >= max_records or size + len(raw) > max_bytes):
-            yield _envelope(first, chunk, occurred_at)
+            yield _envelope(key, chunk, occurred_at)
             chunk, size = [], 0
         if not chunk:
-            first = p
+            key = f"{p['entity']}:{p['id']}"
         chunk.append(orjson.Fragment(raw))
         size += len(raw) + 1
     if chunk:
-        yield _envelope(first, chunk, occurred_at)
+        yield _envelope(key, chunk, occurred_at)
 
 
-def _envelope(first: dict[str, Any] | None, chunk: list[orjson.Fragment], occurred_at: str) -> Envelope:
-    assert first is not None
-    return Envelope(
-        RecordsChanged.TYPE,
-        f"{first['entity']}:{first['id']}",
-        {"records": chunk},
-        RecordsChanged.VERSION,
-        occurred_at=occurred_at,
-    )
+def _envelope(key: str, chunk: list[orjson.Fragment], occurred_at: str) -> Envelope:
+    return Envelope(RecordsChanged.TYPE, key, {"records": chunk}, RecordsChanged.VERSION, occurred_at=occurred_at)

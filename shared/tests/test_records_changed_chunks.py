@@ -80,6 +80,13 @@ def test_every_record_once_in_order_within_bounds(sizes: list[int], max_records:
         assert len(e.records) == 1 or body <= max_bytes
 
 
+@pytest.mark.parametrize(("slack", "events"), [(0, 1), (-1, 2)], ids=["fits-exactly", "one-byte-over"])
+def test_the_byte_bound_counts_each_records_comma(slack: int, events: int) -> None:
+    ps = [payload(0), payload(1)]
+    exact = sum(len(orjson.dumps(p)) + 1 for p in ps)
+    assert len(list(envelopes(ps, AT, max_bytes=exact + slack))) == events
+
+
 def test_changes_of_takes_both_event_types_in_order() -> None:
     single = RecordChanged.model_validate(payload(9))
     many = RecordsChanged(records=[RecordChanged.model_validate(payload(i)) for i in range(2)])

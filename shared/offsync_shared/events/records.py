@@ -100,7 +100,7 @@ def envelopes(
     size = 0
     for p in payloads:
         raw = orjson.dumps(p)
-        if chunk and (len(chunk) >= max_records or size + len(raw) > max_bytes):
+        if chunk and (len(chunk) >= max_records or size + len(raw) + 1 > max_bytes):  # +1: its comma
             yield _envelope(key, chunk, occurred_at)
             chunk, size = [], 0
         if not chunk:

@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from offsync_shared.events import Event, register
 from offsync_stack.embedded import free_port
@@ -36,6 +37,14 @@ class Probe(Event):
     TYPE = "test.probe"
     flag: bool = True
 
+
+# Property tests: a developer's run draws new examples each time (and prints how to replay a failure);
+# CI (.ci/run sets OFFSYNC_HYPOTHESIS_PROFILE=ci) runs the same examples every time, so its verdict
+# never depends on the draw. Neither times examples: on a shared, noisy machine a deadline fails at
+# random, and speed targets live in the benchmarks.
+hypothesis_settings.register_profile("explore", deadline=None, print_blob=True)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("OFFSYNC_HYPOTHESIS_PROFILE", "explore"))
 
 # The bootstrap admin's password on every test stack (username ``admin``); see offsync_stack.accounts.
 TEST_ADMIN_PASSWORD = "offsync-test-admin-password"

@@ -80,7 +80,7 @@ class SyncReport:
     ops: int = 0
     checkpoints: int = 0
     cursor: int = 0
-    batches: int = 0
+    batches: int = 0  # batches answered (a second copy of an answer is not counted)
     problems: list[p.ChangeResult] = field(default_factory=list)
     errors: list[p.Error] = field(default_factory=list)
     refetched: list[str] = field(default_factory=list)
@@ -486,8 +486,9 @@ class Device:
         if isinstance(frame, p.Checkpoint):
             return self._checkpointed(ws, frame, self.store.checkpoint(frame.cursor, frame.checksums))
         if isinstance(frame, p.Result):
-            r.problems.extend(self.store.apply_result(frame))
-            r.batches += 1
+            if self.store.awaits_answer(frame.batch_id):  # a second copy of an answer is not counted
+                r.problems.extend(self.store.apply_result(frame))
+                r.batches += 1
             if frame.batch_id == self.inflight:
                 self.inflight = None
             self._kick.set()

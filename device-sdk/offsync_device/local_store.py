@@ -634,6 +634,11 @@ class LocalStore:
     def has_pending(self) -> bool:
         return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
 
+    def awaits_answer(self, batch_id: str) -> bool:
+        """Whether a batch of this id was sent and is not answered yet (an answer can arrive twice:
+        the gateway's copy from the topic and the stored one for the resent batch)."""
+        return self.db.execute("SELECT 1 FROM outbox WHERE batch_id = ? LIMIT 1", (batch_id,)).fetchone() is not None
+
     def next_batch(self, max_changes: int) -> p.Upload | None:
         """The batch to send: the one already in flight (resent with the same id, so the server
         applies it once), else the oldest unsent changes under a new batch id."""

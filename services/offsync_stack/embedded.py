@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -47,8 +48,32 @@ EMBEDDED_BROKER_ENV = {
 }
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_FIRST_PORT = 10000  # below: well-known and registered services
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on for a server about to start, picked below the kernel's ephemeral
+    range: a port taken from that range (bind to port 0) can become any outgoing connection's
+    local port before the server binds it (a parallel test run lost a sync-service start so)."""
+    lo, _ = _ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200 if lo - _FIRST_PORT >= 1000 else 0):
+        port = rng.randrange(_FIRST_PORT, lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the range: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

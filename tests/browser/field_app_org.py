@@ -189,18 +189,24 @@ def wait_listed(page: Any, rid: str, text: str, timeout_ms: float = 10_000) -> f
     return time.monotonic()
 
 
-def edit_name(page: Any, rid: str, name: str) -> None:
+def edit_name(page: Any, rid: str, name: str) -> float:
+    """Returns when the change was saved (time.monotonic() at the click on Save)."""
     page.click(f"#records li.record[data-id='{rid}']")
     page.fill("#fields input[name='name']", name)
+    saved = time.monotonic()
     page.click("#save")
     page.wait_for_selector("#editor", state="hidden")
+    return saved
 
 
-def create_account(page: Any, name: str) -> None:
+def create_account(page: Any, name: str) -> float:
+    """Returns when the change was saved (time.monotonic() at the click on Save)."""
     page.click("#new-record")
     page.fill("#fields input[name='name']", name)
+    saved = time.monotonic()
     page.click("#save")
     page.wait_for_selector("#editor", state="hidden")
+    return saved
 
 
 def delete_record(page: Any, rid: str) -> None:

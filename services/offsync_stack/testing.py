@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -239,9 +238,9 @@ def start_stack(
 
 
 @pytest_asyncio.fixture(scope="module")
-async def stack(infra: Infra) -> AsyncIterator[Stack]:
+async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     env = await make_env(infra, "e2e")
-    log_dir = Path(tempfile.mkdtemp(prefix="offsync-e2e-logs-"))
+    log_dir = tmp_path_factory.mktemp("e2e-logs")
     s = await asyncio.to_thread(start_stack, env, log_dir)
     try:
         yield s

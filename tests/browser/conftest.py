@@ -5,10 +5,8 @@ down while the browser lives. Same stack: the four services as processes, fresh 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +15,10 @@ from offsync_stack.testing import Stack, make_env, start_stack
 
 
 @pytest.fixture(scope="module")
-def stack(infra: Infra) -> Iterator[Stack]:
+def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ThreadPoolExecutor(1) as pool:
         env = pool.submit(asyncio.run, make_env(infra, "console")).result()
-    s = start_stack(env, Path(tempfile.mkdtemp(prefix="offsync-console-logs-")))
+    s = start_stack(env, tmp_path_factory.mktemp("console-logs"))
     try:
         yield s
     finally:

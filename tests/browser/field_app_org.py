@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -126,13 +125,13 @@ def make_org(stack: Stack, prefix: str, accounts: int = 6) -> FieldOrg:
 
 
 @contextlib.contextmanager
-def running_stack(infra: Infra, label: str) -> Iterator[Stack]:
+def running_stack(infra: Infra, label: str, logs: Path) -> Iterator[Stack]:
     """The four services on a fresh database, started without an event loop: Playwright's sync
     API holds the main thread's loop while the browser lives, so the async ``stack`` fixture
     cannot run beside it."""
     with ThreadPoolExecutor(1) as pool:
         env = pool.submit(asyncio.run, make_env(infra, label)).result()
-    s = start_stack(env, Path(tempfile.mkdtemp(prefix=f"offsync-{label}-logs-")))
+    s = start_stack(env, logs)
     try:
         yield s
     finally:

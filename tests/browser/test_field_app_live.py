@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def field_stack(infra: Infra) -> Iterator[Stack]:
-    with app.running_stack(infra, "fieldlive") as s:
+def field_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with app.running_stack(infra, "fieldlive", tmp_path_factory.mktemp("fieldlive-logs")) as s:
         yield s
 
 

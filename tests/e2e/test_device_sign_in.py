@@ -10,7 +10,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,9 +55,9 @@ def _ok(resp: httpx.Response) -> Any:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def org(infra: Infra) -> AsyncIterator[Org]:
+async def org(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Org]:
     env = await make_env(infra, "signin")
-    log_dir = Path(tempfile.mkdtemp(prefix="offsync-signin-logs-"))
+    log_dir = tmp_path_factory.mktemp("signin-logs")
     stack = await asyncio.to_thread(start_stack, env, log_dir, None, {"OFFSYNC_ACCESS_TOKEN_TTL_S": str(ACCESS_TTL_S)})
     try:
         async with (

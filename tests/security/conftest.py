@@ -4,13 +4,13 @@ with two field workers, ann and bob, who each may sync a small published profile
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, DEVICE_AUDIENCE, issue_token
@@ -65,9 +65,9 @@ def _start(env: InfraEnv, log_dir: Path) -> Stack:
 
 
 @pytest_asyncio.fixture(scope="package")
-async def findings(infra: Infra) -> AsyncIterator[Findings]:
+async def findings(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Findings]:
     env = await make_env(infra, "sec")
-    stack = await asyncio.to_thread(_start, env, Path(tempfile.mkdtemp(prefix="offsync-sec-logs-")))
+    stack = await asyncio.to_thread(_start, env, tmp_path_factory.mktemp("sec-logs"))
     try:
         async with (
             httpx.AsyncClient(base_url=stack.admin_url, headers=ADMIN_HEADERS, timeout=15) as admin,

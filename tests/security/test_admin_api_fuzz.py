@@ -6,9 +6,7 @@ is the standard error body. The records API has the same run in test_records_api
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -30,9 +28,9 @@ H = {"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER
 
 
 @pytest.fixture(scope="module")
-def admin_stack(infra: Infra) -> Iterator[Stack]:
+def admin_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = asyncio.run(make_env(infra, "afuzz"))
-    s = start_stack(env, Path(tempfile.mkdtemp(prefix="offsync-afuzz-")), services=("profile-service",))
+    s = start_stack(env, tmp_path_factory.mktemp("afuzz-logs"), services=("profile-service",))
     try:
         # Give the fuzzer real things to hit besides 404s.
         requests.patch(f"{s.admin_url}/v1/entities/account", json={"offline_enabled": True}, headers=H, timeout=10)

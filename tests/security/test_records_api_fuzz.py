@@ -6,9 +6,7 @@ refusal is the standard error body, and nothing the fuzzer sent changes the seed
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -34,11 +32,9 @@ ROOT_BU = "00000000-0000-0000-0000-000000000100"
 
 
 @pytest.fixture(scope="module")
-def records_stack(infra: Infra) -> Iterator[Stack]:
+def records_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = asyncio.run(make_env(infra, "rfuzz"))
-    s = start_stack(
-        env, Path(tempfile.mkdtemp(prefix="offsync-rfuzz-")), services=("profile-service", "conflict-service")
-    )
+    s = start_stack(env, tmp_path_factory.mktemp("rfuzz-logs"), services=("profile-service", "conflict-service"))
     try:
         admin = s.admin_url
         requests.patch(

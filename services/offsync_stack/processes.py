@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,19 @@ class RunningService:
         return f"http://127.0.0.1:{self.port}"
 
 
+def _listening(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses its port
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
 @dataclass
 class ServiceGroup:
     """The service processes of one stack; ``env`` is the common environment they all get."""
@@ -59,13 +73,18 @@ class ServiceGroup:
         name = instance or spec.name
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", spec.module],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: we can signal it and its children
-        )
+        # The port is bound here and the listening socket handed over (OFFSYNC_LISTEN_FD): while
+        # the process imports (a second or two), nothing else can take the port, and the readiness
+        # probe can only reach this process (a parallel test run once probed another's there).
+        with _listening(env.get("OFFSYNC_HOST", "127.0.0.1"), port) as sock:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", spec.module],
+                env={**env, "OFFSYNC_LISTEN_FD": str(sock.fileno())},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),),
+                start_new_session=True,  # its own process group: we can signal it and its children
+            )
         svc = RunningService(spec, port, proc, log_path)
         self.running[name] = svc
         return svc

@@ -5,6 +5,7 @@ are cut off (read_timeouts), and a stack exposed with the dev secret is shouted 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -25,10 +26,19 @@ def warn_if_exposed(settings: CommonSettings) -> None:
         print(f"\n*** SECURITY WARNING ***\n{warning}\n", file=sys.stderr, flush=True)
 
 
+def inherited_sockets(settings: CommonSettings) -> list[socket.socket] | None:
+    """The listening socket the starting process passed (``OFFSYNC_LISTEN_FD``), else None: uvicorn
+    binds host and port itself. Not uvicorn's own ``fd`` option: it takes the descriptor for a
+    UNIX socket, and asyncio then leaves Nagle's algorithm on for the TCP connections accepted."""
+    if settings.listen_fd is None:
+        return None
+    return [socket.socket(fileno=settings.listen_fd)]  # family and type read from the descriptor
+
+
 def serve(service: str, app: FastAPI, settings: CommonSettings, port: int) -> None:
     logs.configure(service, settings.log_level)
     warn_if_exposed(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=port,
@@ -37,3 +47,4 @@ def serve(service: str, app: FastAPI, settings: CommonSettings, port: int) -> No
         timeout_graceful_shutdown=10,
         http=with_read_timeouts(settings.http_header_timeout_s, settings.http_body_idle_timeout_s),
     )
+    uvicorn.Server(config).run(sockets=inherited_sockets(settings))

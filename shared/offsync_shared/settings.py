@@ -63,6 +63,9 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = "offsync"
     log_level: str = "INFO"
     host: str = "127.0.0.1"
+    # A listening socket inherited from the process that started this one (offsync_stack.processes
+    # binds the port first), used instead of host and port: nothing can take the port meanwhile.
+    listen_fd: int | None = None
     # A client must send a request's head (line + headers) within this many seconds of its first
     # byte, and may fall silent mid-body for at most this long (docs/security.md, limits).
     http_header_timeout_s: float = 10.0

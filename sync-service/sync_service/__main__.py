@@ -11,7 +11,7 @@ import uvicorn
 
 from offsync_shared import heap, logs
 from offsync_shared.read_timeouts import with_read_timeouts
-from offsync_shared.serve import warn_if_exposed
+from offsync_shared.serve import inherited_sockets, warn_if_exposed
 from sync_service.app import create_app
 from sync_service.settings import Settings
 from sync_service.ws_transport import LeanWebSocketProtocol
@@ -69,7 +69,7 @@ def main() -> None:
     # Imports and the app are in place: freeze them, so the collector's full passes (which
     # would stall every device of this process) only ever traverse what came later.
     heap.settle()
-    server.run()
+    server.run(sockets=inherited_sockets(settings))
 
 
 if __name__ == "__main__":

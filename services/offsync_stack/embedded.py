@@ -48,32 +48,35 @@ EMBEDDED_BROKER_ENV = {
 }
 
 
-def _ephemeral_ports() -> tuple[int, int]:
+def _ephemeral_floor() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections' local ports)."""
     try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 _FIRST_PORT = 10000  # below: well-known and registered services
+# Not the random module's shared generator: tests seed it (hypothesis does), and two xdist workers
+# seeded alike would pick the same ports.
+_PORTS = random.SystemRandom()
 
 
 def free_port() -> int:
     """A port nothing listens on for a server about to start, picked below the kernel's ephemeral
     range: a port taken from that range (bind to port 0) can become any outgoing connection's
     local port before the server binds it (a parallel test run lost a sync-service start so)."""
-    lo, _ = _ephemeral_ports()
-    rng = random.SystemRandom()
-    for _ in range(200 if lo - _FIRST_PORT >= 1000 else 0):
-        port = rng.randrange(_FIRST_PORT, lo)
+    below = _ephemeral_floor()
+    tries = 200 if below - _FIRST_PORT >= 1000 else 0  # too few ports below it: the kernel's pick
+    for _ in range(tries):
+        port = _PORTS.randrange(_FIRST_PORT, below)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    with socket.socket() as s:  # no room below the range: the kernel's pick
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import socket
 
-from offsync_stack.embedded import _ephemeral_ports, free_port
+from offsync_stack.embedded import _ephemeral_floor, free_port
 
 
 def test_ports_are_free_below_the_ephemeral_range_and_differ() -> None:
-    lo, _ = _ephemeral_ports()
+    lo = _ephemeral_floor()
     ports = [free_port() for _ in range(20)]
     assert all(1024 < port < lo for port in ports)
     assert len(set(ports)) > 10  # random picks, not one port handed out again and again

@@ -32,7 +32,10 @@ def inherited_sockets(settings: CommonSettings) -> list[socket.socket] | None:
     UNIX socket, and asyncio then leaves Nagle's algorithm on for the TCP connections accepted."""
     if settings.listen_fd is None:
         return None
-    return [socket.socket(fileno=settings.listen_fd)]  # family and type read from the descriptor
+    try:
+        return [socket.socket(fileno=settings.listen_fd)]  # family and type read from the descriptor
+    except OSError as exc:
+        raise SystemExit(f"OFFSYNC_LISTEN_FD={settings.listen_fd} is not an open socket: {exc.strerror}") from None
 
 
 def serve(service: str, app: FastAPI, settings: CommonSettings, port: int) -> None:

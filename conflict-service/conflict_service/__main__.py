@@ -9,7 +9,7 @@ from offsync_shared.serve import serve
 
 
 def main() -> None:
-    settings = Settings()
+    settings = Settings.from_env()
     # A poll of an upload storm keeps tens of thousands of objects alive until its commit (the
     # changes, decisions, rows and events): with the default thresholds young collections
     # promote them over and over and full passes walk them. Rarer young collections, as in

@@ -8,7 +8,7 @@ from profile_service.settings import Settings
 
 
 def main() -> None:
-    settings = Settings()
+    settings = Settings.from_env()
     serve("profile-service", create_app(settings), settings, settings.port)
 
 

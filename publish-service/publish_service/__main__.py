@@ -9,7 +9,7 @@ from publish_service.settings import Settings
 
 
 def main() -> None:
-    settings = Settings()
+    settings = Settings.from_env()
     # A poll's records (up to 500 events, their states, ops and index rows) stay alive until its
     # commit: rarer young collections, as in sync-service and conflict-service, so they are not
     # promoted and walked again and again (the registry is frozen whenever it is loaded).

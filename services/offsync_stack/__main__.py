@@ -21,7 +21,7 @@ from pathlib import Path
 
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, rmtree
 from offsync_stack.kafka import KafkaCluster, KafkaUnavailable, fetch
-from offsync_stack.processes import SERVICES, ServiceGroup
+from offsync_stack.processes import SERVICES, ServiceFailed, ServiceGroup
 
 DEFAULT_PORTS = {
     "OFFSYNC_PROFILE_PORT": 8100,
@@ -63,6 +63,7 @@ def up(state_dir: Path, fresh: bool) -> int:
     from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
     from offsync_shared.settings import CommonSettings
 
+    CommonSettings.from_env()  # a bad OFFSYNC_ variable ends here, before anything starts
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -115,7 +116,11 @@ def up(state_dir: Path, fresh: bool) -> int:
         group = ServiceGroup(env=env, log_dir=state_dir / "logs")
         for spec in SERVICES:
             group.start(spec, ports[spec.port_env])
-        group.wait_ready(timeout=60)
+        try:
+            group.wait_ready(timeout=60)
+        except ServiceFailed as exc:
+            print(exc, file=sys.stderr, flush=True)
+            return 1
         token = issue_token(settings.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=30 * 24 * 3600)
         p, c, s = ports["OFFSYNC_PROFILE_PORT"], ports["OFFSYNC_CONFLICT_PORT"], ports["OFFSYNC_SYNC_PORT"]
         info = {

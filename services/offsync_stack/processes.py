@@ -15,6 +15,11 @@ from pathlib import Path
 import httpx
 
 
+class ServiceFailed(RuntimeError):
+    """A service exited or never became ready while starting; the message carries its log's tail
+    (which says why: a bad setting is one line there), so callers print it, not a traceback."""
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str  # e.g. "profile-service"
@@ -98,7 +103,7 @@ class ServiceGroup:
                 svc = self.running[name]
                 if svc.proc.poll() is not None:
                     tail = svc.log_path.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{name} exited with {svc.proc.returncode}; log tail:\n{tail}")
+                    raise ServiceFailed(f"{name} exited with {svc.proc.returncode}; log tail:\n{tail}")
                 try:
                     if client.get(f"{svc.url}/readyz").status_code == 200:
                         pending.pop(0)
@@ -107,7 +112,7 @@ class ServiceGroup:
                     pass
                 if time.monotonic() > deadline:
                     tail = svc.log_path.read_text(errors="replace")[-3000:]
-                    raise TimeoutError(f"{name} not ready after {timeout}s; log tail:\n{tail}")
+                    raise ServiceFailed(f"{name} not ready after {timeout}s; log tail:\n{tail}")
                 time.sleep(0.1)  # polling readiness of a starting process; bounded by the deadline
 
     def stop(self, name: str, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:

@@ -13,7 +13,7 @@ from offsync_shared.settings import CommonSettings
 
 
 def main() -> None:
-    settings = CommonSettings()
+    settings = CommonSettings.from_env()
     configure("provision", settings.log_level)
     created = asyncio.run(
         bus.ensure_topics(

@@ -6,9 +6,9 @@ the embedded stack, on system services or on remote ones.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, Self, TypedDict
 
-from pydantic import model_validator
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offsync_shared.secret_strength import MIN_LENGTH, is_loopback, weakness
@@ -78,6 +78,15 @@ class CommonSettings(BaseSettings):
     sync_port: int = 8300
     publish_port: int = 8400
 
+    @classmethod
+    def from_env(cls) -> Self:
+        """These settings from the environment; a bad value ends the process with one line per
+        variable at fault (its name, what it holds, what it should be), not a traceback."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SystemExit(settings_error(exc, cls.model_config.get("env_prefix", ""))) from None
+
     def consumer_tuning(self) -> ConsumerTuning:
         """ConsumerConfig keyword arguments for this broker's group and fetch timeouts."""
         return ConsumerTuning(
@@ -110,3 +119,23 @@ class CommonSettings(BaseSettings):
         if len(self.jwt_secret) < MIN_LENGTH:
             raise ValueError(f"OFFSYNC_JWT_SECRET must be at least {MIN_LENGTH} characters")
         return self
+
+
+_SECRET_WORDS = ("secret", "password", "dsn", "token", "key")
+
+
+def settings_error(exc: ValidationError, env_prefix: str) -> str:
+    """A settings failure as the operator reads it: the environment variable, the value it holds
+    and what was expected. A rule over several fields (the JWT secret's) already names its
+    variable in its message."""
+    lines = ["offsync: the settings in the environment are not valid:"]
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            # A secret or a DSN (which may carry a password) is never echoed into the logs.
+            shown = "(hidden)" if any(word in field for word in _SECRET_WORDS) else str(error["input"])
+            lines.append(f"  {env_prefix}{field.upper()}={shown}: {message}")
+        else:
+            lines.append(f"  {message}")
+    return "\n".join(lines)

@@ -62,7 +62,7 @@ def build_server(settings: Settings) -> DrainingServer:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = Settings.from_env()
     logs.configure("sync-service", settings.log_level)
     warn_if_exposed(settings)
     server = build_server(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -91,6 +92,7 @@ async def bench_context(
         }
         group = ServiceGroup(env=env, log_dir=log_dir)
         balancer: Balancer | None = None
+        finished = False
         try:
             for spec in SERVICES:
                 group.start(spec, free_port())
@@ -104,7 +106,23 @@ async def bench_context(
                 await asyncio.to_thread(balancer.start)
             print(f"stack ready ({infra.backend}, {processes} process(es) per worker); logs in {log_dir}", flush=True)
             yield BenchContext(seed, sizes, quick, infra, dsn, prefix, group, log_dir, balancer=balancer, scale=scale)
+            finished = True
         finally:
             if balancer is not None:
                 await asyncio.to_thread(balancer.stop)
             await asyncio.to_thread(group.stop_all)
+            _tidy_logs(log_dir, finished)
+
+
+def _tidy_logs(log_dir: Path, finished: bool) -> None:
+    """Delete the services' logs of a run that finished with nothing at ERROR or above; keep them,
+    and say where, when a reader has something to look at."""
+    if finished and not any(_has_errors(path) for path in log_dir.rglob("*.log")):
+        shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        print(f"the services' logs are kept in {log_dir}", flush=True)
+
+
+def _has_errors(path: Path) -> bool:
+    with path.open(errors="replace") as lines:
+        return any('"level":"ERROR"' in line or '"level":"CRITICAL"' in line or "Traceback" in line for line in lines)

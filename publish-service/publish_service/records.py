@@ -83,6 +83,11 @@ class RecordApplier:
             heap.freeze_long_lived()  # the registry lives until the next publish: keep it out of every collection
         return self.registry
 
+    async def load_registry(self, conn: asyncpg.Connection) -> None:
+        """Bring the bucket registry to the committed generation now (after a publish this
+        process made), so the first change after it does not load it on its path."""
+        await self._registry(conn, await conn.fetchval("SELECT generation FROM sync.registry_generation"))
+
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordChanged], *, locked: bool = False
     ) -> BatchResult:

@@ -207,6 +207,8 @@ class PublishWorker:
                         await membership.reconcile(conn, self.notify_topic, self.pool, hint=self.hint)
                     if records:
                         await self.applier.apply(conn, records[:RECORDS_PER_TRANSACTION])
+            async with self.pool.acquire() as conn:
+                await self.applier.load_registry(conn)
             rest = records[RECORDS_PER_TRANSACTION:]
         for i in range(0, len(rest), RECORDS_PER_TRANSACTION):
             async with self.pool.acquire() as conn, outbox.publish_after_commit(self.relay):

@@ -112,3 +112,15 @@ async def _lock_waiters(h: Harness, n: int) -> bool:
 
 async def _event_waited(h: Harness) -> bool:
     return h.worker.events_waited == 1
+
+
+async def test_the_publishing_worker_has_its_new_registry_before_any_change(fresh_env: InfraEnv) -> None:
+    """Loading the bucket definitions is the publish's work, not the next change's."""
+    async with harness(fresh_env, bell=True) as h:
+        async with h.pool.acquire() as c:
+            await seed_org(c)
+        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
+        await h.caught_up()
+        generation = await h.pool.fetchval("SELECT generation FROM sync.registry_generation")
+        assert generation > 0
+        assert h.worker.applier.registry.generation == generation

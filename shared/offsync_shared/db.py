@@ -59,6 +59,15 @@ async def while_away(
             delay = min(delay * 2, RETRY_MAX_S)
 
 
+# Every array type our statements bind or read, but text[] (asyncpg knows it). asyncpg learns an
+# array type's codec by querying the catalog the first time a statement on that connection uses
+# it: three round trips and a recursive query, ~3-4 ms, which landed in the first changes a
+# fresh connection carried (the first live change after a publish took 38-41 ms, five such
+# lookups across the services; docs/performance.md, "Cold connections").
+_ARRAY_TYPES = ("bigint", "int", "bool", "bytea", "timestamptz", "jsonb")
+_LEARN_ARRAY_CODECS = "SELECT " + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_ARRAY_TYPES, 1))
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -67,6 +76,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             decoder=orjson.loads,
             schema="pg_catalog",
         )
+    # Learned once here, as the connection opens, instead of inside some change's transaction.
+    await conn.prepare(_LEARN_ARRAY_CODECS)
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

@@ -63,7 +63,7 @@ async def while_away(
 # array type's codec by querying the catalog the first time a statement on that connection uses
 # it: three round trips and a recursive query, ~3-4 ms, which landed in the first changes a
 # fresh connection carried (the first live change after a publish took 38-41 ms, five such
-# lookups across the services; docs/performance.md, "Cold connections").
+# lookups across the services; docs/performance.md, "Round twelve").
 _ARRAY_TYPES = ("bigint", "int", "bool", "bytea", "timestamptz", "jsonb")
 _LEARN_ARRAY_CODECS = "SELECT " + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_ARRAY_TYPES, 1))
 

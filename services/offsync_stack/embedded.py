@@ -45,6 +45,9 @@ EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_FETCH_IDLE_WAIT_MS": "500",
     "OFFSYNC_KAFKA_DOORBELL": "true",
     "OFFSYNC_BROKER_WATCH_INTERVAL_S": "2",
+    # One node, in memory: one replica is what it has, said outright rather than capped with a
+    # warning at every start (the warning is for clusters smaller than topics.yaml expects).
+    "OFFSYNC_TOPIC_REPLICATION_FACTOR": "1",
 }
 
 

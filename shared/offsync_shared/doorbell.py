@@ -49,8 +49,10 @@ class Doorbell:
         min_gap_s: float = 0.1,
         reconnect_max_s: float = 1.0,
         liveness_s: float = 30.0,
+        name: str | None = None,
     ) -> None:
         self.dsn = dsn
+        self.name = name  # the listening connection's application_name
         self.pool = pool
         self.min_gap_s = min_gap_s
         self.reconnect_max_s = reconnect_max_s
@@ -139,7 +141,9 @@ class Doorbell:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=5)
+                conn = await asyncpg.connect(
+                    self.dsn, timeout=5, server_settings={"application_name": self.name} if self.name else None
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)

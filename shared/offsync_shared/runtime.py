@@ -79,9 +79,13 @@ async def open_runtime(
     schema: str | None = None,
     migrations: str | None = None,
     relay: bool = True,
+    name: str | None = None,
 ) -> AsyncIterator[Runtime]:
+    """``name``: the service's, given to its database connections (``application_name``)."""
     async with contextlib.AsyncExitStack() as stack:
-        pool = await db.create_pool(settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
+        pool = await db.create_pool(
+            settings.pg_dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max, name=name
+        )
         stack.push_async_callback(_close_pool, pool)
         if schema and migrations:
             await db.migrate(pool, schema, migrations)
@@ -92,7 +96,11 @@ async def open_runtime(
             replication_factor=settings.topic_replication_factor,
             check_existing=True,
         )
-        bell = Doorbell(settings.pg_dsn, pool) if settings.kafka_doorbell else None
+        bell = (
+            Doorbell(settings.pg_dsn, pool, name=f"{name} listener" if name else None)
+            if settings.kafka_doorbell
+            else None
+        )
         producer = bus.Producer(
             settings.kafka_bootstrap,
             topic_prefix=settings.topic_prefix,

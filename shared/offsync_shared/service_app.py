@@ -51,7 +51,7 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, schema=schema, migrations=migrations, relay=relay) as rt:
+        async with open_runtime(settings, schema=schema, migrations=migrations, relay=relay, name=name) as rt:
             async with parts(rt, app):
                 app.state.runtime = rt
                 try:

@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
                 min_size=settings.pg_pool_min,
                 max_size=settings.pg_pool_max,
                 server_settings=READ_SETTINGS,
+                name="sync-service reads",
             )
             stack.push_async_callback(reads.close)
             store = PgBucketStore(reads)

@@ -3,6 +3,7 @@ SIGTERM leaves no process behind; a second start on the same state directory wor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -30,6 +32,20 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) ->
             return json.loads(path.read_text())
         time.sleep(0.1)  # polling for a file another process writes; bounded by the deadline
     raise AssertionError(f"{path} not written within {timeout}s")
+
+
+def _connection_names(dsn: str) -> set[str]:
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            return {r["application_name"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
 
 
 @pytest.mark.parametrize("attempt", [1, 2], ids=["first-up", "second-up-same-state"])
@@ -95,8 +111,19 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
             timeout=5,
         )
         assert preflight.headers.get("access-control-allow-origin") == origin
+        # Each service's connections say whose they are (pg_stat_activity, the server's log).
+        assert _connection_names(str(info["pg_dsn"])) >= {
+            "profile-service",
+            "conflict-service",
+            "publish-service",
+            "sync-service",
+            "sync-service reads",
+        }
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
+        # A quiet start: no warnings a reader can do nothing about (capped topics on the one-node
+        # broker, platformdirs' XDG_RUNTIME_DIR).
+        assert out.decode(errors="replace").startswith("Offsync is up."), out.decode(errors="replace")[:2000]
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
         assert f"admin sign-in {info['admin_username']} / {info['admin_password']}" in out.decode(errors="replace")
         assert f"console      {info['console']}" in out.decode(errors="replace")  # the address is printed

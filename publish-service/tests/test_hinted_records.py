@@ -45,16 +45,21 @@ async def _write_hinted(h: Harness, rid: str, owner: str, bu: str, name: str) ->
     )
 
 
+async def _published(h: Harness) -> None:
+    """The test org, profile P published to u1-u3, and the worker caught up."""
+    async with h.pool.acquire() as c:
+        await seed_org(c)
+    await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
+    await h.caught_up()
+
+
 async def _op_version(h: Harness, rid: str) -> int | None:
     return await h.pool.fetchval("SELECT max(version) FROM sync.bucket_ops WHERE record_id = $1 AND op = 'put'", rid)
 
 
 async def test_a_hinted_record_reaches_its_buckets_before_its_event(fresh_env: InfraEnv) -> None:
     async with harness(fresh_env, bell=True) as h:
-        async with h.pool.acquire() as c:
-            await seed_org(c)
-        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
-        await h.caught_up()
+        await _published(h)
 
         first = await _write_hinted(h, "hinted-1", "u1", "b1", "v1")
         assert await eventually(lambda: _op_version(h, "hinted-1"), message="ops written from the hint alone") == 1
@@ -87,10 +92,7 @@ async def test_an_event_that_comes_while_its_hint_is_applied_waits_for_it_and_is
     """The event usually arrives while its hint's transaction is still under way; it waits for
     that commit and is skipped, instead of a second transaction for the same record."""
     async with harness(fresh_env, bell=True) as h:
-        async with h.pool.acquire() as c:
-            await seed_org(c)
-        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
-        await h.caught_up()
+        await _published(h)
 
         async with h.pool.acquire() as blocker, blocker.transaction():
             # The ops lock held elsewhere: the hint's transaction stays under way until it is let go.
@@ -117,10 +119,7 @@ async def _event_waited(h: Harness) -> bool:
 async def test_the_publishing_worker_has_its_new_registry_before_any_change(fresh_env: InfraEnv) -> None:
     """Loading the bucket definitions is the publish's work, not the next change's."""
     async with harness(fresh_env, bell=True) as h:
-        async with h.pool.acquire() as c:
-            await seed_org(c)
-        await h.publish("P", 1, ITEMS_V1, ["u1", "u2", "u3"])
-        await h.caught_up()
+        await _published(h)
         generation = await h.pool.fetchval("SELECT generation FROM sync.registry_generation")
         assert generation > 0
         assert h.worker.applier.registry.generation == generation

@@ -25,6 +25,11 @@ PG_USER_WHEN_ROOT = "embedded_postgres"
 # One machine-wide lock for creating that user: see system_user().
 SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 
+# Where no login session set XDG_RUNTIME_DIR (CI, a container, root over ssh), platformdirs warns
+# at every start, on embedded_postgres's import, that it falls back to /tmp: noise at the top of
+# `make up`, and nothing for its reader to do.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
 # The embedded broker completes a consumer-group join in about half the session timeout; real
 # Kafka refuses session timeouts under 6 s by default, so only the embedded broker gets these.
 # It also answers a held fetch only when the wait runs out, so consumers wait 10 ms, not 50. A
@@ -39,11 +44,6 @@ SYSTEM_USER_LOCK = Path(tempfile.gettempdir()) / "offsync-system-user.lock"
 # (docs/performance.md, idle). Consumers at rest then pause their partitions and wake on a
 # doorbell every producer rings after a send (offsync_shared.doorbell), so at rest they fetch
 # only every few seconds and the first change after a quiet spell waits for no held fetch.
-# Where no login session set XDG_RUNTIME_DIR (CI, a container, root over ssh), platformdirs warns
-# at every start, on embedded_postgres's import, that it falls back to /tmp: noise at the top of
-# `make up`, and nothing for its reader to do.
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-
 EMBEDDED_BROKER_ENV = {
     "OFFSYNC_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "OFFSYNC_KAFKA_HEARTBEAT_INTERVAL_MS": "500",

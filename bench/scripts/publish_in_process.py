@@ -28,7 +28,7 @@ from offsync_shared import bus, db
 from offsync_shared.events.records import RecordChanged
 from offsync_shared.topics import RECORDS
 from offsync_stack.infra import provide
-from publish_service import bucket_writes, membership
+from publish_service import first_copy, membership
 from publish_service.worker import PublishWorker
 
 # The workloads.md profile, the same one the bench fixture publishes.
@@ -124,7 +124,7 @@ async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped
 
     ev = ProfilePublished(profile_id="P", version=1, items=[ProfileItemSnapshot(**i) for i in PROFILE], user_ids=users)
     t = time.perf_counter()
-    await bucket_writes.premirror(pool, [i["entity"] for i in PROFILE])
+    await first_copy.premirror(pool, [i["entity"] for i in PROFILE])
     mirrored_s = time.perf_counter() - t
     async with conn.transaction():
         await membership.apply_profile_event(conn, ev)

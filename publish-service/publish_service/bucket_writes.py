@@ -34,21 +34,13 @@ from publish_service.rules.model import Record
 log = logging.getLogger(__name__)
 SCHEMA = "sync"
 MOD = 2**32
-# Above this many freshly copied rows the planner's statistics are refreshed before joining.
+# Above this many freshly written ops the planner's statistics are refreshed before joining.
 ANALYZE_AFTER_ROWS = 5000
 # Connections a publish's bulk work (the first copy of records, the fill of new buckets) is split
 # over: the machine's cores (two here), PostgreSQL doing the work.
 PARALLELISM = 2
 WORK_MEM = "256MB"
-# What the planner needs after a first copy: the columns materialization filters and joins on.
-# Not attributes: the queries read it only through ->> (no statistics used), and its statistics
-# (sorting ~30k jsonb values) took about half of the ANALYZE (0.75-1.05 s against 0.52 s after
-# a 752k-row copy); autovacuum gathers them later.
-ANALYZE_INDEX = (
-    "ANALYZE sync.record_index (entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, "
-    "created_at, modified_at)"
-)
-_INDEX_COLS = (
+INDEX_COLS = (
     "entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at"
 )
 
@@ -181,101 +173,9 @@ async def write_ops(
     return newest
 
 
-async def _unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
-    return sorted(set(entities) - {r["entity"] for r in await conn.fetch("SELECT entity FROM sync.mirrored_entities")})
-
-
-async def _copy_records(
-    conn: asyncpg.Connection, entities: list[str], pages: tuple[int, int | None] | None = None
-) -> int:
-    """Copy the ``entities``' records the index lacks from data.records (only those stored in the
-    heap page range ``pages``, end open when None); returns the number of rows copied."""
-    where = "d.entity = ANY($1::text[])"
-    args: list[object] = [entities]
-    if pages is not None:
-        lo, hi = pages
-        where += " AND d.ctid >= format('(%s,0)', $2::bigint)::tid"
-        args.append(lo)
-        if hi is not None:
-            where += " AND d.ctid < format('(%s,0)', $3::bigint)::tid"
-            args.append(hi)
-    copy = f"""
-        INSERT INTO sync.record_index({_INDEX_COLS})
-        SELECT d.entity, d.id, d.version, d.deleted, d.owner_id, d.owner_type, d.business_unit_id, d.attributes,
-               d.created_at, d.modified_at
-        FROM data.records d WHERE {where}
-        """
-    try:
-        # A plain insert of the rows the index lacks costs about half of an ON CONFLICT insert
-        # (no speculative insertion). A RecordChanged indexing one of them concurrently (outside
-        # our ops lock) makes it fail: then the upsert, which tolerates that, does the copy.
-        async with conn.transaction():
-            status = await conn.execute(
-                copy
-                + "AND NOT EXISTS (SELECT 1 FROM sync.record_index x WHERE x.entity = d.entity AND x.record_id = d.id)",
-                *args,
-            )
-    except asyncpg.UniqueViolationError:
-        status = await conn.execute(copy + "ON CONFLICT (entity, record_id) DO NOTHING", *args)
-    return int(status.split()[-1])
-
-
-async def _mark_mirrored(conn: asyncpg.Connection, entities: list[str]) -> None:
-    await conn.execute("INSERT INTO sync.mirrored_entities SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", entities)
-
-
-async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], analyze: bool = True) -> int:
-    """Copy the records of ``entities`` into record_index from data.records (read-only), once per
-    entity: afterwards every RecordChanged keeps the index current. Rows already indexed are left
-    alone (they change only through the incremental path, so the index always holds the version
-    every bucket's put refers to); so this is safe outside the ops lock too."""
-    todo = await _unmirrored(conn, entities)
-    if not todo:
-        return 0
-    n = await _copy_records(conn, todo)
-    await _mark_mirrored(conn, todo)
-    if analyze and n > ANALYZE_AFTER_ROWS:
-        await conn.execute(ANALYZE_INDEX)
-    return n
-
-
-async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PARALLELISM) -> None:
-    """Mirror entities before a publish's transaction, split over ``parts`` connections by heap
-    page range of data.records (equal halves whatever the entities' sizes): the copy dominates a
-    first publish and parallelizes across cores.
-
-    Each part copies from its own snapshot. A record updated between two parts' snapshots can
-    move to a page range already read, and so be copied by neither; its update's RecordChanged
-    indexes it (the incremental path indexes every record it touches), as it would a record
-    updated after a single copy's snapshot. The entities are marked mirrored once every part
-    has committed: a failed part leaves them unmarked and the next publish copies what is missing."""
-    async with pool.acquire() as conn:
-        todo = await _unmirrored(conn, entities)
-        if not todo:
-            return
-        pages = int(
-            await conn.fetchval("SELECT pg_relation_size('data.records') / current_setting('block_size')::bigint")
-        )
-    t0 = time.perf_counter()
-    step = -(-pages // max(1, parts))
-    ranges = [(k * step, (k + 1) * step if k < parts - 1 else None) for k in range(max(1, parts))]
-
-    async def one(rng: tuple[int, int | None]) -> int:
-        async with pool.acquire() as conn:
-            return await _copy_records(conn, todo, rng)
-
-    copied = sum(await asyncio.gather(*(one(r) for r in ranges)))
-    async with pool.acquire() as conn:
-        await _mark_mirrored(conn, todo)
-        if copied > ANALYZE_AFTER_ROWS:
-            await conn.execute(ANALYZE_INDEX)
-    if copied:
-        log.info("records mirrored", extra={"rows": copied, "seconds": round(time.perf_counter() - t0, 3)})
-
-
 # The index upsert; its ten parameters are :func:`_index_args`.
 _INDEX_UPSERT = f"""
-    INSERT INTO sync.record_index({_INDEX_COLS})
+    INSERT INTO sync.record_index({INDEX_COLS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[],
                          $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::timestamptz[])
     ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,

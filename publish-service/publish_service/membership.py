@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from offsync_shared.events.admin import ProfileDeleted, ProfilePublished
-from publish_service import bucket_writes
+from publish_service import bucket_writes, first_copy
 from publish_service.rules.buckets import BucketDef, ProfileItem, plan_user
 from publish_service.rules.model import OrgModel, Role, Team, User
 
@@ -151,7 +151,7 @@ async def reconcile(
     new_defs = [d for i, d in defs.items() if i not in existing]
     result = ReconcileResult(new_buckets=len(new_defs))
     if new_defs:
-        copied = await bucket_writes.mirror_records(conn, {d.entity for d in new_defs})
+        copied = await first_copy.mirror_records(conn, {d.entity for d in new_defs})
         clock.lap("mirror")
         # Helpers cannot see index rows this transaction copied: then it fills alone.
         helpers = pool if not copied else None

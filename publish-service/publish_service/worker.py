@@ -28,7 +28,7 @@ from offsync_shared.events.admin import (
 )
 from offsync_shared.events.records import RecordChanged, RecordsChanged, changes_of
 from offsync_shared.topics import ADMIN, DEAD_LETTER, RECORDS, SYNC_NOTIFY
-from publish_service import bucket_writes, membership
+from publish_service import bucket_writes, first_copy, membership
 from publish_service.records import RecordApplier, latency_ms
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class PublishWorker:
         started = time.perf_counter()
         published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
         if published:
-            await bucket_writes.premirror(self.pool, published)
+            await first_copy.premirror(self.pool, published)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
         rest = records
         if admin:

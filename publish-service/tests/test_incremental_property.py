@@ -27,7 +27,7 @@ from offsync_shared.checksum import op_hash
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
 from offsync_shared.events.records import RecordChanged
 from offsync_stack.infra import Infra
-from publish_service import bucket_writes, membership
+from publish_service import first_copy, membership
 from publish_service.records import RecordApplier
 from publish_service.rules import reference
 from publish_service.rules.buckets import ProfileItem
@@ -206,7 +206,7 @@ async def scenario(
             ],
         )
         if helpers:
-            await bucket_writes.premirror(pool, {i.entity for i in items}, parts=3)
+            await first_copy.premirror(pool, {i.entity for i in items}, parts=3)
         async with conn.transaction():
             await membership.apply_profile_event(conn, ev)
             await membership.reconcile(conn, "n", helper_pool)

@@ -15,7 +15,7 @@ from offsync_shared import db
 from offsync_shared.checksum import op_hash
 from offsync_shared.events.admin import ProfileItemSnapshot, ProfilePublished
 from offsync_stack.infra import Infra
-from publish_service import bucket_writes, membership
+from publish_service import first_copy, membership
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ async def _publish(pool: asyncpg.Pool, fail: bool) -> None:
     ev = ProfilePublished(
         profile_id="P", version=1, items=[ProfileItemSnapshot(**i) for i in ITEMS], user_ids=[f"u{i}" for i in range(9)]
     )
-    await bucket_writes.premirror(pool, ["account", "contact"])
+    await first_copy.premirror(pool, ["account", "contact"])
     async with pool.acquire() as conn:
         async with conn.transaction():
             await membership.apply_profile_event(conn, ev)

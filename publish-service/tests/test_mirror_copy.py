@@ -1,8 +1,8 @@
-"""The first copy of an entity's records into record_index (publish_service.first_copy): a new
-partition of its own, into which rows RecordChanged indexed before move; or, for an entity that
-has a partition already, a plain insert of the rows the index lacks, falling back to the upsert
-when a RecordChanged indexes one of them concurrently. Either way rows already indexed keep their
-(newer) state and every row arrives once."""
+"""The first copy of an entity's records into record_index (publish_service.first_copy). The insert
+way: a plain insert of the rows the index lacks, falling back to the upsert when a RecordChanged
+indexes one of them concurrently. The rebuild way (an index small beside the copy, known from the
+planner's statistics): a new table that replaces record_index, with the old table's rows and
+indexes. Either way rows already indexed keep their (newer) state and every row arrives once."""
 
 from __future__ import annotations
 
@@ -60,100 +60,9 @@ async def test_copy_skips_rows_already_indexed(infra: Infra) -> None:
         await pool.close()
 
 
-async def _partition_of(pool: asyncpg.Pool, entity: str) -> str:
-    """Where the entity's rows are stored."""
-    return str(
-        await pool.fetchval("SELECT DISTINCT tableoid::regclass::text FROM sync.record_index WHERE entity = $1", entity)
-    )
-
-
-async def _forget_copy(pool: asyncpg.Pool) -> None:
-    """The account rows and their mirrored mark gone, the partition kept: the next copy of
-    accounts is the old way's."""
-    await pool.execute("DELETE FROM sync.record_index WHERE entity = 'account'")
-    await pool.execute("TRUNCATE sync.mirrored_entities")
-
-
-async def test_first_copy_fills_a_partition_of_its_own(infra: Infra) -> None:
-    pool = await _pool(infra, "mirror_partition")
-    try:
-        async with pool.acquire() as conn:
-            await _index_newer(conn, "a3")
-        assert await _partition_of(pool, "account") == "sync.record_index_rest"
-        await first_copy.premirror(pool, ["account"])
-        own = "sync." + first_copy.partition_name("account")
-        assert await _partition_of(pool, "account") == own
-        assert await pool.fetchval("SELECT count(*) FROM sync.record_index_rest") == 0
-        assert await pool.fetchval("SELECT partition FROM sync.record_index_partitions WHERE entity = 'account'") == (
-            first_copy.partition_name("account")
-        )
-        index = await _index(pool)
-        assert len(index) == 50 and index["a3"] == 7 and index["a4"] == 1
-        # Later changes land there too.
-        await pool.execute("UPDATE sync.record_index SET version = 8 WHERE entity = 'account' AND record_id = 'a3'")
-        await pool.execute(
-            "INSERT INTO sync.record_index(entity, record_id, version, attributes) VALUES ('account', 'new', 1, '{}')"
-        )
-        assert await _partition_of(pool, "account") == own
-    finally:
-        await pool.close()
-
-
-async def test_a_new_partition_gets_the_indexes_of_the_others(infra: Infra) -> None:
-    pool = await _pool(infra, "mirror_indexes")
-    try:
-        await pool.execute(
-            "CREATE INDEX record_index_link_test ON sync.record_index ((attributes ->> 'n')) WHERE entity = 'account'"
-        )
-        await first_copy.premirror(pool, ["account"])
-        # Built before the attach, which then only attached it under the parent's index.
-        attached = await pool.fetchval(
-            """SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-               WHERE i.inhparent = 'sync.record_index_link_test'::regclass
-                 AND c.relname LIKE $1""",
-            first_copy.partition_name("account") + "%",
-        )
-        assert attached == 1
-    finally:
-        await pool.close()
-
-
-async def test_two_copies_of_one_entity_at_once_copy_it_once(infra: Infra) -> None:
-    pool = await _pool(infra, "mirror_twice")
-    try:
-        # The second waits on the first's new table, then finds the entity copied.
-        await asyncio.gather(first_copy.premirror(pool, ["account"]), first_copy.premirror(pool, ["account"]))
-        assert len(await _index(pool)) == 50
-        assert await pool.fetchval("SELECT count(*) FROM sync.record_index WHERE entity = 'account'") == 50
-        assert await _partition_of(pool, "account") == "sync." + first_copy.partition_name("account")
-    finally:
-        await pool.close()
-
-
-async def test_new_partition_copy_racing_an_incremental_insert_keeps_the_insert(infra: Infra) -> None:
-    pool = await _pool(infra, "mirror_race_new")
-    try:
-        async with pool.acquire() as racer, pool.acquire() as mirror:
-            tx = racer.transaction()
-            await tx.start()
-            await _index_newer(racer, "a5")  # not committed: the copy's snapshot cannot see it
-            copying = asyncio.create_task(_mirror_in_tx(mirror))
-            # The copy waits for the default partition, where the racer's row is; once the racer
-            # commits, the row moves into the new partition over the copied one.
-            await _wait_blocked(pool, mirror)
-            await tx.commit()
-            assert await copying == 49
-        index = await _index(pool)
-        assert len(index) == 50 and index["a5"] == 7
-    finally:
-        await pool.close()
-
-
 async def test_copy_racing_an_incremental_insert_falls_back_to_the_upsert(infra: Infra) -> None:
     pool = await _pool(infra, "mirror_race")
     try:
-        await first_copy.premirror(pool, ["account"])
-        await _forget_copy(pool)
         async with pool.acquire() as racer, pool.acquire() as mirror:
             tx = racer.transaction()
             await tx.start()
@@ -187,8 +96,6 @@ async def _wait_blocked(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
 async def test_premirror_split_over_page_ranges_copies_every_row_once(infra: Infra) -> None:
     pool = await _pool(infra, "mirror_split")
     try:
-        await first_copy.premirror(pool, ["account"])
-        await _forget_copy(pool)  # the page ranges are the old way's
         # Enough rows for several heap pages, so that every part has rows to copy.
         await pool.execute(
             """INSERT INTO data.records(entity, id, version, attributes)
@@ -206,3 +113,140 @@ async def test_premirror_split_over_page_ranges_copies_every_row_once(infra: Inf
         assert len(await _index(pool)) == 2050
     finally:
         await pool.close()
+
+
+async def _records_analyzed(pool: asyncpg.Pool) -> None:
+    """The planner's statistics, from which the copy knows how many rows it brings."""
+    await pool.execute("ANALYZE data.records")
+
+
+async def test_rebuild_replaces_the_index_with_its_rows_indexes_and_readers(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_rebuild")
+    try:
+        await pool.execute(
+            "CREATE INDEX record_index_link_test ON sync.record_index ((attributes ->> 'n')) WHERE entity = 'account'"
+        )
+        async with pool.acquire() as conn:
+            await _index_newer(conn, "a3")
+            await conn.execute(
+                "INSERT INTO sync.record_index(entity, record_id, version, attributes) VALUES ('task', 't1', 4, '{}')"
+            )
+        await _records_analyzed(pool)
+        async with pool.acquire() as reader:
+            read = await reader.prepare("SELECT version FROM sync.record_index WHERE entity = $1 AND record_id = $2")
+            assert await read.fetchval("account", "a3") == 7
+            before = await pool.fetchval("SELECT 'sync.record_index'::regclass::oid")
+            assert await first_copy.rebuild_pays(reader, ["account"])
+            await first_copy.premirror(pool, ["account"])
+            assert await pool.fetchval("SELECT 'sync.record_index'::regclass::oid") != before  # a new table
+            # A statement prepared on the old table reads the new one.
+            assert await read.fetchval("account", "a3") == 7
+            assert await read.fetchval("account", "a4") == 1
+        index = await _index(pool)
+        assert len(index) == 50 and index["a3"] == 7
+        assert await pool.fetchval("SELECT version FROM sync.record_index WHERE record_id = 't1'") == 4
+        names = {
+            r["indexname"]
+            for r in await pool.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
+            )
+        }
+        assert names == {"record_index_pkey", "record_index_link_test"}
+        assert await pool.fetchval("SELECT to_regclass($1)", first_copy.NEXT) is None
+        assert await pool.fetchval("SELECT count(*) FROM sync.mirrored_entities WHERE entity = 'account'") == 1
+        # The key still refuses a duplicate: the primary key came over.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await pool.execute("INSERT INTO sync.record_index(entity, record_id, version) VALUES ('account', 'a1', 9)")
+    finally:
+        await pool.close()
+
+
+async def test_rebuild_is_not_chosen_for_a_large_index(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_large")
+    try:
+        await _records_analyzed(pool)
+        async with pool.acquire() as conn:
+            assert await first_copy.rebuild_pays(conn, ["account"])
+            assert not await first_copy.rebuild_pays(conn, ["nothing"])  # no rows to bring
+            await conn.execute(
+                """INSERT INTO sync.record_index(entity, record_id, version)
+                   SELECT 'task', 't' || i, 1 FROM generate_series(1, 60) i"""
+            )
+            assert not await first_copy.rebuild_pays(conn, ["account"])  # the index holds more than the copy brings
+    finally:
+        await pool.close()
+
+
+async def test_rebuild_racing_an_incremental_insert_keeps_the_insert(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_rebuild_race")
+    try:
+        await _records_analyzed(pool)
+        async with pool.acquire() as racer:
+            tx = racer.transaction()
+            await tx.start()
+            await _index_newer(racer, "a5")  # not committed: the copy's snapshot cannot see it
+            copying = asyncio.create_task(first_copy.premirror(pool, ["account"]))
+            # The swap waits for the table; once the racer commits its row comes over.
+            await _wait_for_lock(pool, "Lock")
+            await tx.commit()
+            await copying
+        index = await _index(pool)
+        assert len(index) == 50 and index["a5"] == 7
+    finally:
+        await pool.close()
+
+
+async def test_two_first_copies_at_once_copy_once(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_twice")
+    try:
+        await _records_analyzed(pool)
+        await asyncio.gather(first_copy.premirror(pool, ["account"]), first_copy.premirror(pool, ["account"]))
+        assert len(await _index(pool)) == 50
+        assert await pool.fetchval("SELECT count(*) FROM sync.record_index") == 50
+    finally:
+        await pool.close()
+
+
+async def test_a_rebuild_that_died_half_way_is_cleared(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_leftover")
+    try:
+        await _records_analyzed(pool)
+        await pool.execute(f"CREATE TABLE {first_copy.NEXT} (LIKE sync.record_index INCLUDING DEFAULTS)")
+        await pool.execute(f"INSERT INTO {first_copy.NEXT}(entity, record_id, version) VALUES ('account', 'stale', 1)")
+        await first_copy.premirror(pool, ["account"])
+        index = await _index(pool)
+        assert len(index) == 50 and "stale" not in index
+    finally:
+        await pool.close()
+
+
+async def test_a_pool_of_one_connection_copies_too(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_one")
+    one = await db.create_pool(await infra.create_database("mirror_one_b"), max_size=1)
+    try:
+        await create_schemas(one)
+        await one.execute(
+            """INSERT INTO data.records(entity, id, version, attributes)
+               SELECT 'account', 'a' || i, 1, '{}' FROM generate_series(1, 30) i"""
+        )
+        await one.execute("ANALYZE data.records")
+        await first_copy.premirror(one, ["account"], parts=2)  # rebuild
+        assert await one.fetchval("SELECT count(*) FROM sync.record_index") == 30
+        await one.execute("INSERT INTO data.records(entity, id, version, attributes) VALUES ('task', 't1', 1, '{}')")
+        await first_copy.premirror(one, ["task"], parts=2)  # insert (no statistics for tasks)
+        assert await one.fetchval("SELECT count(*) FROM sync.record_index") == 31
+    finally:
+        await one.close()
+        await pool.close()
+
+
+async def _wait_for_lock(pool: asyncpg.Pool, kind: str) -> None:
+    async def someone_waits() -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = $1 AND datname = current_database()",
+                kind,
+            )
+        )
+
+    await eventually(someone_waits, timeout=30, message="the rebuild waits for the racing insert")

@@ -195,7 +195,8 @@ async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, in
     conn = on.conn
     indexes = await conn.fetch(_INDEXES)
     await conn.execute(f"DROP TABLE IF EXISTS {NEXT}")  # a rebuild that died half way
-    await conn.execute(f"CREATE TABLE {NEXT} (LIKE sync.record_index INCLUDING DEFAULTS)")
+    # Columns, defaults, constraints, storage: everything but the indexes, built after the fill.
+    await conn.execute(f"CREATE TABLE {NEXT} (LIKE sync.record_index INCLUDING ALL EXCLUDING INDEXES)")
 
     async def fill(c: asyncpg.Connection, rng: tuple[int, int | None]) -> int:
         where, args = _where(rng)

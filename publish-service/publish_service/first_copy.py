@@ -218,6 +218,15 @@ async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, in
         # either once the table is ours: rows the old table holds win over the copied ones.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
         await conn.execute("LOCK TABLE sync.record_index IN ACCESS EXCLUSIVE MODE")
+        # An index made or dropped on record_index while the copy ran (a publish of another
+        # worker creates link indexes) is made or dropped here too.
+        now = {i["name"]: i for i in await conn.fetch(_INDEXES)}
+        for idx in indexes:
+            if idx["name"] not in now:
+                await conn.execute(f"DROP INDEX sync.{idx['name']}_next")
+        for name in sorted(set(now) - {i["name"] for i in indexes}):
+            await build(conn, now[name])
+        indexes = list(now.values())
         replaced = await conn.fetchval(
             f"""WITH put AS (
                     INSERT INTO {NEXT}({INDEX_COLS}) SELECT {INDEX_COLS} FROM sync.record_index

@@ -196,6 +196,32 @@ async def test_rebuild_racing_an_incremental_insert_keeps_the_insert(infra: Infr
         await pool.close()
 
 
+async def test_an_index_made_during_a_rebuild_is_on_the_new_table(infra: Infra) -> None:
+    pool = await _pool(infra, "mirror_rebuild_index")
+    try:
+        await _records_analyzed(pool)
+        async with pool.acquire() as other:
+            tx = other.transaction()
+            await tx.start()
+            # Not committed when the rebuild reads record_index's indexes; committed before its swap.
+            await other.execute("CREATE INDEX record_index_link_late ON sync.record_index ((attributes ->> 'n'))")
+            await _index_newer(other, "a5")
+            copying = asyncio.create_task(first_copy.premirror(pool, ["account"]))
+            await _wait_for_lock(pool, "Lock")
+            await tx.commit()
+            await copying
+        names = {
+            r["indexname"]
+            for r in await pool.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
+            )
+        }
+        assert names == {"record_index_pkey", "record_index_link_late"}
+        assert len(await _index(pool)) == 50
+    finally:
+        await pool.close()
+
+
 async def test_two_first_copies_at_once_copy_once(infra: Infra) -> None:
     pool = await _pool(infra, "mirror_twice")
     try:

@@ -34,7 +34,8 @@ from publish_service.rules.model import Record
 log = logging.getLogger(__name__)
 SCHEMA = "sync"
 MOD = 2**32
-# Above this many freshly written ops the planner's statistics are refreshed before joining.
+# Above this many freshly written rows (copied records, filled ops) the planner's statistics are
+# refreshed before joining them.
 ANALYZE_AFTER_ROWS = 5000
 # Connections a publish's bulk work (the first copy of records, the fill of new buckets) is split
 # over: the machine's cores (two here), PostgreSQL doing the work.

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from publish_service.bucket_writes import INDEX_COLS, PARALLELISM
+from publish_service.bucket_writes import ANALYZE_AFTER_ROWS, INDEX_COLS, PARALLELISM
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,7 +38,6 @@ R = TypeVar("R")
 # (sorting ~30k jsonb values) took about half of the ANALYZE (0.75-1.05 s against 0.52 s after
 # a 752k-row copy); autovacuum gathers them later.
 _ANALYZE_COLS = "(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, created_at, modified_at)"
-ANALYZE_AFTER_ROWS = 5000  # above this many freshly copied rows, statistics are refreshed before joining
 # A rebuild carries the old table's rows over while record_index is locked (readers wait), so
 # it is chosen only while the index holds at most this many rows, and fewer than the copy brings.
 REBUILD_MAX_ROWS = 50_000
@@ -58,7 +57,7 @@ _INDEXES = """
 _ON_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON sync\.record_index ")
 
 
-async def unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
+async def _unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
     return sorted(set(entities) - {r["entity"] for r in await conn.fetch("SELECT entity FROM sync.mirrored_entities")})
 
 
@@ -118,7 +117,7 @@ async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], anal
     transaction, if any); returns the rows copied. Rows already indexed are left alone (they
     change only through the incremental path, so the index always holds the version every
     bucket's put refers to); so this is safe outside the ops lock too."""
-    todo = await unmirrored(conn, entities)
+    todo = await _unmirrored(conn, entities)
     if not todo:
         return 0
     n = await _copy_missing(conn, todo)
@@ -166,22 +165,19 @@ class _Connections:
                 k, item = todo.popleft()
                 out[k] = await work(c, item)
 
-        started: list[bool] = []
+        working: set[asyncio.Task[None] | None] = set()  # helpers that got a connection
 
-        async def helper(k: int) -> None:
+        async def helper() -> None:
             async with self.pool.acquire() as c:
-                started[k] = True
+                working.add(asyncio.current_task())
                 await drain(c)
 
-        helpers = []
-        for k in range(min(self.parts, len(todo)) - 1):
-            started.append(False)
-            helpers.append(asyncio.create_task(helper(k)))
+        helpers = [asyncio.create_task(helper()) for _ in range(min(self.parts, len(todo)) - 1)]
         try:
             await drain(self.conn)
         finally:
-            for k, h in enumerate(helpers):
-                if not started[k]:
+            for h in helpers:
+                if h not in working:
                     h.cancel()
             done = await asyncio.gather(*helpers, return_exceptions=True)
         for r in done:
@@ -262,11 +258,11 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PA
     has committed: a failed part leaves them unmarked and the next publish copies what is
     missing."""
     async with pool.acquire() as conn:
-        if not await unmirrored(conn, entities):
+        if not await _unmirrored(conn, entities):
             return
         await conn.execute(f"SELECT pg_advisory_lock({_LOCK})")
         try:
-            todo = await unmirrored(conn, entities)  # another worker may have copied them meanwhile
+            todo = await _unmirrored(conn, entities)  # another worker may have copied them meanwhile
             if not todo:
                 return
             pages = int(

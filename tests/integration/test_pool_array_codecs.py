@@ -35,13 +35,9 @@ async def test_a_bare_connection_looks_the_types_up_on_first_use(fresh_env: Infr
         await conn.close()
 
 
-async def test_a_pooled_connection_has_learned_them_when_it_opened(fresh_env: InfraEnv) -> None:
-    pool = await db.create_pool(fresh_env.pg_dsn, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            assert await _lookups(conn, {"k": 1}) == []  # jsonb elements through the pool's codec
-    finally:
-        await pool.close()
+async def test_a_pooled_connection_has_learned_them_when_it_opened(pool_of_one: asyncpg.Pool) -> None:
+    async with pool_of_one.acquire() as conn:
+        assert await _lookups(conn, {"k": 1}) == []  # jsonb elements through the pool's codec
 
 
 def test_every_array_type_the_services_bind_is_learned_up_front() -> None:

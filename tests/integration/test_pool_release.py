@@ -3,56 +3,42 @@ asyncpg's default reset query is not sent, and what a release must still do is d
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
-
-from offsync_shared import db
-from offsync_stack.testing import InfraEnv
 
 pytestmark = pytest.mark.integration
 
 
-async def test_release_sends_no_reset_query(fresh_env: InfraEnv) -> None:
+async def test_release_sends_no_reset_query(pool_of_one: asyncpg.Pool) -> None:
     sent: list[str] = []
-    pool = await db.create_pool(fresh_env.pg_dsn, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            conn.add_query_logger(lambda record: sent.append(record.query))
-            await conn.fetchval("SELECT 1")
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT 2") == 2
-        assert sent == ["SELECT 1", "SELECT 2"]  # nothing between the two: no RESET ALL, no UNLISTEN
-    finally:
-        await pool.close()
+    async with pool_of_one.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+        await conn.fetchval("SELECT 1")
+    async with pool_of_one.acquire() as conn:
+        assert await conn.fetchval("SELECT 2") == 2
+    assert sent == ["SELECT 1", "SELECT 2"]  # nothing between the two: no RESET ALL, no UNLISTEN
 
 
-async def test_a_transaction_left_open_is_still_rolled_back(fresh_env: InfraEnv) -> None:
-    pool = await db.create_pool(fresh_env.pg_dsn, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute("CREATE TABLE t (n int)")
-            tx = conn.transaction()
-            await tx.start()
-            await conn.execute("INSERT INTO t VALUES (1)")
-        async with pool.acquire() as conn:
-            assert not conn.is_in_transaction()
-            assert await conn.fetchval("SELECT count(*) FROM t") == 0
-    finally:
-        await pool.close()
+async def test_a_transaction_left_open_is_still_rolled_back(pool_of_one: asyncpg.Pool) -> None:
+    async with pool_of_one.acquire() as conn:
+        await conn.execute("CREATE TABLE t (n int)")
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("INSERT INTO t VALUES (1)")
+    async with pool_of_one.acquire() as conn:
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT count(*) FROM t") == 0
 
 
-async def test_a_listener_that_removes_itself_leaves_nothing_listening(fresh_env: InfraEnv) -> None:
+async def test_a_listener_that_removes_itself_leaves_nothing_listening(pool_of_one: asyncpg.Pool) -> None:
     """As the outbox relay does with its pooled connection when it stops."""
 
     def on_notify(*_: object) -> None:
         pass
 
-    pool = await db.create_pool(fresh_env.pg_dsn, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await conn.add_listener("outbox", on_notify)
-            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 1
-            await conn.remove_listener("outbox", on_notify)
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-    finally:
-        await pool.close()
+    async with pool_of_one.acquire() as conn:
+        await conn.add_listener("outbox", on_notify)
+        assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 1
+        await conn.remove_listener("outbox", on_notify)
+    async with pool_of_one.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0

@@ -21,6 +21,7 @@ import asyncpg
 from offsync_shared import ops_hint, outbox
 from offsync_shared.checksum import SQL_OP_HASH, op_hash
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
+from publish_service import ops_rebuild
 from publish_service.rules.buckets import (
     BucketDef,
     depth_of,
@@ -41,6 +42,7 @@ ANALYZE_AFTER_ROWS = 5000
 # over: the machine's cores (two here), PostgreSQL doing the work.
 PARALLELISM = 2
 WORK_MEM = "256MB"
+OPS = "sync.bucket_ops"
 INDEX_COLS = (
     "entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, attributes, created_at, modified_at"
 )
@@ -236,9 +238,9 @@ class _Helpers:
         async with self.pool.acquire() as c:
             await c.execute(sql, *args)
 
-    async def fill(self, fam: list[BucketDef]) -> list[asyncpg.Record]:
+    async def fill(self, fam: list[BucketDef], into: str = OPS) -> list[asyncpg.Record]:
         if self.pool is None:
-            return await _fill_family(self.conn, fam)
+            return await _fill_family(self.conn, fam, into)
         pool = self.pool
         # Round-robin over the family's buckets (sorted by id: sizes are unrelated to the order).
         chunks = [c for c in (fam[k :: self.parts] for k in range(self.parts)) if c]
@@ -246,7 +248,7 @@ class _Helpers:
         async def one(chunk: list[BucketDef]) -> list[asyncpg.Record]:
             async with pool.acquire() as c, c.transaction():
                 await c.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-                return await _fill_family(c, chunk)
+                return await _fill_family(c, chunk, into)
 
         return [r for rows in await asyncio.gather(*(one(c) for c in chunks)) for r in rows]
 
@@ -257,19 +259,79 @@ async def materialize(
     timings: dict[str, float] | None = None,
     pool: asyncpg.Pool | None = None,
     parts: int = PARALLELISM,
+    rebuild: bool | None = None,
 ) -> int:
     """Create new buckets and fill them set-wise (one statement per bucket family, base buckets
     before the buckets derived from them; with ``pool``, each family split over ``parts``
-    helper connections, see :class:`_Helpers`). Returns the number of ops written."""
+    helper connections, see :class:`_Helpers`, and bucket_ops rebuilt when that pays, see
+    publish_service.ops_rebuild; ``rebuild`` forces the choice). Returns the number of ops
+    written."""
     if not defs:
         return 0
     helpers = _Helpers(conn, pool, parts)
     # Big set-wise joins and sorts: keep them in memory for this transaction only.
     await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-    # Ops a failed earlier materialization of these ids left behind (see _Helpers).
-    await helpers.run("DELETE FROM sync.bucket_ops WHERE bucket_id = ANY($1::text[])", [d.id for d in defs])
+    ids = [d.id for d in defs]
+    if helpers.pool is not None and (
+        rebuild if rebuild is not None else await ops_rebuild.pays(conn, (d.entity for d in defs))
+    ):
+        rebuilt: ops_rebuild.OpsRebuild | None = await ops_rebuild.OpsRebuild.start(helpers.pool, parts, ids)
+    else:
+        rebuilt = None
+        # Ops a failed earlier materialization of these ids left behind (see _Helpers).
+        await helpers.run(f"DELETE FROM {OPS} WHERE bucket_id = ANY($1::text[])", ids)
+    lap = _Laps(timings)
+    try:
+        stats = await _fill(helpers, defs, rebuilt, lap)
+        if rebuilt is not None:
+            await rebuilt.build(rebuilt.before.values())
+            lap("ops:indexes")
+    except BaseException:
+        if rebuilt is not None:
+            await rebuilt.abandon()
+        raise
+    if rebuilt is not None:
+        await rebuilt.swap(conn)
+        lap("ops:swap")
+        log.info("bucket_ops rebuilt", extra={"new_buckets": len(defs), "ops": sum(n for _, n, _ in stats.values())})
+    empty = (0, 0, 0)
+    await conn.execute(
+        """INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
+           SELECT * FROM unnest($1::text[], $2::jsonb[], $3::bigint[], $4::bigint[], $5::bigint[])
+           ON CONFLICT DO NOTHING""",
+        ids,
+        [d.definition() for d in defs],
+        [stats.get(d.id, empty)[0] for d in defs],
+        [stats.get(d.id, empty)[1] for d in defs],
+        [stats.get(d.id, empty)[2] for d in defs],
+    )
+    return sum(n for _, n, _ in stats.values())
+
+
+class _Laps:
+    """Seconds per step of a materialization, into ``timings`` when given."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = round(now - self.t, 3)
+        self.t = now
+
+
+async def _fill(
+    helpers: _Helpers, defs: list[BucketDef], rebuilt: ops_rebuild.OpsRebuild | None, lap: _Laps
+) -> dict[str, tuple[int, int, int]]:
+    """Every family's ops, into bucket_ops or the rebuild's next table; each non-empty bucket's
+    checksum, count and last op id."""
+    into = ops_rebuild.NEXT if rebuilt is not None else OPS
+    lap("ops:start")
     for ddl in link_indexes(defs).values():
         await helpers.run(ddl)
+    lap("links")
     written = 0
     stats: dict[str, tuple[int, int, int]] = {}
     ordered = sorted(defs, key=lambda d: (depth_of(d), d.family, d.id))
@@ -277,42 +339,37 @@ async def materialize(
         if depth > 0:
             # Built over the parents' fresh puts (cheaper than maintaining it row by row); a no-op
             # once it exists.
-            for ddl in parent_indexes(defs).values():
-                await helpers.run(ddl)
+            if rebuilt is not None:
+                await rebuilt.build_ddl(parent_indexes(defs))
+            else:
+                for ddl in parent_indexes(defs).values():
+                    await helpers.run(ddl)
         if depth > 0 and written > ANALYZE_AFTER_ROWS:
-            await helpers.run("ANALYZE sync.bucket_ops")
+            await helpers.run(f"ANALYZE {into}")
+        if depth > 0:
+            lap(f"parents:{depth}")
         for _, fam_iter in groupby(at_depth, key=lambda d: d.family):
             fam = list(fam_iter)
-            t0 = time.perf_counter()
-            for r in await helpers.fill(fam):
+            for r in await helpers.fill(fam, into):
                 stats[r["bucket_id"]] = (int(r["checksum"]), int(r["n"]), int(r["last_op"]))
                 written += int(r["n"])
-            if timings is not None:
-                timings[f"{fam[0].entity}:{fam[0].filter['k']}:{fam[0].access}"] = round(time.perf_counter() - t0, 3)
-    empty = (0, 0, 0)
-    await conn.execute(
-        """INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
-           SELECT * FROM unnest($1::text[], $2::jsonb[], $3::bigint[], $4::bigint[], $5::bigint[])
-           ON CONFLICT DO NOTHING""",
-        [d.id for d in defs],
-        [d.definition() for d in defs],
-        [stats.get(d.id, empty)[0] for d in defs],
-        [stats.get(d.id, empty)[1] for d in defs],
-        [stats.get(d.id, empty)[2] for d in defs],
-    )
-    return written
+            lap(f"{fam[0].entity}:{fam[0].filter['k']}:{fam[0].access}")
+    return stats
 
 
-async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef]) -> list[asyncpg.Record]:
-    """Insert the puts of a family's new buckets; returns each non-empty bucket's checksum, count
-    and last op id, computed from the inserted rows in the same statement (no second pass)."""
+async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef], into: str = OPS) -> list[asyncpg.Record]:
+    """Insert the puts of a family's new buckets into ``into``; returns each non-empty bucket's
+    checksum, count and last op id, computed from the inserted rows in the same statement (no
+    second pass). Into an indexed table the rows go in key order, so that each row's descent
+    into the b-trees lands near the one before; a next table has no index yet."""
     h = SQL_OP_HASH.format(entity="i.entity", id="i.record_id", version="i.version")
+    order = " ORDER BY 1, 2, 3" if into == OPS else ""
     return await conn.fetch(
         f"""
         WITH i AS (
-            INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
+            INSERT INTO {into}(bucket_id, entity, record_id, op_id, op, version)
             SELECT s.bucket_id, s.entity, s.record_id, nextval('sync.op_id_seq'), 'put', s.version
-            FROM ({sql_family_select(fam[0], "$1")} ORDER BY 1, 2, 3) s
+            FROM ({sql_family_select(fam[0], "$1", ops=into)}{order}) s
             RETURNING bucket_id, entity, record_id, op_id, version
         )
         SELECT i.bucket_id, sum({h}) % 4294967296 AS checksum, count(*) AS n, max(i.op_id) AS last_op

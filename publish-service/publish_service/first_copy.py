@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +26,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from publish_service import table_swap
 from publish_service.bucket_writes import ANALYZE_AFTER_ROWS, INDEX_COLS, PARALLELISM
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,8 @@ R = TypeVar("R")
 # (sorting ~30k jsonb values) took about half of the ANALYZE (0.75-1.05 s against 0.52 s after
 # a 752k-row copy); autovacuum gathers them later.
 _ANALYZE_COLS = "(entity, record_id, version, deleted, owner_id, owner_type, business_unit_id, created_at, modified_at)"
-# A rebuild carries the old table's rows over while record_index is locked (readers wait), so
-# it is chosen only while the index holds at most this many rows, and fewer than the copy brings.
-REBUILD_MAX_ROWS = 50_000
-NEXT = "sync.record_index_next"
+TABLE = "sync.record_index"
+NEXT = table_swap.next_of(TABLE)
 _SELECT = (
     "SELECT d.entity, d.id, d.version, d.deleted, d.owner_id, d.owner_type, d.business_unit_id, d.attributes, "
     "d.created_at, d.modified_at FROM data.records d"
@@ -49,12 +47,15 @@ _SELECT = (
 # One first copy at a time (two publish workers may start one together): a session lock, held
 # from the choice of way to the end of the copy.
 _LOCK = "hashtext('sync:first-copy')"
-_INDEXES = """
-    SELECT c.relname AS name, i.indisprimary AS pk, pg_get_indexdef(i.indexrelid) AS ddl
-    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-    WHERE i.indrelid = 'sync.record_index'::regclass ORDER BY c.relname
-    """
-_ON_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON sync\.record_index ")
+# The old table's rows win over copied ones; how many it replaced.
+_CARRY = f"""WITH put AS (
+        INSERT INTO {NEXT}({INDEX_COLS}) SELECT {INDEX_COLS} FROM {TABLE}
+        ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version,
+            deleted = EXCLUDED.deleted, owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
+            business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
+            created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at
+        RETURNING xmax <> 0 AS updated)
+    SELECT count(*) FILTER (WHERE updated) FROM put"""
 
 
 async def _unmirrored(conn: asyncpg.Connection, entities: Iterable[str]) -> list[str]:
@@ -127,22 +128,8 @@ async def mirror_records(conn: asyncpg.Connection, entities: Iterable[str], anal
     return n
 
 
-async def _incoming_rows(conn: asyncpg.Connection, entities: list[str]) -> int:
-    """Rows of ``entities`` in data.records by the planner's statistics (no scan); 0 if unknown."""
-    n = await conn.fetchval(
-        """SELECT coalesce(sum(v.freq * greatest(c.reltuples, 0)), 0)::bigint
-           FROM pg_stats s, pg_class c,
-                unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(entity, freq)
-           WHERE s.schemaname = 'data' AND s.tablename = 'records' AND s.attname = 'entity'
-             AND c.oid = 'data.records'::regclass AND v.entity = ANY($1::text[])""",
-        entities,
-    )
-    return int(n)
-
-
 async def rebuild_pays(conn: asyncpg.Connection, entities: list[str]) -> bool:
-    held = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM sync.record_index LIMIT {REBUILD_MAX_ROWS + 1}) x")
-    return held <= REBUILD_MAX_ROWS and held < await _incoming_rows(conn, entities)
+    return await table_swap.rebuild_pays(conn, TABLE, "data.records", entities)
 
 
 class _Connections:
@@ -189,10 +176,8 @@ class _Connections:
 async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, int | None]]) -> int:
     """Rebuild way (see the module's docstring); ``on.conn`` holds the first-copy lock."""
     conn = on.conn
-    indexes = await conn.fetch(_INDEXES)
-    await conn.execute(f"DROP TABLE IF EXISTS {NEXT}")  # a rebuild that died half way
-    # Columns, defaults, constraints, storage: everything but the indexes, built after the fill.
-    await conn.execute(f"CREATE TABLE {NEXT} (LIKE sync.record_index INCLUDING ALL EXCLUDING INDEXES)")
+    before = await table_swap.indexes(conn, TABLE)
+    await table_swap.create_next(conn, TABLE)
 
     async def fill(c: asyncpg.Connection, rng: tuple[int, int | None]) -> int:
         where, args = _where(rng)
@@ -201,48 +186,17 @@ async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, in
 
     copied = sum(await on.each(fill, ranges))
 
-    # The same indexes as record_index, built once each, spread over the connections (CREATE
-    # INDEX locks share); named after the old ones once those are gone.
-    async def build(c: asyncpg.Connection, idx: asyncpg.Record) -> None:
-        ddl = _ON_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX {idx['name']}_next ON {NEXT} ", idx["ddl"])
-        await c.execute(ddl)
+    async def build(c: asyncpg.Connection, idx: table_swap.Index) -> None:
+        await table_swap.build(c, idx, TABLE)
 
-    await on.each(build, indexes)
+    await on.each(build, before.values())  # spread over the connections (CREATE INDEX locks share)
     await _analyze(conn, NEXT)
     async with conn.transaction():
-        # No op writer is in flight (each writes the index under the ops lock) and no reader
-        # either once the table is ours: rows the old table holds win over the copied ones.
+        # No op writer is in flight (each writes the index under the ops lock), and no reader
+        # once the swap has the table.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
-        await conn.execute("LOCK TABLE sync.record_index IN ACCESS EXCLUSIVE MODE")
-        # An index made or dropped on record_index while the copy ran (a publish of another
-        # worker creates link indexes) is made or dropped here too.
-        now = {i["name"]: i for i in await conn.fetch(_INDEXES)}
-        for idx in indexes:
-            if idx["name"] not in now:
-                await conn.execute(f"DROP INDEX sync.{idx['name']}_next")
-        for name in sorted(set(now) - {i["name"] for i in indexes}):
-            await build(conn, now[name])
-        indexes = list(now.values())
-        replaced = await conn.fetchval(
-            f"""WITH put AS (
-                    INSERT INTO {NEXT}({INDEX_COLS}) SELECT {INDEX_COLS} FROM sync.record_index
-                    ON CONFLICT (entity, record_id) DO UPDATE SET version = EXCLUDED.version,
-                        deleted = EXCLUDED.deleted, owner_id = EXCLUDED.owner_id, owner_type = EXCLUDED.owner_type,
-                        business_unit_id = EXCLUDED.business_unit_id, attributes = EXCLUDED.attributes,
-                        created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at
-                    RETURNING xmax <> 0 AS updated)
-                SELECT count(*) FILTER (WHERE updated) FROM put"""
-        )
-        await conn.execute("DROP TABLE sync.record_index")
-        await conn.execute(f"ALTER TABLE {NEXT} RENAME TO record_index")
-        for idx in indexes:
-            name = idx["name"]
-            if idx["pk"]:
-                await conn.execute(
-                    f"ALTER TABLE sync.record_index ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}_next"
-                )
-            else:
-                await conn.execute(f"ALTER INDEX sync.{name}_next RENAME TO {name}")
+        # A publish of another worker may have made a link index meanwhile: the swap makes it too.
+        replaced = await table_swap.swap(conn, TABLE, before, before, _CARRY)
         await _mark_mirrored(conn, todo)
     return copied - int(replaced)  # the rows the index lacked, as the insert way counts
 

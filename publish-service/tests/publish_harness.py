@@ -253,3 +253,34 @@ async def harness(env: InfraEnv, max_records: int = 500, bell: bool = False) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
         await pool.close()
+
+
+async def accounts_and_contacts(pool: asyncpg.Pool) -> None:
+    """Nine users in three BUs, 300 accounts and 600 contacts whose parentcustomerid names one."""
+    await pool.execute("INSERT INTO admin.business_units(id, name, parent_id) VALUES ('root', 'root', NULL)")
+    await pool.execute(
+        "INSERT INTO admin.business_units(id, name, parent_id) SELECT 'b' || i, 'b', 'root' FROM generate_series(1, 3) i"
+    )
+    await pool.execute(
+        """INSERT INTO admin.roles(id, name, read_offline_profile, privileges)
+           VALUES ('field', 'field', true, '{"*": {"read": "organization"}}')"""
+    )
+    await pool.execute(
+        "INSERT INTO admin.users(id, name, business_unit_id) SELECT 'u' || i, 'u', 'b' || (i % 3 + 1) FROM generate_series(0, 8) i"
+    )
+    await pool.execute("INSERT INTO admin.user_roles SELECT id, 'field' FROM admin.users")
+    await pool.execute(
+        """INSERT INTO admin.entities(logical_name, display_name, ownership) VALUES
+           ('account', 'a', 'user_or_team'), ('contact', 'c', 'user_or_team')"""
+    )
+    await pool.execute(
+        """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
+           SELECT 'account', 'a' || i, 1, 'u' || (i % 9), 'user', 'b' || (i % 9 % 3 + 1), jsonb_build_object('n', i)
+           FROM generate_series(0, 299) i"""
+    )
+    await pool.execute(
+        """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
+           SELECT 'contact', 'c' || i, 1, 'u' || (i % 9), 'user', 'b' || (i % 9 % 3 + 1),
+                  jsonb_build_object('parentcustomerid', 'a' || (i * 7 % 300))
+           FROM generate_series(0, 599) i"""
+    )

@@ -188,7 +188,9 @@ async def scenario(
     helpers: bool = False,
 ) -> None:
     """``helpers``: as the worker does, mirror before the publish's transaction and fill new
-    buckets over helper connections of the pool; otherwise all in the reconcile's transaction."""
+    buckets over helper connections of the pool, with the planner's statistics of the records,
+    so that the first copy and the fill rebuild their tables when they are small beside what
+    they bring (first_copy, ops_rebuild); otherwise all in the reconcile's transaction."""
     helper_pool = pool if helpers else None
     applier = RecordApplier("n")  # a fresh registry cache: the generation counter restarts per example
     members = USERS[:3]
@@ -206,6 +208,7 @@ async def scenario(
             ],
         )
         if helpers:
+            await conn.execute("ANALYZE data.records")
             await first_copy.premirror(pool, {i.entity for i in items}, parts=3)
         async with conn.transaction():
             await membership.apply_profile_event(conn, ev)

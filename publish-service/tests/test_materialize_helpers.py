@@ -9,7 +9,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from publish_harness import create_schemas
+from publish_harness import accounts_and_contacts, create_schemas
 
 from offsync_shared import db
 from offsync_shared.checksum import op_hash
@@ -31,36 +31,6 @@ ITEMS = [
 
 class Boom(Exception):
     pass
-
-
-async def _org(pool: asyncpg.Pool) -> None:
-    await pool.execute("INSERT INTO admin.business_units(id, name, parent_id) VALUES ('root', 'root', NULL)")
-    await pool.execute(
-        "INSERT INTO admin.business_units(id, name, parent_id) SELECT 'b' || i, 'b', 'root' FROM generate_series(1, 3) i"
-    )
-    await pool.execute(
-        """INSERT INTO admin.roles(id, name, read_offline_profile, privileges)
-           VALUES ('field', 'field', true, '{"*": {"read": "organization"}}')"""
-    )
-    await pool.execute(
-        "INSERT INTO admin.users(id, name, business_unit_id) SELECT 'u' || i, 'u', 'b' || (i % 3 + 1) FROM generate_series(0, 8) i"
-    )
-    await pool.execute("INSERT INTO admin.user_roles SELECT id, 'field' FROM admin.users")
-    await pool.execute(
-        """INSERT INTO admin.entities(logical_name, display_name, ownership) VALUES
-           ('account', 'a', 'user_or_team'), ('contact', 'c', 'user_or_team')"""
-    )
-    await pool.execute(
-        """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
-           SELECT 'account', 'a' || i, 1, 'u' || (i % 9), 'user', 'b' || (i % 9 % 3 + 1), jsonb_build_object('n', i)
-           FROM generate_series(0, 299) i"""
-    )
-    await pool.execute(
-        """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes)
-           SELECT 'contact', 'c' || i, 1, 'u' || (i % 9), 'user', 'b' || (i % 9 % 3 + 1),
-                  jsonb_build_object('parentcustomerid', 'a' || (i * 7 % 300))
-           FROM generate_series(0, 599) i"""
-    )
 
 
 async def _publish(pool: asyncpg.Pool, fail: bool) -> None:
@@ -85,7 +55,7 @@ async def test_a_failed_reconcile_leaves_unreachable_ops_that_the_next_one_repla
     pool = await db.create_pool(await infra.create_database("helpers"), max_size=4)
     try:
         await create_schemas(pool)
-        await _org(pool)
+        await accounts_and_contacts(pool)
         with pytest.raises(Boom):
             await _publish(pool, fail=True)
         leftover = await _ops(pool)
@@ -117,7 +87,7 @@ async def test_a_pool_of_one_connection_fills_in_the_reconcile_itself(infra: Inf
     pool = await db.create_pool(await infra.create_database("helpers_one"), max_size=1)
     try:
         await create_schemas(pool)
-        await _org(pool)
+        await accounts_and_contacts(pool)
         await asyncio.wait_for(_publish(pool, fail=False), timeout=120)
         assert await pool.fetchval("SELECT count(*) FROM sync.user_profiles") == 9
         assert await pool.fetchval("SELECT count(*) FROM sync.bucket_ops") > 0

@@ -373,10 +373,12 @@ def param_rows(defs: Iterable[BucketDef]) -> list[dict[str, Any]]:
     return [{"bucket_id": b.id, **{k: v for k, v in b.params.items() if k in names}} for b in defs]
 
 
-def sql_family_select(sample: BucketDef, params_placeholder: str = "$1", restrict: str | None = None) -> str:
+def sql_family_select(
+    sample: BucketDef, params_placeholder: str = "$1", restrict: str | None = None, ops: str = "sync.bucket_ops"
+) -> str:
     """SELECT (bucket_id, entity, record_id, version) of every live record of every bucket of
     ``sample``'s family whose parameters are in the jsonb array ``params_placeholder``.
-    Reads sync.record_index (alias r) and, for derived buckets, sync.bucket_ops of the parent.
+    Reads sync.record_index (alias r) and, for derived buckets, the parent's puts in ``ops``.
     ``restrict`` (a text[] placeholder) limits the result to those record ids."""
     cols = ", ".join(f"{c} {t}" for c, t in PARAM_COLUMNS)
     e = conditions.sql_literal(sample.entity)
@@ -392,13 +394,13 @@ def sql_family_select(sample: BucketDef, params_placeholder: str = "$1", restric
         return (
             # a record's lookup names one parent record: no duplicates, no DISTINCT needed
             f"SELECT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
-            f"JOIN sync.bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
+            f"JOIN {ops} p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
             f"JOIN sync.record_index r ON r.entity = {e} AND (r.attributes ->> {attr}) = p.record_id "
             f"AND jsonb_typeof(r.attributes -> {attr}) = 'string' AND {where}"
         )
     return (
         f"SELECT DISTINCT nb.bucket_id, r.entity, r.record_id, r.version FROM {nb} "
-        f"JOIN sync.bucket_ops p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
+        f"JOIN {ops} p ON p.bucket_id = nb.parent AND p.op = 'put' AND p.entity = {f_ent} "
         f"JOIN sync.record_index f ON f.entity = {f_ent} AND f.record_id = p.record_id "
         f"JOIN sync.record_index r ON r.entity = {e} AND r.record_id = (f.attributes ->> {attr}) "
         f"AND jsonb_typeof(f.attributes -> {attr}) = 'string' AND {where}"

@@ -360,16 +360,17 @@ async def _fill(
 async def _fill_family(conn: asyncpg.Connection, fam: list[BucketDef], into: str = OPS) -> list[asyncpg.Record]:
     """Insert the puts of a family's new buckets into ``into``; returns each non-empty bucket's
     checksum, count and last op id, computed from the inserted rows in the same statement (no
-    second pass). Into an indexed table the rows go in key order, so that each row's descent
-    into the b-trees lands near the one before; a next table has no index yet."""
+    second pass). The rows go in key order: into bucket_ops each row's descent into the b-trees
+    lands near the one before, and in either table a bucket's ops lie together in the heap, where
+    a device's download reads them (a rebuilt table filled unordered cost initial_sync ~8 % and
+    the change path's p50 ~1 ms in `make bench`)."""
     h = SQL_OP_HASH.format(entity="i.entity", id="i.record_id", version="i.version")
-    order = " ORDER BY 1, 2, 3" if into == OPS else ""
     return await conn.fetch(
         f"""
         WITH i AS (
             INSERT INTO {into}(bucket_id, entity, record_id, op_id, op, version)
             SELECT s.bucket_id, s.entity, s.record_id, nextval('sync.op_id_seq'), 'put', s.version
-            FROM ({sql_family_select(fam[0], "$1", ops=into)}{order}) s
+            FROM ({sql_family_select(fam[0], "$1", ops=into)} ORDER BY 1, 2, 3) s
             RETURNING bucket_id, entity, record_id, op_id, version
         )
         SELECT i.bucket_id, sum({h}) % 4294967296 AS checksum, count(*) AS n, max(i.op_id) AS last_op

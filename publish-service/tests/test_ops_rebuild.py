@@ -81,6 +81,20 @@ async def _check_buckets(pool: asyncpg.Pool) -> None:
         assert b["last_op_id"] == max((o["op_id"] for o in mine), default=0)
 
 
+async def _accounts_inserted(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Publish the accounts alone, inserting their ops; the ops held then."""
+    _choose(monkeypatch, False)
+    await _publish(pool, [ACCOUNTS])
+    return await _ops(pool)
+
+
+async def _constraints(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT conname, contype, pg_get_constraintdef(oid) AS d FROM pg_constraint "
+        "WHERE conrelid = 'sync.bucket_ops'::regclass ORDER BY 1"
+    )
+
+
 async def _indexes(pool: asyncpg.Pool) -> set[tuple[str, str]]:
     rows = await pool.fetch(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'bucket_ops'"
@@ -114,13 +128,9 @@ async def test_a_rebuild_fills_what_inserting_fills(infra: Infra, monkeypatch: p
 async def test_a_rebuild_keeps_the_ops_held_and_the_tables_shape(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _choose(monkeypatch, False)
-    await _publish(pool, [ACCOUNTS])
-    held = await _ops(pool)
+    held = await _accounts_inserted(pool, monkeypatch)
     indexes = await _indexes(pool)
-    checks = await pool.fetch(
-        "SELECT conname, contype, pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = 'sync.bucket_ops'::regclass ORDER BY 1"
-    )
+    checks = await _constraints(pool)
     reader = await pool.acquire()
     try:
         # As sync-service reads a bucket's ops, prepared on the old table.
@@ -139,9 +149,7 @@ async def test_a_rebuild_keeps_the_ops_held_and_the_tables_shape(
         names = {n for n, _ in await _indexes(pool)}
         assert names == {n for n, _ in indexes} | set(parent)
         assert indexes <= await _indexes(pool)  # the same definitions under the same names
-        assert checks == await pool.fetch(
-            "SELECT conname, contype, pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = 'sync.bucket_ops'::regclass ORDER BY 1"
-        )
+        assert checks == await _constraints(pool)
         contact_bucket = next(k[0] for k in after if k[1] == "contact")
         rows = await page.fetch(contact_bucket, 0, 1000)
         assert {r["record_id"] for r in rows} == {k[2] for k in after if k[0] == contact_bucket}
@@ -152,9 +160,7 @@ async def test_a_rebuild_keeps_the_ops_held_and_the_tables_shape(
 async def test_a_fill_that_fails_leaves_bucket_ops_as_it_was(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _choose(monkeypatch, False)
-    await _publish(pool, [ACCOUNTS])
-    held = await _ops(pool)
+    held = await _accounts_inserted(pool, monkeypatch)
     fill = bucket_writes._fill_family
 
     async def failing(conn: asyncpg.Connection, fam: list, into: str = bucket_writes.OPS) -> list:

@@ -259,28 +259,25 @@ async def materialize(
     timings: dict[str, float] | None = None,
     pool: asyncpg.Pool | None = None,
     parts: int = PARALLELISM,
-    rebuild: bool | None = None,
 ) -> int:
     """Create new buckets and fill them set-wise (one statement per bucket family, base buckets
     before the buckets derived from them; with ``pool``, each family split over ``parts``
     helper connections, see :class:`_Helpers`, and bucket_ops rebuilt when that pays, see
-    publish_service.ops_rebuild; ``rebuild`` forces the choice). Returns the number of ops
-    written."""
+    publish_service.ops_rebuild). Returns the number of ops written."""
     if not defs:
         return 0
     helpers = _Helpers(conn, pool, parts)
     # Big set-wise joins and sorts: keep them in memory for this transaction only.
     await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     ids = [d.id for d in defs]
-    if helpers.pool is not None and (
-        rebuild if rebuild is not None else await ops_rebuild.pays(conn, (d.entity for d in defs))
-    ):
+    lap = _Laps(timings)
+    if helpers.pool is not None and await ops_rebuild.pays(conn, (d.entity for d in defs)):
         rebuilt: ops_rebuild.OpsRebuild | None = await ops_rebuild.OpsRebuild.start(helpers.pool, parts, ids)
     else:
         rebuilt = None
         # Ops a failed earlier materialization of these ids left behind (see _Helpers).
         await helpers.run(f"DELETE FROM {OPS} WHERE bucket_id = ANY($1::text[])", ids)
-    lap = _Laps(timings)
+    lap("ops:start")
     try:
         stats = await _fill(helpers, defs, rebuilt, lap)
         if rebuilt is not None:
@@ -328,7 +325,6 @@ async def _fill(
     """Every family's ops, into bucket_ops or the rebuild's next table; each non-empty bucket's
     checksum, count and last op id."""
     into = ops_rebuild.NEXT if rebuilt is not None else OPS
-    lap("ops:start")
     for ddl in link_indexes(defs).values():
         await helpers.run(ddl)
     lap("links")

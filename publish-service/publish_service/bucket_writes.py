@@ -58,6 +58,19 @@ class Op:
     old_version: int | None  # version of the put it replaces, None if the record was not in the bucket
 
 
+class Laps:
+    """Seconds per step, by name, each since the one before (into ``laps`` when given)."""
+
+    def __init__(self, laps: dict[str, float] | None = None) -> None:
+        self.laps: dict[str, float] = {} if laps is None else laps
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now
+
+
 _LOCK_OPS = "SELECT pg_advisory_xact_lock(hashtext('sync:ops'))"
 
 
@@ -270,27 +283,28 @@ async def materialize(
     # Big set-wise joins and sorts: keep them in memory for this transaction only.
     await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     ids = [d.id for d in defs]
-    lap = _Laps(timings)
+    laps = Laps(timings)
     if helpers.pool is not None and await ops_rebuild.pays(conn, (d.entity for d in defs)):
         rebuilt: ops_rebuild.OpsRebuild | None = await ops_rebuild.OpsRebuild.start(helpers.pool, parts, ids)
     else:
         rebuilt = None
         # Ops a failed earlier materialization of these ids left behind (see _Helpers).
         await helpers.run(f"DELETE FROM {OPS} WHERE bucket_id = ANY($1::text[])", ids)
-    lap("ops:start")
+    laps.lap("ops:start")
     try:
-        stats = await _fill(helpers, defs, rebuilt, lap)
+        stats = await _fill(helpers, defs, rebuilt, laps)
         if rebuilt is not None:
             await rebuilt.build(rebuilt.before.values())
-            lap("ops:indexes")
+            laps.lap("ops:indexes")
     except BaseException:
         if rebuilt is not None:
             await rebuilt.abandon()
         raise
+    written = sum(n for _, n, _ in stats.values())
     if rebuilt is not None:
         await rebuilt.swap(conn)
-        lap("ops:swap")
-        log.info("bucket_ops rebuilt", extra={"new_buckets": len(defs), "ops": sum(n for _, n, _ in stats.values())})
+        laps.lap("ops:swap")
+        log.info("bucket_ops rebuilt", extra={"new_buckets": len(defs), "ops": written})
     empty = (0, 0, 0)
     await conn.execute(
         """INSERT INTO sync.buckets(id, definition, checksum, record_count, last_op_id)
@@ -302,32 +316,18 @@ async def materialize(
         [stats.get(d.id, empty)[1] for d in defs],
         [stats.get(d.id, empty)[2] for d in defs],
     )
-    return sum(n for _, n, _ in stats.values())
-
-
-class _Laps:
-    """Seconds per step of a materialization, into ``timings`` when given."""
-
-    def __init__(self, timings: dict[str, float] | None) -> None:
-        self.timings = timings
-        self.t = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        if self.timings is not None:
-            self.timings[name] = round(now - self.t, 3)
-        self.t = now
+    return written
 
 
 async def _fill(
-    helpers: _Helpers, defs: list[BucketDef], rebuilt: ops_rebuild.OpsRebuild | None, lap: _Laps
+    helpers: _Helpers, defs: list[BucketDef], rebuilt: ops_rebuild.OpsRebuild | None, laps: Laps
 ) -> dict[str, tuple[int, int, int]]:
     """Every family's ops, into bucket_ops or the rebuild's next table; each non-empty bucket's
     checksum, count and last op id."""
     into = ops_rebuild.NEXT if rebuilt is not None else OPS
     for ddl in link_indexes(defs).values():
         await helpers.run(ddl)
-    lap("links")
+    laps.lap("links")
     written = 0
     stats: dict[str, tuple[int, int, int]] = {}
     ordered = sorted(defs, key=lambda d: (depth_of(d), d.family, d.id))
@@ -343,13 +343,13 @@ async def _fill(
         if depth > 0 and written > ANALYZE_AFTER_ROWS:
             await helpers.run(f"ANALYZE {into}")
         if depth > 0:
-            lap(f"parents:{depth}")
+            laps.lap(f"parents:{depth}")
         for _, fam_iter in groupby(at_depth, key=lambda d: d.family):
             fam = list(fam_iter)
             for r in await helpers.fill(fam, into):
                 stats[r["bucket_id"]] = (int(r["checksum"]), int(r["n"]), int(r["last_op"]))
                 written += int(r["n"])
-            lap(f"{fam[0].entity}:{fam[0].filter['k']}:{fam[0].access}")
+            laps.lap(f"{fam[0].entity}:{fam[0].filter['k']}:{fam[0].access}")
     return stats
 
 

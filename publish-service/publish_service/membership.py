@@ -9,7 +9,6 @@ team, BU, role or entity changed — is handled by one idempotent reconcile.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,7 +119,7 @@ async def reconcile(
     """Bring user_profiles/user_buckets/buckets to what the current org and profiles select.
     Call inside a transaction, which must not have written ops or index rows yet; takes the ops
     lock. With ``pool``, new buckets are filled over helper connections (bucket_writes._Helpers)."""
-    clock = _Clock()
+    clock = bucket_writes.Laps()
     await bucket_writes.lock_ops(conn)
     org = await load_org(conn)
     profiles = {
@@ -233,14 +232,3 @@ async def reconcile(
         },
     )
     return result
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(now - self.t, 3)
-        self.t = now

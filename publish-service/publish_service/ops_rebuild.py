@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterable
 
 import asyncpg
 
 from publish_service import table_swap
 
-log = logging.getLogger(__name__)
 TABLE = "sync.bucket_ops"
 NEXT = table_swap.next_of(TABLE)
 
@@ -68,8 +66,7 @@ class OpsRebuild:
 
     async def swap(self, conn: asyncpg.Connection) -> None:
         """Put the next table in bucket_ops' place, in ``conn``'s transaction (which holds the ops
-        lock); the indexes still missing are built first."""
-        await self.build(self.before.values())
+        lock), once every index of bucket_ops is built on it (:meth:`build`)."""
         await table_swap.swap(conn, TABLE, self.before, self.built)
 
     async def abandon(self) -> None:

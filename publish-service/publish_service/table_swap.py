@@ -88,10 +88,9 @@ BUILD_MEM = "256MB"
 
 
 async def build(conn: asyncpg.Connection, idx: Index, table: str) -> None:
-    """Build ``idx`` of ``table`` on its next table."""
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEM}'")
-        await conn.execute(on_next(idx, table))
+    """Build ``idx`` of ``table`` on its next table, the setting and the build in one simple
+    query: one transaction of their own, or part of the caller's."""
+    await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEM}'; {on_next(idx, table)}")
 
 
 async def create_next(conn: asyncpg.Connection, table: str) -> None:

@@ -39,9 +39,9 @@ def failed(reason: str) -> dict[str, Any]:
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
 # Not durability, but they move the figures (docs/performance.md, "publish: budget per stage" and
 # "The change path"): how reads are done, whether new WAL segments are zero-filled, whether
-# backends have their evicted pages written back as they go, and the collation every text key
-# is compared with.
-COST_SETTINGS = ("io_method", "wal_init_zero", "backend_flush_after")
+# backends have their evicted pages written back as they go, how much WAL is buffered and how
+# often the WAL writer drains it, and the collation every text key is compared with.
+COST_SETTINGS = ("io_method", "wal_init_zero", "backend_flush_after", "wal_buffers", "wal_writer_delay")
 
 
 async def durability(dsn: str) -> dict[str, Any]:

@@ -15,12 +15,14 @@ async def test_durability_is_read_from_the_server(fresh_env: InfraEnv) -> None:
     got = await results.durability(fresh_env.pg_dsn)
     assert set(got) == {*results.DURABILITY_SETTINGS, *results.COST_SETTINGS, "collation", "durable"}
     # the embedded server's settings that move the figures are recorded too
-    assert (got["io_method"], got["wal_init_zero"], got["backend_flush_after"], got["collation"]) == (
-        "sync",
-        "off",
-        "256kB",
-        "builtin C.UTF-8",
-    )
+    assert (
+        got["io_method"],
+        got["wal_init_zero"],
+        got["backend_flush_after"],
+        got["wal_buffers"],
+        got["wal_writer_delay"],
+        got["collation"],
+    ) == ("sync", "off", "256kB", "32MB", "10ms", "builtin C.UTF-8")
     # the test suite's disposable server trades durability for speed, and the record says so
     assert (got["fsync"], got["durable"]) == ("off", False)
 

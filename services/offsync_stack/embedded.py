@@ -252,6 +252,14 @@ class EmbeddedPostgres:
             # p99 33.7 -> 24.5 ms in three pairs, publish within its noise (docs/performance.md,
             # "The change path", round eight).
             "backend_flush_after=256kB",
+            # WAL written out in the background as it is made. With the defaults (8 MB of WAL
+            # buffers at these shared_buffers, the WAL writer waking every 200 ms) a bulk writer
+            # fills the buffers in ~30 ms and then writes them itself, under the one WAL write
+            # lock: the first copy's two connections waited on it a third of their time. With
+            # these its fill took 1.6 -> 1.25 s. The writer hibernates when there is nothing
+            # to write. docs/performance.md, "publish", round seven.
+            "wal_buffers=32MB",
+            "wal_writer_delay=10ms",
         ]
         return [arg for setting in (*self._durability(), *ours, *self.settings) for arg in ("-c", setting)]
 

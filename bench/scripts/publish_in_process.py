@@ -124,7 +124,13 @@ async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped
 
     ev = ProfilePublished(profile_id="P", version=1, items=[ProfileItemSnapshot(**i) for i in PROFILE], user_ids=users)
     t = time.perf_counter()
-    await first_copy.premirror(pool, [i["entity"] for i in PROFILE])
+    # The publish's link indexes, built by the first copy as the worker has it build them (code
+    # from before that had no such argument, for A/B runs against it).
+    entities = [i["entity"] for i in PROFILE]
+    if hasattr(membership, "link_indexes_of"):
+        await first_copy.premirror(pool, entities, indexes=membership.link_indexes_of(ev))
+    else:
+        await first_copy.premirror(pool, entities)
     mirrored_s = time.perf_counter() - t
     async with conn.transaction():
         await membership.apply_profile_event(conn, ev)

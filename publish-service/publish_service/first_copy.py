@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
 import asyncpg
@@ -173,10 +173,14 @@ class _Connections:
         return [out[k] for k in sorted(out)]
 
 
-async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, int | None]]) -> int:
-    """Rebuild way (see the module's docstring); ``on.conn`` holds the first-copy lock."""
+async def _rebuild(
+    on: _Connections, todo: list[str], ranges: list[tuple[int, int | None]], wanted: Mapping[str, str]
+) -> int:
+    """Rebuild way (see the module's docstring); ``on.conn`` holds the first-copy lock. The
+    ``wanted`` indexes record_index lacks are built with its own."""
     conn = on.conn
     before = await table_swap.indexes(conn, TABLE)
+    built = {**{n: table_swap.Index(n, False, ddl) for n, ddl in wanted.items() if n not in before}, **before}
     await table_swap.create_next(conn, TABLE)
 
     async def fill(c: asyncpg.Connection, rng: tuple[int, int | None]) -> int:
@@ -189,21 +193,27 @@ async def _rebuild(on: _Connections, todo: list[str], ranges: list[tuple[int, in
     async def build(c: asyncpg.Connection, idx: table_swap.Index) -> None:
         await table_swap.build(c, idx, TABLE)
 
-    await on.each(build, before.values())  # spread over the connections (CREATE INDEX locks share)
+    # Spread over the connections (CREATE INDEX locks share), the key (the largest) first.
+    await on.each(build, sorted(built.values(), key=lambda i: not i.pk))
     await _analyze(conn, NEXT)
     async with conn.transaction():
         # No op writer is in flight (each writes the index under the ops lock), and no reader
         # once the swap has the table.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sync:ops'))")
         # A publish of another worker may have made a link index meanwhile: the swap makes it too.
-        replaced = await table_swap.swap(conn, TABLE, before, before, _CARRY)
+        replaced = await table_swap.swap(conn, TABLE, before, built, _CARRY)
         await _mark_mirrored(conn, todo)
     return copied - int(replaced)  # the rows the index lacked, as the insert way counts
 
 
-async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PARALLELISM) -> None:
+async def premirror(
+    pool: asyncpg.Pool, entities: Iterable[str], parts: int = PARALLELISM, indexes: Mapping[str, str] | None = None
+) -> None:
     """Mirror entities before a publish's transaction, over up to ``parts`` connections: the copy
-    dominates a first publish and parallelizes across cores.
+    dominates a first publish and parallelizes across cores. ``indexes``: more indexes of
+    record_index (name -> CREATE INDEX DDL) the publish will want, its link indexes; a rebuild
+    builds them beside its own instead of the publish's transaction after it, alone (the insert
+    way leaves them to the publish).
 
     Each part copies from its own snapshot. A record updated between two parts' snapshots can
     move to a page range already read, and so be copied by neither; its update's RecordChanged
@@ -226,7 +236,7 @@ async def premirror(pool: asyncpg.Pool, entities: Iterable[str], parts: int = PA
             ranges = _page_ranges(pages, on.parts)
             t0 = time.perf_counter()
             if await rebuild_pays(conn, todo):
-                way, copied = "rebuild", await _rebuild(on, todo, ranges)
+                way, copied = "rebuild", await _rebuild(on, todo, ranges, indexes or {})
             else:
 
                 async def part(c: asyncpg.Connection, rng: tuple[int, int | None]) -> int:

@@ -16,7 +16,7 @@ import asyncpg
 
 from offsync_shared.events.admin import ProfileDeleted, ProfilePublished
 from publish_service import bucket_writes, first_copy
-from publish_service.rules.buckets import BucketDef, ProfileItem, plan_user
+from publish_service.rules.buckets import BucketDef, ProfileItem, item_link_indexes, plan_user
 from publish_service.rules.model import OrgModel, Role, Team, User
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,12 @@ async def apply_profile_event(conn: asyncpg.Connection, ev: ProfilePublished | P
 
 def _items(raw: Sequence[dict]) -> list[ProfileItem]:
     return [ProfileItem(i["entity"], i["filter"], tuple(i.get("relationships") or ())) for i in raw]
+
+
+def link_indexes_of(ev: ProfilePublished) -> dict[str, str]:
+    """The link indexes (name -> DDL) the published profile's derived buckets can follow, known
+    before its plan: the first copy builds them (``first_copy.premirror``)."""
+    return item_link_indexes([ProfileItem(i.entity, i.filter, tuple(i.relationships)) for i in ev.items])
 
 
 async def reconcile(

@@ -192,9 +192,11 @@ class PublishWorker:
         if not records and not admin:
             return
         started = time.perf_counter()
-        published = {it.entity for e, _ in admin if isinstance(e, ProfilePublished) for it in e.items}
+        profiles = [e for e, _ in admin if isinstance(e, ProfilePublished)]
+        published = {it.entity for e in profiles for it in e.items}
         if published:
-            await first_copy.premirror(self.pool, published)
+            links = {name: ddl for e in profiles for name, ddl in membership.link_indexes_of(e).items()}
+            await first_copy.premirror(self.pool, published, indexes=links)
         # The notifications go to the gateways straight after the commit (the relay is the backstop).
         rest = records
         if admin:

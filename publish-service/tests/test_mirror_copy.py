@@ -17,6 +17,7 @@ from offsync_shared import db
 from offsync_stack.infra import Infra
 from offsync_stack.testing import eventually
 from publish_service import first_copy
+from publish_service.rules.buckets import BucketDef, link_indexes, make_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +154,33 @@ async def test_rebuild_replaces_the_index_with_its_rows_indexes_and_readers(pool
     # The key still refuses a duplicate: the primary key came over.
     with pytest.raises(asyncpg.UniqueViolationError):
         await pool.execute("INSERT INTO sync.record_index(entity, record_id, version) VALUES ('account', 'a1', 9)")
+
+
+async def _index_names(pool: asyncpg.Pool) -> set[str]:
+    return {
+        r["indexname"]
+        for r in await pool.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
+        )
+    }
+
+
+async def test_a_rebuild_builds_the_link_indexes_the_publish_wants(pool: asyncpg.Pool) -> None:
+    (name, ddl), *_ = link_indexes([_contact_of_account()]).items()
+    await _records_analyzed(pool)
+    await first_copy.premirror(pool, ["account"], indexes={name: ddl})
+    assert await _index_names(pool) == {"record_index_pkey", name}
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = ('sync.' || $1)::regclass"
+    assert await pool.fetchval(valid, name)
+    await pool.execute(ddl)  # the publish's own statement then has nothing to do
+    # The insert way leaves them to the publish.
+    await pool.execute("INSERT INTO data.records(entity, id, version, attributes) VALUES ('task', 't1', 1, '{}')")
+    await first_copy.premirror(pool, ["task"], indexes={"record_index_link_never": ddl})
+    assert await _index_names(pool) == {"record_index_pkey", name}
+
+
+def _contact_of_account() -> BucketDef:
+    return make_bucket("contact", {"k": "rel", "from": "account", "attribute": "parent", "side": "self"}, "org", {})
 
 
 async def test_rebuild_is_not_chosen_for_a_large_index(pool: asyncpg.Pool) -> None:

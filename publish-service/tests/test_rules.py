@@ -164,6 +164,17 @@ def test_custom_bucket_parameters_are_only_the_operands_used() -> None:
     assert dict(b.params) == {"c_lang": 1033}
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(org=orgs(), items=profiles())
+def test_the_items_name_every_link_index_a_plan_follows(org: OrgModel, items: list[ProfileItem]) -> None:
+    """The first copy builds the link indexes it knows from the profile's items alone: every one a
+    user's plan follows is among them."""
+    known = buckets.item_link_indexes(items)
+    for u in USERS:
+        planned = buckets.link_indexes(buckets.plan_user(org, items, u))
+        assert planned.items() <= known.items(), u
+
+
 def test_relationship_cycle_terminates() -> None:
     org = _org()
     org.ownership["contact"] = "user_or_team"

@@ -407,21 +407,36 @@ def sql_family_select(
     )
 
 
+def _link_index(entity: str, attr: str) -> tuple[str, str]:
+    """The index over the lookup ``attr`` of ``entity``'s records: (name, CREATE INDEX DDL)."""
+    name = "record_index_link_" + hashlib.sha1(f"{entity}\0{attr}".encode()).hexdigest()[:16]
+    return name, (
+        f"CREATE INDEX IF NOT EXISTS {name} ON sync.record_index ((attributes ->> {conditions.sql_literal(attr)})) "
+        f"WHERE entity = {conditions.sql_literal(entity)}"
+    )
+
+
 def link_indexes(defs: Iterable[BucketDef]) -> dict[str, str]:
     """CREATE INDEX statements (name -> DDL) for the lookups derived buckets follow, so that both
     materialization and incremental refresh find related records by index."""
-    out: dict[str, str] = {}
-    for d in defs:
-        if not d.derived:
-            continue
-        entity = d.entity if d.filter["side"] == "self" else d.filter["from"]
-        attr = d.filter["attribute"]
-        name = "record_index_link_" + hashlib.sha1(f"{entity}\0{attr}".encode()).hexdigest()[:16]
-        out[name] = (
-            f"CREATE INDEX IF NOT EXISTS {name} ON sync.record_index ((attributes ->> {conditions.sql_literal(attr)})) "
-            f"WHERE entity = {conditions.sql_literal(entity)}"
-        )
-    return out
+    return dict(
+        _link_index(d.entity if d.filter["side"] == "self" else d.filter["from"], d.filter["attribute"])
+        for d in defs
+        if d.derived
+    )
+
+
+def item_link_indexes(items: Sequence[ProfileItem]) -> dict[str, str]:
+    """The link indexes one profile's derived buckets can follow, from its items alone (before any
+    user's plan): every relationship to another entity of the profile. ``link_indexes`` of the
+    planned buckets is a subset of it."""
+    entities = {it.entity for it in items}
+    return dict(
+        _link_index(it.entity if rel.get("side", "self") == "self" else rel["entity"], rel["attribute"])
+        for it in items
+        for rel in it.relationships
+        if rel.get("entity") in entities and rel.get("entity") != it.entity
+    )
 
 
 def parent_index_name(entity: str) -> str:

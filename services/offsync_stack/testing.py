@@ -294,3 +294,22 @@ async def profiles_materialized(stack: Stack, *user_ids: str, timeout: float = 4
     await eventually(
         all_there, timeout=timeout, interval=0.2, message=f"profiles of {', '.join(user_ids)} materialized"
     )
+
+
+async def records_in_buckets(stack: Stack, record_ids: list[str], timeout: float = 40.0) -> None:
+    """Wait until publish-service has put each record in a bucket: a record written after its
+    profile's publish reaches the buckets through the records topic, and a device that syncs
+    before then is caught up without it (later on a replicated Kafka)."""
+
+    async def all_there() -> bool:
+        conn = await asyncpg.connect(stack.env.pg_dsn)
+        try:
+            n = await conn.fetchval(
+                "SELECT count(DISTINCT record_id) FROM sync.bucket_ops WHERE record_id = ANY($1::text[]) AND op = 'put'",
+                record_ids,
+            )
+        finally:
+            await conn.close()
+        return n == len(set(record_ids))
+
+    await eventually(all_there, timeout=timeout, interval=0.2, message=f"{len(record_ids)} records in their buckets")

@@ -22,7 +22,7 @@ from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_t
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.accounts import ROOT_BUSINESS_UNIT_ID
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack, make_env, profiles_materialized, start_stack
+from offsync_stack.testing import Stack, make_env, profiles_materialized, records_in_buckets, start_stack
 
 PASSWORD = "field-app-pass-0123"
 CHILD_BU = "field-app-child-bu"
@@ -118,9 +118,11 @@ def make_org(stack: Stack, prefix: str, accounts: int = 6) -> FieldOrg:
 
         shared = [account(f"{prefix}Shared {i}", f"{prefix}ana", ROOT_BUSINESS_UNIT_ID) for i in range(accounts)]
         other = [account(f"{prefix}Other {i}", f"{prefix}cid", CHILD_BU) for i in range(2)]
-    # Publishing is asynchronous: until it lands, the app's first sync is refused (no_profile).
+    # Publishing is asynchronous: until it lands, the app's first sync is refused (no_profile);
+    # the records, written after it, reach the buckets a moment later still.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, profiles_materialized(stack, *members["user_ids"])).result()
+        pool.submit(asyncio.run, records_in_buckets(stack, [*shared, *other])).result()
     return FieldOrg(stack, prefix, shared, other)
 
 

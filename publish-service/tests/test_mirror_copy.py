@@ -114,6 +114,15 @@ async def test_premirror_split_over_page_ranges_copies_every_row_once(pool: asyn
     assert len(await _index(pool)) == 2050
 
 
+async def _index_names(pool: asyncpg.Pool) -> set[str]:
+    return {
+        r["indexname"]
+        for r in await pool.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
+        )
+    }
+
+
 async def _records_analyzed(pool: asyncpg.Pool) -> None:
     """The planner's statistics, from which the copy knows how many rows it brings."""
     await pool.execute("ANALYZE data.records")
@@ -142,27 +151,12 @@ async def test_rebuild_replaces_the_index_with_its_rows_indexes_and_readers(pool
     index = await _index(pool)
     assert len(index) == 50 and index["a3"] == 7
     assert await pool.fetchval("SELECT version FROM sync.record_index WHERE record_id = 't1'") == 4
-    names = {
-        r["indexname"]
-        for r in await pool.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
-        )
-    }
-    assert names == {"record_index_pkey", "record_index_link_test"}
+    assert await _index_names(pool) == {"record_index_pkey", "record_index_link_test"}
     assert await pool.fetchval("SELECT to_regclass($1)", first_copy.NEXT) is None
     assert await pool.fetchval("SELECT count(*) FROM sync.mirrored_entities WHERE entity = 'account'") == 1
     # The key still refuses a duplicate: the primary key came over.
     with pytest.raises(asyncpg.UniqueViolationError):
         await pool.execute("INSERT INTO sync.record_index(entity, record_id, version) VALUES ('account', 'a1', 9)")
-
-
-async def _index_names(pool: asyncpg.Pool) -> set[str]:
-    return {
-        r["indexname"]
-        for r in await pool.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
-        )
-    }
 
 
 async def test_a_rebuild_builds_the_link_indexes_the_publish_wants(pool: asyncpg.Pool) -> None:
@@ -222,13 +216,7 @@ async def test_an_index_made_during_a_rebuild_is_on_the_new_table(pool: asyncpg.
         await _index_newer(other, "a5")
 
     await _rebuild_racing(pool, late_index)
-    names = {
-        r["indexname"]
-        for r in await pool.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'sync' AND tablename = 'record_index'"
-        )
-    }
-    assert names == {"record_index_pkey", "record_index_link_late"}
+    assert await _index_names(pool) == {"record_index_pkey", "record_index_link_late"}
     assert len(await _index(pool)) == 50
 
 

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,21 +278,30 @@ def until(check, timeout: float = 10.0, interval: float = 0.05, message: str = "
         time.sleep(interval)  # between polls of a condition with a deadline
 
 
-async def profiles_materialized(stack: Stack, *user_ids: str, timeout: float = 40.0) -> None:
-    """Wait until publish-service has committed each user's published profile (their
-    ``sync.user_profiles`` row): before that a device's sync is refused with 4004 no_profile,
-    because publishing is asynchronous (slower on a replicated Kafka than on the embedded broker)."""
+async def _all_counted(stack: Stack, sql: str, ids: Sequence[str], timeout: float, message: str) -> None:
+    """Wait until ``sql`` (a count over the text[] ``$1``) counts every distinct one of ``ids``."""
 
     async def all_there() -> bool:
         conn = await asyncpg.connect(stack.env.pg_dsn)
         try:
-            n = await conn.fetchval("SELECT count(*) FROM sync.user_profiles WHERE user_id = ANY($1::text[])", user_ids)
+            n = await conn.fetchval(sql, list(ids))
         finally:
             await conn.close()
-        return n == len(set(user_ids))
+        return n == len(set(ids))
 
-    await eventually(
-        all_there, timeout=timeout, interval=0.2, message=f"profiles of {', '.join(user_ids)} materialized"
+    await eventually(all_there, timeout=timeout, interval=0.2, message=message)
+
+
+async def profiles_materialized(stack: Stack, *user_ids: str, timeout: float = 40.0) -> None:
+    """Wait until publish-service has committed each user's published profile (their
+    ``sync.user_profiles`` row): before that a device's sync is refused with 4004 no_profile,
+    because publishing is asynchronous (slower on a replicated Kafka than on the embedded broker)."""
+    await _all_counted(
+        stack,
+        "SELECT count(*) FROM sync.user_profiles WHERE user_id = ANY($1::text[])",
+        user_ids,
+        timeout,
+        f"profiles of {', '.join(user_ids)} materialized",
     )
 
 
@@ -300,16 +309,10 @@ async def records_in_buckets(stack: Stack, record_ids: list[str], timeout: float
     """Wait until publish-service has put each record in a bucket: a record written after its
     profile's publish reaches the buckets through the records topic, and a device that syncs
     before then is caught up without it (later on a replicated Kafka)."""
-
-    async def all_there() -> bool:
-        conn = await asyncpg.connect(stack.env.pg_dsn)
-        try:
-            n = await conn.fetchval(
-                "SELECT count(DISTINCT record_id) FROM sync.bucket_ops WHERE record_id = ANY($1::text[]) AND op = 'put'",
-                record_ids,
-            )
-        finally:
-            await conn.close()
-        return n == len(set(record_ids))
-
-    await eventually(all_there, timeout=timeout, interval=0.2, message=f"{len(record_ids)} records in their buckets")
+    await _all_counted(
+        stack,
+        "SELECT count(DISTINCT record_id) FROM sync.bucket_ops WHERE record_id = ANY($1::text[]) AND op = 'put'",
+        record_ids,
+        timeout,
+        f"{len(record_ids)} records in their buckets",
+    )

@@ -29,6 +29,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from offsync_shared import metrics, topic_specs
+from offsync_shared.consumer_stop import stop_consumer
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.envelope import Envelope, EnvelopeError
 from offsync_shared.events import Event, decode
@@ -423,7 +424,7 @@ class ConsumerLoop:
                 await consumer.start()
                 return consumer
             except UnknownTopicOrPartitionError:
-                await consumer.stop()
+                await stop_consumer(consumer, self.name)
             self.topic_waits += 1
             if time.monotonic() >= deadline:
                 raise TopicsMissing(
@@ -455,7 +456,7 @@ class ConsumerLoop:
             self._unsubscribe()
             self._unsubscribe = None
         if self.consumer is not None:
-            await self.consumer.stop()
+            await stop_consumer(self.consumer, self.name)
 
     async def rewind(self) -> None:
         """The broker lost its logs (the embedded one re-creates topics empty after a restart). It

@@ -53,6 +53,11 @@ PROBE_POLL_MS = 100
 MAX_BATCH_BYTES = 512 * 1024
 # How often a starting consumer asks again for topics its broker does not know yet.
 TOPICS_RETRY_S = 0.2
+# aiokafka's fetcher task wakes at least this often to look for work no future announces
+# (its default). Everything a paused consumer waits for does announce itself (a resume, a
+# rebalance, a finished request), so there the tick only cost five wake-ups a second at rest.
+FETCHER_TICK_MS = 200
+PAUSING_FETCHER_TICK_MS = 1000
 
 
 class TopicsMissing(RuntimeError):
@@ -410,7 +415,12 @@ class ConsumerLoop:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             request_timeout_ms=self.config.request_timeout_ms,
+            consumer_timeout_ms=PAUSING_FETCHER_TICK_MS if self._pauses_at_rest else FETCHER_TICK_MS,
         )
+
+    @property
+    def _pauses_at_rest(self) -> bool:
+        return self.bell is not None and self.config.fetch_idle_wait_ms is not None
 
     async def _started_consumer(self) -> AIOKafkaConsumer:
         """A started consumer, once the broker knows every topic, or :class:`TopicsMissing` at the

@@ -4,9 +4,11 @@ are cut off (read_timeouts), and a stack exposed with the dev secret is shouted 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,6 +18,42 @@ from offsync_shared.read_timeouts import with_read_timeouts
 from offsync_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's main loop wakes every 100 ms to look for a shutdown, for ever: at rest that was 10
+    of a service's ~24 wake-ups a second, each a few hundred µs of CPU on this virtual machine
+    (docs/performance.md, "Idle CPU"). This one ticks once a second, the resolution of the Date
+    header uvicorn's tick refreshes, and a shutdown signal wakes it at once."""
+
+    tick_s = 1.0
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_now: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._exit_now = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            # uvicorn's own ticks count tenths of a second and refresh the Date header on every
+            # tenth; each of ours is a whole second, so it counts ten.
+            counter = (counter + 10) % 864000
+            try:
+                async with asyncio.timeout(self.tick_s):
+                    await self._exit_now.wait()
+            except TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and self._exit_now is not None:
+            # A signal handler runs between any two bytecodes of the loop's thread: hand over.
+            self._loop.call_soon_threadsafe(self._exit_now.set)
 
 
 def warn_if_exposed(settings: CommonSettings) -> None:
@@ -50,4 +88,4 @@ def serve(service: str, app: FastAPI, settings: CommonSettings, port: int) -> No
         timeout_graceful_shutdown=10,
         http=with_read_timeouts(settings.http_header_timeout_s, settings.http_body_idle_timeout_s),
     )
-    uvicorn.Server(config).run(sockets=inherited_sockets(settings))
+    QuietServer(config).run(sockets=inherited_sockets(settings))

@@ -11,13 +11,13 @@ import uvicorn
 
 from offsync_shared import heap, logs
 from offsync_shared.read_timeouts import with_read_timeouts
-from offsync_shared.serve import inherited_sockets, warn_if_exposed
+from offsync_shared.serve import QuietServer, inherited_sockets, warn_if_exposed
 from sync_service.app import create_app
 from sync_service.settings import Settings
 from sync_service.ws_transport import LeanWebSocketProtocol
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(QuietServer):
     """uvicorn closes open websockets with 1012 on shutdown; drain ours with 1001 before that."""
 
     def __init__(self, config: uvicorn.Config, drain_timeout: float) -> None:

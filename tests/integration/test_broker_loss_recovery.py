@@ -72,7 +72,7 @@ async def test_broker_restart_topics_recreated_and_outbox_replayed(
         before = [await _event(pool, topic, i) for i in range(20)]
         await eventually(lambda: _pending_is(pool, 0), timeout=30, message="first events relayed")
         await eventually(lambda: _all_in(seen, [e.id for e in direct] + before), timeout=30, message="old logs read")
-        await eventually(lambda: _has_looked(watch), timeout=30, message="the watch saw the logs once")
+        await eventually(lambda: _has_looked(watch, topic), timeout=30, message="the watch saw the logs once")
         assert set(await _ids_on(broker.bootstrap, topic)) >= set(before)
 
         await asyncio.to_thread(broker.stop)
@@ -112,8 +112,15 @@ async def _pending_is(pool: object, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM s.outbox WHERE published_at IS NULL") == n  # type: ignore[attr-defined]
 
 
-async def _has_looked(watch: BrokerWatch) -> bool:
-    return bool(watch.ends)
+async def _has_looked(watch: BrokerWatch, topic: str) -> bool:
+    # The ends it read show the old logs (it reads them every few checks, and a read from before
+    # the first sends would show nothing to shrink from).
+    return sum(end for tp, end in watch.ends.items() if tp.topic == topic) > 0
+
+
+async def _checks_and_sees(watch: BrokerWatch, topic: str) -> bool:
+    assert not await watch.check()
+    return await _has_looked(watch, topic)  # Tansu's listed ends may lag the sends for a moment
 
 
 async def _partitions(bootstrap: str, topic: str) -> set[int]:
@@ -155,3 +162,34 @@ async def _all_on(bootstrap: str, topic: str, ids: list[str]) -> bool:
         return set(ids) <= set(await _ids_on(bootstrap, topic))
     except Exception:  # noqa: BLE001 - the broker is still coming back
         return False
+
+
+async def test_a_loss_another_process_repaired_is_noticed_from_the_ends_within_ends_every_checks(
+    fresh_env: InfraEnv, tmp_path: Path
+) -> None:
+    """The topics are back (another service's watch or producer re-created them) before this
+    watch looks again, so only the shrunk ends tell the loss. They are read every ``ends_every``
+    checks, so it notices within that many."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    prefix = fresh_env.topic_prefix
+    topic = ADMIN.full(prefix)
+    producer = bus.Producer(broker.bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
+    watch = BrokerWatch(broker.bootstrap, prefix, PARTITIONS, ends_every=3)
+    try:
+        await bus.ensure_topics(broker.bootstrap, prefix, PARTITIONS)
+        await producer.start()
+        await producer.send_many([(topic, f"k{i}", Probe(flag=True).envelope(f"k{i}").encode()) for i in range(30)])
+        await eventually(lambda: _checks_and_sees(watch, topic), timeout=30, message="the watch read the old ends")
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.start)  # same port, nothing remembered
+        await bus.ensure_topics(broker.bootstrap, prefix, PARTITIONS)  # someone else repaired it first
+        for _ in range(watch.ends_every):
+            if await watch.check():
+                break
+        else:
+            pytest.fail(f"the loss was not noticed in {watch.ends_every} checks")
+    finally:
+        await watch._close()
+        await producer.stop()
+        await asyncio.to_thread(broker.stop)

@@ -434,7 +434,7 @@ class ConsumerLoop:
                 await consumer.start()
                 return consumer
             except UnknownTopicOrPartitionError:
-                await stop_consumer(consumer, self.name)
+                await stop_consumer(consumer)
             self.topic_waits += 1
             if time.monotonic() >= deadline:
                 raise TopicsMissing(
@@ -466,7 +466,7 @@ class ConsumerLoop:
             self._unsubscribe()
             self._unsubscribe = None
         if self.consumer is not None:
-            await stop_consumer(self.consumer, self.name)
+            await stop_consumer(self.consumer)
 
     async def rewind(self) -> None:
         """The broker lost its logs (the embedded one re-creates topics empty after a restart). It

@@ -20,6 +20,7 @@ from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.settings import CommonSettings
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -131,22 +132,6 @@ async def open_runtime(
         rt.spawn(rt.watch.run(), "broker-watch")
         heap.freeze_long_lived()  # what start-up built lives as long as the process
         yield rt
-
-
-async def stop_tasks(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
-    """Cancel ``tasks`` and wait until they end. Cancels again each second: on Python 3.11 a
-    cancellation that meets an inner future completing inside ``asyncio.wait_for`` can be lost,
-    and a loop task (relay, broker watch) then runs on and a plain gather waits for ever (seen
-    as a test teardown that never ended). Gives up, logging, after ``rounds`` seconds."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(rounds):
-        if not pending:
-            return
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-    if pending:
-        log.warning("tasks did not stop after cancellation", extra={"tasks": sorted(t.get_name() for t in pending)})
 
 
 async def _close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:

@@ -30,12 +30,11 @@ class QuietServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._exit_now: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once it runs
+        self._exit_now = asyncio.Event()
 
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._exit_now = asyncio.Event()
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
@@ -51,7 +50,7 @@ class QuietServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        if self._loop is not None and self._exit_now is not None:
+        if self._loop is not None:
             # A signal handler runs between any two bytecodes of the loop's thread: hand over.
             self._loop.call_soon_threadsafe(self._exit_now.set)
 

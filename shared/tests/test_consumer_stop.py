@@ -1,5 +1,6 @@
-"""stop_insisting: a stop that waits for a task which swallowed its first cancel (as aiokafka's
-fetcher does while it cancels its own requests after an assignment change) still ends."""
+"""stop_consumer's mechanism: a task shaped like aiokafka's fetcher, which swallows cancels while
+it cancels its own requests after an assignment change, is ended by stop_tasks, and the stop's
+own cancel-and-wait (what Consumer.stop() does with it) then returns at once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 
 import pytest
 
-from offsync_shared.consumer_stop import stop_insisting
+from offsync_shared.task_stop import stop_tasks
 
 
 def _routine(swallow: int, started: asyncio.Event) -> asyncio.Task[None]:
@@ -28,27 +29,11 @@ async def _stop(task: asyncio.Task[None]) -> None:  # what Consumer.stop() does 
         await task
 
 
-async def test_a_task_that_takes_its_cancel_ends_without_another() -> None:
-    started = asyncio.Event()
-    task = _routine(0, started)
-    await started.wait()
-    assert await stop_insisting(_stop(task), lambda: task, every_s=0.05) == 0
-    assert task.cancelled()
-
-
-@pytest.mark.parametrize("swallow", [1, 3])
-async def test_a_swallowed_cancel_is_repeated_until_the_stop_ends(swallow: int) -> None:
+@pytest.mark.parametrize("swallow", [0, 1, 2])
+async def test_a_fetcher_that_swallows_cancels_is_ended_before_the_stop_waits_for_it(swallow: int) -> None:
     started = asyncio.Event()
     task = _routine(swallow, started)
     await started.wait()
-    extra = await asyncio.wait_for(stop_insisting(_stop(task), lambda: task, every_s=0.01), 10)
-    assert extra == swallow
+    await asyncio.wait_for(stop_tasks([task]), 10)
     assert task.done()
-
-
-async def test_an_error_of_the_stop_is_raised() -> None:
-    async def failing() -> None:
-        raise RuntimeError("broker gone")
-
-    with pytest.raises(RuntimeError, match="broker gone"):
-        await stop_insisting(failing(), lambda: None, every_s=0.01)
+    await asyncio.wait_for(_stop(task), 1)

@@ -13,8 +13,9 @@ from conflict_service.settings import Settings
 from conflict_service.worker import BatchWorker
 from offsync_shared.auth import ADMIN_AUDIENCE
 from offsync_shared.http_edge import KIB, MIB, BodyLimits, RouteLimit, bearer_check
-from offsync_shared.runtime import Runtime, stop_tasks
+from offsync_shared.runtime import Runtime
 from offsync_shared.service_app import service_app
+from offsync_shared.task_stop import stop_tasks
 
 SCHEMA = "data"
 

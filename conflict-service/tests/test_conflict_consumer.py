@@ -20,7 +20,7 @@ from conflict_service.worker import BatchWorker
 from offsync_shared import bus, db
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import DEVICE_BATCHES
 from offsync_stack.testing import InfraEnv, eventually
 

@@ -10,7 +10,7 @@ import pytest
 from publish_harness import harness
 from test_publish_flow import ACCOUNTS, ITEMS_V1, seed_org
 
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_stack.testing import InfraEnv, eventually
 from publish_service.worker import PublishWorker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 
 
 async def test_a_task_that_lost_a_cancellation_is_stopped() -> None:

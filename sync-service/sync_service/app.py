@@ -16,8 +16,9 @@ from offsync_shared import protocol as p
 from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, SessionsRevoked, UserBucketsChanged
-from offsync_shared.runtime import Runtime, stop_tasks
+from offsync_shared.runtime import Runtime
 from offsync_shared.service_app import service_app
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEAD_LETTER, DEVICE_BATCHES, SYNC_NOTIFY
 from sync_service import field_app
 from sync_service.bucket_reads import READ_SETTINGS, PgBucketStore

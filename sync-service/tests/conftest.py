@@ -28,7 +28,7 @@ from offsync_shared.events import decode
 from offsync_shared.events.batch_results import BatchApplied, ChangeResult
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChanged
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEVICE_BATCHES, SYNC_NOTIFY
 from offsync_stack.embedded import free_port
 from offsync_stack.testing import InfraEnv, eventually, make_env

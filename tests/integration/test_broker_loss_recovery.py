@@ -19,7 +19,7 @@ from offsync_shared.broker_watch import BrokerWatch
 from offsync_shared.envelope import Envelope
 from offsync_shared.events import Event
 from offsync_shared.outbox import OUTBOX_DDL, OutboxRelay, enqueue
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.embedded import EmbeddedBroker
 from offsync_stack.testing import InfraEnv, Probe, eventually

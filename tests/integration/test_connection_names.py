@@ -9,7 +9,7 @@ import pytest
 
 from offsync_shared import db
 from offsync_shared.doorbell import Doorbell
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_stack.testing import InfraEnv, eventually
 
 pytestmark = pytest.mark.integration

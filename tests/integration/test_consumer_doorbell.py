@@ -17,7 +17,7 @@ import pytest
 from offsync_shared import bus, db, ops_hint
 from offsync_shared.doorbell import Doorbell
 from offsync_shared.rest_policy import Wake
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.testing import InfraEnv, Probe, eventually
 

@@ -13,7 +13,7 @@ import pytest
 
 from offsync_shared import bus
 from offsync_shared.events.admin import BusinessUnitChanged
-from offsync_shared.runtime import stop_tasks
+from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.testing import InfraEnv, eventually
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -70,6 +71,11 @@ class BenchContext:
         return issue_token(self.jwt_secret, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE, ttl_seconds=24 * 3600)
 
 
+# The services' log level (WARNING: their INFO lines cost CPU inside the windows); a run with it
+# set keeps the logs, e.g. to read publish-service's per-step seconds ("reconciled").
+LOG_LEVEL_ENV = "OFFSYNC_BENCH_LOG_LEVEL"
+
+
 @contextlib.asynccontextmanager
 async def bench_context(
     seed: int, sizes: Sizes, quick: bool, processes: int = 1, scale: float = 1.0
@@ -85,7 +91,7 @@ async def bench_context(
             "OFFSYNC_PG_DSN": dsn,
             "OFFSYNC_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
             "OFFSYNC_TOPIC_PREFIX": prefix,
-            "OFFSYNC_LOG_LEVEL": "WARNING",
+            "OFFSYNC_LOG_LEVEL": os.environ.get(LOG_LEVEL_ENV, "WARNING"),
             "OFFSYNC_PG_POOL_MAX": "20",
             "OFFSYNC_TOPIC_PARTITIONS": "4",
             **infra.broker_env,
@@ -117,7 +123,7 @@ async def bench_context(
 def _tidy_logs(log_dir: Path, finished: bool) -> None:
     """Delete the services' logs of a run that finished with nothing at ERROR or above; keep them,
     and say where, when a reader has something to look at."""
-    if finished and not any(_has_errors(path) for path in log_dir.rglob("*.log")):
+    if finished and LOG_LEVEL_ENV not in os.environ and not any(_has_errors(path) for path in log_dir.rglob("*.log")):
         shutil.rmtree(log_dir, ignore_errors=True)
     else:
         print(f"the services' logs are kept in {log_dir}", flush=True)

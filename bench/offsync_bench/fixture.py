@@ -170,15 +170,19 @@ async def load(dsn: str, admin: httpx.AsyncClient, seed: int, sizes: Sizes) -> L
 
 
 async def copy_population(
-    dsn: str, org: Org, vacuum: bool = False
+    dsn: str, org: Org, settle: bool = True
 ) -> tuple[list[str], dict[str, tuple[str | None, str | None, dict[str, Any]]], int]:
     """COPYs the org's business units, teams, users, role assignments and records (the roles and
     entities must exist); returns the generated account ids, their rows and the record count.
 
-    ``vacuum``: VACUUM the records once loaded (the in-process publish script's option). Not in
-    make bench: the vacuum's writes leave a checkpoint to land inside the first workload, which
-    measured slower than the autovacuum it spares (docs/performance.md, "publish: budget per
-    stage")."""
+    ``settle``: leave the org as any org at rest is on a running server, before the first
+    workload: its records vacuumed (autovacuum takes a freshly inserted table within a minute:
+    hint bits, visibility map) and a checkpoint since the load (the server makes one every few
+    minutes; it also leaves the load's WAL segments to be recycled). Unsettled, the first
+    workload pays the load's aftermath instead: the first publish measured 6.50-6.72 s against
+    6.07-6.16 s, most of it its WAL written into a fresh cluster's new segment files
+    (docs/performance.md, "publish", round eight). ``settle=False``: the in-process publish
+    script's ``--unsettled``, a publish right after a bulk load."""
     sizes = org.sizes
     gen_root = org.business_units[0]["id"]
     bu_id = lambda b: ROOT_BU if b == gen_root else b  # noqa: E731 — the generated root is the bootstrap root
@@ -272,8 +276,10 @@ async def copy_population(
                     )
             await conn.copy_records_to_table("records", schema_name="data", records=rows, columns=cols)
             n += len(rows)
-        await conn.execute("VACUUM (ANALYZE) data.records" if vacuum else "ANALYZE data.records")
+        await conn.execute("VACUUM (ANALYZE) data.records" if settle else "ANALYZE data.records")
         await conn.execute("ANALYZE admin.users")
+        if settle:
+            await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
     return account_ids, account_rows, n

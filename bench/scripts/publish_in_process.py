@@ -91,7 +91,7 @@ async def seed(conn, users: int, records: int) -> None:  # type: ignore[no-untyp
     await conn.execute("ANALYZE data.records")
 
 
-async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = False) -> None:  # type: ignore[no-untyped-def]
+async def seed_bench(dsn: str, conn, scale: float, seed: int, settle: bool = True) -> None:  # type: ignore[no-untyped-def]
     """make bench's org (orgdata + fixture.copy_population), with the roles and entity settings
     the bench sets through the admin API written directly."""
     await conn.execute(
@@ -116,7 +116,7 @@ async def seed_bench(dsn: str, conn, scale: float, seed: int, vacuum: bool = Fal
            VALUES ('bench-bulk', 'Bench bulk', true, '{"account": {"read": "organization"}}')"""
     )
     sizes = Sizes() if scale == 1 else Sizes().scaled(scale)
-    await fixture.copy_population(dsn, make_org(seed, sizes), vacuum)
+    await fixture.copy_population(dsn, make_org(seed, sizes), settle)
 
 
 async def publish_once(pool, conn, users: list[str]):  # type: ignore[no-untyped-def]
@@ -150,8 +150,10 @@ async def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="--org bench: fraction of the full size")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-wal-size", help="ALTER SYSTEM SET max_wal_size (e.g. 4GB) before seeding")
-    ap.add_argument("--no-checkpoint", action="store_true", help="publish right after the load, as make bench does")
-    ap.add_argument("--vacuum", action="store_true", help="--org bench: VACUUM the loaded records")
+    ap.add_argument("--no-checkpoint", action="store_true", help="no CHECKPOINT right before the publish")
+    ap.add_argument(
+        "--unsettled", action="store_true", help="--org bench: no VACUUM and CHECKPOINT after the load (make bench settles)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()
     with provide() as infra:
@@ -169,7 +171,7 @@ async def main() -> None:
                 await conn.execute("SELECT pg_reload_conf()")
             t = time.perf_counter()
             if args.org == "bench":
-                await seed_bench(dsn, conn, args.scale, args.seed, args.vacuum)
+                await seed_bench(dsn, conn, args.scale, args.seed, not args.unsettled)
                 users = [
                     r["id"]
                     for r in await conn.fetch(

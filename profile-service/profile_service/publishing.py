@@ -119,8 +119,13 @@ def _cap_problems(e: dict[str, Any], cap: int) -> list[dict[str, Any]]:
 
 
 async def _under_cap(conn: asyncpg.Connection, items: list[dict[str, Any]], cap: int) -> bool:
+    """Whether every record of the exact items' entities, tombstones too, fits under the cap:
+    then no user can exceed it and the per-user estimates are skipped. Counting tombstones
+    loosens the bound a little and lets PostgreSQL count from the ``(entity, modified_at)``
+    index alone once the table is vacuumed (10 ms instead of 0.2-0.3 s over 250k records of
+    a 750k-record org: docs/performance.md, "publish", round eight)."""
     bound = await conn.fetchval(
-        "SELECT count(*) FROM data.records WHERE entity = ANY($1::text[]) AND NOT deleted", [i["entity"] for i in items]
+        "SELECT count(*) FROM data.records WHERE entity = ANY($1::text[])", [i["entity"] for i in items]
     )
     return int(bound) <= cap
 

@@ -226,9 +226,20 @@ async def test_validate_lists_every_problem_with_estimates_and_cap(
     est = {e["user_id"]: e for e in report["estimates"]}
     assert est["dave"]["records"] == 3 + 2 and est["norole"]["records"] == 3  # BU territories + team-owned tasks
     assert est["dave"]["bytes"] > 0 and est["dave"]["exact"] is True
+    async with pool.acquire() as conn:  # a deleted team task: a tombstone the devices never carry
+        await conn.execute(
+            """INSERT INTO data.records(entity, id, version, owner_id, owner_type, business_unit_id, attributes, deleted)
+               VALUES ('task', 'k-gone', 2, 't1', 'team', 'elsewhere', '{}', true)"""
+        )
     # the org cap on records per user fails validation with the users and items over it
-    await admin.patch("/v1/org-settings", json={"max_records_per_user": 4})
+    await admin.patch("/v1/org-settings", json={"max_records_per_user": 5})
     try:
+        # at the cap exactly: the publish's quick bound counts the tombstone (8 records of the
+        # exact items' entities, over 5), the per-user count does not (dave: 5)
+        assert (await admin.post(f"/v1/profiles/{pid}/publish")).status_code == 200
+        report = (await admin.post(f"/v1/profiles/{pid}/validate")).json()
+        assert report["valid"] is True and {e["user_id"]: e["records"] for e in report["estimates"]}["dave"] == 5
+        await admin.patch("/v1/org-settings", json={"max_records_per_user": 4})
         report = (await admin.post(f"/v1/profiles/{pid}/validate")).json()
         assert report["valid"] is False
         cap = [p for p in report["problems"] if p["code"] == "records_per_user_cap"]

@@ -152,7 +152,9 @@ async def main() -> None:
     ap.add_argument("--max-wal-size", help="ALTER SYSTEM SET max_wal_size (e.g. 4GB) before seeding")
     ap.add_argument("--no-checkpoint", action="store_true", help="no CHECKPOINT right before the publish")
     ap.add_argument(
-        "--unsettled", action="store_true", help="--org bench: no VACUUM and CHECKPOINT after the load (make bench settles)"
+        "--unsettled",
+        action="store_true",
+        help="--org bench: no VACUUM and CHECKPOINT after the load (make bench settles)",
     )
     ap.add_argument("--repeat", type=int, default=1, help="publishes, each on a fresh copy of the seeded database")
     args = ap.parse_args()

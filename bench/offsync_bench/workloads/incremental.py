@@ -16,6 +16,8 @@ from offsync_bench.watcher import NotifyWatcher
 from offsync_shared.topics import SYNC_NOTIFY
 from offsync_stack.testing import eventually
 
+_WAL_LSN = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
     loaded = await setup.main_published(ctx)
@@ -48,6 +50,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         }
         if not expected:
             raise RuntimeError("none of the changed accounts is in any bucket")
+        wal0 = await conn.fetchval(_WAL_LSN)
         t0 = time.time()
         gen = await loadgen.run_in_process(
             loadgen.import_paced, ctx.records_url, ctx.admin_token(), "account", lines, float(sizes.incremental_rate)
@@ -78,6 +81,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         pairing = await eventually(
             all_visible, timeout=120, interval=0.25, message="every change's ops visible in the bucket store"
         )
+        wal_mb = round((await conn.fetchval(_WAL_LSN) - wal0) / 2**20)
     finally:
         await conn.close()
         await watcher.stop()
@@ -92,4 +96,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "achieved_rate": round(gen["achieved_rate"], 1),
         "seconds": round(gen["seconds"], 1),
         "started_at": round(t0, 3),
+        # WAL the window wrote: after a checkpoint the first change to each page is a full-page
+        # image, so this shows how much of the write path's cost is the checkpoint's aftermath.
+        "wal_mb": wal_mb,
     }

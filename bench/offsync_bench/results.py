@@ -36,6 +36,13 @@ def failed(reason: str) -> dict[str, Any]:
     return {"status": "failed", "reason": reason}
 
 
+# How the workloads find the org (offsync_bench.fixture.copy_population), recorded in every
+# results document: figures taken before 2026-12-07 22:00 UTC started right after the load.
+FIXTURE = {
+    "org": "COPY, then VACUUM (ANALYZE) and CHECKPOINT before the first workload: an org at rest "
+    '(docs/performance.md, "publish", round eight)'
+}
+
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
 # Not durability, but they move the figures (docs/performance.md, "publish: budget per stage" and
 # "The change path"): how reads are done, whether new WAL segments are zero-filled, whether
@@ -73,6 +80,7 @@ def common(seed: int, sizes: Sizes, quick: bool) -> dict[str, Any]:
         "seed": seed,
         "quick": quick,
         "sizes": asdict(sizes),
+        "fixture": FIXTURE,
     }
 
 
@@ -94,6 +102,7 @@ def document(
             "machine": machine(),
             "calibration": calibration or {},
             "database": database or {},
+            "fixture": FIXTURE,
             "seed": seed,
             "quick": quick,
             "sizes": asdict(sizes),

@@ -57,4 +57,5 @@ def test_a_failing_workload_reports_why_and_no_figure() -> None:
     assert figs["good"]["status"] == "ok" and figs["good"]["p50_ms"] == 1.0
     doc = orjson.loads(results.document(1, Sizes().scaled(0.1), True, figs))
     assert doc["bad"]["status"] == "failed" and doc["sizes"]["users"] == 200 and doc["machine"]["cores"]
+    assert doc["fixture"] == results.FIXTURE
     assert "FAILED: RuntimeError: device did not sync" in results.table(figs)

@@ -10,20 +10,20 @@ lands, and this test loses them.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import contextlib
 import tempfile
 from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.embedded import EMBEDDED_BROKER_ENV, EmbeddedBroker, EmbeddedPostgres, free_port, rmtree
 from offsync_stack.processes import SERVICES, ServiceGroup
-from offsync_stack.testing import InfraEnv
+from offsync_stack.testing import InfraEnv, until
 
 pytestmark = pytest.mark.chaos
 
@@ -32,12 +32,37 @@ WRITES_EACH = 40
 
 
 def crash(pg: EmbeddedPostgres) -> None:
-    """SIGKILL the whole server: the postmaster's process group holds every backend and the
-    WAL writer, so nothing gets to flush what it still holds in memory."""
+    """SIGKILL every process of the server at once, as a power loss stops them: nothing gets to
+    flush what it still holds in memory. Each child of the postmaster is a session of its own
+    (PostgreSQL calls setsid()), so killing the postmaster's process group killed the postmaster
+    alone: the backends and the WAL writer exited on their own when they noticed, and a restart
+    before the last of them had gone found the old shared memory still attached and refused to
+    start. The server's processes are the ones working in its data directory; the postmaster is
+    stopped first (a fork it is in finishes before it stops), so that none is forked while they
+    are listed."""
     assert pg.proc is not None
-    os.killpg(pg.proc.pid, signal.SIGKILL)
+    postmaster = psutil.Process(pg.proc.pid)
+    postmaster.suspend()
+    until(lambda: postmaster.status() == psutil.STATUS_STOPPED, timeout=10, message="the postmaster stopped")
+    # The postmaster last: its children learn of its death at once (a signal on the parent's
+    # death) and would get to log, if nothing more, before their own SIGKILL landed.
+    server = sorted(_processes_in(pg.root / "pgdata"), key=lambda proc: proc.pid == postmaster.pid)
+    for proc in server:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
     pg.proc.wait()
     pg.proc = None
+    _, alive = psutil.wait_procs(server, timeout=30)
+    assert not alive and not _processes_in(pg.root / "pgdata"), "server processes alive after SIGKILL"
+
+
+def _processes_in(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and Path(proc.cwd()) == pgdata:
+                found.append(proc)
+    return found
 
 
 async def test_acknowledged_writes_survive_a_postgres_crash() -> None:

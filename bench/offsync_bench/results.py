@@ -97,15 +97,9 @@ def document(
     ``calibration``: the machine's speed before and after (offsync_bench.calibration)."""
     return orjson.dumps(
         {
-            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "commit": git_commit(),
-            "machine": machine(),
+            **common(seed, sizes, quick),
             "calibration": calibration or {},
             "database": database or {},
-            "fixture": FIXTURE,
-            "seed": seed,
-            "quick": quick,
-            "sizes": asdict(sizes),
             "stack": stack or {"broker": "embedded", "processes": 1},
             **workloads,
         },

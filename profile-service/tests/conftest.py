@@ -9,7 +9,7 @@ import pytest_asyncio
 from profile_harness import Service
 
 from offsync_stack.infra import Infra
-from offsync_stack.testing import make_env
+from offsync_stack.testing import make_env, release_env
 from profile_service.app import create_app
 from profile_service.settings import Settings
 
@@ -21,6 +21,7 @@ async def service(infra: Infra) -> AsyncIterator[Service]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield Service(app, settings, env)
+    await release_env(infra, env)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -28,7 +28,7 @@ from offsync_shared.auth import DEVICE_AUDIENCE, verify_token
 from offsync_shared.errors import Unauthenticated
 from offsync_stack.accounts import create_user
 from offsync_stack.infra import Infra
-from offsync_stack.testing import make_env
+from offsync_stack.testing import make_env, release_env
 from profile_service.app import create_app
 from profile_service.oidc import OidcConfig, OidcVerifier
 from profile_service.settings import Settings
@@ -131,6 +131,7 @@ async def svc(infra: Infra, provider: Provider) -> AsyncIterator[Service]:
                 admin, "u-ada", username="ada@example.org", password="unused-password", role_ids=["field"]
             )
         yield service
+    await release_env(infra, env)
 
 
 async def _exchange(svc: Service, token: str) -> httpx.Response:
@@ -239,6 +240,7 @@ async def test_no_provider_configured_is_a_404(infra: Infra) -> None:
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as c:
             resp = await c.post("/v1/auth/oidc", json={"token": "x.y.z", "device_id": "d"})
+    await release_env(infra, env)
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
 
 

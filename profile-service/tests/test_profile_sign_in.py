@@ -18,7 +18,7 @@ from offsync_shared.auth import ADMIN_AUDIENCE, DEVICE_AUDIENCE, verify_token
 from offsync_shared.errors import Unauthenticated
 from offsync_stack.accounts import ADMIN_USERNAME, create_user
 from offsync_stack.infra import Infra
-from offsync_stack.testing import TEST_ADMIN_PASSWORD, make_env
+from offsync_stack.testing import TEST_ADMIN_PASSWORD, make_env, release_env
 from profile_service import identity
 from profile_service.app import create_app
 from profile_service.settings import Settings
@@ -35,6 +35,7 @@ async def svc(infra: Infra) -> AsyncIterator[Service]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield Service(app, settings, env)
+    await release_env(infra, env)
 
 
 @pytest_asyncio.fixture(scope="module")

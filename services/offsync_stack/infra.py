@@ -56,6 +56,13 @@ class Infra:
         self._dbs.append(name)
         return self.database_dsn(name)
 
+    def release_topics(self, prefix: str) -> None:
+        """A test env's topics are done with: on the local Apache Kafka cluster they are deleted
+        (each node would keep a replica of every one until the session ends). The embedded broker
+        is thrown away whole; brokers given from outside are left as they are."""
+        if self.kafka is not None:
+            self.kafka.drop_topics(prefix)
+
 
 def docker_engine_answers() -> bool:
     if shutil.which("docker") is None:

@@ -199,6 +199,12 @@ class KafkaNode:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
 
 @dataclass
 class KafkaCluster:
@@ -207,7 +213,9 @@ class KafkaCluster:
 
     root: Path
     size: int = 1
-    heap_mb: int = 256
+    # Every node holds a replica of every partition, ~80 KB of heap each: at 256 MB a suite's
+    # worth of topics (2,000 partitions) filled the old generation and full GCs ran back to back.
+    heap_mb: int = 512
     libs: Path | None = None
     nodes: list[KafkaNode] = field(default_factory=list)
     id: str = field(default_factory=cluster_id)
@@ -239,6 +247,8 @@ class KafkaCluster:
             "-XX:TieredStopAtLevel=1",
             "-XX:CICompilerCount=1",
             "-Xss512k",
+            # Out of heap, a node stops at once (and says so in its log) instead of limping on.
+            "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
@@ -320,6 +330,37 @@ class KafkaCluster:
 
     def kill_node(self, node_id: int) -> None:
         self.stop_node(node_id, signal.SIGKILL)
+
+    def revive(self, timeout: float = 120.0) -> list[str]:
+        """Starts every node that is not running although the cluster was started, and returns,
+        for each, why it had stopped: its exit status and the end of its log."""
+        reports = []
+        for n in self.nodes:
+            if n.proc is None or n.running:
+                continue
+            reports.append(
+                f"Kafka node {n.node_id} exited with status {n.proc.returncode}; its log ends:\n{n.log_tail()}"
+            )
+            n.proc = None
+            self.start_node(n.node_id, timeout=timeout)
+        return reports
+
+    def drop_topics(self, prefix: str) -> None:
+        """Deletes the topics named ``prefix``*: a test's topics would otherwise stay for the
+        session, and every node keeps a replica of each."""
+        _run(lambda: self._drop_topics(prefix))
+
+    async def _drop_topics(self, prefix: str) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30000)
+        try:
+            await admin.start()
+            names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
 
     def wait_brokers(self, timeout: float = 120.0) -> None:
         """Until every running node is registered as a broker in the cluster metadata."""

@@ -31,7 +31,7 @@ from offsync_shared.events.sync_notify import BucketsAdvanced, UserBucketsChange
 from offsync_shared.task_stop import stop_tasks
 from offsync_shared.topics import BATCH_RESULTS, DEVICE_BATCHES, SYNC_NOTIFY
 from offsync_stack.embedded import free_port
-from offsync_stack.testing import InfraEnv, eventually, make_env
+from offsync_stack.testing import InfraEnv, eventually, make_env, release_env
 from sync_service import bucket_reads
 from sync_service.__main__ import uvicorn_config
 from sync_service.app import create_app
@@ -375,6 +375,7 @@ async def gw(infra: Any) -> AsyncIterator[Harness]:
         await producer.stop()
         await stop_tasks([ringing])
         await pool.close()
+        await release_env(infra, env)
 
 
 @pytest_asyncio.fixture

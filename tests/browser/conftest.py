@@ -23,3 +23,4 @@ def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         yield s
     finally:
         s.group.stop_all()
+        infra.release_topics(env.topic_prefix)

@@ -138,6 +138,7 @@ def running_stack(infra: Infra, label: str, logs: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.group.stop_all()
+        infra.release_topics(env.topic_prefix)
 
 
 # ---------------------------------------------------------------- driving the app -------

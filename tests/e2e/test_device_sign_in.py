@@ -31,7 +31,7 @@ from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.accounts import create_user
 from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra
-from offsync_stack.testing import Stack, eventually, make_env, profiles_materialized, start_stack
+from offsync_stack.testing import Stack, eventually, make_env, profiles_materialized, release_env, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +82,7 @@ async def org(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         yield Org(stack)
     finally:
         await asyncio.to_thread(stack.group.stop_all)
+        await release_env(infra, env)
 
 
 async def _create_account(org: Org, user: str, rid: str, name: str) -> None:

@@ -18,7 +18,7 @@ from offsync_shared.settings import DEV_JWT_SECRET
 from offsync_stack.embedded import free_port
 from offsync_stack.infra import Infra
 from offsync_stack.processes import SERVICES, ServiceGroup
-from offsync_stack.testing import InfraEnv, Stack, make_env, profiles_materialized
+from offsync_stack.testing import InfraEnv, Stack, make_env, profiles_materialized, release_env
 
 ROOT_BU = "00000000-0000-0000-0000-000000000100"
 ADMIN_TOKEN = issue_token(DEV_JWT_SECRET, BOOTSTRAP_ADMIN_USER_ID, ADMIN_AUDIENCE)
@@ -93,3 +93,4 @@ async def findings(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> As
         yield Findings(stack, account)
     finally:
         await asyncio.to_thread(stack.group.stop_all)
+        await release_env(infra, env)

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
 from offsync_stack.infra import Infra
-from offsync_stack.testing import InfraEnv, make_env
+from offsync_stack.testing import InfraEnv, make_env, release_env
 from profile_service.app import create_app
 from profile_service.settings import Settings
 
@@ -23,8 +23,10 @@ ROOT_BU = "00000000-0000-0000-0000-000000000100"
 
 
 @pytest_asyncio.fixture(scope="module")
-async def env(infra: Infra) -> InfraEnv:
-    return await make_env(infra, "audit")
+async def env(infra: Infra) -> AsyncIterator[InfraEnv]:
+    env = await make_env(infra, "audit")
+    yield env
+    await release_env(infra, env)
 
 
 @pytest_asyncio.fixture(scope="module")

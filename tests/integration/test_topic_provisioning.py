@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from offsync_shared import bus
 from offsync_shared.topics import ADMIN, RECORDS
-from offsync_stack.testing import InfraEnv
+from offsync_stack.testing import InfraEnv, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,14 @@ async def test_created_as_defined_and_a_differing_topic_is_warned_about(
         assert RECORDS.name not in created and ADMIN.name in created
         warned = [r.getMessage() for r in caplog.records if RECORDS.full(prefix) in r.getMessage()]
         assert warned and "partitions: 2 on the broker, 3 in topics.yaml" in warned[0], warned
-        meta = {t["topic"]: t for t in await admin.describe_topics([ADMIN.full(prefix)])}
-        assert len(meta[ADMIN.full(prefix)]["partitions"]) == 3
+
+        async def admin_partitions() -> int:
+            [meta] = await admin.describe_topics([ADMIN.full(prefix)])
+            return len(meta["partitions"])
+
+        # On three nodes the broker that answers may not have applied the new topic yet: it
+        # answers with no partitions (CI, 2026-12-08), then with all of them.
+        assert await eventually(admin_partitions, timeout=30, message="the admin topic described") == 3
     finally:
         await admin.close()
 

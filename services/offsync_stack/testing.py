@@ -21,6 +21,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -182,7 +183,7 @@ class InfraEnv:
         }
 
     @property
-    def group_timeouts(self) -> dict[str, int]:
+    def group_timeouts(self) -> dict[str, Any]:  # Any: spread into ConsumerConfig(**...)
         """session/heartbeat/fetch timeouts for a consumer on this broker (ConsumerConfig kwargs)."""
         env = self.as_env()
         return {
@@ -191,7 +192,7 @@ class InfraEnv:
             "fetch_max_wait_ms": int(env.get("OFFSYNC_KAFKA_FETCH_MAX_WAIT_MS", 50)),
         }
 
-    def settings_kwargs(self) -> dict[str, object]:
+    def settings_kwargs(self) -> dict[str, Any]:  # Any: spread into Settings(**...)
         return {k.removeprefix("OFFSYNC_").lower(): v for k, v in self.as_env().items()}
 
 

@@ -312,7 +312,7 @@ async def test_cli_sync_watch_stays_connected_live(org: Org, tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(proc.wait(), 30)
-    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""  # type: ignore[union-attr]
+    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert code == 0 and "Traceback" not in stderr, stderr
 
 

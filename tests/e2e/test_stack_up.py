@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -22,7 +23,7 @@ from offsync_stack.embedded import free_port
 pytestmark = pytest.mark.e2e
 
 
-def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, object]:
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -127,7 +128,7 @@ def test_up_reaches_readiness_and_sigterm_leaves_nothing(
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
         assert f"admin sign-in {info['admin_username']} / {info['admin_password']}" in out.decode(errors="replace")
         assert f"console      {info['console']}" in out.decode(errors="replace")  # the address is printed
-        children = list(pids.values())  # type: ignore[union-attr]
+        children = list(pids.values())
         alive = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"processes left behind: {alive}"
         assert not (state / "stack.json").exists()

@@ -62,7 +62,7 @@ async def _device(stack: Stack, admin: httpx.AsyncClient, user: str, device_id: 
     return Device(stack.sync_ws, LocalStore(tmp / f"{device_id}.sqlite"), tok, device_id=device_id)
 
 
-async def _sync_until(dev: Device, predicate, message: str) -> None:  # type: ignore[no-untyped-def]
+async def _sync_until(dev: Device, predicate, message: str) -> None:
     async def attempt() -> bool:
         try:
             await dev.sync(timeout=20)

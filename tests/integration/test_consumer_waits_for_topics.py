@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from offsync_shared import bus
+from offsync_shared.envelope import Envelope
+from offsync_shared.events import Event
 from offsync_shared.topics import ADMIN, DEAD_LETTER
 from offsync_stack.testing import InfraEnv, Probe, eventually
 
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def _loop(env: InfraEnv, producer: bus.Producer, seen: list[bool], **kw: Any) -> bus.ConsumerLoop:
-    async def on_probe(event: Probe, _env: object) -> None:
+    async def on_probe(event: Event, _env: Envelope) -> None:
+        assert isinstance(event, Probe)
         seen.append(event.flag)
 
     return bus.ConsumerLoop(

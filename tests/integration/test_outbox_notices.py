@@ -144,7 +144,7 @@ async def test_a_write_returns_its_rows_and_the_transaction_time_comes_back(
         began = await conn.fetchval("SELECT now()")
         done = await insert_rows(conn, "s", [], [], [upsert, quiet])
         assert done is not None and done.now == began
-        assert sorted(done.returned[0]) == ["a=1", "b=2"]
+        assert sorted(map(str, done.returned[0])) == ["a=1", "b=2"]
         assert await insert_rows(conn, "s", [], []) is None  # nothing to do: no statement
         idle = await insert_rows(conn, "s", [], [], always=True)
         assert idle is not None and idle.now == began and idle.returned == []

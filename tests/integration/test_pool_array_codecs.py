@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 STATEMENT = """SELECT $1::bigint[] AS a, $2::int[] AS b, $3::bool[] AS c, $4::bytea[] AS d,
                       $5::timestamptz[] AS e, $6::jsonb[] AS f, $7::text[] AS g"""
-ARGS = ([1], [2], [True], [b"x"], [])
+ARGS: tuple[list[Any], ...] = ([1], [2], [True], [b"x"], [])
 
 
 async def _lookups(conn: asyncpg.Connection, document: object) -> list[str]:

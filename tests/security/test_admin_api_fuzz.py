@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 import schemathesis
+from requests.structures import CaseInsensitiveDict
 from schemathesis.checks import not_a_server_error
 
 from offsync_shared.auth import ADMIN_AUDIENCE, BOOTSTRAP_ADMIN_USER_ID, issue_token
@@ -53,7 +54,7 @@ def test_no_admin_input_gets_a_server_error(
     def check(case: schemathesis.Case) -> None:
         if case.path_parameters and case.path_parameters.get("user_id") == BOOTSTRAP_ADMIN_USER_ID:
             case.path_parameters["user_id"] = "not-the-admin"  # keep the caller able to call
-        case.headers = {**(case.headers or {}), **H}
+        case.headers = CaseInsensitiveDict({**dict(case.headers or {}), **H})
         response = case.call(base_url=admin_stack.admin_url, session=session, timeout=15)
         case.validate_response(response, checks=[not_a_server_error])
         if response.status_code >= 400:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -45,7 +46,7 @@ async def admin(env: InfraEnv) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _ok(r: httpx.Response) -> dict:  # type: ignore[type-arg]
+def _ok(r: httpx.Response) -> dict[str, Any]:
     assert r.status_code < 300, r.text
     return r.json() if r.content else {}
 
@@ -98,7 +99,11 @@ async def test_filters_and_paging(admin: httpx.AsyncClient) -> None:
     assert [e["method"] for e in only["items"]] == ["PATCH"]
     seen, after = [], None
     while True:
-        params = {"target_kind": "business-units", "limit": 2, **({"after": after} if after else {})}
+        params: dict[str, str | int] = {
+            "target_kind": "business-units",
+            "limit": 2,
+            **({"after": after} if after else {}),
+        }
         page = _ok(await admin.get("/v1/audit", params=params))
         seen += [e["id"] for e in page["items"]]
         after = page["next_after"]

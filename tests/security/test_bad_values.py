@@ -6,6 +6,7 @@ now refused at the edge with a clear 4xx or error frame, and the session goes on
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import orjson
@@ -17,7 +18,7 @@ from tests.security.wsclient import answers_ping, open_session, until
 
 pytestmark = pytest.mark.e2e
 
-RECORDS = {
+RECORDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "nul-query-value": ("GET", "/v1/records/account?owner_id=a%00b", {}),
     "nul-attr-filter": ("GET", "/v1/records/account?attr.name=a%00b", {}),
     "nul-after-cursor": ("GET", "/v1/records/account?after=%00", {}),
@@ -51,7 +52,7 @@ RECORDS = {
     "instant-before-year-1": ("GET", "/v1/records/account?modified_since=0001-01-01T00:00:00%2B14:00", {}),
     "instant-after-9999": ("GET", "/v1/conflicts?since=9999-12-31T23:00:00-14:00", {}),
 }
-ADMIN = {
+ADMIN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "nul-user-id-path": ("GET", "/v1/users/a%00b", {}),
     "nul-role-patch": ("PATCH", "/v1/roles/r%00", {"json": {"name": "x"}}),
     "nul-query": ("GET", "/v1/audit?actor_id=%00", {}),
@@ -60,7 +61,7 @@ ADMIN = {
 }
 
 
-async def _call(base: str, method: str, path: str, kwargs: dict) -> httpx.Response:  # type: ignore[type-arg]
+async def _call(base: str, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base, headers=ADMIN_HEADERS, timeout=30) as c:
         return await c.request(method, path, **kwargs)
 
@@ -98,7 +99,9 @@ async def test_admin_api_refuses_bad_values_with_a_4xx(findings: Findings, name:
     ],
     ids=["nul-batch-id", "nul-record-id", "nul-field-value"],
 )
-async def test_an_upload_with_nul_gets_an_error_frame_and_the_session_goes_on(findings: Findings, frame: dict) -> None:  # type: ignore[type-arg]
+async def test_an_upload_with_nul_gets_an_error_frame_and_the_session_goes_on(
+    findings: Findings, frame: dict[str, Any]
+) -> None:
     ws = await open_session(findings.stack.sync_ws, device_token("ann", "nul-phone"), "nul-phone")
     try:
         await ws.send(orjson.dumps(frame).decode())

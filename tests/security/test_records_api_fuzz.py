@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 import requests
 import schemathesis
+from requests.structures import CaseInsensitiveDict
 from schemathesis.checks import not_a_server_error
 
 from conflict_service.app import create_app
@@ -70,7 +72,7 @@ def test_no_input_gets_a_server_error(
     def check(case: schemathesis.Case) -> None:
         if case.path_parameters and case.path_parameters.get("record_id") == "seed":
             case.path_parameters["record_id"] = "not-the-seed"  # the seed stays untouched, so we can check it
-        case.headers = {**(case.headers or {}), **H}
+        case.headers = CaseInsensitiveDict({**dict(case.headers or {}), **H})
         response = case.call(base_url=records_stack.records_url, session=session, timeout=15)
         case.validate_response(response, checks=[not_a_server_error])
         if response.status_code >= 400:
@@ -80,7 +82,7 @@ def test_no_input_gets_a_server_error(
 
 
 DEEP = "[" * 5000 + "]" * 5000
-HOSTILE = {
+HOSTILE: dict[str, tuple[str, str, dict[str, Any]]] = {
     "oversized-attribute": ("POST", "/v1/records/account", {"json": {"attributes": {"name": "x" * 2_000_000}}}),
     "deeply-nested": (
         "POST",

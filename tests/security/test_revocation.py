@@ -227,7 +227,7 @@ async def test_ops_wait_while_a_publish_is_not_applied_yet(org: Stack) -> None:
             assert not [op for f in held if isinstance(f, p.Ops) for op in f.ops], held
         # publish-service "catches up": the versions agree again and the op goes out.
         await conn.execute("UPDATE admin.published_profile_users SET version = version - 1 WHERE user_id = $1", user)
-        sent = []
+        sent: list[p.OpRow] = []
         async with asyncio.timeout(20):
             while not sent:
                 f = p.decode_server(await ws.recv())

@@ -120,11 +120,17 @@ bench: venv js
 bench-quick: venv js
 	$(PY) -m offsync_bench --quick $(ARGS)
 
+# Each service's tests import their own helpers by bare name (pytest puts the folder on the
+# path) and share names (conftest) with the others' tests: mypy checks one folder at a time.
+TEST_DIRS := shared/tests services/tests bench/tests device-sdk/tests profile-service/tests \
+	publish-service/tests sync-service/tests conflict-service/tests
+
 # The same gates as .pre-commit-config.yaml; config in the root pyproject.toml.
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	@for d in $(TEST_DIRS); do echo "mypy $$d"; MYPYPATH=$$d $(PY) -m mypy $$d || exit 1; done
 
 # docker-compose.yml must refuse to start without its secrets, and be valid with them.
 COMPOSE_SECRETS := OFFSYNC_JWT_SECRET=validate-only-0123456789abcdef0123456789 OFFSYNC_PG_PASSWORD=validate-only

@@ -122,7 +122,7 @@ async def seed(pool: asyncpg.Pool, *, conflict_detection: bool = False) -> Org:
 
 
 def change(seq: int, op: str, entity: str, rid: str, base: int | None = None, **fields: Any) -> Change:
-    return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)  # type: ignore[arg-type]
+    return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
 def batch(user: str, device: str, *changes: Change, batch_id: str | None = None) -> BatchUploaded:

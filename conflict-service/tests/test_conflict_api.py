@@ -52,7 +52,7 @@ class Api:
 async def api(fresh_env: InfraEnv) -> AsyncIterator[Api]:
     pool = await migrated_pool(fresh_env.pg_dsn)
     org = await seed(pool)
-    settings = Settings(**fresh_env.settings_kwargs(), conflict_consumer=False)  # type: ignore[arg-type]
+    settings = Settings(**fresh_env.settings_kwargs(), conflict_consumer=False)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -506,7 +506,7 @@ async def test_writes_name_their_records_in_a_hint_where_the_doorbell_is(fresh_e
     await listener.add_listener(records_hint.CHANNEL, hear)
     try:
         for bell in (True, False):
-            settings = Settings(**{**fresh_env.settings_kwargs(), "kafka_doorbell": bell}, conflict_consumer=False)  # type: ignore[arg-type]
+            settings = Settings(**{**fresh_env.settings_kwargs(), "kafka_doorbell": bell}, conflict_consumer=False)
             app = create_app(settings)
             async with (
                 app.router.lifespan_context(app),

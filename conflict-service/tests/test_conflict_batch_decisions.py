@@ -58,7 +58,7 @@ RECORDS = {r.id: r for r in (stored("a1", 2), stored("gone", 3, deleted=True))}
 
 
 def ch(seq: int, op: str, rid: str, base: int | None = None, entity: str = "account", **fields: str) -> Change:
-    return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)  # type: ignore[arg-type]
+    return Change(seq=seq, op=op, entity=entity, id=rid, base_version=base, fields=fields)
 
 
 def run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from conflict_org import ALICE, BOB, Org, batch, change, migrated_pool, read_rec
 from conflict_service.applier import topics_for
 from conflict_service.worker import BatchWorker
 from offsync_shared import bus, db
+from offsync_shared.events.batch_results import BatchApplied
 from offsync_shared.events.device_batches import BatchUploaded
 from offsync_shared.outbox import OutboxRelay
 from offsync_shared.task_stop import stop_tasks
@@ -103,7 +104,7 @@ async def test_batches_through_the_topic_duplicate_and_poison(harness: Harness) 
     await h.send(b1, b2, b1, poison, b3)
     await h.start_worker("w1")
     answers = await read_topic(h.env.kafka_bootstrap, h.topics.batch_results, 5, timeout=30)
-    by_id: dict[str, list[dict[str, Any]]] = {}
+    by_id: dict[str, list[list[dict[str, Any]]]] = {}
     for a in answers:
         by_id.setdefault(a["payload"]["batch_id"], []).append(a["payload"]["results"])
     assert by_id[b1.batch_id][0] == by_id[b1.batch_id][1]
@@ -138,7 +139,7 @@ async def test_redelivery_after_rebalance_applies_nothing_twice(harness: Harness
         # over in several polls, and a worker blocked in its first commit would apply only some).
         return None
 
-    w1.loop.consumer.commit = commit_never  # type: ignore[method-assign]  # fault injection: lost commits
+    w1.loop.consumer.commit = commit_never  # fault injection: lost commits
 
     async def all_applied() -> bool:
         return await h.applied_batches() == 12
@@ -222,12 +223,12 @@ async def test_an_outage_in_the_one_at_a_time_fallback_is_waited_out(
         [asyncpg.AdminShutdownError("terminating connection due to administrator command")],
     )
 
-    async def apply(batches: list[BatchUploaded]) -> None:  # fault injection around the real applier
+    async def apply(batches: Sequence[BatchUploaded]) -> list[BatchApplied]:  # fault injection around the real applier
         if poison in batches:
             raise ValueError("a batch this worker can never apply")
         if away_once:
             raise away_once.pop()  # the database shuts down just as the good batch is retried alone
-        await real_apply(batches)
+        return await real_apply(batches)
 
     w.applier.apply = apply  # type: ignore[method-assign]
     await w.loop.handle_decoded([(poison, poison.envelope("d1")), (good, good.envelope("d1"))])

@@ -306,7 +306,7 @@ TABLE = [
     [row[1:] for row in TABLE],
     ids=[row[0] for row in TABLE],
 )
-def test_decision_table(server, change, pol, fallback, outcome, written, version, deleted, attrs, lost) -> None:  # type: ignore[no-untyped-def]
+def test_decision_table(server, change, pol, fallback, outcome, written, version, deleted, attrs, lost) -> None:
     d = decide(server, change, pol, fallback)
     assert d.outcome is outcome
     assert d.written is written
@@ -361,7 +361,7 @@ policies = st.sampled_from(list(Policy))
 
 
 @given(st.one_of(st.none(), states), changes, policies, st.sampled_from([CW, SW]))
-def test_properties_of_every_decision(server, change, pol, fallback) -> None:  # type: ignore[no-untyped-def]
+def test_properties_of_every_decision(server, change, pol, fallback) -> None:
     d = decide(server, change, pol, fallback)
     if d.written:
         # A write is exactly one version above the server's and never loses server-only fields.
@@ -396,10 +396,7 @@ def test_policy_module_is_pure() -> None:
     paths = [Path(policy_module.__file__).with_name(f"{m}.py") for m in ("policy", "validation", "batch_decisions")]
     for path in [*paths, *sorted(domain.glob("*.py"))]:
         tree = ast.parse(path.read_text())
-        imported = {
-            (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Import, ast.ImportFrom))
-            for a in (n.names if isinstance(n, ast.Import) else [n])  # type: ignore[attr-defined]
+        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
         }
         assert not {m.split(".")[0] for m in imported} & {"asyncpg", "aiokafka", "faust", "fastapi", "websockets"}, path

@@ -4,6 +4,7 @@ cleared, and a device that is not signed in says how to sign in."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_a_cut_short_list_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_every_command_has_help() -> None:
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "cmd")  # noqa: SLF001 - argparse exposes no other way
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001 - argparse exposes no other way
     assert sub.choices
     helps = {a.dest: a.help for a in sub._choices_actions}  # noqa: SLF001
     for name, cmd in sub.choices.items():

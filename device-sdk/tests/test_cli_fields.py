@@ -8,7 +8,7 @@ import pytest
 
 from offsync_device.fields import FieldError, parse, typed
 
-ATTRS = {
+ATTRS: dict[str, dict[str, Any]] = {
     "name": {"type": "string"},
     "phone": {"type": "string"},
     "employees": {"type": "int"},

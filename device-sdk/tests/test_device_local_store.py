@@ -8,6 +8,7 @@ import random
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -142,7 +143,7 @@ def test_drop_keeps_records_of_other_buckets_and_pending_changes() -> None:
 def test_local_checksum_equals_reference(ops: list[tuple[str, int, int, str]]) -> None:
     s = LocalStore()
     ref: dict[tuple[str, str], int] = {}
-    rows = []
+    rows: list[p.OpRow] = []
     for n, (op, i, v, b) in enumerate(ops):
         rows.append((n + 1, b, op, "e", f"r{i}", v, {} if op == "put" else None))
         if op == "put":
@@ -259,7 +260,7 @@ _step = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_step, max_size=25))
-def test_bucket_sums_never_drift(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_bucket_sums_never_drift(steps: list[tuple[Any, ...]]) -> None:
     """Whatever the SDK or raw SQL does to membership, the triggers keep every bucket's sum equal
     to a recomputation; a checkpoint stores exactly what the server said, or nothing. The raw
     hashes written here are the "server's" truth, so the full verification (which would call

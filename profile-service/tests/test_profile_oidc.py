@@ -114,7 +114,7 @@ def provider() -> Iterator[Provider]:
 async def svc(infra: Infra, provider: Provider) -> AsyncIterator[Service]:
     env = await make_env(infra, "oidc")
     settings = Settings(
-        **env.settings_kwargs(),  # type: ignore[arg-type]
+        **env.settings_kwargs(),
         oidc_issuer=provider.issuer,
         oidc_audience=AUDIENCE,
         oidc_user_claim="email",
@@ -183,7 +183,7 @@ REFUSED = [
         "Signature",
     ),
     ("unpublished-kid", lambda p: p.token("nope", key=p.keys["k1"], email="ada@example.org"), "does not publish"),
-    ("alg-none", lambda p: jwt.encode({"iss": p.issuer, "aud": AUDIENCE}, None, algorithm="none"), "not accepted"),
+    ("alg-none", lambda p: jwt.encode({"iss": p.issuer, "aud": AUDIENCE}, "", algorithm="none"), "not accepted"),
     ("hs256-with-public-key", _forged_hs256, "not accepted"),
 ]
 
@@ -236,7 +236,7 @@ async def test_unknown_key_ids_do_not_hammer_the_provider(provider: Provider) ->
 
 async def test_no_provider_configured_is_a_404(infra: Infra) -> None:
     env = await make_env(infra, "nooidc")
-    app = create_app(Settings(**env.settings_kwargs()))  # type: ignore[arg-type]
+    app = create_app(Settings(**env.settings_kwargs()))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as c:
             resp = await c.post("/v1/auth/oidc", json={"token": "x.y.z", "device_id": "d"})

@@ -178,7 +178,7 @@ async def test_people_one_profile_per_user_publish_and_republish(
     assert events[-1]["items"][0]["filter"] == {"kind": "other", "user": True, "team": True, "business_unit": False}
 
 
-async def _at_least(fetch, n: int):  # type: ignore[no-untyped-def]
+async def _at_least(fetch, n: int):
     got = await fetch()
     return got if len(got) >= n else None
 

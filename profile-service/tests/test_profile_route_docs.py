@@ -41,7 +41,7 @@ async def undocumented() -> None:
     ids=["summary-only", "summary-and-description", "explicit-wins", "no-docstring"],
 )
 def test_docstring_gives_summary_and_description(
-    endpoint: Callable[[], Any], given: dict[str, str], summary: str | None, description: str
+    endpoint: Callable[[], Any], given: dict[str, Any], summary: str | None, description: str
 ) -> None:
     router = APIRouter(route_class=DocumentedRoute)
     router.add_api_route("/x", endpoint, **given)

@@ -31,7 +31,7 @@ PASSWORD = "correct horse battery"
 @pytest_asyncio.fixture(scope="module")
 async def svc(infra: Infra) -> AsyncIterator[Service]:
     env = await make_env(infra, "auth")
-    settings = Settings(**env.settings_kwargs(), login_max_failures_per_user=3, login_max_failures_per_address=8)  # type: ignore[arg-type]
+    settings = Settings(**env.settings_kwargs(), login_max_failures_per_user=3, login_max_failures_per_address=8)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield Service(app, settings, env)

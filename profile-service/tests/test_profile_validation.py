@@ -345,7 +345,7 @@ def test_check_items_reports_every_problem_at_once() -> None:
         **METAS,
         "product": EntityMeta("product", "organization", METAS["product"].attributes, offline_enabled=False),
     }
-    items = [
+    items: list[dict[str, Any]] = [
         {"entity": "product", "filter": {"kind": "all"}},
         {"entity": "account", "filter": {"kind": "other"}, "sync_interval_minutes": 2},
         {"entity": "ghost", "filter": {"kind": "all"}},

@@ -92,7 +92,7 @@ def leaves() -> list[dict[str, Any]]:
         if op in ("null", "not-null"):
             out.append({"attribute": attr, "operator": op})
         elif op in ("in", "not-in"):
-            lists = ([], ["ab", 2], [True, "u1", 0], ["CONTOSO", "école", 2.5])
+            lists: tuple[list[Any], ...] = ([], ["ab", 2], [True, "u1", 0], ["CONTOSO", "école", 2.5])
             out += [{"attribute": attr, "operator": op, "value": v} for v in lists]
         elif op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with"):
             out += [{"attribute": attr, "operator": op, "value": v} for v in OPERANDS if isinstance(v, str)]

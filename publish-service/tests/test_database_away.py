@@ -6,6 +6,7 @@ record change parked in the dead letters is lost to every device."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
@@ -124,7 +125,7 @@ async def test_an_outage_in_the_event_by_event_fallback_is_waited_out(
             [asyncpg.AdminShutdownError("terminating connection due to administrator command")],
         )
 
-        async def apply(items: list[tuple[Event, Envelope]]) -> None:
+        async def apply(items: Sequence[tuple[Event, Envelope]]) -> None:
             if any(e is poison for e, _ in items):
                 raise ValueError("a change this worker can never apply")
             if away_once:

@@ -104,16 +104,16 @@ async def load_state(conn: asyncpg.Connection, org: OrgModel) -> None:
         )
     for u in org.users.values():
         await conn.execute("UPDATE admin.users SET manager_id = $2 WHERE id = $1", u.id, u.manager_id)
-        for r in u.role_ids:
-            await conn.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", u.id, r)
+        for role_id in u.role_ids:
+            await conn.execute("INSERT INTO admin.user_roles VALUES ($1, $2)", u.id, role_id)
     for t in org.teams.values():
         await conn.execute(
             "INSERT INTO admin.teams(id, name, business_unit_id) VALUES ($1, $1, $2)", t.id, t.business_unit_id
         )
         for m in t.member_ids:
             await conn.execute("INSERT INTO admin.team_members VALUES ($1, $2)", t.id, m)
-        for r in t.role_ids:
-            await conn.execute("INSERT INTO admin.team_roles VALUES ($1, $2)", t.id, r)
+        for role_id in t.role_ids:
+            await conn.execute("INSERT INTO admin.team_roles VALUES ($1, $2)", t.id, role_id)
     for e, own in OWNERSHIP.items():
         await conn.execute(
             "INSERT INTO admin.entities(logical_name, display_name, ownership) VALUES ($1, $1, $2)", e, own
@@ -144,7 +144,7 @@ async def write_record(conn: asyncpg.Connection, r: Record) -> RecordChanged:
         business_unit_id=r.business_unit_id,
         attributes=dict(r.attributes),
         committed_at=time.time(),
-    )  # type: ignore[arg-type]
+    )
 
 
 async def check(conn: asyncpg.Connection, items: list[ProfileItem], members: list[str]) -> None:

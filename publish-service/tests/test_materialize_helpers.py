@@ -6,6 +6,7 @@ replaces them with exactly the buckets' content."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ from publish_service import first_copy, membership
 
 pytestmark = pytest.mark.integration
 
-ITEMS = [
+ITEMS: list[dict[str, Any]] = [
     {"entity": "account", "filter": {"kind": "other", "user": True, "team": False, "business_unit": True}},
     {
         "entity": "contact",

@@ -3,6 +3,8 @@ org changes, republish diff and redelivery, each checked against the naive refer
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from publish_harness import harness
@@ -40,7 +42,7 @@ async def seed_org(c: asyncpg.Connection) -> None:
     """)
 
 
-ITEMS_V1 = [
+ITEMS_V1: list[dict[str, Any]] = [
     {"entity": "account", "filter": {"kind": "other", "user": True, "team": True, "business_unit": False}},
     {
         "entity": "contact",

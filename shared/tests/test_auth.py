@@ -33,7 +33,7 @@ def test_valid_token_gives_principal() -> None:
     ],
     ids=["device-token-on-admin", "expired", "forged-signature", "wrong-issuer", "garbage"],
 )
-def test_refused(token, audience: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_refused(token, audience: str, reason: str) -> None:
     with pytest.raises(Unauthenticated, match=reason):
         verify_token(SECRET, token(), audience)
 

@@ -134,7 +134,7 @@ def test_invalid_client_frames(raw: bytes, code: str) -> None:
 
 
 # Text a client may send: any Unicode scalar value but NUL (PostgreSQL text cannot hold it).
-chars = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00")
+chars = st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00")
 ident = st.text(chars, min_size=1, max_size=30)
 u63 = st.integers(0, 2**63 - 1)
 json_scalar = st.one_of(

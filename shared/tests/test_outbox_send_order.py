@@ -46,7 +46,7 @@ def test_first_topics_are_split_off_in_order() -> None:
 
 
 def _relay(publisher: Any) -> OutboxRelay:
-    return OutboxRelay(None, "s", publisher)  # type: ignore[arg-type]  # publish_committed needs no pool
+    return OutboxRelay(None, "s", publisher)  # publish_committed needs no pool
 
 
 def test_answers_are_sent_and_acknowledged_before_the_records() -> None:

@@ -61,7 +61,7 @@ def test_a_rule_over_fields_keeps_its_own_sentence_and_never_echoes_a_secret(mon
 
 def test_a_dsn_is_named_but_not_echoed() -> None:
     with pytest.raises(ValidationError) as caught:
-        CommonSettings(pg_dsn=["postgresql://u:hunter2@db/offsync"])  # type: ignore[arg-type]
+        CommonSettings(pg_dsn=["postgresql://u:hunter2@db/offsync"])
     text = settings_error(caught.value, "OFFSYNC_")
     assert "OFFSYNC_PG_DSN=(hidden)" in text
     assert "hunter2" not in text

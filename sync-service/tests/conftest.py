@@ -306,7 +306,6 @@ async def start_gateway(settings: Settings) -> tuple[Any, uvicorn.Server, asynci
     app = create_app(settings)
     config = uvicorn_config(app, settings, host="127.0.0.1", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     await eventually(lambda: _started(server, task), timeout=30, message="gateway started")
     await eventually(lambda: _positioned(app), timeout=30, message="gateway consumer positioned")

@@ -5,6 +5,8 @@ whole, page after page)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _plan(pool: asyncpg.Pool, after_key: bool) -> str:
+    args: tuple[Any, ...]
     if after_key:
         args = ("u1", ["big"], 100, 500, "big", "account", "r")
         sql = bucket_reads._PAGE_AFTER_KEY

@@ -161,7 +161,7 @@ def junk_frames(rng: random.Random) -> list[bytes | str]:
         bytes(range(256)),
         "\ud7ff" * 10,
     ]
-    for field, bad in [
+    cases: list[tuple[str, Any]] = [
         ("op", "merge"),
         ("op", None),
         ("seq", -1),
@@ -172,7 +172,8 @@ def junk_frames(rng: random.Random) -> list[bytes | str]:
         ("entity", 5),
         ("fields", []),
         ("base_version", "v"),
-    ]:
+    ]
+    for field, bad in cases:
         ch = dict(valid_change, **{field: bad})
         out.append(orjson.dumps({"type": "upload", "batch_id": str(uuid.uuid4()), "changes": [ch]}))
     out.append(orjson.dumps({"type": "upload", "batch_id": "dup", "changes": [valid_change, valid_change]}))

@@ -20,6 +20,7 @@ class Recording(SyncSession):
     """A session that remembers every phase it entered."""
 
     __slots__ = ("seen",)
+    seen: list[Phase]
 
     def _enter(self, phase: Phase) -> None:
         super()._enter(phase)
@@ -47,7 +48,7 @@ def _session(store: FakeStore, shared: FakeShared | None, cursor: int = 0, check
         publisher=NullPublisher(),
         settings=Settings(env="test", sync_page_size=100, sync_heartbeat_s=60, sync_idle_timeout_s=120),
         verify_token=lambda t: None,  # type: ignore[arg-type,return-value]
-        shared=shared,  # type: ignore[arg-type]
+        shared=shared,
     )
     s.seen = [Phase.OPENING]
     return s

@@ -43,7 +43,7 @@ async def test_deflate_is_declined_and_frames_of_every_shape_are_read(gw: Any) -
     headers = {"Authorization": f"Bearer {gw.token(user)}"}
     async with connect(gw.url, additional_headers=headers, compression="deflate", ping_interval=None) as ws:
         # No permessage-deflate: its zlib state would cost more than an idle device does.
-        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.response is not None and "Sec-WebSocket-Extensions" not in ws.response.headers
         await ws.send(hello(str(uuid.uuid4())))  # binary frame
         await welcomed(ws)
         await ws.send(iter(['{"type":"ping",', '"t":7}']))  # one text message in two fragments
@@ -151,7 +151,7 @@ def _client_frame(first: int, payload: bytes, masked: bool = True) -> bytes:
 
 async def _server_frames(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
     """The frames the server sends until it closes the connection."""
-    frames = []
+    frames: list[tuple[int, bytes]] = []
     async with asyncio.timeout(10):
         while True:
             try:

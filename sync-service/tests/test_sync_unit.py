@@ -17,7 +17,7 @@ from offsync_shared import protocol as p
 from offsync_shared.auth import Principal
 from offsync_shared.checksum import MOD, op_hash
 from sync_service import device_access
-from sync_service.bucket_reads import Admission, BucketState, OpsPage, StoredBatch
+from sync_service.bucket_reads import Admission, BucketState, LiveBatch, OpsPage, StoredBatch
 from sync_service.device_access import AccessFacts, decide
 from sync_service.limits import ComeBackSlots, TokenBucket
 from sync_service.metadata import describe_entity, primary_attribute
@@ -144,6 +144,16 @@ class FakeStore:
     async def entity_metadata(self, user_id: str) -> list[dict[str, Any]]:
         return [describe_entity("account", "Account", {"name": {"type": "string", "required": True}})]
 
+    # The rest of BucketStore: paths these unit tests never take.
+    async def live_batch(self, buckets: list[str], users: list[str], after: int, limit: int) -> LiveBatch:
+        raise NotImplementedError
+
+    async def app_profiles(self, app: str) -> frozenset[str] | None:
+        return None
+
+    async def newest_ops(self, buckets: list[str]) -> dict[str, int]:
+        return {"b": len(self.ops)} if "b" in buckets else {}
+
 
 class NullRegistry:
     def register(self, s: Any) -> None: ...
@@ -183,7 +193,7 @@ async def test_session_produces_one_page_per_frame_taken() -> None:
     assert store.pages_read == 1
     frames = [await anext(stream) for _ in range(10)]
     assert isinstance(frames[-1], p.Checkpoint) and frames[-1].cursor == 1000
-    assert frames[-2].done == frames[-2].total == 1000
+    assert isinstance(frames[-2], p.Ops) and frames[-2].done == frames[-2].total == 1000
     await stream.aclose()
 
 

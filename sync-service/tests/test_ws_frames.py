@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -201,7 +202,8 @@ def _fragments(draw: Any, payload: bytes) -> list[bytes]:
 def encoded_streams(draw: Any) -> tuple[bytes, list[Event], list[int]]:
     """Messages framed by websockets' client encoder (some fragmented, pings between), the
     events they must give, and where to split the bytes."""
-    wire, expected = b"", []
+    wire = b""
+    expected: list[Event] = []
     for is_text, value in draw(messages):
         payload = value.encode() if is_text else value
         parts = _fragments(draw, payload)
@@ -235,6 +237,7 @@ def oracle(data: bytes, max_size: int) -> list[Event]:
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     (request,) = server.events_received()
+    assert isinstance(request, Request)
     server.send_response(server.accept(request))
     assert server.state is State.OPEN
     server.data_to_send()

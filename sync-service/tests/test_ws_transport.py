@@ -87,7 +87,6 @@ async def served() -> AsyncIterator[tuple[str, App]]:
         ws_ping_interval=None,
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     await eventually(lambda: _started(server), timeout=10, message="server started")
     try:
@@ -104,7 +103,7 @@ async def _started(server: uvicorn.Server) -> bool:
 async def test_messages_of_every_shape_and_pings(served: tuple[str, App]) -> None:
     url, _ = served
     async with connect(url + "/echo", ping_interval=None, compression=None) as ws:
-        assert ws.response.headers["x-app"] == "yes"
+        assert ws.response is not None and ws.response.headers["x-app"] == "yes"
         await ws.send("héllo")
         assert await ws.recv() == "héllo"
         await ws.send(b"\x00\x01\xff")

@@ -23,20 +23,30 @@ class DrainingServer(QuietServer):
     def __init__(self, config: uvicorn.Config, drain_timeout: float) -> None:
         super().__init__(config)
         self.drain_timeout = drain_timeout
-        self._draining: asyncio.Task[None] | None = None
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         gateway = getattr(self.config.app.state, "gateway", None) if hasattr(self.config.app, "state") else None
-        if gateway is None or self._draining is not None:
+        loop = self._loop
+        if gateway is None or loop is None or self._draining:
             super().handle_exit(sig, frame)
             return
+        self._draining = True
+        # A signal handler runs between any two bytecodes of the loop's thread, so the drain
+        # starts from the loop: begun here, it could land between a session's "no wake-up
+        # pending" check and its parking, leaving that session asleep until uvicorn closed it
+        # with 1012 after the drain timeout.
+        loop.call_soon_threadsafe(self._drain, gateway, sig, frame)
+
+    def _drain(self, gateway: Any, sig: int, frame: FrameType | None) -> None:
         gateway.begin_drain()
 
         async def finish() -> None:
             await gateway.drained(self.drain_timeout)
             super(DrainingServer, self).handle_exit(sig, frame)
 
-        self._draining = asyncio.get_running_loop().create_task(finish())
+        self._drain_task = asyncio.get_running_loop().create_task(finish())
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

@@ -163,12 +163,6 @@ WHERE u.enabled AND {_OFFLINE}
 # Each bucket is read through its (bucket_id, op_id) index with its own LIMIT, the few rows
 # merged, and only the final page joined to record_index: a page costs O(buckets x page), never
 # O(bucket size). A put of a deleted record is sent as a remove.
-# The page's records are fetched with one index scan per entity over its sorted ids (``= ANY``),
-# not one lookup per op: nbtree walks neighbouring ids leaf to leaf instead of descending from
-# the root for each (a page of a key-ordered bucket: 8,000 buffer hits -> ~580, the 51 pages of
-# 100,000 ops -28 % of PostgreSQL's time; a bucket in random key order -8 %: docs/performance.md,
-# initial_sync round four). MATERIALIZED: inlined, the planner may turn the scan back into one
-# lookup per op with the array as a mere filter (test_page_plan.py).
 _PAGE = (
     """
 WITH cleared AS ("""
@@ -185,13 +179,6 @@ WITH cleared AS ("""
     ) o
     ORDER BY o.op_id, o.bucket_id, o.entity, o.record_id
     LIMIT $4
-), keys AS (
-    SELECT entity, array_agg(record_id ORDER BY record_id) AS ids FROM page GROUP BY entity
-), recs AS MATERIALIZED (
-    SELECT r.entity, r.record_id, r.deleted, r.attributes
-    FROM keys CROSS JOIN LATERAL (
-        SELECT * FROM sync.record_index r WHERE r.entity = keys.entity AND r.record_id = ANY(keys.ids)
-    ) r
 ), last AS (
     SELECT op_id, bucket_id, entity, record_id FROM page
     ORDER BY op_id DESC, bucket_id DESC, entity DESC, record_id DESC LIMIT 1
@@ -207,7 +194,7 @@ SELECT coalesce(json_agg(json_build_array(
        (SELECT json_object_agg(b.id, json_build_array(b.checksum, b.last_op_id))::text
         FROM sync.buckets b JOIN mine ON mine.bucket_id = b.id) AS states,
        (SELECT c.generation FROM cleared c) AS cleared_generation
-FROM page p LEFT JOIN recs r ON r.entity = p.entity AND r.record_id = p.record_id
+FROM page p LEFT JOIN sync.record_index r ON r.entity = p.entity AND r.record_id = p.record_id
 """
 )
 _PAGE_AFTER_OP = _PAGE.format(after="o.op_id > $3")

@@ -48,28 +48,3 @@ async def test_a_page_of_an_unanalyzed_bucket_walks_the_op_index(
     assert "bucket_ops_by_op" in plan, plan
     # The index walk stops after the page: a few hundred rows read, not the bucket's 50,000.
     assert "rows=50000" not in plan.replace(".00", ""), plan
-
-
-async def test_a_page_fetches_its_records_by_a_few_index_walks_not_one_per_op(
-    store_db: tuple[asyncpg.Pool, asyncpg.Pool],
-) -> None:
-    setup, reads = store_db
-    await setup.execute(
-        """INSERT INTO sync.record_index(entity, record_id, version, attributes)
-           SELECT e, e || lpad(g::text, 6, '0'), 1, '{}' FROM generate_series(1, 20000) g,
-                  unnest(ARRAY['account', 'contact']) e"""
-    )
-    # A page of 500 ops in key order (as a publish writes a bucket), over two entities.
-    await setup.execute(
-        """INSERT INTO sync.bucket_ops(bucket_id, entity, record_id, op_id, op, version)
-           SELECT 'big', e, e || lpad(g::text, 6, '0'), g * 2 + (e = 'contact')::int, 'put', 1
-           FROM generate_series(1, 5000) g, unnest(ARRAY['account', 'contact']) e"""
-    )
-    await setup.execute("INSERT INTO sync.user_buckets VALUES ('u1', 'big')")
-    await setup.execute("ANALYZE sync.record_index")
-    rows = await reads.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + bucket_reads._PAGE_AFTER_OP, "u1", ["big"], 0, 500)
-    plan = [r[0] for r in rows]
-    at = next(i for i, line in enumerate(plan) if "on record_index" in line)
-    searches = next(line for line in plan[at:] if "Index Searches" in line)
-    # One walk per entity (and a few more where neighbouring ids leave the leaf page), never 500.
-    assert int(searches.split(":")[1]) <= 20, "\n".join(plan)

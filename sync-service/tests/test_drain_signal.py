@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from types import SimpleNamespace
+from typing import Any
 
 import uvicorn
 
@@ -33,9 +34,18 @@ class FakeGateway:
         return True
 
 
+class FakeApp:
+    """An ASGI app with the gateway where the server looks for it (``app.state.gateway``)."""
+
+    def __init__(self, gateway: FakeGateway) -> None:
+        self.state = SimpleNamespace(gateway=gateway)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never served")
+
+
 def server_for(gateway: FakeGateway) -> DrainingServer:
-    app = SimpleNamespace(state=SimpleNamespace(gateway=gateway))
-    server = DrainingServer(uvicorn.Config(app), drain_timeout=5.0)
+    server = DrainingServer(uvicorn.Config(FakeApp(gateway)), drain_timeout=5.0)
     server._loop = asyncio.get_running_loop()  # set by main_loop when serving
     return server
 

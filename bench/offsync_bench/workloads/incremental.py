@@ -23,8 +23,18 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     loaded = await setup.main_published(ctx)
     sizes = ctx.sizes
     n = int(sizes.incremental_rate * sizes.incremental_seconds)
-    rng = random.Random(ctx.seed + 11)
-    ids = rng.sample(loaded.account_ids, min(n, len(loaded.account_ids)))  # distinct: one op per record, no compaction
+    # Each repetition changes accounts no earlier one changed (while there are enough): a record
+    # changed again since the last checkpoint costs less WAL (no full-page image) than a field
+    # edit usually does, and repetitions 2 and 3 on the same accounts were ~2 ms faster at p99.
+    turn = ctx.scratch["incremental_turns"] = ctx.scratch.get("incremental_turns", 0) + 1
+    used: set[str] = ctx.scratch.setdefault("incremental_used", set())
+    fresh = [a for a in loaded.account_ids if a not in used]
+    if len(fresh) < n:
+        used.clear()
+        fresh = list(loaded.account_ids)
+    rng = random.Random(ctx.seed + 11 + 1000 * (turn - 1))
+    ids = rng.sample(fresh, min(n, len(fresh)))  # distinct: one op per record, no compaction
+    used.update(ids)
     lines = []
     for rid in ids:
         owner_id, owner_type, attrs = loaded.account_rows[rid]

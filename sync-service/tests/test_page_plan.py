@@ -59,9 +59,9 @@ async def test_a_page_looks_its_records_up_by_key_whatever_the_statistics(
     ids as one ``= ANY`` set, tried in docs/performance.md's initial_sync round four) read the
     whole of record_index per page, or matched every op against every record, in some of them."""
     setup, reads = store_db
-    # Records as wide as real ones (a seq scan of a few narrow rows may rightly win).
     await setup.execute("ANALYZE sync.record_index")
     await setup.execute("ANALYZE sync.bucket_ops")  # both empty: as right after the migrations
+    # Records as wide as real ones (a seq scan of a few narrow rows may rightly win).
     await setup.execute(
         """INSERT INTO sync.record_index(entity, record_id, version, attributes)
            SELECT e, e || lpad(g::text, 6, '0'), 1, jsonb_build_object('note', repeat('x', 300))
